@@ -1,0 +1,37 @@
+/**
+ * The `para` program: one file per command under commands/, wired into commander here; errors
+ * become one readable line on stderr and an exit code (2: bad input, 1: a bug or crash).
+ */
+import { Command, CommanderError } from 'commander';
+import { isParaError } from '@para/core/node';
+import { registerInfoCommand } from './commands/info';
+import { PARA_VERSION } from './version';
+
+export function buildProgram(): Command {
+  const program = new Command('para')
+    .description('PARA (Prompt Aware Representation Adjustment) fine-tuning and inference on TensorFlow.js')
+    .version(PARA_VERSION, '-V, --version')
+    .showHelpAfterError('(run with --help for usage)')
+    .exitOverride();
+  registerInfoCommand(program);
+  return program;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const program = buildProgram();
+  try {
+    await program.parseAsync(argv, { from: 'user' });
+    return 0;
+  } catch (e) {
+    if (e instanceof CommanderError) {
+      // Help and version exit with 0; usage errors were already printed by commander.
+      return e.exitCode;
+    }
+    if (isParaError(e)) {
+      process.stderr.write(`para: error [${e.code}]: ${e.message}\n`);
+      return 2;
+    }
+    process.stderr.write(`para: unexpected error: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
+    return 1;
+  }
+}

@@ -1,0 +1,75 @@
+import { spawnSync } from 'node:child_process';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { describe, expect, it } from 'vitest';
+
+const appDir = join(dirname(fileURLToPath(import.meta.url)), '..');
+const repoRoot = join(appDir, '..', '..');
+const cli = join(appDir, 'dist', 'cli.js');
+
+function para(args: string[], env: Record<string, string | undefined> = {}) {
+  const r = spawnSync(process.execPath, [cli, ...args], {
+    encoding: 'utf8',
+    env: { ...process.env, PARA_BACKEND: undefined, ...env },
+  });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+describe('para CLI', () => {
+  it('--help lists the commands and every command has --help', () => {
+    const top = para(['--help']);
+    expect(top.code).toBe(0);
+    expect(top.stdout).toContain('info');
+    const info = para(['info', '--help']);
+    expect(info.code).toBe(0);
+    expect(info.stdout).toContain('--backend <name>');
+  });
+
+  it('info --json reports versions and the active backend', () => {
+    const r = para(['info', '--json', '--no-probe']);
+    expect(r.code).toBe(0);
+    const info = JSON.parse(r.stdout);
+    expect(info.packages['@tensorflow/tfjs-core']).toBe('4.22.0');
+    expect(['tensorflow', 'wasm', 'cpu']).toContain(info.backend.active);
+    expect(info.backend.backends.map((b: { name: string }) => b.name)).toEqual(['tensorflow', 'wasm', 'cpu', 'webgpu']);
+    expect(info.backend.gradients.bundledVersion).toBe(info.backend.gradients.runningVersion);
+  });
+
+  it('--backend and PARA_BACKEND choose the backend; the flag wins', () => {
+    expect(JSON.parse(para(['info', '--json', '--no-probe', '--backend', 'cpu']).stdout).backend.active).toBe('cpu');
+    const env = JSON.parse(para(['info', '--json', '--no-probe'], { PARA_BACKEND: 'cpu' }).stdout).backend;
+    expect(env.active).toBe('cpu');
+    expect(env.chosenBy).toBe('env');
+    const both = JSON.parse(para(['info', '--json', '--no-probe', '--backend', 'wasm'], { PARA_BACKEND: 'cpu' }).stdout).backend;
+    expect(both.active).toBe('wasm');
+  });
+
+  it('a bad or unavailable explicit backend is a typed error with exit code 2', () => {
+    const bad = para(['info', '--backend', 'cuda']);
+    expect(bad.code).toBe(2);
+    expect(bad.stdout).toBe('');
+    expect(bad.stderr).toContain('[INVALID_ARGUMENT]');
+    expect(bad.stderr).toContain('field "backend"');
+    const envBad = para(['info'], { PARA_BACKEND: 'webgl' });
+    expect(envBad.code).toBe(2);
+    expect(envBad.stderr).toContain('[BACKEND_UNAVAILABLE]');
+    expect(envBad.stderr).toContain('PARA_BACKEND');
+  });
+
+  it('unknown commands and flags fail with usage help', () => {
+    const r = para(['frobnicate']);
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toContain("unknown command 'frobnicate'");
+    expect(para(['info', '--nope']).code).not.toBe(0);
+  });
+
+  it('`pnpm --silent para info --json` from the repo root prints only the JSON', () => {
+    const r = spawnSync('node', [join(repoRoot, 'scripts', 'para.mjs'), 'info', '--json', '--no-probe'], {
+      encoding: 'utf8',
+      cwd: repoRoot,
+      env: { ...process.env, PARA_BACKEND: 'cpu' },
+    });
+    expect(r.status).toBe(0);
+    expect(JSON.parse(r.stdout).backend.active).toBe('cpu');
+  });
+});

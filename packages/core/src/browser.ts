@@ -1,0 +1,62 @@
+/**
+ * @para/core for browsers: everything in the universal entry, plus backend selection in the
+ * browser order (webgpu → webgl → wasm → cpu). No Node built-ins are reachable from here.
+ */
+import { installWasmMatmulFix } from './backend/wasm-matmul';
+import { type BackendCandidate, type BackendReport, type SelectBackendOptions, importOptional, selectBackendFrom } from './backend/select';
+
+export * from './index';
+
+export interface BrowserBackendOptions extends SelectBackendOptions {
+  /** Where the tfjs wasm binaries are served (a prefix URL ending in `/`, as `setWasmPaths` takes). */
+  wasmPaths?: string;
+}
+
+/** Browser backends in priority order. */
+export function browserBackendCandidates(options: BrowserBackendOptions = {}): BackendCandidate[] {
+  return [
+    {
+      name: 'webgpu',
+      auto: true,
+      async load() {
+        const gpu = (globalThis as { navigator?: { gpu?: { requestAdapter(): Promise<unknown> } } }).navigator?.gpu;
+        if (gpu === undefined) throw new Error('navigator.gpu is missing (this browser has no WebGPU, or it is disabled)');
+        const adapter = await gpu.requestAdapter();
+        if (adapter === null) throw new Error('WebGPU found no adapter');
+        await importOptional('@tensorflow/tfjs-backend-webgpu', () => import('@tensorflow/tfjs-backend-webgpu'));
+        return 'WebGPU';
+      },
+    },
+    {
+      name: 'webgl',
+      auto: true,
+      async load() {
+        await importOptional('@tensorflow/tfjs-backend-webgl', () => import('@tensorflow/tfjs-backend-webgl'));
+        return 'WebGL';
+      },
+    },
+    {
+      name: 'wasm',
+      auto: true,
+      async load() {
+        const wasm = await importOptional('@tensorflow/tfjs-backend-wasm', () => import('@tensorflow/tfjs-backend-wasm'));
+        if (options.wasmPaths !== undefined) wasm.setWasmPaths(options.wasmPaths);
+        installWasmMatmulFix();
+        return 'WebAssembly (matmul fix)';
+      },
+    },
+    {
+      name: 'cpu',
+      auto: true,
+      async load() {
+        await importOptional('@tensorflow/tfjs-backend-cpu', () => import('@tensorflow/tfjs-backend-cpu'));
+        return 'plain JS';
+      },
+    },
+  ];
+}
+
+/** Start the best backend in this browser; an explicit `backend` that cannot start throws. */
+export function initBackend(options: BrowserBackendOptions = {}): Promise<BackendReport> {
+  return selectBackendFrom('browser', browserBackendCandidates(options), options);
+}

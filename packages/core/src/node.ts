@@ -1,0 +1,22 @@
+/**
+ * @para/core for Node: everything in the universal entry, plus backend selection with the Node
+ * order (tensorflow → wasm → cpu; webgpu through Dawn on request), PARA_BACKEND, and safetensors
+ * files read through file handles and written atomically.
+ */
+import { type BackendReport, type SelectBackendOptions, selectBackendFrom } from './backend/select';
+import { nodeBackendCandidates } from './node/backends';
+
+export * from './index';
+export * from './node/safetensors-node';
+export { nodeBackendCandidates } from './node/backends';
+
+/**
+ * Start the best backend on Node. `options.backend` wins, then the PARA_BACKEND environment
+ * variable; an explicit choice that cannot start throws BACKEND_UNAVAILABLE.
+ */
+export function initBackend(options: SelectBackendOptions = {}): Promise<BackendReport> {
+  return selectBackendFrom('node', nodeBackendCandidates(), {
+    envBackend: process.env.PARA_BACKEND,
+    ...options,
+  });
+}

@@ -1,0 +1,157 @@
+import { createRequire } from 'node:module';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { type BackendCandidate, importOptional, isModuleNotFound } from '../backend/select';
+import { installWasmMatmulFix } from '../backend/wasm-matmul';
+
+/**
+ * Import an optional package as the application sees it. Optional backends are usually
+ * installed by the application, not by @para/core (e.g. `@tensorflow/tfjs-node-gpu` is an
+ * optional dependency of the `para` CLI), and with pnpm or a linked workspace they are not
+ * visible from @para/core's own directory — so after a plain import fails, resolve from the main
+ * script and from the working directory.
+ */
+export async function importFromApp<T = unknown>(specifier: string): Promise<T> {
+  try {
+    return (await import(specifier)) as T;
+  } catch (e) {
+    if (!isModuleNotFound(e, specifier)) throw e;
+    const bases = [process.argv[1], join(process.cwd(), 'package.json')].filter((b): b is string => !!b);
+    for (const base of bases) {
+      let resolved: string;
+      try {
+        resolved = createRequire(base).resolve(specifier);
+      } catch {
+        continue;
+      }
+      return (await import(pathToFileURL(resolved).href)) as T;
+    }
+    throw e;
+  }
+}
+
+/**
+ * Backends on Node, in priority order: TensorFlow's native library (CUDA through
+ * tfjs-node-gpu, else tfjs-node), then wasm (SIMD), then plain-JS cpu. WebGPU through Dawn (the
+ * `webgpu` package) is started only when asked for (`--backend webgpu` / PARA_BACKEND=webgpu).
+ */
+export function nodeBackendCandidates(): BackendCandidate[] {
+  return [
+    {
+      name: 'tensorflow',
+      auto: true,
+      async load() {
+        const reasons: string[] = [];
+        for (const [pkg, importer] of [
+          ['@tensorflow/tfjs-node-gpu', () => importFromApp('@tensorflow/tfjs-node-gpu')],
+          ['@tensorflow/tfjs-node', () => importFromApp('@tensorflow/tfjs-node')],
+        ] as const) {
+          try {
+            await importOptional(pkg, importer);
+            return pkg;
+          } catch (e) {
+            const m = (e as Error).message;
+            reasons.push(
+              /tfjs_binding\.node/.test(m)
+                ? `${pkg} is installed but its native library is missing (its install script downloads libtensorflow from outside the npm registry; that download failed or was skipped)`
+                : m,
+            );
+          }
+        }
+        throw new Error(reasons.join('; '));
+      },
+    },
+    {
+      name: 'wasm',
+      auto: true,
+      async load() {
+        await importOptional('@tensorflow/tfjs-backend-wasm', () => importFromApp('@tensorflow/tfjs-backend-wasm'));
+        // Route transposed/batched matmuls to XNNPACK's fast path (10x on training steps).
+        installWasmMatmulFix();
+        return '@tensorflow/tfjs-backend-wasm (SIMD, 1 thread in Node; matmul fix)';
+      },
+    },
+    {
+      name: 'cpu',
+      auto: true,
+      async load() {
+        await importOptional('@tensorflow/tfjs-backend-cpu', () => importFromApp('@tensorflow/tfjs-backend-cpu'));
+        return '@tensorflow/tfjs-backend-cpu (plain JS)';
+      },
+    },
+    {
+      name: 'webgpu',
+      auto: false,
+      async load() {
+        const adapter = await installDawnNavigatorGpu();
+        await importOptional('@tensorflow/tfjs-backend-webgpu', () => importFromApp('@tensorflow/tfjs-backend-webgpu'));
+        return adapter;
+      },
+    },
+  ];
+}
+
+interface DawnAdapterLike {
+  info?: { vendor?: string; architecture?: string; device?: string; description?: string };
+  isFallbackAdapter?: boolean;
+}
+interface DawnGpuLike {
+  requestAdapter(options?: Record<string, unknown>): Promise<DawnAdapterLike | null>;
+}
+
+let dawnDescription: string | undefined;
+
+/**
+ * Make `navigator.gpu` a Dawn instance so tfjs-backend-webgpu works in Node. Tries Dawn's
+ * default backend (Vulkan on Linux: real GPUs, Mesa ≥ 25 lavapipe), then OpenGL ES in WebGPU
+ * compatibility mode (Mesa llvmpipe through surfaceless EGL), unless PARA_DAWN_BACKEND names one
+ * (`vulkan`, `opengles`, ...). Returns a description of the adapter.
+ */
+async function installDawnNavigatorGpu(): Promise<string> {
+  if (dawnDescription !== undefined) return dawnDescription;
+  // No display here: EGL must not look for X11/Wayland.
+  process.env.EGL_PLATFORM ??= 'surfaceless';
+  const dawn = (await importOptional('webgpu', () => importFromApp('webgpu'))) as unknown as {
+    create(flags: string[]): DawnGpuLike;
+    globals: Record<string, unknown>;
+  };
+  Object.assign(globalThis, dawn.globals);
+  const forced = process.env.PARA_DAWN_BACKEND?.trim();
+  const attempts: { flags: string[]; compat: boolean; label: string }[] = forced
+    ? [{ flags: [`backend=${forced}`], compat: forced === 'opengles' || forced === 'opengl', label: forced }]
+    : [
+        { flags: [], compat: false, label: 'default (Vulkan)' },
+        { flags: ['backend=opengles'], compat: true, label: 'opengles' },
+      ];
+  const failures: string[] = [];
+  for (const a of attempts) {
+    let gpu: DawnGpuLike;
+    let adapter: DawnAdapterLike | null = null;
+    try {
+      gpu = dawn.create(a.flags);
+      const opts = a.compat ? { featureLevel: 'compatibility' } : {};
+      adapter = await gpu.requestAdapter(opts);
+    } catch (e) {
+      failures.push(`${a.label}: ${(e as Error).message}`);
+      continue;
+    }
+    if (adapter === null) {
+      failures.push(`${a.label}: no adapter`);
+      continue;
+    }
+    if (a.compat) {
+      const request = gpu.requestAdapter.bind(gpu);
+      gpu.requestAdapter = (o: Record<string, unknown> = {}) => request({ ...o, featureLevel: 'compatibility' });
+    }
+    Object.defineProperty(globalThis, 'navigator', {
+      value: { ...(globalThis as { navigator?: object }).navigator, gpu },
+      configurable: true,
+      writable: true,
+    });
+    const info = adapter.info ?? {};
+    const name = [info.vendor, info.architecture, info.device, info.description].filter(Boolean).join(' ');
+    dawnDescription = `Dawn ${a.label}${name ? `: ${name}` : ''}${adapter.isFallbackAdapter ? ' (fallback adapter)' : ''}`;
+    return dawnDescription;
+  }
+  throw new Error(`Dawn found no WebGPU adapter (${failures.join('; ')})`);
+}
