@@ -7,5 +7,7 @@ export default defineConfig({
     hookTimeout: 60_000,
     // One tfjs engine per file; files run in parallel across the machine's cores.
     pool: 'forks',
+    // Test @para/core's own kernels: @para/blas (when resolvable) would replace them on wasm.
+    env: { PARA_BLAS_DISABLE: '1' },
   },
 });

@@ -4,6 +4,7 @@
  */
 import { Command, CommanderError } from 'commander';
 import { isParaError } from '@para/core/node';
+import { registerBenchCommand } from './commands/bench';
 import { registerInfoCommand } from './commands/info';
 import { PARA_VERSION } from './version';
 
@@ -14,6 +15,7 @@ export function buildProgram(): Command {
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride();
   registerInfoCommand(program);
+  registerBenchCommand(program);
   return program;
 }
 

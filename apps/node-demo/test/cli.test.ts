@@ -35,6 +35,15 @@ describe('para CLI', () => {
     expect(info.backend.gradients.bundledVersion).toBe(info.backend.gradients.runningVersion);
   });
 
+  it('the wasm backend runs its matmuls on OpenBLAS through @para/blas (unless PARA_BLAS_OPTIONAL=1)', () => {
+    const wasm = JSON.parse(para(['info', '--json', '--no-probe', '--backend', 'wasm']).stdout).backend.backends.find(
+      (b: { name: string }) => b.name === 'wasm',
+    );
+    if (process.env.PARA_BLAS_OPTIONAL !== '1') expect(wasm.detail).toMatch(/matmul: OpenBLAS .* via @para\/blas/);
+    const disabled = JSON.parse(para(['info', '--json', '--no-probe', '--backend', 'wasm'], { PARA_BLAS_DISABLE: '1' }).stdout);
+    expect(disabled.backend.backends.find((b: { name: string }) => b.name === 'wasm').detail).toContain('disabled by PARA_BLAS_DISABLE');
+  });
+
   it('--backend and PARA_BACKEND choose the backend; the flag wins', () => {
     expect(JSON.parse(para(['info', '--json', '--no-probe', '--backend', 'cpu']).stdout).backend.active).toBe('cpu');
     const env = JSON.parse(para(['info', '--json', '--no-probe'], { PARA_BACKEND: 'cpu' }).stdout).backend;

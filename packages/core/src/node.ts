@@ -8,7 +8,7 @@ import { nodeBackendCandidates } from './node/backends';
 
 export * from './index';
 export * from './node/safetensors-node';
-export { nodeBackendCandidates } from './node/backends';
+export { importFromApp, installOptionalBlas, nodeBackendCandidates } from './node/backends';
 
 /**
  * Start the best backend on Node. `options.backend` wins, then the PARA_BACKEND environment

@@ -66,9 +66,12 @@ export function nodeBackendCandidates(): BackendCandidate[] {
       auto: true,
       async load() {
         await importOptional('@tensorflow/tfjs-backend-wasm', () => importFromApp('@tensorflow/tfjs-backend-wasm'));
-        // Route transposed/batched matmuls to XNNPACK's fast path (10x on training steps).
+        // Route transposed/batched matmuls to XNNPACK's fast path (10x on training steps),
+        // then, where @para/blas loads, replace both matmul kernels with OpenBLAS (it falls
+        // back to the fixed kernels for what it does not handle, so the order matters).
         installWasmMatmulFix();
-        return '@tensorflow/tfjs-backend-wasm (SIMD, 1 thread in Node; matmul fix)';
+        const blas = await installOptionalBlas();
+        return `@tensorflow/tfjs-backend-wasm (SIMD, 1 thread in Node); matmul: ${blas}`;
       },
     },
     {
@@ -154,4 +157,29 @@ async function installDawnNavigatorGpu(): Promise<string> {
     return dawnDescription;
   }
   throw new Error(`Dawn found no WebGPU adapter (${failures.join('; ')})`);
+}
+
+interface BlasModuleLike {
+  loadBlas(): { available: boolean; reason?: string; openblas?: string; threads?: number };
+  installBlasKernels(): boolean;
+}
+
+/**
+ * Install @para/blas's OpenBLAS kernels under the wasm backend when the package and its native
+ * addon load (PARA_BLAS_DISABLE=1 turns this off). Returns what the matmuls run on, for reports.
+ */
+export async function installOptionalBlas(): Promise<string> {
+  if (process.env.PARA_BLAS_DISABLE === '1') return 'XNNPACK with the transpose/batch fix (OpenBLAS disabled by PARA_BLAS_DISABLE=1)';
+  let blas: BlasModuleLike;
+  try {
+    blas = await importFromApp<BlasModuleLike>('@para/blas');
+  } catch (e) {
+    const why = isModuleNotFound(e, '@para/blas') ? '@para/blas is not installed' : `@para/blas failed to load: ${(e as Error).message}`;
+    return `XNNPACK with the transpose/batch fix (${why})`;
+  }
+  const status = blas.loadBlas();
+  if (!status.available) return `XNNPACK with the transpose/batch fix (OpenBLAS unavailable: ${status.reason ?? 'unknown reason'})`;
+  if (!blas.installBlasKernels()) return 'XNNPACK with the transpose/batch fix (OpenBLAS kernels could not be installed)';
+  const version = status.openblas?.split(' ').slice(0, 2).join(' ') ?? 'OpenBLAS';
+  return `${version} via @para/blas${status.threads ? ` (${status.threads} threads)` : ''}`;
 }

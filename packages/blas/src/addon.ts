@@ -1,0 +1,231 @@
+import { existsSync, readdirSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { arch, platform } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+/** What `loadBlas()` found. */
+export interface BlasStatus {
+  /** The native addon and OpenBLAS loaded. */
+  available: boolean;
+  /** Why it is unavailable (every load attempt, joined with "; "). */
+  reason?: string;
+  /** OpenBLAS's build configuration, e.g. "OpenBLAS 0.3.21 DYNAMIC_ARCH NO_AFFINITY Haswell MAX_THREADS=64". */
+  openblas?: string;
+  /** The CPU kernel set OpenBLAS chose at run time (e.g. "Haswell"). */
+  corename?: string;
+  /** OpenBLAS's thread count. */
+  threads?: number;
+  /** The .node file that loaded. */
+  binary?: string;
+}
+
+/** The addon's raw interface (native/para_blas.c). */
+export interface BlasAddon {
+  info(): { config: string; corename: string; threads: number; napiVersion: number };
+  sgemm(
+    a: Float32Array,
+    b: Float32Array,
+    c: Float32Array,
+    m: number,
+    n: number,
+    k: number,
+    transA: boolean,
+    transB: boolean,
+  ): void;
+  matmulHeap(heap: ArrayBuffer, params: Float64Array): void;
+}
+
+/** The package root: `src/..` when run from source, `dist/..` when built. */
+export const packageRoot: string = fileURLToPath(new URL('..', import.meta.url));
+
+const requireHere = createRequire(import.meta.url);
+
+function messageOf(e: unknown): string {
+  const m = e instanceof Error ? e.message : String(e);
+  return m.split('\n')[0]?.trim() || 'unknown error';
+}
+
+/** Paths to try, most specific first: what node-gyp-build picks, then each prebuild and build/Release. */
+function candidates(root: string, reasons: string[]): string[] {
+  const out: string[] = [];
+  try {
+    const nodeGypBuild = requireHere('node-gyp-build') as { resolve(dir: string): string };
+    out.push(nodeGypBuild.resolve(root));
+  } catch (e) {
+    reasons.push(messageOf(e));
+  }
+  const dir = join(root, 'prebuilds', `${platform()}-${arch()}`);
+  if (existsSync(dir)) {
+    for (const f of readdirSync(dir).sort()) if (f.endsWith('.node')) out.push(join(dir, f));
+  }
+  const release = join(root, 'build', 'Release', 'para_blas.node');
+  if (existsSync(release)) out.push(release);
+  return [...new Set(out)];
+}
+
+/** Load the addon from a package root; never throws. */
+export function loadAddonFrom(root: string): { addon?: BlasAddon; status: BlasStatus } {
+  if (process.env.PARA_BLAS_DISABLE === '1') {
+    return { status: { available: false, reason: 'disabled by PARA_BLAS_DISABLE=1' } };
+  }
+  const reasons: string[] = [];
+  for (const file of candidates(root, reasons)) {
+    try {
+      const addon = requireHere(file) as BlasAddon;
+      const info = addon.info();
+      return {
+        addon,
+        status: {
+          available: true,
+          openblas: info.config,
+          corename: info.corename,
+          threads: info.threads,
+          binary: file,
+        },
+      };
+    } catch (e) {
+      reasons.push(`${file}: ${messageOf(e)}`);
+    }
+  }
+  if (reasons.length === 0) reasons.push(`no native build in ${root}`);
+  return {
+    status: {
+      available: false,
+      reason: `${reasons.join('; ')} (needs OpenBLAS at run time: apt-get install libopenblas0)`,
+    },
+  };
+}
+
+let loaded: { addon?: BlasAddon; status: BlasStatus } | undefined;
+
+/** Load the addon (once) and say whether it works here. Never throws. */
+export function loadBlas(): BlasStatus {
+  loaded ??= loadAddonFrom(packageRoot);
+  return { ...loaded.status };
+}
+
+/** The loaded addon, or undefined. */
+export function blasAddon(): BlasAddon | undefined {
+  loadBlas();
+  return loaded?.addon;
+}
+
+function requireAddon(): BlasAddon {
+  const addon = blasAddon();
+  if (addon === undefined)
+    throw new Error(`@para/blas is unavailable: ${loaded?.status.reason ?? 'not loaded'}`);
+  return addon;
+}
+
+/**
+ * Raw row-major `cblas_sgemm` on plain arrays: c[m,n] = op(a) · op(b), where `a` is [m,k]
+ * ([k,m] when transA) and `b` is [k,n] ([n,k] when transB). The ceiling for benchmarks.
+ * Throws when the addon is unavailable or an array is too short.
+ */
+export function sgemm(
+  a: Float32Array,
+  b: Float32Array,
+  c: Float32Array,
+  m: number,
+  n: number,
+  k: number,
+  transA = false,
+  transB = false,
+): void {
+  requireAddon().sgemm(a, b, c, m, n, k, transA, transB);
+}
+
+/** tfjs's FusableActivation numbering (tfjs-backend-wasm kernels/types). */
+export const ACTIVATIONS = {
+  linear: 0,
+  relu: 1,
+  relu6: 2,
+  prelu: 3,
+  leakyrelu: 4,
+  sigmoid: 5,
+  elu: 6,
+} as const;
+export type Activation = keyof typeof ACTIVATIONS;
+
+/** An epilogue operand (bias or PReLU weights) addressed by (flat batch, row, col) element strides. */
+export interface HeapOperand {
+  /** Byte offset in the heap. */
+  offset: number;
+  /** Length in elements. */
+  length: number;
+  /** Element strides over (flat output batch, row, col); 0 broadcasts. */
+  strides: [number, number, number];
+}
+
+/** One product on a heap: C[batch..., M, N] = act(op(A) · op(B) + bias), all float32. */
+export interface HeapMatMulSpec {
+  /** Byte offsets of A, B and C in the heap; C is contiguous. */
+  a: number;
+  b: number;
+  c: number;
+  m: number;
+  n: number;
+  k: number;
+  /** A is stored [K, M] (else [M, K]). */
+  transA?: boolean;
+  /** B is stored [N, K] (else [K, N]). */
+  transB?: boolean;
+  /** The output's batch shape (at most 8 dims); with per-operand element strides (0 = broadcast). */
+  batchShape?: number[];
+  aStrides?: number[];
+  bStrides?: number[];
+  bias?: HeapOperand;
+  activation?: Activation;
+  /** LeakyReLU slope. */
+  alpha?: number;
+  prelu?: HeapOperand;
+}
+
+const FIXED = 21;
+
+/** Pack a spec into the addon's Float64Array parameter block (layout: native/para_blas.c, PARAM_*). */
+export function packSpec(spec: HeapMatMulSpec): Float64Array {
+  const shape = spec.batchShape ?? [];
+  const nb = shape.length;
+  const p = new Float64Array(FIXED + 3 * nb);
+  p[0] = spec.a;
+  p[1] = spec.b;
+  p[2] = spec.c;
+  p[3] = spec.m;
+  p[4] = spec.n;
+  p[5] = spec.k;
+  p[6] = spec.transA ? 1 : 0;
+  p[7] = spec.transB ? 1 : 0;
+  p[8] = nb;
+  p[9] = ACTIVATIONS[spec.activation ?? 'linear'];
+  p[10] = spec.alpha ?? 0;
+  const operand = (at: number, o: HeapOperand | undefined) => {
+    if (o === undefined) {
+      p[at] = -1;
+      return;
+    }
+    p[at] = o.offset;
+    p[at + 1] = o.length;
+    p[at + 2] = o.strides[0];
+    p[at + 3] = o.strides[1];
+    p[at + 4] = o.strides[2];
+  };
+  operand(11, spec.bias);
+  operand(16, spec.prelu);
+  for (let d = 0; d < nb; d++) {
+    p[FIXED + d] = shape[d] as number;
+    p[FIXED + nb + d] = spec.aStrides?.[d] ?? 0;
+    p[FIXED + 2 * nb + d] = spec.bStrides?.[d] ?? 0;
+  }
+  return p;
+}
+
+/**
+ * Compute one (batched, fused) product directly inside `heap` (e.g. the wasm backend's
+ * `backend.wasm.HEAPU8.buffer`). The addon checks every offset, length and stride against
+ * `heap.byteLength` and throws (writing nothing) on a violation.
+ */
+export function heapMatMul(heap: ArrayBuffer, spec: HeapMatMulSpec): void {
+  requireAddon().matmulHeap(heap, packSpec(spec));
+}

@@ -1,0 +1,26 @@
+/**
+ * @para/blas — OpenBLAS for TensorFlow.js's wasm backend on Node.
+ *
+ * A Node-API addon over OpenBLAS's CBLAS replaces the wasm backend's `BatchMatMul` and
+ * `_FusedMatMul` kernels, computing directly on the wasm heap (batched sgemm with broadcast
+ * strides, sgemv for M or N = 1, fused bias and activation). Loading never throws: where the
+ * addon or libopenblas cannot load, `loadBlas()` says why and nothing is replaced.
+ *
+ * ```ts
+ * import * as tf from '@tensorflow/tfjs-core';
+ * import '@tensorflow/tfjs-backend-wasm';
+ * import { installBlasKernels, loadBlas } from '@para/blas';
+ * await tf.setBackend('wasm');
+ * if (!installBlasKernels()) console.warn(loadBlas().reason);
+ * ```
+ */
+export {
+  type Activation,
+  type BlasStatus,
+  type HeapMatMulSpec,
+  type HeapOperand,
+  heapMatMul,
+  loadBlas,
+  sgemm,
+} from './addon';
+export { blasKernelsInstalled, installBlasKernels, uninstallBlasKernels } from './kernels';
