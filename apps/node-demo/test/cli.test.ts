@@ -35,11 +35,11 @@ describe('para CLI', () => {
     expect(info.backend.gradients.bundledVersion).toBe(info.backend.gradients.runningVersion);
   });
 
-  it('the wasm backend runs its matmuls on OpenBLAS through @para/blas (unless PARA_BLAS_OPTIONAL=1)', () => {
+  it('the wasm backend runs its matmuls on OpenBLAS through @para/blas (required with PARA_BLAS_REQUIRED=1)', () => {
     const wasm = JSON.parse(para(['info', '--json', '--no-probe', '--backend', 'wasm']).stdout).backend.backends.find(
       (b: { name: string }) => b.name === 'wasm',
     );
-    if (process.env.PARA_BLAS_OPTIONAL !== '1') expect(wasm.detail).toMatch(/matmul: OpenBLAS .* via @para\/blas/);
+    if (process.env.PARA_BLAS_REQUIRED === '1') expect(wasm.detail).toMatch(/matmul: OpenBLAS .* via @para\/blas/);
     const disabled = JSON.parse(para(['info', '--json', '--no-probe', '--backend', 'wasm'], { PARA_BLAS_DISABLE: '1' }).stdout);
     expect(disabled.backend.backends.find((b: { name: string }) => b.name === 'wasm').detail).toContain('disabled by PARA_BLAS_DISABLE');
   });

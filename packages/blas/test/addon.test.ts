@@ -8,7 +8,7 @@ import { blasAddon, loadAddonFrom, packageRoot, packSpec } from '../src/addon';
 import { heapMatMul, loadBlas, sgemm } from '../src/index';
 import { expectAddonLoaded, seeded, status } from './helpers';
 
-it('the addon loads (PARA_BLAS_OPTIONAL=1 lets the rest skip where it cannot)', () => {
+it('the addon loads (required with PARA_BLAS_REQUIRED=1; otherwise the rest skip where it cannot)', () => {
   expectAddonLoaded();
 });
 

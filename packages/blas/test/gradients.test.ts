@@ -13,7 +13,7 @@ import {
   status,
 } from './helpers';
 
-it('the addon loads (PARA_BLAS_OPTIONAL=1 lets the rest skip where it cannot)', () => {
+it('the addon loads (required with PARA_BLAS_REQUIRED=1; otherwise the rest skip where it cannot)', () => {
   expectAddonLoaded();
 });
 
