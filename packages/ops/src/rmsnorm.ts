@@ -1,0 +1,26 @@
+import * as tf from '@tensorflow/tfjs-core';
+import { ParaError } from '@para/core';
+import { checkMinRank, checkShape } from './shapes';
+
+/**
+ * RMSNorm (Zhang & Sennrich 2019), as Hugging Face's `LlamaRMSNorm`:
+ *
+ *     y = x · rsqrt(mean(x², axis = -1) + eps) · weight
+ *
+ * over the last axis, in float32. `x` is `[..., d]`, `weight` is `[d]`; the result has x's
+ * shape. Differentiable in both `x` and `weight`.
+ */
+export function rmsNorm(x: tf.Tensor, weight: tf.Tensor, eps = 1e-6): tf.Tensor {
+  const shape = checkMinRank(x, 'x', 1, '[..., d]');
+  const d = shape[shape.length - 1] as number;
+  checkShape(weight, 'weight', [d]);
+  if (typeof eps !== 'number' || !(eps >= 0) || !Number.isFinite(eps)) {
+    throw new ParaError('INVALID_ARGUMENT', 'eps must be a finite number ≥ 0', { field: 'eps', actual: String(eps) });
+  }
+  return tf.tidy(() => {
+    const xf = x.dtype === 'float32' ? x : tf.cast(x, 'float32');
+    const meanSquare = tf.mean(tf.square(xf), -1, true); // [..., 1]
+    const inv = tf.rsqrt(tf.add(meanSquare, eps)); // [..., 1]
+    return tf.mul(tf.mul(xf, inv), weight); // [..., d]
+  });
+}

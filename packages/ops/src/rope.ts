@@ -1,0 +1,240 @@
+import * as tf from '@tensorflow/tfjs-core';
+import { ParaError } from '@para/core';
+import { checkMatrix, checkShape } from './shapes';
+
+/**
+ * Rotary position embeddings (RoFormer, Su et al. 2021) in the Hugging Face convention
+ * (`modeling_llama.rotate_half`): the head dimension is split into two halves rather than
+ * interleaved pairs, so coordinate `i` rotates with coordinate `i + hd/2` at frequency
+ * `inv_freq[i]`:
+ *
+ *     inv_freq[i] = 1 / theta^(2i / hd)                       i = 0 .. hd/2 - 1
+ *     angle[p, j] = p · inv_freq[j mod hd/2]                  j = 0 .. hd - 1
+ *     rope(x)     = x ⊙ cos(angle) + rotate_half(x) ⊙ sin(angle)
+ *     rotate_half([x₁, x₂]) = [-x₂, x₁]
+ *
+ * Checkpoints converted to the HF layout (every HF Llama/Mistral/Qwen2) expect exactly this.
+ */
+
+/** `rope_scaling` as it appears in a Hugging Face `config.json` (`type` is the legacy key). */
+export interface RopeScalingConfig {
+  rope_type?: string;
+  type?: string;
+  factor?: number;
+  low_freq_factor?: number;
+  high_freq_factor?: number;
+  original_max_position_embeddings?: number;
+  [key: string]: unknown;
+}
+
+export interface RopeOptions {
+  /** Per-head dimension `hd` (even). HF: `head_dim`, else `hidden_size / num_attention_heads`. */
+  headDim: number;
+  /** HF `rope_theta` (default 10000). */
+  theta?: number;
+  /** HF `rope_scaling`; `null`/absent or type `default` means none. */
+  scaling?: RopeScalingConfig | null;
+}
+
+const f32 = Math.fround;
+
+function configError(field: string, message: string, expected: string, actual: unknown): ParaError {
+  return new ParaError('INVALID_CONFIG', message, { field, expected, actual: JSON.stringify(actual) ?? String(actual) });
+}
+
+function positiveNumber(scaling: RopeScalingConfig, key: string): number {
+  const v = scaling[key];
+  if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) {
+    throw configError(`rope_scaling.${key}`, `rope_scaling needs a positive "${key}"`, 'a positive number', v);
+  }
+  return v;
+}
+
+/**
+ * The rotary inverse frequencies `[hd/2]`, exactly as transformers' `ROPE_INIT_FUNCTIONS`:
+ * - `default`: `1 / theta^(2i/hd)`;
+ * - `linear` (position interpolation): `default / factor`;
+ * - `llama3` (`_compute_llama3_parameters`): wavelengths `2π / f` longer than
+ *   `original_max_position_embeddings / low_freq_factor` are divided by `factor`, those shorter
+ *   than `original_max_position_embeddings / high_freq_factor` kept, and those in between
+ *   interpolated with `s = (orig / wavelen - low) / (high - low)`:
+ *   `f' = (1 - s) · f / factor + s · f`.
+ *
+ * Each step is rounded to float32 in torch's order so the values match PyTorch's bit for bit
+ * up to `pow`'s last-ulp rounding. Other types (`dynamic`, `yarn`, `longrope`, ...) throw
+ * `UNSUPPORTED` naming `rope_scaling.rope_type`; bad fields throw `INVALID_CONFIG`.
+ */
+export function ropeInvFreq(options: RopeOptions): Float32Array {
+  const { headDim, theta = 10000, scaling } = options;
+  if (typeof headDim !== 'number' || !Number.isInteger(headDim) || headDim <= 0 || headDim % 2 !== 0) {
+    throw configError('head_dim', 'RoPE needs an even, positive head dimension', 'a positive even integer', headDim);
+  }
+  if (typeof theta !== 'number' || !Number.isFinite(theta) || theta <= 0) {
+    throw configError('rope_theta', 'rope_theta must be a positive number', 'a positive number', theta);
+  }
+  const half = headDim / 2;
+  const inv = new Float32Array(half);
+  for (let i = 0; i < half; i++) {
+    // torch: arange(0, dim, 2).float() / dim ; base ** that ; 1.0 / that  (all float32)
+    const exponent = f32((2 * i) / headDim);
+    inv[i] = f32(1 / f32(theta ** exponent));
+  }
+  if (scaling === undefined || scaling === null) return inv;
+  if (typeof scaling !== 'object') {
+    throw configError('rope_scaling', 'rope_scaling must be an object or null', 'an object', scaling);
+  }
+  const type = scaling.rope_type ?? scaling.type ?? 'default';
+  switch (type) {
+    case 'default':
+      return inv;
+    case 'linear': {
+      const factor = f32(positiveNumber(scaling, 'factor'));
+      for (let i = 0; i < half; i++) inv[i] = f32((inv[i] as number) / factor);
+      return inv;
+    }
+    case 'llama3': {
+      const factor = positiveNumber(scaling, 'factor');
+      const low = positiveNumber(scaling, 'low_freq_factor');
+      const high = positiveNumber(scaling, 'high_freq_factor');
+      const orig = positiveNumber(scaling, 'original_max_position_embeddings');
+      if (high === low) {
+        throw configError('rope_scaling.high_freq_factor', 'llama3 rope_scaling needs high_freq_factor ≠ low_freq_factor', `a number other than ${low}`, high);
+      }
+      const lowFreqWavelen = f32(orig / low);
+      const highFreqWavelen = f32(orig / high);
+      const factor32 = f32(factor);
+      const twoPi = f32(2 * Math.PI);
+      const highMinusLow = f32(high - low);
+      for (let i = 0; i < half; i++) {
+        const f = inv[i] as number;
+        // torch: 2 * math.pi / inv_freq  ==  reciprocal(inv_freq) * (2π)
+        const wavelen = f32(f32(1 / f) * twoPi);
+        let g = wavelen > lowFreqWavelen ? f32(f / factor32) : f;
+        const isMedium = !(wavelen < highFreqWavelen) && !(wavelen > lowFreqWavelen);
+        if (isMedium) {
+          const smooth = f32(f32(f32(f32(1 / wavelen) * f32(orig)) - f32(low)) / highMinusLow);
+          g = f32(f32(f32(f32(1 - smooth) * g) / factor32) + f32(smooth * g));
+        }
+        inv[i] = g;
+      }
+      return inv;
+    }
+    default:
+      throw new ParaError('UNSUPPORTED', `rope_scaling type "${String(type)}" is not supported`, {
+        field: 'rope_scaling.rope_type',
+        expected: '"default", "linear" or "llama3"',
+        actual: JSON.stringify(type),
+      });
+  }
+}
+
+export interface RopeCosSin {
+  /** `cos(angle)`, `[B, 1, T, hd]` (broadcasts over heads). */
+  cos: tf.Tensor;
+  /** `sin(angle)`, `[B, 1, T, hd]`. */
+  sin: tf.Tensor;
+}
+
+function invFreqArray(invFreq: Float32Array | number[]): Float32Array {
+  if (!(invFreq instanceof Float32Array) && !Array.isArray(invFreq)) {
+    throw new ParaError('INVALID_ARGUMENT', 'invFreq must be a Float32Array or number[] (from ropeInvFreq)', { field: 'invFreq' });
+  }
+  if (invFreq.length === 0) {
+    throw new ParaError('SHAPE_MISMATCH', 'invFreq is empty', { field: 'invFreq', expected: '[hd/2] with hd/2 ≥ 1', actual: '[0]' });
+  }
+  return invFreq instanceof Float32Array ? invFreq : Float32Array.from(invFreq);
+}
+
+/**
+ * cos/sin tables for the given positions: `angle[b, t, j] = positions[b][t] · invFreq[j mod hd/2]`,
+ * returned as `[B, 1, T, hd]` (hd = 2 · invFreq.length), ready for {@link applyRope}.
+ *
+ * Positions are per row (`[B, T]`), so left-padded rows and rows of different lengths each
+ * get their own positions (see `positionIdsFromMask`).
+ * - `positions: number[][]` (recommended): computed on the host in float64 from the float32
+ *   angle, like PyTorch's float32 `cos`, so it is exact on every backend (GPU `cos` of large
+ *   angles is not).
+ * - `positions: tf.Tensor` (int32 `[B, T]`): computed on the device, with the angle reduced
+ *   modulo 2π first (error ~ |angle| · 2⁻²⁴, the float32 angle's own rounding).
+ */
+export function ropeCosSin(positions: tf.Tensor | number[][], invFreq: Float32Array | number[]): RopeCosSin {
+  const inv = invFreqArray(invFreq);
+  const half = inv.length;
+  const hd = 2 * half;
+  if (Array.isArray(positions)) {
+    const [B, T] = checkMatrix(positions, 'positions');
+    const cos = new Float32Array(B * T * hd);
+    const sin = new Float32Array(B * T * hd);
+    for (let b = 0; b < B; b++) {
+      const row = positions[b] as number[];
+      for (let t = 0; t < T; t++) {
+        const p = row[t] as number;
+        if (!Number.isInteger(p) || p < 0) {
+          throw new ParaError('INVALID_ARGUMENT', 'positions must be non-negative integers', { field: `positions[${b}][${t}]`, actual: String(p) });
+        }
+        const base = (b * T + t) * hd;
+        for (let j = 0; j < half; j++) {
+          const angle = f32(p * (inv[j] as number)); // float32, as HF's float32 matmul
+          const c = Math.cos(angle);
+          const s = Math.sin(angle);
+          cos[base + j] = c;
+          cos[base + j + half] = c;
+          sin[base + j] = s;
+          sin[base + j + half] = s;
+        }
+      }
+    }
+    return { cos: tf.tensor4d(cos, [B, 1, T, hd]), sin: tf.tensor4d(sin, [B, 1, T, hd]) };
+  }
+  const [B, T] = checkShape(positions, 'positions', ['B', 'T']) as [number, number];
+  return tf.tidy(() => {
+    const pos = tf.reshape(tf.cast(positions, 'float32'), [B, T, 1]); // [B, T, 1]
+    const freqs = tf.mul(pos, tf.tensor1d(inv)); // [B, T, hd/2]
+    // Range reduction (GPU sin/cos are only accurate near [-π, π]), Cody–Waite style: 2π =
+    // C1 + C2 with C1 = 6.28125 (8 significant bits), so n · C1 is exact in float32 for any
+    // n < 2¹⁶ turns and the reduced angle keeps the float32 angle's own accuracy.
+    const turns = tf.floor(tf.div(freqs, 2 * Math.PI)); // [B, T, hd/2]
+    const reduced = tf.sub(tf.sub(freqs, tf.mul(turns, TWO_PI_HI)), tf.mul(turns, TWO_PI_LO)); // [B, T, hd/2]
+    const emb = tf.concat([reduced, reduced], -1); // [B, T, hd]
+    return {
+      cos: tf.reshape(tf.cos(emb), [B, 1, T, hd]), // [B, 1, T, hd]
+      sin: tf.reshape(tf.sin(emb), [B, 1, T, hd]), // [B, 1, T, hd]
+    };
+  });
+}
+
+const TWO_PI_HI = 6.28125;
+const TWO_PI_LO = 2 * Math.PI - TWO_PI_HI;
+
+/** `rotate_half([x₁, x₂]) = [-x₂, x₁]` over the last axis (halves, not interleaved). */
+export function rotateHalf(x: tf.Tensor): tf.Tensor {
+  const hd = x.shape[x.rank - 1] as number;
+  return tf.tidy(() => {
+    const begin = x.shape.map(() => 0);
+    const size = x.shape.slice();
+    size[x.rank - 1] = hd / 2;
+    const x1 = tf.slice(x, begin, size); // [..., hd/2]
+    const begin2 = begin.slice();
+    begin2[x.rank - 1] = hd / 2;
+    const x2 = tf.slice(x, begin2, size); // [..., hd/2]
+    return tf.concat([tf.neg(x2), x1], -1); // [..., hd]
+  });
+}
+
+/**
+ * Apply RoPE to queries or keys: `x ⊙ cos + rotate_half(x) ⊙ sin`, HF's `apply_rotary_pos_emb`.
+ * `x` is `[B, H, T, hd]`; `cos`/`sin` are `[B or 1, 1, T, hd]` from {@link ropeCosSin}.
+ * Differentiable in `x`.
+ */
+export function applyRope(x: tf.Tensor, cos: tf.Tensor, sin: tf.Tensor): tf.Tensor {
+  const [B, , T, hd] = checkShape(x, 'x', ['B', 'H', 'T', 'hd']) as [number, number, number, number];
+  if (hd % 2 !== 0) {
+    throw new ParaError('SHAPE_MISMATCH', 'RoPE needs an even head dimension', { field: 'x', expected: '[B, H, T, hd] with hd even', actual: `[${x.shape.join(', ')}]` });
+  }
+  const cosShape = checkShape(cos, 'cos', [null, 1, T, hd]);
+  if (cosShape[0] !== B && cosShape[0] !== 1) {
+    throw new ParaError('SHAPE_MISMATCH', 'cos batch does not match x', { field: 'cos', expected: `[${B} or 1, 1, ${T}, ${hd}]`, actual: `[${cosShape.join(', ')}]` });
+  }
+  checkShape(sin, 'sin', cosShape);
+  return tf.tidy(() => tf.add(tf.mul(x, cos), tf.mul(rotateHalf(x), sin))); // [B, H, T, hd]
+}
