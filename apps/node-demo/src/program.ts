@@ -5,7 +5,10 @@
 import { Command, CommanderError } from 'commander';
 import { isParaError } from '@para/core/node';
 import { registerBenchCommand } from './commands/bench';
+import { registerGenerateCommand } from './commands/generate';
 import { registerInfoCommand } from './commands/info';
+import { registerLogitsCommand } from './commands/logits';
+import { registerTokenizerCommand } from './commands/tokenizer';
 import { PARA_VERSION } from './version';
 
 export function buildProgram(): Command {
@@ -15,6 +18,9 @@ export function buildProgram(): Command {
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride();
   registerInfoCommand(program);
+  registerLogitsCommand(program);
+  registerGenerateCommand(program);
+  registerTokenizerCommand(program);
   registerBenchCommand(program);
   return program;
 }

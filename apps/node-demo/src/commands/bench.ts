@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
 import { registerMatmulBench } from './bench-matmul';
+import { registerModelBench } from './bench-model';
 
 /**
  * `para bench <what>`: benchmarks that print figures (and ratios against a baseline measured in
@@ -8,6 +9,7 @@ import { registerMatmulBench } from './bench-matmul';
 export function registerBenchCommand(program: Command): Command {
   const bench = benchCommand(program);
   registerMatmulBench(bench);
+  registerModelBench(bench);
   return bench;
 }
 

@@ -1,0 +1,79 @@
+/**
+ * `para logits --model DIR --ids 1,5,9 [--backend NAME]`: the float32 logits of every position
+ * of one sequence, as `{"logits": [[...V values], ... T rows]}` on stdout and nothing else.
+ * (`--adapter DIR --prompt-len N` arrive with the adapters.)
+ */
+import type { Command } from 'commander';
+import { initBackend, ParaError } from '@para/core/node';
+import { loadModel } from '@para/model/node';
+
+/** `1,5,9` → [1, 5, 9]; anything else is INVALID_ARGUMENT naming the flag. */
+export function parseIdList(value: string | undefined, flag: string): number[] {
+  if (value === undefined || value.trim() === '') {
+    throw new ParaError('INVALID_ARGUMENT', `${flag} is required`, {
+      field: flag,
+      expected: 'comma-separated token ids, e.g. 1,5,9',
+    });
+  }
+  const parts = value.split(',').map((s) => s.trim());
+  const ids = parts.map(Number);
+  const bad = parts.findIndex((s, i) => !/^\d+$/.test(s) || !Number.isSafeInteger(ids[i]));
+  if (bad >= 0) {
+    throw new ParaError('INVALID_ARGUMENT', `bad token id "${parts[bad]}"`, {
+      field: flag,
+      expected: 'comma-separated non-negative integers, e.g. 1,5,9',
+      actual: JSON.stringify(value),
+    });
+  }
+  return ids;
+}
+
+/** A flag that must be given (a typed error, exit code 2, rather than commander's usage error). */
+export function requireFlag(value: string | undefined, flag: string, expected: string): string {
+  if (value === undefined || value === '')
+    throw new ParaError('INVALID_ARGUMENT', `${flag} is required`, { field: flag, expected });
+  return value;
+}
+
+/** Write to stdout and wait for it to drain (large outputs through a pipe). */
+export function writeOut(text: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    process.stdout.write(text, (err) => (err ? reject(err) : resolve()));
+  });
+}
+
+export function registerLogitsCommand(program: Command): void {
+  program
+    .command('logits')
+    .description(
+      'print the float32 logits of every position of a token sequence as JSON: {"logits": [[...], ...]}',
+    )
+    .option(
+      '-m, --model <dir>',
+      'Hugging Face checkpoint directory (config.json + model.safetensors)',
+    )
+    .option('--ids <ids>', 'comma-separated token ids, e.g. 1,5,9')
+    .option(
+      '-b, --backend <name>',
+      'start this backend (tensorflow, wasm, cpu, webgpu); overrides PARA_BACKEND',
+    )
+    .action(async (opts: { model?: string; ids?: string; backend?: string }) => {
+      const dir = requireFlag(opts.model, '--model', 'a model directory');
+      const ids = parseIdList(opts.ids, '--ids');
+      await initBackend({ backend: opts.backend });
+      const model = await loadModel(dir);
+      try {
+        const logits = model.forward([ids]); // [1, T, V]
+        const data = await logits.data();
+        logits.dispose();
+        const V = model.config.vocabSize;
+        // Float32 values printed as the doubles they are: exact, and parseable anywhere.
+        const rows = ids.map(
+          (_, t) => `[${Array.from(data.subarray(t * V, (t + 1) * V)).join(',')}]`,
+        );
+        await writeOut(`{"logits": [${rows.join(', ')}]}\n`);
+      } finally {
+        model.dispose();
+      }
+    });
+}

@@ -1,0 +1,84 @@
+/**
+ * @para/model — a LLaMA-family decoder (Llama, Mistral, Qwen2, SmolLM) on TensorFlow.js:
+ * Hugging Face config and checkpoints, forward / prefill / decode with a KV cache, batched
+ * streaming generation, and adapter sites for PARA, LoRA and IA3. Universal (no Node
+ * built-ins); `@para/model/node` adds loading and saving directories.
+ */
+export {
+  type BiasConfig,
+  countParameters,
+  createConfig,
+  MODEL_TYPES,
+  type ModelConfig,
+  type ModelConfigInit,
+  type ModelType,
+  parseHfConfig,
+  type RopeScaling,
+  toHfConfig,
+  validateConfig,
+} from './config';
+export {
+  ADAPTER_SITES,
+  type AdapterCache,
+  type AdapterContext,
+  type AdapterSite,
+  AdapterState,
+  type ForwardPhase,
+  type ModelAdapter,
+} from './adapter';
+export {
+  type AdapterOptions,
+  CausalLM,
+  DecodeState,
+  type DecodeStepOptions,
+  type ForwardOptions,
+  type PrefillOptions,
+  type TokenIds,
+  type TokenMask,
+} from './model';
+export {
+  type FinishReason,
+  type GenerateOptions,
+  type GenerateResult,
+  generate,
+  generateStream,
+  type TokenEvent,
+} from './generate';
+export { decoderLayer, type LayerCall } from './layer';
+export {
+  allWeightTensors,
+  hasBias,
+  type LayerWeights,
+  type Linear,
+  type ModelWeights,
+  namedWeights,
+  PROJECTIONS,
+  type ProjectionName,
+  projectionName,
+  projectionShape,
+  type TensorSpec,
+  tensorSpecs,
+  weightsFromNamed,
+} from './weights/weights';
+export { loadCheckpoint, loadWeights, readConfig, validateCheckpoint } from './weights/checkpoint';
+export { initWeights } from './weights/init';
+export { type CheckpointFiles, checkpointFiles, type SaveOptions } from './weights/save';
+export { modelFlops, type ModelFlops } from './flops';
+export {
+  BENCH_CONFIG,
+  matmulGflops,
+  type ModelBenchOptions,
+  type ModelBenchResult,
+  type ModelBenchRow,
+  runModelBench,
+} from './bench';
+
+import type { CheckpointAccess } from '@para/core';
+import { CausalLM } from './model';
+import { loadCheckpoint } from './weights/checkpoint';
+
+/** Loads a model from any checkpoint location (e.g. `urlCheckpointAccess(baseUrl)` in a browser). */
+export async function loadModelFrom(access: CheckpointAccess): Promise<CausalLM> {
+  const { config, weights } = await loadCheckpoint(access);
+  return new CausalLM(config, weights);
+}

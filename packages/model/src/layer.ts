@@ -1,0 +1,90 @@
+/**
+ * One LLaMA decoder layer (transformers' `LlamaDecoderLayer`, also Mistral's and Qwen2's):
+ *
+ *     h  = x + o_proj(attention(rope(q_proj(n1)), rope(k_proj(n1)), v_proj(n1)))   n1 = rmsNorm(x)
+ *     out = h + down_proj(silu(gate_proj(n2)) ⊙ up_proj(n2))                      n2 = rmsNorm(h)
+ *
+ * with the adapter sites of `adapter.ts` in between. The same code serves a full forward pass,
+ * a prefill (keys and values go into the KV cache) and a decode step (T = 1, attending to the
+ * cache).
+ */
+
+import * as tf from '@tensorflow/tfjs-core';
+import { applyRope, attention, type KVCache, linear, rmsNorm, swiglu } from '@para/ops';
+import { type AdapterContext, type AdapterPlan, type AdapterSite, layerActive } from './adapter';
+import type { ModelConfig } from './config';
+import type { LayerWeights, Linear } from './weights/weights';
+
+/** What every layer of one call shares. */
+export interface LayerCall {
+  config: ModelConfig;
+  /** RoPE tables `[B, 1, T, hd]`. */
+  cos: tf.Tensor;
+  sin: tf.Tensor;
+  /** Additive attention mask `[B, 1, T, S]` (S = T without a cache). */
+  mask: tf.Tensor;
+  /** The KV cache to append to and attend over (prefill, decode), or null (forward). */
+  cache: KVCache | null;
+  /** The adapter's hooks for this call, or null (no adapter: no hook is ever called). */
+  plan: AdapterPlan<unknown> | null;
+}
+
+/** `x [B, T, d]` → `[B, T, d]`. Call inside `tf.tidy`. */
+export function decoderLayer(
+  x: tf.Tensor,
+  w: LayerWeights,
+  layer: number,
+  call: LayerCall,
+): tf.Tensor {
+  const { config: c } = call;
+  const [B, T] = x.shape as [number, number, number];
+  const plan = layerActive(call.plan, layer) ? call.plan : null;
+  const ctx: AdapterContext<unknown> | null =
+    plan === null
+      ? null
+      : {
+          phase: plan.phase,
+          layer,
+          request: plan.request,
+          tokenMask: plan.tokenMask,
+          cache: plan.state.layers[layer] as AdapterContext['cache'],
+        };
+
+  // A projection, then the adapter's transform of its output when it asked for this site.
+  const project = (site: AdapterSite & keyof LayerWeights, input: tf.Tensor): tf.Tensor => {
+    const lin = w[site] as Linear;
+    const y = linear(input, lin.weight, lin.bias); // [B, T, out]
+    if (plan?.sites.has(site) && plan.adapter.transform !== undefined) {
+      return plan.adapter.transform(ctx as AdapterContext<unknown>, site, y, input);
+    }
+    return y;
+  };
+
+  // --- attention -------------------------------------------------------------------------
+  const h = rmsNorm(x, w.inputLayernorm, c.rmsNormEps); // [B, T, d]
+  if (plan?.adapter.layerInput !== undefined)
+    plan.adapter.layerInput(ctx as AdapterContext<unknown>, h);
+
+  const q = project('q_proj', h); // [B, T, Hq·hd]
+  const k = project('k_proj', h); // [B, T, Hkv·hd]
+  const v = project('v_proj', h); // [B, T, Hkv·hd]
+  const heads = (t: tf.Tensor, n: number) =>
+    tf.transpose(tf.reshape(t, [B, T, n, c.headDim]), [0, 2, 1, 3]);
+  const qh = applyRope(heads(q, c.numHeads), call.cos, call.sin); // [B, Hq, T, hd]
+  let kh = applyRope(heads(k, c.numKvHeads), call.cos, call.sin); // [B, Hkv, T, hd]
+  let vh = heads(v, c.numKvHeads); // [B, Hkv, T, hd]
+  if (call.cache !== null) ({ k: kh, v: vh } = call.cache.append(layer, kh, vh)); // [B, Hkv, S, hd]
+  const att = attention(qh, kh, vh, call.mask); // [B, Hq, T, hd]
+  const merged = tf.reshape(tf.transpose(att, [0, 2, 1, 3]), [B, T, c.numHeads * c.headDim]); // [B, T, Hq·hd]
+  const x1 = tf.add(x, project('o_proj', merged)); // [B, T, d]
+
+  // --- MLP (SwiGLU) ------------------------------------------------------------------------
+  const h2 = rmsNorm(x1, w.postAttentionLayernorm, c.rmsNormEps); // [B, T, d]
+  const gate = project('gate_proj', h2); // [B, T, d_ff]
+  const up = project('up_proj', h2); // [B, T, d_ff]
+  let m = swiglu(gate, up); // [B, T, d_ff]
+  if (plan?.sites.has('down_proj.input') && plan.adapter.transform !== undefined) {
+    m = plan.adapter.transform(ctx as AdapterContext<unknown>, 'down_proj.input', m, m);
+  }
+  return tf.add(x1, project('down_proj', m)); // [B, T, d]
+}

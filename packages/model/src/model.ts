@@ -1,0 +1,503 @@
+/**
+ * The LLaMA-family causal language model: embeddings → decoder layers → final RMSNorm → lm_head.
+ *
+ * Three entry points share `layer.ts`:
+ *   forward(ids, {attentionMask})    teacher-forced logits [B, T, V] of a padded batch (training)
+ *   prefill(prompts)                 runs the prompts, fills a KV cache → {logits [B, V], state}
+ *   decodeStep(lastIds, state)       ONE new token per row against the cache → logits [B, V]
+ *
+ * Padding: rows are left-padded for generation; a mask `[B, T]` marks real tokens (1) and
+ * padding (0), positions are `cumsum(mask) - 1` as in HF `generate`, so a padded row computes
+ * exactly what the row alone computes.
+ */
+
+import * as tf from '@tensorflow/tfjs-core';
+import { disposeAll, ParaError } from '@para/core';
+import {
+  attentionMask as buildAttentionMask,
+  KVCache,
+  linear,
+  padBatch,
+  positionIdsFromMask,
+  type RopeScalingConfig,
+  rmsNorm,
+  ropeCosSin,
+  ropeInvFreq,
+} from '@para/ops';
+import { type AdapterPlan, AdapterState, type ForwardPhase, type ModelAdapter } from './adapter';
+import { countParameters, type ModelConfig } from './config';
+import {
+  type GenerateOptions,
+  type GenerateResult,
+  generate,
+  generateStream,
+  type TokenEvent,
+} from './generate';
+import { decoderLayer, type LayerCall } from './layer';
+import { initWeights } from './weights/init';
+import { allWeightTensors, type ModelWeights } from './weights/weights';
+
+/** Token ids `[B, T]`: host arrays, or an int32 tensor (not range-checked: check at the data source). */
+export type TokenIds = number[][] | tf.Tensor;
+
+/** 1 for a real token, 0 for padding, `[B, T]` (HF `attention_mask`). */
+export type TokenMask = number[][] | tf.Tensor;
+
+export interface AdapterOptions<R = unknown> {
+  /** Hooks at the adapter sites (see adapter.ts); none → no hook is called at all. */
+  adapter?: ModelAdapter<R> | null;
+  /** Per-request value handed to every hook as `ctx.request` (prompt lengths, tenant ids...). */
+  request?: R;
+}
+
+export interface ForwardOptions<R = unknown> extends AdapterOptions<R> {
+  /** Default: every token real. */
+  attentionMask?: TokenMask;
+}
+
+export interface PrefillOptions<R = unknown> extends AdapterOptions<R> {
+  /**
+   * For a rectangular, left-padded `ids`. Without it, rows of different lengths are left-padded
+   * here (with `padTokenId`) and rows of equal length are all real.
+   */
+  attentionMask?: number[][];
+  /** Return the logits of every prompt position `[B, T, V]` instead of the last `[B, V]`. */
+  allLogits?: boolean;
+  /** Pad id when padding ragged prompts (default: config pad, else 0). */
+  padTokenId?: number;
+}
+
+export interface DecodeStepOptions {
+  /** Rows that take a real token this step (default all); inactive rows append a padding slot. */
+  active?: boolean[];
+}
+
+/**
+ * Everything a batch of requests carries between decode steps: the KV cache and the adapter's
+ * per-layer state. Free it with `dispose()`.
+ */
+export class DecodeState<R = unknown> {
+  constructor(
+    readonly cache: KVCache,
+    readonly adapter: ModelAdapter<R> | null,
+    readonly request: R,
+    readonly adapterState: AdapterState | null,
+  ) {}
+
+  get batchSize(): number {
+    return this.cache.batchSize;
+  }
+
+  /** Slots filled so far (prompt slots, padding included, plus decoded tokens). */
+  get length(): number {
+    return this.cache.length;
+  }
+
+  /** Real tokens per row. */
+  rowLengths(): number[] {
+    return this.cache.rowLengths();
+  }
+
+  dispose(): void {
+    this.cache.dispose();
+    this.adapterState?.dispose();
+  }
+}
+
+export class CausalLM {
+  readonly config: ModelConfig;
+  readonly weights: ModelWeights;
+  /** RoPE inverse frequencies `[hd/2]` (scaling applied). */
+  readonly invFreq: Float32Array;
+  private disposed = false;
+
+  constructor(config: ModelConfig, weights: ModelWeights) {
+    this.config = config;
+    this.weights = weights;
+    this.invFreq = ropeInvFreq({
+      headDim: config.headDim,
+      theta: config.ropeTheta,
+      scaling: config.ropeScaling as RopeScalingConfig | null,
+    });
+  }
+
+  /** A new model with seeded HF-style random weights. */
+  static random(config: ModelConfig, seed: number | string = 0): CausalLM {
+    return new CausalLM(config, initWeights(config, seed));
+  }
+
+  /** Parameters (a tied head counted once). */
+  get numParameters(): number {
+    return countParameters(this.config);
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // forward: teacher forcing over a whole (padded) batch
+  // ---------------------------------------------------------------------------------------
+
+  /**
+   * Logits `[B, T, V]` for every position of `ids` `[B, T]`. Differentiable (adapter
+   * parameters and weights get gradients under `tf.grad`/`tf.variableGrads`). Logits at padding
+   * positions are meaningless.
+   */
+  forward<R = unknown>(ids: TokenIds, options: ForwardOptions<R> = {}): tf.Tensor {
+    this.checkAlive();
+    const [B, T] = this.checkIds(ids, 'ids');
+    const maskIn = options.attentionMask;
+    if (maskIn !== undefined) this.checkMask(maskIn, B, T, 'attentionMask');
+    this.checkLength(Array.isArray(maskIn) ? Math.max(...maskIn.map(rowSum)) : T, T, 'ids');
+    return tf.tidy(() => {
+      const idsT = Array.isArray(ids)
+        ? tf.tensor2d(ids, [B, T], 'int32')
+        : ids.dtype === 'int32'
+          ? ids
+          : tf.cast(ids, 'int32'); // [B, T]
+      let cos: tf.Tensor;
+      let sin: tf.Tensor;
+      let mask: tf.Tensor;
+      let tokenMask: tf.Tensor | null = null;
+      if (maskIn === undefined || Array.isArray(maskIn)) {
+        // Host path: exact float64 RoPE tables.
+        const valid = maskIn ?? Array.from({ length: B }, () => new Array<number>(T).fill(1));
+        ({ cos, sin } = ropeCosSin(positionIdsFromMask(valid), this.invFreq)); // [B, 1, T, hd]
+        mask = buildAttentionMask({ keyValid: valid }); // [B, 1, T, T]
+        if (options.adapter) tokenMask = tf.tensor2d(valid, [B, T], 'float32'); // [B, T]
+      } else {
+        const m = tf.cast(maskIn, 'int32'); // [B, T]
+        const positions = tf.add(tf.mul(tf.sub(tf.cumsum(m, 1), 1), m), tf.sub(1, m)); // [B, T] cumsum−1, pads 1
+        ({ cos, sin } = ropeCosSin(positions, this.invFreq)); // [B, 1, T, hd]
+        mask = buildAttentionMask({ keyValid: m }); // [B, 1, T, T]
+        if (options.adapter) tokenMask = tf.cast(maskIn, 'float32'); // [B, T]
+      }
+      const plan = this.plan(options, 'forward', tokenMask, null);
+      const x = this.trunk(idsT, { config: this.config, cos, sin, mask, cache: null, plan }); // [B, T, d]
+      return this.head(x); // [B, T, V]
+    });
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // prefill + decode: generation with a KV cache
+  // ---------------------------------------------------------------------------------------
+
+  /**
+   * Runs the prompts (ragged `number[][]`, left-padded here; or rectangular with a left-padded
+   * `attentionMask`) and returns the logits of each row's last token `[B, V]` (or of every
+   * position with `allLogits`) and the state to continue with `decodeStep`. The caller disposes
+   * both.
+   */
+  prefill<R = unknown>(
+    prompts: number[][],
+    options: PrefillOptions<R> = {},
+  ): { logits: tf.Tensor; state: DecodeState<R> } {
+    this.checkAlive();
+    const { ids, mask } = this.padPrompts(prompts, options);
+    const B = ids.length;
+    const T = (ids[0] as number[]).length;
+    this.checkLength(Math.max(...mask.map(rowSum)), T, 'prompts');
+    const cache = new KVCache({
+      numLayers: this.config.numLayers,
+      batchSize: B,
+      maxPositions: this.config.maxPositionEmbeddings,
+    });
+    const adapter = options.adapter ?? null;
+    const adapterState = adapter === null ? null : new AdapterState(this.config.numLayers, true);
+    const state = new DecodeState<R>(cache, adapter, options.request as R, adapterState);
+    try {
+      const step = cache.beginStep(mask);
+      const logits = tf.tidy(() => {
+        const idsT = tf.tensor2d(ids, [B, T], 'int32'); // [B, T]
+        const { cos, sin } = ropeCosSin(step.positions, this.invFreq); // [B, 1, T, hd]
+        const attnMask = buildAttentionMask({ keyValid: step.keyValid, queryLength: T }); // [B, 1, T, T]
+        const tokenMask = adapter === null ? null : tf.tensor2d(mask, [B, T], 'float32'); // [B, T]
+        const plan = this.plan(options, 'prefill', tokenMask, adapterState);
+        let x = this.trunk(idsT, { config: this.config, cos, sin, mask: attnMask, cache, plan }); // [B, T, d]
+        if (!options.allLogits) x = tf.slice(x, [0, T - 1, 0], [B, 1, this.config.hiddenSize]); // [B, 1, d]
+        const logits = this.head(x); // [B, T or 1, V]
+        return options.allLogits ? logits : tf.reshape(logits, [B, this.config.vocabSize]); // [B, V]
+      });
+      return { logits, state };
+    } catch (e) {
+      state.dispose();
+      throw e;
+    }
+  }
+
+  /**
+   * THE DECODE STEP: feeds one token per row (`lastIds`, length B) at the next slot, attends to
+   * everything in the cache, and returns the next-token logits `[B, V]` (the caller disposes
+   * them). The state's cache grows by one slot.
+   */
+  decodeStep<R = unknown>(
+    lastIds: number[],
+    state: DecodeState<R>,
+    options: DecodeStepOptions = {},
+  ): tf.Tensor {
+    this.checkAlive();
+    const B = state.batchSize;
+    if (!Array.isArray(lastIds) || lastIds.length !== B) {
+      throw new ParaError('INVALID_ARGUMENT', 'decodeStep needs one token id per batch row', {
+        field: 'lastIds',
+        expected: `${B} ids`,
+        actual: Array.isArray(lastIds) ? `${lastIds.length} ids` : typeof lastIds,
+      });
+    }
+    this.checkIds([lastIds], 'lastIds');
+    const active = options.active;
+    if (active !== undefined && (!Array.isArray(active) || active.length !== B)) {
+      throw new ParaError('INVALID_ARGUMENT', 'active needs one flag per batch row', {
+        field: 'active',
+        expected: `${B} booleans`,
+      });
+    }
+    // Positions are checked by the cache (maxPositions); slots here.
+    this.checkLength(0, state.length + 1, 'decode step');
+    const valid = active === undefined ? 1 : active.map((a) => [a ? 1 : 0]);
+    const step = state.cache.beginStep(valid); // positions [B][1], keyValid [B][S]
+    return tf.tidy(() => {
+      const idsT = tf.tensor2d(lastIds, [B, 1], 'int32'); // [B, 1]
+      const { cos, sin } = ropeCosSin(step.positions, this.invFreq); // [B, 1, 1, hd]
+      const attnMask = buildAttentionMask({ keyValid: step.keyValid, queryLength: 1 }); // [B, 1, 1, S]
+      let plan: AdapterPlan<unknown> | null = null;
+      if (state.adapter !== null) {
+        const tokenMask = tf.tensor2d(
+          active === undefined ? new Array(B).fill(1) : active.map((a) => (a ? 1 : 0)),
+          [B, 1],
+          'float32',
+        ); // [B, 1]
+        plan = this.plan(
+          { adapter: state.adapter, request: state.request },
+          'decode',
+          tokenMask,
+          state.adapterState,
+        );
+      }
+      const x = this.trunk(idsT, {
+        config: this.config,
+        cos,
+        sin,
+        mask: attnMask,
+        cache: state.cache,
+        plan,
+      }); // [B, 1, d]
+      return tf.reshape(this.head(x), [B, this.config.vocabSize]); // [B, V]
+    });
+  }
+
+  /** Generates from prompts (token ids per row); see generate.ts. */
+  generate<R = unknown>(
+    prompts: number[][],
+    options: GenerateOptions<R> = {},
+  ): Promise<GenerateResult> {
+    return generate(this, prompts, options);
+  }
+
+  /** Streams tokens as they are produced (async iterator); see generate.ts. */
+  generateStream<R = unknown>(
+    prompts: number[][],
+    options: GenerateOptions<R> = {},
+  ): AsyncGenerator<TokenEvent, GenerateResult> {
+    return generateStream(this, prompts, options);
+  }
+
+  /** Frees the weights. */
+  dispose(): void {
+    if (this.disposed) return;
+    this.disposed = true;
+    disposeAll(allWeightTensors(this.weights));
+  }
+
+  get isDisposed(): boolean {
+    return this.disposed;
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // internals
+  // ---------------------------------------------------------------------------------------
+
+  /** Embedding → layers, `ids [B, T]` → hidden `[B, T, d]` (before the final norm). */
+  private trunk(ids: tf.Tensor, call: LayerCall): tf.Tensor {
+    let x = tf.gather(this.weights.embedTokens, ids); // [B, T, d]
+    this.weights.layers.forEach((w, i) => {
+      x = decoderLayer(x, w, i, call); // [B, T, d]
+    });
+    return x;
+  }
+
+  /** Final norm and lm_head: `[B, T, d]` → logits `[B, T, V]`. */
+  private head(x: tf.Tensor): tf.Tensor {
+    const h = rmsNorm(x, this.weights.norm, this.config.rmsNormEps); // [B, T, d]
+    return linear(h, this.weights.lmHead); // [B, T, V]
+  }
+
+  private plan<R>(
+    options: AdapterOptions<R>,
+    phase: ForwardPhase,
+    tokenMask: tf.Tensor | null,
+    state: AdapterState | null,
+  ): AdapterPlan<unknown> | null {
+    const adapter = options.adapter;
+    if (adapter === undefined || adapter === null || tokenMask === null) return null;
+    if (!Array.isArray(adapter.sites)) {
+      throw new ParaError('INVALID_ARGUMENT', 'adapter.sites must list the sites it transforms', {
+        field: 'adapter.sites',
+        expected: 'an array such as ["q_proj", "v_proj"]',
+      });
+    }
+    return {
+      adapter: adapter as ModelAdapter<unknown>,
+      request: options.request,
+      phase,
+      state: state ?? new AdapterState(this.config.numLayers, false),
+      tokenMask,
+      sites: new Set(adapter.sites),
+      layers: adapter.layers === undefined ? null : new Set(adapter.layers),
+    };
+  }
+
+  private padPrompts(
+    prompts: number[][],
+    options: PrefillOptions<unknown>,
+  ): { ids: number[][]; mask: number[][] } {
+    if (
+      !Array.isArray(prompts) ||
+      prompts.length === 0 ||
+      !prompts.every((p) => Array.isArray(p) && p.length > 0)
+    ) {
+      throw new ParaError(
+        'INVALID_ARGUMENT',
+        'prompts must be a non-empty list of non-empty token-id lists',
+        { field: 'prompts', expected: 'number[][] with every row non-empty' },
+      );
+    }
+    this.checkIds(prompts, 'prompts', true);
+    if (options.attentionMask !== undefined) {
+      const T = (prompts[0] as number[]).length;
+      this.checkMask(options.attentionMask, prompts.length, T, 'attentionMask');
+      options.attentionMask.forEach((row, b) => {
+        if (row[T - 1] !== 1) {
+          throw new ParaError(
+            'INVALID_ARGUMENT',
+            `row ${b} ends with padding: prefill needs left padding`,
+            { field: `attentionMask[${b}]`, expected: 'padding (0) only before the tokens (1)' },
+          );
+        }
+      });
+      return { ids: prompts, mask: options.attentionMask };
+    }
+    const pad = options.padTokenId ?? this.config.padTokenId ?? 0;
+    const { ids, mask } = padBatch(prompts, { padId: pad, side: 'left' });
+    return { ids, mask };
+  }
+
+  private checkIds(ids: TokenIds, field: string, ragged = false): [number, number] {
+    if (!Array.isArray(ids)) {
+      if (!(ids instanceof tf.Tensor) || ids.rank !== 2) {
+        throw new ParaError('SHAPE_MISMATCH', 'token ids must be [B, T]', {
+          field,
+          expected: 'number[][] or an int32 tensor [B, T]',
+          actual: ids instanceof tf.Tensor ? `[${ids.shape.join(', ')}]` : typeof ids,
+        });
+      }
+      return ids.shape as [number, number];
+    }
+    const V = this.config.vocabSize;
+    if (ids.length === 0 || !ids.every((r) => Array.isArray(r))) {
+      throw new ParaError('SHAPE_MISMATCH', 'token ids must be a non-empty list of rows', {
+        field,
+        expected: 'number[][] [B, T]',
+      });
+    }
+    const T = (ids[0] as number[]).length;
+    ids.forEach((row, b) => {
+      if (!ragged && row.length !== T) {
+        throw new ParaError('SHAPE_MISMATCH', `row ${b} has ${row.length} ids, row 0 has ${T}`, {
+          field,
+          expected: `rows of equal length (pad them; see attentionMask)`,
+          actual: String(row.length),
+        });
+      }
+      row.forEach((id, t) => {
+        if (!Number.isInteger(id) || id < 0 || id >= V) {
+          throw new ParaError('INVALID_ARGUMENT', `token id out of range at [${b}][${t}]`, {
+            field,
+            expected: `an integer in [0, ${V}) (vocab_size ${V})`,
+            actual: String(id),
+          });
+        }
+      });
+    });
+    if (T === 0)
+      throw new ParaError('SHAPE_MISMATCH', 'token ids are empty', {
+        field,
+        expected: 'at least one token per row',
+      });
+    return [ids.length, T];
+  }
+
+  private checkMask(mask: TokenMask, B: number, T: number, field: string): void {
+    if (Array.isArray(mask)) {
+      const ok =
+        mask.length === B &&
+        mask.every((r) => Array.isArray(r) && r.length === T && r.every((v) => v === 0 || v === 1));
+      if (!ok)
+        throw new ParaError('SHAPE_MISMATCH', 'attention mask does not match the ids', {
+          field,
+          expected: `[${B}, ${T}] of 0/1`,
+        });
+      return;
+    }
+    if (
+      !(mask instanceof tf.Tensor) ||
+      mask.rank !== 2 ||
+      mask.shape[0] !== B ||
+      mask.shape[1] !== T
+    ) {
+      throw new ParaError('SHAPE_MISMATCH', 'attention mask does not match the ids', {
+        field,
+        expected: `[${B}, ${T}]`,
+        actual: mask instanceof tf.Tensor ? `[${mask.shape.join(', ')}]` : typeof mask,
+      });
+    }
+  }
+
+  /**
+   * Positions (real tokens per row) are bounded by max_position_embeddings; slots (padding
+   * included) by a sliding window, which we do not implement.
+   */
+  private checkLength(realTokens: number, slots: number, field: string): void {
+    const c = this.config;
+    if (realTokens > c.maxPositionEmbeddings) {
+      throw new ParaError(
+        'INVALID_ARGUMENT',
+        `a sequence of ${realTokens} tokens is past the model's limit`,
+        {
+          field: `${field} (max_position_embeddings)`,
+          expected: `at most ${c.maxPositionEmbeddings} tokens`,
+          actual: String(realTokens),
+        },
+      );
+    }
+    if (c.slidingWindow !== null && slots > c.slidingWindow) {
+      throw new ParaError(
+        'UNSUPPORTED',
+        `a sequence of ${slots} slots exceeds the sliding window, which is not implemented`,
+        {
+          field: `${field} (sliding_window)`,
+          expected: `at most ${c.slidingWindow} slots`,
+          actual: String(slots),
+        },
+      );
+    }
+  }
+
+  private checkAlive(): void {
+    if (this.disposed)
+      throw new ParaError('INVALID_ARGUMENT', 'the model was disposed', { field: 'model' });
+  }
+}
+
+function rowSum(row: number[]): number {
+  let s = 0;
+  for (const v of row) s += v;
+  return s;
+}

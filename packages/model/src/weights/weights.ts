@@ -1,0 +1,217 @@
+/**
+ * The model's weights in memory, and their Hugging Face tensor names.
+ *
+ * Linear weights stay in HF's `nn.Linear` layout, `[out, in]`, and are applied with a
+ * transposed-B matmul (`@para/ops` `linear`), so loading and saving never transpose and an
+ * adapter sees the same matrices PEFT does. Everything is float32 in memory whatever the
+ * checkpoint's storage dtype.
+ */
+
+import type * as tf from '@tensorflow/tfjs-core';
+import type { ModelConfig } from '../config';
+
+/** One `nn.Linear`. */
+export interface Linear {
+  /** [out, in] */
+  weight: tf.Tensor;
+  /** [out], or null when the config has no bias here */
+  bias: tf.Tensor | null;
+}
+
+/** The seven projections of a decoder layer, by their HF module names. */
+export type ProjectionName =
+  | 'q_proj'
+  | 'k_proj'
+  | 'v_proj'
+  | 'o_proj'
+  | 'gate_proj'
+  | 'up_proj'
+  | 'down_proj';
+export const PROJECTIONS: readonly ProjectionName[] = [
+  'q_proj',
+  'k_proj',
+  'v_proj',
+  'o_proj',
+  'gate_proj',
+  'up_proj',
+  'down_proj',
+];
+
+export interface LayerWeights {
+  /** [d] */
+  inputLayernorm: tf.Tensor;
+  /** [nHeads·hd, d] */
+  q_proj: Linear;
+  /** [nKv·hd, d] */
+  k_proj: Linear;
+  /** [nKv·hd, d] */
+  v_proj: Linear;
+  /** [d, nHeads·hd] */
+  o_proj: Linear;
+  /** [d] */
+  postAttentionLayernorm: tf.Tensor;
+  /** [d_ff, d] */
+  gate_proj: Linear;
+  /** [d_ff, d] */
+  up_proj: Linear;
+  /** [d, d_ff] */
+  down_proj: Linear;
+}
+
+export interface ModelWeights {
+  /** [V, d] */
+  embedTokens: tf.Tensor;
+  layers: LayerWeights[];
+  /** [d] final norm */
+  norm: tf.Tensor;
+  /** [V, d]; the very same tensor as embedTokens when the config ties them */
+  lmHead: tf.Tensor;
+}
+
+/** A tensor the checkpoint must hold: HF name and shape. */
+export interface TensorSpec {
+  name: string;
+  shape: number[];
+}
+
+const MODULE_OF: Record<ProjectionName, 'self_attn' | 'mlp'> = {
+  q_proj: 'self_attn',
+  k_proj: 'self_attn',
+  v_proj: 'self_attn',
+  o_proj: 'self_attn',
+  gate_proj: 'mlp',
+  up_proj: 'mlp',
+  down_proj: 'mlp',
+};
+
+/** [out, in] of each projection. */
+export function projectionShape(c: ModelConfig, p: ProjectionName): [number, number] {
+  const d = c.hiddenSize;
+  const q = c.numHeads * c.headDim;
+  const kv = c.numKvHeads * c.headDim;
+  switch (p) {
+    case 'q_proj':
+      return [q, d];
+    case 'k_proj':
+    case 'v_proj':
+      return [kv, d];
+    case 'o_proj':
+      return [d, q];
+    case 'gate_proj':
+    case 'up_proj':
+      return [c.intermediateSize, d];
+    case 'down_proj':
+      return [d, c.intermediateSize];
+  }
+}
+
+export function hasBias(c: ModelConfig, p: ProjectionName): boolean {
+  switch (p) {
+    case 'q_proj':
+      return c.bias.q;
+    case 'k_proj':
+      return c.bias.k;
+    case 'v_proj':
+      return c.bias.v;
+    case 'o_proj':
+      return c.bias.o;
+    default:
+      return c.bias.mlp;
+  }
+}
+
+/** HF name of a projection's weight (or bias): `model.layers.{i}.self_attn.q_proj.weight`. */
+export function projectionName(
+  layer: number,
+  p: ProjectionName,
+  what: 'weight' | 'bias' = 'weight',
+): string {
+  return `model.layers.${layer}.${MODULE_OF[p]}.${p}.${what}`;
+}
+
+/** Every tensor a checkpoint of this config holds, in HF's module order. */
+export function tensorSpecs(c: ModelConfig): TensorSpec[] {
+  const d = c.hiddenSize;
+  const specs: TensorSpec[] = [{ name: 'model.embed_tokens.weight', shape: [c.vocabSize, d] }];
+  for (let i = 0; i < c.numLayers; i++) {
+    specs.push({ name: `model.layers.${i}.input_layernorm.weight`, shape: [d] });
+    for (const p of PROJECTIONS) {
+      const [out, inp] = projectionShape(c, p);
+      specs.push({ name: projectionName(i, p), shape: [out, inp] });
+      if (hasBias(c, p)) specs.push({ name: projectionName(i, p, 'bias'), shape: [out] });
+    }
+    specs.push({ name: `model.layers.${i}.post_attention_layernorm.weight`, shape: [d] });
+  }
+  specs.push({ name: 'model.norm.weight', shape: [d] });
+  if (!c.tieWordEmbeddings) specs.push({ name: 'lm_head.weight', shape: [c.vocabSize, d] });
+  return specs;
+}
+
+/** The weights by HF name (lm_head omitted when tied), for saving or inspection. */
+export function namedWeights(c: ModelConfig, w: ModelWeights): Record<string, tf.Tensor> {
+  const out: Record<string, tf.Tensor> = { 'model.embed_tokens.weight': w.embedTokens };
+  w.layers.forEach((l, i) => {
+    out[`model.layers.${i}.input_layernorm.weight`] = l.inputLayernorm;
+    for (const p of PROJECTIONS) {
+      out[projectionName(i, p)] = l[p].weight;
+      const b = l[p].bias;
+      if (b !== null) out[projectionName(i, p, 'bias')] = b;
+    }
+    out[`model.layers.${i}.post_attention_layernorm.weight`] = l.postAttentionLayernorm;
+  });
+  out['model.norm.weight'] = w.norm;
+  if (!c.tieWordEmbeddings) out['lm_head.weight'] = w.lmHead;
+  return out;
+}
+
+/** Builds ModelWeights from tensors by HF name (all present, as `tensorSpecs` lists them). */
+export function weightsFromNamed(
+  c: ModelConfig,
+  t: Readonly<Record<string, tf.Tensor>>,
+): ModelWeights {
+  const get = (name: string): tf.Tensor => {
+    const x = t[name];
+    if (x === undefined) throw new Error(`internal: tensor ${name} missing after validation`);
+    return x;
+  };
+  const linear = (i: number, p: ProjectionName): Linear => ({
+    weight: get(projectionName(i, p)),
+    bias: hasBias(c, p) ? get(projectionName(i, p, 'bias')) : null,
+  });
+  const layers: LayerWeights[] = [];
+  for (let i = 0; i < c.numLayers; i++) {
+    layers.push({
+      inputLayernorm: get(`model.layers.${i}.input_layernorm.weight`),
+      q_proj: linear(i, 'q_proj'),
+      k_proj: linear(i, 'k_proj'),
+      v_proj: linear(i, 'v_proj'),
+      o_proj: linear(i, 'o_proj'),
+      postAttentionLayernorm: get(`model.layers.${i}.post_attention_layernorm.weight`),
+      gate_proj: linear(i, 'gate_proj'),
+      up_proj: linear(i, 'up_proj'),
+      down_proj: linear(i, 'down_proj'),
+    });
+  }
+  const embedTokens = get('model.embed_tokens.weight');
+  return {
+    embedTokens,
+    layers,
+    norm: get('model.norm.weight'),
+    lmHead: c.tieWordEmbeddings ? embedTokens : get('lm_head.weight'),
+  };
+}
+
+/** Every distinct tensor of the weights (the tied head counted once). */
+export function allWeightTensors(w: ModelWeights): tf.Tensor[] {
+  const out = new Set<tf.Tensor>([w.embedTokens, w.norm, w.lmHead]);
+  for (const l of w.layers) {
+    out.add(l.inputLayernorm);
+    out.add(l.postAttentionLayernorm);
+    for (const p of PROJECTIONS) {
+      out.add(l[p].weight);
+      const b = l[p].bias;
+      if (b !== null) out.add(b);
+    }
+  }
+  return [...out];
+}
