@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { registerMatmulBench } from './bench-matmul';
 import { registerModelBench } from './bench-model';
+import { registerMultitenantBench } from './bench-multitenant';
 
 /**
  * `para bench <what>`: benchmarks that print figures (and ratios against a baseline measured in
@@ -10,6 +11,7 @@ export function registerBenchCommand(program: Command): Command {
   const bench = benchCommand(program);
   registerMatmulBench(bench);
   registerModelBench(bench);
+  registerMultitenantBench(bench);
   return bench;
 }
 

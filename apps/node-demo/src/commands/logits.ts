@@ -1,11 +1,13 @@
 /**
  * `para logits --model DIR --ids 1,5,9 [--backend NAME]`: the float32 logits of every position
  * of one sequence, as `{"logits": [[...V values], ... T rows]}` on stdout and nothing else.
- * (`--adapter DIR --prompt-len N` arrive with the adapters.)
+ * `--adapter DIR` applies a PARA, LoRA or IA3 adapter (PEFT layout); `--prompt-len N`: PARA's
+ * vectors come from the first N ids (default: all of them).
  */
 import type { Command } from 'commander';
 import { initBackend, ParaError } from '@para/core/node';
 import { loadModel } from '@para/model/node';
+import { loadAdapter } from '@para/adapters/node';
 
 /** `1,5,9` → [1, 5, 9]; anything else is INVALID_ARGUMENT naming the flag. */
 export function parseIdList(value: string | undefined, flag: string): number[] {
@@ -57,13 +59,27 @@ export function registerLogitsCommand(program: Command): void {
       '-b, --backend <name>',
       'start this backend (tensorflow, wasm, cpu, webgpu); overrides PARA_BACKEND',
     )
-    .action(async (opts: { model?: string; ids?: string; backend?: string }) => {
+    .option('--adapter <dir>', 'adapter directory (adapter_config.json + adapter_model.safetensors): PARA, LoRA or IA3')
+    .option('--prompt-len <n>', 'with --adapter: PARA pools over the first N ids only (default: all ids)')
+    .action(async (opts: { model?: string; ids?: string; backend?: string; adapter?: string; promptLen?: string }) => {
       const dir = requireFlag(opts.model, '--model', 'a model directory');
       const ids = parseIdList(opts.ids, '--ids');
+      const promptLen = opts.promptLen === undefined ? ids.length : Number(opts.promptLen);
+      if (opts.promptLen !== undefined && (opts.adapter === undefined || !/^\d+$/.test(opts.promptLen.trim()) || promptLen < 1 || promptLen > ids.length)) {
+        throw new ParaError('INVALID_ARGUMENT', opts.adapter === undefined ? '--prompt-len needs --adapter' : 'bad value for --prompt-len', {
+          field: '--prompt-len',
+          expected: `an integer in [1, ${ids.length}] (the number of --ids) with --adapter`,
+          actual: JSON.stringify(opts.promptLen),
+        });
+      }
       await initBackend({ backend: opts.backend });
       const model = await loadModel(dir);
+      const adapter = opts.adapter === undefined ? null : await loadAdapter(opts.adapter, model).catch((e) => {
+        model.dispose();
+        throw e;
+      });
       try {
-        const logits = model.forward([ids]); // [1, T, V]
+        const logits = model.forward([ids], adapter === null ? {} : { adapter: adapter.attach(model), request: { promptLengths: [promptLen] } }); // [1, T, V]
         const data = await logits.data();
         logits.dispose();
         const V = model.config.vocabSize;
@@ -73,6 +89,7 @@ export function registerLogitsCommand(program: Command): void {
         );
         await writeOut(`{"logits": [${rows.join(', ')}]}\n`);
       } finally {
+        adapter?.dispose();
         model.dispose();
       }
     });

@@ -1,0 +1,95 @@
+/**
+ * IA3 (Liu et al. 2022) as PEFT's `ia3.Linear`: a learned vector per target module scales
+ * its output (k_proj, v_proj), or for a feed-forward module its input (down_proj: the MLP
+ * activation silu(gate) ⊙ up). Prompt-independent: one broadcast multiply per target in every
+ * phase, no per-request state.
+ *
+ * Parameters: `base_model.model.model.layers.{i}.self_attn.k_proj.ia3_l` `[out, 1]`,
+ * `...mlp.down_proj.ia3_l` `[1, in]` (PEFT's shapes), initialised to 1.
+ */
+
+import * as tf from '@tensorflow/tfjs-core';
+import { Rng } from '@para/core';
+import type { AdapterContext, AdapterSite, ModelAdapter, ModelConfig, TensorSpec } from '@para/model';
+import { PeftAdapter, projectionPath } from '../base/adapter';
+import type { TargetModule } from '../base/config';
+import type { AdapterRequest } from '../base/request';
+import { ia3Scale, ia3Vector } from './layer';
+import { type Ia3Config, type Ia3ConfigInit, ia3ConfigJson, ia3Site, ia3VectorShape, resolveIa3Config } from './config';
+
+/** PEFT name of an IA3 vector. */
+export function ia3TensorName(layer: number, module: string): string {
+  return `${projectionPath(layer, module)}.ia3_l`;
+}
+
+export interface Ia3CreateOptions {
+  /** Seed for init_ia3_weights = false (default 0). */
+  seed?: number | string;
+}
+
+export class Ia3Adapter extends PeftAdapter<Ia3Config> {
+  readonly peftType = 'IA3' as const;
+  /** Per layer: model site → the target's vector (file shape). */
+  private readonly vectorsByLayer: Map<AdapterSite, { module: TargetModule; v: tf.Variable }>[] = [];
+  private readonly siteList: AdapterSite[];
+  private hooks: ModelAdapter<AdapterRequest> | null = null;
+
+  private constructor(config: Ia3Config, modelConfig: ModelConfig, seed: number | string) {
+    super(config, modelConfig);
+    const rng = new Rng(seed);
+    this.siteList = config.target_modules.map((t) => ia3Site(config, t));
+    for (let i = 0; i < modelConfig.numLayers; i++) {
+      const byLayer = new Map<AdapterSite, { module: TargetModule; v: tf.Variable }>();
+      for (const t of config.target_modules) {
+        const { shape } = ia3VectorShape(config, modelConfig, t);
+        const name = ia3TensorName(i, t);
+        const v = this.addParam(name, config.init_ia3_weights ? tf.ones(shape) : rng.fork(name).normalTensor(shape)); // [out, 1] | [1, in]
+        byLayer.set(ia3Site(config, t), { module: t, v });
+      }
+      this.vectorsByLayer.push(byLayer);
+    }
+  }
+
+  static create(modelConfig: ModelConfig, init: Ia3ConfigInit = {}, options: Ia3CreateOptions = {}): Ia3Adapter {
+    return new Ia3Adapter(resolveIa3Config(init), modelConfig, options.seed ?? 0);
+  }
+
+  static fromConfig(modelConfig: ModelConfig, config: Ia3Config, options: Ia3CreateOptions = {}): Ia3Adapter {
+    return new Ia3Adapter(config, modelConfig, options.seed ?? 0);
+  }
+
+  get sites(): readonly AdapterSite[] {
+    return this.siteList;
+  }
+
+  /** Layer `layer`'s scaling vector at a model site, as `[dim]`, or undefined. Call inside a tidy. */
+  vector(layer: number, site: AdapterSite): tf.Tensor | undefined {
+    const e = this.vectorsByLayer[layer]?.get(site);
+    return e === undefined ? undefined : ia3Vector(e.v); // [dim]
+  }
+
+  tensorSpecs(modelConfig: ModelConfig = this.modelConfig): TensorSpec[] {
+    const specs: TensorSpec[] = [];
+    for (let i = 0; i < modelConfig.numLayers; i++) {
+      for (const t of this.config.target_modules) specs.push({ name: ia3TensorName(i, t), shape: ia3VectorShape(this.config, modelConfig, t).shape });
+    }
+    return specs;
+  }
+
+  toConfigJson(): Record<string, unknown> {
+    return ia3ConfigJson(this.config);
+  }
+
+  modelAdapter(): ModelAdapter<AdapterRequest> {
+    this.checkAlive();
+    if (this.hooks !== null) return this.hooks;
+    this.hooks = {
+      sites: this.siteList,
+      transform: (ctx: AdapterContext<AdapterRequest>, site: AdapterSite, y: tf.Tensor) => {
+        const l = this.vector(ctx.layer, site); // [dim]
+        return l === undefined ? y : ia3Scale(y, l); // [B, T, dim]
+      },
+    };
+    return this.hooks;
+  }
+}

@@ -1,0 +1,89 @@
+/**
+ * @para/adapters — PARA (Prompt Aware Representation Adjustment, arXiv 2502.01033) with LoRA and
+ * IA3 baselines behind one interface, for `@para/model`'s adapter sites: configs with PEFT's
+ * keys, seeded init, parameter counts, attach → `ModelAdapter` hooks, per-request state in the
+ * model's decode state, save/load in PEFT's layout, and mixed-tenant batches. Universal (no
+ * Node built-ins); `@para/adapters/node` adds adapter directories on disk.
+ */
+export {
+  ALL_PROJECTIONS,
+  type BaseAdapterConfig,
+  ConfigReader,
+  INLINE_CONFIG,
+  parseConfigJson,
+  PEFT_TYPES,
+  type PeftType,
+  peftTypeOf,
+  type TargetModule,
+} from './base/config';
+export { layerPrefix, moduleOf, PeftAdapter, projectionPath } from './base/adapter';
+export { type AdapterRequest, checkPromptLengths, promptMask } from './base/request';
+export { kaimingUniform } from './base/init';
+export {
+  PARA_ACTIVATIONS,
+  PARA_DEFAULTS,
+  PARA_POOLERS,
+  PARA_TARGETS,
+  type ParaActivation,
+  type ParaConfig,
+  type ParaConfigInit,
+  type ParaPooler,
+  type ParaTarget,
+  paraConfigJson,
+  paraParameterCount,
+  paraTargetDims,
+  resolveParaConfig,
+} from './para/config';
+export { activate, generate, type ParaLayerWeights, paraVectors, pool } from './para/layer';
+export { ParaAdapter, type ParaCreateOptions, paraCacheKey, paraTensorNames } from './para/model';
+export {
+  LORA_DEFAULTS,
+  type LoraConfig,
+  type LoraConfigInit,
+  loraConfigJson,
+  loraParameterCount,
+  loraScaling,
+  loraTargets,
+  resolveLoraConfig,
+} from './lora/config';
+export { loraDelta, loraDeltaWeight, seededDropout } from './lora/layer';
+export { LoraAdapter, type LoraCreateOptions, type LoraModule, loraTensorNames } from './lora/model';
+export {
+  IA3_DEFAULTS,
+  type Ia3Config,
+  type Ia3ConfigInit,
+  ia3ConfigJson,
+  ia3ParameterCount,
+  ia3Site,
+  ia3VectorShape,
+  resolveIa3Config,
+} from './ia3/config';
+export { ia3Scale, ia3Vector } from './ia3/layer';
+export { Ia3Adapter, type Ia3CreateOptions, ia3TensorName } from './ia3/model';
+export { type AnyAdapter, type AnyConfigInit, createAdapter } from './any';
+export { MixedBatch, mixedAdapter } from './mixed/mixed';
+export {
+  ADAPTER_CONFIG_FILE,
+  ADAPTER_WEIGHTS_FILE,
+  type AdapterFiles,
+  adapterFiles,
+  adapterFromBytes,
+  adapterFromConfig,
+  checkAdapterTensors,
+  checkBaseModel,
+  type LoadAdapterOptions,
+  loadAdapterFrom,
+  loadAdapterTensors,
+  type SaveAdapterOptions,
+  serializeAdapter,
+} from './io/peft';
+export {
+  type DecodeProfile,
+  matchingLoraRank,
+  MULTITENANT_VARIANTS,
+  type MultitenantBenchOptions,
+  type MultitenantBenchResult,
+  type MultitenantTiming,
+  type MultitenantVariant,
+  runMultitenantBench,
+} from './bench';

@@ -1,0 +1,158 @@
+/**
+ * LoRA's settings, PEFT's `LoraConfig` keys (adapter_config.json with `peft_type: "LORA"`).
+ *
+ * Implemented: r, lora_alpha, lora_dropout, target_modules (a list of projection names,
+ * "all-linear", or a regex string matched as PEFT does against each module's full name),
+ * layers_to_transform, use_rslora, fan_in_fan_out (ignored for nn.Linear, as PEFT does),
+ * init_lora_weights (true | false | "gaussian", used only when creating). Keys whose non-default
+ * values change the computation and are not implemented (bias other than "none", use_dora,
+ * rank_pattern, alpha_pattern, modules_to_save, ...) are an UNSUPPORTED error; other PEFT
+ * bookkeeping keys are ignored.
+ */
+
+import { ParaError } from '@para/core';
+import type { ModelConfig } from '@para/model';
+import { projectionShape } from '@para/model';
+import { ALL_PROJECTIONS, type BaseAdapterConfig, ConfigReader, INLINE_CONFIG, type TargetModule } from '../base/config';
+import { moduleOf } from '../base/adapter';
+
+export interface LoraConfig extends BaseAdapterConfig {
+  peft_type: 'LORA';
+  r: number;
+  lora_alpha: number;
+  lora_dropout: number;
+  /** Projection names, in the order given; or a regex string as PEFT allows (see `loraTargets`). */
+  target_modules: TargetModule[] | string;
+  /** Only these layers (null: all). */
+  layers_to_transform: number[] | null;
+  bias: 'none';
+  fan_in_fan_out: boolean;
+  /** Scaling alpha/√r instead of alpha/r. */
+  use_rslora: boolean;
+  /** true: A Kaiming-uniform, B zero (PEFT's default); false: both Kaiming-uniform; "gaussian": A ~ N(0, 1/r), B zero. */
+  init_lora_weights: boolean | 'gaussian';
+}
+
+export type LoraConfigInit = Partial<Omit<LoraConfig, 'peft_type'>> & { peft_type?: 'LORA' };
+
+export const LORA_DEFAULTS = {
+  r: 8,
+  lora_alpha: 8,
+  lora_dropout: 0,
+  /** PEFT's default for llama-family models. */
+  target_modules: ['q_proj', 'v_proj'] as TargetModule[],
+} as const;
+
+export function resolveLoraConfig(init: LoraConfigInit | Readonly<Record<string, unknown>>, file = INLINE_CONFIG): LoraConfig {
+  const c = new ConfigReader(init as Record<string, unknown>, file);
+  if (c.has('peft_type') && c.raw.peft_type !== 'LORA') c.fail('peft_type', '"LORA"');
+  let targets: TargetModule[] | string;
+  if (typeof c.raw.target_modules === 'string') {
+    targets = c.raw.target_modules;
+    try {
+      new RegExp(`^(?:${targets})$`);
+    } catch {
+      c.fail('target_modules', 'a list of module names, "all-linear", or a valid regular expression');
+    }
+  } else targets = c.moduleList('target_modules', ALL_PROJECTIONS, LORA_DEFAULTS.target_modules);
+  c.onlyDefault('bias', ['none'], '"none" (training base biases is not implemented)');
+  c.onlyDefault('use_dora', [false], 'false (DoRA is not implemented)');
+  c.onlyDefault('rank_pattern', [], 'an empty rank_pattern');
+  c.onlyDefault('alpha_pattern', [], 'an empty alpha_pattern');
+  c.onlyDefault('modules_to_save', [], 'null (modules_to_save is not implemented)');
+  c.onlyDefault('layer_replication', [], 'null (layer_replication is not implemented)');
+  c.onlyDefault('lora_bias', [false], 'false (a bias on lora_B is not implemented)');
+  c.onlyDefault('exclude_modules', [], 'null (exclude_modules is not implemented)');
+  c.onlyDefault('target_parameters', [], 'null (target_parameters is not implemented)');
+  c.onlyDefault('trainable_token_indices', [], 'null (trainable_token_indices is not implemented)');
+  c.onlyDefault('alora_invocation_tokens', [], 'null (aLoRA is not implemented)');
+  c.onlyDefault('use_qalora', [false], 'false (QA-LoRA is not implemented)');
+  c.onlyDefault('use_bdlora', [false], 'null or false (not implemented)');
+  // PiSSA, OLoRA, LoftQ and similar initialisations also rewrite the base weights, so their
+  // adapters do not apply to the original backbone.
+  const init_lora_weights = c.has('init_lora_weights') ? c.raw.init_lora_weights : true;
+  if (!(init_lora_weights === true || init_lora_weights === false || init_lora_weights === 'gaussian')) {
+    c.fail('init_lora_weights', 'true, false or "gaussian" (initialisations that rewrite the base weights are not implemented)', 'UNSUPPORTED');
+  }
+  return {
+    peft_type: 'LORA',
+    base_model_name_or_path: c.stringOrNull('base_model_name_or_path'),
+    r: c.positiveInt('r', LORA_DEFAULTS.r),
+    lora_alpha: c.number('lora_alpha', LORA_DEFAULTS.lora_alpha, Number.MIN_VALUE),
+    lora_dropout: c.number('lora_dropout', LORA_DEFAULTS.lora_dropout, 0, 0.999999),
+    target_modules: targets,
+    layers_to_transform: c.layerList('layers_to_transform'),
+    bias: 'none',
+    fan_in_fan_out: c.bool('fan_in_fan_out', false),
+    use_rslora: c.bool('use_rslora', false),
+    init_lora_weights: init_lora_weights as boolean | 'gaussian',
+  };
+}
+
+export function loraConfigJson(c: LoraConfig): Record<string, unknown> {
+  return {
+    peft_type: 'LORA',
+    task_type: 'CAUSAL_LM',
+    base_model_name_or_path: c.base_model_name_or_path,
+    r: c.r,
+    lora_alpha: c.lora_alpha,
+    lora_dropout: c.lora_dropout,
+    target_modules: Array.isArray(c.target_modules) ? [...c.target_modules] : c.target_modules,
+    layers_to_transform: c.layers_to_transform,
+    bias: 'none',
+    fan_in_fan_out: false,
+    use_rslora: c.use_rslora,
+    use_dora: false,
+    init_lora_weights: c.init_lora_weights,
+    modules_to_save: null,
+    inference_mode: true,
+  };
+}
+
+/** alpha/r (or alpha/√r with rsLoRA). */
+export function loraScaling(c: LoraConfig): number {
+  return c.use_rslora ? c.lora_alpha / Math.sqrt(c.r) : c.lora_alpha / c.r;
+}
+
+/**
+ * The (layer, projection) pairs LoRA adapts, in layer order then target order. A regex string
+ * is matched (full match) against each module's name `model.layers.{i}.self_attn.q_proj` — PEFT
+ * matches the module key the same way — and "all-linear" means every projection.
+ */
+export function loraTargets(c: LoraConfig, m: ModelConfig, file = INLINE_CONFIG): { layer: number; module: TargetModule }[] {
+  const layers = c.layers_to_transform ?? Array.from({ length: m.numLayers }, (_, i) => i);
+  const out: { layer: number; module: TargetModule }[] = [];
+  const list = Array.isArray(c.target_modules) ? c.target_modules : null;
+  const re = list === null && c.target_modules !== 'all-linear' ? new RegExp(`^(?:${c.target_modules as string})$`) : null;
+  for (const i of layers) {
+    if (i >= m.numLayers) {
+      throw new ParaError('INVALID_CONFIG', 'layers_to_transform names a layer the model does not have', {
+        file,
+        field: 'layers_to_transform',
+        expected: `layer indices below ${m.numLayers}`,
+        actual: String(i),
+      });
+    }
+    for (const p of list ?? ALL_PROJECTIONS) {
+      if (re !== null && !re.test(`model.layers.${i}.${moduleOf(p)}.${p}`)) continue;
+      out.push({ layer: i, module: p });
+    }
+  }
+  if (out.length === 0) {
+    throw new ParaError('INVALID_CONFIG', 'target_modules matches no module of the model', {
+      file,
+      field: 'target_modules',
+      expected: 'names or a pattern matching q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj or down_proj',
+      actual: JSON.stringify(c.target_modules),
+    });
+  }
+  return out;
+}
+
+/** Parameters: r·(in + out) per adapted projection. */
+export function loraParameterCount(c: LoraConfig, m: ModelConfig): number {
+  return loraTargets(c, m).reduce((n, t) => {
+    const [out, inp] = projectionShape(m, t.module);
+    return n + c.r * (inp + out);
+  }, 0);
+}

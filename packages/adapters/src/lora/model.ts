@@ -1,0 +1,196 @@
+/**
+ * LoRA (Hu et al. 2021) on the backbone's projections, as PEFT's `lora.Linear`:
+ *
+ *   h = W x + scaling · B (A dropout(x))     A [r, in], B [out, r], scaling = alpha / r
+ *
+ * A is Kaiming-uniform (a = √5, PEFT's default), B zero, so a fresh adapter is the identity.
+ * Dropout (seeded, inverted) acts only while `training` is true and only in `forward` passes.
+ * `merge(model)` folds scaling·B·A into the model's weights (no cost at inference);
+ * `unmerge(model)` subtracts it again (the weights come back to float32 rounding).
+ */
+
+import * as tf from '@tensorflow/tfjs-core';
+import { ParaError, Rng } from '@para/core';
+import type { AdapterContext, AdapterSite, CausalLM, Linear, ModelAdapter, ModelConfig, TensorSpec } from '@para/model';
+import { projectionShape } from '@para/model';
+import { PeftAdapter, projectionPath } from '../base/adapter';
+import type { TargetModule } from '../base/config';
+import { kaimingUniform } from '../base/init';
+import type { AdapterRequest } from '../base/request';
+import { loraDelta, loraDeltaWeight, seededDropout } from './layer';
+import { type LoraConfig, type LoraConfigInit, loraConfigJson, loraScaling, loraTargets, resolveLoraConfig } from './config';
+
+/** One adapted projection. */
+export interface LoraModule {
+  layer: number;
+  module: TargetModule;
+  /** [r, in] */
+  A: tf.Variable;
+  /** [out, r] */
+  B: tf.Variable;
+}
+
+export interface LoraCreateOptions {
+  /** Seed of A (and of B with init_lora_weights false), and of the dropout masks (default 0). */
+  seed?: number | string;
+}
+
+/** PEFT names: `base_model.model.model.layers.{i}.self_attn.q_proj.lora_A.weight`. */
+export function loraTensorNames(layer: number, module: string): { A: string; B: string } {
+  const p = projectionPath(layer, module);
+  return { A: `${p}.lora_A.weight`, B: `${p}.lora_B.weight` };
+}
+
+export class LoraAdapter extends PeftAdapter<LoraConfig> {
+  readonly peftType = 'LORA' as const;
+  /** alpha / r (alpha / √r with rsLoRA). */
+  readonly scaling: number;
+  /** Adapted projections by `${layer}.${module}`. */
+  private readonly modules = new Map<string, LoraModule>();
+  private readonly siteList: TargetModule[];
+  private readonly layerList: number[];
+  private readonly dropoutRng: Rng;
+  private mergedInto: CausalLM | null = null;
+  private hooks: ModelAdapter<AdapterRequest> | null = null;
+
+  private constructor(config: LoraConfig, modelConfig: ModelConfig, seed: number | string) {
+    super(config, modelConfig);
+    this.scaling = loraScaling(config);
+    const rng = new Rng(seed);
+    this.dropoutRng = rng.fork('dropout');
+    const { r } = config;
+    const sites = new Set<TargetModule>();
+    const layers = new Set<number>();
+    for (const { layer, module } of loraTargets(config, modelConfig)) {
+      const [out, inp] = projectionShape(modelConfig, module);
+      const n = loraTensorNames(layer, module);
+      const A =
+        config.init_lora_weights === 'gaussian'
+          ? this.addParam(n.A, rng.fork(n.A).normalTensor([r, inp], 0, 1 / r))
+          : this.addParam(n.A, kaimingUniform(rng.fork(n.A), [r, inp], inp)); // [r, in]
+      const B = this.addParam(n.B, config.init_lora_weights === false ? kaimingUniform(rng.fork(n.B), [out, r], r) : tf.zeros([out, r])); // [out, r]
+      this.modules.set(`${layer}.${module}`, { layer, module, A, B });
+      sites.add(module);
+      layers.add(layer);
+    }
+    this.siteList = [...sites];
+    this.layerList = [...layers].sort((a, b) => a - b);
+  }
+
+  static create(modelConfig: ModelConfig, init: LoraConfigInit = {}, options: LoraCreateOptions = {}): LoraAdapter {
+    return new LoraAdapter(resolveLoraConfig(init), modelConfig, options.seed ?? 0);
+  }
+
+  static fromConfig(modelConfig: ModelConfig, config: LoraConfig, options: LoraCreateOptions = {}): LoraAdapter {
+    return new LoraAdapter(config, modelConfig, options.seed ?? 0);
+  }
+
+  get sites(): readonly AdapterSite[] {
+    return this.siteList;
+  }
+
+  /** Layers with at least one adapted projection. */
+  get layers(): readonly number[] {
+    return this.layerList;
+  }
+
+  /** The adapted projection at (layer, module), if any. */
+  module(layer: number, module: string): LoraModule | undefined {
+    return this.modules.get(`${layer}.${module}`);
+  }
+
+  /** Every adapted projection. */
+  allModules(): LoraModule[] {
+    return [...this.modules.values()];
+  }
+
+  /** The model the deltas are merged into, or null. */
+  get merged(): CausalLM | null {
+    return this.mergedInto;
+  }
+
+  tensorSpecs(modelConfig: ModelConfig = this.modelConfig): TensorSpec[] {
+    const { r } = this.config;
+    const specs: TensorSpec[] = [];
+    for (const { layer, module } of loraTargets(this.config, { ...modelConfig, numLayers: Math.max(modelConfig.numLayers, this.modelConfig.numLayers) })) {
+      if (layer >= modelConfig.numLayers) continue;
+      const [out, inp] = projectionShape(modelConfig, module);
+      const n = loraTensorNames(layer, module);
+      specs.push({ name: n.A, shape: [r, inp] }, { name: n.B, shape: [out, r] });
+    }
+    return specs;
+  }
+
+  toConfigJson(): Record<string, unknown> {
+    return loraConfigJson(this.config);
+  }
+
+  /** The unmerged delta of one projection applied to its input: scaling · B A x. `x [..., in]` → `[..., out]`. */
+  delta(m: LoraModule, x: tf.Tensor): tf.Tensor {
+    return loraDelta(x, m.A, m.B, this.scaling); // [..., out]
+  }
+
+  modelAdapter(): ModelAdapter<AdapterRequest> {
+    this.checkAlive();
+    if (this.mergedInto !== null) {
+      throw new ParaError('INVALID_ARGUMENT', 'this LoRA adapter is merged into the model weights: run the model without it, or unmerge first', {
+        field: 'adapter',
+        expected: 'an unmerged LoRA adapter',
+      });
+    }
+    if (this.hooks !== null) return this.hooks;
+    this.hooks = {
+      sites: this.siteList,
+      layers: this.layerList,
+      transform: (ctx: AdapterContext<AdapterRequest>, site: AdapterSite, y: tf.Tensor, x: tf.Tensor) => {
+        if (this.mergedInto !== null) throw new ParaError('INVALID_ARGUMENT', 'this LoRA adapter was merged into the model weights after it was attached', { field: 'adapter' });
+        const m = this.modules.get(`${ctx.layer}.${site}`);
+        if (m === undefined) return y;
+        const input = this.training && ctx.phase === 'forward' && this.config.lora_dropout > 0 ? seededDropout(x, this.config.lora_dropout, this.dropoutRng) : x;
+        return tf.add(y, this.delta(m, input)); // [B, T, out]
+      },
+    };
+    return this.hooks;
+  }
+
+  /**
+   * Adds scaling·B·A to the model's projection weights (`W ← W + s·B·A`), so inference runs the
+   * plain backbone. The replaced weight tensors are disposed; `unmerge` restores them up to
+   * float32 rounding.
+   */
+  merge(model: CausalLM): void {
+    this.checkAlive();
+    if (this.mergedInto !== null) throw new ParaError('INVALID_ARGUMENT', 'this LoRA adapter is already merged', { field: 'adapter' });
+    this.checkModel(model.config);
+    this.applyDelta(model, 1);
+    this.mergedInto = model;
+  }
+
+  /** Subtracts what `merge` added. */
+  unmerge(model: CausalLM): void {
+    this.checkAlive();
+    if (this.mergedInto !== model) {
+      throw new ParaError('INVALID_ARGUMENT', this.mergedInto === null ? 'this LoRA adapter is not merged' : 'this LoRA adapter is merged into another model', {
+        field: 'model',
+        expected: 'the model passed to merge()',
+      });
+    }
+    this.applyDelta(model, -1);
+    this.mergedInto = null;
+  }
+
+  private applyDelta(model: CausalLM, sign: 1 | -1): void {
+    for (const m of this.modules.values()) {
+      const lin = model.weights.layers[m.layer]?.[m.module] as Linear | undefined;
+      if (lin === undefined) throw new Error(`internal: no weight for layer ${m.layer} ${m.module}`);
+      const old = lin.weight;
+      lin.weight = tf.tidy(() => tf.add(old, loraDeltaWeight(m.A, m.B, sign * this.scaling))); // [out, in]
+      old.dispose();
+    }
+  }
+
+  override dispose(): void {
+    this.hooks = null;
+    super.dispose();
+  }
+}
