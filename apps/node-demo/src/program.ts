@@ -5,10 +5,14 @@
 import { Command, CommanderError } from 'commander';
 import { isParaError } from '@para/core/node';
 import { registerBenchCommand } from './commands/bench';
+import { registerDemoCommand } from './commands/demo';
+import { registerEvalCommand } from './commands/eval';
 import { registerGenerateCommand } from './commands/generate';
 import { registerInfoCommand } from './commands/info';
 import { registerLogitsCommand } from './commands/logits';
+import { registerPretrainCommand } from './commands/pretrain';
 import { registerTokenizerCommand } from './commands/tokenizer';
+import { registerTrainCommand } from './commands/train';
 import { PARA_VERSION } from './version';
 
 export function buildProgram(): Command {
@@ -21,6 +25,10 @@ export function buildProgram(): Command {
   registerLogitsCommand(program);
   registerGenerateCommand(program);
   registerTokenizerCommand(program);
+  registerPretrainCommand(program);
+  registerTrainCommand(program);
+  registerEvalCommand(program);
+  registerDemoCommand(program);
   registerBenchCommand(program);
   return program;
 }

@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import { registerMatmulBench } from './bench-matmul';
 import { registerModelBench } from './bench-model';
 import { registerMultitenantBench } from './bench-multitenant';
+import { registerTrainBench } from './bench-train';
 
 /**
  * `para bench <what>`: benchmarks that print figures (and ratios against a baseline measured in
@@ -12,6 +13,7 @@ export function registerBenchCommand(program: Command): Command {
   registerMatmulBench(bench);
   registerModelBench(bench);
   registerMultitenantBench(bench);
+  registerTrainBench(bench);
   return bench;
 }
 

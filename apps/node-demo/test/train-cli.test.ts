@@ -1,0 +1,215 @@
+/**
+ * `para pretrain`, `para train` and `para eval` end to end on tiny models built here (nothing is
+ * downloaded): files written, `--resume` equal to an uninterrupted run, and every bad input a
+ * clear typed error (exit code 2) naming the file, the line and the field.
+ */
+import { spawnSync } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { initBackend } from '@para/core/node';
+import { CausalLM, createConfig, saveModel } from '@para/model/node';
+import { loadTokenizer, saveTokenizer, trainBpeTokenizer } from '@para/tokenizer/node';
+import { DEFAULT_CHAT_TEMPLATE } from '@para/train/node';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+const appDir = join(dirname(fileURLToPath(import.meta.url)), '..');
+const repo = join(appDir, '..', '..');
+const cli = join(appDir, 'dist', 'cli.js');
+
+function para(args: string[]) {
+  const r = spawnSync(process.execPath, [cli, ...args], {
+    encoding: 'utf8',
+    env: { ...process.env, PARA_BACKEND: 'wasm' },
+    maxBuffer: 1 << 26,
+  });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+function expectTypedError(r: ReturnType<typeof para>, code: string, ...mentions: string[]) {
+  expect(r.code, r.stderr).toBe(2);
+  expect(r.stdout).toBe('');
+  expect(r.stderr).toContain(`[${code}]`);
+  for (const m of mentions) expect(r.stderr).toContain(m);
+}
+
+function lines(task: string, split: string, n: number): string {
+  return `${readFileSync(join(repo, 'data', 'tasks', task, `${split}.jsonl`), 'utf8').split('\n').slice(0, n).join('\n')}\n`;
+}
+
+function stepLosses(file: string): number[] {
+  return readFileSync(file, 'utf8')
+    .split('\n')
+    .filter((l) => l.trim() !== '')
+    .map((l) => JSON.parse(l) as { type: string; loss: number })
+    .filter((e) => e.type === 'step')
+    .map((e) => e.loss);
+}
+
+let work: string;
+let modelDir: string;
+let train: string;
+let dev: string;
+
+beforeAll(async () => {
+  work = await mkdtemp(join(tmpdir(), 'para-train-cli-'));
+  modelDir = join(work, 'model');
+  train = join(work, 'train.jsonl');
+  dev = join(work, 'dev.jsonl');
+  await writeFile(train, lines('antonym', 'train', 32));
+  await writeFile(dev, lines('antonym', 'dev', 12));
+  const texts = ['arithmetic', 'antonym', 'category'].flatMap((t) =>
+    lines(t, 'train', 200)
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => {
+        const r = JSON.parse(l) as { prompt: string; completion: string };
+        return r.prompt + r.completion;
+      }),
+  );
+  await saveTokenizer(modelDir, await trainBpeTokenizer({ texts, vocabSize: 400, specialTokens: ['<unk>', '<s>', '</s>', '<pad>'], chatTemplate: DEFAULT_CHAT_TEMPLATE }));
+  const tok = await loadTokenizer(modelDir);
+  await initBackend({ backend: 'cpu' });
+  const config = createConfig({
+    vocabSize: tok.vocabSize,
+    hiddenSize: 32,
+    intermediateSize: 64,
+    numLayers: 2,
+    numHeads: 4,
+    numKvHeads: 2,
+    maxPositionEmbeddings: 32,
+    tieWordEmbeddings: true,
+    initializerRange: 0.3,
+    bosTokenId: tok.bosTokenId ?? null,
+    eosTokenIds: [tok.eosTokenId as number],
+    padTokenId: tok.padTokenId ?? null,
+  });
+  const model = CausalLM.random(config, 7);
+  await saveModel(model, modelDir);
+  model.dispose();
+});
+
+afterAll(async () => {
+  await rm(work, { recursive: true, force: true });
+});
+
+describe('para train / para eval', () => {
+  it('trains a PARA adapter, keeps the best by dev exact match, and evaluates it', async () => {
+    const out = join(work, 'para');
+    const r = para(['train', '--method', 'para', '--data', train, '--eval-data', dev, '--model', modelDir, '--out', out, '--steps', '6', '--batch-size', '8', '--r', '4', '--lr', '1e-2', '--eval-every', '3', '--json']);
+    expect(r.code, r.stderr).toBe(0);
+    const s = JSON.parse(r.stdout) as { parameters: number; steps: number; stopped: string; best: { step: number; exact_match: number; loss: number; n: number } };
+    expect(s.steps).toBe(6);
+    expect(s.stopped).toBe('done');
+    expect(s.parameters).toBe(2 * (4 * 32 + 4 * (32 + 16 + 64))); // r·d + r·(d_q + d_v + d_ff) per layer
+    expect(s.best.n).toBe(12);
+    const config = JSON.parse(await readFile(join(out, 'adapter_config.json'), 'utf8')) as { peft_type: string; r: number };
+    expect(config).toMatchObject({ peft_type: 'PARA', r: 4 });
+    expect(existsSync(join(out, 'adapter_model.safetensors'))).toBe(true);
+    expect(existsSync(join(out, 'checkpoints'))).toBe(false);
+    expect(stepLosses(join(out, 'metrics.jsonl'))).toHaveLength(6);
+    // plain progress on a pipe: a start line and eval lines on stderr
+    expect(r.stderr).toContain('training: 6 steps');
+    expect(r.stderr).toContain('eval at step 3');
+
+    const e = para(['eval', '--data', dev, '--model', modelDir, '--adapter', out, '--json']);
+    expect(e.code, e.stderr).toBe(0);
+    const m = JSON.parse(e.stdout) as { exact_match: number; loss: number; n: number };
+    expect(Object.keys(m).sort()).toEqual(['exact_match', 'loss', 'n']);
+    expect(m.n).toBe(12);
+    expect(m.loss).toBeCloseTo(s.best.loss, 4);
+    expect(m.exact_match).toBeCloseTo(s.best.exact_match, 6);
+    const bare = para(['eval', '--data', dev, '--model', modelDir, '--json']);
+    expect(bare.code, bare.stderr).toBe(0);
+    expect(JSON.parse(bare.stdout).loss).not.toBeCloseTo(m.loss, 4);
+  });
+
+  it('LoRA and IA3 train too', () => {
+    for (const method of ['lora', 'ia3']) {
+      const out = join(work, method);
+      const r = para(['train', '--method', method, '--data', train, '--model', modelDir, '--out', out, '--steps', '2', '--batch-size', '8', '--json']);
+      expect(r.code, r.stderr).toBe(0);
+      expect(JSON.parse(readFileSync(join(out, 'adapter_config.json'), 'utf8')).peft_type).toBe(method.toUpperCase());
+    }
+  });
+
+  it('--resume continues exactly where --stop-after left off (same losses as one run)', () => {
+    const common = ['train', '--method', 'para', '--data', train, '--model', modelDir, '--steps', '7', '--batch-size', '8', '--micro-batch-size', '4', '--r', '4', '--seed', '3', '--quiet'];
+    const a = join(work, 'resume-a');
+    const b = join(work, 'resume-b');
+    expect(para([...common, '--out', a]).code).toBe(0);
+    const first = para([...common, '--out', b, '--stop-after', '3']);
+    expect(first.code, first.stderr).toBe(0);
+    expect(first.stdout).toContain('stopped (stopped)');
+    expect(existsSync(join(b, 'checkpoints', 'latest.json'))).toBe(true);
+    // A resume with other settings is refused.
+    const other = para([...common.map((x) => (x === '3' ? '4' : x)), '--out', b, '--resume']);
+    expectTypedError(other, 'INVALID_ARGUMENT', '--resume needs the same settings as the interrupted run: seed differs');
+    const second = para([...common, '--out', b, '--resume']);
+    expect(second.code, second.stderr).toBe(0);
+    expect(stepLosses(join(b, 'metrics.jsonl'))).toEqual(stepLosses(join(a, 'metrics.jsonl')));
+    expect(readFileSync(join(b, 'adapter_model.safetensors')).equals(readFileSync(join(a, 'adapter_model.safetensors')))).toBe(true);
+    // Nothing left to resume once the run finished.
+    expectTypedError(para([...common, '--out', b, '--resume']), 'FILE_NOT_FOUND', 'no checkpoint to resume from');
+  });
+});
+
+describe('bad input', () => {
+  it('a broken JSONL line names the file and the line', async () => {
+    const f = join(work, 'broken.jsonl');
+    await writeFile(f, `${lines('antonym', 'train', 3)}{"prompt": "Opposite of hot:", "completion": " cold"\n`);
+    expectTypedError(para(['train', '--method', 'para', '--data', f, '--model', modelDir, '--out', join(work, 'x')]), 'INVALID_JSON', `${f}:4: line 4 is not valid JSON`);
+  });
+
+  it('an empty dataset, a missing field, an unknown method', async () => {
+    const empty = join(work, 'empty.jsonl');
+    await writeFile(empty, '\n\n');
+    expectTypedError(para(['eval', '--data', empty, '--model', modelDir]), 'INVALID_ARGUMENT', `${empty}: the dataset is empty`);
+    const missing = join(work, 'missing.jsonl');
+    await writeFile(missing, '{"prompt":"1+1="}\n');
+    expectTypedError(para(['train', '--method', 'para', '--data', missing, '--model', modelDir, '--out', join(work, 'y')]), 'INVALID_ARGUMENT', `${missing}:1, field "completion"`, 'missing or empty "completion"');
+    expectTypedError(para(['train', '--method', 'dora', '--data', train, '--model', modelDir, '--out', join(work, 'z')]), 'INVALID_ARGUMENT', 'unknown method "dora"', 'para | lora | ia3');
+    expectTypedError(para(['eval', '--data', join(work, 'nope.jsonl'), '--model', modelDir]), 'FILE_NOT_FOUND', 'nope.jsonl');
+  });
+
+  it('a prompt longer than the context is skipped with a count, or fails with --strict', async () => {
+    const f = join(work, 'long.jsonl');
+    const long = Array.from({ length: 40 }, (_, i) => `word${i}`).join(' ');
+    await writeFile(f, `${lines('antonym', 'train', 4)}{"prompt":"${long}","completion":" x"}\n`);
+    const ok = para(['eval', '--data', f, '--model', modelDir, '--json']);
+    expect(ok.code, ok.stderr).toBe(0);
+    expect(ok.stderr).toContain(`${f}: skipped 1 of 5 examples longer than the model's context (32 tokens): line 5`);
+    expect(JSON.parse(ok.stdout).n).toBe(4);
+    expectTypedError(para(['eval', '--data', f, '--model', modelDir, '--strict']), 'INVALID_ARGUMENT', `${f}:5, field "prompt"`, "longer than the model's context");
+  });
+
+  it('a NaN loss stops training and points at the last good checkpoint', () => {
+    const out = join(work, 'nan');
+    const r = para(['train', '--method', 'para', '--data', train, '--model', modelDir, '--out', out, '--steps', '6', '--batch-size', '8', '--lr', '1e38', '--checkpoint-every', '1', '--plain']);
+    expect(r.code, r.stderr).toBe(2);
+    expect(r.stderr).toMatch(/training stopped at step \d: the loss is NaN or infinite\. The last good checkpoint is .*checkpoints\/step-00000\d/);
+    expect(r.stderr).toContain('field "--lr"');
+    expect(existsSync(join(out, 'checkpoints', 'latest.json'))).toBe(true);
+  });
+});
+
+describe('para pretrain', () => {
+  it('pretrains a tiny backbone that para eval can load', async () => {
+    const corpus = join(work, 'corpus.txt');
+    await writeFile(corpus, readFileSync(join(repo, 'data', 'tasks', 'README.md'), 'utf8'));
+    const out = join(work, 'backbone');
+    const r = para(['pretrain', '--input', corpus, '--out', out, '--config', 'tiny', '--steps', '4', '--json', '--quiet']);
+    expect(r.code, r.stderr).toBe(0);
+    const s = JSON.parse(r.stdout) as { steps: number; heldOutLoss: number; unigramCrossEntropy: number; command: string };
+    expect(s.steps).toBe(4);
+    expect(Number.isFinite(s.heldOutLoss)).toBe(true);
+    expect(s.command).toContain('--config tiny');
+    for (const f of ['config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json', 'training_summary.json', 'metrics.jsonl']) expect(existsSync(join(out, f)), f).toBe(true);
+    expect(existsSync(join(out, 'checkpoints'))).toBe(false);
+    const e = para(['eval', '--data', dev, '--model', out, '--json', '--limit', '4']);
+    expect(e.code, e.stderr).toBe(0);
+    expect(JSON.parse(e.stdout).n).toBe(4);
+  });
+});

@@ -1,0 +1,297 @@
+/**
+ * `para train` and `para eval` as functions: files in, files out.
+ *
+ * `trainAdapterFromFiles` writes to OUT:
+ *   adapter_config.json + adapter_model.safetensors   the adapter (PEFT layout): the best one by
+ *                                                      dev exact match when --eval-data is given,
+ *                                                      else the last
+ *   metrics.jsonl                                      one JSON line per update / evaluation
+ *   train_summary.json                                 settings, counts, final and best metrics
+ *   checkpoints/                                       for --resume (removed after a finished run
+ *                                                      unless keepCheckpoints)
+ */
+
+import { mkdir, rm } from 'node:fs/promises';
+import * as path from 'node:path';
+import { type AnyAdapter, type AnyConfigInit, createAdapter, loadAdapter, saveAdapter } from '@para/adapters/node';
+import { ParaError, writeFileAtomic } from '@para/core/node';
+import type { CausalLM } from '@para/model';
+import { loadModel } from '@para/model/node';
+import { loadTokenizer, type ParaTokenizer } from '@para/tokenizer/node';
+import { skippedMessage, type TokenizedDataset, type TokenizerLike } from '../data';
+import { type EvalResult, evaluateDataset } from '../evaluate';
+import { disposeCheckpoint, FINETUNE_DEFAULTS, type FinetuneResult, finetune } from '../finetune';
+import type { DecayKind } from '../schedule';
+import type { TrainEvent } from '../trainer';
+import { CHECKPOINT_DIR, latestCheckpoint, loadCheckpoint, saveCheckpoint } from './checkpoint';
+import { defaultBackboneDir, loadDataset } from './files';
+import { metricsWriter, progressReporter } from './progress';
+
+export type AdapterMethod = 'para' | 'lora' | 'ia3';
+export const ADAPTER_METHODS: readonly AdapterMethod[] = ['para', 'lora', 'ia3'];
+
+/** Default rank per method (IA3 has none). */
+export const DEFAULT_RANK: Record<AdapterMethod, number | null> = { para: 8, lora: 8, ia3: null };
+
+/** The adapter config of a method with rank `r` (PARA: bottleneck width; LoRA: rank, alpha = 2r). */
+export function methodConfig(method: AdapterMethod, r: number | undefined, base: string | null): AnyConfigInit {
+  if (!ADAPTER_METHODS.includes(method)) {
+    throw new ParaError('INVALID_ARGUMENT', `unknown method "${method}"`, { field: '--method', expected: ADAPTER_METHODS.join(' | ') });
+  }
+  if (r !== undefined && (!Number.isInteger(r) || r < 1)) throw new ParaError('INVALID_ARGUMENT', 'bad rank', { field: '--r', expected: 'a positive integer', actual: String(r) });
+  switch (method) {
+    case 'para':
+      return { peft_type: 'PARA', r: r ?? (DEFAULT_RANK.para as number), base_model_name_or_path: base };
+    case 'lora': {
+      const rank = r ?? (DEFAULT_RANK.lora as number);
+      return { peft_type: 'LORA', r: rank, lora_alpha: 2 * rank, base_model_name_or_path: base };
+    }
+    case 'ia3':
+      if (r !== undefined) throw new ParaError('INVALID_ARGUMENT', 'IA3 has no rank', { field: '--r', expected: 'no --r with --method ia3 (its vectors have the model widths)' });
+      return { peft_type: 'IA3', base_model_name_or_path: base };
+  }
+}
+
+/** A backbone directory's model and tokenizer (default: the bundled backbone). */
+export async function loadBackbone(dir?: string): Promise<{ dir: string; model: CausalLM; tokenizer: ParaTokenizer }> {
+  const d = dir ?? defaultBackboneDir();
+  const model = await loadModel(d);
+  try {
+    const tokenizer = await loadTokenizer(d);
+    if (tokenizer.vocabSize > model.config.vocabSize) {
+      throw new ParaError('SHAPE_MISMATCH', 'the tokenizer has more tokens than the model has embeddings', { file: d, field: 'vocab_size', expected: `at most ${model.config.vocabSize}`, actual: String(tokenizer.vocabSize) });
+    }
+    return { dir: d, model, tokenizer };
+  } catch (e) {
+    model.dispose();
+    throw e;
+  }
+}
+
+/** `data/tasks/arithmetic/train.jsonl` → "arithmetic"; `foo/bar.jsonl` → "bar". */
+export function datasetName(file: string): string {
+  const stem = path.basename(file).replace(/\.jsonl?$/i, '');
+  return ['train', 'dev', 'test', 'valid', 'validation'].includes(stem) ? path.basename(path.dirname(path.resolve(file))) : stem;
+}
+
+export interface TrainFilesOptions {
+  method: AdapterMethod;
+  data: string;
+  evalData?: string;
+  /** Backbone directory (default: the bundled one). */
+  model?: string;
+  /** Default `adapters/<dataset>-<method>`. */
+  out?: string;
+  steps?: number;
+  epochs?: number;
+  lr?: number;
+  batchSize?: number;
+  microBatchSize?: number;
+  r?: number;
+  seed?: number;
+  warmupSteps?: number;
+  decay?: DecayKind;
+  weightDecay?: number;
+  maxGradNorm?: number;
+  resume?: boolean;
+  strict?: boolean;
+  evalEvery?: number;
+  evalLimit?: number;
+  patience?: number;
+  checkpointEvery?: number;
+  keepCheckpoints?: boolean;
+  /** Progress: a label, plain lines, or none. */
+  label?: string;
+  plain?: boolean;
+  quiet?: boolean;
+  /** Setup messages (default stderr). */
+  log?: (s: string) => void;
+  onEvent?: (e: TrainEvent) => void;
+  /** Reuse an already loaded backbone (the demo trains several tenants on one). */
+  backbone?: { dir: string; model: CausalLM; tokenizer: ParaTokenizer };
+  /** Stop after this step (tests of --resume). */
+  stopAtStep?: number;
+}
+
+export interface TrainFilesResult {
+  out: string;
+  method: AdapterMethod;
+  parameters: number;
+  result: FinetuneResult;
+  lastEval: EvalResult | null;
+  skipped: number;
+  adapterSaved: boolean;
+}
+
+export async function trainAdapterFromFiles(o: TrainFilesOptions): Promise<TrainFilesResult> {
+  const log = o.log ?? ((s: string) => process.stderr.write(`${s}\n`));
+  const backbone = o.backbone ?? (await loadBackbone(o.model));
+  const owned = o.backbone === undefined;
+  const { model, tokenizer } = backbone;
+  const out = o.out ?? path.join('adapters', `${datasetName(o.data)}-${o.method}`);
+  let adapter: AnyAdapter | null = null;
+  try {
+    const maxLength = model.config.maxPositionEmbeddings;
+    const train = await loadDataset(o.data, tokenizer, { maxLength, strict: o.strict ?? false });
+    const evalData = o.evalData === undefined ? undefined : await loadDataset(o.evalData, tokenizer, { maxLength, strict: o.strict ?? false });
+    for (const d of [train, evalData]) {
+      const msg = d === undefined ? null : skippedMessage(d, maxLength);
+      if (msg !== null) log(msg);
+    }
+    adapter = createAdapter(model.config, methodConfig(o.method, o.r, backbone.dir), { seed: o.seed ?? 0 });
+    const a = adapter;
+    await mkdir(out, { recursive: true });
+    const meta = {
+      kind: 'adapter',
+      method: o.method,
+      r: o.r ?? DEFAULT_RANK[o.method],
+      data: path.resolve(o.data),
+      model: path.resolve(backbone.dir),
+      batchSize: o.batchSize ?? FINETUNE_DEFAULTS.batchSize,
+      microBatchSize: o.microBatchSize ?? null,
+      seed: o.seed ?? 0,
+      lr: o.lr ?? FINETUNE_DEFAULTS.lr,
+      steps: o.steps ?? null,
+      epochs: o.epochs ?? null,
+      warmupSteps: o.warmupSteps ?? null,
+      decay: o.decay ?? FINETUNE_DEFAULTS.decay,
+      weightDecay: o.weightDecay ?? FINETUNE_DEFAULTS.weightDecay,
+      maxGradNorm: o.maxGradNorm ?? FINETUNE_DEFAULTS.maxGradNorm,
+    };
+    let resumeFrom: Awaited<ReturnType<typeof loadCheckpoint>> | undefined;
+    if (o.resume) {
+      const dir = await latestCheckpoint(out);
+      if (dir === null) throw new ParaError('FILE_NOT_FOUND', 'no checkpoint to resume from', { file: path.join(out, CHECKPOINT_DIR), field: '--resume', expected: 'a previous run of the same command (same --out)' });
+      resumeFrom = await loadCheckpoint(dir);
+      const saved = resumeFrom.state.meta;
+      for (const key of ['method', 'r', 'data', 'batchSize', 'microBatchSize', 'seed', 'lr', 'steps', 'epochs', 'warmupSteps', 'decay', 'weightDecay', 'maxGradNorm'] as const) {
+        if (JSON.stringify(saved[key] ?? null) !== JSON.stringify(meta[key] ?? null)) {
+          disposeCheckpoint(resumeFrom);
+          throw new ParaError('INVALID_ARGUMENT', `--resume needs the same settings as the interrupted run: ${key} differs`, { file: dir, field: key, expected: JSON.stringify(saved[key] ?? null), actual: JSON.stringify(meta[key] ?? null) });
+        }
+      }
+      log(`resuming from ${dir} (step ${resumeFrom.state.step})`);
+    }
+    const metrics = metricsWriter(path.join(out, 'metrics.jsonl'), resumeFrom?.state.step ?? null);
+    const progress = progressReporter({ quiet: o.quiet, plain: o.plain, label: o.label ?? `${datasetName(o.data)}/${o.method}` });
+    let adapterSaved = false;
+    let result: FinetuneResult;
+    try {
+      result = await finetune({
+        model,
+        tokenizer: tokenizer as TokenizerLike,
+        adapter: a,
+        train,
+        ...(evalData === undefined ? {} : { eval: evalData }),
+        ...(o.steps === undefined ? {} : { steps: o.steps }),
+        ...(o.epochs === undefined ? {} : { epochs: o.epochs }),
+        ...(o.lr === undefined ? {} : { lr: o.lr }),
+        ...(o.batchSize === undefined ? {} : { batchSize: o.batchSize }),
+        ...(o.microBatchSize === undefined ? {} : { microBatchSize: o.microBatchSize }),
+        ...(o.warmupSteps === undefined ? {} : { warmupSteps: o.warmupSteps }),
+        ...(o.decay === undefined ? {} : { decay: o.decay }),
+        ...(o.weightDecay === undefined ? {} : { weightDecay: o.weightDecay }),
+        ...(o.maxGradNorm === undefined ? {} : { maxGradNorm: o.maxGradNorm }),
+        ...(o.evalEvery === undefined ? {} : { evalEvery: o.evalEvery }),
+        ...(o.evalLimit === undefined ? {} : { evalLimit: o.evalLimit }),
+        ...(o.patience === undefined ? {} : { patience: o.patience }),
+        ...(o.stopAtStep === undefined ? {} : { stopAtStep: o.stopAtStep }),
+        ...(resumeFrom === undefined ? {} : { resumeFrom }),
+        seed: o.seed ?? 0,
+        checkpointEvery: o.checkpointEvery ?? 0,
+        // A finished run keeps its result as the adapter; a final checkpoint only with --keep-checkpoints.
+        checkpointAtEnd: o.keepCheckpoints === true,
+        saveCheckpoint: (data) => saveCheckpoint(out, data),
+        saveBest: async () => {
+          await saveAdapter(a, out);
+          adapterSaved = true;
+        },
+        meta,
+        onEvent: (e) => {
+          metrics(e);
+          progress.onEvent(e);
+          o.onEvent?.(e);
+        },
+      });
+    } finally {
+      progress.close();
+      if (resumeFrom !== undefined) disposeCheckpoint(resumeFrom);
+    }
+    if (result.reason === 'nan') {
+      throw new ParaError(
+        'INVALID_ARGUMENT',
+        `training stopped at step ${result.step + 1}: the loss is NaN or infinite. ${result.lastCheckpoint === null ? 'No checkpoint had been written yet' : `The last good checkpoint is ${result.lastCheckpoint} (step ${result.step})`}${adapterSaved ? `; ${out} holds the best adapter so far` : ''}`,
+        { field: '--lr', expected: `a lower learning rate than ${o.lr ?? FINETUNE_DEFAULTS.lr}` },
+      );
+    }
+    if (evalData === undefined && result.reason !== 'stopped') {
+      await saveAdapter(a, out);
+      adapterSaved = true;
+    }
+    const summary = {
+      method: o.method,
+      config: a.toConfigJson(),
+      parameters: a.numParameters,
+      data: o.data,
+      evalData: o.evalData ?? null,
+      model: backbone.dir,
+      examples: train.examples.length,
+      skipped: train.skipped.length,
+      steps: result.step,
+      totalSteps: result.totalSteps,
+      stepsPerEpoch: result.stepsPerEpoch,
+      tokensSeen: result.tokensSeen,
+      elapsedMs: result.elapsedMs,
+      tokensPerSec: result.tokensSeen / (result.elapsedMs / 1000),
+      finalTrainLoss: result.lastLoss,
+      best: result.best,
+      stopped: result.reason,
+      seed: o.seed ?? 0,
+    };
+    if (result.reason !== 'stopped') {
+      await writeFileAtomic(path.join(out, 'train_summary.json'), `${JSON.stringify(summary, null, 2)}\n`);
+      if (!o.keepCheckpoints && o.stopAtStep === undefined) await rm(path.join(out, CHECKPOINT_DIR), { recursive: true, force: true });
+    }
+    return { out, method: o.method, parameters: a.numParameters, result, lastEval: result.lastEval, skipped: train.skipped.length, adapterSaved };
+  } finally {
+    adapter?.dispose();
+    if (owned) model.dispose();
+  }
+}
+
+export interface EvalFilesOptions {
+  data: string;
+  model?: string;
+  adapter?: string;
+  batchSize?: number;
+  limit?: number;
+  strict?: boolean;
+  keepPredictions?: boolean;
+  backbone?: { dir: string; model: CausalLM; tokenizer: ParaTokenizer };
+  log?: (s: string) => void;
+}
+
+/** `para eval`: loss and exact match of the backbone (with an adapter directory, if given) on a JSONL file. */
+export async function evalFromFiles(o: EvalFilesOptions): Promise<EvalResult & { skipped: number }> {
+  const log = o.log ?? ((s: string) => process.stderr.write(`${s}\n`));
+  const backbone = o.backbone ?? (await loadBackbone(o.model));
+  const owned = o.backbone === undefined;
+  let adapter: AnyAdapter | null = null;
+  try {
+    const { model, tokenizer } = backbone;
+    const data: TokenizedDataset = await loadDataset(o.data, tokenizer, { maxLength: model.config.maxPositionEmbeddings, strict: o.strict ?? false });
+    const msg = skippedMessage(data, model.config.maxPositionEmbeddings);
+    if (msg !== null) log(msg);
+    if (o.adapter !== undefined) adapter = await loadAdapter(o.adapter, model);
+    const r = await evaluateDataset(model, tokenizer as TokenizerLike, data, {
+      adapter: adapter === null ? null : adapter.attach(model),
+      ...(o.batchSize === undefined ? {} : { batchSize: o.batchSize }),
+      ...(o.limit === undefined ? {} : { limit: o.limit }),
+      keepPredictions: o.keepPredictions ?? false,
+    });
+    return { ...r, skipped: data.skipped.length };
+  } finally {
+    adapter?.dispose();
+    if (owned) backbone.model.dispose();
+  }
+}

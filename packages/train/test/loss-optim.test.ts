@@ -1,0 +1,117 @@
+import * as tf from '@tensorflow/tfjs-core';
+import { maskedCrossEntropy } from '@para/ops';
+import { describe, expect, it } from 'vitest';
+import { AdamW, clipScale, globalNorm, makeSchedule, weightedCrossEntropy } from '../src/index';
+import { expectClose, testBackends, useBackend } from './helpers/backends';
+
+for (const backend of testBackends()) {
+  describe(`weightedCrossEntropy on ${backend}`, () => {
+    it("equals @para/ops' maskedCrossEntropy in value and gradient (and a float64 reference)", async () => {
+      await useBackend(backend);
+      const N = 7;
+      const V = 13;
+      const x = tf.randomNormal([N, V], 0, 3, 'float32', 5);
+      const targets = [1, 2, 3, 12, 0, 5, 9];
+      const mask = [1, 0, 1, 1, 0, 1, 1];
+      const t = tf.tensor1d(targets, 'int32');
+      const w = tf.tensor1d(mask.map((m) => m / 5));
+      const ref = (xx: tf.Tensor) => maskedCrossEntropy(tf.reshape(xx, [1, N, V]), tf.reshape(t, [1, N]), tf.tensor2d([mask], [1, N]));
+      const [a, b] = [await weightedCrossEntropy(x, t, w).data(), await ref(x).data()];
+      expectClose(a, b, 1e-5, 1e-5, 'value');
+      // float64 reference
+      const xs = await x.data();
+      let sum = 0;
+      for (let n = 0; n < N; n++) {
+        let max = -Infinity;
+        for (let j = 0; j < V; j++) max = Math.max(max, xs[n * V + j]!);
+        let z = 0;
+        for (let j = 0; j < V; j++) z += Math.exp(xs[n * V + j]! - max);
+        sum += (mask[n]! / 5) * (max + Math.log(z) - xs[n * V + targets[n]!]!);
+      }
+      expectClose(a, [sum], 1e-5, 1e-5, 'float64');
+      const g1 = await tf.grad((xx: tf.Tensor) => weightedCrossEntropy(xx, t, w))(x).data();
+      const g2 = await tf.grad((xx: tf.Tensor) => ref(xx))(x).data();
+      expectClose(g1, g2, 1e-6, 1e-5, 'gradient');
+      tf.dispose([x, t, w]);
+    });
+  });
+}
+
+describe('AdamW', () => {
+  it('matches a float64 reference of torch.optim.AdamW (decoupled decay on matrices only)', async () => {
+    await useBackend('cpu');
+    const p = tf.variable(tf.tensor2d([[0.5, -1.0], [2.0, 0.25]]), true, 'adamw-test-p');
+    const b = tf.variable(tf.tensor1d([0.1, -0.2]), true, 'adamw-test-b');
+    const opt = new AdamW(new Map<string, tf.Variable>([['p', p], ['b', b]]), { beta1: 0.9, beta2: 0.99, eps: 1e-8, weightDecay: 0.1 });
+    const ref = { p: [0.5, -1.0, 2.0, 0.25], b: [0.1, -0.2] };
+    const m = { p: [0, 0, 0, 0], b: [0, 0] };
+    const v = { p: [0, 0, 0, 0], b: [0, 0] };
+    const grads = [
+      { p: [0.1, -0.3, 0.5, 0.0], b: [1.0, -2.0] },
+      { p: [-0.2, 0.1, 0.4, 0.3], b: [0.5, 0.5] },
+      { p: [0.05, 0.05, -0.5, 0.2], b: [-1.0, 0.1] },
+    ];
+    const lrs = [0.1, 0.05, 0.01];
+    grads.forEach((g, s) => {
+      const lr = lrs[s]!;
+      const t = s + 1;
+      for (const k of ['p', 'b'] as const) {
+        const decay = k === 'p' ? 0.1 : 0;
+        for (let i = 0; i < ref[k].length; i++) {
+          m[k][i] = 0.9 * m[k][i]! + 0.1 * g[k][i]!;
+          v[k][i] = 0.99 * v[k][i]! + 0.01 * g[k][i]! ** 2;
+          const mh = m[k][i]! / (1 - 0.9 ** t);
+          const vh = v[k][i]! / (1 - 0.99 ** t);
+          ref[k][i] = ref[k][i]! * (1 - lr * decay) - (lr * mh) / (Math.sqrt(vh) + 1e-8);
+        }
+      }
+      const gt = { p: tf.tensor2d(g.p, [2, 2]), b: tf.tensor1d(g.b) };
+      opt.apply(gt, lr);
+      tf.dispose(Object.values(gt));
+    });
+    expectClose(await p.data(), ref.p, 1e-6, 1e-5, 'p');
+    expectClose(await b.data(), ref.b, 1e-6, 1e-5, 'b');
+    expect(opt.step).toBe(3);
+
+    // State round trip: a fresh optimizer continues exactly.
+    const p2 = tf.variable(p.clone(), true, 'adamw-test-p2');
+    const b2 = tf.variable(b.clone(), true, 'adamw-test-b2');
+    const opt2 = new AdamW(new Map<string, tf.Variable>([['p', p2], ['b', b2]]), { beta1: 0.9, beta2: 0.99, eps: 1e-8, weightDecay: 0.1 });
+    const state = opt.state();
+    const copy = { step: state.step, tensors: Object.fromEntries(Object.entries(state.tensors).map(([k, x]) => [k, x.clone()])) };
+    opt2.loadState(copy);
+    const g = { p: tf.tensor2d([0.3, 0.3, -0.1, 0.2], [2, 2]), b: tf.tensor1d([0.2, 0.4]) };
+    opt.apply(g, 0.02);
+    opt2.apply(g, 0.02);
+    expect(Array.from(await p2.data())).toEqual(Array.from(await p.data()));
+    expect(Array.from(await b2.data())).toEqual(Array.from(await b.data()));
+    expect(() => opt2.loadState({ step: 1, tensors: {} }, 'ckpt')).toThrow(/ckpt, field "m\.p": optimizer state lacks a moment/);
+    tf.dispose([...Object.values(copy.tensors), ...Object.values(g)]);
+    opt.dispose();
+    opt2.dispose();
+  });
+
+  it('clipping by global norm', async () => {
+    await useBackend('cpu');
+    const gs = [tf.tensor1d([3, 0]), tf.tensor1d([0, 4])];
+    expect(await globalNorm(gs)).toBeCloseTo(5, 6);
+    expect(clipScale(5, 1)).toBeCloseTo(0.2, 6);
+    expect(clipScale(0.5, 1)).toBe(1);
+    expect(clipScale(5, 0)).toBe(1);
+    tf.dispose(gs);
+  });
+});
+
+describe('schedules', () => {
+  it('linear warm-up, then linear or cosine decay to the floor at the last step', () => {
+    const lin = makeSchedule({ lr: 1, totalSteps: 11, warmupSteps: 2, decay: 'linear' });
+    expect([0, 1, 2, 10].map(lin)).toEqual([0.5, 1, 1, 0]);
+    expect(lin(6)).toBeCloseTo(0.5, 10);
+    const cos = makeSchedule({ lr: 2, totalSteps: 11, warmupSteps: 0, decay: 'cosine', minLrRatio: 0.1 });
+    expect(cos(0)).toBeCloseTo(2, 10);
+    expect(cos(5)).toBeCloseTo(2 * (0.1 + 0.9 * 0.5), 10);
+    expect(cos(10)).toBeCloseTo(0.2, 10);
+    expect(makeSchedule({ lr: 3, totalSteps: 5, decay: 'constant' })(4)).toBe(3);
+    expect(() => makeSchedule({ lr: -1, totalSteps: 5 })).toThrow(/lr/);
+  });
+});
