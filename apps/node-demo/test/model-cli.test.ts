@@ -178,6 +178,16 @@ describe('para generate', () => {
     expect(other.ids).not.toEqual(out.ids);
   });
 
+  it('without --model it uses the bundled default backbone', () => {
+    const backbone = join(appDir, '..', '..', 'assets', 'backbone');
+    const args = ['--prompt', 'dog (noun):', '--max-new-tokens', '4', '--json'];
+    const implicit = para(['generate', ...args]);
+    const explicit = para(['generate', '--model', backbone, ...args]);
+    expect(implicit.code).toBe(0);
+    expect(JSON.parse(implicit.stdout).ids).toHaveLength(4);
+    expect(implicit.stdout).toBe(explicit.stdout);
+  });
+
   it('bad flags and paths are typed errors with exit code 2', () => {
     expectTypedError(
       para(['generate', '--model', llama, '--prompt', 'hi']),
@@ -190,7 +200,6 @@ describe('para generate', () => {
       'INVALID_ARGUMENT',
       '--prompt',
     );
-    expectTypedError(para(['generate', '--ids', '1']), 'INVALID_ARGUMENT', '--model');
     expectTypedError(
       para(['generate', '--model', llama, '--ids', '1', '--temperature', '-1']),
       'INVALID_ARGUMENT',

@@ -1,5 +1,5 @@
 /**
- * `para generate --model DIR (--prompt TEXT | --ids 1,2,3) [--max-new-tokens N] [--temperature T]
+ * `para generate [--model DIR] (--prompt TEXT | --ids 1,2,3) [--max-new-tokens N] [--temperature T]
  * [--top-k K] [--top-p P] [--seed S] [--json] [--backend NAME]`
  *
  * Streams the new text to stdout as tokens come (a newline at the end). `--prompt` needs the
@@ -12,8 +12,9 @@ import { join } from 'node:path';
 import type { Command } from 'commander';
 import { initBackend, ParaError } from '@para/core/node';
 import { loadModel } from '@para/model/node';
+import { defaultBackboneDir } from '@para/train/node';
 import { loadTokenizer, type ParaTokenizer } from '@para/tokenizer/node';
-import { parseIdList, requireFlag, writeOut } from './logits';
+import { parseIdList, writeOut } from './logits';
 
 interface GenerateFlags {
   model?: string;
@@ -60,7 +61,7 @@ export function registerGenerateCommand(program: Command): void {
     .description('generate text (or token ids) from a prompt, streaming tokens as they come')
     .option(
       '-m, --model <dir>',
-      'Hugging Face checkpoint directory (config.json + model.safetensors [+ tokenizer.json])',
+      'Hugging Face checkpoint directory (config.json + model.safetensors [+ tokenizer.json]); default: the bundled backbone',
     )
     .option('-p, --prompt <text>', 'prompt text (needs tokenizer.json in the model directory)')
     .option('--ids <ids>', 'prompt token ids, comma-separated (instead of --prompt)')
@@ -75,7 +76,7 @@ export function registerGenerateCommand(program: Command): void {
       'start this backend (tensorflow, wasm, cpu, webgpu); overrides PARA_BACKEND',
     )
     .action(async (opts: GenerateFlags) => {
-      const dir = requireFlag(opts.model, '--model', 'a model directory');
+      const dir = opts.model ?? defaultBackboneDir();
       if ((opts.prompt === undefined) === (opts.ids === undefined)) {
         throw new ParaError('INVALID_ARGUMENT', 'give exactly one of --prompt and --ids', {
           field: '--prompt/--ids',
