@@ -11,6 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { ParaAdapter, saveAdapter } from '@para/adapters/node';
 import { initBackend, openSafetensorsFile } from '@para/core/node';
 import { type CausalLM, createConfig, loadModel } from '@para/model/node';
+import { loadTokenizer } from '@para/tokenizer/node';
 import * as tf from '@tensorflow/tfjs-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
@@ -142,5 +143,38 @@ describe('para bench multitenant', () => {
     }
     expect(out.loraRank).toBe(17); // closest to PARA r=12 on q/v/up at d=512, d_ff=1376
     expect(out.parameters.para).toBe(8 * (12 * 512 + 12 * (512 + 512 + 1376)));
+  });
+});
+
+describe('para generate --adapter and para logits --prompt (bundled backbone and adapter)', () => {
+  const repo = join(appDir, '..', '..');
+  const adapter = join(repo, 'assets', 'adapters', 'category');
+  const prompt = 'Is quart a kind of unit of measurement?';
+  const argmax = (row: number[]) => row.reduce((best, x, j) => (x > (row[best] as number) ? j : best), 0);
+
+  it('--prompt equals --ids of the encoded prompt, and greedy generation starts at the argmax', async () => {
+    const ids = (await loadTokenizer(join(repo, 'assets', 'backbone'))).encode(prompt, { addSpecialTokens: true });
+    const byPrompt = para(['logits', '--prompt', prompt, '--adapter', adapter]);
+    const byIds = para(['logits', '--ids', ids.join(','), '--adapter', adapter]);
+    const bare = para(['logits', '--prompt', prompt]);
+    for (const r of [byPrompt, byIds, bare]) expect(r.code, r.stderr).toBe(0);
+    expect(logitsOf(byPrompt.stdout)).toEqual(logitsOf(byIds.stdout));
+    const adaptedLast = logitsOf(byPrompt.stdout).at(-1) as number[];
+    const bareLast = logitsOf(bare.stdout).at(-1) as number[];
+    expect(adaptedLast).not.toEqual(bareLast);
+
+    const g = para(['generate', '--prompt', prompt, '--adapter', adapter, '--json', '-n', '3']);
+    const gBare = para(['generate', '--prompt', prompt, '--json', '-n', '3']);
+    for (const r of [g, gBare]) expect(r.code, r.stderr).toBe(0);
+    const adapted = JSON.parse(g.stdout) as { ids: number[]; text: string };
+    const plain = JSON.parse(gBare.stdout) as { ids: number[]; text: string };
+    expect(adapted.ids[0]).toBe(argmax(adaptedLast));
+    expect(plain.ids[0]).toBe(argmax(bareLast));
+    expect(adapted.text).not.toBe(plain.text);
+  });
+
+  it('bad flags are typed errors', () => {
+    expectTypedError(para(['logits', '--prompt', prompt, '--ids', '1,2']), 'INVALID_ARGUMENT', '--ids/--prompt');
+    expectTypedError(para(['generate', '--prompt', prompt, '--adapter', join(work, 'missing')]), 'FILE_NOT_FOUND', 'missing');
   });
 });

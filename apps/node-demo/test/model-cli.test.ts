@@ -94,8 +94,7 @@ describe('para logits', () => {
   });
 
   it('bad flags and paths are typed errors with exit code 2', () => {
-    expectTypedError(para(['logits', '--ids', '1,2']), 'INVALID_ARGUMENT', '--model');
-    expectTypedError(para(['logits', '--model', llama]), 'INVALID_ARGUMENT', '--ids');
+    expectTypedError(para(['logits', '--model', llama]), 'INVALID_ARGUMENT', '--ids'); // neither --ids nor --prompt
     expectTypedError(
       para(['logits', '--model', llama, '--ids', '1,x,3']),
       'INVALID_ARGUMENT',

@@ -2,6 +2,7 @@
  * @para/core for browsers: everything in the universal entry, plus backend selection in the
  * browser order (webgpu → webgl → wasm → cpu). No Node built-ins are reachable from here.
  */
+import * as tf from '@tensorflow/tfjs-core';
 import { installWasmMatmulFix } from './backend/wasm-matmul';
 import { type BackendCandidate, type BackendReport, type SelectBackendOptions, importOptional, selectBackendFrom } from './backend/select';
 
@@ -10,6 +11,12 @@ export * from './index';
 export interface BrowserBackendOptions extends SelectBackendOptions {
   /** Where the tfjs wasm binaries are served (a prefix URL ending in `/`, as `setWasmPaths` takes). */
   wasmPaths?: string;
+  /**
+   * Let tfjs-backend-wasm use its threaded build when the page is cross-origin isolated
+   * (default false). Its pthread worker breaks once bundled (Vite/rolldown: "ReferenceError: e is
+   * not defined" in every worker), so it is opt-in for pages that serve tfjs unbundled.
+   */
+  wasmThreads?: boolean;
 }
 
 /** Browser backends in priority order. */
@@ -41,6 +48,7 @@ export function browserBackendCandidates(options: BrowserBackendOptions = {}): B
       async load() {
         const wasm = await importOptional('@tensorflow/tfjs-backend-wasm', () => import('@tensorflow/tfjs-backend-wasm'));
         if (options.wasmPaths !== undefined) wasm.setWasmPaths(options.wasmPaths);
+        if (options.wasmThreads !== true) tf.env().set('WASM_HAS_MULTITHREAD_SUPPORT', false);
         installWasmMatmulFix();
         return 'WebAssembly (matmul fix)';
       },

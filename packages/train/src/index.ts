@@ -9,7 +9,7 @@ export { type Batch, batchShape, bucketedBatches, collate, collateWindows, micro
 export { tokenNll, weightedCrossEntropy } from './loss';
 export { AdamW, type AdamWOptions, type AdamWState, clipScale, globalNorm } from './optim';
 export { epochRng, ExamplePlan, type ExamplePlanOptions, WindowPlan, type WindowPlanOptions } from './plan';
-export { BACKBONE_PRESETS, type BackbonePreset, type BackbonePresetName, backbonePreset, DEFAULT_CHAT_TEMPLATE, presetModelConfig } from './presets';
+export { BACKBONE_PRESETS, BUNDLED_BACKBONE_NAME, type BackbonePreset, type BackbonePresetName, backbonePreset, DEFAULT_CHAT_TEMPLATE, presetModelConfig } from './presets';
 export { DECAY_KINDS, type DecayKind, makeSchedule, type Schedule, type ScheduleOptions } from './schedule';
 export { adapterTrainable, fullTrainable, type TrainableAdapter, type TrainableModel } from './trainable';
 export {

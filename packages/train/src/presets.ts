@@ -95,3 +95,6 @@ export function presetModelConfig(p: BackbonePreset, ids: { vocabSize: number; b
  */
 export const DEFAULT_CHAT_TEMPLATE =
   "{% for message in messages %}{% if message['role'] == 'system' %}{{ message['content'] }}\n{% elif message['role'] == 'user' %}User: {{ message['content'] }}\n{% else %}Assistant: {{ message['content'] }}{{ eos_token }}\n{% endif %}{% endfor %}{% if add_generation_prompt %}Assistant:{% endif %}";
+
+/** `base_model_name_or_path` of adapters made for the bundled default backbone (`para train`, the web demo). */
+export const BUNDLED_BACKBONE_NAME = 'assets/backbone';

@@ -5,12 +5,14 @@
  * Streams the new text to stdout as tokens come (a newline at the end). `--prompt` needs the
  * tokenizer in the model directory (tokenizer.json); with `--ids` and no tokenizer the new ids
  * are streamed instead. `--json` prints `{"ids": [...new token ids], "text": "...new text"}`
- * at the end (text "" without a tokenizer). Greedy unless `--temperature` > 0.
+ * at the end (text "" without a tokenizer). Greedy unless `--temperature` > 0. `--adapter DIR`
+ * decodes with a PARA, LoRA or IA3 adapter (PEFT layout; PARA pools the whole prompt).
  */
 import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Command } from 'commander';
 import { initBackend, ParaError } from '@para/core/node';
+import { loadAdapter } from '@para/adapters/node';
 import { loadModel } from '@para/model/node';
 import { defaultBackboneDir } from '@para/train/node';
 import { loadTokenizer, type ParaTokenizer } from '@para/tokenizer/node';
@@ -27,6 +29,7 @@ interface GenerateFlags {
   seed?: string;
   json?: boolean;
   backend?: string;
+  adapter?: string;
 }
 
 function number(
@@ -70,6 +73,7 @@ export function registerGenerateCommand(program: Command): void {
     .option('--top-k <k>', 'sample from the k most probable tokens (0 = off)')
     .option('--top-p <p>', 'nucleus sampling threshold in (0, 1] (1 = off)')
     .option('--seed <s>', 'sampling seed (default 0)')
+    .option('--adapter <dir>', 'adapter directory (adapter_config.json + adapter_model.safetensors): PARA, LoRA or IA3')
     .option('--json', 'print {"ids": [...], "text": "..."} at the end instead of streaming')
     .option(
       '-b, --backend <name>',
@@ -136,6 +140,10 @@ export function registerGenerateCommand(program: Command): void {
 
       await initBackend({ backend: opts.backend });
       const model = await loadModel(dir);
+      const adapter = opts.adapter === undefined ? null : await loadAdapter(opts.adapter, model).catch((e) => {
+        model.dispose();
+        throw e;
+      });
       try {
         const stopTokens = [...model.config.eosTokenIds];
         if (tokenizer?.eosTokenId !== undefined && !stopTokens.includes(tokenizer.eosTokenId))
@@ -149,6 +157,7 @@ export function registerGenerateCommand(program: Command): void {
           topP,
           seed,
           stopTokens,
+          ...(adapter === null ? {} : { adapter: adapter.attach(model), request: {} }),
           onToken: async ({ token }) => {
             out.push(token);
             if (opts.json) return;
@@ -168,6 +177,7 @@ export function registerGenerateCommand(program: Command): void {
         if (opts.json) await writeOut(`${JSON.stringify({ ids: out, text })}\n`);
         else await writeOut(`${tokenizer === undefined ? '' : text.slice(printed.length)}\n`);
       } finally {
+        adapter?.dispose();
         model.dispose();
       }
     });

@@ -1,6 +1,8 @@
 /**
- * `para logits --model DIR --ids 1,5,9 [--backend NAME]`: the float32 logits of every position
- * of one sequence, as `{"logits": [[...V values], ... T rows]}` on stdout and nothing else.
+ * `para logits [--model DIR] (--ids 1,5,9 | --prompt TEXT) [--backend NAME]`: the float32 logits
+ * of every position of one sequence, as `{"logits": [[...V values], ... T rows]}` on stdout and
+ * nothing else. `--prompt` is encoded as `para generate` encodes it (the model directory's
+ * tokenizer, special tokens added); the default model is the bundled backbone.
  * `--adapter DIR` applies a PARA, LoRA or IA3 adapter (PEFT layout); `--prompt-len N`: PARA's
  * vectors come from the first N ids (default: all of them).
  */
@@ -8,6 +10,8 @@ import type { Command } from 'commander';
 import { initBackend, ParaError } from '@para/core/node';
 import { loadModel } from '@para/model/node';
 import { loadAdapter } from '@para/adapters/node';
+import { defaultBackboneDir } from '@para/train/node';
+import { loadTokenizer } from '@para/tokenizer/node';
 
 /** `1,5,9` → [1, 5, 9]; anything else is INVALID_ARGUMENT naming the flag. */
 export function parseIdList(value: string | undefined, flag: string): number[] {
@@ -30,13 +34,6 @@ export function parseIdList(value: string | undefined, flag: string): number[] {
   return ids;
 }
 
-/** A flag that must be given (a typed error, exit code 2, rather than commander's usage error). */
-export function requireFlag(value: string | undefined, flag: string, expected: string): string {
-  if (value === undefined || value === '')
-    throw new ParaError('INVALID_ARGUMENT', `${flag} is required`, { field: flag, expected });
-  return value;
-}
-
 /** Write to stdout and wait for it to drain (large outputs through a pipe). */
 export function writeOut(text: string): Promise<void> {
   return new Promise((resolve, reject) => {
@@ -52,18 +49,23 @@ export function registerLogitsCommand(program: Command): void {
     )
     .option(
       '-m, --model <dir>',
-      'Hugging Face checkpoint directory (config.json + model.safetensors)',
+      'Hugging Face checkpoint directory (config.json + model.safetensors); default: the bundled backbone',
     )
     .option('--ids <ids>', 'comma-separated token ids, e.g. 1,5,9')
+    .option('-p, --prompt <text>', 'prompt text instead of --ids (needs tokenizer.json in the model directory)')
     .option(
       '-b, --backend <name>',
       'start this backend (tensorflow, wasm, cpu, webgpu); overrides PARA_BACKEND',
     )
     .option('--adapter <dir>', 'adapter directory (adapter_config.json + adapter_model.safetensors): PARA, LoRA or IA3')
     .option('--prompt-len <n>', 'with --adapter: PARA pools over the first N ids only (default: all ids)')
-    .action(async (opts: { model?: string; ids?: string; backend?: string; adapter?: string; promptLen?: string }) => {
-      const dir = requireFlag(opts.model, '--model', 'a model directory');
-      const ids = parseIdList(opts.ids, '--ids');
+    .action(async (opts: { model?: string; ids?: string; prompt?: string; backend?: string; adapter?: string; promptLen?: string }) => {
+      const dir = opts.model ?? defaultBackboneDir();
+      if (opts.prompt !== undefined && opts.ids !== undefined) {
+        throw new ParaError('INVALID_ARGUMENT', 'give --ids or --prompt, not both', { field: '--ids/--prompt', expected: '--ids 1,5,9 or --prompt TEXT' });
+      }
+      const ids = opts.prompt === undefined ? parseIdList(opts.ids, '--ids') : (await loadTokenizer(dir)).encode(opts.prompt, { addSpecialTokens: true });
+      if (ids.length === 0) throw new ParaError('INVALID_ARGUMENT', 'the prompt encodes to no tokens', { field: '--prompt', expected: 'non-empty text' });
       const promptLen = opts.promptLen === undefined ? ids.length : Number(opts.promptLen);
       if (opts.promptLen !== undefined && (opts.adapter === undefined || !/^\d+$/.test(opts.promptLen.trim()) || promptLen < 1 || promptLen > ids.length)) {
         throw new ParaError('INVALID_ARGUMENT', opts.adapter === undefined ? '--prompt-len needs --adapter' : 'bad value for --prompt-len', {

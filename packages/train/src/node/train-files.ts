@@ -23,6 +23,7 @@ import { type EvalResult, evaluateDataset } from '../evaluate';
 import { disposeCheckpoint, FINETUNE_DEFAULTS, type FinetuneResult, finetune } from '../finetune';
 import type { DecayKind } from '../schedule';
 import type { TrainEvent } from '../trainer';
+import { BUNDLED_BACKBONE_NAME } from '../presets';
 import { CHECKPOINT_DIR, latestCheckpoint, loadCheckpoint, saveCheckpoint } from './checkpoint';
 import { defaultBackboneDir, loadDataset } from './files';
 import { metricsWriter, progressReporter } from './progress';
@@ -138,7 +139,9 @@ export async function trainAdapterFromFiles(o: TrainFilesOptions): Promise<Train
       const msg = d === undefined ? null : skippedMessage(d, maxLength);
       if (msg !== null) log(msg);
     }
-    adapter = createAdapter(model.config, methodConfig(o.method, o.r, backbone.dir), { seed: o.seed ?? 0 });
+    // The bundled backbone is recorded by its repository path, not this machine's absolute one.
+    const baseName = path.resolve(backbone.dir) === path.resolve(defaultBackboneDir()) ? BUNDLED_BACKBONE_NAME : backbone.dir;
+    adapter = createAdapter(model.config, methodConfig(o.method, o.r, baseName), { seed: o.seed ?? 0 });
     const a = adapter;
     await mkdir(out, { recursive: true });
     const meta = {

@@ -1,0 +1,385 @@
+/**
+ * The web demo's engine: everything the page can ask of the model, on the same packages the
+ * Node CLI uses (no browser fork of model, adapter or training code). It runs inside the Web
+ * Worker (worker.ts); it has no DOM and no Node API, so the unit tests run it in Node too.
+ *
+ *   load      backbone (config.json + model.safetensors) and tokenizer from static assets
+ *   tenants   the bare backbone plus named adapters (bundled, trained here, or uploaded)
+ *   generate  greedy streaming generation for one tenant — the same ids and stop tokens as
+ *             `para generate --adapter DIR --prompt TEXT`
+ *   side by side  one prompt through several tenants in ONE mixed batch (@para/adapters MixedBatch)
+ *   train     a PARA adapter fine-tuned on JSONL ({"prompt", "completion"}) with @para/train
+ *   export    adapter_config.json + adapter_model.safetensors (PEFT layout, loads in the CLI)
+ *   logits    next-token logits after a prompt (the end-to-end test compares them with Node's)
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import { type AnyAdapter, adapterFromBytes, createAdapter, MixedBatch, serializeAdapter } from '@para/adapters';
+import { type CheckpointAccess, ParaError } from '@para/core';
+import { type CausalLM, loadModelFrom } from '@para/model';
+import { ParaTokenizer } from '@para/tokenizer';
+import { BUNDLED_BACKBONE_NAME, finetune, parseJsonl, skippedMessage, type TokenizerLike, tokenizeRecords, type TrainEvent } from '@para/train';
+
+/** The name every adapter made or accepted here records as its base model. */
+export const BACKBONE_NAME = BUNDLED_BACKBONE_NAME;
+/** The tenant that means "no adapter". */
+export const BARE = 'bare';
+
+/** Where the engine reads its static files from (URLs in the browser, files in Node tests). */
+export interface Assets {
+  /** Human-readable location, for messages. */
+  readonly location: string;
+  /** A checkpoint directory (relative to the asset root), e.g. `backbone`. */
+  dir(path: string): CheckpointAccess;
+  /** A text file (relative to the asset root). */
+  text(path: string): Promise<string>;
+}
+
+/** `static/manifest.json`, written by scripts/copy-assets.mjs. */
+export interface Manifest {
+  backbone: string;
+  adapters: { name: string; dir: string; task: string }[];
+  tasks: { name: string; train: string; test: string }[];
+}
+
+export interface TenantInfo {
+  name: string;
+  method: string;
+  parameters: number;
+  source: 'bundled' | 'trained' | 'uploaded';
+}
+
+export interface ModelInfo {
+  parameters: number;
+  layers: number;
+  hiddenSize: number;
+  vocabSize: number;
+  context: number;
+}
+
+export interface GenerateOptions {
+  prompt: string;
+  tenant: string;
+  maxNewTokens?: number;
+  /** Called with the text so far after each token. */
+  onText?: (text: string, tokens: number) => void;
+  /** Stop at an EOS token (default true; benchmarks decode a fixed number of tokens). */
+  stopAtEos?: boolean;
+}
+
+export interface GenerateOutput {
+  text: string;
+  ids: number[];
+  /** Decode speed: the tokens after the first over the time after the first. */
+  tokensPerSec: number;
+  /** Prompt to first token (prefill and one sampling step). */
+  firstTokenMs: number;
+  ms: number;
+}
+
+export interface TrainOptions {
+  /** Name of the new tenant. */
+  name: string;
+  /** JSONL text, one {"prompt", "completion"} per line. */
+  jsonl: string;
+  /** The file name, for messages (a bundled task's path or the uploaded file's name). */
+  file: string;
+  steps: number;
+  lr?: number;
+  r?: number;
+  batchSize?: number;
+  seed?: number;
+  onEvent?: (e: TrainEvent) => void;
+  signal?: AbortSignal;
+}
+
+export interface TrainOutput {
+  tenant: TenantInfo | null;
+  reason: string;
+  steps: number;
+  losses: number[];
+  skipped: string | null;
+}
+
+const DEFAULT_MAX_NEW_TOKENS = 32;
+
+interface Tenant {
+  info: TenantInfo;
+  adapter: AnyAdapter;
+}
+
+export class Engine {
+  private readonly tenants = new Map<string, Tenant>();
+
+  private constructor(
+    readonly model: CausalLM,
+    readonly tokenizer: ParaTokenizer,
+    readonly assets: Assets,
+    readonly manifest: Manifest,
+  ) {}
+
+  /** Loads the backbone and tokenizer named by the manifest; the backend must be started. */
+  static async load(assets: Assets): Promise<Engine> {
+    const manifest = parseManifest(await assets.text('manifest.json'), `${assets.location}manifest.json`);
+    const dir = manifest.backbone;
+    const tokenizer = ParaTokenizer.fromJSON(await assets.text(`${dir}/tokenizer.json`), await assets.text(`${dir}/tokenizer_config.json`), {
+      tokenizerSource: `${assets.location}${dir}/tokenizer.json`,
+      configSource: `${assets.location}${dir}/tokenizer_config.json`,
+    });
+    const model = await loadModelFrom(assets.dir(dir));
+    if (tokenizer.vocabSize > model.config.vocabSize) {
+      model.dispose();
+      throw new ParaError('SHAPE_MISMATCH', 'the tokenizer has more tokens than the model has embeddings', { file: `${assets.location}${dir}`, field: 'vocab_size', expected: `at most ${model.config.vocabSize}`, actual: String(tokenizer.vocabSize) });
+    }
+    return new Engine(model, tokenizer, assets, manifest);
+  }
+
+  get info(): ModelInfo {
+    const c = this.model.config;
+    return { parameters: this.model.numParameters, layers: c.numLayers, hiddenSize: c.hiddenSize, vocabSize: c.vocabSize, context: c.maxPositionEmbeddings };
+  }
+
+  /** Loads every adapter the manifest lists. */
+  async loadBundledAdapters(): Promise<TenantInfo[]> {
+    const out: TenantInfo[] = [];
+    for (const a of this.manifest.adapters) {
+      const config = await this.assets.text(`${a.dir}/adapter_config.json`);
+      const src = await this.assets.dir(a.dir).open('adapter_model.safetensors');
+      const bytes = await src.read(0, await src.size());
+      await src.close?.();
+      out.push(await this.addAdapter(a.name, config, bytes, 'bundled', `${this.assets.location}${a.dir}`));
+    }
+    return out;
+  }
+
+  /**
+   * Adds a tenant from adapter_config.json's text and adapter_model.safetensors' bytes. An
+   * adapter made for another backbone (its base_model_name_or_path, or tensor shapes that do
+   * not fit this model) is a ParaError naming the file and field.
+   */
+  async addAdapter(name: string, configText: string, weights: Uint8Array | ArrayBuffer, source: TenantInfo['source'], location = name): Promise<TenantInfo> {
+    checkTenantName(name);
+    const adapter = await adapterFromBytes(configText, weights, this.model, { name: location, baseModelName: BACKBONE_NAME });
+    return this.register(name, adapter, source);
+  }
+
+  listTenants(): TenantInfo[] {
+    return [...this.tenants.values()].map((t) => t.info);
+  }
+
+  removeTenant(name: string): void {
+    const t = this.tenants.get(name);
+    if (t === undefined) return;
+    t.adapter.dispose();
+    this.tenants.delete(name);
+  }
+
+  private register(name: string, adapter: AnyAdapter, source: TenantInfo['source']): TenantInfo {
+    this.removeTenant(name);
+    const info: TenantInfo = { name, method: adapter.config.peft_type, parameters: adapter.numParameters, source };
+    this.tenants.set(name, { info, adapter });
+    return info;
+  }
+
+  private adapterOf(tenant: string): AnyAdapter | null {
+    if (tenant === BARE) return null;
+    const t = this.tenants.get(tenant);
+    if (t === undefined) throw new ParaError('INVALID_ARGUMENT', `no tenant "${tenant}"`, { field: 'tenant', expected: [BARE, ...this.tenants.keys()].join(' | '), actual: tenant });
+    return t.adapter;
+  }
+
+  /** Prompt ids as `para generate --prompt` makes them (special tokens added: `<s>` first). */
+  encodePrompt(prompt: string): number[] {
+    const ids = this.tokenizer.encode(prompt, { addSpecialTokens: true });
+    if (ids.length === 0) throw new ParaError('INVALID_ARGUMENT', 'the prompt encodes to no tokens', { field: 'prompt', expected: 'non-empty text' });
+    if (ids.length >= this.model.config.maxPositionEmbeddings) {
+      throw new ParaError('INVALID_ARGUMENT', 'the prompt is longer than the model context', { field: 'prompt', expected: `fewer than ${this.model.config.maxPositionEmbeddings} tokens`, actual: `${ids.length} tokens` });
+    }
+    return ids;
+  }
+
+  /** The model's EOS ids plus the tokenizer's, as `para generate` stops. */
+  stopTokens(): number[] {
+    const stop = [...this.model.config.eosTokenIds];
+    const eos = this.tokenizer.eosTokenId;
+    if (eos !== undefined && !stop.includes(eos)) stop.push(eos);
+    return stop;
+  }
+
+  private maxNew(ids: number[], requested: number | undefined): number {
+    const n = requested ?? DEFAULT_MAX_NEW_TOKENS;
+    if (!Number.isInteger(n) || n < 1) throw new ParaError('INVALID_ARGUMENT', 'bad number of new tokens', { field: 'maxNewTokens', expected: 'a positive integer', actual: String(n) });
+    return Math.min(n, this.model.config.maxPositionEmbeddings - ids.length);
+  }
+
+  /** Greedy streaming generation for one tenant. */
+  async generate(o: GenerateOptions): Promise<GenerateOutput> {
+    const ids = this.encodePrompt(o.prompt);
+    const adapter = this.adapterOf(o.tenant);
+    const out: number[] = [];
+    const t0 = performance.now();
+    let first = 0;
+    await this.model.generate([ids], {
+      maxNewTokens: this.maxNew(ids, o.maxNewTokens),
+      stopTokens: o.stopAtEos === false ? [] : this.stopTokens(),
+      ...(adapter === null ? {} : { adapter: adapter.attach(this.model), request: {} }),
+      onToken: ({ token }) => {
+        if (out.length === 0) first = performance.now();
+        out.push(token);
+        o.onText?.(this.tokenizer.decode(out, { skipSpecialTokens: true }), out.length);
+      },
+    });
+    const end = performance.now();
+    const ms = end - t0;
+    const tokensPerSec = out.length > 1 ? ((out.length - 1) * 1000) / (end - first) : out.length > 0 ? (out.length * 1000) / ms : 0;
+    return { text: this.tokenizer.decode(out, { skipSpecialTokens: true }), ids: out, tokensPerSec, firstTokenMs: first - t0, ms };
+  }
+
+  /**
+   * One prompt through several tenants in ONE batch: each row carries its own tenant's
+   * adapter (or none), one backbone pass per step for all rows.
+   */
+  async sideBySide(prompt: string, tenants: readonly string[], maxNewTokens?: number, stopAtEos = true): Promise<{ outputs: { tenant: string; text: string; ids: number[] }[]; ms: number; tokensPerSec: number }> {
+    if (tenants.length === 0) throw new ParaError('INVALID_ARGUMENT', 'pick at least one tenant', { field: 'tenants', expected: 'one or more tenant names' });
+    const ids = this.encodePrompt(prompt);
+    const mixed = new MixedBatch(this.model, tenants.map((t) => this.adapterOf(t)));
+    const t0 = performance.now();
+    const g = await this.model.generate(
+      tenants.map(() => ids),
+      { adapter: mixed.modelAdapter(), request: {}, maxNewTokens: this.maxNew(ids, maxNewTokens), stopTokens: stopAtEos ? this.stopTokens() : [] },
+    );
+    const ms = performance.now() - t0;
+    const outputs = tenants.map((tenant, b) => {
+      const row = g.tokens[b] ?? [];
+      return { tenant, ids: row, text: this.tokenizer.decode(row, { skipSpecialTokens: true }) };
+    });
+    const generated = outputs.reduce((s, o) => s + o.ids.length, 0);
+    return { outputs, ms, tokensPerSec: (generated * 1000) / ms };
+  }
+
+  /**
+   * Generation speed on this backend: greedy decoding of `tokens` new tokens (no EOS stop) for
+   * one sequence on the bare backbone and with a PARA tenant, and one mixed batch of every
+   * tenant; after a warm-up run of each (shader compilation, kernel caches).
+   */
+  async bench(tokens = 32, prompt = 'dog (noun):'): Promise<{ tokens: number; bare: GenerateOutput; adapted: GenerateOutput | null; mixed: { rows: number; tokensPerSec: number; ms: number } }> {
+    const tenant = this.listTenants().find((t) => t.method === 'PARA')?.name;
+    const rows = [BARE, ...this.listTenants().map((t) => t.name)];
+    await this.generate({ prompt, tenant: BARE, maxNewTokens: 4, stopAtEos: false });
+    const bare = await this.generate({ prompt, tenant: BARE, maxNewTokens: tokens, stopAtEos: false });
+    let adapted: GenerateOutput | null = null;
+    if (tenant !== undefined) {
+      await this.generate({ prompt, tenant, maxNewTokens: 4, stopAtEos: false });
+      adapted = await this.generate({ prompt, tenant, maxNewTokens: tokens, stopAtEos: false });
+    }
+    await this.sideBySide(prompt, rows, 4, false);
+    const m = await this.sideBySide(prompt, rows, tokens, false);
+    return { tokens, bare, adapted, mixed: { rows: rows.length, tokensPerSec: m.tokensPerSec, ms: m.ms } };
+  }
+
+  /** Next-token logits after the prompt, `[vocab]` (what `para logits --adapter DIR` prints last). */
+  async logits(prompt: string, tenant: string): Promise<Float32Array> {
+    const ids = this.encodePrompt(prompt);
+    const adapter = this.adapterOf(tenant);
+    const last = tf.tidy(() => {
+      const all = this.model.forward([ids], adapter === null ? {} : { adapter: adapter.attach(this.model), request: { promptLengths: [ids.length] } }); // [1, T, V]
+      return tf.reshape(tf.slice(all, [0, ids.length - 1, 0], [1, 1, -1]), [-1]); // [V]
+    });
+    try {
+      return (await last.data()) as Float32Array;
+    } finally {
+      last.dispose();
+    }
+  }
+
+  /** Fine-tunes a new PARA tenant on JSONL text. A cancelled run adds no tenant. */
+  async train(o: TrainOptions): Promise<TrainOutput> {
+    checkTenantName(o.name);
+    if (o.name === BARE || this.manifest.adapters.some((a) => a.name === o.name)) {
+      throw new ParaError('INVALID_ARGUMENT', `"${o.name}" is taken by a bundled tenant`, { field: 'name', expected: 'a new tenant name' });
+    }
+    if (!Number.isInteger(o.steps) || o.steps < 1) throw new ParaError('INVALID_ARGUMENT', 'bad number of steps', { field: 'steps', expected: 'a positive integer', actual: String(o.steps) });
+    const records = parseJsonl(o.jsonl, o.file);
+    const maxLength = this.model.config.maxPositionEmbeddings;
+    const data = tokenizeRecords(this.tokenizer as TokenizerLike, records, o.file, { maxLength });
+    const adapter = createAdapter(this.model.config, { peft_type: 'PARA', r: o.r ?? 8, base_model_name_or_path: BACKBONE_NAME }, { seed: o.seed ?? 0 });
+    const losses: number[] = [];
+    try {
+      const result = await finetune({
+        model: this.model,
+        tokenizer: this.tokenizer as TokenizerLike,
+        adapter,
+        train: data,
+        steps: o.steps,
+        lr: o.lr ?? 1e-2,
+        batchSize: Math.min(o.batchSize ?? 8, data.examples.length),
+        seed: o.seed ?? 0,
+        checkpointAtEnd: false,
+        ...(o.signal === undefined ? {} : { signal: o.signal }),
+        onEvent: (e) => {
+          if (e.type === 'step') losses.push(e.loss);
+          o.onEvent?.(e);
+        },
+      });
+      if (result.reason !== 'done') {
+        adapter.dispose();
+        return { tenant: null, reason: result.reason, steps: result.step, losses, skipped: skippedMessage(data, maxLength) };
+      }
+      return { tenant: this.register(o.name, adapter, 'trained'), reason: result.reason, steps: result.step, losses, skipped: skippedMessage(data, maxLength) };
+    } catch (e) {
+      adapter.dispose();
+      throw e;
+    }
+  }
+
+  /** adapter_config.json text + adapter_model.safetensors bytes of a tenant. */
+  async exportAdapter(tenant: string): Promise<{ config: string; weights: Uint8Array }> {
+    const adapter = this.adapterOf(tenant);
+    if (adapter === null) throw new ParaError('INVALID_ARGUMENT', 'the bare backbone has no adapter to download', { field: 'tenant', expected: 'an adapter tenant' });
+    return serializeAdapter(adapter, { baseModelName: BACKBONE_NAME });
+  }
+
+  dispose(): void {
+    for (const name of [...this.tenants.keys()]) this.removeTenant(name);
+    this.model.dispose();
+  }
+}
+
+function checkTenantName(name: string): void {
+  if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(name) || name === BARE) {
+    throw new ParaError('INVALID_ARGUMENT', 'bad tenant name', { field: 'name', expected: `1–64 letters, digits, ".", "_" or "-", not "${BARE}"`, actual: JSON.stringify(name) });
+  }
+}
+
+export function parseManifest(text: string, file: string): Manifest {
+  let v: unknown;
+  try {
+    v = JSON.parse(text);
+  } catch (cause) {
+    throw new ParaError('INVALID_JSON', 'the asset manifest is not JSON', { file, cause });
+  }
+  const m = v as Partial<Manifest> | null;
+  if (m === null || typeof m !== 'object' || typeof m.backbone !== 'string' || !Array.isArray(m.adapters) || !Array.isArray(m.tasks)) {
+    throw new ParaError('INVALID_CONFIG', 'bad asset manifest', { file, expected: '{ backbone, adapters: [...], tasks: [...] } (run scripts/copy-assets.mjs)' });
+  }
+  return m as Manifest;
+}
+
+/** Assets served over HTTP under `baseUrl` (ends with `/`). */
+export function urlAssets(baseUrl: string, access: (url: string) => CheckpointAccess): Assets {
+  const base = baseUrl.endsWith('/') ? baseUrl : `${baseUrl}/`;
+  return {
+    location: base,
+    dir: (p) => access(new URL(`${p}/`, base).href),
+    async text(p) {
+      const url = new URL(p, base).href;
+      let res: Response;
+      try {
+        res = await fetch(url);
+      } catch (cause) {
+        throw new ParaError('IO_ERROR', 'request failed', { file: url, cause });
+      }
+      if (!res.ok) throw new ParaError(res.status === 404 ? 'FILE_NOT_FOUND' : 'IO_ERROR', `HTTP ${res.status}`, { file: url, expected: 'a 2xx response' });
+      return res.text();
+    },
+  };
+}

@@ -1,0 +1,47 @@
+/**
+ * Messages between the page (main.ts) and the engine's Web Worker (worker.ts). Each request has
+ * an id; the worker answers with one `result` or `error` for it, and may send `event`s for it
+ * before (generation text, training steps).
+ */
+import type { BackendReport } from '@para/core';
+import type { ModelInfo, TenantInfo } from './engine';
+
+export type Request =
+  | { type: 'init'; backend?: string; assetBase: string; wasmPaths: string }
+  | { type: 'generate'; prompt: string; tenant: string; maxNewTokens?: number }
+  | { type: 'side-by-side'; prompt: string; tenants: string[]; maxNewTokens?: number }
+  | { type: 'train'; name: string; jsonl: string; file: string; steps: number; lr?: number; r?: number; batchSize?: number; seed?: number }
+  | { type: 'cancel-train' }
+  | { type: 'add-adapter'; name: string; config: string; weights: ArrayBuffer; file: string }
+  | { type: 'export-adapter'; tenant: string }
+  | { type: 'logits'; prompt: string; tenant: string }
+  | { type: 'read-task'; task: string; split: 'train' | 'test' }
+  | { type: 'bench'; tokens: number };
+
+export interface InitResult {
+  report: BackendReport;
+  info: ModelInfo;
+  tenants: TenantInfo[];
+  tasks: string[];
+}
+
+export type WorkerEvent =
+  | { kind: 'text'; text: string; tokens: number; tokensPerSec: number }
+  | { kind: 'train-start'; totalSteps: number; parameters: number }
+  | { kind: 'train-step'; step: number; totalSteps: number; loss: number; tokensPerSec: number };
+
+/** A ParaError (or any error) as plain data. */
+export interface ErrorData {
+  name: string;
+  code?: string;
+  message: string;
+  file?: string;
+  field?: string;
+  expected?: string;
+  actual?: string;
+}
+
+export type WorkerMessage =
+  | { id: number; type: 'result'; value: unknown }
+  | { id: number; type: 'error'; error: ErrorData }
+  | { id: number; type: 'event'; event: WorkerEvent };
