@@ -3,7 +3,8 @@
  * Generation speed of the web demo in Debian's Chromium, per tfjs backend: for each of webgpu,
  * webgl, wasm and cpu, a fresh headless Chromium opens the built app with `?backend=NAME` and
  * calls `window.paraDemo.bench(tokens)` (engine.ts `bench`: greedy decode of N tokens, batch 1,
- * bare and with a PARA tenant, then one mixed batch of every tenant; each after a warm-up).
+ * bare — cold (first run) and warm — and with a PARA tenant, then one mixed batch of every
+ * tenant; warm figures after a warm-up run of the same length).
  *
  *   pnpm web:bench [--tokens N] [--backends webgpu,wasm] [--json]
  *
@@ -61,10 +62,10 @@ if (json) {
   process.stdout.write(`${JSON.stringify({ chromium: executablePath, tokens, rows }, null, 2)}\n`);
 } else {
   const f = (x, d = 1) => (x === undefined || x === null ? '-' : x.toFixed(d));
-  process.stdout.write(`Chromium (${executablePath}), greedy decode of ${tokens} tokens after a warm-up\n`);
-  process.stdout.write('| backend | bare: first token ms | bare: decode tokens/s | PARA tenant: decode tokens/s | mixed batch (rows): tokens/s |\n|---|---:|---:|---:|---:|\n');
+  process.stdout.write(`Chromium (${executablePath}), greedy decode of ${tokens} tokens (warm: after a run of the same length)\n`);
+  process.stdout.write('| backend | first token ms (cold / warm) | decode tokens/s, cold | decode tokens/s, warm | PARA tenant, warm | mixed batch (rows), warm |\n|---|---:|---:|---:|---:|---:|\n');
   for (const r of rows) {
-    if (r.error) process.stdout.write(`| ${r.backend} | could not start: ${r.error} | | | |\n`);
-    else process.stdout.write(`| ${r.backend} | ${f(r.bare.firstTokenMs, 0)} | ${f(r.bare.tokensPerSec)} | ${f(r.adapted?.tokensPerSec)} | ${f(r.mixed.tokensPerSec)} (${r.mixed.rows}) |\n`);
+    if (r.error) process.stdout.write(`| ${r.backend} | could not start: ${r.error} | | | | |\n`);
+    else process.stdout.write(`| ${r.backend} | ${f(r.cold.firstTokenMs, 0)} / ${f(r.bare.firstTokenMs, 0)} | ${f(r.cold.tokensPerSec)} | ${f(r.bare.tokensPerSec)} | ${f(r.adapted?.tokensPerSec)} | ${f(r.mixed.tokensPerSec)} (${r.mixed.rows}) |\n`);
   }
 }

@@ -258,22 +258,24 @@ export class Engine {
 
   /**
    * Generation speed on this backend: greedy decoding of `tokens` new tokens (no EOS stop) for
-   * one sequence on the bare backbone and with a PARA tenant, and one mixed batch of every
-   * tenant; after a warm-up run of each (shader compilation, kernel caches).
+   * one sequence on the bare backbone ("cold": the first run, which compiles shaders and fills
+   * kernel caches for every sequence length; then again, warm), with a PARA tenant (warm), and
+   * one mixed batch of every tenant (after a warm-up of the same length).
    */
-  async bench(tokens = 32, prompt = 'dog (noun):'): Promise<{ tokens: number; bare: GenerateOutput; adapted: GenerateOutput | null; mixed: { rows: number; tokensPerSec: number; ms: number } }> {
+  async bench(tokens = 32, prompt = 'dog (noun):'): Promise<{ tokens: number; cold: GenerateOutput; bare: GenerateOutput; adapted: GenerateOutput | null; mixed: { rows: number; tokensPerSec: number; ms: number } }> {
     const tenant = this.listTenants().find((t) => t.method === 'PARA')?.name;
     const rows = [BARE, ...this.listTenants().map((t) => t.name)];
-    await this.generate({ prompt, tenant: BARE, maxNewTokens: 4, stopAtEos: false });
-    const bare = await this.generate({ prompt, tenant: BARE, maxNewTokens: tokens, stopAtEos: false });
+    const run = (t: string) => this.generate({ prompt, tenant: t, maxNewTokens: tokens, stopAtEos: false });
+    const cold = await run(BARE);
+    const bare = await run(BARE);
     let adapted: GenerateOutput | null = null;
     if (tenant !== undefined) {
-      await this.generate({ prompt, tenant, maxNewTokens: 4, stopAtEos: false });
-      adapted = await this.generate({ prompt, tenant, maxNewTokens: tokens, stopAtEos: false });
+      await run(tenant);
+      adapted = await run(tenant);
     }
-    await this.sideBySide(prompt, rows, 4, false);
+    await this.sideBySide(prompt, rows, tokens, false);
     const m = await this.sideBySide(prompt, rows, tokens, false);
-    return { tokens, bare, adapted, mixed: { rows: rows.length, tokensPerSec: m.tokensPerSec, ms: m.ms } };
+    return { tokens, cold, bare, adapted, mixed: { rows: rows.length, tokensPerSec: m.tokensPerSec, ms: m.ms } };
   }
 
   /** Next-token logits after the prompt, `[vocab]` (what `para logits --adapter DIR` prints last). */
