@@ -241,6 +241,7 @@ $('train-start').addEventListener('click', () =>
     $('train-chart').dataset.losses = '[]';
     $('train-loss').textContent = '';
     const status = $('train-status');
+    delete status.dataset.done;
     status.textContent = 'preparing…';
     try {
       const data = await trainingData();

@@ -182,6 +182,23 @@ describe.skipIf(chromiumPath === null)('web demo in Chromium', () => {
     expect(await generate(prompt, 'category-upload', 4)).toBe(await generate(prompt, 'category', 4));
   });
 
+  it('training runs in a worker: the page answers while it trains, and Cancel stops it without a tenant', async () => {
+    await page.selectOption(byTestId('train-task'), 'arithmetic');
+    await page.fill(byTestId('train-name'), 'to-cancel');
+    await page.fill(byTestId('train-steps'), '500');
+    await page.fill(byTestId('train-batch'), '4');
+    await page.click(byTestId('train-start'));
+    await page.waitForFunction((sel) => (document.querySelector(sel)?.textContent ?? '') !== '', byTestId('train-loss'), { timeout: 120_000 });
+    const t0 = Date.now();
+    await page.evaluate(() => new Promise((resolve) => requestAnimationFrame(() => resolve(document.title))));
+    expect(Date.now() - t0).toBeLessThan(1000); // the main thread is free while the worker trains
+    await page.click(byTestId('train-cancel'));
+    await page.waitForSelector(`${byTestId('train-status')}[data-done]`, { state: 'attached', timeout: 120_000 });
+    expect(await page.getAttribute(byTestId('train-status'), 'data-done')).toBe('stopped');
+    expect(await page.textContent(byTestId('train-status'))).toContain('no tenant added');
+    expect(await page.$(`${byTestId('tenant')} option[value="to-cancel"]`)).toBeNull();
+  });
+
   it('bad input is a message in the page, not a console error', async () => {
     consoleErrors.length = 0;
     // malformed JSONL: the file and the line

@@ -111,6 +111,16 @@ describe('web demo engine', () => {
     expect(engine.listTenants().map((t) => t.name)).not.toContain('cancelled');
   });
 
+  it('bench decodes exactly the asked number of tokens (no EOS stop) for each figure', async () => {
+    const r = await engine.bench(3);
+    for (const g of [r.cold, r.bare, r.adapted]) {
+      expect(g?.ids).toHaveLength(3);
+      expect(g?.tokensPerSec).toBeGreaterThan(0);
+    }
+    expect(r.bare.ids).toEqual(r.cold.ids);
+    expect(r.mixed.rows).toBe(engine.listTenants().length + 1);
+  });
+
   it('tensor count stays flat across generations and fine-tunes', async () => {
     await engine.generate({ prompt: '2+2=', tenant: 'arithmetic', maxNewTokens: 3 });
     const before = tf.memory().numTensors;
