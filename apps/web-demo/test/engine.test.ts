@@ -79,14 +79,13 @@ describe('web demo engine', () => {
   });
 
   it('fine-tunes a PARA tenant that lowers the loss; its download reloads with the same logits', async () => {
-    const jsonl = (await readFile(join(staticDir, 'tasks', 'category', 'train.jsonl'), 'utf8')).split('\n').slice(0, 64).join('\n');
+    // Eight examples, all in every batch: the same data each step, so the loss must go down.
+    const jsonl = (await readFile(join(staticDir, 'tasks', 'category', 'train.jsonl'), 'utf8')).split('\n').slice(0, 8).join('\n');
     const steps: number[] = [];
     const r = await engine.train({ name: 'web-test', jsonl, file: 'category/train.jsonl', steps: 8, batchSize: 8, lr: 1e-2, onEvent: (e) => e.type === 'step' && steps.push(e.step) });
     expect(r.reason).toBe('done');
     expect(steps).toEqual([1, 2, 3, 4, 5, 6, 7, 8]);
-    const head = (r.losses[0] as number) + (r.losses[1] as number);
-    const tail = (r.losses[6] as number) + (r.losses[7] as number);
-    expect(tail).toBeLessThan(head);
+    expect(r.losses[7] as number).toBeLessThan(0.8 * (r.losses[0] as number));
     expect(r.tenant).toMatchObject({ name: 'web-test', method: 'PARA', source: 'trained' });
 
     const files = await engine.exportAdapter('web-test');
