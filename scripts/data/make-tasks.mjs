@@ -25,7 +25,7 @@ import {
 } from 'node:fs';
 import { dirname, join, relative, resolve, sep } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { loadWordnet, mdTable, rng, runMain, usageError } from './wordnet.mjs';
+import { loadWordnet, mdTable, POS_FILES, rng, runMain, usageError } from './wordnet.mjs';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 export const REPO_ROOT = resolve(HERE, '..', '..');
@@ -286,6 +286,56 @@ export function makeCategory() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// pos: "Part of speech of happily:" → " adverb". Lowercase single-word lemmas (3+ letters) that
+// WordNet lists under exactly one part of speech (so the answer is unambiguous) and that occur in
+// its sense-tagged corpus (tagsense_cnt ≥ 1: common words). Balanced: a quarter of every split
+// per part of speech, so always answering one of them scores 25%. Split by word. The backbone's
+// pretraining documents start with "word (part of speech):", so the knowledge is there in
+// another format; morphology (-ly, -ness, -ize) also helps.
+
+export const POS_ANSWER = { noun: 'noun', verb: 'verb', adj: 'adjective', adv: 'adverb' };
+
+export function makePos() {
+  const wn = loadWordnet();
+  const r = rng(`${SEED}/pos`);
+  const parts = new Map(); // lemma → [pos file, tagsense_cnt][]
+  for (const pos of POS_FILES) {
+    for (const [lemma, e] of wn.index[pos]) {
+      if (!/^[a-z]{3,}$/.test(lemma)) continue;
+      if (!parts.has(lemma)) parts.set(lemma, []);
+      parts.get(lemma).push([pos, e.tagsenseCnt]);
+    }
+  }
+  const byPos = Object.fromEntries(POS_FILES.map((p) => [p, []]));
+  for (const [lemma, ps] of [...parts].sort(([a], [b]) => (a < b ? -1 : 1))) {
+    if (ps.length === 1 && ps[0][1] >= 1) byPos[ps[0][0]].push(lemma);
+  }
+  const available = Object.fromEntries(POS_FILES.map((p) => [p, byPos[p].length]));
+  for (const p of POS_FILES) r.shuffle(byPos[p]);
+  const splits = {};
+  const used = Object.fromEntries(POS_FILES.map((p) => [p, 0]));
+  for (const split of ['test', 'dev', 'train']) {
+    const per = SIZES[split] / POS_FILES.length;
+    const items = [];
+    for (const p of POS_FILES) {
+      const words = byPos[p].slice(used[p], used[p] + per);
+      if (words.length < per) throw new Error(`pos: only ${byPos[p].length} ${p} words`);
+      used[p] += per;
+      for (const w of words) items.push({ prompt: `Part of speech of ${w}:`, completion: ` ${POS_ANSWER[p]}` });
+    }
+    splits[split] = r.shuffle(items);
+  }
+  return {
+    splits,
+    info: {
+      source: `common single-word lemmas with exactly one part of speech (${POS_FILES.map((p) => `${available[p]} ${POS_ANSWER[p]}s`).join(', ')})`,
+      groups: 'word',
+      available,
+    },
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
 
 export const TASKS = {
   arithmetic: {
@@ -302,6 +352,11 @@ export const TASKS = {
     make: makeAntonym,
     summary: 'the antonym of an adjective (WordNet antonym pointers)',
     answer: 'one word with a leading space',
+  },
+  pos: {
+    make: makePos,
+    summary: 'the part of speech of a word (balanced: noun, verb, adjective, adverb)',
+    answer: '" noun", " verb", " adjective" or " adverb"',
   },
 };
 
@@ -351,6 +406,7 @@ export function itemKeys(task, it) {
   }
   if (task === 'antonym') return [it.prompt.slice('Opposite of '.length, -1), it.completion.trim()];
   if (task === 'category') return [/^Is (\S+) a kind of/.exec(it.prompt)[1]];
+  if (task === 'pos') return [it.prompt.slice('Part of speech of '.length, -1)];
   return [it.prompt];
 }
 
@@ -418,6 +474,10 @@ function stats(task, items) {
     }).length;
     return `${carry} (${Math.round((100 * carry) / items.length)}%) with a carry`;
   }
+  if (task === 'pos') {
+    const per = Object.values(POS_ANSWER).map((a) => `${items.filter((it) => it.completion === ` ${a}`).length} ${a}`);
+    return per.join(' / ');
+  }
   return '';
 }
 
@@ -469,7 +529,7 @@ ${table}
 - **Metric:** exact match: greedy decoding from the prompt, stopping at EOS or a newline; the
   output and the reference completion are both trimmed and compared as strings.
 - **Generalisation:** the splits are disjoint not only by prompt but by the underlying item:
-  operand pair (arithmetic), word (category), antonym-graph component (antonym). No test prompt
+  operand pair (arithmetic), word (category, pos), antonym-graph component (antonym). No test prompt
   occurs in train or dev; \`make-tasks.mjs\` checks this every time it runs.
 
 ## \`arithmetic\`
@@ -546,6 +606,26 @@ ${splitStats('antonym')}
 
 \`\`\`
 ${examples('antonym', 'test')}
+\`\`\`
+
+## \`pos\`
+
+\`Part of speech of <word>:\` → \` noun\` / \` verb\` / \` adjective\` / \` adverb\`.
+
+- Words: lowercase single-word lemmas of at least 3 letters that WordNet lists under
+  **exactly one** part of speech (so the reference is the only answer) and that are common
+  (\`tagsense_cnt ≥ 1\` in their index file): ${tasks.pos.info.source}.
+- Balanced: every split has a quarter of each part of speech (always answering one of them
+  scores 25%). Split by word; test and dev take 50 words per part of speech, train 500.
+- The pretraining corpus starts every document with \`<word> (<part of speech>):\`, so the
+  backbone has seen each word's part of speech in another format; suffixes (\`-ly\`, \`-ness\`,
+  \`-ize\`, \`-ous\`) give a partial rule. It measures whether an adapter can elicit what the
+  backbone knows.
+
+${splitStats('pos')}
+
+\`\`\`
+${examples('pos', 'test', 4)}
 \`\`\`
 
 ## Licence

@@ -121,7 +121,7 @@ async function quality(f: BenchTrainFlags, say: (s: string) => void) {
   const { model, tokenizer } = backbone;
   const tok = tokenizer as TokenizerLike;
   const tasksDir = path.join(path.dirname(path.dirname(path.resolve(backbone.dir))), 'data', 'tasks');
-  const tasks = f.tasks === undefined ? ['arithmetic', 'category', 'antonym'] : f.tasks.split(',').map((s) => s.trim());
+  const tasks = f.tasks === undefined ? ['arithmetic', 'category', 'antonym', 'pos'] : f.tasks.split(',').map((s) => s.trim());
   const seeds = f.seeds === undefined ? [0, 1, 2] : f.seeds.split(',').map((s) => Number(s));
   const steps = parseNumber(f.steps, '--steps', 'int') ?? 300;
   const lr = parseNumber(f.lr, '--lr', 'positive') ?? 3e-3;
@@ -162,7 +162,7 @@ export function registerTrainBench(bench: Command): void {
     .option('--quality', 'exact match of PARA, LoRA and IA3 at matched parameter budgets (median of 3 seeds; slow)')
     .option('--steps <n>', 'training updates per run for --quality (default 300)')
     .option('--seeds <list>', 'seeds for --quality (default 0,1,2)')
-    .option('--tasks <list>', 'tasks for --quality (default arithmetic,category,antonym)')
+    .option('--tasks <list>', 'tasks for --quality (default arithmetic,category,antonym,pos)')
     .option('--lr <x>', 'learning rate for --quality (default 3e-3, every method)')
     .option('--model <dir>', 'backbone directory (default: the bundled backbone)')
     .option('--json', 'print JSON')

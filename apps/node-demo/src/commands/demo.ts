@@ -34,7 +34,7 @@ interface DemoFlags {
 export const DEMO_DEFAULTS = { tasks: ['arithmetic', 'category'], steps: 300, r: 8, lr: 1e-2, batchSize: 16, evalLimit: 100, rows: 8 };
 
 /** What a well-formed answer of each bundled task looks like (the "format" column). */
-const ANSWER_FORMAT: Record<string, RegExp> = { arithmetic: /^\d+$/, category: /^(yes|no)$/, antonym: /^[a-z][a-z-]*$/ };
+const ANSWER_FORMAT: Record<string, RegExp> = { arithmetic: /^\d+$/, category: /^(yes|no)$/, antonym: /^[a-z][a-z-]*$/, pos: /^(noun|verb|adjective|adverb)$/ };
 
 function formatRate(task: string, outputs: readonly string[]): number | undefined {
   const re = ANSWER_FORMAT[task];
@@ -55,7 +55,7 @@ export function registerDemoCommand(program: Command): void {
   program
     .command('demo')
     .description('fine-tune PARA adapters for two bundled tenants, compare with the bare backbone, then serve both in one mixed batch')
-    .option('--tasks <a,b>', `two bundled tasks (arithmetic, category, antonym; default ${DEMO_DEFAULTS.tasks.join(',')})`)
+    .option('--tasks <a,b>', `two bundled tasks (arithmetic, category, antonym, pos; default ${DEMO_DEFAULTS.tasks.join(',')})`)
     .option('--steps <n>', `training updates per tenant (default ${DEMO_DEFAULTS.steps})`)
     .option('--r <n>', `PARA bottleneck width (default ${DEMO_DEFAULTS.r})`)
     .option('--lr <x>', `peak learning rate (default ${DEMO_DEFAULTS.lr})`)
@@ -72,7 +72,7 @@ export function registerDemoCommand(program: Command): void {
       const say = (s = '') => process.stdout.write(`${s}\n`);
       await startBackend(f.backend);
       const tasks = f.tasks === undefined ? DEMO_DEFAULTS.tasks : f.tasks.split(',').map((s) => s.trim()).filter(Boolean);
-      if (tasks.length !== 2 || tasks[0] === tasks[1]) throw new ParaError('INVALID_ARGUMENT', 'the demo needs two different tasks', { field: '--tasks', expected: 'two of arithmetic, category, antonym, e.g. "antonym,category"', actual: f.tasks });
+      if (tasks.length !== 2 || tasks[0] === tasks[1]) throw new ParaError('INVALID_ARGUMENT', 'the demo needs two different tasks', { field: '--tasks', expected: 'two of arithmetic, category, antonym, pos, e.g. "pos,category"', actual: f.tasks });
       const steps = parseNumber(f.steps, '--steps', 'int') ?? DEMO_DEFAULTS.steps;
       const r = parseNumber(f.r, '--r', 'int') ?? DEMO_DEFAULTS.r;
       const lr = parseNumber(f.lr, '--lr', 'positive') ?? DEMO_DEFAULTS.lr;
