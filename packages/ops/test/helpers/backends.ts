@@ -1,26 +1,12 @@
-import * as tf from '@tensorflow/tfjs-core';
-import { type BackendName, initBackend, parseBackendName } from '@para/core/node';
-import { expect } from 'vitest';
-
 /**
- * Backends the numeric tests run on: PARA_TEST_BACKENDS (comma-separated), by default cpu, wasm
- * and webgpu (Dawn in Node). A listed backend that cannot start fails the run rather than being
- * skipped, so CI proves what it claims to have run.
+ * This package's numeric-test helpers: @para/test-utils' shared ones, with the conventions its
+ * tests were written for — `values`/`take` give plain number arrays, and `expectClose` has a
+ * relative tolerance of 1e-5 by default (the shared default is absolute only).
  */
-export function testBackends(): BackendName[] {
-  const raw = process.env.PARA_TEST_BACKENDS ?? 'cpu,wasm,webgpu';
-  return raw
-    .split(',')
-    .map((s) => s.trim())
-    .filter((s) => s.length > 0)
-    .map((s) => parseBackendName(s, 'PARA_TEST_BACKENDS'));
-}
+import type * as tf from '@tensorflow/tfjs-core';
+import { expectClose as expectCloseShared } from '@para/test-utils/backends';
 
-/** Switch the engine to `name` (starting it on first use) and check that it is active. */
-export async function useBackend(name: BackendName): Promise<void> {
-  if (tf.getBackend() !== name) await initBackend({ backend: name });
-  expect(tf.getBackend()).toBe(name);
-}
+export { testBackends, useBackend } from '@para/test-utils/backends';
 
 /** Read a tensor's values (async: WebGPU in Node cannot `dataSync`). */
 export async function values(t: tf.Tensor): Promise<number[]> {
@@ -34,28 +20,7 @@ export async function take(t: tf.Tensor): Promise<number[]> {
   return out;
 }
 
-/**
- * Assert |actual - expected| ≤ atol + rtol·|expected| elementwise, reporting the worst index.
- */
+/** Assert |actual - expected| ≤ atol + rtol·|expected| elementwise, reporting the worst index. */
 export function expectClose(actual: ArrayLike<number>, expected: ArrayLike<number>, atol = 1e-5, rtol = 1e-5, label = ''): void {
-  expect(actual.length, `${label} length`).toBe(expected.length);
-  let worst = -1;
-  let worstExcess = 0;
-  let maxErr = 0;
-  for (let i = 0; i < expected.length; i++) {
-    const a = actual[i] as number;
-    const e = expected[i] as number;
-    const err = Math.abs(a - e);
-    if (!(err <= atol + rtol * Math.abs(e))) {
-      const excess = Number.isNaN(err) ? Number.POSITIVE_INFINITY : err - (atol + rtol * Math.abs(e));
-      if (worst < 0 || excess > worstExcess) {
-        worst = i;
-        worstExcess = excess;
-      }
-    }
-    if (err > maxErr) maxErr = err;
-  }
-  if (worst >= 0) {
-    expect.fail(`${label} index ${worst}: got ${actual[worst]}, expected ${expected[worst]} (max abs error ${maxErr}, atol ${atol}, rtol ${rtol})`);
-  }
+  expectCloseShared(actual, expected, atol, rtol, label);
 }
