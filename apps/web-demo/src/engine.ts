@@ -14,7 +14,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { type AnyAdapter, adapterFromBytes, createAdapter, MixedBatch, serializeAdapter } from '@para/adapters';
-import { type CheckpointAccess, ParaError } from '@para/core';
+import { type CheckpointAccess, ParaError, urlCheckpointAccess } from '@para/core';
 import { type CausalLM, loadModelFrom } from '@para/model';
 import { ParaTokenizer } from '@para/tokenizer';
 import { BUNDLED_BACKBONE_NAME, finetune, parseJsonl, skippedMessage, type TokenizerLike, tokenizeRecords, type TrainEvent } from '@para/train';
@@ -60,8 +60,8 @@ export interface GenerateOptions {
   prompt: string;
   tenant: string;
   maxNewTokens?: number;
-  /** Called with the text so far after each token. */
-  onText?: (text: string, tokens: number) => void;
+  /** Called after each token with the text so far, the token count and the decode speed so far. */
+  onText?: (text: string, tokens: number, tokensPerSec: number) => void;
   /** Stop at an EOS token (default true; benchmarks decode a fixed number of tokens). */
   stopAtEos?: boolean;
 }
@@ -223,14 +223,15 @@ export class Engine {
       stopTokens: o.stopAtEos === false ? [] : this.stopTokens(),
       ...(adapter === null ? {} : { adapter: adapter.attach(this.model), request: {} }),
       onToken: ({ token }) => {
-        if (out.length === 0) first = performance.now();
+        const now = performance.now();
+        if (out.length === 0) first = now;
         out.push(token);
-        o.onText?.(this.tokenizer.decode(out, { skipSpecialTokens: true }), out.length);
+        o.onText?.(this.tokenizer.decode(out, { skipSpecialTokens: true }), out.length, decodeSpeed(out.length, t0, first, now));
       },
     });
     const end = performance.now();
     const ms = end - t0;
-    const tokensPerSec = out.length > 1 ? ((out.length - 1) * 1000) / (end - first) : out.length > 0 ? (out.length * 1000) / ms : 0;
+    const tokensPerSec = decodeSpeed(out.length, t0, first, end);
     return { text: this.tokenizer.decode(out, { skipSpecialTokens: true }), ids: out, tokensPerSec, firstTokenMs: first - t0, ms };
   }
 
@@ -296,7 +297,7 @@ export class Engine {
   /** Fine-tunes a new PARA tenant on JSONL text. A cancelled run adds no tenant. */
   async train(o: TrainOptions): Promise<TrainOutput> {
     checkTenantName(o.name);
-    if (o.name === BARE || this.manifest.adapters.some((a) => a.name === o.name)) {
+    if (this.manifest.adapters.some((a) => a.name === o.name)) {
       throw new ParaError('INVALID_ARGUMENT', `"${o.name}" is taken by a bundled tenant`, { field: 'name', expected: 'a new tenant name' });
     }
     if (!Number.isInteger(o.steps) || o.steps < 1) throw new ParaError('INVALID_ARGUMENT', 'bad number of steps', { field: 'steps', expected: 'a positive integer', actual: String(o.steps) });
@@ -346,6 +347,12 @@ export class Engine {
   }
 }
 
+/** Tokens after the first over the time after the first (prefill excluded); one token: overall. */
+function decodeSpeed(tokens: number, start: number, first: number, now: number): number {
+  if (tokens > 1) return ((tokens - 1) * 1000) / (now - first);
+  return tokens === 1 ? 1000 / (now - start) : 0;
+}
+
 function checkTenantName(name: string): void {
   if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(name) || name === BARE) {
     throw new ParaError('INVALID_ARGUMENT', 'bad tenant name', { field: 'name', expected: `1–64 letters, digits, ".", "_" or "-", not "${BARE}"`, actual: JSON.stringify(name) });
@@ -366,12 +373,12 @@ export function parseManifest(text: string, file: string): Manifest {
   return m as Manifest;
 }
 
-/** Assets served over HTTP under `baseUrl` (ends with `/`). */
-export function urlAssets(baseUrl: string, access: (url: string) => CheckpointAccess): Assets {
+/** Assets served over HTTP under `baseUrl` (checkpoints read with range requests). */
+export function urlAssets(baseUrl: string): Assets {
   const base = baseUrl.endsWith('/') ? baseUrl : `${baseUrl}/`;
   return {
     location: base,
-    dir: (p) => access(new URL(`${p}/`, base).href),
+    dir: (p) => urlCheckpointAccess(new URL(`${p}/`, base).href),
     async text(p) {
       const url = new URL(p, base).href;
       let res: Response;

@@ -3,7 +3,7 @@
  * model generates or trains. It starts the best backend (webgpu → webgl → wasm → cpu, or the
  * one asked for) through @para/core's browser entry and answers protocol.ts requests.
  */
-import { initBackend, type ParaError, urlCheckpointAccess } from '@para/core/browser';
+import { initBackend, type ParaError } from '@para/core/browser';
 import { Engine, urlAssets } from './engine';
 import type { ErrorData, InitResult, Request, WorkerEvent, WorkerMessage } from './protocol';
 
@@ -35,26 +35,18 @@ async function handle(id: number, r: Request): Promise<unknown> {
   switch (r.type) {
     case 'init': {
       const report = await initBackend({ ...(r.backend ? { backend: r.backend } : {}), wasmPaths: r.wasmPaths, probe: true });
-      engine = await Engine.load(urlAssets(r.assetBase, (url) => urlCheckpointAccess(url)));
+      engine = await Engine.load(urlAssets(r.assetBase));
       const tenants = await engine.loadBundledAdapters();
       const result: InitResult = { report, info: engine.info, tenants, tasks: engine.manifest.tasks.map((t) => t.name) };
       return result;
     }
-    case 'generate': {
-      const t0 = performance.now();
-      let first = 0;
+    case 'generate':
       return need().generate({
         prompt: r.prompt,
         tenant: r.tenant,
         ...(r.maxNewTokens === undefined ? {} : { maxNewTokens: r.maxNewTokens }),
-        onText: (text, tokens) => {
-          const now = performance.now();
-          if (tokens === 1) first = now;
-          const tokensPerSec = tokens > 1 ? ((tokens - 1) * 1000) / (now - first) : 1000 / (now - t0);
-          emit(id, { kind: 'text', text, tokens, tokensPerSec });
-        },
+        onText: (text, tokens, tokensPerSec) => emit(id, { kind: 'text', text, tokens, tokensPerSec }),
       });
-    }
     case 'side-by-side':
       return need().sideBySide(r.prompt, r.tenants, r.maxNewTokens);
     case 'train': {
