@@ -146,7 +146,8 @@ async function init(): Promise<void> {
     $('backend-report').replaceChildren(
       ...r.report.backends.map((b) => {
         const li = document.createElement('li');
-        li.textContent = `${b.name}: ${b.state}${b.detail ? ` — ${b.detail}` : ''}${b.reason ? ` — ${b.reason}` : ''}`;
+        const why = b.state === 'available' ? ` — would start; not used: ${r.report.active} ${r.report.chosenBy === 'auto' ? 'comes first in the browser order' : 'was asked for'}` : b.reason ? ` — ${b.reason}` : '';
+        li.textContent = `${b.name}: ${b.state}${b.detail ? ` (${b.detail})` : ''}${why}`;
         return li;
       }),
     );
