@@ -213,3 +213,17 @@ describe('para pretrain', () => {
     expect(JSON.parse(e.stdout).n).toBe(4);
   });
 });
+
+describe('para demo', () => {
+  it('a short run trains both default tenants, saves them, and decodes one mixed batch equal to each tenant alone', () => {
+    const out = join(work, 'demo');
+    const r = para(['demo', '--steps', '3', '--eval-limit', '4', '--rows', '2', '--out', out, '--plain']);
+    expect(r.code, r.stderr).toBe(0);
+    for (const t of ['pos', 'antonym']) {
+      for (const f of ['adapter_config.json', 'adapter_model.safetensors']) expect(existsSync(join(out, t, f)), `${t}/${f}`).toBe(true);
+      expect(r.stdout).toMatch(new RegExp(`\\n  ${t} +\\d`)); // a row of the per-tenant table
+    }
+    expect(r.stdout).toContain('one mixed batch: 4 rows');
+    expect(r.stdout).toContain('4/4 rows identical to decoding each tenant alone');
+  });
+});
