@@ -153,7 +153,7 @@ async function init(): Promise<void> {
     );
     $('model-info').textContent = `· backbone ${r.info.parameters.toLocaleString('en-US')} parameters, ${r.info.layers} layers, d=${r.info.hiddenSize}, vocabulary ${r.info.vocabSize}`;
     tenants = r.tenants;
-    renderTenants(tenants[0]?.name);
+    renderTenants((tenants.find((t) => t.name === 'pos') ?? tenants[0])?.name); // pos: the bundled task the toy backbone does best
     $<HTMLSelectElement>('train-task').replaceChildren(...r.tasks.map((t) => new Option(`bundled: ${t}`, t)), new Option('uploaded file', ''));
     setBusy(false);
     document.body.dataset.ready = 'true';
