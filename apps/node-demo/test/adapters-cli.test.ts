@@ -3,38 +3,22 @@
  * adapters give PEFT's logits through the CLI, a PARA adapter's vectors come from the first N
  * ids, typed errors exit with code 2, and the bench prints the promised JSON keys.
  */
-import { spawnSync } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { ParaAdapter, saveAdapter } from '@para/adapters/node';
 import { initBackend, openSafetensorsFile } from '@para/core/node';
 import { type CausalLM, createConfig, loadModel } from '@para/model/node';
 import { loadTokenizer } from '@para/tokenizer/node';
 import * as tf from '@tensorflow/tfjs-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { appDir, expectTypedError, paraRunner, repo } from './helpers/cli';
 
-const appDir = join(dirname(fileURLToPath(import.meta.url)), '..');
-const cli = join(appDir, 'dist', 'cli.js');
 const fixtures = join(appDir, '..', '..', 'packages', 'adapters', 'test', 'goldens', 'fixtures');
 const base = join(fixtures, 'base');
 
-function para(args: string[]) {
-  const r = spawnSync(process.execPath, [cli, ...args], {
-    encoding: 'utf8',
-    env: { ...process.env, PARA_BACKEND: 'cpu' },
-    maxBuffer: 1 << 26,
-  });
-  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
-}
+const para = paraRunner('cpu');
 
-function expectTypedError(r: ReturnType<typeof para>, code: string, ...mentions: string[]) {
-  expect(r.code, r.stderr).toBe(2);
-  expect(r.stdout).toBe('');
-  expect(r.stderr).toContain(`[${code}]`);
-  for (const m of mentions) expect(r.stderr).toContain(m);
-}
 
 function logitsOf(stdout: string): number[][] {
   return (JSON.parse(stdout) as { logits: number[][] }).logits;
@@ -147,7 +131,6 @@ describe('para bench multitenant', () => {
 });
 
 describe('para generate --adapter and para logits --prompt (bundled backbone and adapter)', () => {
-  const repo = join(appDir, '..', '..');
   const adapter = join(repo, 'assets', 'adapters', 'category');
   const prompt = 'Is quart a kind of unit of measurement?';
   const argmax = (row: number[]) => row.reduce((best, x, j) => (x > (row[best] as number) ? j : best), 0);

@@ -1,19 +1,9 @@
 import { spawnSync } from 'node:child_process';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { paraRunner, repo } from './helpers/cli';
 
-const appDir = join(dirname(fileURLToPath(import.meta.url)), '..');
-const repoRoot = join(appDir, '..', '..');
-const cli = join(appDir, 'dist', 'cli.js');
-
-function para(args: string[], env: Record<string, string | undefined> = {}) {
-  const r = spawnSync(process.execPath, [cli, ...args], {
-    encoding: 'utf8',
-    env: { ...process.env, PARA_BACKEND: undefined, ...env },
-  });
-  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
-}
+const para = paraRunner(undefined);
 
 describe('para CLI', () => {
   it('--help lists the commands and every command has --help', () => {
@@ -73,9 +63,9 @@ describe('para CLI', () => {
   });
 
   it('`pnpm --silent para info --json` from the repo root prints only the JSON', () => {
-    const r = spawnSync('node', [join(repoRoot, 'scripts', 'para.mjs'), 'info', '--json', '--no-probe'], {
+    const r = spawnSync('node', [join(repo, 'scripts', 'para.mjs'), 'info', '--json', '--no-probe'], {
       encoding: 'utf8',
-      cwd: repoRoot,
+      cwd: repo,
       env: { ...process.env, PARA_BACKEND: 'cpu' },
     });
     expect(r.status).toBe(0);

@@ -6,33 +6,18 @@
 import { spawnSync } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { initBackend, openSafetensorsFile } from '@para/core/node';
 import { CausalLM, createConfig, saveModel } from '@para/model/node';
 import { loadTokenizer, saveTokenizer, trainBpeTokenizer } from '@para/tokenizer/node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { appDir, cli, expectTypedError, paraRunner } from './helpers/cli';
 
-const appDir = join(dirname(fileURLToPath(import.meta.url)), '..');
-const cli = join(appDir, 'dist', 'cli.js');
 const fixtures = join(appDir, '..', '..', 'packages', 'model', 'test', 'goldens', 'fixtures');
 const llama = join(fixtures, 'llama');
 
-function para(args: string[]) {
-  const r = spawnSync(process.execPath, [cli, ...args], {
-    encoding: 'utf8',
-    env: { ...process.env, PARA_BACKEND: 'cpu' },
-    maxBuffer: 1 << 26,
-  });
-  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
-}
+const para = paraRunner('cpu');
 
-function expectTypedError(r: ReturnType<typeof para>, code: string, ...mentions: string[]) {
-  expect(r.code, r.stderr).toBe(2);
-  expect(r.stdout).toBe('');
-  expect(r.stderr).toContain(`[${code}]`);
-  for (const m of mentions) expect(r.stderr).toContain(m);
-}
 
 let work: string;
 let withTokenizer: string;

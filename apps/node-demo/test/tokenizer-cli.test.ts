@@ -1,21 +1,12 @@
-import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { ParaTokenizer } from '@para/tokenizer';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { paraRunner } from './helpers/cli';
 
-const appDir = join(dirname(fileURLToPath(import.meta.url)), '..');
-const cli = join(appDir, 'dist', 'cli.js');
 
-function para(args: string[]) {
-  const r = spawnSync(process.execPath, [cli, ...args], {
-    encoding: 'utf8',
-    env: { ...process.env, PARA_BACKEND: undefined },
-  });
-  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
-}
+const para = paraRunner(undefined);
 
 /** A small seeded corpus: syllable words, some Unicode, CRLF and odd spacing. */
 function corpus(lines: number): string {

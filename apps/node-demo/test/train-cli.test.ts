@@ -3,37 +3,20 @@
  * downloaded): files written, `--resume` equal to an uninterrupted run, and every bad input a
  * clear typed error (exit code 2) naming the file, the line and the field.
  */
-import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { initBackend } from '@para/core/node';
 import { CausalLM, createConfig, saveModel } from '@para/model/node';
 import { loadTokenizer, saveTokenizer, trainBpeTokenizer } from '@para/tokenizer/node';
 import { DEFAULT_CHAT_TEMPLATE } from '@para/train/node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { expectTypedError, paraRunner, repo } from './helpers/cli';
 
-const appDir = join(dirname(fileURLToPath(import.meta.url)), '..');
-const repo = join(appDir, '..', '..');
-const cli = join(appDir, 'dist', 'cli.js');
 
-function para(args: string[]) {
-  const r = spawnSync(process.execPath, [cli, ...args], {
-    encoding: 'utf8',
-    env: { ...process.env, PARA_BACKEND: 'wasm' },
-    maxBuffer: 1 << 26,
-  });
-  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
-}
+const para = paraRunner('wasm');
 
-function expectTypedError(r: ReturnType<typeof para>, code: string, ...mentions: string[]) {
-  expect(r.code, r.stderr).toBe(2);
-  expect(r.stdout).toBe('');
-  expect(r.stderr).toContain(`[${code}]`);
-  for (const m of mentions) expect(r.stderr).toContain(m);
-}
 
 function lines(task: string, split: string, n: number): string {
   return `${readFileSync(join(repo, 'data', 'tasks', task, `${split}.jsonl`), 'utf8').split('\n').slice(0, n).join('\n')}\n`;
