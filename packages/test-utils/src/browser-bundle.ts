@@ -17,6 +17,8 @@ export interface BrowserBundleResult {
   errors: esbuild.Message[];
   /** Built-ins left as external imports in the output (must be none). */
   externalBuiltins: string[];
+  /** Every file the bundle took in (to check what is in and what is not). */
+  inputs: string[];
 }
 
 /** Bundle `source` (TypeScript, resolved from `resolveDir`) for the browser. */
@@ -51,5 +53,6 @@ export async function bundleForBrowser(source: string, resolveDir: string): Prom
     reached,
     errors: result.errors,
     externalBuiltins: outputs.flatMap((o) => o.imports.filter((i) => i.external && NODE_BUILTINS.has(i.path)).map((i) => i.path)),
+    inputs: 'metafile' in result && result.metafile ? Object.keys(result.metafile.inputs) : [],
   };
 }
