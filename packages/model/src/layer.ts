@@ -68,14 +68,16 @@ export function decoderLayer(
   const q = project('q_proj', h); // [B, T, Hq·hd]
   const k = project('k_proj', h); // [B, T, Hkv·hd]
   const v = project('v_proj', h); // [B, T, Hkv·hd]
+  // [B, T, n·hd] → [B, n, T, hd]. With T = 1 (a decode step) the transpose moves no data, so a
+  // reshape does it without a kernel launch (launches dominate decode on GPU backends).
   const heads = (t: tf.Tensor, n: number) =>
-    tf.transpose(tf.reshape(t, [B, T, n, c.headDim]), [0, 2, 1, 3]);
+    T === 1 ? tf.reshape(t, [B, n, 1, c.headDim]) : tf.transpose(tf.reshape(t, [B, T, n, c.headDim]), [0, 2, 1, 3]);
   const qh = applyRope(heads(q, c.numHeads), call.cos, call.sin); // [B, Hq, T, hd]
   let kh = applyRope(heads(k, c.numKvHeads), call.cos, call.sin); // [B, Hkv, T, hd]
   let vh = heads(v, c.numKvHeads); // [B, Hkv, T, hd]
   if (call.cache !== null) ({ k: kh, v: vh } = call.cache.append(layer, kh, vh)); // [B, Hkv, S, hd]
   const att = attention(qh, kh, vh, call.mask); // [B, Hq, T, hd]
-  const merged = tf.reshape(tf.transpose(att, [0, 2, 1, 3]), [B, T, c.numHeads * c.headDim]); // [B, T, Hq·hd]
+  const merged = tf.reshape(T === 1 ? att : tf.transpose(att, [0, 2, 1, 3]), [B, T, c.numHeads * c.headDim]); // [B, T, Hq·hd]
   const x1 = tf.add(x, project('o_proj', merged)); // [B, T, d]
 
   // --- MLP (SwiGLU) ------------------------------------------------------------------------
