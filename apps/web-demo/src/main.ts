@@ -126,7 +126,7 @@ function renderTenants(select?: string): void {
 
 const lossData: [number[], number[]] = [[], []];
 const chart = new uPlot(
-  { width: 640, height: 200, scales: { x: { time: false } }, series: [{ label: 'step' }, { label: 'loss', stroke: '#3558d4', width: 2 }], axes: [{ label: 'step' }, { label: 'loss' }] },
+  { width: 640, height: 200, legend: { show: false }, scales: { x: { time: false } }, series: [{ label: 'step' }, { label: 'loss', stroke: '#3558d4', width: 2 }], axes: [{ label: 'step' }, { label: 'loss' }] },
   lossData,
   $('train-chart'),
 );
@@ -220,11 +220,18 @@ $('side-by-side').addEventListener('click', () =>
   }),
 );
 
+// The data is a bundled task or the uploaded file: choosing one clears the other.
+$('train-file').addEventListener('change', () => {
+  if (($<HTMLInputElement>('train-file').files?.length ?? 0) > 0) $<HTMLSelectElement>('train-task').value = '';
+});
+$('train-task').addEventListener('change', () => {
+  if ($<HTMLSelectElement>('train-task').value !== '') $<HTMLInputElement>('train-file').value = '';
+});
+
 async function trainingData(): Promise<{ jsonl: string; file: string }> {
   const task = $<HTMLSelectElement>('train-task').value;
-  const files = $<HTMLInputElement>('train-file').files;
-  if (task === '' || (files !== null && files.length > 0)) {
-    const f = files?.[0];
+  if (task === '') {
+    const f = $<HTMLInputElement>('train-file').files?.[0];
     if (f === undefined) throw new Error('choose a JSONL file to upload, or a bundled task');
     return { jsonl: await f.text(), file: f.name };
   }

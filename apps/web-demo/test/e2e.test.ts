@@ -138,6 +138,7 @@ describe.skipIf(chromiumPath === null)('web demo in Chromium', () => {
     // Eight examples, all in every batch: the same data each step, so the loss must go down.
     const eight = (await readFile(join(repo, 'data', 'tasks', 'category', 'train.jsonl'), 'utf8')).split('\n').slice(0, 8).join('\n');
     await page.setInputFiles(byTestId('train-file'), { name: 'eight.jsonl', mimeType: 'application/jsonl', buffer: Buffer.from(eight) });
+    expect(await page.inputValue(byTestId('train-task'))).toBe(''); // the upload replaces the bundled task
     await page.fill(byTestId('train-name'), 'browser-tuned');
     await page.fill(byTestId('train-steps'), '6');
     await page.fill(byTestId('train-batch'), '8');
