@@ -158,8 +158,16 @@ export class Engine {
    */
   async addAdapter(name: string, configText: string, weights: Uint8Array | ArrayBuffer, source: TenantInfo['source'], location = name): Promise<TenantInfo> {
     checkTenantName(name);
+    if (source !== 'bundled') this.checkNotBundled(name);
     const adapter = await adapterFromBytes(configText, weights, this.model, { name: location, baseModelName: BACKBONE_NAME });
     return this.register(name, adapter, source);
+  }
+
+  /** Trained and uploaded adapters may replace each other by name, never a bundled tenant. */
+  private checkNotBundled(name: string): void {
+    if (this.manifest.adapters.some((a) => a.name === name)) {
+      throw new ParaError('INVALID_ARGUMENT', `"${name}" is taken by a bundled tenant`, { field: 'name', expected: 'a new tenant name' });
+    }
   }
 
   listTenants(): TenantInfo[] {
@@ -297,9 +305,7 @@ export class Engine {
   /** Fine-tunes a new PARA tenant on JSONL text. A cancelled run adds no tenant. */
   async train(o: TrainOptions): Promise<TrainOutput> {
     checkTenantName(o.name);
-    if (this.manifest.adapters.some((a) => a.name === o.name)) {
-      throw new ParaError('INVALID_ARGUMENT', `"${o.name}" is taken by a bundled tenant`, { field: 'name', expected: 'a new tenant name' });
-    }
+    this.checkNotBundled(o.name);
     if (!Number.isInteger(o.steps) || o.steps < 1) throw new ParaError('INVALID_ARGUMENT', 'bad number of steps', { field: 'steps', expected: 'a positive integer', actual: String(o.steps) });
     const records = parseJsonl(o.jsonl, o.file);
     const maxLength = this.model.config.maxPositionEmbeddings;

@@ -148,6 +148,8 @@ describe('web demo engine', () => {
     small.dispose();
     await expectParaError(engine.addAdapter('other', files.config, files.weights, 'uploaded', 'small-dir'), 'SHAPE_MISMATCH', 'small-dir', 'para.down.weight');
     await expectParaError(engine.addAdapter('other', '{"peft_type": "PARA", ', files.weights, 'uploaded', 'broken-dir'), 'INVALID_JSON', 'broken-dir/adapter_config.json');
+    const bundled = engine.listTenants()[0]?.name as string;
+    await expectParaError(engine.addAdapter(bundled, mine.config, mine.weights, 'uploaded'), 'INVALID_ARGUMENT', 'bundled');
     expect(engine.listTenants().map((t) => t.name)).not.toContain('other');
   });
 
