@@ -17,6 +17,7 @@ export {
   ropeCosSin,
   ropeInvFreq,
   rotateHalf,
+  swapHalves,
   type RopeCosSin,
   type RopeOptions,
   type RopeScalingConfig,

@@ -1,7 +1,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { isParaError, Rng } from '@para/core/node';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { applyRope, ropeCosSin, ropeInvFreq } from '../src';
+import { applyRope, ropeCosSin, ropeInvFreq, swapHalves } from '../src';
 import { expectClose, take, testBackends, useBackend } from './helpers/backends';
 import { dot, numericGrad, refInvFreq, refRope } from './helpers/reference';
 
@@ -186,6 +186,33 @@ for (const backend of testBackends()) {
       const num = numericGrad((xs) => dot(refRope(xs, [B, H, T, hd], positions, Array.from(inv)), R), x);
       expectClose(await take(g), num, 1e-4, 1e-4);
       tf.dispose([cos, sin, Rt, xt]);
+    });
+
+    it('with sinSigned (swap halves, fewer kernels) gives the same values bit for bit, and the same gradient', async () => {
+      const rng = new Rng(6);
+      const [B, H, T] = [2, 3, 4];
+      const positions = [
+        [0, 1, 2, 3],
+        [1, 1, 0, 1],
+      ];
+      const x = rng.normalArray(B * H * T * hd);
+      const R = rng.normalArray(B * H * T * hd);
+      const host = ropeCosSin(positions, inv);
+      const device = ropeCosSin(tf.tensor2d(positions, [B, T], 'int32'), inv);
+      const sinValues = await take(tf.clone(host.sin));
+      const expectedSigned = sinValues.map((v, i) => (i % hd < hd / 2 ? -v : v));
+      expect(await take(tf.clone(host.sinSigned))).toEqual(expectedSigned);
+      expectClose(await take(tf.clone(device.sinSigned)), expectedSigned, 2e-5, 0);
+      const xt = tf.tensor4d(x, [B, H, T, hd]);
+      const Rt = tf.tensor4d(R, [B, H, T, hd]);
+      const plain = await take(applyRope(xt, host.cos, host.sin));
+      const swapped = await take(applyRope(xt, host.cos, host.sin, host.sinSigned));
+      expect(swapped).toEqual(plain);
+      const g = tf.grad((a: tf.Tensor) => tf.sum(tf.mul(applyRope(a, host.cos, host.sin, host.sinSigned), Rt)))(xt);
+      const num = numericGrad((xs) => dot(refRope(xs, [B, H, T, hd], positions, Array.from(inv)), R), x);
+      expectClose(await take(g), num, 1e-4, 1e-4);
+      expect(await take(swapHalves(tf.tensor2d([1, 2, 3, 4, 5, 6, 7, 8], [2, 4])))).toEqual([3, 4, 1, 2, 7, 8, 5, 6]);
+      tf.dispose([host.cos, host.sin, host.sinSigned, device.cos, device.sin, device.sinSigned, xt, Rt]);
     });
 
     it('validates shapes', () => {
