@@ -10,8 +10,8 @@
  *
  * On machines without a GPU Chromium's WebGPU and WebGL run on SwiftShader (software).
  */
-import { spawnSync } from 'node:child_process';
 import { chromium } from 'playwright-core';
+import { CHROMIUM_FLAGS, findChromium, WEBGPU_FLAG } from './chromium.mjs';
 import { serveWebDemo } from './serve.mjs';
 
 const args = process.argv.slice(2);
@@ -26,12 +26,12 @@ if (!Number.isInteger(tokens) || tokens < 2) {
   process.stderr.write('web:bench: --tokens must be an integer ≥ 2\n');
   process.exit(2);
 }
-const executablePath = process.env.PARA_CHROMIUM || spawnSync('sh', ['-c', 'command -v chromium'], { encoding: 'utf8' }).stdout.trim();
-if (executablePath === '') {
+const executablePath = findChromium();
+if (executablePath === null) {
   process.stderr.write('web:bench: no chromium on PATH (apt-get install chromium, or set PARA_CHROMIUM)\n');
   process.exit(1);
 }
-const FLAGS = ['--headless=new', '--no-sandbox', '--enable-unsafe-webgpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-quic', '--disable-dev-shm-usage'];
+const FLAGS = [...CHROMIUM_FLAGS, WEBGPU_FLAG];
 
 const server = await serveWebDemo({ port: 0 });
 const rows = [];

@@ -13,37 +13,24 @@
  *
  * Without Chromium the suite is skipped with the reason, unless PARA_E2E_REQUIRED=1 (CI).
  */
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { type Browser, chromium, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { CHROMIUM_FLAGS, findChromium, WEBGPU_FLAG } from '../scripts/chromium.mjs';
 import { serveWebDemo } from '../scripts/serve.mjs';
 
 const app = join(dirname(fileURLToPath(import.meta.url)), '..');
 const repo = join(app, '..', '..');
 const cli = join(repo, 'apps', 'node-demo', 'dist', 'cli.js');
 
-function findChromium(): string | null {
-  const env = process.env.PARA_CHROMIUM;
-  if (env !== undefined && env !== '') return env;
-  for (const name of ['chromium', 'chromium-browser']) {
-    const r = spawnSync('sh', ['-c', `command -v ${name}`], { encoding: 'utf8' });
-    const p = r.stdout.trim();
-    if (r.status === 0 && p !== '') return p;
-  }
-  return null;
-}
-
 const chromiumPath = findChromium();
 const required = process.env.PARA_E2E_REQUIRED === '1';
 if (chromiumPath === null && required) throw new Error('PARA_E2E_REQUIRED=1 but no chromium on PATH (apt-get install chromium, or set PARA_CHROMIUM)');
 if (chromiumPath === null) console.warn('web-demo e2e: skipped — no chromium on PATH (apt-get install chromium, or set PARA_CHROMIUM)');
-
-// From ../shared/ENVIRONMENT.md: WebGPU needs --enable-unsafe-webgpu (SwiftShader adapter).
-const FLAGS = ['--headless=new', '--no-sandbox', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-quic', '--disable-dev-shm-usage'];
 
 /** `para …` in Node on the wasm backend; stdout parsed as JSON. */
 function para<T>(args: string[]): T {
@@ -63,7 +50,7 @@ describe.skipIf(chromiumPath === null)('web demo in Chromium', () => {
   beforeAll(async () => {
     work = await mkdtemp(join(tmpdir(), 'para-web-e2e-'));
     server = await serveWebDemo({ port: 0 });
-    browser = await chromium.launch({ executablePath: chromiumPath as string, args: [...FLAGS, '--enable-unsafe-webgpu'] });
+    browser = await chromium.launch({ executablePath: chromiumPath as string, args: [...CHROMIUM_FLAGS, WEBGPU_FLAG] });
     page = await browser.newPage({ acceptDownloads: true });
     page.on('pageerror', (e) => consoleErrors.push(`pageerror: ${e.message}`));
     page.on('console', (m) => {
@@ -231,7 +218,7 @@ describe.skipIf(chromiumPath === null)('web demo in Chromium', () => {
 
   it('a backend that cannot start is a message in the page', async () => {
     // Without --enable-unsafe-webgpu Chromium offers no WebGPU adapter here.
-    const plain = await chromium.launch({ executablePath: chromiumPath as string, args: FLAGS });
+    const plain = await chromium.launch({ executablePath: chromiumPath as string, args: CHROMIUM_FLAGS });
     try {
       const p = await plain.newPage();
       const errors: string[] = [];

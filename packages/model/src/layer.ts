@@ -21,7 +21,11 @@ export interface LayerCall {
   /** RoPE tables `[B, 1, T, hd]`. */
   cos: tf.Tensor;
   sin: tf.Tensor;
-  /** `sin` with its first half negated (from ropeCosSin): RoPE with fewer kernel launches. */
+  /**
+   * `sin` with its first half negated (ropeCosSin's `signedSin`): RoPE with fewer kernel launches.
+   * Decode steps pass it; training forwards do not (the slices are faster on wasm there: an
+   * update was 10–20% slower with it).
+   */
   sinSigned?: tf.Tensor;
   /** Additive attention mask `[B, 1, T, S]` (S = T without a cache). */
   mask: tf.Tensor;
@@ -74,11 +78,8 @@ export function decoderLayer(
   // reshape does it without a kernel launch (launches dominate decode on GPU backends).
   const heads = (t: tf.Tensor, n: number) =>
     T === 1 ? tf.reshape(t, [B, n, 1, c.headDim]) : tf.transpose(tf.reshape(t, [B, T, n, c.headDim]), [0, 2, 1, 3]);
-  // Decode (T = 1) takes RoPE's half-swap form (fewer launches); longer inputs keep rotate_half,
-  // whose slices are faster than tfjs-wasm's Reverse in training (measured: 10–20% per update).
-  const signed = T === 1 ? call.sinSigned : undefined;
-  const qh = applyRope(heads(q, c.numHeads), call.cos, call.sin, signed); // [B, Hq, T, hd]
-  let kh = applyRope(heads(k, c.numKvHeads), call.cos, call.sin, signed); // [B, Hkv, T, hd]
+  const qh = applyRope(heads(q, c.numHeads), call.cos, call.sin, call.sinSigned); // [B, Hq, T, hd]
+  let kh = applyRope(heads(k, c.numKvHeads), call.cos, call.sin, call.sinSigned); // [B, Hkv, T, hd]
   let vh = heads(v, c.numKvHeads); // [B, Hkv, T, hd]
   if (call.cache !== null) ({ k: kh, v: vh } = call.cache.append(layer, kh, vh)); // [B, Hkv, S, hd]
   const att = attention(qh, kh, vh, call.mask); // [B, Hq, T, hd]

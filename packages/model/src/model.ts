@@ -154,24 +154,23 @@ export class CausalLM {
           : tf.cast(ids, 'int32'); // [B, T]
       let cos: tf.Tensor;
       let sin: tf.Tensor;
-      let sinSigned: tf.Tensor;
       let mask: tf.Tensor;
       let tokenMask: tf.Tensor | null = null;
       if (maskIn === undefined || Array.isArray(maskIn)) {
         // Host path: exact float64 RoPE tables.
         const valid = maskIn ?? Array.from({ length: B }, () => new Array<number>(T).fill(1));
-        ({ cos, sin, sinSigned } = ropeCosSin(positionIdsFromMask(valid), this.invFreq)); // [B, 1, T, hd]
+        ({ cos, sin } = ropeCosSin(positionIdsFromMask(valid), this.invFreq)); // [B, 1, T, hd]
         mask = buildAttentionMask({ keyValid: valid }); // [B, 1, T, T]
         if (options.adapter) tokenMask = tf.tensor2d(valid, [B, T], 'float32'); // [B, T]
       } else {
         const m = tf.cast(maskIn, 'int32'); // [B, T]
         const positions = tf.add(tf.mul(tf.sub(tf.cumsum(m, 1), 1), m), tf.sub(1, m)); // [B, T] cumsum−1, pads 1
-        ({ cos, sin, sinSigned } = ropeCosSin(positions, this.invFreq)); // [B, 1, T, hd]
+        ({ cos, sin } = ropeCosSin(positions, this.invFreq)); // [B, 1, T, hd]
         mask = buildAttentionMask({ keyValid: m }); // [B, 1, T, T]
         if (options.adapter) tokenMask = tf.cast(maskIn, 'float32'); // [B, T]
       }
       const plan = this.plan(options, 'forward', tokenMask, null);
-      const x = this.trunk(idsT, { config: this.config, cos, sin, sinSigned, mask, cache: null, plan }); // [B, T, d]
+      const x = this.trunk(idsT, { config: this.config, cos, sin, mask, cache: null, plan }); // [B, T, d]
       return this.head(x); // [B, T, V]
     });
   }
@@ -207,11 +206,11 @@ export class CausalLM {
       const step = cache.beginStep(mask);
       const logits = tf.tidy(() => {
         const idsT = tf.tensor2d(ids, [B, T], 'int32'); // [B, T]
-        const { cos, sin, sinSigned } = ropeCosSin(step.positions, this.invFreq); // [B, 1, T, hd]
+        const { cos, sin } = ropeCosSin(step.positions, this.invFreq); // [B, 1, T, hd]
         const attnMask = buildAttentionMask({ keyValid: step.keyValid, queryLength: T }); // [B, 1, T, T]
         const tokenMask = adapter === null ? null : tf.tensor2d(mask, [B, T], 'float32'); // [B, T]
         const plan = this.plan(options, 'prefill', tokenMask, adapterState);
-        let x = this.trunk(idsT, { config: this.config, cos, sin, sinSigned, mask: attnMask, cache, plan }); // [B, T, d]
+        let x = this.trunk(idsT, { config: this.config, cos, sin, mask: attnMask, cache, plan }); // [B, T, d]
         if (!options.allLogits) x = tf.slice(x, [0, T - 1, 0], [B, 1, this.config.hiddenSize]); // [B, 1, d]
         const logits = this.head(x); // [B, T or 1, V]
         return options.allLogits ? logits : tf.reshape(logits, [B, this.config.vocabSize]); // [B, V]
@@ -256,7 +255,8 @@ export class CausalLM {
     const step = state.cache.beginStep(valid); // positions [B][1], keyValid [B][S]
     return tf.tidy(() => {
       const idsT = tf.tensor2d(lastIds, [B, 1], 'int32'); // [B, 1]
-      const { cos, sin, sinSigned } = ropeCosSin(step.positions, this.invFreq); // [B, 1, 1, hd]
+      // A decode step: RoPE in its half-swap form, fewer kernel launches (see ropeCosSin).
+      const { cos, sin, sinSigned } = ropeCosSin(step.positions, this.invFreq, { signedSin: true }); // [B, 1, 1, hd]
       const attnMask = buildAttentionMask({ keyValid: step.keyValid, queryLength: 1 }); // [B, 1, 1, S]
       let plan: AdapterPlan<unknown> | null = null;
       if (state.adapter !== null) {

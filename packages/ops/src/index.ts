@@ -19,6 +19,7 @@ export {
   rotateHalf,
   swapHalves,
   type RopeCosSin,
+  type RopeCosSinOptions,
   type RopeOptions,
   type RopeScalingConfig,
 } from './rope';

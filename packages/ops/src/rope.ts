@@ -134,11 +134,17 @@ export interface RopeCosSin {
   /** `sin(angle)`, `[B, 1, T, hd]`. */
   sin: tf.Tensor;
   /**
-   * `sin` with its first half negated, `[B, 1, T, hd]`: with it {@link applyRope} replaces
-   * `rotate_half` (slice, slice, neg, concat) by one half swap (a Reverse) — 3 fewer kernel
-   * launches per call, which is what decode costs on GPU backends. Same values bit for bit.
+   * Only with `{ signedSin: true }`: `sin` with its first half negated, `[B, 1, T, hd]`. With it
+   * {@link applyRope} replaces `rotate_half` (slice, slice, neg, concat) by one half swap (a
+   * Reverse) — 3 fewer kernel launches per call, which is what decode costs on GPU backends.
+   * Same values bit for bit. (In training the slices are faster on wasm: leave it off there.)
    */
-  sinSigned: tf.Tensor;
+  sinSigned?: tf.Tensor;
+}
+
+export interface RopeCosSinOptions {
+  /** Also return `sinSigned` (default false). */
+  signedSin?: boolean;
 }
 
 function invFreqArray(invFreq: Float32Array | number[]): Float32Array {
@@ -163,7 +169,8 @@ function invFreqArray(invFreq: Float32Array | number[]): Float32Array {
  * - `positions: tf.Tensor` (int32 `[B, T]`): computed on the device, with the angle reduced
  *   modulo 2π first (error ~ |angle| · 2⁻²⁴, the float32 angle's own rounding).
  */
-export function ropeCosSin(positions: tf.Tensor | number[][], invFreq: Float32Array | number[]): RopeCosSin {
+export function ropeCosSin(positions: tf.Tensor | number[][], invFreq: Float32Array | number[], options: RopeCosSinOptions = {}): RopeCosSin {
+  const signed = options.signedSin === true;
   const inv = invFreqArray(invFreq);
   const half = inv.length;
   const hd = 2 * half;
@@ -171,7 +178,7 @@ export function ropeCosSin(positions: tf.Tensor | number[][], invFreq: Float32Ar
     const [B, T] = checkMatrix(positions, 'positions');
     const cos = new Float32Array(B * T * hd);
     const sin = new Float32Array(B * T * hd);
-    const sinSigned = new Float32Array(B * T * hd);
+    const sinSigned = signed ? new Float32Array(B * T * hd) : null;
     for (let b = 0; b < B; b++) {
       const row = positions[b] as number[];
       for (let t = 0; t < T; t++) {
@@ -188,15 +195,20 @@ export function ropeCosSin(positions: tf.Tensor | number[][], invFreq: Float32Ar
           cos[base + j + half] = c;
           sin[base + j] = s;
           sin[base + j + half] = s;
-          sinSigned[base + j] = -s;
-          sinSigned[base + j + half] = s;
+          if (sinSigned !== null) {
+            sinSigned[base + j] = -s;
+            sinSigned[base + j + half] = s;
+          }
         }
       }
     }
-    return { cos: tf.tensor4d(cos, [B, 1, T, hd]), sin: tf.tensor4d(sin, [B, 1, T, hd]), sinSigned: tf.tensor4d(sinSigned, [B, 1, T, hd]) };
+    const out: RopeCosSin = { cos: tf.tensor4d(cos, [B, 1, T, hd]), sin: tf.tensor4d(sin, [B, 1, T, hd]) };
+    if (sinSigned !== null) out.sinSigned = tf.tensor4d(sinSigned, [B, 1, T, hd]);
+    return out;
   }
   const [B, T] = checkShape(positions, 'positions', ['B', 'T']) as [number, number];
-  return tf.tidy(() => {
+  // (tf.tidy's container type wants an index signature; the object holds only tensors.)
+  return tf.tidy((): tf.TensorContainerObject & RopeCosSin => {
     const pos = tf.reshape(tf.cast(positions, 'float32'), [B, T, 1]); // [B, T, 1]
     const freqs = tf.mul(pos, tf.tensor1d(inv)); // [B, T, hd/2]
     // Range reduction (GPU sin/cos are only accurate near [-π, π]), Cody–Waite style: 2π =
@@ -205,12 +217,15 @@ export function ropeCosSin(positions: tf.Tensor | number[][], invFreq: Float32Ar
     const turns = tf.floor(tf.div(freqs, 2 * Math.PI)); // [B, T, hd/2]
     const reduced = tf.sub(tf.sub(freqs, tf.mul(turns, TWO_PI_HI)), tf.mul(turns, TWO_PI_LO)); // [B, T, hd/2]
     const emb = tf.concat([reduced, reduced], -1); // [B, T, hd]
-    const halfSin = tf.sin(reduced); // [B, T, hd/2]
-    return {
+    const out: tf.TensorContainerObject & RopeCosSin = {
       cos: tf.reshape(tf.cos(emb), [B, 1, T, hd]), // [B, 1, T, hd]
       sin: tf.reshape(tf.sin(emb), [B, 1, T, hd]), // [B, 1, T, hd]
-      sinSigned: tf.reshape(tf.concat([tf.neg(halfSin), halfSin], -1), [B, 1, T, hd]), // [B, 1, T, hd]
     };
+    if (signed) {
+      const halfSin = tf.sin(reduced); // [B, T, hd/2]
+      out.sinSigned = tf.reshape(tf.concat([tf.neg(halfSin), halfSin], -1), [B, 1, T, hd]); // [B, 1, T, hd]
+    }
+    return out;
   });
 }
 

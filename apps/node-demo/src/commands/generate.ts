@@ -12,11 +12,9 @@ import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Command } from 'commander';
 import { initBackend, ParaError } from '@para/core/node';
-import { loadAdapter } from '@para/adapters/node';
-import { loadModel } from '@para/model/node';
 import { defaultBackboneDir } from '@para/train/node';
 import { loadTokenizer, type ParaTokenizer } from '@para/tokenizer/node';
-import { parseIdList, writeOut } from './logits';
+import { loadModelAndAdapter, parseIdList, writeOut } from './logits';
 
 interface GenerateFlags {
   model?: string;
@@ -139,11 +137,7 @@ export function registerGenerateCommand(program: Command): void {
         });
 
       await initBackend({ backend: opts.backend });
-      const model = await loadModel(dir);
-      const adapter = opts.adapter === undefined ? null : await loadAdapter(opts.adapter, model).catch((e) => {
-        model.dispose();
-        throw e;
-      });
+      const { model, adapter } = await loadModelAndAdapter(dir, opts.adapter);
       try {
         const stopTokens = [...model.config.eosTokenIds];
         if (tokenizer?.eosTokenId !== undefined && !stopTokens.includes(tokenizer.eosTokenId))

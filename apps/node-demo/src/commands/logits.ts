@@ -8,8 +8,8 @@
  */
 import type { Command } from 'commander';
 import { initBackend, ParaError } from '@para/core/node';
-import { loadModel } from '@para/model/node';
-import { loadAdapter } from '@para/adapters/node';
+import { type AnyAdapter, loadAdapter } from '@para/adapters/node';
+import { type CausalLM, loadModel } from '@para/model/node';
 import { defaultBackboneDir } from '@para/train/node';
 import { loadTokenizer } from '@para/tokenizer/node';
 
@@ -32,6 +32,18 @@ export function parseIdList(value: string | undefined, flag: string): number[] {
     });
   }
   return ids;
+}
+
+/** The model in `dir` and, if `adapterDir` is given, its adapter (the model is freed if that fails). */
+export async function loadModelAndAdapter(dir: string, adapterDir: string | undefined): Promise<{ model: CausalLM; adapter: AnyAdapter | null }> {
+  const model = await loadModel(dir);
+  if (adapterDir === undefined) return { model, adapter: null };
+  try {
+    return { model, adapter: await loadAdapter(adapterDir, model) };
+  } catch (e) {
+    model.dispose();
+    throw e;
+  }
 }
 
 /** Write to stdout and wait for it to drain (large outputs through a pipe). */
@@ -75,11 +87,7 @@ export function registerLogitsCommand(program: Command): void {
         });
       }
       await initBackend({ backend: opts.backend });
-      const model = await loadModel(dir);
-      const adapter = opts.adapter === undefined ? null : await loadAdapter(opts.adapter, model).catch((e) => {
-        model.dispose();
-        throw e;
-      });
+      const { model, adapter } = await loadModelAndAdapter(dir, opts.adapter);
       try {
         const logits = model.forward([ids], adapter === null ? {} : { adapter: adapter.attach(model), request: { promptLengths: [promptLen] } }); // [1, T, V]
         const data = await logits.data();

@@ -1,0 +1,4 @@
+/** Types of chromium.mjs (used by the end-to-end test). */
+export const CHROMIUM_FLAGS: string[];
+export const WEBGPU_FLAG: string;
+export function findChromium(): string | null;
