@@ -1,28 +1,26 @@
-/** Any adapter of this package, and creating one from a config of any method. */
+/** Any adapter of any registered method, and creating one from a config of any method. */
 
 import type { ModelConfig } from '@para/model';
-import { INLINE_CONFIG, peftTypeOf } from './base/config';
-import { type Ia3ConfigInit, resolveIa3Config } from './ia3/config';
-import { Ia3Adapter } from './ia3/model';
-import { type LoraConfigInit, resolveLoraConfig } from './lora/config';
-import { LoraAdapter } from './lora/model';
-import { type ParaConfigInit, resolveParaConfig } from './para/config';
-import { ParaAdapter } from './para/model';
+import type { PeftAdapter } from './base/adapter';
+import { INLINE_CONFIG } from './base/config';
+import type { Ia3ConfigInit } from './ia3/config';
+import type { LoraConfigInit } from './lora/config';
+import { methodOfConfig } from './methods';
+import type { ParaConfigInit } from './para/config';
 
-export type AnyAdapter = ParaAdapter | LoraAdapter | Ia3Adapter;
+/** An adapter of any registered method (PARA, LoRA, IA3, …). */
+export type AnyAdapter = PeftAdapter;
 
-/** A config of any method, told apart by `peft_type`. */
+/** A config of any built-in method, told apart by `peft_type` (PEFT key names, as in adapter_config.json). */
 export type AnyConfigInit = (ParaConfigInit & { peft_type: 'PARA' }) | (LoraConfigInit & { peft_type: 'LORA' }) | (Ia3ConfigInit & { peft_type: 'IA3' });
 
-/** A fresh adapter of the config's method for `modelConfig` (seeded init). */
-export function createAdapter(modelConfig: ModelConfig, config: AnyConfigInit, options: { seed?: number | string } = {}): AnyAdapter {
-  const raw = config as unknown as Record<string, unknown>;
-  switch (peftTypeOf(raw, INLINE_CONFIG)) {
-    case 'PARA':
-      return ParaAdapter.fromConfig(modelConfig, resolveParaConfig(raw), options);
-    case 'LORA':
-      return LoraAdapter.fromConfig(modelConfig, resolveLoraConfig(raw), options);
-    case 'IA3':
-      return Ia3Adapter.fromConfig(modelConfig, resolveIa3Config(raw), options);
-  }
+/**
+ * A fresh adapter of the config's method for `modelConfig` (seeded init), through the method
+ * registry. Config errors are typed and name `file` (default: an inline config) and the key.
+ */
+export function createAdapter(modelConfig: ModelConfig, config: AnyConfigInit | Readonly<Record<string, unknown>>, options: { seed?: number | string; file?: string } = {}): AnyAdapter {
+  const raw = config as Readonly<Record<string, unknown>>;
+  const file = options.file ?? INLINE_CONFIG;
+  const method = methodOfConfig(raw, file);
+  return method.create(modelConfig, method.resolveConfig(raw, file), { seed: options.seed ?? 0 });
 }

@@ -34,8 +34,8 @@ export {
   paraTargetDims,
   resolveParaConfig,
 } from './para/config';
-export { activate, generate, type ParaLayerWeights, paraVectors, pool } from './para/layer';
-export { ParaAdapter, type ParaCreateOptions, paraCacheKey, paraTensorNames } from './para/model';
+export { activate, generateVectors, type ParaLayerWeights, paraVectors, pool } from './para/layer';
+export { ParaAdapter, type ParaCreateOptions, paraTensorNames } from './para/model';
 export {
   LORA_DEFAULTS,
   type LoraConfig,
@@ -62,6 +62,17 @@ export { ia3Scale, ia3Vector } from './ia3/layer';
 export { Ia3Adapter, type Ia3CreateOptions, ia3TensorName } from './ia3/model';
 export { type AnyAdapter, type AnyConfigInit, createAdapter } from './any';
 export { MixedBatch, mixedAdapter } from './mixed/mixed';
+export {
+  type AdapterMethod,
+  type MixedContribution,
+  type MixedGroup,
+  type RowLora,
+  type RowScale,
+} from './registry';
+export { adapterMethod, adapterMethods, methodOfConfig, registerAdapterMethod } from './methods';
+export { PARA_METHOD } from './para/method';
+export { LORA_METHOD } from './lora/method';
+export { IA3_METHOD } from './ia3/method';
 export {
   ADAPTER_CONFIG_FILE,
   ADAPTER_WEIGHTS_FILE,

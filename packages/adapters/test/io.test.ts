@@ -176,7 +176,7 @@ describe('adapter files (PEFT layout)', () => {
     expect(((await caught(() => loadAdapter(out, c))) as ParaError).code).toBe('INVALID_JSON');
     expect(((await caught(() => loadAdapter(join(dir, 'nope'), c))) as ParaError).code).toBe('FILE_NOT_FOUND');
     // Defaults are filled in.
-    expect(resolveParaConfig({})).toMatchObject({ r: 12, pooler: 'mean', activation: 'gelu', target_modules: ['q_proj', 'v_proj', 'up_proj'], use_bias: false });
+    expect(resolveParaConfig({})).toMatchObject({ r: 8, pooler: 'mean', activation: 'gelu', target_modules: ['q_proj', 'v_proj', 'up_proj'], use_bias: false });
     expect(resolveLoraConfig({ target_modules: 'all-linear' }).target_modules).toBe('all-linear');
   });
 

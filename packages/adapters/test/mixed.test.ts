@@ -72,11 +72,11 @@ describe.each(testBackends())('mixed-tenant batches on %s', (backend) => {
     for (let i = 0; i < 3; i++) steps.push(await take(model.decodeStep(STEPS.map((s) => s[i] as number), state)));
     // Per-row state, batch first: PARA/IA3 scales [B, 1, dim], LoRA factors [B, in, r_max].
     const l1 = state.adapterState?.layers[1];
-    expect(l1?.get('mixed.scale.q_proj')?.shape).toEqual([10, 1, model.config.numHeads * model.config.headDim]);
-    expect(l1?.get('mixed.scale.down_proj.input')?.shape).toEqual([10, 1, model.config.intermediateSize]);
-    expect(l1?.get('mixed.lora.v_proj.A')?.shape).toEqual([10, model.config.hiddenSize, 5]);
-    expect(l1?.get('mixed.lora.v_proj.B')?.shape).toEqual([10, 5, model.config.numKvHeads * model.config.headDim]);
-    expect(state.adapterState?.layers[0]?.has('mixed.lora.o_proj.A')).toBe(false); // loraY: layer 1 only
+    expect(l1?.scale('q_proj')?.shape).toEqual([10, 1, model.config.numHeads * model.config.headDim]);
+    expect(l1?.scale('down_proj.input')?.shape).toEqual([10, 1, model.config.intermediateSize]);
+    expect(l1?.lora('v_proj')?.a.shape).toEqual([10, model.config.hiddenSize, 5]);
+    expect(l1?.lora('v_proj')?.b.shape).toEqual([10, 5, model.config.numKvHeads * model.config.headDim]);
+    expect(state.adapterState?.layers[0]?.lora('o_proj')).toBeUndefined(); // loraY: layer 1 only
     state.dispose();
 
     let changed = 0;

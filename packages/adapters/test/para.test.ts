@@ -6,7 +6,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import type { AdapterContext, CausalLM, ModelAdapter } from '@para/model';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type AdapterRequest, PARA_POOLERS, ParaAdapter, type ParaPooler, paraCacheKey } from '../src/index';
+import { type AdapterRequest, PARA_POOLERS, ParaAdapter, type ParaPooler, type ParaTarget } from '../src/index';
 import { expectClose, take, testBackends, useBackend } from './helpers/backends';
 import { at, leftPad, randomize, tinyModel } from './helpers/models';
 
@@ -26,7 +26,7 @@ function capturing(inner: ModelAdapter<AdapterRequest>, targets: readonly string
     sites: inner.sites,
     layerInput(ctx: AdapterContext<AdapterRequest>, h: tf.Tensor) {
       inner.layerInput?.(ctx, h);
-      if (ctx.phase !== 'decode') seen[ctx.layer] = targets.map((t) => tf.keep(tf.clone(ctx.cache.get(paraCacheKey(t)) as tf.Tensor)));
+      if (ctx.phase !== 'decode') seen[ctx.layer] = targets.map((t) => tf.keep(tf.clone(ctx.state.scale(t as ParaTarget) as tf.Tensor)));
     },
     transform: inner.transform,
   };
@@ -155,9 +155,9 @@ describe.each(testBackends())('PARA on %s', (backend) => {
     logits.dispose();
     expect(state.adapterState?.size).toBe(2 * model.config.numLayers);
     const l0 = state.adapterState?.layers[0];
-    expect(l0?.get('para.up_proj')?.shape).toEqual([2, 1, model.config.intermediateSize]);
-    expect(l0?.get('para.q_proj')?.shape).toEqual([2, 1, model.config.numHeads * model.config.headDim]);
-    expect(l0?.has('para.v_proj')).toBe(false);
+    expect(l0?.scale('up_proj')?.shape).toEqual([2, 1, model.config.intermediateSize]);
+    expect(l0?.scale('q_proj')?.shape).toEqual([2, 1, model.config.numHeads * model.config.headDim]);
+    expect(l0?.scale('v_proj')).toBeUndefined();
     tf.dispose(model.decodeStep([3, 4], state));
     const counts: number[] = [];
     for (let i = 0; i < 20; i++) {

@@ -19,11 +19,12 @@ export {
 } from './config';
 export {
   ADAPTER_SITES,
-  type AdapterCache,
   type AdapterContext,
   type AdapterSite,
   AdapterState,
   type ForwardPhase,
+  LayerAdapterState,
+  type LoraRows,
   type ModelAdapter,
 } from './adapter';
 export {

@@ -11,7 +11,7 @@
 
 import * as tf from '@tensorflow/tfjs-core';
 import { applyRope, attention, type KVCache, linear, rmsNorm, swiglu } from '@para/ops';
-import { type AdapterContext, type AdapterPlan, type AdapterSite, layerActive } from './adapter';
+import { type AdapterContext, type AdapterPlan, type AdapterSite, type LayerAdapterState, layerActive } from './adapter';
 import type { ModelConfig } from './config';
 import type { LayerWeights, Linear } from './weights/weights';
 
@@ -53,17 +53,23 @@ export function decoderLayer(
           layer,
           request: plan.request,
           tokenMask: plan.tokenMask,
-          cache: plan.state.layers[layer] as AdapterContext['cache'],
+          state: plan.state.layers[layer] as LayerAdapterState,
         };
+  const rows = ctx?.state ?? null;
 
-  // A projection, then the adapter's transform of its output when it asked for this site.
+  // A projection, then the adapter's transform (if it asked for this site), then the per-row
+  // state: y += (x · a) · b (LoRA rows), y ⊙ scale (PARA, IA3 rows).
   const project = (site: AdapterSite & keyof LayerWeights, input: tf.Tensor): tf.Tensor => {
     const lin = w[site] as Linear;
-    const y = linear(input, lin.weight, lin.bias); // [B, T, out]
+    let y = linear(input, lin.weight, lin.bias); // [B, T, out]
     if (plan?.sites.has(site) && plan.adapter.transform !== undefined) {
-      return plan.adapter.transform(ctx as AdapterContext<unknown>, site, y, input);
+      y = plan.adapter.transform(ctx as AdapterContext<unknown>, site, y, input); // [B, T, out]
     }
-    return y;
+    if (rows === null) return y;
+    const lora = rows.lora(site);
+    if (lora !== undefined) y = tf.add(y, tf.matMul(tf.matMul(input, lora.a), lora.b)); // [B, T, out]
+    const scale = rows.scale(site); // [B, 1, out]
+    return scale === undefined ? y : tf.mul(y, scale);
   };
 
   // --- attention -------------------------------------------------------------------------
@@ -94,5 +100,7 @@ export function decoderLayer(
   if (plan?.sites.has('down_proj.input') && plan.adapter.transform !== undefined) {
     m = plan.adapter.transform(ctx as AdapterContext<unknown>, 'down_proj.input', m, m);
   }
+  const mScale = rows?.scale('down_proj.input'); // [B, 1, d_ff]
+  if (mScale !== undefined) m = tf.mul(m, mScale);
   return tf.add(x1, project('down_proj', m)); // [B, T, d]
 }

@@ -45,7 +45,7 @@ function rowScaler(site: AdapterSite): ModelAdapter<{ scale: tf.Tensor }> {
 /**
  * PARA-like: p = mean of the normalised layer input over the prompt tokens (request.promptMask
  * in a forward pass; the prompt itself at prefill), q ← q ⊙ (1 + tanh(p · W)). p is computed at
- * prefill and kept in ctx.cache for the decode steps.
+ * prefill and kept in ctx.state (as q_proj's scale) for the decode steps.
  */
 function paraLike(W: tf.Tensor[]): ModelAdapter<{ promptMask?: tf.Tensor }> {
   return {
@@ -61,9 +61,8 @@ function paraLike(W: tf.Tensor[]): ModelAdapter<{ promptMask?: tf.Tensor }> {
         1,
         -1,
       ]); // [B, 1, qDim]
-      ctx.cache.set('lq', tf.add(1, tf.tanh(z)));
+      ctx.state.setScale('q_proj', tf.add(1, tf.tanh(z))); // the layer multiplies q_proj's output by it
     },
-    transform: (ctx, _site, y) => tf.mul(y, ctx.cache.get('lq') as tf.Tensor), // [B, T, qDim]
   };
 }
 

@@ -4,19 +4,24 @@
  *   config            the method's settings, PEFT key names (adapter_config.json)
  *   parameters        tf.Variables, named by their PEFT tensor names
  *   numParameters     trainable parameter count
+ *   method            its entry in the adapter-method registry (registry.ts)
  *   attach(model)     checks the adapter fits the model, returns the `ModelAdapter` hooks that
- *                     `CausalLM.forward / prefill / decodeStep` call (`{adapter, request}`)
+ *                     `CausalLM.forward / prefill / decodeStep` call: in `forward` the method's
+ *                     own differentiable hooks (training), at prefill a `MixedBatch` whose rows
+ *                     all use this adapter (inference has one path: mixed/mixed.ts)
  *   stateDict / loadStateDict   tensors by PEFT name, shapes checked (save/load: see io/)
  *   checkModel        validation against a model config: typed error naming the tensor and both shapes
  *
  * Per-request state (PARA's vectors, per-row LoRA stacks in a mixed batch) lives in the model's
- * per-layer `ctx.cache`, beside the KV cache, never in the adapter object: one adapter serves
- * any number of concurrent requests.
+ * typed per-layer `ctx.state`, beside the KV cache, never in the adapter object: one adapter
+ * serves any number of concurrent requests.
  */
 
 import * as tf from '@tensorflow/tfjs-core';
 import { ParaError } from '@para/core';
 import type { AdapterSite, CausalLM, ModelAdapter, ModelConfig, TensorSpec } from '@para/model';
+import { MixedBatch } from '../mixed/mixed';
+import type { AdapterMethod } from '../registry';
 import type { BaseAdapterConfig, PeftType } from './config';
 import type { AdapterRequest } from './request';
 
@@ -63,8 +68,16 @@ export abstract class PeftAdapter<C extends BaseAdapterConfig = BaseAdapterConfi
   /** Every tensor of the adapter file, by PEFT name, with the shape this model needs. */
   abstract tensorSpecs(modelConfig?: ModelConfig): TensorSpec[];
 
-  /** The hooks handed to the model (`{ adapter: a.modelAdapter(), request }`). Validated use: `attach`. */
-  abstract modelAdapter(): ModelAdapter<AdapterRequest>;
+  /** The method's differentiable hooks for a teacher-forced `forward` (training). Use `attach`. */
+  protected abstract trainingHooks(): ModelAdapter<AdapterRequest>;
+
+  /** This adapter's entry in the method registry. */
+  abstract get method(): AdapterMethod;
+
+  /** Whether the adapter is folded into a model's weights (then it must not also run as an adapter). */
+  get isMerged(): boolean {
+    return false;
+  }
 
   /** The sites this adapter transforms. */
   abstract get sites(): readonly AdapterSite[];
@@ -72,11 +85,33 @@ export abstract class PeftAdapter<C extends BaseAdapterConfig = BaseAdapterConfi
   /** adapter_config.json as an object (PEFT keys). */
   abstract toConfigJson(): Record<string, unknown>;
 
-  /** Checks the adapter fits `model` and returns its hooks for `forward` / `prefill` / `decodeStep`. */
+  /**
+   * Checks the adapter fits `model` and returns its hooks for `forward` (the method's own,
+   * differentiable) and `prefill` / `decodeStep` (a `MixedBatch` of this one tenant, built for
+   * each prefill's batch size).
+   */
   attach(model: CausalLM | ModelConfig): ModelAdapter<AdapterRequest> {
     this.checkAlive();
-    this.checkModel('config' in model ? model.config : model);
-    return this.modelAdapter();
+    const modelConfig = 'config' in model ? model.config : model;
+    this.checkModel(modelConfig);
+    if (this.isMerged) {
+      throw new ParaError('INVALID_ARGUMENT', 'this adapter is merged into the model weights: run the model without it', { field: 'adapter', expected: 'an unmerged adapter' });
+    }
+    const own = this.trainingHooks();
+    let batch: { size: number; hooks: ModelAdapter<AdapterRequest> } | null = null;
+    const hooks: ModelAdapter<AdapterRequest> = {
+      sites: own.sites,
+      layerInput: (ctx, h) => {
+        if (ctx.phase === 'forward') return own.layerInput?.(ctx, h);
+        if (ctx.phase === 'decode') return; // the state was built at prefill
+        const B = h.shape[0] as number;
+        if (batch?.size !== B) batch = { size: B, hooks: new MixedBatch(modelConfig, new Array<PeftAdapter>(B).fill(this)).modelAdapter() };
+        batch.hooks.layerInput?.(ctx, h);
+      },
+    };
+    const transform = own.transform;
+    if (transform !== undefined) hooks.transform = (ctx, site, y, x) => (ctx.phase === 'forward' ? transform(ctx, site, y, x) : y);
+    return own.layers === undefined ? hooks : { ...hooks, layers: own.layers };
   }
 
   /**

@@ -2,18 +2,20 @@
  * IA3 (Liu et al. 2022) as PEFT's `ia3.Linear`: a learned vector per target module scales
  * its output (k_proj, v_proj), or for a feed-forward module its input (down_proj: the MLP
  * activation silu(gate) ⊙ up). Prompt-independent: one broadcast multiply per target in every
- * phase, no per-request state.
+ * phase, no per-request state. `merge(model)` folds the vectors into the weights.
  *
  * Parameters: `base_model.model.model.layers.{i}.self_attn.k_proj.ia3_l` `[out, 1]`,
  * `...mlp.down_proj.ia3_l` `[1, in]` (PEFT's shapes), initialised to 1.
  */
 
 import * as tf from '@tensorflow/tfjs-core';
-import { Rng } from '@para/core';
-import type { AdapterContext, AdapterSite, ModelAdapter, ModelConfig, TensorSpec } from '@para/model';
+import { ParaError, Rng } from '@para/core';
+import type { AdapterContext, AdapterSite, CausalLM, Linear, ModelAdapter, ModelConfig, TensorSpec } from '@para/model';
 import { PeftAdapter, projectionPath } from '../base/adapter';
 import type { TargetModule } from '../base/config';
 import type { AdapterRequest } from '../base/request';
+import type { AdapterMethod } from '../registry';
+import { IA3_METHOD } from './method';
 import { ia3Scale, ia3Vector } from './layer';
 import { type Ia3Config, type Ia3ConfigInit, ia3ConfigJson, ia3Site, ia3VectorShape, resolveIa3Config } from './config';
 
@@ -33,6 +35,7 @@ export class Ia3Adapter extends PeftAdapter<Ia3Config> {
   private readonly vectorsByLayer: Map<AdapterSite, { module: TargetModule; v: tf.Variable }>[] = [];
   private readonly siteList: AdapterSite[];
   private hooks: ModelAdapter<AdapterRequest> | null = null;
+  private mergedInto: CausalLM | null = null;
 
   private constructor(config: Ia3Config, modelConfig: ModelConfig, seed: number | string) {
     super(config, modelConfig);
@@ -80,7 +83,41 @@ export class Ia3Adapter extends PeftAdapter<Ia3Config> {
     return ia3ConfigJson(this.config);
   }
 
-  modelAdapter(): ModelAdapter<AdapterRequest> {
+  get method(): AdapterMethod {
+    return IA3_METHOD as unknown as AdapterMethod;
+  }
+
+  override get isMerged(): boolean {
+    return this.mergedInto !== null;
+  }
+
+  /**
+   * Folds the vectors into `model`'s weights as PEFT's `merge` does: `W ← W ⊙ ia3_l` (`[out, 1]`
+   * scales output rows, and the bias; `[1, in]` for a feed-forward module scales input columns).
+   * The replaced weights are disposed.
+   */
+  merge(model: CausalLM): void {
+    this.checkAlive();
+    if (this.mergedInto !== null) throw new ParaError('INVALID_ARGUMENT', 'this IA3 adapter is already merged', { field: 'adapter' });
+    this.checkModel(model.config);
+    this.vectorsByLayer.forEach((byLayer, i) => {
+      for (const { module, v } of byLayer.values()) {
+        const lin = model.weights.layers[i]?.[module] as Linear | undefined;
+        if (lin === undefined) throw new Error(`internal: no weight for layer ${i} ${module}`);
+        const old = lin.weight;
+        lin.weight = tf.mul(old, v); // [out, in] ⊙ [out, 1] or [1, in]
+        old.dispose();
+        if (lin.bias !== null && !this.config.feedforward_modules.includes(module)) {
+          const oldBias = lin.bias;
+          lin.bias = tf.tidy(() => tf.mul(oldBias, tf.reshape(v, [-1]))); // [out]
+          oldBias.dispose();
+        }
+      }
+    });
+    this.mergedInto = model;
+  }
+
+  protected trainingHooks(): ModelAdapter<AdapterRequest> {
     this.checkAlive();
     if (this.hooks !== null) return this.hooks;
     this.hooks = {

@@ -31,15 +31,8 @@ import {
   type TensorStore,
 } from '@para/core';
 import type { CausalLM, ModelConfig } from '@para/model';
-import { type BaseAdapterConfig, parseConfigJson, peftTypeOf } from '../base/config';
-import type { PeftAdapter } from '../base/adapter';
-import { resolveIa3Config } from '../ia3/config';
-import { Ia3Adapter } from '../ia3/model';
-import { resolveLoraConfig } from '../lora/config';
-import { LoraAdapter } from '../lora/model';
-import type { AnyAdapter } from '../any';
-import { resolveParaConfig } from '../para/config';
-import { ParaAdapter } from '../para/model';
+import { type AnyAdapter, createAdapter } from '../any';
+import { parseConfigJson } from '../base/config';
 
 export const ADAPTER_CONFIG_FILE = 'adapter_config.json';
 export const ADAPTER_WEIGHTS_FILE = 'adapter_model.safetensors';
@@ -93,15 +86,7 @@ export async function serializeAdapter(adapter: AnyAdapter, options: SaveAdapter
  * Unknown or unsupported settings → typed errors naming the key and the file.
  */
 export function adapterFromConfig(json: string | unknown, modelConfig: ModelConfig, file = ADAPTER_CONFIG_FILE, seed = 0): AnyAdapter {
-  const raw = parseConfigJson(json, file);
-  switch (peftTypeOf(raw, file)) {
-    case 'PARA':
-      return ParaAdapter.fromConfig(modelConfig, resolveParaConfig(raw, file), { seed });
-    case 'LORA':
-      return LoraAdapter.fromConfig(modelConfig, resolveLoraConfig(raw, file), { seed });
-    case 'IA3':
-      return Ia3Adapter.fromConfig(modelConfig, resolveIa3Config(raw, file), { seed });
-  }
+  return createAdapter(modelConfig, parseConfigJson(json, file), { seed, file });
 }
 
 function shapeText(s: readonly number[]): string {
@@ -160,7 +145,7 @@ export async function loadAdapterTensors(adapter: AnyAdapter, store: TensorStore
   const read: Record<string, tf.Tensor> = {};
   try {
     for (const { name } of adapter.tensorSpecs()) read[name] = await store.readTensor(name);
-    (adapter as PeftAdapter<BaseAdapterConfig>).loadStateDict(read, store.name);
+    adapter.loadStateDict(read, store.name);
   } finally {
     for (const t of Object.values(read)) t.dispose();
   }

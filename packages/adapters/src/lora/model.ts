@@ -17,7 +17,9 @@ import { PeftAdapter, projectionPath } from '../base/adapter';
 import type { TargetModule } from '../base/config';
 import { kaimingUniform } from '../base/init';
 import type { AdapterRequest } from '../base/request';
+import type { AdapterMethod } from '../registry';
 import { loraDelta, loraDeltaWeight, seededDropout } from './layer';
+import { LORA_METHOD } from './method';
 import { type LoraConfig, type LoraConfigInit, loraConfigJson, loraScaling, loraTargets, resolveLoraConfig } from './config';
 
 /** One adapted projection. */
@@ -130,7 +132,15 @@ export class LoraAdapter extends PeftAdapter<LoraConfig> {
     return loraDelta(x, m.A, m.B, this.scaling); // [..., out]
   }
 
-  modelAdapter(): ModelAdapter<AdapterRequest> {
+  get method(): AdapterMethod {
+    return LORA_METHOD as unknown as AdapterMethod;
+  }
+
+  override get isMerged(): boolean {
+    return this.mergedInto !== null;
+  }
+
+  protected trainingHooks(): ModelAdapter<AdapterRequest> {
     this.checkAlive();
     if (this.mergedInto !== null) {
       throw new ParaError('INVALID_ARGUMENT', 'this LoRA adapter is merged into the model weights: run the model without it, or unmerge first', {

@@ -34,12 +34,14 @@ export interface ParaConfig extends BaseAdapterConfig {
 export type ParaConfigInit = Partial<Omit<ParaConfig, 'peft_type'>> & { peft_type?: 'PARA' };
 
 /**
- * Defaults: r = 12 and no biases (the paper's 8.9M parameters on LLaMA-2-7B), all three
- * targets, mean pooling (at layer 0 the last token's normalised input is only its own
- * embedding; the mean sees the whole prompt at every layer), gelu.
+ * Defaults — the one set para uses everywhere (library, CLI, web demo): r = 8 (the same rank as
+ * LoRA's default, so `para` vs `lora` compares like with like; the paper's 8.9M parameters on
+ * LLaMA-2-7B are r = 12), no biases, all three targets, mean pooling (at layer 0 the last
+ * token's normalised input is only its own embedding; the mean sees the whole prompt at every
+ * layer), gelu. Training: learning rate 3e-3 (PARA_METHOD.training).
  */
 export const PARA_DEFAULTS: Readonly<Omit<ParaConfig, 'peft_type' | 'base_model_name_or_path'>> = {
-  r: 12,
+  r: 8,
   pooler: 'mean',
   activation: 'gelu',
   target_modules: ['q_proj', 'v_proj', 'up_proj'],

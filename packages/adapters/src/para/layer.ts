@@ -90,7 +90,7 @@ export function activate(x: tf.Tensor, act: ParaActivation): tf.Tensor {
 }
 
 /** `p [B, d]` → `l [B, D]` = 1 + W_up·act(W_down·p + b_down) + b_up. */
-export function generate(p: tf.Tensor, w: ParaLayerWeights, act: ParaActivation): tf.Tensor {
+export function generateVectors(p: tf.Tensor, w: ParaLayerWeights, act: ParaActivation): tf.Tensor {
   let a = tf.matMul(p, w.down, false, true); // [B, r]
   if (w.downBias !== null) a = tf.add(a, w.downBias);
   const z = activate(a, act); // [B, r]
@@ -100,7 +100,7 @@ export function generate(p: tf.Tensor, w: ParaLayerWeights, act: ParaActivation)
 }
 
 /**
- * `generate` with per-row parameters (a mixed batch of tenants sharing one config): `p [n, d]`,
+ * `generateVectors` with per-row parameters (a mixed batch of tenants sharing one config): `p [n, d]`,
  * `down [n, r, d]`, `downBias [n, r]`, `up [n, D, r]`, `upBias [n, D]` → `l [n, 1, D]`, with
  * batched matmuls (the BGMV idea applied to the generator).
  */
@@ -133,5 +133,5 @@ export function splitTargets(l: tf.Tensor, dims: readonly number[]): tf.Tensor[]
  * tensor per target, in target order.
  */
 export function paraVectors(h: tf.Tensor, mask: tf.Tensor, w: ParaLayerWeights, pooler: ParaPooler, act: ParaActivation, dims: readonly number[]): tf.Tensor[] {
-  return splitTargets(generate(pool(h, mask, pooler, w.pool), w, act), dims); // [B, 1, dim] each
+  return splitTargets(generateVectors(pool(h, mask, pooler, w.pool), w, act), dims); // [B, 1, dim] each
 }

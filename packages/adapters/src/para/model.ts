@@ -2,10 +2,10 @@
  * PARA attached to the backbone: per-layer vector generators (layer.ts) wired to the model's
  * adapter sites.
  *
- *   layerInput(ctx, h)     forward / prefill: pool the prompt part of h, generate l_q, l_v, l_u
- *                          ([B, 1, dim] each) and keep them in ctx.cache (the request's state,
- *                          beside its KV cache). decode: nothing (vectors depend on the prompt only).
- *   transform(ctx, t, y)   y ⊙ l_t — one broadcast multiply per target, in every phase.
+ *   layerInput(ctx, h)     forward: pool the prompt part of h, generate l_q, l_v, l_u ([B, 1, dim]
+ *                          each) and set them as the layer's scales (ctx.state); the layer then
+ *                          computes y ⊙ l_t at each target. Inference (prefill, then decode steps
+ *                          that reuse the vectors) goes through a MixedBatch: para/method.ts.
  *
  * Parameters (PEFT names, see io/): base_model.model.model.layers.{i}.para.down.weight [r, d],
  * para.down.bias [r], para.up.weight [D, r] (row blocks in target_modules order), para.up.bias [D],
@@ -23,13 +23,10 @@ import type { AdapterContext, AdapterSite, ModelAdapter, ModelConfig, TensorSpec
 import { layerPrefix, PeftAdapter } from '../base/adapter';
 import { kaimingUniform } from '../base/init';
 import { type AdapterRequest, promptMask } from '../base/request';
+import type { AdapterMethod } from '../registry';
 import { type ParaConfig, type ParaConfigInit, type ParaTarget, paraConfigJson, paraTargetDims, resolveParaConfig } from './config';
 import { type ParaLayerWeights, paraVectors } from './layer';
-
-/** ctx.cache key of a target's vector. */
-export function paraCacheKey(t: string): string {
-  return `para.${t}`;
-}
+import { PARA_METHOD } from './method';
 
 export interface ParaCreateOptions {
   /** Seed of W_down / b_down (default 0). */
@@ -115,24 +112,21 @@ export class ParaAdapter extends PeftAdapter<ParaConfig> {
     return paraConfigJson(this.config);
   }
 
-  modelAdapter(): ModelAdapter<AdapterRequest> {
+  get method(): AdapterMethod {
+    return PARA_METHOD as unknown as AdapterMethod;
+  }
+
+  protected trainingHooks(): ModelAdapter<AdapterRequest> {
     this.checkAlive();
     if (this.hooks !== null) return this.hooks;
     const targets = this.config.target_modules;
-    const keys = targets.map(paraCacheKey);
     this.hooks = {
-      sites: targets,
+      sites: [],
       layerInput: (ctx: AdapterContext<AdapterRequest>, h: tf.Tensor) => {
-        if (ctx.phase === 'decode') return; // the vectors were computed at prefill
         const vs = this.vectors(ctx.layer, h, promptMask(ctx)); // [B, 1, dim] each
         vs.forEach((v, j) => {
-          ctx.cache.set(keys[j] as string, v);
+          ctx.state.setScale(targets[j] as ParaTarget, v);
         });
-      },
-      transform: (ctx: AdapterContext<AdapterRequest>, site: AdapterSite, y: tf.Tensor) => {
-        const l = ctx.cache.get(paraCacheKey(site)); // [B, 1, dim]
-        if (l === undefined) throw missingState('PARA', site);
-        return tf.mul(y, l); // [B, T, dim]
       },
     };
     return this.hooks;
@@ -143,12 +137,4 @@ export class ParaAdapter extends PeftAdapter<ParaConfig> {
 export function paraTensorNames(i: number): { down: string; downBias: string; up: string; upBias: string; pool: string } {
   const p = `${layerPrefix(i)}para.`;
   return { down: `${p}down.weight`, downBias: `${p}down.bias`, up: `${p}up.weight`, upBias: `${p}up.bias`, pool: `${p}pool.weight` };
-}
-
-/** A decode step whose state came from a prefill without (or with another) adapter. */
-export function missingState(method: string, site: string): ParaError {
-  return new ParaError('INVALID_ARGUMENT', `no ${method} state for this request at ${site}: decode with the DecodeState of a prefill that used the same adapter`, {
-    field: 'state',
-    expected: `a DecodeState from prefill({ adapter }) with this ${method} adapter`,
-  });
 }
