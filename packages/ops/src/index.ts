@@ -2,7 +2,8 @@
  * @para/ops — transformer math on TensorFlow.js, backend-agnostic (cpu, wasm, webgl, webgpu,
  * tensorflow) and browser-safe: RMSNorm, RoPE (HF convention, linear and llama3 scaling),
  * grouped-query causal attention with padding masks, a KV cache for batches of rows with
- * different lengths, SwiGLU, masked cross-entropy and seeded sampling.
+ * different lengths (preallocated, written in place; rows join and leave), SwiGLU, masked
+ * cross-entropy and seeded sampling.
  *
  * Shape conventions: activations `[B, T, d]`; attention heads `[B, H, T, hd]`; keys/values
  * `[B, Hkv, S, hd]` over S slots; additive masks `[B, 1, T, S]` (0 allowed, -1e9 masked);
@@ -34,6 +35,7 @@ export {
   type PaddingSide,
 } from './mask';
 export { KVCache, type CacheStep, type KVCacheOptions } from './kv-cache';
+export { kvWritePath, writeKVSlots, type KVWrite, type KVWriteMode, type KVWritePath } from './kv-write';
 export { silu, swiglu } from './swiglu';
 export { linear } from './linear';
 export {

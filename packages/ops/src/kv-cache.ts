@@ -1,24 +1,29 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { ParaError } from '@para/core';
-import { positionIdsFromMask } from './mask';
+import { MASK_NEGATIVE } from './mask';
 import { checkMatrix, checkPositiveInt, checkShape } from './shapes';
+import { type KVWriteMode, type KVWritePath, kvWritePath, writeKVSlots } from './kv-write';
 
 /**
- * A key/value cache for batched generation with rows of different lengths.
+ * A preallocated key/value cache for batched generation whose rows join and leave.
  *
- * Layout: per layer, `k` and `v` are `[B, Hkv, S, hd]` over S **slots** shared by all rows, and
- * the cache keeps (on the host) `keyValid [B][S]`, 1 where a slot holds a real token. Rows of
- * different lengths are **left**-padded at prefill, so every row appends its next token to the
- * same new slot; a row that should not advance in a step (e.g. it already finished) can append a
- * padding slot (valid 0). Position ids and masks follow from `keyValid` exactly as in HF's
- * `generate` (see `mask.ts`).
+ * Layout: per layer, `k` and `v` are `[B, Hkv, C, hd]`, allocated once at a **capacity** of C
+ * slots per row and written in place every step (see kv-write.ts: cpu, wasm and webgpu write
+ * into the tensor's own storage; other backends use a fixed-shape `tf.where` update), so the
+ * shapes never change from step to step (no concat, no WebGPU shader recompile). On the host the
+ * cache keeps, per row, a **write cursor** (slots used) and the validity of every slot (1 = a
+ * real token, 0 = padding or never written). A step writes T slots of every *active* row at that
+ * row's own cursor; position ids count the real tokens before, as HF's `cumsum(mask) - 1`, so a
+ * row computes exactly what it computes alone. Rows can be released (`releaseRow`: the slot
+ * row becomes free, decodes nothing, its garbage is masked) and filled again from another cache
+ * (`copyRowsFrom`: e.g. a newcomer's prefill).
  *
  * One forward step (prefill of T tokens, or decode of 1):
  *
  * ```ts
  * const step = cache.beginStep(mask);            // mask [B][T] 0/1, or T (all real)
  * const { cos, sin } = ropeCosSin(step.positions, invFreq);                    // [B, 1, T, hd]
- * const attnMask = attentionMask({ keyValid: step.keyValid, queryLength: step.queryLength }); // [B, 1, T, S]
+ * const attnMask = cache.attentionMask(step);                                  // [B, 1, T, S]
  * for (let l = 0; l < layers; l++) {
  *   // q [B, Hq, T, hd], k/v [B, Hkv, T, hd], RoPE already applied to q and k
  *   const { k: kAll, v: vAll } = cache.append(l, k, v);                         // [B, Hkv, S, hd]
@@ -26,156 +31,366 @@ import { checkMatrix, checkPositiveInt, checkShape } from './shapes';
  * }
  * ```
  *
- * Ownership: `append` copies what it stores (the caller still owns and disposes `kNew`/`vNew`)
- * and marks stored tensors with `tf.keep`, so calling it inside `tf.tidy` is safe. The tensors
- * it returns belong to the cache: valid until the next `append` to that layer or `dispose()`,
- * which free them. A decode loop therefore keeps `tf.memory().numTensors` flat.
+ * S (`step.keyLength`) is the capacity C, except in the first step of an empty cache (a
+ * prefill), where attention needs only the T new slots and `append` returns the step's own k/v.
+ * Masked slots get {@link MASK_NEGATIVE} (finite): a free or idle row's query attends garbage
+ * or nothing and yields finite, ignored values, never NaN.
+ *
+ * Ownership. The cache allocates its storage itself (fresh `tf.zeros`, shared with no other
+ * tensor), marks it `tf.keep`, and never hands the storage tensor out. `append` copies what it
+ * stores (the caller still owns `kNew`/`vNew`) and returns **views**: new tensor handles on the
+ * cache's storage, owned by the caller (call it inside `tf.tidy`, or dispose them). A view is
+ * valid **only until the next write** to that layer (the next step's `append`, `copyRowsFrom`)
+ * or `dispose()`: its contents change in place. A decode loop keeps `tf.memory().numTensors`
+ * flat.
  */
 export interface KVCacheOptions {
   numLayers: number;
+  /** Slot rows (requests) the cache holds at once. */
   batchSize: number;
+  /** Slots per row C: the most tokens (prompt padding included) a row can hold. */
+  capacity: number;
+  /** With `headDim`: allocate every layer now; otherwise each layer is allocated at its first `append`. */
+  numKvHeads?: number;
+  headDim?: number;
   /** If set, a step whose position ids reach this value throws (HF `max_position_embeddings`). */
   maxPositions?: number;
+  /** `auto` (default): in place where the backend allows; `functional`: always the `tf.where` update. */
+  writeMode?: KVWriteMode;
 }
 
 export interface CacheStep {
-  /** Slots before this step. */
-  pastLength: number;
-  /** New slots in this step (T). */
+  /** New slots per active row in this step (T). */
   queryLength: number;
-  /** Slots after this step, S = pastLength + T. */
+  /** Key slots attention runs over in this step (S): the capacity, or T for the first step of an empty cache. */
+  keyLength: number;
+  /** Slots used by the longest row before this step. */
+  pastLength: number;
+  /** Slots used by the longest row after this step. */
   totalLength: number;
-  /** `[B][S]` validity of every slot after this step (a copy; pass to `attentionMask`). */
+  /** `[B][S]` validity of the key slots after this step (a copy; see `KVCache.attentionMask`). */
   keyValid: number[][];
-  /** `[B][T]` position ids of the new slots (pass to `ropeCosSin`). */
+  /** `[B][T]` position ids of the new slots (pass to `ropeCosSin`); 1 for padding and idle rows. */
   positions: number[][];
+  /** `[B]` the slot each row's first new entry goes to (its cursor before the step). */
+  starts: number[];
+  /** `[B]` rows that write in this step (idle and free rows do not). */
+  active: boolean[];
 }
 
 interface LayerKV {
-  k: tf.Tensor;
-  v: tf.Tensor;
+  k: tf.Tensor; // [B, Hkv, C, hd]
+  v: tf.Tensor; // [B, Hkv, C, hd]
 }
 
+/** A preallocated, in-place KV cache with per-row cursors; see the module comment above. */
 export class KVCache {
   readonly numLayers: number;
   readonly batchSize: number;
+  readonly capacity: number;
   readonly maxPositions: number | undefined;
-  private valid: number[][];
+  readonly writeMode: KVWriteMode;
+  private numKvHeads: number | undefined;
+  private headDim: number | undefined;
+  /** Per row: C slot flags. */
+  private readonly valid: Uint8Array[];
+  /** Per row: slots used (the next write goes there). */
+  private readonly cursor: number[];
+  /** Per row: real tokens held. */
+  private readonly count: number[];
+  private readonly free: boolean[];
   private readonly layers: (LayerKV | undefined)[];
-  private slots = 0;
-  private stepLength = 0;
+  /** Step counter and, per layer, the step it last appended (every layer appends once per step). */
+  private stepId = 0;
+  private readonly appended: number[];
+  private current: CacheStep | null = null;
   private disposed = false;
 
   constructor(options: KVCacheOptions) {
     this.numLayers = checkPositiveInt(options.numLayers, 'numLayers');
     this.batchSize = checkPositiveInt(options.batchSize, 'batchSize');
+    this.capacity = checkPositiveInt(options.capacity, 'capacity');
     if (options.maxPositions !== undefined) checkPositiveInt(options.maxPositions, 'maxPositions');
     this.maxPositions = options.maxPositions;
-    this.valid = Array.from({ length: this.batchSize }, () => []);
+    const mode = options.writeMode ?? 'auto';
+    if (mode !== 'auto' && mode !== 'functional') {
+      throw new ParaError('INVALID_ARGUMENT', 'writeMode must be "auto" or "functional"', { field: 'writeMode', expected: '"auto" | "functional"', actual: String(mode) });
+    }
+    this.writeMode = mode;
+    const B = this.batchSize;
+    this.valid = Array.from({ length: B }, () => new Uint8Array(this.capacity));
+    this.cursor = new Array<number>(B).fill(0);
+    this.count = new Array<number>(B).fill(0);
+    this.free = new Array<boolean>(B).fill(false);
     this.layers = new Array<LayerKV | undefined>(this.numLayers).fill(undefined);
+    this.appended = new Array<number>(this.numLayers).fill(0);
+    if (options.numKvHeads !== undefined || options.headDim !== undefined) {
+      const H = checkPositiveInt(options.numKvHeads, 'numKvHeads');
+      const hd = checkPositiveInt(options.headDim, 'headDim');
+      for (let l = 0; l < this.numLayers; l++) this.allocate(l, H, hd);
+    }
   }
 
-  /** Slots held after the latest `beginStep` (S). */
+  /** Slots used by the longest row. */
   get length(): number {
-    return this.slots;
+    return Math.max(0, ...this.cursor);
   }
 
-  /** `[B][S]` slot validity (a copy). */
+  /** `[B][C]` slot validity (a copy). */
   get keyValid(): number[][] {
-    return this.valid.map((r) => r.slice());
+    return this.valid.map((r) => Array.from(r));
   }
 
   /** Real (valid) tokens per row. */
   rowLengths(): number[] {
-    return this.valid.map((r) => r.reduce((a, b) => a + b, 0));
+    return this.count.slice();
   }
 
-  /** The stored `k`/`v` of a layer (`[B, Hkv, S, hd]`, owned by the cache), if any. */
-  layer(index: number): { k: tf.Tensor; v: tf.Tensor } | undefined {
-    this.checkLayer(index);
-    const kv = this.layers[index];
-    return kv === undefined ? undefined : { k: kv.k, v: kv.v };
+  /** Slots used per row (each row's write cursor). */
+  rowSlots(): number[] {
+    return this.cursor.slice();
+  }
+
+  /** Rows released and not filled again. */
+  freeRows(): number[] {
+    const out: number[] = [];
+    this.free.forEach((f, b) => {
+      if (f) out.push(b);
+    });
+    return out;
+  }
+
+  isFree(row: number): boolean {
+    this.checkRow(row, 'row');
+    return this.free[row] as boolean;
+  }
+
+  /** `[Hkv, hd]` once allocated. */
+  get headShape(): [number, number] | undefined {
+    return this.numKvHeads === undefined ? undefined : [this.numKvHeads, this.headDim as number];
+  }
+
+  /** How writes are done on the cache's backend (`cpu`, `wasm`, `webgpu` in place, or `functional`); undefined before allocation. */
+  get writePath(): KVWritePath | undefined {
+    const kv = this.layers[0];
+    return kv === undefined ? undefined : kvWritePath(kv.k, this.writeMode);
   }
 
   /**
-   * Start a forward step over T new slots. `newValid` is `[B][T]` 0/1 (1 = a real token; the
-   * prefill's padding mask), or a number T meaning T real tokens in every row (decode: 1).
-   * Returns the slot validity and the position ids for the step. Every layer must then `append`
-   * exactly T slots before the next `beginStep`.
+   * Start a forward step over T new slots per row. `newValid` is `[B][T]` 0/1 (1 = a real token;
+   * the prefill's left padding mask), or a number T meaning T real tokens in every row that is
+   * not free. A row whose entries are all 0 is **idle** in this step: it writes nothing and its
+   * cursor stays (a finished or paused row); any other row writes its T slots at its cursor
+   * (padding entries become invalid slots). Returns slot validity, position ids and cursors for
+   * the step. Every layer must then `append` exactly once before the next `beginStep`.
    */
   beginStep(newValid: number[][] | number): CacheStep {
     this.checkAlive();
+    const B = this.batchSize;
     const rows =
       typeof newValid === 'number'
-        ? Array.from({ length: this.batchSize }, () => new Array<number>(checkPositiveInt(newValid, 'newValid')).fill(1))
+        ? Array.from({ length: B }, (_, b) => new Array<number>(checkPositiveInt(newValid, 'newValid')).fill(this.free[b] ? 0 : 1))
         : newValid;
-    const [B, T] = checkMatrix(rows, 'newValid');
-    if (B !== this.batchSize) {
-      throw new ParaError('SHAPE_MISMATCH', 'newValid must have one row per batch row', { field: 'newValid', expected: `${this.batchSize} rows`, actual: `${B} rows` });
+    const [rB, T] = checkMatrix(rows, 'newValid');
+    if (rB !== B) {
+      throw new ParaError('SHAPE_MISMATCH', 'newValid must have one row per batch row', { field: 'newValid', expected: `${B} rows`, actual: `${rB} rows` });
     }
     if (T === 0) throw new ParaError('SHAPE_MISMATCH', 'a step needs at least one slot', { field: 'newValid', expected: '[B][T] with T ≥ 1', actual: `[${B}][0]` });
-    for (let l = 0; l < this.numLayers; l++) {
-      const held = this.layers[l]?.k.shape[2] ?? 0;
-      if (held !== this.slots) {
-        throw new ParaError('INVALID_ARGUMENT', `layer ${l} has ${held} slots but the previous step has ${this.slots}: every layer must append before the next step`, { field: 'layer' });
-      }
-    }
-    const nextValid = this.valid.map((r, b) => {
-      const add = rows[b] as number[];
-      add.forEach((v, t) => {
+    this.checkAllAppended();
+    const active = rows.map((r, b) => {
+      r.forEach((v, t) => {
         if (v !== 0 && v !== 1) throw new ParaError('INVALID_ARGUMENT', 'mask entries must be 0 or 1', { field: `newValid[${b}][${t}]`, expected: '0 or 1', actual: String(v) });
       });
-      return [...r, ...add];
-    });
-    const positions = positionIdsFromMask(nextValid, T);
-    if (this.maxPositions !== undefined) {
-      positions.forEach((row, b) => {
-        row.forEach((p, t) => {
-          if ((rows[b] as number[])[t] === 1 && p >= (this.maxPositions as number)) {
-            throw new ParaError('INVALID_ARGUMENT', `row ${b} reaches position ${p}, past the model's limit`, {
-              field: 'max_position_embeddings',
-              expected: `positions below ${this.maxPositions}`,
-              actual: String(p),
-            });
-          }
+      const on = r.some((v) => v === 1);
+      if (on && this.free[b]) {
+        throw new ParaError('INVALID_ARGUMENT', `row ${b} was released: it cannot take tokens until rows are inserted there`, {
+          field: `newValid[${b}]`,
+          expected: 'all 0 for a free row',
+          actual: JSON.stringify(r),
         });
+      }
+      return on;
+    });
+    const C = this.capacity;
+    const positions = rows.map((r, b) => {
+      if (!active[b]) return new Array<number>(T).fill(1);
+      if ((this.cursor[b] as number) + T > C) {
+        throw new ParaError('INVALID_ARGUMENT', `row ${b} is full: ${this.cursor[b]} of ${C} slots used, this step needs ${T} more`, {
+          field: 'capacity',
+          expected: `at most ${C} slots per row (pass a larger capacity to prefill)`,
+          actual: String((this.cursor[b] as number) + T),
+        });
+      }
+      let c = this.count[b] as number;
+      return r.map((v) => {
+        if (v !== 1) return 1;
+        const p = c++;
+        if (this.maxPositions !== undefined && p >= this.maxPositions) {
+          throw new ParaError('INVALID_ARGUMENT', `row ${b} reaches position ${p}, past the model's limit`, {
+            field: 'max_position_embeddings',
+            expected: `positions below ${this.maxPositions}`,
+            actual: String(p),
+          });
+        }
+        return p;
       });
-    }
-    this.valid = nextValid;
-    this.slots += T;
-    this.stepLength = T;
-    return { pastLength: this.slots - T, queryLength: T, totalLength: this.slots, keyValid: this.keyValid, positions };
+    });
+    // Nothing held anywhere: attention needs only this step's slots.
+    const empty = this.cursor.every((c) => c === 0);
+    const S = empty ? T : C;
+    const pastLength = this.length;
+    const starts = this.cursor.slice();
+    rows.forEach((r, b) => {
+      if (!active[b]) return;
+      const start = this.cursor[b] as number;
+      const flags = this.valid[b] as Uint8Array;
+      r.forEach((v, t) => {
+        flags[start + t] = v;
+      });
+      this.cursor[b] = start + T;
+      this.count[b] = (this.count[b] as number) + r.reduce((a, v) => a + v, 0);
+    });
+    this.stepId++;
+    const keyValid = this.valid.map((f) => Array.from(f.subarray(0, S)));
+    this.current = { queryLength: T, keyLength: S, pastLength, totalLength: this.length, keyValid, positions, starts, active };
+    return { ...this.current, keyValid: keyValid.map((r) => r.slice()), starts: starts.slice(), active: active.slice() };
   }
 
   /**
-   * Append this step's keys and values (`[B, Hkv, T, hd]`, RoPE already applied to k) to a
-   * layer and return the layer's full `k`, `v` (`[B, Hkv, S, hd]`, owned by the cache). The
-   * tensors the layer held before are disposed.
+   * The additive attention mask of a step, `[B, 1, T, S]` float32: query t of row b sits in slot
+   * `starts[b] + t` and may attend to key slot s iff `s ≤ starts[b] + t` and the slot is valid;
+   * 0 there, {@link MASK_NEGATIVE} elsewhere. The caller disposes it.
+   */
+  attentionMask(step: CacheStep): tf.Tensor {
+    const { queryLength: T, keyLength: S, keyValid, starts } = step;
+    const B = keyValid.length;
+    const out = new Float32Array(B * T * S); // [B, 1, T, S]
+    for (let b = 0; b < B; b++) {
+      const row = keyValid[b] as number[];
+      const start = starts[b] as number; // all 0 in the first step of an empty cache (S = T)
+      for (let t = 0; t < T; t++) {
+        const last = start + t;
+        const base = (b * T + t) * S;
+        for (let s = 0; s < S; s++) out[base + s] = s <= last && row[s] === 1 ? 0 : MASK_NEGATIVE;
+      }
+    }
+    return tf.tensor4d(out, [B, 1, T, S]);
+  }
+
+  /**
+   * Write this step's keys and values (`[B, Hkv, T, hd]`, RoPE already applied to k) into a
+   * layer at every active row's cursor, and return views of the layer's keys and values over
+   * the step's S key slots (`[B, Hkv, S, hd]`; see the module comment: owned by the caller,
+   * valid until the next write). In the first step of an empty cache these are `kNew`/`vNew`.
    */
   append(layerIndex: number, kNew: tf.Tensor, vNew: tf.Tensor): { k: tf.Tensor; v: tf.Tensor } {
     this.checkAlive();
     this.checkLayer(layerIndex);
-    if (this.stepLength === 0) {
-      throw new ParaError('INVALID_ARGUMENT', 'call beginStep before append', { field: 'layer' });
+    const step = this.current;
+    if (step === null) throw new ParaError('INVALID_ARGUMENT', 'call beginStep before append', { field: 'layer' });
+    if (this.appended[layerIndex] === this.stepId) {
+      throw new ParaError('INVALID_ARGUMENT', `layer ${layerIndex} was already appended in this step`, { field: 'layer', expected: 'one append per layer per step' });
     }
-    const old = this.layers[layerIndex];
-    const past = this.slots - this.stepLength;
-    const held = old?.k.shape[2] ?? 0;
-    if (held !== past) {
-      throw new ParaError('INVALID_ARGUMENT', `layer ${layerIndex} was already appended in this step`, { field: 'layer', expected: `${past} slots held`, actual: `${held}` });
-    }
+    const T = step.queryLength;
     const dims = new Map<string, number>();
-    const expected = old === undefined ? [this.batchSize, 'Hkv', this.stepLength, 'hd'] : [this.batchSize, old.k.shape[1] as number, this.stepLength, old.k.shape[3] as number];
+    const expected = [this.batchSize, this.numKvHeads ?? 'Hkv', T, this.headDim ?? 'hd'];
     checkShape(kNew, 'kNew', expected, dims);
     checkShape(vNew, 'vNew', expected, dims);
-    const k = tf.keep(old === undefined ? tf.clone(kNew) : tf.concat([old.k, kNew], 2)); // [B, Hkv, S, hd]
-    const v = tf.keep(old === undefined ? tf.clone(vNew) : tf.concat([old.v, vNew], 2)); // [B, Hkv, S, hd]
-    if (old !== undefined) {
-      old.k.dispose();
-      old.v.dispose();
+    if (this.layers[layerIndex] === undefined) this.allocate(layerIndex, kNew.shape[1] as number, kNew.shape[3] as number);
+    const writes = step.active.flatMap((on, b) => (on ? [{ src: b, row: b, start: step.starts[b] as number }] : []));
+    this.write(layerIndex, kNew, vNew, writes);
+    this.appended[layerIndex] = this.stepId;
+    if (step.keyLength === T && step.pastLength === 0) return { k: kNew, v: vNew };
+    const kv = this.layers[layerIndex] as LayerKV;
+    return { k: tf.reshape(kv.k, kv.k.shape), v: tf.reshape(kv.v, kv.v.shape) }; // views [B, Hkv, C, hd]
+  }
+
+  /**
+   * Mark a row free: its slots become invalid and its cursor returns to 0. A free row is idle in
+   * every step (it writes nothing; its outputs are finite garbage to ignore) until
+   * `copyRowsFrom` fills it.
+   */
+  releaseRow(row: number): void {
+    this.checkAlive();
+    this.checkRow(row, 'row');
+    if (this.free[row]) throw new ParaError('INVALID_ARGUMENT', `row ${row} is already free`, { field: 'row', expected: 'a row in use', actual: String(row) });
+    this.free[row] = true;
+    (this.valid[row] as Uint8Array).fill(0);
+    this.cursor[row] = 0;
+    this.count[row] = 0;
+  }
+
+  /**
+   * Copy rows `fromRows` of `source` (another cache of the same model, e.g. a newcomer's
+   * prefill) into the free rows `toRows` of this cache, slot for slot (slots, validity and
+   * cursor), so they continue decoding here. The source is unchanged (dispose it when done).
+   */
+  copyRowsFrom(source: KVCache, fromRows: readonly number[], toRows: readonly number[]): void {
+    this.checkAlive();
+    source.checkAlive();
+    if (!(source instanceof KVCache)) throw new ParaError('INVALID_ARGUMENT', 'source must be a KVCache', { field: 'source' });
+    if (fromRows.length !== toRows.length) {
+      throw new ParaError('INVALID_ARGUMENT', 'one target row per source row', { field: 'toRows', expected: `${fromRows.length} rows`, actual: `${toRows.length} rows` });
     }
-    this.layers[layerIndex] = { k, v };
-    return { k, v };
+    if (source.numLayers !== this.numLayers) {
+      throw new ParaError('SHAPE_MISMATCH', 'the caches have different numbers of layers', { field: 'source.numLayers', expected: String(this.numLayers), actual: String(source.numLayers) });
+    }
+    const theirs = source.headShape;
+    const mine = this.headShape;
+    if (theirs === undefined) throw new ParaError('INVALID_ARGUMENT', 'the source cache holds nothing yet', { field: 'source' });
+    if (mine !== undefined && (mine[0] !== theirs[0] || mine[1] !== theirs[1])) {
+      throw new ParaError('SHAPE_MISMATCH', 'the caches have different key/value heads', {
+        field: 'source',
+        expected: `Hkv ${mine[0]}, hd ${mine[1]}`,
+        actual: `Hkv ${theirs[0]}, hd ${theirs[1]}`,
+      });
+    }
+    source.checkAllAppended();
+    this.checkAllAppended();
+    const seen = new Set<number>();
+    fromRows.forEach((from, i) => {
+      const to = toRows[i] as number;
+      source.checkRow(from, `fromRows[${i}]`);
+      this.checkRow(to, `toRows[${i}]`);
+      if (source.free[from] || source.cursor[from] === 0) {
+        throw new ParaError('INVALID_ARGUMENT', `source row ${from} holds no tokens`, { field: `fromRows[${i}]`, expected: 'a row in use', actual: String(from) });
+      }
+      if (!this.free[to] || seen.has(to)) {
+        throw new ParaError('INVALID_ARGUMENT', `row ${to} is not free`, { field: `toRows[${i}]`, expected: 'a free row (releaseRow first), each once', actual: String(to) });
+      }
+      seen.add(to);
+      if ((source.cursor[from] as number) > this.capacity) {
+        throw new ParaError('INVALID_ARGUMENT', `source row ${from} holds ${source.cursor[from]} slots, more than this cache's capacity`, {
+          field: 'capacity',
+          expected: `at most ${this.capacity} slots`,
+          actual: String(source.cursor[from]),
+        });
+      }
+    });
+    for (let l = 0; l < this.numLayers; l++) {
+      if (this.layers[l] === undefined) this.allocate(l, theirs[0], theirs[1]);
+      const src = source.layers[l] as LayerKV;
+      fromRows.forEach((from, i) => {
+        const n = source.cursor[from] as number;
+        const H = theirs[0];
+        const hd = theirs[1];
+        tf.tidy(() => {
+          const k = tf.slice(src.k, [from, 0, 0, 0], [1, H, n, hd]); // [1, Hkv, n, hd]
+          const v = tf.slice(src.v, [from, 0, 0, 0], [1, H, n, hd]); // [1, Hkv, n, hd]
+          this.write(l, k, v, [{ src: 0, row: toRows[i] as number, start: 0 }]);
+        });
+      });
+    }
+    fromRows.forEach((from, i) => {
+      const to = toRows[i] as number;
+      const flags = this.valid[to] as Uint8Array;
+      flags.fill(0);
+      const n = source.cursor[from] as number;
+      flags.set((source.valid[from] as Uint8Array).subarray(0, n));
+      this.cursor[to] = n;
+      this.count[to] = source.count[from] as number;
+      this.free[to] = false;
+    });
   }
 
   /** Free every stored tensor. The cache cannot be used afterwards. */
@@ -187,7 +402,54 @@ export class KVCache {
       }
     }
     this.layers.fill(undefined);
+    this.current = null;
     this.disposed = true;
+  }
+
+  get isDisposed(): boolean {
+    return this.disposed;
+  }
+
+  private allocate(layer: number, H: number, hd: number): void {
+    if (this.numKvHeads === undefined) {
+      this.numKvHeads = H;
+      this.headDim = hd;
+    }
+    const shape = [this.batchSize, this.numKvHeads, this.capacity, this.headDim as number];
+    // Fresh storage, kept outside any tidy, never shared with another tensor.
+    const k = tf.keep(tf.zeros(shape, 'float32')); // [B, Hkv, C, hd]
+    const v = tf.keep(tf.zeros(shape, 'float32')); // [B, Hkv, C, hd]
+    this.layers[layer] = { k, v };
+  }
+
+  /** Write k and v rows into a layer, in place where possible (else replace the tensors). */
+  private write(layer: number, kNew: tf.Tensor, vNew: tf.Tensor, writes: { src: number; row: number; start: number }[]): void {
+    const kv = this.layers[layer] as LayerKV;
+    const k = writeKVSlots(kv.k, kNew, writes, this.writeMode);
+    const v = writeKVSlots(kv.v, vNew, writes, this.writeMode);
+    if (k !== kv.k) {
+      kv.k.dispose();
+      kv.k = tf.keep(k);
+    }
+    if (v !== kv.v) {
+      kv.v.dispose();
+      kv.v = tf.keep(v);
+    }
+  }
+
+  private checkAllAppended(): void {
+    if (this.current === null) return;
+    for (let l = 0; l < this.numLayers; l++) {
+      if (this.appended[l] !== this.stepId) {
+        throw new ParaError('INVALID_ARGUMENT', `layer ${l} has not appended in the current step: every layer must append before the next step`, { field: 'layer' });
+      }
+    }
+  }
+
+  private checkRow(row: number, field: string): void {
+    if (!Number.isInteger(row) || row < 0 || row >= this.batchSize) {
+      throw new ParaError('INVALID_ARGUMENT', 'row index out of range', { field, expected: `0 … ${this.batchSize - 1}`, actual: String(row) });
+    }
   }
 
   private checkLayer(index: number): void {
@@ -200,4 +462,3 @@ export class KVCache {
     if (this.disposed) throw new ParaError('INVALID_ARGUMENT', 'the KV cache was disposed', { field: 'cache' });
   }
 }
-

@@ -103,7 +103,7 @@ for (const backend of testBackends()) {
             }
       const expected = real.map((layer) => layer.map(referenceRow)); // [layer][b][token]
 
-      const cache = new KVCache({ numLayers, batchSize: B });
+      const cache = new KVCache({ numLayers, batchSize: B, capacity: L + decodeValid.length + 2 });
       const seen = Array.from({ length: numLayers }, () => new Array<number>(B).fill(0));
       let compared = 0;
       for (const stepValid of stepsValid) {
@@ -121,7 +121,7 @@ for (const backend of testBackends()) {
             const k = applyRope(gridToHeads(pick((t) => t.k), Hkv), cos, sin); // [B, Hkv, T, hd]
             const v = gridToHeads(pick((t) => t.v), Hkv); // [B, Hkv, T, hd]
             const kv = cache.append(l, k, v); // [B, Hkv, S, hd]
-            expect(kv.k.shape).toEqual([B, Hkv, step.totalLength, hd]);
+            expect(kv.k.shape).toEqual([B, Hkv, step.keyLength, hd]);
             return attention(q, kv.k, kv.v, mask); // [B, Hq, T, hd]
           });
           const got = await take(out);
@@ -151,7 +151,7 @@ for (const backend of testBackends()) {
       const numLayers = 2;
       const B = 2;
       const before = tf.memory().numTensors;
-      const cache = new KVCache({ numLayers, batchSize: B });
+      const cache = new KVCache({ numLayers, batchSize: B, capacity: 64 });
       const q0 = rng.normalTensor([B, Hq, 1, hd]);
       const k0 = rng.normalTensor([B, Hkv, 1, hd]);
       const v0 = rng.normalTensor([B, Hkv, 1, hd]);
@@ -185,7 +185,7 @@ for (const backend of testBackends()) {
 describe('KVCache misuse', () => {
   it('throws typed errors', async () => {
     await useBackend('cpu');
-    const cache = new KVCache({ numLayers: 2, batchSize: 1, maxPositions: 4 });
+    const cache = new KVCache({ numLayers: 2, batchSize: 1, capacity: 8, maxPositions: 4 });
     const kv = tf.zeros([1, 1, 2, 4]);
     expect(caught(() => cache.append(0, kv, kv))).toMatchObject({ code: 'INVALID_ARGUMENT', field: 'layer' });
     expect(caught(() => cache.beginStep([[1, 1], [1, 1]]))).toMatchObject({ code: 'SHAPE_MISMATCH', field: 'newValid' });
