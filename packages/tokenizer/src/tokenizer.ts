@@ -92,6 +92,26 @@ function parseJson(input: string | object, what: string, file: string | undefine
   return value;
 }
 
+/**
+ * Whether decode applies transformers' `clean_up_tokenization` (" ." → ".", " n't" → "n't", …)
+ * after the tokenizer.json decoder, as transformers 5 decides it (TokenizersBackend._decode in
+ * tokenization_utils_tokenizers.py, checked against transformers 5.18.0): only when
+ * tokenizer_config.json sets `clean_up_tokenization_spaces` (the default is false since v5), and
+ * never for a BPE model (byte-level or SentencePiece-style: Llama-3, Qwen, Gemma, Mistral), whose
+ * decoders already give back the text exactly — the clean-up would turn `x !== 'y'` into
+ * `x!=='y'` — unless `clean_up_tokenization_spaces_for_bpe_even_though_it_will_corrupt_output`
+ * is set too. Python `tokenizers` itself never applies it (only a WordPiece/CTC decoder's own
+ * `cleanup` field does, which `@huggingface/tokenizers` honours in the decoder).
+ */
+function cleansUpSpaces(json: Json, config: Json): boolean {
+  if (!config.clean_up_tokenization_spaces) return false;
+  const model = json.model as Json;
+  const bpe = model.type === 'BPE' || (model.type === undefined && Array.isArray(model.merges));
+  return (
+    !bpe || Boolean(config.clean_up_tokenization_spaces_for_bpe_even_though_it_will_corrupt_output)
+  );
+}
+
 /** Checks the parts of tokenizer.json that `@huggingface/tokenizers` relies on without checking. */
 function validateTokenizerJson(json: Json, file: string): Json {
   const bad = (field: string, expected: string, actual: unknown) =>
@@ -265,10 +285,9 @@ export class ParaTokenizer {
     }
     let tok: Tokenizer;
     try {
-      // Byte-level BPE decodes exactly; transformers' old clean-up (" ." → ".") is opt-in here.
       tok = new Tokenizer(json, {
         ...config,
-        clean_up_tokenization_spaces: config.clean_up_tokenization_spaces ?? false,
+        clean_up_tokenization_spaces: cleansUpSpaces(json, config),
       });
     } catch (e) {
       throw new ParaError('INVALID_CONFIG', `malformed tokenizer.json: ${(e as Error).message}`, {
