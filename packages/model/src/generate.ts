@@ -144,10 +144,13 @@ export async function* generateStream<R = unknown>(
   let state: DecodeState<R> | undefined;
   let logits: tf.Tensor | undefined;
   try {
+    // The KV cache is allocated once: the padded prompt plus every new token fits.
+    const capacity = Math.max(...prompts.map((p) => p.length)) + maxNewTokens;
     ({ logits, state } = model.prefill(prompts, {
       adapter: options.adapter,
       request: options.request,
       padTokenId: options.padTokenId,
+      capacity,
     }));
     for (let step = 0; step < maxNewTokens; step++) {
       const rows = await hostRows(logits);
@@ -179,7 +182,7 @@ export async function* generateStream<R = unknown>(
         for (let b = 0; b < B; b++) finish[b] ??= 'aborted';
         break;
       }
-      // Finished rows feed a padding slot; their logits are ignored.
+      // Finished rows are inactive: they write nothing; their logits are ignored.
       const active = finish.map((f) => f === undefined);
       logits = model.decodeStep(next, state, { active });
       steps++;

@@ -3,8 +3,13 @@
  *
  * Three entry points share `layer.ts`:
  *   forward(ids, {attentionMask})    teacher-forced logits [B, T, V] of a padded batch (training)
- *   prefill(prompts)                 runs the prompts, fills a KV cache → {logits [B, V], state}
+ *   prefill(prompts, {capacity})     runs the prompts, fills a KV cache → {logits [B, V], state}
  *   decodeStep(lastIds, state)       ONE new token per row against the cache → logits [B, V]
+ *
+ * The cache (`KVCache` of @para/ops) is allocated once at prefill for `capacity` slots per row
+ * and written in place every step; each row has its own write cursor, so rows of a
+ * `DecodeState` can leave (`releaseRow`) and newcomers join (`insertRows`: the rows of another
+ * state, e.g. the newcomer's own prefill, copied into free rows) while the batch keeps decoding.
  *
  * Padding: rows are left-padded for generation; a mask `[B, T]` marks real tokens (1) and
  * padding (0), positions are `cumsum(mask) - 1` as in HF `generate`, so a padded row computes
@@ -13,6 +18,7 @@
 
 import * as tf from '@tensorflow/tfjs-core';
 import { disposeAll, ParaError } from '@para/core';
+import type { ChatMessage, ParaTokenizer } from '@para/tokenizer';
 import {
   attentionMask as buildAttentionMask,
   KVCache,
@@ -34,6 +40,7 @@ import {
   type TokenEvent,
 } from './generate';
 import { decoderLayer, type LayerCall } from './layer';
+import { generateText, streamText, type TextGenerateOptions, type TextInput } from './text';
 import { initWeights } from './weights/init';
 import { allWeightTensors, type ModelWeights } from './weights/weights';
 
@@ -65,16 +72,38 @@ export interface PrefillOptions<R = unknown> extends AdapterOptions<R> {
   allLogits?: boolean;
   /** Pad id when padding ragged prompts (default: config pad, else 0). */
   padTokenId?: number;
+  /**
+   * KV slots per row, prompt padding included: the prompt plus every token decoded later must
+   * fit (default: the padded prompt length + {@link DEFAULT_DECODE_SLOTS}, at most
+   * max_position_embeddings; `generate` passes longest prompt + maxNewTokens).
+   */
+  capacity?: number;
 }
 
+/** Decode slots a prefill reserves per row when no `capacity` is given. */
+export const DEFAULT_DECODE_SLOTS = 128;
+
 export interface DecodeStepOptions {
-  /** Rows that take a real token this step (default all); inactive rows append a padding slot. */
+  /**
+   * Rows that take a real token this step (default: every row not released). An inactive row
+   * writes nothing and keeps its place (a finished or paused request); its logits are garbage
+   * to ignore. Marking a released row active throws.
+   */
   active?: boolean[];
 }
 
+/** Which rows `DecodeState.insertRows` copies, and where to. */
+export interface InsertRowsOptions {
+  /** Rows of the source state (default: all its rows in use). */
+  rows?: readonly number[];
+  /** Free rows of this state to fill, one per source row (default: the lowest free rows). */
+  into?: readonly number[];
+}
+
 /**
- * Everything a batch of requests carries between decode steps: the KV cache and the adapter's
- * per-layer state. Free it with `dispose()`.
+ * Everything a batch of requests carries between decode steps: the KV cache (a fixed number of
+ * slot rows, each with its own cursor) and the adapter's per-layer, batch-first state. Rows
+ * leave with `releaseRow` and join with `insertRows`. Free it with `dispose()`.
  */
 export class DecodeState<R = unknown> {
   constructor(
@@ -84,18 +113,93 @@ export class DecodeState<R = unknown> {
     readonly adapterState: AdapterState | null,
   ) {}
 
+  /** Slot rows (requests at once), free ones included. */
   get batchSize(): number {
     return this.cache.batchSize;
   }
 
-  /** Slots filled so far (prompt slots, padding included, plus decoded tokens). */
+  /** KV slots per row. */
+  get capacity(): number {
+    return this.cache.capacity;
+  }
+
+  /** Slots used by the longest row (prompt slots, padding included, plus decoded tokens). */
   get length(): number {
     return this.cache.length;
   }
 
-  /** Real tokens per row. */
+  /** Real tokens per row (0 for a free row). */
   rowLengths(): number[] {
     return this.cache.rowLengths();
+  }
+
+  /** Slots used per row. */
+  rowSlots(): number[] {
+    return this.cache.rowSlots();
+  }
+
+  /** Rows released and not filled again. */
+  freeRows(): number[] {
+    return this.cache.freeRows();
+  }
+
+  isFree(row: number): boolean {
+    return this.cache.isFree(row);
+  }
+
+  /**
+   * The request in `row` leaves: its KV slots are freed for a newcomer (`insertRows`). Until
+   * then the row is skipped by `decodeStep` (its logits are finite garbage to ignore).
+   */
+  releaseRow(row: number): void {
+    this.cache.releaseRow(row);
+  }
+
+  /**
+   * Newcomers join: copies rows of `source` (another state of the same model, typically a
+   * newcomer's own `prefill`, a batch of one) into free rows of this state — their KV slots,
+   * cursors and per-row adapter state — so they continue decoding here, with this state's
+   * adapter hooks and request. Returns the rows filled. `source` is unchanged; dispose it
+   * afterwards. Throws a `ParaError` when there are not enough free rows, a row is longer than
+   * this state's capacity, or the states do not match (model shapes, adapter state).
+   */
+  insertRows(source: DecodeState<unknown>, options: InsertRowsOptions = {}): number[] {
+    if (!(source instanceof DecodeState) || source === (this as DecodeState<unknown>)) {
+      throw new ParaError('INVALID_ARGUMENT', 'insertRows needs another DecodeState', {
+        field: 'source',
+        expected: 'a DecodeState other than this one',
+      });
+    }
+    const fromRows = [...(options.rows ?? range(source.batchSize).filter((b) => !source.isFree(b)))];
+    const free = this.freeRows();
+    if (options.into === undefined && free.length < fromRows.length) {
+      throw new ParaError('INVALID_ARGUMENT', `no free row: ${fromRows.length} rows to insert, ${free.length} free`, {
+        field: 'rows',
+        expected: `${fromRows.length} free rows (release rows first)`,
+        actual: `${free.length} free`,
+      });
+    }
+    const toRows = [...(options.into ?? free.slice(0, fromRows.length))];
+    const theirs = source.adapterState;
+    const mine = this.adapterState;
+    if (mine === null && theirs !== null && theirs.size > 0) {
+      throw new ParaError('INVALID_ARGUMENT', 'the rows carry adapter state but this batch runs without an adapter', {
+        field: 'source.adapterState',
+        expected: 'a batch prefilled with an adapter (pass one, e.g. a mixed batch, to prefill)',
+        actual: `${theirs.size} adapter tensors`,
+      });
+    }
+    if (mine !== null) checkAdapterRows(mine, theirs, this.batchSize, source.batchSize);
+    this.cache.copyRowsFrom(source.cache, fromRows, toRows); // validates before it writes
+    if (mine !== null) {
+      try {
+        copyAdapterRows(mine, theirs, fromRows, toRows, this.batchSize);
+      } catch (e) {
+        for (const to of toRows) this.cache.releaseRow(to);
+        throw e;
+      }
+    }
+    return toRows;
   }
 
   dispose(): void {
@@ -104,11 +208,105 @@ export class DecodeState<R = unknown> {
   }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Adapter state rows. TODO(adapter.ts owner): move into AdapterState once its store is typed.
+// With a store that has `insertRows(from, fromRows, toRows, batchSize)` (the typed store) it
+// does the work; otherwise every stored tensor `[B, ...]` of `AdapterState.layers[l]` gets the
+// source rows copied generically (concat + gather along axis 0).
+// ---------------------------------------------------------------------------------------------
+
+type LayerStore = AdapterState['layers'][number];
+
+interface TypedRowStore {
+  insertRows(from: AdapterState, fromRows: readonly number[], toRows: readonly number[], batchSize: number): void;
+}
+
+/** The typed store's own row copy, if this version of AdapterState has one. */
+function typedInsertRows(s: AdapterState): TypedRowStore | null {
+  const store = s as unknown as Partial<TypedRowStore>;
+  return typeof store.insertRows === 'function' ? (store as TypedRowStore) : null;
+}
+
+/** The tensors of one layer's store (key → `[B, ...]`), for the generic copy. */
+function storeEntries(store: LayerStore | undefined): Map<string, tf.Tensor> {
+  const s = store as unknown as { entries?: () => Iterable<[string, tf.Tensor]>; map?: unknown } | undefined;
+  if (s === undefined) return new Map();
+  if (typeof s.entries === 'function') return new Map(s.entries());
+  if (s.map instanceof Map) return new Map(s.map as Map<string, tf.Tensor>);
+  throw new ParaError('UNSUPPORTED', 'cannot list the adapter state to copy rows', { field: 'adapterState' });
+}
+
+/** Generic path: both sides hold the same keys, batch-first, equal trailing shapes. */
+function checkAdapterRows(mine: AdapterState, theirs: AdapterState | null, B: number, sourceB: number): void {
+  if (typedInsertRows(mine) !== null) return; // the typed store fills missing sites with the identity
+  mine.layers.forEach((layer, l) => {
+    const a = storeEntries(layer);
+    const b = storeEntries(theirs?.layers[l]);
+    const keys = new Set([...a.keys(), ...b.keys()]);
+    for (const key of keys) {
+      const ta = a.get(key);
+      const tb = b.get(key);
+      const field = `adapterState.layers[${l}].${key}`;
+      if (ta === undefined || tb === undefined) {
+        throw new ParaError('INVALID_ARGUMENT', `only one of the states holds adapter tensor "${key}" in layer ${l}`, {
+          field,
+          expected: 'the same adapter state keys on both sides (same adapter kind)',
+          actual: ta === undefined ? 'missing in this batch' : 'missing in the inserted rows',
+        });
+      }
+      const same = ta.shape.length === tb.shape.length && ta.shape.every((d, i) => i === 0 || d === tb.shape[i]);
+      if (!same || ta.shape[0] !== B || tb.shape[0] !== sourceB) {
+        throw new ParaError('SHAPE_MISMATCH', `adapter tensor "${key}" of layer ${l} cannot be copied row by row`, {
+          field,
+          expected: `batch-first [${B}, ...] here and [${sourceB}, ...] in the source, equal trailing dims`,
+          actual: `[${ta.shape.join(', ')}] and [${tb.shape.join(', ')}]`,
+        });
+      }
+    }
+  });
+}
+
+/** Copy rows `fromRows` of `theirs` into rows `toRows` of `mine` (every layer, every stored tensor). */
+function copyAdapterRows(
+  mine: AdapterState,
+  theirs: AdapterState | null,
+  fromRows: readonly number[],
+  toRows: readonly number[],
+  B: number,
+): void {
+  const typed = typedInsertRows(mine);
+  if (typed !== null) {
+    typed.insertRows(theirs ?? new AdapterState(mine.layers.length, false), fromRows, toRows, B);
+    return;
+  }
+  mine.layers.forEach((layer, l) => {
+    const a = storeEntries(layer);
+    const b = storeEntries(theirs?.layers[l]);
+    for (const [key, ta] of a) {
+      const tb = b.get(key) as tf.Tensor;
+      const next = tf.tidy(() => {
+        const index = Int32Array.from(range(B)); // [B]: row of `both` each row takes
+        toRows.forEach((to, i) => {
+          index[to] = B + (fromRows[i] as number);
+        });
+        const both = tf.concat([ta, tb], 0); // [B + B_source, ...]
+        return tf.gather(both, tf.tensor1d(index, 'int32')); // [B, ...]
+      });
+      (layer as unknown as { set(key: string, t: tf.Tensor): void }).set(key, next);
+      next.dispose();
+    }
+  });
+}
+
 export class CausalLM {
   readonly config: ModelConfig;
   readonly weights: ModelWeights;
   /** RoPE inverse frequencies `[hd/2]` (scaling applied). */
   readonly invFreq: Float32Array;
+  /** The tokenizer text generation uses (`loadPretrained` sets it; null: token ids only). */
+  tokenizer: ParaTokenizer | null = null;
+  /** Where the model was loaded from, as given (`loadPretrained` sets it; adapters record it as `base_model_name_or_path`). */
+  nameOrPath: string | null = null;
   private disposed = false;
 
   constructor(config: ModelConfig, weights: ModelWeights) {
@@ -194,10 +392,22 @@ export class CausalLM {
     const B = ids.length;
     const T = (ids[0] as number[]).length;
     this.checkLength(Math.max(...mask.map(rowSum)), T, 'prompts');
+    const c = this.config;
+    const capacity = options.capacity ?? Math.max(T, Math.min(T + DEFAULT_DECODE_SLOTS, c.maxPositionEmbeddings));
+    if (!Number.isInteger(capacity) || capacity < T) {
+      throw new ParaError('INVALID_ARGUMENT', `a capacity of ${capacity} slots cannot hold the ${T}-slot prompts`, {
+        field: 'capacity',
+        expected: `an integer ≥ ${T} (the padded prompt length)`,
+        actual: String(capacity),
+      });
+    }
     const cache = new KVCache({
-      numLayers: this.config.numLayers,
+      numLayers: c.numLayers,
       batchSize: B,
-      maxPositions: this.config.maxPositionEmbeddings,
+      capacity,
+      numKvHeads: c.numKvHeads,
+      headDim: c.headDim,
+      maxPositions: c.maxPositionEmbeddings,
     });
     const adapter = options.adapter ?? null;
     const adapterState = adapter === null ? null : new AdapterState(this.config.numLayers, true);
@@ -207,7 +417,7 @@ export class CausalLM {
       const logits = tf.tidy(() => {
         const idsT = tf.tensor2d(ids, [B, T], 'int32'); // [B, T]
         const { cos, sin } = ropeCosSin(step.positions, this.invFreq); // [B, 1, T, hd]
-        const attnMask = buildAttentionMask({ keyValid: step.keyValid, queryLength: T }); // [B, 1, T, T]
+        const attnMask = cache.attentionMask(step); // [B, 1, T, T]
         const tokenMask = adapter === null ? null : tf.tensor2d(mask, [B, T], 'float32'); // [B, T]
         const plan = this.plan(options, 'prefill', tokenMask, adapterState);
         let x = this.trunk(idsT, { config: this.config, cos, sin, mask: attnMask, cache, plan }); // [B, T, d]
@@ -223,9 +433,11 @@ export class CausalLM {
   }
 
   /**
-   * THE DECODE STEP: feeds one token per row (`lastIds`, length B) at the next slot, attends to
-   * everything in the cache, and returns the next-token logits `[B, V]` (the caller disposes
-   * them). The state's cache grows by one slot.
+   * THE DECODE STEP: feeds one token per row (`lastIds`, length B; any valid id for a free or
+   * inactive row) at each active row's next slot, attends over the cache's whole capacity (the
+   * validity mask hides unused slots), and returns the next-token logits `[B, V]` (the caller
+   * disposes them; rows that did not take a token hold finite garbage). Shapes are the same
+   * every step.
    */
   decodeStep<R = unknown>(
     lastIds: number[],
@@ -242,26 +454,35 @@ export class CausalLM {
       });
     }
     this.checkIds([lastIds], 'lastIds');
-    const active = options.active;
-    if (active !== undefined && (!Array.isArray(active) || active.length !== B)) {
+    if (options.active !== undefined && (!Array.isArray(options.active) || options.active.length !== B)) {
       throw new ParaError('INVALID_ARGUMENT', 'active needs one flag per batch row', {
         field: 'active',
         expected: `${B} booleans`,
       });
     }
-    // Positions are checked by the cache (maxPositions); slots here.
+    const free = new Set(state.freeRows());
+    options.active?.forEach((a, b) => {
+      if (a && free.has(b)) {
+        throw new ParaError('INVALID_ARGUMENT', `row ${b} was released and holds no request`, {
+          field: `active[${b}]`,
+          expected: 'false for a released row (insertRows fills it again)',
+          actual: 'true',
+        });
+      }
+    });
+    const active = options.active?.map(Boolean) ?? range(B).map((b) => !free.has(b));
+    // Positions and capacity are checked by the cache; slots here.
     this.checkLength(0, state.length + 1, 'decode step');
-    const valid = active === undefined ? 1 : active.map((a) => [a ? 1 : 0]);
-    const step = state.cache.beginStep(valid); // positions [B][1], keyValid [B][S]
+    const step = state.cache.beginStep(active.map((a) => [a ? 1 : 0])); // positions [B][1], keyValid [B][C]
     return tf.tidy(() => {
       const idsT = tf.tensor2d(lastIds, [B, 1], 'int32'); // [B, 1]
       // A decode step: RoPE in its half-swap form, fewer kernel launches (see ropeCosSin).
       const { cos, sin, sinSigned } = ropeCosSin(step.positions, this.invFreq, { signedSin: true }); // [B, 1, 1, hd]
-      const attnMask = buildAttentionMask({ keyValid: step.keyValid, queryLength: 1 }); // [B, 1, 1, S]
+      const attnMask = state.cache.attentionMask(step); // [B, 1, 1, C]
       let plan: AdapterPlan<unknown> | null = null;
       if (state.adapter !== null) {
         const tokenMask = tf.tensor2d(
-          active === undefined ? new Array(B).fill(1) : active.map((a) => (a ? 1 : 0)),
+          active.map((a) => (a ? 1 : 0)),
           [B, 1],
           'float32',
         ); // [B, 1]
@@ -285,12 +506,23 @@ export class CausalLM {
     });
   }
 
-  /** Generates from prompts (token ids per row); see generate.ts. */
-  generate<R = unknown>(
-    prompts: number[][],
-    options: GenerateOptions<R> = {},
-  ): Promise<GenerateResult> {
-    return generate(this, prompts, options);
+  /**
+   * Generates text or tokens. Text: a prompt → its continuation, a list of prompts → one
+   * continuation each (one batch), chat messages → the assistant's reply (the tokenizer's chat
+   * template); needs `model.tokenizer` (set by `loadPretrained`). Tokens (for experts): prompts
+   * as token ids per row → `GenerateResult`. See text.ts and generate.ts.
+   */
+  generate(input: string | readonly ChatMessage[], options?: TextGenerateOptions): Promise<string>;
+  generate(input: readonly string[], options?: TextGenerateOptions): Promise<string[]>;
+  generate<R = unknown>(prompts: number[][], options?: GenerateOptions<R>): Promise<GenerateResult>;
+  generate(input: TextInput | number[][], options: TextGenerateOptions | GenerateOptions = {}): Promise<string | string[] | GenerateResult> {
+    if (Array.isArray(input) && Array.isArray(input[0])) return generate(this, input as number[][], options as GenerateOptions);
+    return generateText(this, this.textTokenizer(), input as TextInput, options as TextGenerateOptions);
+  }
+
+  /** Streams the text of one prompt or chat as it is generated (async iterator of pieces). */
+  stream(input: string | readonly ChatMessage[], options: TextGenerateOptions = {}): AsyncGenerator<string, string> {
+    return streamText(this, this.textTokenizer(), input, options);
   }
 
   /** Streams tokens as they are produced (async iterator); see generate.ts. */
@@ -299,6 +531,16 @@ export class CausalLM {
     options: GenerateOptions<R> = {},
   ): AsyncGenerator<TokenEvent, GenerateResult> {
     return generateStream(this, prompts, options);
+  }
+
+  private textTokenizer(): ParaTokenizer {
+    if (this.tokenizer === null) {
+      throw new ParaError('INVALID_ARGUMENT', 'text generation needs a tokenizer: load the model with loadPretrained, or set model.tokenizer', {
+        field: 'model.tokenizer',
+        expected: 'a ParaTokenizer (or pass token ids)',
+      });
+    }
+    return this.tokenizer;
   }
 
   /** Frees the weights. */
@@ -496,6 +738,10 @@ export class CausalLM {
     if (this.disposed)
       throw new ParaError('INVALID_ARGUMENT', 'the model was disposed', { field: 'model' });
   }
+}
+
+function range(n: number): number[] {
+  return Array.from({ length: n }, (_, i) => i);
 }
 
 function rowSum(row: number[]): number {

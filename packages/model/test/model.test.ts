@@ -136,7 +136,7 @@ describe.each(testBackends())('CausalLM on %s', (backend) => {
 
   it('tf.memory().numTensors stays flat over 200 decode steps', async () => {
     const before = tf.memory().numTensors;
-    const { logits, state } = model.prefill([[1, 2, 3], [4]]);
+    const { logits, state } = model.prefill([[1, 2, 3], [4]], { capacity: 3 + 200 });
     logits.dispose();
     const counts: number[] = [];
     let next = [5, 6];
