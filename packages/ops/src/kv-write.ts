@@ -189,23 +189,23 @@ function writeWasm(backend: WasmBackendLike, cache: tf.Tensor, src: tf.Tensor, w
 }
 
 /**
- * webgpu: one dispatch over `src`'s elements; `meta [n, 2]` int32 gives each src row its target
+ * webgpu: one dispatch over `src`'s elements (`kvNew` in WGSL); `kvRows [n, 2]` int32 gives each src row its target
  * row (or -1: skip) and first slot. The output binding is the cache itself, so the program
  * writes only the new slots and leaves every other element as it is. The shader key depends on
  * ranks and dtypes only, so it is compiled once.
  */
 function writeWebGPU(backend: WebGPUBackendLike, cache: tf.Tensor, src: tf.Tensor, writes: readonly KVWrite[]): void {
   const n = src.shape[0] as number;
-  const meta = new Int32Array(2 * n).fill(-1); // [n, 2]: (row, start)
+  const rows = new Int32Array(2 * n).fill(-1); // [n, 2]: (row, start)
   for (const w of writes) {
-    meta[2 * w.src] = w.row;
-    meta[2 * w.src + 1] = w.start;
+    rows[2 * w.src] = w.row;
+    rows[2 * w.src + 1] = w.start;
   }
-  const metaT = tf.tensor1d(meta, 'int32'); // [2n]
+  const rowsT = tf.tensor1d(rows, 'int32'); // [2n]
   const size = src.size;
   const workgroupSize: [number, number, number] = [64, 1, 1];
   const program: WebGPUProgramLike = {
-    variableNames: ['src', 'meta'],
+    variableNames: ['kvNew', 'kvRows'],
     outputShape: src.shape.slice(),
     shaderKey: 'paraKVWrite',
     dispatchLayout: { x: [0, 1, 2, 3] },
@@ -215,27 +215,31 @@ function writeWebGPU(backend: WebGPUBackendLike, cache: tf.Tensor, src: tf.Tenso
     getUserCode: () => `
       fn main(index : i32) {
         if (index < uniforms.size) {
-          let hd = uniforms.srcShape.w;
-          let T = uniforms.srcShape.z;
-          let H = uniforms.srcShape.y;
+          let hd = uniforms.kvNewShape.w;
+          let T = uniforms.kvNewShape.z;
+          let H = uniforms.kvNewShape.y;
           let d = index % hd;
           let t = (index / hd) % T;
           let h = (index / (hd * T)) % H;
           let i = index / (hd * T * H);
-          let row = meta[2 * i];
+          let row = kvRows[2 * i];
           if (row >= 0) {
-            let start = meta[2 * i + 1];
+            let start = kvRows[2 * i + 1];
             let S = uniforms.outShape.z;
-            result[((row * H + h) * S + start + t) * hd + d] = src[index];
+            result[((row * H + h) * S + start + t) * hd + d] = kvNew[index];
           }
         }
       }
     `,
   };
   try {
-    backend.runWebGPUProgram(program, [src, metaT], 'float32', undefined, cache);
+    backend.runWebGPUProgram(program, [src, rowsT], 'float32', undefined, cache);
+    // A read (`data()`) caches the values on the host, and the backend then serves reads (and
+    // small kernels run on the CPU) from that copy: drop it, the buffer is the truth now.
+    const entry = backend.tensorMap.get(cache.dataId) as { values?: unknown } | undefined;
+    if (entry !== undefined) entry.values = null;
   } finally {
-    metaT.dispose(); // released after the queue submits (the backend defers it)
+    rowsT.dispose(); // released after the queue submits (the backend defers it)
   }
 }
 
