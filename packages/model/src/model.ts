@@ -189,11 +189,11 @@ export class DecodeState<R = unknown> {
         actual: `${theirs.size} adapter tensors`,
       });
     }
-    if (mine !== null) checkAdapterRows(mine, theirs, this.batchSize, source.batchSize);
     this.cache.copyRowsFrom(source.cache, fromRows, toRows); // validates before it writes
     if (mine !== null) {
       try {
-        copyAdapterRows(mine, theirs, fromRows, toRows, this.batchSize);
+        // Site by site; a site only one side has gets the identity in the other's rows.
+        mine.insertRows(theirs ?? new AdapterState(mine.layers.length, false), fromRows, toRows, this.batchSize);
       } catch (e) {
         for (const to of toRows) this.cache.releaseRow(to);
         throw e;
@@ -206,96 +206,6 @@ export class DecodeState<R = unknown> {
     this.cache.dispose();
     this.adapterState?.dispose();
   }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Adapter state rows. TODO(adapter.ts owner): move into AdapterState once its store is typed.
-// With a store that has `insertRows(from, fromRows, toRows, batchSize)` (the typed store) it
-// does the work; otherwise every stored tensor `[B, ...]` of `AdapterState.layers[l]` gets the
-// source rows copied generically (concat + gather along axis 0).
-// ---------------------------------------------------------------------------------------------
-
-type LayerStore = AdapterState['layers'][number];
-
-interface TypedRowStore {
-  insertRows(from: AdapterState, fromRows: readonly number[], toRows: readonly number[], batchSize: number): void;
-}
-
-/** The typed store's own row copy, if this version of AdapterState has one. */
-function typedInsertRows(s: AdapterState): TypedRowStore | null {
-  const store = s as unknown as Partial<TypedRowStore>;
-  return typeof store.insertRows === 'function' ? (store as TypedRowStore) : null;
-}
-
-/** The tensors of one layer's store (key → `[B, ...]`), for the generic copy. */
-function storeEntries(store: LayerStore | undefined): Map<string, tf.Tensor> {
-  const s = store as unknown as { entries?: () => Iterable<[string, tf.Tensor]>; map?: unknown } | undefined;
-  if (s === undefined) return new Map();
-  if (typeof s.entries === 'function') return new Map(s.entries());
-  if (s.map instanceof Map) return new Map(s.map as Map<string, tf.Tensor>);
-  throw new ParaError('UNSUPPORTED', 'cannot list the adapter state to copy rows', { field: 'adapterState' });
-}
-
-/** Generic path: both sides hold the same keys, batch-first, equal trailing shapes. */
-function checkAdapterRows(mine: AdapterState, theirs: AdapterState | null, B: number, sourceB: number): void {
-  if (typedInsertRows(mine) !== null) return; // the typed store fills missing sites with the identity
-  mine.layers.forEach((layer, l) => {
-    const a = storeEntries(layer);
-    const b = storeEntries(theirs?.layers[l]);
-    const keys = new Set([...a.keys(), ...b.keys()]);
-    for (const key of keys) {
-      const ta = a.get(key);
-      const tb = b.get(key);
-      const field = `adapterState.layers[${l}].${key}`;
-      if (ta === undefined || tb === undefined) {
-        throw new ParaError('INVALID_ARGUMENT', `only one of the states holds adapter tensor "${key}" in layer ${l}`, {
-          field,
-          expected: 'the same adapter state keys on both sides (same adapter kind)',
-          actual: ta === undefined ? 'missing in this batch' : 'missing in the inserted rows',
-        });
-      }
-      const same = ta.shape.length === tb.shape.length && ta.shape.every((d, i) => i === 0 || d === tb.shape[i]);
-      if (!same || ta.shape[0] !== B || tb.shape[0] !== sourceB) {
-        throw new ParaError('SHAPE_MISMATCH', `adapter tensor "${key}" of layer ${l} cannot be copied row by row`, {
-          field,
-          expected: `batch-first [${B}, ...] here and [${sourceB}, ...] in the source, equal trailing dims`,
-          actual: `[${ta.shape.join(', ')}] and [${tb.shape.join(', ')}]`,
-        });
-      }
-    }
-  });
-}
-
-/** Copy rows `fromRows` of `theirs` into rows `toRows` of `mine` (every layer, every stored tensor). */
-function copyAdapterRows(
-  mine: AdapterState,
-  theirs: AdapterState | null,
-  fromRows: readonly number[],
-  toRows: readonly number[],
-  B: number,
-): void {
-  const typed = typedInsertRows(mine);
-  if (typed !== null) {
-    typed.insertRows(theirs ?? new AdapterState(mine.layers.length, false), fromRows, toRows, B);
-    return;
-  }
-  mine.layers.forEach((layer, l) => {
-    const a = storeEntries(layer);
-    const b = storeEntries(theirs?.layers[l]);
-    for (const [key, ta] of a) {
-      const tb = b.get(key) as tf.Tensor;
-      const next = tf.tidy(() => {
-        const index = Int32Array.from(range(B)); // [B]: row of `both` each row takes
-        toRows.forEach((to, i) => {
-          index[to] = B + (fromRows[i] as number);
-        });
-        const both = tf.concat([ta, tb], 0); // [B + B_source, ...]
-        return tf.gather(both, tf.tensor1d(index, 'int32')); // [B, ...]
-      });
-      (layer as unknown as { set(key: string, t: tf.Tensor): void }).set(key, next);
-      next.dispose();
-    }
-  });
 }
 
 export class CausalLM {

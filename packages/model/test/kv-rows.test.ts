@@ -5,7 +5,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { AdapterContext, CausalLM, DecodeState, ModelAdapter } from '../src/index';
+import type { CausalLM, DecodeState, ModelAdapter } from '../src/index';
 import { caught, expectClose, maxAbsDiff, take, testBackends, useBackend } from './helpers/backends';
 import { tinyConfig, tinyModel } from './helpers/models';
 import { CausalLM as Model } from '../src/index';
@@ -34,31 +34,18 @@ interface Trace {
 }
 
 /**
- * A hand-written PARA-like adapter: at prefill, per row, s = 1 + 0.5·tanh(4 · mean over the prompt
- * of h[:, :dim]) `[B, 1, dim]` (dim = q_proj width = d here) scales q_proj's output, kept in the request state for the decode
- * steps. Written for both versions of the adapter state store (typed `ctx.state.setScale`, which
- * the layer applies itself; or the key/value `ctx.cache`, applied here in `transform`).
+ * A hand-written PARA-like adapter: at prefill, per row, s = 1 + 0.5·tanh(4 · mean over the
+ * prompt of h) `[B, 1, d]` (q_proj's width is d here) becomes q_proj's scale in the per-row
+ * adapter state, which the layer applies at every decode step.
  */
-function promptScaler(dim: number): ModelAdapter<unknown> {
-  const KEY = 'test.scale.q';
-  type Ctx = AdapterContext<unknown> & {
-    state?: { setScale(site: string, t: tf.Tensor): void };
-    cache?: { set(k: string, t: tf.Tensor): void; get(k: string): tf.Tensor | undefined };
-  };
+function promptScaler(): ModelAdapter<unknown> {
   return {
     sites: ['q_proj'],
     layerInput(ctx, h) {
-      const c = ctx as Ctx;
-      if (c.phase === 'decode') return;
-      const m = tf.expandDims(c.tokenMask, -1); // [B, T, 1]
-      const mean = tf.div(tf.sum(tf.mul(tf.slice(h, [0, 0, 0], [-1, -1, dim]), m), 1, true), tf.sum(m, 1, true)); // [B, 1, dim]
-      const scale = tf.add(1, tf.mul(0.5, tf.tanh(tf.mul(4, mean)))); // [B, 1, dim]
-      if (c.state?.setScale !== undefined) c.state.setScale('q_proj', scale);
-      else c.cache?.set(KEY, scale);
-    },
-    transform(ctx, _site, y) {
-      const s = (ctx as Ctx).cache?.get(KEY);
-      return s === undefined ? y : tf.mul(y, s); // [B, T, qDim]
+      if (ctx.phase === 'decode') return;
+      const m = tf.expandDims(ctx.tokenMask, -1); // [B, T, 1]
+      const mean = tf.div(tf.sum(tf.mul(h, m), 1, true), tf.sum(m, 1, true)); // [B, 1, d]
+      ctx.state.setScale('q_proj', tf.add(1, tf.mul(0.5, tf.tanh(tf.mul(4, mean))))); // [B, 1, d]
     },
   };
 }
@@ -120,7 +107,7 @@ describe.each(testBackends())('preallocated KV cache, rows joining and leaving, 
 
   it('keeps tf.memory().numTensors flat over 50 decode steps, constant shapes, and across a release + insert', async () => {
     const before = tf.memory().numTensors;
-    const adapter = promptScaler(32);
+    const adapter = promptScaler();
     const { logits, state } = model.prefill([ROW_A, ROW_B], { capacity: ROW_A.length + 60, adapter });
     logits.dispose();
     const counts: number[] = [];
@@ -144,7 +131,7 @@ describe.each(testBackends())('preallocated KV cache, rows joining and leaving, 
 
   for (const withAdapter of [false, true]) {
     it(`a row decodes the same tokens alone or joining a running batch mid-way (${withAdapter ? 'adapter state per row' : 'no adapter'})`, async () => {
-      const adapter = withAdapter ? promptScaler(32) : null;
+      const adapter = withAdapter ? promptScaler() : null;
       const G = 8; // tokens per row
       const k = 3; // decode steps before row 1 leaves and the newcomer joins
       const refA = await alone(model, ROW_A, G, adapter);
@@ -232,7 +219,7 @@ describe.each(testBackends())('preallocated KV cache, rows joining and leaving, 
     expect(await caught(() => state.insertRows(foreign.state))).toMatchObject({ name: 'ParaError', code: 'SHAPE_MISMATCH' });
     foreign.state.dispose();
     other.dispose();
-    const adapted = model.prefill([[1, 2]], { adapter: promptScaler(32) });
+    const adapted = model.prefill([[1, 2]], { adapter: promptScaler() });
     adapted.logits.dispose();
     expect(await caught(() => state.insertRows(adapted.state))).toMatchObject({ code: 'INVALID_ARGUMENT', field: 'source.adapterState' });
     adapted.state.dispose();
