@@ -109,6 +109,46 @@ export class ConfigReader {
     return out;
   }
 
+  /**
+   * A `target_modules` list as PEFT reads it: distinct non-empty strings, kept as written (so
+   * saving writes back what was read). Each entry is matched as PEFT's
+   * `check_target_module_exists` does (see `peftListMatch`): a projection name (`q_proj`), or a
+   * dotted module path (`self_attn.q_proj`, `model.layers.1.self_attn.q_proj` — what PEFT writes
+   * for "all-linear" on a small model). An entry that can name a module other than a decoder
+   * layer's projection (`lm_head`, `embed_tokens`, `self_attn`, `mlp`, a norm, a whole layer) is
+   * UNSUPPORTED; a list none of whose entries can name a projection is INVALID_CONFIG (PEFT:
+   * "Target modules ... not found"). Other entries match nothing, and PEFT ignores them too —
+   * among them `base_model.model.model.layers.1.mlp.up_proj`: PEFT matches the base model's
+   * module names, not the `base_model.model.` tensor names.
+   */
+  targetModuleList(key: string, def: readonly string[], method: string): string[] {
+    if (!this.has(key)) return [...def];
+    const v = this.raw[key];
+    const expected = 'a non-empty list of distinct module names (q_proj, self_attn.q_proj, model.layers.0.self_attn.q_proj, ...)';
+    if (!Array.isArray(v) || v.length === 0) this.fail(key, expected);
+    const out: string[] = [];
+    for (const m of v) {
+      if (typeof m !== 'string' || m === '' || out.includes(m)) this.fail(key, expected);
+      out.push(m);
+    }
+    const other = out.find((e) => OTHER_MODULES.some((t) => entryCanMatch(e, t)));
+    if (other !== undefined) {
+      this.fail(key, `names of the decoder layers' projections (${method} on "${other}" is not implemented)`, 'UNSUPPORTED');
+    }
+    if (!out.some((e) => entryProjections(e).length > 0)) {
+      const prefixed = out.find((e) => e.startsWith('base_model.'));
+      this.fail(
+        key,
+        prefixed === undefined
+          ? `names matching ${ALL_PROJECTIONS.join(', ')} as PEFT matches them`
+          : `module names of the base model (PEFT matches "${prefixed.replace(/^base_model\.model\./, '')}", not "${prefixed}")`,
+        'INVALID_CONFIG',
+        'target_modules matches no module of the model',
+      );
+    }
+    return out;
+  }
+
   /** `null`, or a non-negative integer, or a list of them (PEFT's `layers_to_transform`). */
   layerList(key: string): number[] | null {
     if (!this.has(key)) return null;
@@ -133,6 +173,91 @@ export class ConfigReader {
 /** The projections of a decoder layer (HF module names), as `target_modules` spells them. */
 export type TargetModule = ProjectionName;
 export const ALL_PROJECTIONS: readonly TargetModule[] = PROJECTIONS;
+
+function submoduleOf(p: TargetModule): 'self_attn' | 'mlp' {
+  return p === 'gate_proj' || p === 'up_proj' || p === 'down_proj' ? 'mlp' : 'self_attn';
+}
+
+/**
+ * PEFT's key of a projection: its name in the transformers model's `named_modules()`
+ * (`model.layers.1.self_attn.q_proj`; the tensor names add `base_model.model.` in front).
+ */
+export function moduleKey(layer: number, p: TargetModule): string {
+  return `model.layers.${layer}.${submoduleOf(p)}.${p}`;
+}
+
+/**
+ * PEFT's match of a `target_modules` list entry (tuners_utils.check_target_module_exists): the
+ * module's key equals the entry or ends with "." + entry.
+ */
+export function peftListMatch(key: string, entry: string): boolean {
+  return key === entry || key.endsWith(`.${entry}`);
+}
+
+/** The other modules of a Llama-family causal LM (`{i}`: a layer index), which no method adapts. */
+const OTHER_MODULES = [
+  '',
+  'model',
+  'model.embed_tokens',
+  'model.layers',
+  'model.layers.{i}',
+  'model.layers.{i}.self_attn',
+  'model.layers.{i}.self_attn.q_norm',
+  'model.layers.{i}.self_attn.k_norm',
+  'model.layers.{i}.mlp',
+  'model.layers.{i}.mlp.act_fn',
+  'model.layers.{i}.input_layernorm',
+  'model.layers.{i}.post_attention_layernorm',
+  'model.norm',
+  'model.rotary_emb',
+  'lm_head',
+];
+
+/** Whether a list entry matches `template`'s key in some layer (PEFT's match, `{i}` any index). */
+function entryCanMatch(entry: string, template: string): boolean {
+  const e = entry.split('.');
+  const t = template.split('.');
+  if (e.length > t.length) return false;
+  const off = t.length - e.length;
+  return e.every((seg, k) => (t[off + k] === '{i}' ? /^(0|[1-9]\d*)$/.test(seg) : t[off + k] === seg));
+}
+
+/** The projections a list entry can match in some layer. */
+export function entryProjections(entry: string): TargetModule[] {
+  return ALL_PROJECTIONS.filter((p) => entryCanMatch(entry, `model.layers.{i}.${submoduleOf(p)}.${p}`));
+}
+
+/** Whether a list entry is a bare projection name (the only form PARA takes). */
+export function isProjectionName(entry: string): entry is TargetModule {
+  return (ALL_PROJECTIONS as readonly string[]).includes(entry);
+}
+
+/** Keys of modules other than the projections that `re` fully matches (checked for layers < numLayers). */
+export function otherModulesMatching(re: RegExp, numLayers: number): string[] {
+  const keys = OTHER_MODULES.flatMap((t) => (t.includes('{i}') ? Array.from({ length: numLayers }, (_, i) => t.replace('{i}', String(i))) : [t]));
+  return keys.filter((k) => re.test(k));
+}
+
+/**
+ * The (layer, projection) pairs a `target_modules` list selects on a model with `numLayers`
+ * layers, as PEFT selects them: a module whose key equals an entry is adapted; one whose key
+ * ends with "." + an entry is adapted if its layer is in `layers_to_transform` (null: all).
+ * In layer order, then in the order the list first names each projection.
+ */
+export function listTargets(list: readonly string[], numLayers: number, layersToTransform: readonly number[] | null): { layer: number; module: TargetModule }[] {
+  const order: TargetModule[] = [];
+  for (const e of list) for (const p of entryProjections(e)) if (!order.includes(p)) order.push(p);
+  const out: { layer: number; module: TargetModule }[] = [];
+  for (let i = 0; i < numLayers; i++) {
+    for (const p of order) {
+      const key = moduleKey(i, p);
+      const exact = list.includes(key);
+      const suffix = list.some((e) => key.endsWith(`.${e}`));
+      if (exact || (suffix && (layersToTransform === null || layersToTransform.includes(i)))) out.push({ layer: i, module: p });
+    }
+  }
+  return out;
+}
 
 /** Parses `adapter_config.json` text (or an already-parsed value) into a plain object. */
 export function parseConfigJson(json: string | unknown, file: string): Record<string, unknown> {

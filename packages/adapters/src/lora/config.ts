@@ -1,9 +1,9 @@
 /**
  * LoRA's settings, PEFT's `LoraConfig` keys (adapter_config.json with `peft_type: "LORA"`).
  *
- * Implemented: r, lora_alpha, lora_dropout, target_modules (a list of projection names,
- * "all-linear", or a regex string matched as PEFT does against each module's full name),
- * layers_to_transform, use_rslora, fan_in_fan_out (ignored for nn.Linear, as PEFT does),
+ * Implemented: r, lora_alpha, lora_dropout, target_modules (a list of projection names or
+ * dotted module paths, "all-linear", or a regex string, each matched as PEFT matches them — see
+ * `loraTargets`), layers_to_transform, use_rslora, fan_in_fan_out (ignored for nn.Linear, as PEFT does),
  * init_lora_weights (true | false | "gaussian", used only when creating). Keys whose non-default
  * values change the computation and are not implemented (bias other than "none", use_dora,
  * rank_pattern, alpha_pattern, modules_to_save, ...) are an UNSUPPORTED error; other PEFT
@@ -13,16 +13,19 @@
 import { ParaError } from '@para/core';
 import type { ModelConfig } from '@para/model';
 import { projectionShape } from '@para/model';
-import { ALL_PROJECTIONS, type BaseAdapterConfig, ConfigReader, INLINE_CONFIG, type TargetModule } from '../base/config';
-import { moduleOf } from '../base/adapter';
+import { ALL_PROJECTIONS, type BaseAdapterConfig, ConfigReader, INLINE_CONFIG, listTargets, moduleKey, otherModulesMatching, type TargetModule } from '../base/config';
 
 export interface LoraConfig extends BaseAdapterConfig {
   peft_type: 'LORA';
   r: number;
   lora_alpha: number;
   lora_dropout: number;
-  /** Projection names, in the order given; or a regex string as PEFT allows (see `loraTargets`). */
-  target_modules: TargetModule[] | string;
+  /**
+   * As written in adapter_config.json (and written back so): a list of projection names or
+   * module paths (`model.layers.1.self_attn.q_proj`), or "all-linear", or a regex string
+   * (see `loraTargets`).
+   */
+  target_modules: string[] | string;
   /** Only these layers (null: all). */
   layers_to_transform: number[] | null;
   bias: 'none';
@@ -46,7 +49,7 @@ export const LORA_DEFAULTS = {
 export function resolveLoraConfig(init: LoraConfigInit | Readonly<Record<string, unknown>>, file = INLINE_CONFIG): LoraConfig {
   const c = new ConfigReader(init as Record<string, unknown>, file);
   if (c.has('peft_type') && c.raw.peft_type !== 'LORA') c.fail('peft_type', '"LORA"');
-  let targets: TargetModule[] | string;
+  let targets: string[] | string;
   if (typeof c.raw.target_modules === 'string') {
     targets = c.raw.target_modules;
     try {
@@ -54,7 +57,9 @@ export function resolveLoraConfig(init: LoraConfigInit | Readonly<Record<string,
     } catch {
       c.fail('target_modules', 'a list of module names, "all-linear", or a valid regular expression');
     }
-  } else targets = c.moduleList('target_modules', ALL_PROJECTIONS, LORA_DEFAULTS.target_modules);
+    // PEFT's LoraConfig refuses this too: a string selects layers by itself.
+    if (c.has('layers_to_transform')) c.fail('layers_to_transform', 'null when target_modules is a string ("all-linear" or a regex), as PEFT requires');
+  } else targets = c.targetModuleList('target_modules', LORA_DEFAULTS.target_modules, 'LoRA');
   c.onlyDefault('bias', ['none'], '"none" (training base biases is not implemented)');
   c.onlyDefault('use_dora', [false], 'false (DoRA is not implemented)');
   c.onlyDefault('rank_pattern', [], 'an empty rank_pattern');
@@ -115,15 +120,30 @@ export function loraScaling(c: LoraConfig): number {
 }
 
 /**
- * The (layer, projection) pairs LoRA adapts, in layer order then target order. A regex string
- * is matched (full match) against each module's name `model.layers.{i}.self_attn.q_proj` — PEFT
- * matches the module key the same way — and "all-linear" means every projection.
+ * The (layer, projection) pairs LoRA adapts, in layer order then target order, as PEFT selects
+ * them against each module's key `model.layers.{i}.self_attn.q_proj` (its name in the
+ * transformers model): a list entry matches a key equal to it (then regardless of
+ * layers_to_transform) or a key ending with "." + the entry (then only in layers_to_transform),
+ * so `["model.layers.1.self_attn.q_proj", "model.layers.0.mlp.down_proj"]` adapts exactly those
+ * two; a regex string must match a whole key; "all-linear" (any case) is every projection (PEFT
+ * leaves out only the output head).
  */
 export function loraTargets(c: LoraConfig, m: ModelConfig, file = INLINE_CONFIG): { layer: number; module: TargetModule }[] {
   const layers = c.layers_to_transform ?? Array.from({ length: m.numLayers }, (_, i) => i);
   const out: { layer: number; module: TargetModule }[] = [];
   const list = Array.isArray(c.target_modules) ? c.target_modules : null;
-  const re = list === null && c.target_modules !== 'all-linear' ? new RegExp(`^(?:${c.target_modules as string})$`) : null;
+  const re = list === null && (c.target_modules as string).toLowerCase() !== 'all-linear' ? new RegExp(`^(?:${c.target_modules as string})$`) : null;
+  if (re !== null) {
+    const other = otherModulesMatching(re, m.numLayers);
+    if (other.length > 0) {
+      throw new ParaError('UNSUPPORTED', 'unsupported adapter setting', {
+        file,
+        field: 'target_modules',
+        expected: `a pattern matching only the decoder layers' projections (LoRA on ${other[0]} is not implemented)`,
+        actual: JSON.stringify(c.target_modules),
+      });
+    }
+  }
   for (const i of layers) {
     if (i >= m.numLayers) {
       throw new ParaError('INVALID_CONFIG', 'layers_to_transform names a layer the model does not have', {
@@ -133,11 +153,13 @@ export function loraTargets(c: LoraConfig, m: ModelConfig, file = INLINE_CONFIG)
         actual: String(i),
       });
     }
-    for (const p of list ?? ALL_PROJECTIONS) {
-      if (re !== null && !re.test(`model.layers.${i}.${moduleOf(p)}.${p}`)) continue;
+    if (list !== null) continue;
+    for (const p of ALL_PROJECTIONS) {
+      if (re !== null && !re.test(moduleKey(i, p))) continue;
       out.push({ layer: i, module: p });
     }
   }
+  if (list !== null) out.push(...listTargets(list, m.numLayers, c.layers_to_transform));
   if (out.length === 0) {
     throw new ParaError('INVALID_CONFIG', 'target_modules matches no module of the model', {
       file,
