@@ -46,6 +46,8 @@ export {
   type TokenEvent,
 } from './generate';
 export { decoderLayer, type LayerCall } from './layer';
+export { encodeTextInput, generateText, streamText, streamTextRows, type TextGenerateOptions, type TextInput, type TextTokenizer } from './text';
+export { asUrl, loadPretrained, loadPretrainedFrom, loadTokenizerFrom, type Pretrained, type PretrainedSource } from './pretrained';
 export {
   allWeightTensors,
   hasBias,
@@ -65,14 +67,6 @@ export { loadCheckpoint, loadWeights, readConfig, validateCheckpoint } from './w
 export { initWeights } from './weights/init';
 export { type CheckpointFiles, checkpointFiles, type SaveOptions } from './weights/save';
 export { modelFlops, type ModelFlops } from './flops';
-export {
-  BENCH_CONFIG,
-  matmulGflops,
-  type ModelBenchOptions,
-  type ModelBenchResult,
-  type ModelBenchRow,
-  runModelBench,
-} from './bench';
 
 import type { CheckpointAccess } from '@para/core';
 import { CausalLM } from './model';

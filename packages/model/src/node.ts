@@ -14,6 +14,7 @@ import {
 } from '@para/core/node';
 import { type CheckpointFiles, checkpointFiles, loadModelFrom, type SaveOptions } from './index';
 import type { CausalLM } from './model';
+import { asUrl, loadPretrained as loadPretrainedUniversal, type Pretrained, type PretrainedSource, loadPretrainedFrom } from './pretrained';
 
 export * from './index';
 
@@ -38,6 +39,24 @@ export function directoryAccess(dir: string): CheckpointAccess {
  * error listing every missing, unexpected and mis-shaped tensor.
  */
 export async function loadModel(dir: string): Promise<CausalLM> {
+  await checkModelDirectory(dir);
+  return loadModelFrom(directoryAccess(dir));
+}
+
+/**
+ * Loads a backbone and its tokenizer: a model directory (config.json, model.safetensors or
+ * its sharded index, tokenizer.json, tokenizer_config.json), a URL, or a `CheckpointAccess`.
+ * The same call as in a browser, where the source is a URL.
+ */
+export async function loadPretrained(source: PretrainedSource): Promise<Pretrained> {
+  if (typeof source === 'string' && asUrl(source) === null) {
+    await checkModelDirectory(source);
+    return loadPretrainedFrom(directoryAccess(source), source);
+  }
+  return loadPretrainedUniversal(source);
+}
+
+async function checkModelDirectory(dir: string): Promise<void> {
   let st: Awaited<ReturnType<typeof stat>>;
   try {
     st = await stat(dir);
@@ -55,7 +74,6 @@ export async function loadModel(dir: string): Promise<CausalLM> {
       actual: 'a file',
     });
   }
-  return loadModelFrom(directoryAccess(dir));
 }
 
 /**

@@ -24,8 +24,11 @@ export interface ChatTurn {
   content: string;
 }
 
-/** One parsed line. */
-export type DatasetRecord = { line: number } & ({ prompt: string; completion: string } | { messages: ChatTurn[] });
+/** One example: a prompt and its completion, or a chat whose last (assistant) turn is learned. */
+export type TrainingRecord = { prompt: string; completion: string } | { messages: ChatTurn[] };
+
+/** A record with where it came from (its 1-based line in a JSONL file, or index in a list + 1). */
+export type DatasetRecord = TrainingRecord & { line?: number };
 
 /** The parts of a `ParaTokenizer` (@para/tokenizer) that datasets and evaluation use. */
 export interface TokenizerLike {
@@ -74,39 +77,55 @@ export function parseJsonl(text: string, file: string): DatasetRecord[] {
         cause,
       });
     }
-    if (typeof v !== 'object' || v === null || Array.isArray(v)) {
-      throw new ParaError('INVALID_ARGUMENT', `line ${line} is not a JSON object`, { file: at(file, line), expected: '{"prompt": ..., "completion": ...} or {"messages": [...]}', actual: describe(v) });
-    }
-    const o = v as Record<string, unknown>;
-    if ('messages' in o) {
-      const m = o.messages;
-      if (!Array.isArray(m) || m.length < 2) {
-        throw new ParaError('INVALID_ARGUMENT', `line ${line}: "messages" needs at least two turns`, { file: at(file, line), field: 'messages', expected: 'an array of at least 2 {"role", "content"} objects', actual: describe(m) });
-      }
-      m.forEach((t, j) => {
-        const turn = t as Record<string, unknown> | null;
-        if (typeof turn !== 'object' || turn === null || typeof turn.role !== 'string' || typeof turn.content !== 'string') {
-          throw new ParaError('INVALID_ARGUMENT', `line ${line}: message ${j} needs a string "role" and "content"`, { file: at(file, line), field: `messages[${j}]`, expected: '{"role": string, "content": string}' });
-        }
-      });
-      const last = m[m.length - 1] as ChatTurn;
-      if (last.role !== 'assistant') {
-        throw new ParaError('INVALID_ARGUMENT', `line ${line}: the last message is what the model learns to write, so it must be the assistant's`, { file: at(file, line), field: `messages[${m.length - 1}].role`, expected: '"assistant"', actual: JSON.stringify(last.role) });
-      }
-      records.push({ line, messages: m as ChatTurn[] });
-      return;
-    }
-    for (const field of ['prompt', 'completion'] as const) {
-      if (typeof o[field] !== 'string' || (o[field] as string).length === 0) {
-        throw new ParaError('INVALID_ARGUMENT', `line ${line}: missing or empty "${field}"`, { file: at(file, line), field, expected: 'a non-empty string', actual: describe(o[field]) });
-      }
-    }
-    records.push({ line, prompt: o.prompt as string, completion: o.completion as string });
+    records.push(checkRecord(v, file, line, `line ${line}`));
   });
   if (records.length === 0) {
     throw new ParaError('INVALID_ARGUMENT', 'the dataset is empty (no JSON lines)', { file, expected: 'one {"prompt", "completion"} or {"messages"} object per line' });
   }
   return records;
+}
+
+/**
+ * Checks in-memory records (`{ prompt, completion }` or `{ messages }` objects) as `parseJsonl`
+ * checks lines; errors name `source` and the record (`records[3]`).
+ */
+export function checkRecords(records: readonly unknown[], source = 'records'): DatasetRecord[] {
+  if (!Array.isArray(records) || records.length === 0) {
+    throw new ParaError('INVALID_ARGUMENT', 'no training records', { file: source, expected: 'a non-empty array of {"prompt", "completion"} or {"messages"} objects' });
+  }
+  return records.map((v, i) => checkRecord(v, source, i + 1, `records[${i}]`));
+}
+
+/** One record, checked; `where` names it in messages (`line 4`, `records[3]`). */
+function checkRecord(v: unknown, file: string, line: number, where: string): DatasetRecord {
+  const loc = where.startsWith('line') ? at(file, line) : `${file}[${line - 1}]`;
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) {
+    throw new ParaError('INVALID_ARGUMENT', `${where} is not a JSON object`, { file: loc, expected: '{"prompt": ..., "completion": ...} or {"messages": [...]}', actual: describe(v) });
+  }
+  const o = v as Record<string, unknown>;
+  if ('messages' in o) {
+    const m = o.messages;
+    if (!Array.isArray(m) || m.length < 2) {
+      throw new ParaError('INVALID_ARGUMENT', `${where}: "messages" needs at least two turns`, { file: loc, field: 'messages', expected: 'an array of at least 2 {"role", "content"} objects', actual: describe(m) });
+    }
+    m.forEach((t, j) => {
+      const turn = t as Record<string, unknown> | null;
+      if (typeof turn !== 'object' || turn === null || typeof turn.role !== 'string' || typeof turn.content !== 'string') {
+        throw new ParaError('INVALID_ARGUMENT', `${where}: message ${j} needs a string "role" and "content"`, { file: loc, field: `messages[${j}]`, expected: '{"role": string, "content": string}' });
+      }
+    });
+    const last = m[m.length - 1] as ChatTurn;
+    if (last.role !== 'assistant') {
+      throw new ParaError('INVALID_ARGUMENT', `${where}: the last message is what the model learns to write, so it must be the assistant's`, { file: loc, field: `messages[${m.length - 1}].role`, expected: '"assistant"', actual: JSON.stringify(last.role) });
+    }
+    return { line, messages: m as ChatTurn[] };
+  }
+  for (const field of ['prompt', 'completion'] as const) {
+    if (typeof o[field] !== 'string' || (o[field] as string).length === 0) {
+      throw new ParaError('INVALID_ARGUMENT', `${where}: missing or empty "${field}"`, { file: loc, field, expected: 'a non-empty string', actual: describe(o[field]) });
+    }
+  }
+  return { line, prompt: o.prompt as string, completion: o.completion as string };
 }
 
 /** Prompt and completion text of a record (chat records rendered with the template). */
@@ -118,10 +137,10 @@ export function recordText(tok: TokenizerLike, r: DatasetRecord, file: string): 
     prompt = tok.applyChatTemplate(r.messages.slice(0, -1), { tokenize: false, addGenerationPrompt: true });
     full = tok.applyChatTemplate(r.messages, { tokenize: false });
   } catch (e) {
-    throw new ParaError('INVALID_ARGUMENT', `line ${r.line}: cannot render the messages: ${(e as Error).message}`, { file: at(file, r.line), field: 'messages', cause: e });
+    throw new ParaError('INVALID_ARGUMENT', `line ${r.line ?? '?'}: cannot render the messages: ${(e as Error).message}`, { file: at(file, r.line ?? 0), field: 'messages', cause: e });
   }
   if (!full.startsWith(prompt)) {
-    throw new ParaError('UNSUPPORTED', `line ${r.line}: the chat template does not render the conversation as prompt + reply`, { file: at(file, r.line), field: 'messages', expected: 'a template whose generation prompt is a prefix of the rendered assistant turn' });
+    throw new ParaError('UNSUPPORTED', `line ${r.line ?? '?'}: the chat template does not render the conversation as prompt + reply`, { file: at(file, r.line ?? 0), field: 'messages', expected: 'a template whose generation prompt is a prefix of the rendered assistant turn' });
   }
   let completion = full.slice(prompt.length).replace(/\s+$/, '');
   const eos = tok.eosTokenId === undefined ? undefined : tok.idToToken(tok.eosTokenId);
@@ -165,23 +184,23 @@ export function tokenizeRecords(tok: TokenizerLike, records: readonly DatasetRec
     const c = tok.encode(completion, { addSpecialTokens: false });
     const ids = [...p, ...c, eos];
     if (p.length === 0) {
-      throw new ParaError('INVALID_ARGUMENT', `line ${r.line}: the prompt encodes to no tokens`, { file: at(file, r.line), field: 'prompt', expected: 'a prompt of at least one token' });
+      throw new ParaError('INVALID_ARGUMENT', `line ${r.line ?? '?'}: the prompt encodes to no tokens`, { file: at(file, r.line ?? 0), field: 'prompt', expected: 'a prompt of at least one token' });
     }
     if (ids.length > o.maxLength) {
       const promptTooLong = p.length >= o.maxLength;
       if (o.strict) {
-        throw new ParaError('INVALID_ARGUMENT', `line ${r.line}: ${promptTooLong ? 'the prompt' : 'prompt + completion'} is longer than the model's context (--strict)`, {
-          file: at(file, r.line),
+        throw new ParaError('INVALID_ARGUMENT', `line ${r.line ?? '?'}: ${promptTooLong ? 'the prompt' : 'prompt + completion'} is longer than the model's context (strict)`, {
+          file: at(file, r.line ?? 0),
           field: promptTooLong ? 'prompt' : 'completion',
           expected: `at most ${o.maxLength} tokens in all (prompt + completion + EOS)`,
           actual: `${ids.length} tokens (prompt ${p.length})`,
         });
       }
-      skipped.push({ line: r.line, tokens: ids.length, promptTooLong });
+      skipped.push({ line: r.line ?? 0, tokens: ids.length, promptTooLong });
       continue;
     }
-    examples.push({ ids, promptLength: p.length, source: at(file, r.line) });
-    texts.push({ prompt, completion, line: r.line });
+    examples.push({ ids, promptLength: p.length, source: at(file, r.line ?? 0) });
+    texts.push({ prompt, completion, line: r.line ?? 0 });
   }
   if (examples.length === 0) {
     throw new ParaError('INVALID_ARGUMENT', `no example fits the model's context (${skipped.length} skipped as too long)`, { file, expected: `examples of at most ${o.maxLength} tokens` });
@@ -194,5 +213,5 @@ export function skippedMessage(d: TokenizedDataset, maxLength: number): string |
   if (d.skipped.length === 0) return null;
   const lines = d.skipped.slice(0, 10).map((s) => s.line);
   const more = d.skipped.length > 10 ? `, … (${d.skipped.length - 10} more)` : '';
-  return `${d.file}: skipped ${d.skipped.length} of ${d.skipped.length + d.examples.length} examples longer than the model's context (${maxLength} tokens): line${d.skipped.length > 1 ? 's' : ''} ${lines.join(', ')}${more} (--strict makes this an error)`;
+  return `${d.file}: skipped ${d.skipped.length} of ${d.skipped.length + d.examples.length} examples longer than the model's context (${maxLength} tokens): line${d.skipped.length > 1 ? 's' : ''} ${lines.join(', ')}${more} (strict: true makes this an error)`;
 }

@@ -67,14 +67,14 @@ export interface FinetuneResult extends RunResult {
 export async function finetune(o: FinetuneOptions): Promise<FinetuneResult> {
   const batchSize = o.batchSize ?? FINETUNE_DEFAULTS.batchSize;
   const micro = o.microBatchSize ?? batchSize;
-  if (!Number.isInteger(batchSize) || batchSize < 1) throw new ParaError('INVALID_ARGUMENT', 'bad batch size', { field: '--batch-size', expected: 'a positive integer', actual: String(batchSize) });
-  if (!Number.isInteger(micro) || micro < 1 || micro > batchSize) throw new ParaError('INVALID_ARGUMENT', 'bad micro-batch size', { field: '--micro-batch-size', expected: `an integer in [1, ${batchSize}]`, actual: String(micro) });
+  if (!Number.isInteger(batchSize) || batchSize < 1) throw new ParaError('INVALID_ARGUMENT', 'bad batch size', { field: 'batchSize', expected: 'a positive integer', actual: String(batchSize) });
+  if (!Number.isInteger(micro) || micro < 1 || micro > batchSize) throw new ParaError('INVALID_ARGUMENT', 'bad micro-batch size', { field: 'microBatchSize', expected: `an integer in [1, ${batchSize}]`, actual: String(micro) });
   const seed = o.seed ?? 0;
   const pad = o.model.config.padTokenId ?? o.tokenizer.padTokenId ?? o.model.config.eosTokenIds[0] ?? 0;
   const plan = new ExamplePlan(o.train.examples, { batchSize, microBatchSize: micro, seed, padId: pad });
-  if (o.steps !== undefined && o.epochs !== undefined) throw new ParaError('INVALID_ARGUMENT', 'give --steps or --epochs, not both', { field: '--steps' });
+  if (o.steps !== undefined && o.epochs !== undefined) throw new ParaError('INVALID_ARGUMENT', 'give steps or epochs, not both', { field: 'steps' });
   const totalSteps = o.steps ?? Math.max(1, Math.round((o.epochs ?? FINETUNE_DEFAULTS.epochs) * plan.stepsPerEpoch));
-  if (!Number.isInteger(totalSteps) || totalSteps < 1) throw new ParaError('INVALID_ARGUMENT', 'bad number of steps', { field: '--steps', expected: 'a positive integer', actual: String(totalSteps) });
+  if (!Number.isInteger(totalSteps) || totalSteps < 1) throw new ParaError('INVALID_ARGUMENT', 'bad number of steps', { field: 'steps', expected: 'a positive integer', actual: String(totalSteps) });
   const trainable = adapterTrainable(o.model, o.adapter);
   const trainer = new Trainer(trainable, {
     lr: o.lr ?? FINETUNE_DEFAULTS.lr,

@@ -26,6 +26,15 @@ export {
   type TrainerOptions,
   type TrainerStateJson,
 } from './trainer';
-export { type ChatTurn, type DatasetRecord, parseJsonl, recordText, type SkippedExample, skippedMessage, type TokenizedDataset, type TokenizeOptions, type TokenizerLike, tokenizeRecords } from './data';
+export { type ChatTurn, checkRecords, type DatasetRecord, parseJsonl, recordText, type SkippedExample, skippedMessage, type TokenizedDataset, type TokenizeOptions, type TokenizerLike, type TrainingRecord, tokenizeRecords } from './data';
 export { datasetLoss, type EvalResult, type EvaluateOptions, evaluateDataset, outputText, type Prediction, stopTokenIds } from './evaluate';
 export { disposeCheckpoint, FINETUNE_DEFAULTS, type FinetuneOptions, type FinetuneResult, finetune } from './finetune';
+export {
+  type AdapterDirectoryIO,
+  type GetPeftModelOptions,
+  getPeftModel,
+  PeftModel,
+  type PeftTrainOptions,
+  type PeftTrainResult,
+  setAdapterDirectoryIO,
+} from './peft-model';

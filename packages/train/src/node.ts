@@ -3,6 +3,10 @@
  * checkpoints on disk, metrics JSONL, the terminal progress bar — pretraining, and the path of
  * the bundled default backbone.
  */
+import { saveAdapter } from '@para/adapters/node';
+import { directoryAccess } from '@para/model/node';
+import { setAdapterDirectoryIO } from './peft-model';
+
 export * from './index';
 export { CHECKPOINT_DIR, latestCheckpoint, loadCheckpoint, saveCheckpoint } from './node/checkpoint';
 export { formatDuration, metricsWriter, type ProgressOptions, progressReporter } from './node/progress';
@@ -10,14 +14,22 @@ export { type PretrainOptions, type PretrainSummary, pretrain, unigramBaseline }
 export { defaultBackboneDir, loadDataset, readJsonlFile } from './node/files';
 export {
   ADAPTER_METHODS,
-  type AdapterMethod,
-  DEFAULT_RANK,
   datasetName,
+  defaultRank,
   type EvalFilesOptions,
   evalFromFiles,
   loadBackbone,
   methodConfig,
+  type MethodName,
   type TrainFilesOptions,
   type TrainFilesResult,
   trainAdapterFromFiles,
 } from './node/train-files';
+
+// PeftModel.save(dir) / PeftModel.fromPretrained(model, dir) reach directories through this.
+setAdapterDirectoryIO({
+  access: directoryAccess,
+  save: async (adapter, dir, options) => {
+    await saveAdapter(adapter, dir, options);
+  },
+});

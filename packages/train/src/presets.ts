@@ -66,7 +66,7 @@ export type BackbonePresetName = keyof typeof BACKBONE_PRESETS;
 export function backbonePreset(name: string): BackbonePreset {
   const p = (BACKBONE_PRESETS as Record<string, BackbonePreset>)[name];
   if (p === undefined) {
-    throw new ParaError('INVALID_ARGUMENT', `unknown backbone config "${name}"`, { field: '--config', expected: Object.keys(BACKBONE_PRESETS).join(' | ') });
+    throw new ParaError('INVALID_ARGUMENT', `unknown backbone config "${name}"`, { field: 'config', expected: Object.keys(BACKBONE_PRESETS).join(' | ') });
   }
   return p;
 }

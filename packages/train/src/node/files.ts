@@ -56,7 +56,7 @@ export function defaultBackboneDir(): string {
   }
   throw new ParaError('FILE_NOT_FOUND', 'the default backbone was not found', {
     file: BACKBONE_MARKER,
-    field: '--model',
-    expected: 'a para checkout with assets/backbone/, PARA_BACKBONE_DIR, or --model DIR',
+    field: 'model',
+    expected: 'a para checkout with assets/backbone/, PARA_BACKBONE_DIR, or a model directory',
   });
 }

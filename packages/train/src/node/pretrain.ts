@@ -81,7 +81,7 @@ export interface PretrainSummary {
 }
 
 async function readDocuments(files: string[]): Promise<{ docs: string[]; inputs: { file: string; bytes: number }[] }> {
-  if (files.length === 0) throw new ParaError('INVALID_ARGUMENT', 'no input files', { field: '--input', expected: 'one or more text files' });
+  if (files.length === 0) throw new ParaError('INVALID_ARGUMENT', 'no input files', { field: 'input', expected: 'one or more text files' });
   const docs: string[] = [];
   const inputs: { file: string; bytes: number }[] = [];
   for (const file of files) {
@@ -90,7 +90,7 @@ async function readDocuments(files: string[]): Promise<{ docs: string[]; inputs:
       text = await readFile(file, 'utf8');
     } catch (cause) {
       const code = (cause as NodeJS.ErrnoException).code;
-      throw new ParaError(code === 'ENOENT' ? 'FILE_NOT_FOUND' : 'IO_ERROR', code === 'ENOENT' ? 'input file not found' : 'cannot read the input file', { file, field: '--input', cause });
+      throw new ParaError(code === 'ENOENT' ? 'FILE_NOT_FOUND' : 'IO_ERROR', code === 'ENOENT' ? 'input file not found' : 'cannot read the input file', { file, field: 'input', cause });
     }
     inputs.push({ file, bytes: Buffer.byteLength(text) });
     for (const line of text.split('\n')) {
@@ -98,7 +98,7 @@ async function readDocuments(files: string[]): Promise<{ docs: string[]; inputs:
       if (d.length > 0) docs.push(d);
     }
   }
-  if (docs.length < 2) throw new ParaError('INVALID_ARGUMENT', 'the inputs hold fewer than 2 documents (non-empty lines)', { file: files.join(', '), field: '--input', expected: 'text with one document per line' });
+  if (docs.length < 2) throw new ParaError('INVALID_ARGUMENT', 'the inputs hold fewer than 2 documents (non-empty lines)', { file: files.join(', '), field: 'input', expected: 'text with one document per line' });
   return { docs, inputs };
 }
 
@@ -148,10 +148,10 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainSummary> {
   const steps = o.steps ?? r.steps;
   const batchSize = o.batchSize ?? r.batchSize;
   const seqLen = o.seqLen ?? r.seqLen;
-  for (const [field, v] of [['--steps', steps], ['--batch-size', batchSize], ['--seq-len', seqLen]] as const) {
+  for (const [field, v] of [['steps', steps], ['batchSize', batchSize], ['seqLen', seqLen]] as const) {
     if (!Number.isInteger(v) || v < 1) throw new ParaError('INVALID_ARGUMENT', `bad ${field}`, { field, expected: 'a positive integer', actual: String(v) });
   }
-  if (seqLen > preset.contextLength) throw new ParaError('INVALID_ARGUMENT', 'sequence length past the context', { field: '--seq-len', expected: `at most ${preset.contextLength}`, actual: String(seqLen) });
+  if (seqLen > preset.contextLength) throw new ParaError('INVALID_ARGUMENT', 'sequence length past the context', { field: 'seqLen', expected: `at most ${preset.contextLength}`, actual: String(seqLen) });
   await mkdir(o.out, { recursive: true });
 
   const { docs, inputs } = await readDocuments(o.inputs);
@@ -216,7 +216,7 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainSummary> {
   let resumedFrom: number | null = null;
   if (o.resume) {
     const dir = await latestCheckpoint(o.out);
-    if (dir === null) throw new ParaError('FILE_NOT_FOUND', 'no checkpoint to resume from', { file: path.join(o.out, 'checkpoints'), field: '--resume', expected: 'a previous run with the same --out' });
+    if (dir === null) throw new ParaError('FILE_NOT_FOUND', 'no checkpoint to resume from', { file: path.join(o.out, 'checkpoints'), field: 'resume', expected: 'a previous run with the same --out' });
     const data = await loadCheckpoint(dir);
     try {
       trainer.restore(data, dir);
@@ -258,7 +258,7 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainSummary> {
   if (result.reason === 'nan') {
     trainer.dispose();
     trainable.model.dispose();
-    throw new ParaError('INVALID_ARGUMENT', `the loss became NaN at step ${trainer.step + 1}; training stopped${result.lastCheckpoint ? `; the last good checkpoint is ${result.lastCheckpoint}` : ''}`, { field: '--lr', expected: 'a lower learning rate' });
+    throw new ParaError('INVALID_ARGUMENT', `the loss became NaN at step ${trainer.step + 1}; training stopped${result.lastCheckpoint ? `; the last good checkpoint is ${result.lastCheckpoint}` : ''}`, { field: 'lr', expected: 'a lower learning rate' });
   }
 
   const finalEval = lastEval as { step: number; loss: number; n: number } | null;

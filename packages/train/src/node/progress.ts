@@ -93,7 +93,7 @@ export function progressReporter(options: ProgressOptions = {}): { onEvent: (e: 
         break;
       case 'nan':
         line(
-          `${label}stopped at step ${e.step}: the loss is ${e.loss} (gradient norm ${e.gradNorm}); no update was applied. ${e.lastCheckpoint === null ? 'No checkpoint was written yet.' : `The last good checkpoint is ${e.lastCheckpoint}.`} Try a lower --lr.`,
+          `${label}stopped at step ${e.step}: the loss is ${e.loss} (gradient norm ${e.gradNorm}); no update was applied. ${e.lastCheckpoint === null ? 'No checkpoint was written yet.' : `The last good checkpoint is ${e.lastCheckpoint}.`} Try a lower learning rate (lr).`,
         );
         break;
       case 'early-stop':

@@ -13,7 +13,7 @@
 
 import { mkdir, rm } from 'node:fs/promises';
 import * as path from 'node:path';
-import { type AnyAdapter, type AnyConfigInit, createAdapter, loadAdapter, saveAdapter } from '@para/adapters/node';
+import { type AnyAdapter, adapterMethod, adapterMethods, createAdapter, loadAdapter, saveAdapter } from '@para/adapters/node';
 import { ParaError, writeFileAtomic } from '@para/core/node';
 import type { CausalLM } from '@para/model';
 import { loadModel } from '@para/model/node';
@@ -28,29 +28,28 @@ import { CHECKPOINT_DIR, latestCheckpoint, loadCheckpoint, saveCheckpoint } from
 import { defaultBackboneDir, loadDataset } from './files';
 import { metricsWriter, progressReporter } from './progress';
 
-export type AdapterMethod = 'para' | 'lora' | 'ia3';
-export const ADAPTER_METHODS: readonly AdapterMethod[] = ['para', 'lora', 'ia3'];
+/** A registered adapter method's name: `para`, `lora`, `ia3` (see @para/adapters' registry). */
+export type MethodName = string;
+/** The registered methods' names. */
+export const ADAPTER_METHODS: readonly MethodName[] = adapterMethods().map((m) => m.name);
 
-/** Default rank per method (IA3 has none). */
-export const DEFAULT_RANK: Record<AdapterMethod, number | null> = { para: 8, lora: 8, ia3: null };
+/**
+ * The adapter config of a method by name, with rank `r` if given (PARA: bottleneck width;
+ * LoRA: rank), everything else the method's defaults (the registry's one set).
+ */
+export function methodConfig(method: MethodName, r: number | undefined, base: string | null): Record<string, unknown> {
+  const m = adapterMethod(method, { byName: true, field: 'method' });
+  if (r !== undefined) {
+    if (m.rankKey === null) throw new ParaError('INVALID_ARGUMENT', `${m.peftType} has no rank`, { field: 'r', expected: `no r for ${m.name} (its vectors have the model widths)` });
+    if (!Number.isInteger(r) || r < 1) throw new ParaError('INVALID_ARGUMENT', 'bad rank', { field: 'r', expected: 'a positive integer', actual: String(r) });
+  }
+  return { peft_type: m.peftType, ...(r === undefined || m.rankKey === null ? {} : { [m.rankKey]: r }), base_model_name_or_path: base };
+}
 
-/** The adapter config of a method with rank `r` (PARA: bottleneck width; LoRA: rank, alpha = 2r). */
-export function methodConfig(method: AdapterMethod, r: number | undefined, base: string | null): AnyConfigInit {
-  if (!ADAPTER_METHODS.includes(method)) {
-    throw new ParaError('INVALID_ARGUMENT', `unknown method "${method}"`, { field: '--method', expected: ADAPTER_METHODS.join(' | ') });
-  }
-  if (r !== undefined && (!Number.isInteger(r) || r < 1)) throw new ParaError('INVALID_ARGUMENT', 'bad rank', { field: '--r', expected: 'a positive integer', actual: String(r) });
-  switch (method) {
-    case 'para':
-      return { peft_type: 'PARA', r: r ?? (DEFAULT_RANK.para as number), base_model_name_or_path: base };
-    case 'lora': {
-      const rank = r ?? (DEFAULT_RANK.lora as number);
-      return { peft_type: 'LORA', r: rank, lora_alpha: 2 * rank, base_model_name_or_path: base };
-    }
-    case 'ia3':
-      if (r !== undefined) throw new ParaError('INVALID_ARGUMENT', 'IA3 has no rank', { field: '--r', expected: 'no --r with --method ia3 (its vectors have the model widths)' });
-      return { peft_type: 'IA3', base_model_name_or_path: base };
-  }
+/** The rank a method uses by default (null: it has none). */
+export function defaultRank(method: MethodName): number | null {
+  const m = adapterMethod(method, { byName: true, field: 'method' });
+  return m.rankKey === null ? null : (m.defaults[m.rankKey] as number);
 }
 
 /** A backbone directory's model and tokenizer (default: the bundled backbone). */
@@ -76,7 +75,7 @@ export function datasetName(file: string): string {
 }
 
 export interface TrainFilesOptions {
-  method: AdapterMethod;
+  method: MethodName;
   data: string;
   evalData?: string;
   /** Backbone directory (default: the bundled one). */
@@ -116,7 +115,7 @@ export interface TrainFilesOptions {
 
 export interface TrainFilesResult {
   out: string;
-  method: AdapterMethod;
+  method: MethodName;
   parameters: number;
   result: FinetuneResult;
   lastEval: EvalResult | null;
@@ -147,13 +146,13 @@ export async function trainAdapterFromFiles(o: TrainFilesOptions): Promise<Train
     const meta = {
       kind: 'adapter',
       method: o.method,
-      r: o.r ?? DEFAULT_RANK[o.method],
+      r: o.r ?? defaultRank(o.method),
       data: path.resolve(o.data),
       model: path.resolve(backbone.dir),
       batchSize: o.batchSize ?? FINETUNE_DEFAULTS.batchSize,
       microBatchSize: o.microBatchSize ?? null,
       seed: o.seed ?? 0,
-      lr: o.lr ?? FINETUNE_DEFAULTS.lr,
+      lr: o.lr ?? adapterMethod(o.method, { byName: true, field: 'method' }).training.lr,
       steps: o.steps ?? null,
       epochs: o.epochs ?? null,
       warmupSteps: o.warmupSteps ?? null,
@@ -164,13 +163,13 @@ export async function trainAdapterFromFiles(o: TrainFilesOptions): Promise<Train
     let resumeFrom: Awaited<ReturnType<typeof loadCheckpoint>> | undefined;
     if (o.resume) {
       const dir = await latestCheckpoint(out);
-      if (dir === null) throw new ParaError('FILE_NOT_FOUND', 'no checkpoint to resume from', { file: path.join(out, CHECKPOINT_DIR), field: '--resume', expected: 'a previous run of the same command (same --out)' });
+      if (dir === null) throw new ParaError('FILE_NOT_FOUND', 'no checkpoint to resume from', { file: path.join(out, CHECKPOINT_DIR), field: 'resume', expected: 'a previous run of the same command (same --out)' });
       resumeFrom = await loadCheckpoint(dir);
       const saved = resumeFrom.state.meta;
       for (const key of ['method', 'r', 'data', 'batchSize', 'microBatchSize', 'seed', 'lr', 'steps', 'epochs', 'warmupSteps', 'decay', 'weightDecay', 'maxGradNorm'] as const) {
         if (JSON.stringify(saved[key] ?? null) !== JSON.stringify(meta[key] ?? null)) {
           disposeCheckpoint(resumeFrom);
-          throw new ParaError('INVALID_ARGUMENT', `--resume needs the same settings as the interrupted run: ${key} differs`, { file: dir, field: key, expected: JSON.stringify(saved[key] ?? null), actual: JSON.stringify(meta[key] ?? null) });
+          throw new ParaError('INVALID_ARGUMENT', `resuming needs the same settings as the interrupted run: ${key} differs`, { file: dir, field: key, expected: JSON.stringify(saved[key] ?? null), actual: JSON.stringify(meta[key] ?? null) });
         }
       }
       log(`resuming from ${dir} (step ${resumeFrom.state.step})`);
@@ -188,7 +187,7 @@ export async function trainAdapterFromFiles(o: TrainFilesOptions): Promise<Train
         ...(evalData === undefined ? {} : { eval: evalData }),
         ...(o.steps === undefined ? {} : { steps: o.steps }),
         ...(o.epochs === undefined ? {} : { epochs: o.epochs }),
-        ...(o.lr === undefined ? {} : { lr: o.lr }),
+        lr: meta.lr,
         ...(o.batchSize === undefined ? {} : { batchSize: o.batchSize }),
         ...(o.microBatchSize === undefined ? {} : { microBatchSize: o.microBatchSize }),
         ...(o.warmupSteps === undefined ? {} : { warmupSteps: o.warmupSteps }),
@@ -224,7 +223,7 @@ export async function trainAdapterFromFiles(o: TrainFilesOptions): Promise<Train
       throw new ParaError(
         'INVALID_ARGUMENT',
         `training stopped at step ${result.step + 1}: the loss is NaN or infinite. ${result.lastCheckpoint === null ? 'No checkpoint had been written yet' : `The last good checkpoint is ${result.lastCheckpoint} (step ${result.step})`}${adapterSaved ? `; ${out} holds the best adapter so far` : ''}`,
-        { field: '--lr', expected: `a lower learning rate than ${o.lr ?? FINETUNE_DEFAULTS.lr}` },
+        { field: 'lr', expected: `a lower learning rate than ${meta.lr}` },
       );
     }
     if (evalData === undefined && result.reason !== 'stopped') {
