@@ -38,11 +38,5 @@ export { KVCache, type CacheStep, type KVCacheOptions } from './kv-cache';
 export { kvWritePath, writeKVSlots, type KVWrite, type KVWriteMode, type KVWritePath } from './kv-write';
 export { silu, swiglu } from './swiglu';
 export { linear } from './linear';
-export {
-  maskedCrossEntropy,
-  maskedCrossEntropySum,
-  tokenCrossEntropy,
-  type MaskedLossParts,
-} from './cross-entropy';
-export { sampleFromLogits, sampleNext, samplingDistribution, type SampleOptions } from './sampling';
+export { sampleFromLogits, samplingDistribution, type SampleOptions } from './sampling';
 export { checkShape, describeShape, type Dim } from './shapes';

@@ -1,6 +1,4 @@
-import type * as tf from '@tensorflow/tfjs-core';
 import { ParaError, type Rng } from '@para/core';
-import { checkShape } from './shapes';
 
 /**
  * Next-token sampling, applied in Hugging Face's order (temperature → top-k → top-p):
@@ -12,8 +10,8 @@ import { checkShape } from './shapes';
  *   renormalised cumulative probability is ≥ topP (always at least one token);
  * - draw one token from the kept tokens in proportion to p, with `rng.next()`.
  *
- * The work is done on the host in float64 after one `await logits.data()` (sorting a vocabulary
- * is not a GPU job in tfjs), so samples are identical on every backend for the same logits and
+ * The work is done on the host in float64 on logits the caller has read (one `await
+ * logits.data()`; sorting a vocabulary is not a GPU job in tfjs), so samples are identical on every backend for the same logits and
  * the same seed. Logits of `-Infinity` are never drawn (use them to ban tokens).
  */
 export interface SampleOptions {
@@ -194,7 +192,7 @@ function sampleRow(row: ArrayLike<number>, o: CheckedOptions, field: string): nu
 }
 
 /**
- * The distribution {@link sampleNext} draws from for one row of logits, after temperature,
+ * The distribution {@link sampleFromLogits} draws from for one row of logits, after temperature,
  * top-k and top-p: probabilities `[V]` summing to 1, 0 for excluded tokens (one-hot at the
  * argmax when temperature is 0). Useful to score a token or to check the filters. No rng needed.
  */
@@ -208,9 +206,9 @@ export function samplingDistribution(row: ArrayLike<number>, options: Omit<Sampl
 }
 
 /**
- * Sample one token per row from host logits (`rows[b]` has V entries). Synchronous; used by
- * {@link sampleNext}. `options` may be one object for all rows or one per row (per-tenant
- * settings); rows draw from their rng in row order.
+ * Sample one token per row from host logits (`rows[b]` has V entries). Synchronous.
+ * `options` may be one object for all rows or one per row (per-tenant settings); rows draw from
+ * their rng in row order.
  */
 export function sampleFromLogits(rows: ArrayLike<number>[], options: SampleOptions | SampleOptions[]): number[] {
   const perRow = Array.isArray(options);
@@ -222,25 +220,4 @@ export function sampleFromLogits(rows: ArrayLike<number>[], options: SampleOptio
     const o = shared ?? validate((options as SampleOptions[])[b] as SampleOptions, `options[${b}].`);
     return sampleRow(row, o, `logits[${b}]`);
   });
-}
-
-/**
- * Sample the next token of every row from `logits [B, V]` (e.g. the last position's logits).
- * Reads the logits with `await logits.data()` (works on WebGPU in Node, where `dataSync` does
- * not); does not dispose them. Returns B token ids.
- */
-export async function sampleNext(logits: tf.Tensor, options: SampleOptions | SampleOptions[]): Promise<number[]> {
-  const [B, V] = checkShape(logits, 'logits', ['B', 'V']) as [number, number];
-  // Validate before the (possibly slow) read.
-  if (Array.isArray(options)) {
-    if (options.length !== B) {
-      throw new ParaError('INVALID_ARGUMENT', 'one options object per row is needed', { field: 'options', expected: `${B} entries`, actual: `${options.length}` });
-    }
-    options.forEach((o, b) => {
-      validate(o, `options[${b}].`);
-    });
-  } else validate(options, '');
-  const data = await logits.data();
-  const rows = Array.from({ length: B }, (_, b) => data.subarray(b * V, (b + 1) * V) as ArrayLike<number>);
-  return sampleFromLogits(rows, options);
 }

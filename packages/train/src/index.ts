@@ -6,7 +6,7 @@
  * state. `@para/train/node` adds files, checkpoints, progress bars and pretraining.
  */
 export { type Batch, batchShape, bucketedBatches, collate, collateWindows, microBatches, sortedBatches, type TokenizedExample } from './batch';
-export { tokenNll, weightedCrossEntropy } from './loss';
+export { weightedCrossEntropy } from './loss';
 export { AdamW, type AdamWOptions, type AdamWState, clipScale, globalNorm } from './optim';
 export { epochRng, ExamplePlan, type ExamplePlanOptions, WindowPlan, type WindowPlanOptions } from './plan';
 export { BACKBONE_PRESETS, BUNDLED_BACKBONE_NAME, type BackbonePreset, type BackbonePresetName, backbonePreset, DEFAULT_CHAT_TEMPLATE, presetModelConfig } from './presets';

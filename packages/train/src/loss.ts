@@ -9,8 +9,8 @@
  * `weight = lossMask / totalCountOfTheAccumulatedBatch` the losses of k micro-batches add up to
  * the loss of the k-times-larger batch (gradient accumulation).
  *
- * Why not `@para/ops`' maskedCrossEntropy: its value is the same (the tests compare them), but
- * autodiff through `logSumExp` takes the gradient of `max`, which builds an `Equal` mask with a
+ * Why not `tf.logSumExp` and autodiff: the value is the same (the tests compare it with a float64
+ * reference), but autodiff through `logSumExp` takes the gradient of `max`, which builds an `Equal` mask with a
  * broadcast that tfjs-backend-wasm 4.22 runs in a slow generic loop (≈ 0.8 s for a [2048, 4096]
  * logits block, a third of a whole training step). Here the gradient is written out by hand,
  * `∂loss/∂logits[n, :] = weight[n] · (softmax(logits[n, :]) − onehot(target[n]))`, with
@@ -61,15 +61,4 @@ export function weightedCrossEntropy(logits: tf.Tensor, targets: tf.Tensor, weig
     };
   }) as unknown as Parameters<typeof tf.customGrad>[0]);
   return f(logits) as tf.Scalar;
-}
-
-/** Per-position negative log-likelihood `[N]` (no gradient needed: evaluation). */
-export function tokenNll(logits: tf.Tensor, targets: tf.Tensor): tf.Tensor {
-  const [N, V] = logits.shape as [number, number];
-  return tf.tidy(() => {
-    const lse = tf.logSumExp(logits, -1); // [N]
-    const index = tf.add(tf.mul(tf.range(0, N, 1, 'int32'), tf.scalar(V, 'int32')), tf.clipByValue(targets, 0, V - 1)); // [N]
-    const picked = tf.gather(tf.reshape(logits, [N * V]), index); // [N]
-    return tf.sub(lse, picked); // [N]
-  });
 }

@@ -1,12 +1,11 @@
 import * as tf from '@tensorflow/tfjs-core';
-import { maskedCrossEntropy } from '@para/ops';
 import { describe, expect, it } from 'vitest';
 import { AdamW, clipScale, globalNorm, makeSchedule, weightedCrossEntropy } from '../src/index';
 import { expectClose, testBackends, useBackend } from './helpers/backends';
 
 for (const backend of testBackends()) {
   describe(`weightedCrossEntropy on ${backend}`, () => {
-    it("equals @para/ops' maskedCrossEntropy in value and gradient (and a float64 reference)", async () => {
+    it('equals a float64 reference in value and gradient', async () => {
       await useBackend(backend);
       const N = 7;
       const V = 13;
@@ -15,23 +14,23 @@ for (const backend of testBackends()) {
       const mask = [1, 0, 1, 1, 0, 1, 1];
       const t = tf.tensor1d(targets, 'int32');
       const w = tf.tensor1d(mask.map((m) => m / 5));
-      const ref = (xx: tf.Tensor) => maskedCrossEntropy(tf.reshape(xx, [1, N, V]), tf.reshape(t, [1, N]), tf.tensor2d([mask], [1, N]));
-      const [a, b] = [await weightedCrossEntropy(x, t, w).data(), await ref(x).data()];
-      expectClose(a, b, 1e-5, 1e-5, 'value');
-      // float64 reference
+      const a = await weightedCrossEntropy(x, t, w).data();
+      // float64 reference: Σ w·(logsumexp − x[target]); gradient w·(softmax − onehot(target)).
       const xs = await x.data();
       let sum = 0;
+      const grad = new Float64Array(N * V);
       for (let n = 0; n < N; n++) {
         let max = -Infinity;
         for (let j = 0; j < V; j++) max = Math.max(max, xs[n * V + j]!);
         let z = 0;
         for (let j = 0; j < V; j++) z += Math.exp(xs[n * V + j]! - max);
-        sum += (mask[n]! / 5) * (max + Math.log(z) - xs[n * V + targets[n]!]!);
+        const wn = mask[n]! / 5;
+        sum += wn * (max + Math.log(z) - xs[n * V + targets[n]!]!);
+        for (let j = 0; j < V; j++) grad[n * V + j] = wn * (Math.exp(xs[n * V + j]! - max) / z - (j === targets[n] ? 1 : 0));
       }
       expectClose(a, [sum], 1e-5, 1e-5, 'float64');
       const g1 = await tf.grad((xx: tf.Tensor) => weightedCrossEntropy(xx, t, w))(x).data();
-      const g2 = await tf.grad((xx: tf.Tensor) => ref(xx))(x).data();
-      expectClose(g1, g2, 1e-6, 1e-5, 'gradient');
+      expectClose(g1, grad, 1e-6, 1e-5, 'gradient');
       tf.dispose([x, t, w]);
     });
   });
