@@ -21,6 +21,13 @@ export function taskLines(task: string, split: string, n: number): string {
 }
 
 let cachedTok: ParaTokenizer | null = null;
+let cachedFiles: { tokenizerJson: object; tokenizerConfig: object } | null = null;
+
+/** The tiny tokenizer's tokenizer.json and tokenizer_config.json objects (to save it). */
+export function tinyTokenizerFiles(): { tokenizerJson: object; tokenizerConfig: object } {
+  tinyTokenizer();
+  return cachedFiles as { tokenizerJson: object; tokenizerConfig: object };
+}
 
 /** A ~400-token BPE tokenizer (<unk> <s> </s> <pad>) with the default chat template. */
 export function tinyTokenizer(): ParaTokenizer {
@@ -36,6 +43,7 @@ export function tinyTokenizer(): ParaTokenizer {
   texts.push('User: hello\nAssistant: hi there');
   const trained = trainBpe(texts, { vocabSize: 400, specialTokens: ['<unk>', '<s>', '</s>', '<pad>'], chatTemplate: DEFAULT_CHAT_TEMPLATE });
   cachedTok = ParaTokenizer.fromJSON(trained.tokenizerJson, trained.tokenizerConfig);
+  cachedFiles = { tokenizerJson: trained.tokenizerJson, tokenizerConfig: trained.tokenizerConfig };
   return cachedTok;
 }
 
