@@ -48,7 +48,7 @@ describe('para CLI', () => {
     expect(bad.code).toBe(2);
     expect(bad.stdout).toBe('');
     expect(bad.stderr).toContain('[INVALID_ARGUMENT]');
-    expect(bad.stderr).toContain('field "backend"');
+    expect(bad.stderr).toContain('field "--backend"');
     const envBad = para(['info'], { PARA_BACKEND: 'webgl' });
     expect(envBad.code).toBe(2);
     expect(envBad.stderr).toContain('[BACKEND_UNAVAILABLE]');
@@ -57,9 +57,45 @@ describe('para CLI', () => {
 
   it('unknown commands and flags fail with usage help', () => {
     const r = para(['frobnicate']);
-    expect(r.code).not.toBe(0);
+    expect(r.code).toBe(2);
     expect(r.stderr).toContain("unknown command 'frobnicate'");
-    expect(para(['info', '--nope']).code).not.toBe(0);
+    expect(para(['info', '--nope']).code).toBe(2);
+  });
+
+  it('every usage error exits with 2: unknown flag, missing required flag, bad value, missing subcommand', () => {
+    for (const args of [['info', '--nope'], ['train', '--data', 'x.jsonl'], ['tokenizer', 'train', '--input', 'a.txt', '--vocab-size', 'abc', '--out', 'o'], ['bench'], ['generate', '--max-new-tokens']]) {
+      const r = para(args);
+      expect(r.code, `${args.join(' ')}: ${r.stderr}`).toBe(2);
+      expect(r.stdout).toBe('');
+    }
+  });
+
+  it('with --json, usage errors and typed errors are one JSON object on stderr', () => {
+    const usage = para(['train', '--data', 'x.jsonl', '--json']);
+    expect(usage.code).toBe(2);
+    const u = JSON.parse(usage.stderr.trim()) as { error: Record<string, unknown> };
+    expect(Object.keys(u.error).sort()).toEqual(['actual', 'code', 'expected', 'field', 'file', 'message']);
+    expect(u.error).toMatchObject({ code: 'USAGE', field: '--method' });
+    const typed = para(['info', '--json', '--backend', 'cuda']);
+    expect(typed.code).toBe(2);
+    expect(typed.stderr.trim().split('\n')).toHaveLength(1);
+    expect(JSON.parse(typed.stderr).error).toMatchObject({ code: 'INVALID_ARGUMENT', field: '--backend', actual: 'cuda', message: 'unknown backend "cuda"' });
+  });
+
+  it("every command's --help ends with an example", () => {
+    const commands = [[], ['info'], ['logits'], ['generate'], ['tokenizer'], ['tokenizer', 'train'], ['tokenizer', 'encode'], ['tokenizer', 'decode'], ['pretrain'], ['train'], ['eval'], ['demo'], ['bench'], ['bench', 'matmul'], ['bench', 'model'], ['bench', 'multitenant'], ['bench', 'train']];
+    for (const c of commands) {
+      const r = para([...c, '--help']);
+      expect(r.code, c.join(' ')).toBe(0);
+      expect(r.stdout.trimEnd(), c.join(' ')).toMatch(/\nExamples?:\n(  \$ para .+\n?)+$/);
+    }
+  });
+
+  it('info probes WebGPU without Dawn warnings on its stderr', () => {
+    const r = para(['info']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/\n  webgpu +(available|unavailable) /);
+    expect(r.stderr).not.toMatch(/Vulkan|maxDynamic|Warning/);
   });
 
   it('`pnpm --silent para info --json` from the repo root prints only the JSON', () => {

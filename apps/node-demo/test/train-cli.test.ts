@@ -4,7 +4,7 @@
  * clear typed error (exit code 2) naming the file, the line and the field.
  */
 import { existsSync, readFileSync } from 'node:fs';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { initBackend } from '@para/core/node';
@@ -140,6 +140,21 @@ describe('para train / para eval', () => {
 });
 
 describe('bad input', () => {
+  it('--out refuses a non-empty directory unless --resume or --force; the backend line comes first', async () => {
+    const out = join(work, 'taken');
+    await mkdir(out, { recursive: true });
+    await writeFile(join(out, 'notes.txt'), 'mine\n');
+    const args = ['train', '--method', 'ia3', '--data', train, '--model', modelDir, '--out', out, '--steps', '1', '--batch-size', '8'];
+    expectTypedError(para(args), 'INVALID_ARGUMENT', `${out}, field "--out": the output directory is not empty`, '--force');
+    const json = para([...args, '--json']);
+    expect(json.code).toBe(2);
+    expect(JSON.parse(json.stderr).error).toMatchObject({ code: 'INVALID_ARGUMENT', file: out, field: '--out' });
+    const forced = para([...args, '--force']);
+    expect(forced.code, forced.stderr).toBe(0);
+    expect(forced.stderr.split('\n')[0]).toMatch(/^backend: (wasm|cpu|tensorflow)( \+ OpenBLAS| \(.*\))?$/);
+    expect(existsSync(join(out, 'adapter_model.safetensors'))).toBe(true);
+  });
+
   it('a broken JSONL line names the file and the line', async () => {
     const f = join(work, 'broken.jsonl');
     await writeFile(f, `${lines('antonym', 'train', 3)}{"prompt": "Opposite of hot:", "completion": " cold"\n`);

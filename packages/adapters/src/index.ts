@@ -88,13 +88,3 @@ export {
   type SaveAdapterOptions,
   serializeAdapter,
 } from './io/peft';
-export {
-  type DecodeProfile,
-  matchingLoraRank,
-  MULTITENANT_VARIANTS,
-  type MultitenantBenchOptions,
-  type MultitenantBenchResult,
-  type MultitenantTiming,
-  type MultitenantVariant,
-  runMultitenantBench,
-} from './bench';

@@ -5,8 +5,10 @@
  * plain [1024, 1024] × [1024, 1024] matmul GFLOP/s measured in the same run.
  */
 import type { Command } from 'commander';
-import { type BackendReport, initBackend, ParaError } from '@para/core/node';
-import { type ModelBenchResult, runModelBench } from '@para/model';
+import type { BackendReport } from '@para/core/node';
+import { ParaError } from '@para/core/node';
+import { startBackend } from '../backend';
+import { type ModelBenchResult, runModelBench } from '../bench/model';
 
 export interface ModelBenchOutput extends ModelBenchResult {
   backendDetail: string | undefined;
@@ -74,7 +76,7 @@ export function registerModelBench(bench: Command): void {
             : opts.batch.split(',').map((b) => positiveInt(b, '--batch', 1));
         const promptLength = positiveInt(opts.promptLength, '--prompt-length', 64);
         const decodeSteps = positiveInt(opts.decodeSteps, '--decode-steps', 64);
-        const report: BackendReport = await initBackend({ backend: opts.backend });
+        const report: BackendReport = await startBackend(opts.backend);
         const result = await runModelBench({
           batchSizes,
           promptLength,

@@ -3,11 +3,13 @@
  * of 32 concurrent sequences, each its own tenant with its own adapter, on the backbone bench
  * config (d=512, 8 layers): base (no adapter), PARA r=12 (q/v/up), LoRA on q+v with the rank
  * whose parameter count is closest to PARA's (unmerged, per-row gathered) and IA3. See
- * `@para/adapters`' bench.ts for what is timed.
+ * bench/multitenant.ts for what is timed.
  */
 import type { Command } from 'commander';
-import { type BackendReport, initBackend, ParaError } from '@para/core/node';
-import { type MultitenantBenchResult, runMultitenantBench } from '@para/adapters';
+import type { BackendReport } from '@para/core/node';
+import { ParaError } from '@para/core/node';
+import { startBackend } from '../backend';
+import { type MultitenantBenchResult, runMultitenantBench } from '../bench/multitenant';
 
 export interface MultitenantBenchOutput extends MultitenantBenchResult {
   backendDetail: string | undefined;
@@ -85,7 +87,7 @@ export function registerMultitenantBench(bench: Command): void {
       const promptLength = positiveInt(opts.promptLength, '--prompt-length', 64);
       const newTokens = positiveInt(opts.newTokens, '--new-tokens', 64);
       const rounds = positiveInt(opts.rounds, '--rounds', 2);
-      const report: BackendReport = await initBackend({ backend: opts.backend });
+      const report: BackendReport = await startBackend(opts.backend);
       const result = await runMultitenantBench({ batch, promptLength, newTokens, rounds, profile: opts.profile === true, onProgress: (line) => process.stderr.write(`${line}\n`) });
       const active = report.backends.find((b) => b.name === report.active);
       const out: MultitenantBenchOutput = {

@@ -8,11 +8,13 @@
  *      tenant's adapter (@para/adapters' MixedBatch: one backbone pass for the whole batch,
  *      per-row PARA vectors computed at prefill), and print the outputs and per-tenant accuracy
  */
+import { availableParallelism } from 'node:os';
 import * as path from 'node:path';
 import type { Command } from 'commander';
 import { type AnyAdapter, loadAdapter, MixedBatch } from '@para/adapters/node';
-import { ParaError } from '@para/core/node';
+import { type BackendReport, ParaError } from '@para/core/node';
 import { evaluateDataset, formatDuration, loadBackbone, loadDataset, outputText, stopTokenIds, type TokenizedDataset, type TokenizerLike, trainAdapterFromFiles } from '@para/train/node';
+import { commandPrefix, shellQuote } from '../shell';
 import { parseNumber, startBackend } from './train';
 
 interface DemoFlags {
@@ -46,6 +48,59 @@ function pct(x: number | undefined): string {
   return x === undefined ? '-' : `${(100 * x).toFixed(1)}%`;
 }
 
+/**
+ * Seconds per unit of the demo's work on each backend, measured on 2 cores: one training
+ * example in a PARA update (the task batches are ~20 tokens a row), one greedy test example in
+ * the evaluation (bare and adapted both count), fixed costs (loading, the mixed batch).
+ * wasm + OpenBLAS: BENCHMARKS.md "Training" (PARA r=8, 16×19: 111–121 ms per update); the
+ * others measured with `para demo --steps 40 --eval-limit 40`.
+ */
+const DEMO_COSTS: Record<string, { example: number; evalExample: number; fixed: number }> = {
+  'wasm+openblas': { example: 0.0075, evalExample: 0.03, fixed: 4 },
+  wasm: { example: 0.022, evalExample: 0.04, fixed: 4 },
+  tensorflow: { example: 0.0075, evalExample: 0.03, fixed: 6 },
+  cpu: { example: 0.6, evalExample: 0.6, fixed: 6 },
+  webgpu: { example: 0.15, evalExample: 1.5, fixed: 15 },
+};
+
+/** How long the demo's workload takes here, in seconds (an estimate, from DEMO_COSTS). */
+export function estimateDemoSeconds(w: { tasks: number; steps: number; batchSize: number; evalLimit: number; rows: number }, report: BackendReport): number {
+  const active = report.backends.find((b) => b.name === report.active);
+  const key = report.active === 'wasm' && /via @para\/blas/.test(active?.detail ?? '') ? 'wasm+openblas' : report.active;
+  const c = DEMO_COSTS[key] ?? (DEMO_COSTS.wasm as { example: number; evalExample: number; fixed: number });
+  // The timings are from 2 cores; OpenBLAS and tfjs-node use more where there are more.
+  const cores = Math.max(1, availableParallelism());
+  const speedup = key === 'wasm+openblas' || key === 'tensorflow' ? Math.min(4, cores / 2) : 1;
+  const work = w.tasks * (w.steps * w.batchSize * c.example + 2 * w.evalLimit * c.evalExample);
+  return c.fixed + work / Math.max(1, speedup) + (w.tasks * w.rows * c.evalExample) * 2;
+}
+
+/** "about 3 minutes on 2 cores". */
+export function formatEstimate(seconds: number): string {
+  const cores = availableParallelism();
+  const where = `on ${cores} core${cores === 1 ? '' : 's'}`;
+  if (seconds < 90) return `about ${Math.max(10, Math.round(seconds / 10) * 10)} seconds ${where}`;
+  return `about ${Math.round(seconds / 60)} minutes ${where}`;
+}
+
+/**
+ * What to run next, as commands that work when pasted in the directory the demo ran in: the
+ * prefix is how para was started (PARA_COMMAND_PREFIX, set by `pnpm para` / `npm run demo`).
+ */
+export function nextCommands(tasks: string[], outRoot: string, dataDir: string, prompt: string | undefined): string[] {
+  const p = commandPrefix();
+  const rel = (f: string) => {
+    const r = path.relative(process.cwd(), f);
+    return r.startsWith('..') || path.isAbsolute(r) ? f : r;
+  };
+  const [a, b] = tasks as [string, string];
+  return [
+    `${p} generate --adapter ${shellQuote(rel(path.join(outRoot, a)))} --prompt ${shellQuote(prompt ?? 'Hello')}`,
+    `${p} eval --data ${shellQuote(rel(path.join(dataDir, a, 'test.jsonl')))} --adapter ${shellQuote(rel(path.join(outRoot, a)))} --limit 20`,
+    `${p} train --method lora --data ${shellQuote(rel(path.join(dataDir, b, 'train.jsonl')))} --out ${shellQuote(rel(path.join(outRoot, `${b}-lora`)))} --steps 100 --force`,
+  ];
+}
+
 function repoDataDir(backboneDir: string): string {
   // assets/backbone → the repository root → data/tasks
   return path.join(path.dirname(path.dirname(path.resolve(backboneDir))), 'data', 'tasks');
@@ -70,7 +125,7 @@ export function registerDemoCommand(program: Command): void {
     .action(async (f: DemoFlags) => {
       const started = performance.now();
       const say = (s = '') => process.stdout.write(`${s}\n`);
-      await startBackend(f.backend);
+      const report = await startBackend(f.backend);
       const tasks = f.tasks === undefined ? DEMO_DEFAULTS.tasks : f.tasks.split(',').map((s) => s.trim()).filter(Boolean);
       if (tasks.length !== 2 || tasks[0] === tasks[1]) throw new ParaError('INVALID_ARGUMENT', 'the demo needs two different tasks', { field: '--tasks', expected: 'two of arithmetic, category, antonym, pos, e.g. "pos,category"', actual: f.tasks });
       const steps = parseNumber(f.steps, '--steps', 'int') ?? DEMO_DEFAULTS.steps;
@@ -87,6 +142,7 @@ export function registerDemoCommand(program: Command): void {
       const tok = tokenizer as TokenizerLike;
       const dataDir = repoDataDir(backbone.dir);
       say(`para demo: PARA adapters for two tenants on one backbone`);
+      say(`this takes ${formatEstimate(estimateDemoSeconds({ tasks: tasks.length, steps, batchSize, evalLimit, rows: rowsPerTenant }, report))}`);
       say(`backbone: ${backbone.dir} (${model.numParameters.toLocaleString('en-US')} parameters, ${model.config.numLayers} layers, d=${model.config.hiddenSize}, vocabulary ${model.config.vocabSize})`);
       say();
 
@@ -176,7 +232,9 @@ export function registerDemoCommand(program: Command): void {
         say(`EM = exact match, fmt = well-formed answers (a number, yes/no, one word, a part of speech), on the first ${evalLimit} test examples (greedy, stop at EOS or newline).`);
         say(`The bundled backbone is a toy (4M parameters, 6M tokens of WordNet): adapters draw out what it knows (parts of speech, some antonyms), not skills it lacks (try --tasks arithmetic,category); see BENCHMARKS.md "Training".`);
         say(`Adapters saved in ${outRoot}/. Total ${formatDuration(performance.now() - started)}.`);
-        say(`Next: para eval --data data/tasks/${tasks[0]}/test.jsonl --adapter ${path.join(outRoot, tasks[0]!)}   ·   para train --method lora --data data/tasks/${tasks[1]}/train.jsonl`);
+        say();
+        say('Next, from this directory:');
+        for (const c of nextCommands(tasks, outRoot, dataDir, tests[0]?.texts[0]?.prompt)) say(`  ${c}`);
       } finally {
         for (const a of adapters) a.dispose();
         model.dispose();

@@ -11,7 +11,8 @@
 import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Command } from 'commander';
-import { initBackend, ParaError } from '@para/core/node';
+import { ParaError } from '@para/core/node';
+import { startBackend } from '../backend';
 import { defaultBackboneDir } from '@para/train/node';
 import { loadTokenizer, type ParaTokenizer } from '@para/tokenizer/node';
 import { loadModelAndAdapter, parseIdList, writeOut } from './logits';
@@ -136,7 +137,7 @@ export function registerGenerateCommand(program: Command): void {
           expected: 'non-empty text',
         });
 
-      await initBackend({ backend: opts.backend });
+      await startBackend(opts.backend, opts.json === true);
       const { model, adapter } = await loadModelAndAdapter(dir, opts.adapter);
       try {
         const stopTokens = [...model.config.eosTokenIds];

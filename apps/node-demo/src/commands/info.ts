@@ -1,5 +1,7 @@
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import type { Command } from 'commander';
-import { type BackendReport, initBackend } from '@para/core/node';
+import { type BackendReport, type BackendStatus, initBackend, nodeBackendCandidates, selectBackendFrom } from '@para/core/node';
 import { PARA_VERSION, installedVersion } from '../version';
 
 const PACKAGES = [
@@ -21,8 +23,56 @@ export interface InfoOutput {
   backend: BackendReport;
 }
 
+/** True when this run asked for WebGPU itself (`--backend webgpu`, else PARA_BACKEND=webgpu). */
+function webgpuRequested(backend: string | undefined): boolean {
+  const chosen = backend?.trim() ? backend : process.env.PARA_BACKEND;
+  return chosen?.trim().toLowerCase() === 'webgpu';
+}
+
+/**
+ * Probes WebGPU (Dawn) in a child process, `para info --backend webgpu --no-probe --json`, so
+ * Dawn's own stderr noise (Vulkan loader and limit warnings, written by native code) stays there.
+ */
+export function probeWebgpuQuietly(): BackendStatus {
+  const status: BackendStatus = { name: 'webgpu', state: 'unavailable', onRequestOnly: true };
+  const r = spawnSync(process.execPath, [fileURLToPath(import.meta.url), 'info', '--backend', 'webgpu', '--no-probe', '--json'], {
+    encoding: 'utf8',
+    env: { ...process.env, PARA_BACKEND: undefined },
+    timeout: 120_000,
+    maxBuffer: 1 << 24,
+  });
+  if (r.status === 0) {
+    try {
+      const child = (JSON.parse(r.stdout) as InfoOutput).backend.backends.find((b) => b.name === 'webgpu');
+      if (child?.state === 'active') return { ...status, state: 'available', ...(child.detail === undefined ? {} : { detail: child.detail }) };
+    } catch {
+      // fall through to the reason below
+    }
+  }
+  // The child's error is its last JSON line on stderr (Dawn may have printed before it).
+  const line = (r.stderr ?? '').trim().split('\n').reverse().find((l) => l.startsWith('{"error"'));
+  let reason = r.error ? `the probe could not run: ${r.error.message}` : `the probe exited with status ${r.status}`;
+  if (line !== undefined) {
+    try {
+      reason = (JSON.parse(line) as { error: { message: string } }).error.message.replace(/^backend "webgpu" was requested but could not start: /, '');
+    } catch {
+      // keep the generic reason
+    }
+  }
+  return { ...status, reason };
+}
+
 export async function collectInfo(options: { backend?: string; probe?: boolean }): Promise<InfoOutput> {
-  const report = await initBackend({ backend: options.backend, probe: options.probe ?? true });
+  const probe = options.probe ?? true;
+  let report: BackendReport;
+  if (probe && !webgpuRequested(options.backend)) {
+    // Probe everything here but WebGPU, which is probed in a child process (see above).
+    const candidates = nodeBackendCandidates();
+    report = await selectBackendFrom('node', candidates.filter((c) => c.name !== 'webgpu'), { envBackend: process.env.PARA_BACKEND, backend: options.backend, probe: true });
+    if (candidates.some((c) => c.name === 'webgpu')) report = { ...report, backends: [...report.backends, probeWebgpuQuietly()] };
+  } else {
+    report = await initBackend({ backend: options.backend, probe });
+  }
   return {
     para: PARA_VERSION,
     node: process.version,
@@ -60,7 +110,7 @@ export function registerInfoCommand(program: Command): void {
     .command('info')
     .description('versions, the active tfjs backend, and which backends are available here and why the others are not')
     .option('-b, --backend <name>', 'start this backend (tensorflow, wasm, cpu, webgpu); overrides PARA_BACKEND')
-    .option('--no-probe', 'do not try the backends after the active one')
+    .option('--no-probe', 'do not try the backends after the active one (WebGPU is probed in a child process, so Dawn\'s warnings stay out of this output)')
     .option('--json', 'print JSON')
     .action(async (opts: { backend?: string; probe: boolean; json?: boolean }) => {
       const info = await collectInfo({ backend: opts.backend, probe: opts.probe });

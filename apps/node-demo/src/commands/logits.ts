@@ -7,7 +7,8 @@
  * vectors come from the first N ids (default: all of them).
  */
 import type { Command } from 'commander';
-import { initBackend, ParaError } from '@para/core/node';
+import { ParaError } from '@para/core/node';
+import { startBackend } from '../backend';
 import { type AnyAdapter, loadAdapter } from '@para/adapters/node';
 import { type CausalLM, loadModel } from '@para/model/node';
 import { defaultBackboneDir } from '@para/train/node';
@@ -86,7 +87,7 @@ export function registerLogitsCommand(program: Command): void {
           actual: JSON.stringify(opts.promptLen),
         });
       }
-      await initBackend({ backend: opts.backend });
+      await startBackend(opts.backend);
       const { model, adapter } = await loadModelAndAdapter(dir, opts.adapter);
       try {
         const logits = model.forward([ids], adapter === null ? {} : { adapter: adapter.attach(model), request: { promptLengths: [promptLen] } }); // [1, T, V]

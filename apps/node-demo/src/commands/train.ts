@@ -8,9 +8,14 @@
  * otherwise); stdout gets one summary line (or `--json`). `--model` defaults to the bundled
  * backbone (assets/backbone).
  */
+import { readdir, rm } from 'node:fs/promises';
+import * as path from 'node:path';
 import type { Command } from 'commander';
-import { initBackend, ParaError } from '@para/core/node';
-import { ADAPTER_METHODS, type AdapterMethod, DECAY_KINDS, type DecayKind, formatDuration, trainAdapterFromFiles } from '@para/train/node';
+import { ParaError } from '@para/core/node';
+import { ADAPTER_METHODS, type AdapterMethod, CHECKPOINT_DIR, DECAY_KINDS, type DecayKind, datasetName, formatDuration, trainAdapterFromFiles } from '@para/train/node';
+import { startBackend } from '../backend';
+import { CliExit } from '../errors';
+import { commandPrefix, shellQuote } from '../shell';
 
 /** A flag's value as a number: integer ≥ min, or any positive number. */
 export function parseNumber(value: string | undefined, flag: string, kind: 'int' | 'positive' | 'nonneg-int' | 'nonneg', min = 1): number | undefined {
@@ -35,13 +40,7 @@ function parseDecay(value: string | undefined): DecayKind | undefined {
   return value as DecayKind;
 }
 
-/** Starts the backend (`--backend`, PARA_BACKEND, else the best one) and says which on stderr. */
-export async function startBackend(backend: string | undefined, quiet = false): Promise<string> {
-  const report = await initBackend({ backend, probe: false });
-  const active = report.backends.find((b) => b.name === report.active);
-  if (!quiet) process.stderr.write(`backend: ${report.active}${active?.detail ? ` (${active.detail})` : ''}\n`);
-  return report.active;
-}
+export { startBackend };
 
 interface TrainFlags {
   method?: string;
@@ -67,6 +66,7 @@ interface TrainFlags {
   patience?: string;
   checkpointEvery?: string;
   keepCheckpoints?: boolean;
+  force?: boolean;
   stopAfter?: string;
   plain?: boolean;
   quiet?: boolean;
@@ -95,6 +95,7 @@ export function registerTrainCommand(program: Command): void {
     .option('--weight-decay <x>', 'AdamW decoupled weight decay on matrices (default 0)')
     .option('--max-grad-norm <x>', 'clip gradients to this global norm (default 1; 0: no clipping)')
     .option('--resume', 'continue the interrupted run in --out exactly where its last checkpoint left off')
+    .option('--force', 'train into a non-empty --out, replacing what is there (its old checkpoints are removed)')
     .option('--strict', 'fail on an example longer than the context instead of skipping it')
     .option('--eval-every <n>', 'evaluate every N updates (default: 4 times per run)')
     .option('--eval-limit <n>', 'evaluate on the first N dev examples only')
@@ -107,16 +108,48 @@ export function registerTrainCommand(program: Command): void {
     .option('--json', 'print the summary as JSON')
     .option('-b, --backend <name>', 'tfjs backend (tensorflow, wasm, cpu, webgpu); overrides PARA_BACKEND')
     .action(async (f: TrainFlags) => {
+      const out = f.out ?? path.join('adapters', `${datasetName(f.data as string)}-${f.method}`);
+      if (f.resume !== true && (await nonEmptyDir(out))) {
+        if (f.force !== true) {
+          throw new ParaError('INVALID_ARGUMENT', 'the output directory is not empty', {
+            file: out,
+            field: '--out',
+            expected: 'a new or empty directory (--resume continues the run in it, --force trains over it)',
+          });
+        }
+        // An old run's checkpoints must not be what a later --resume picks up.
+        await rm(path.join(out, CHECKPOINT_DIR), { recursive: true, force: true });
+      }
       await startBackend(f.backend, f.quiet === true);
       if (f.steps !== undefined && f.epochs !== undefined) {
         throw new ParaError('INVALID_ARGUMENT', 'give --steps or --epochs, not both', { field: '--steps' });
       }
-      const r = await trainAdapterFromFiles({
+      // Ctrl-C: stop after the current update, write a checkpoint, print how to resume.
+      // Node runs a signal handler only when the event loop turns; where the training loop
+      // never yields to it (an @para/train that awaits only promises between updates), a
+      // handler would hold Ctrl-C back until the run ends, so it is removed again at the second
+      // update and Ctrl-C quits at once, as without one.
+      const abort = new AbortController();
+      let yieldProbe: 'none' | 'scheduled' | 'done' = 'none';
+      let turned = false;
+      let step = 0;
+      let stepAtAbort: number | undefined;
+      let lastCheckpoint: string | null = null;
+      const onSigint = () => {
+        if (abort.signal.aborted) {
+          process.stderr.write('\npara: interrupted again: exiting without waiting for the checkpoint\n');
+          process.exit(130);
+        }
+        stepAtAbort = step;
+        abort.abort();
+        process.stderr.write('\npara: interrupted: writing a checkpoint after this update (Ctrl-C again to quit at once)\n');
+      };
+      const options: Parameters<typeof trainAdapterFromFiles>[0] & { signal?: AbortSignal } = {
         method: f.method as AdapterMethod,
         data: f.data as string,
         ...(f.evalData === undefined ? {} : { evalData: f.evalData }),
         ...(f.model === undefined ? {} : { model: f.model }),
-        ...(f.out === undefined ? {} : { out: f.out }),
+        out,
         steps: parseNumber(f.steps, '--steps', 'int'),
         epochs: parseNumber(f.epochs, '--epochs', 'positive'),
         lr: parseNumber(f.lr, '--lr', 'positive'),
@@ -139,7 +172,43 @@ export function registerTrainCommand(program: Command): void {
         plain: f.plain === true,
         quiet: f.quiet === true,
         ...(f.quiet ? { log: () => undefined } : {}),
-      });
+        // Not in TrainFilesOptions yet: forwarded once @para/train passes it on to finetune().
+        signal: abort.signal,
+        onEvent: (e) => {
+          if (e.type === 'checkpoint') lastCheckpoint = e.path;
+          if (e.type !== 'step') return;
+          step = e.step;
+          if (yieldProbe === 'none') {
+            yieldProbe = 'scheduled';
+            setImmediate(() => {
+              turned = true;
+            });
+          } else if (yieldProbe === 'scheduled') {
+            yieldProbe = 'done';
+            if (!turned && !abort.signal.aborted) process.off('SIGINT', onSigint);
+          }
+          // The update running at Ctrl-C may finish; a later one means the signal is ignored.
+          if (stepAtAbort !== undefined && e.step > stepAtAbort + 1) {
+            process.stderr.write(
+              `para: this @para/train ignores the abort signal (trainAdapterFromFiles does not pass \`signal\` to finetune), so no checkpoint was written at step ${step}.${lastCheckpoint === null ? ' No checkpoint was written before either (--checkpoint-every N writes them).' : ` The last checkpoint is ${lastCheckpoint}; continue from it with:\n  ${resumeCommand(out)}`}\n`,
+            );
+            process.exit(130);
+          }
+        },
+      };
+      process.on('SIGINT', onSigint);
+      let r: Awaited<ReturnType<typeof trainAdapterFromFiles>>;
+      try {
+        r = await trainAdapterFromFiles(options);
+      } finally {
+        process.off('SIGINT', onSigint);
+      }
+      const interrupted = abort.signal.aborted && r.result.reason === 'stopped';
+      if (interrupted) {
+        process.stderr.write(
+          `para: stopped at step ${r.result.step}${r.result.lastCheckpoint === null ? '' : `; checkpoint ${r.result.lastCheckpoint}`}. Continue with:\n  ${resumeCommand(out)}\n`,
+        );
+      }
       const best = r.result.best;
       const summary = {
         out: r.out,
@@ -155,11 +224,41 @@ export function registerTrainCommand(program: Command): void {
       };
       if (f.json) {
         process.stdout.write(`${JSON.stringify(summary, null, 2)}\n`);
+        if (interrupted) throw new CliExit(130);
         return;
       }
       const bestText = best === null ? '' : `; best at step ${best.step}: ${best.metrics.exact_match === undefined ? '' : `exact match ${(100 * best.metrics.exact_match).toFixed(1)}%, `}dev loss ${best.metrics.loss.toFixed(4)}`;
       process.stdout.write(
         `${r.adapterSaved ? `wrote ${r.out}` : `stopped (${r.result.reason}); checkpoint in ${r.out}`}: ${r.method.toUpperCase()} adapter, ${r.parameters.toLocaleString('en-US')} parameters, ${r.result.step} steps in ${formatDuration(r.result.elapsedMs)} (${Math.round(summary.tokens_per_sec)} tok/s), final train loss ${r.result.lastLoss?.toFixed(4) ?? '-'}${bestText}\n`,
       );
+      if (interrupted) throw new CliExit(130);
     });
+}
+
+/** True when `dir` exists and has something in it. */
+async function nonEmptyDir(dir: string): Promise<boolean> {
+  try {
+    return (await readdir(dir)).length > 0;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * This run's command line with `--resume` (and `--out`), without what must not repeat:
+ * `--force`, `--stop-after N`.
+ */
+export function resumeCommand(out: string, argv: readonly string[] = process.argv.slice(2)): string {
+  const args: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i] as string;
+    if (a === '--force' || a === '--resume' || a.startsWith('--stop-after=')) continue;
+    if (a === '--stop-after') {
+      i++;
+      continue;
+    }
+    args.push(a);
+  }
+  if (!args.some((a) => a === '--out' || a.startsWith('--out='))) args.push('--out', out);
+  return `${commandPrefix()} ${[...args, '--resume'].map(shellQuote).join(' ')}`;
 }

@@ -1,7 +1,7 @@
 /**
  * The multi-tenant benchmark behind `para bench multitenant` (universal: runs in a browser too).
  *
- * On the backbone bench config (`@para/model`'s BENCH_CONFIG: d=512, 8 layers, d_ff 1376,
+ * On the backbone bench config (BENCH_CONFIG of ./model.ts: d=512, 8 layers, d_ff 1376,
  * 8 heads, vocab 4096, random init seed 0), B concurrent sequences (default 32), each its own
  * tenant with its own adapter, prompt P tokens (64), N new tokens (64), greedy, logits read back
  * every step as sampling must. One prefill and one decode step per call for the whole batch:
@@ -22,27 +22,33 @@
 
 import * as tf from '@tensorflow/tfjs-core';
 import {
-  type AdapterCache,
+  type AdapterRequest,
+  type AnyAdapter,
+  Ia3Adapter,
+  ia3ParameterCount,
+  LoraAdapter,
+  loraParameterCount,
+  MixedBatch,
+  ParaAdapter,
+  paraParameterCount,
+  resolveIa3Config,
+  resolveLoraConfig,
+  resolveParaConfig,
+} from '@para/adapters';
+import {
+  ADAPTER_SITES,
   type AdapterContext,
   type AdapterSite,
-  BENCH_CONFIG,
   CausalLM,
   createConfig,
   type DecodeState,
+  type LayerAdapterState,
   type ModelAdapter,
   type ModelConfig,
   type ModelConfigInit,
   projectionShape,
 } from '@para/model';
-import type { AnyAdapter } from './any';
-import type { AdapterRequest } from './base/request';
-import { ia3ParameterCount, resolveIa3Config } from './ia3/config';
-import { Ia3Adapter } from './ia3/model';
-import { loraParameterCount, resolveLoraConfig } from './lora/config';
-import { LoraAdapter } from './lora/model';
-import { MixedBatch } from './mixed/mixed';
-import { paraParameterCount, resolveParaConfig } from './para/config';
-import { ParaAdapter } from './para/model';
+import { BENCH_CONFIG } from './model';
 
 export type MultitenantVariant = 'base' | 'para' | 'lora' | 'ia3';
 export const MULTITENANT_VARIANTS: readonly MultitenantVariant[] = ['base', 'para', 'lora', 'ia3'];
@@ -329,7 +335,11 @@ async function profileDecode(model: CausalLM, prompts: number[][], opts: { adapt
   return { stepMs: walls[Math.floor(walls.length / 2)] as number, kernels: kernels / STEPS, kernelMs: byKernel.reduce((a, k) => a + k.ms, 0), byKernel, adapterMs };
 }
 
-/** Median ms of one decode step's adapter hooks alone (every site of every layer), on prefill state. */
+/**
+ * Median ms of one decode step's adapter work alone, on prefill state: at every site of every
+ * layer, the adapter's `transform` (if it has one) and the per-row state the layer applies
+ * (LoRA rows `y += (x · a) · b`, scales `y ⊙ s`), as `decoderLayer` does it.
+ */
 async function timeHooks(model: CausalLM, prompts: number[][], adapter: ModelAdapter<AdapterRequest>): Promise<number> {
   const c = model.config;
   const B = prompts.length;
@@ -338,20 +348,43 @@ async function timeHooks(model: CausalLM, prompts: number[][], adapter: ModelAda
   const store = state.adapterState;
   const tokenMask = tf.ones([B, 1]);
   const shapes = new Map<AdapterSite, { x: tf.Tensor; y: tf.Tensor }>();
-  for (const site of adapter.sites) {
+  for (const site of ADAPTER_SITES) {
     const [out, inp] = site === 'down_proj.input' ? [c.intermediateSize, c.intermediateSize] : projectionShape(c, site);
     const x = tf.randomNormal([B, 1, inp], 0, 1, 'float32', 1); // [B, 1, in]
     shapes.set(site, { x, y: site === 'down_proj.input' ? x : tf.randomNormal([B, 1, out], 0, 1, 'float32', 2) }); // [B, 1, out]
   }
+  const apply = (ctx: AdapterContext<AdapterRequest>, site: AdapterSite, y0: tf.Tensor, x: tf.Tensor): tf.Tensor | null => {
+    let y = y0;
+    let touched = false;
+    if (adapter.sites.includes(site) && adapter.transform !== undefined) {
+      y = adapter.transform(ctx, site, y, x);
+      touched = true;
+    }
+    const rows: LayerAdapterState | undefined = ctx.state;
+    const lora = rows?.lora(site);
+    if (lora !== undefined) {
+      y = tf.add(y, tf.matMul(tf.matMul(x, lora.a), lora.b));
+      touched = true;
+    }
+    const scale = rows?.scale(site);
+    if (scale !== undefined) {
+      y = tf.mul(y, scale);
+      touched = true;
+    }
+    return touched ? y : null;
+  };
   const run = async () => {
     const outs = tf.tidy(() => {
       const last: tf.Tensor[] = [];
       for (let layer = 0; layer < c.numLayers; layer++) {
         if (adapter.layers !== undefined && !adapter.layers.includes(layer)) continue;
-        const ctx: AdapterContext<AdapterRequest> = { phase: 'decode', layer, request: {}, tokenMask, cache: store?.layers[layer] as AdapterCache };
-        for (const [site, { x, y }] of shapes) last.push(adapter.transform?.(ctx, site, y, x) ?? y);
+        const ctx: AdapterContext<AdapterRequest> = { phase: 'decode', layer, request: {}, tokenMask, state: store?.layers[layer] as LayerAdapterState };
+        for (const [site, { x, y }] of shapes) {
+          const out = apply(ctx, site, y, x);
+          if (out !== null) last.push(out);
+        }
       }
-      return [last[last.length - 1] as tf.Tensor];
+      return [last.length === 0 ? tf.zeros([1]) : (last[last.length - 1] as tf.Tensor)];
     });
     await (outs[0] as tf.Tensor).data(); // the backend's queue is done
     tf.dispose(outs);

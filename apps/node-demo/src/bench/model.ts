@@ -9,9 +9,7 @@
  */
 
 import * as tf from '@tensorflow/tfjs-core';
-import { countParameters, createConfig, type ModelConfig, type ModelConfigInit } from './config';
-import { modelFlops } from './flops';
-import { CausalLM } from './model';
+import { CausalLM, countParameters, createConfig, type ModelConfig, type ModelConfigInit, modelFlops } from '@para/model';
 
 export interface ModelBenchOptions {
   config?: Partial<ModelConfigInit>;
