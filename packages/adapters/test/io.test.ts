@@ -6,12 +6,12 @@
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import * as tf from '@tensorflow/tfjs-core';
 import { openSafetensorsFile, type ParaError } from '@para/core/node';
+import * as tf from '@tensorflow/tfjs-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
-  adapterFromBytes,
   type AnyAdapter,
+  adapterFromBytes,
   createAdapter,
   Ia3Adapter,
   LoraAdapter,

@@ -3,10 +3,11 @@
  * reference and against the functional fallback), rows that leave and join, and flat tensor
  * counts.
  */
-import * as tf from '@tensorflow/tfjs-core';
+
 import { isParaError, measureTensorLeak, Rng } from '@para/core/node';
+import * as tf from '@tensorflow/tfjs-core';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { attention, KVCache, kvWritePath, writeKVSlots, type KVWrite, type KVWriteMode } from '../src';
+import { attention, KVCache, type KVWrite, type KVWriteMode, kvWritePath, writeKVSlots } from '../src';
 import { take, testBackends, useBackend, values } from './helpers/backends';
 
 function caught(fn: () => unknown): unknown {

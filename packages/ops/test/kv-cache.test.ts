@@ -1,5 +1,5 @@
-import * as tf from '@tensorflow/tfjs-core';
 import { isParaError, measureTensorLeak, Rng } from '@para/core/node';
+import * as tf from '@tensorflow/tfjs-core';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { applyRope, attention, attentionMask, KVCache, padBatch, ropeCosSin, ropeInvFreq } from '../src';
 import { expectClose, take, testBackends, useBackend } from './helpers/backends';

@@ -1,5 +1,5 @@
-import * as tf from '@tensorflow/tfjs-core';
 import { isParaError, Rng } from '@para/core/node';
+import * as tf from '@tensorflow/tfjs-core';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { linear, swiglu } from '../src';
 import { expectClose, take, testBackends, useBackend } from './helpers/backends';

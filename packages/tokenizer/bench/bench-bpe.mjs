@@ -128,7 +128,7 @@ for (const vocabSize of vocabSizes) {
 const maxRssMB = process.resourceUsage().maxRSS / 1024;
 
 // --- Baseline: Rust `tokenizers` through Python, same files, same settings ------------------
-const PY = String.raw`
+const PY = `
 import json, sys, time
 try:
     import tokenizers

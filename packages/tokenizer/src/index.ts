@@ -3,6 +3,15 @@
  * ParaTokenizer over a Hugging Face tokenizer.json (+ tokenizer_config.json), chat templates,
  * and the byte-level BPE trainer on in-memory texts. `@para/tokenizer/node` adds files.
  */
+
+export { type AddedTokenSpec, ByteLevelBpe } from './bpe-encoder';
+export {
+  BYTE_TO_CHAR,
+  byteLevelToBytes,
+  bytesToByteLevel,
+  GPT2_PRETOKENIZE_PATTERN,
+  gpt2Regex,
+} from './byte-level';
 export {
   type BatchEncoding,
   type ChatMessage,
@@ -26,17 +35,9 @@ export {
   trainBpeFromCounts,
   validateTrainOptions,
 } from './trainer';
-export { type AddedTokenSpec, ByteLevelBpe } from './bpe-encoder';
 export {
   DEFAULT_MAX_DISTINCT_WORDS,
   lastSafeCut,
   WordCounter,
   type WordCounterOptions,
 } from './word-counter';
-export {
-  BYTE_TO_CHAR,
-  bytesToByteLevel,
-  byteLevelToBytes,
-  GPT2_PRETOKENIZE_PATTERN,
-  gpt2Regex,
-} from './byte-level';

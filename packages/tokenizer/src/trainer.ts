@@ -17,8 +17,8 @@
  * Cost: O(total symbols) to start, then per merge O(occurrences of the pair · log heap).
  */
 import { ParaError } from '@para/core';
-import { BYTE_TO_CHAR } from './byte-level';
 import { ByteLevelBpe } from './bpe-encoder';
+import { BYTE_TO_CHAR } from './byte-level';
 import { PairHeap } from './heap';
 import { WordCounter } from './word-counter';
 

@@ -6,8 +6,8 @@ import { describe, expect, it } from 'vitest';
 import {
   BYTE_TO_CHAR,
   ByteLevelBpe,
-  bytesToByteLevel,
   byteLevelToBytes,
+  bytesToByteLevel,
   gpt2Regex,
   lastSafeCut,
   ParaTokenizer,

@@ -17,8 +17,8 @@
  * `tf.customGrad`, using only kernels that are fast on every backend.
  */
 
-import * as tf from '@tensorflow/tfjs-core';
 import { ParaError } from '@para/core';
+import * as tf from '@tensorflow/tfjs-core';
 
 /**
  * `Σ_n weights[n] · nll[n]` (a scalar) for `logits [N, V]`, `targets [N]` int32, `weights [N]`
