@@ -2,7 +2,9 @@
 // Packaging check (part of `pnpm test`): every publishable package under packages/ packs with
 // `pnpm pack`; the tarballs install into a plain npm project; every entry in each `exports` map
 // loads there with `import` and with `require`, and type-checks from both an ES module and a
-// CommonJS module under TypeScript's `nodenext` resolution.
+// CommonJS module under TypeScript's `nodenext` resolution; and the README's ten-line program
+// (examples/node/quickstart.mjs: load the bundled backbone, train PARA on 20 in-memory records,
+// save, reload, generate) runs there against the installed `para` package.
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -79,6 +81,14 @@ try {
   check('every export loads with import', () => run('node', ['check.mjs'], project));
   check('every export loads with require', () => run('node', ['check.cjs'], project));
   check('types resolve from ESM and CJS (tsc, nodenext, skipLibCheck off)', () => run('node', [join(project, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.json'], project));
+  check('examples/node/quickstart.mjs runs from the installed tarballs (train, save, reload, generate)', () => {
+    writeFileSync(join(project, 'quickstart.mjs'), readFileSync(join(root, 'examples', 'node', 'quickstart.mjs'), 'utf8'));
+    const out = run('node', ['quickstart.mjs', join(root, 'assets', 'backbone'), join(project, 'adapters', 'quickstart')], project);
+    process.stdout.write(`${out.trimEnd().replace(/^/gm, '       ')}\n`);
+    if (!/trained \d+ updates .*saved to/.test(out)) throw new Error(`unexpected output:\n${out}`);
+    const config = JSON.parse(readFileSync(join(project, 'adapters', 'quickstart', 'adapter_config.json'), 'utf8'));
+    if (config.peft_type !== 'PARA' || typeof config.base_model_name_or_path !== 'string') throw new Error(`bad adapter_config.json: ${JSON.stringify(config)}`);
+  });
 } finally {
   rmSync(work, { recursive: true, force: true });
 }
