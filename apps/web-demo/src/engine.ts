@@ -13,7 +13,7 @@
  *   logits    next-token logits after a prompt (the end-to-end test compares them with Node's)
  */
 import * as tf from '@tensorflow/tfjs-core';
-import { type AnyAdapter, adapterFromBytes, createAdapter, MixedBatch, serializeAdapter } from '@para/adapters';
+import { type AnyAdapter, adapterFromBytes, createAdapter, MixedBatch, PARA_METHOD, serializeAdapter } from '@para/adapters';
 import { type CheckpointAccess, ParaError, urlCheckpointAccess } from '@para/core';
 import { type CausalLM, loadModelFrom } from '@para/model';
 import { ParaTokenizer } from '@para/tokenizer';
@@ -310,7 +310,7 @@ export class Engine {
     const records = parseJsonl(o.jsonl, o.file);
     const maxLength = this.model.config.maxPositionEmbeddings;
     const data = tokenizeRecords(this.tokenizer as TokenizerLike, records, o.file, { maxLength });
-    const adapter = createAdapter(this.model.config, { peft_type: 'PARA', r: o.r ?? 8, base_model_name_or_path: BACKBONE_NAME }, { seed: o.seed ?? 0 });
+    const adapter = createAdapter(this.model.config, { peft_type: 'PARA', ...(o.r === undefined ? {} : { r: o.r }), base_model_name_or_path: BACKBONE_NAME }, { seed: o.seed ?? 0 });
     const losses: number[] = [];
     try {
       const result = await finetune({
@@ -319,7 +319,7 @@ export class Engine {
         adapter,
         train: data,
         steps: o.steps,
-        lr: o.lr ?? 1e-2,
+        lr: o.lr ?? PARA_METHOD.training.lr,
         batchSize: Math.min(o.batchSize ?? 8, data.examples.length),
         seed: o.seed ?? 0,
         checkpointAtEnd: false,
