@@ -2,8 +2,8 @@
  * @para/ops — transformer math on TensorFlow.js, backend-agnostic (cpu, wasm, webgl, webgpu,
  * tensorflow) and browser-safe: RMSNorm, RoPE (HF convention, linear and llama3 scaling),
  * grouped-query causal attention with padding masks, a KV cache for batches of rows with
- * different lengths (preallocated, written in place; rows join and leave), SwiGLU, masked
- * cross-entropy and seeded sampling.
+ * different lengths (preallocated, written in place; rows join and leave), SwiGLU and seeded
+ * sampling.
  *
  * Shape conventions: activations `[B, T, d]`; attention heads `[B, H, T, hd]`; keys/values
  * `[B, Hkv, S, hd]` over S slots; additive masks `[B, 1, T, S]` (0 allowed, -1e9 masked);

@@ -16,7 +16,7 @@ import type { Command } from 'commander';
 import { createAdapter } from '@para/adapters/node';
 import { modelFlops } from '@para/model';
 import {
-  type AdapterMethod,
+  type MethodName,
   adapterTrainable,
   collate,
   collateWindows,
@@ -46,7 +46,7 @@ interface BenchTrainFlags {
 }
 
 /** Matched budgets on the default backbone (d = 256, d_kv = 128, d_ff = 688, 4 layers). */
-export const QUALITY_METHODS: { label: string; method: AdapterMethod; r?: number }[] = [
+export const QUALITY_METHODS: { label: string; method: MethodName; r?: number }[] = [
   { label: 'PARA r=4', method: 'para', r: 4 },
   { label: 'LoRA r=6 (q,v)', method: 'lora', r: 6 },
   { label: 'IA3', method: 'ia3' },

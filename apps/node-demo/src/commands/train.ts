@@ -12,7 +12,7 @@ import { readdir, rm } from 'node:fs/promises';
 import * as path from 'node:path';
 import type { Command } from 'commander';
 import { ParaError } from '@para/core/node';
-import { ADAPTER_METHODS, type AdapterMethod, CHECKPOINT_DIR, DECAY_KINDS, type DecayKind, datasetName, formatDuration, trainAdapterFromFiles } from '@para/train/node';
+import { ADAPTER_METHODS, CHECKPOINT_DIR, type MethodName, DECAY_KINDS, type DecayKind, datasetName, formatDuration, trainAdapterFromFiles } from '@para/train/node';
 import { startBackend } from '../backend';
 import { CliExit } from '../errors';
 import { commandPrefix, shellQuote } from '../shell';
@@ -145,7 +145,7 @@ export function registerTrainCommand(program: Command): void {
         process.stderr.write('\npara: interrupted: writing a checkpoint after this update (Ctrl-C again to quit at once)\n');
       };
       const options: Parameters<typeof trainAdapterFromFiles>[0] & { signal?: AbortSignal } = {
-        method: f.method as AdapterMethod,
+        method: f.method as MethodName,
         data: f.data as string,
         ...(f.evalData === undefined ? {} : { evalData: f.evalData }),
         ...(f.model === undefined ? {} : { model: f.model }),
