@@ -3,6 +3,7 @@
  * downloaded): files written, `--resume` equal to an uninterrupted run, and every bad input a
  * clear typed error (exit code 2) naming the file, the line and the field.
  */
+import { spawn } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -12,7 +13,7 @@ import { CausalLM, createConfig, saveModel } from '@para/model/node';
 import { loadTokenizer, saveTokenizer, trainBpeTokenizer } from '@para/tokenizer/node';
 import { DEFAULT_CHAT_TEMPLATE } from '@para/train/node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { expectTypedError, paraRunner, repo } from './helpers/cli';
+import { cli, expectTypedError, paraRunner, repo } from './helpers/cli';
 
 
 const para = paraRunner('wasm');
@@ -129,13 +130,43 @@ describe('para train / para eval', () => {
     expect(existsSync(join(b, 'checkpoints', 'latest.json'))).toBe(true);
     // A resume with other settings is refused.
     const other = para([...common.map((x) => (x === '3' ? '4' : x)), '--out', b, '--resume']);
-    expectTypedError(other, 'INVALID_ARGUMENT', '--resume needs the same settings as the interrupted run: seed differs');
+    expectTypedError(other, 'INVALID_ARGUMENT', 'resuming needs the same settings as the interrupted run: seed differs');
     const second = para([...common, '--out', b, '--resume']);
     expect(second.code, second.stderr).toBe(0);
     expect(stepLosses(join(b, 'metrics.jsonl'))).toEqual(stepLosses(join(a, 'metrics.jsonl')));
     expect(readFileSync(join(b, 'adapter_model.safetensors')).equals(readFileSync(join(a, 'adapter_model.safetensors')))).toBe(true);
     // Nothing left to resume once the run finished.
     expectTypedError(para([...common, '--out', b, '--resume']), 'FILE_NOT_FOUND', 'no checkpoint to resume from');
+  });
+
+  it('Ctrl-C (SIGINT) during training writes a checkpoint, prints the resume command, and resuming finishes the run', async () => {
+    const out = join(work, 'sigint');
+    const args = ['train', '--method', 'para', '--data', train, '--model', modelDir, '--steps', '400', '--batch-size', '8', '--r', '4', '--seed', '5', '--plain', '--out', out];
+    const child = spawn(process.execPath, [cli, ...args], { env: { ...process.env, PARA_BACKEND: 'wasm' }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stderr = '';
+    let stdout = '';
+    child.stdout.on('data', (d) => {
+      stdout += String(d);
+    });
+    const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
+    // Interrupt once training is under way (a few updates logged), whenever that is.
+    await new Promise<void>((resolve) => {
+      child.stderr.on('data', (d) => {
+        stderr += String(d);
+        if ((stderr.match(/step \d+\/400/g) ?? []).length >= 3) resolve();
+      });
+      void exited.then(() => resolve());
+    });
+    child.kill('SIGINT');
+    const code = await exited;
+    expect(code, stderr).toBe(130);
+    expect(stderr).toContain('Continue with:');
+    expect(stderr).toContain('--resume');
+    expect(existsSync(join(out, 'checkpoints', 'latest.json'))).toBe(true);
+    expect(stdout).not.toContain('para: unexpected error');
+    const resumed = para([...args, '--resume', '--quiet']);
+    expect(resumed.code, resumed.stderr).toBe(0);
+    expect(existsSync(join(out, 'adapter_model.safetensors'))).toBe(true);
   });
 });
 
@@ -151,7 +182,7 @@ describe('bad input', () => {
     expect(JSON.parse(json.stderr).error).toMatchObject({ code: 'INVALID_ARGUMENT', file: out, field: '--out' });
     const forced = para([...args, '--force']);
     expect(forced.code, forced.stderr).toBe(0);
-    expect(forced.stderr.split('\n')[0]).toMatch(/^backend: (wasm|cpu|tensorflow)( \+ OpenBLAS| \(.*\))?$/);
+    expect(forced.stderr.split('\n')[0]).toMatch(/^backend: (wasm|cpu|tensorflow)( \+ OpenBLAS)?( \(.*\))?$/);
     expect(existsSync(join(out, 'adapter_model.safetensors'))).toBe(true);
   });
 
@@ -168,7 +199,7 @@ describe('bad input', () => {
     const missing = join(work, 'missing.jsonl');
     await writeFile(missing, '{"prompt":"1+1="}\n');
     expectTypedError(para(['train', '--method', 'para', '--data', missing, '--model', modelDir, '--out', join(work, 'y')]), 'INVALID_ARGUMENT', `${missing}:1, field "completion"`, 'missing or empty "completion"');
-    expectTypedError(para(['train', '--method', 'dora', '--data', train, '--model', modelDir, '--out', join(work, 'z')]), 'INVALID_ARGUMENT', 'unknown method "dora"', 'para | lora | ia3');
+    expectTypedError(para(['train', '--method', 'dora', '--data', train, '--model', modelDir, '--out', join(work, 'z')]), 'INVALID_ARGUMENT', 'unknown adapter method "dora"', '"para", "lora", "ia3"');
     expectTypedError(para(['eval', '--data', join(work, 'nope.jsonl'), '--model', modelDir]), 'FILE_NOT_FOUND', 'nope.jsonl');
   });
 

@@ -97,12 +97,13 @@ export function adapterMethods(): AdapterMethod[] {
 
 /**
  * The method of a `peft_type` (`"PARA"`), or with `byName` of a lower-case name (`"para"`).
- * Unknown → UNSUPPORTED naming the known ones (and `file` / `field` when given).
+ * Unknown → UNSUPPORTED for a `peft_type`, INVALID_ARGUMENT for a name, naming the known ones
+ * (and `file` / `field` when given).
  */
 export function adapterMethod(key: string, where: { file?: string; field?: string; byName?: boolean } = {}): AdapterMethod {
   const m = where.byName ? [...methods.values()].find((x) => x.name === key) : methods.get(key);
   if (m !== undefined) return m;
-  throw new ParaError('UNSUPPORTED', where.byName ? `unknown adapter method ${JSON.stringify(key)}` : 'unsupported adapter type', {
+  throw new ParaError(where.byName ? 'INVALID_ARGUMENT' : 'UNSUPPORTED', where.byName ? `unknown adapter method ${JSON.stringify(key)}` : 'unsupported adapter type', {
     file: where.file,
     field: where.field ?? 'peft_type',
     expected: [...methods.values()].map((x) => JSON.stringify(where.byName ? x.name : x.peftType)).join(', '),

@@ -358,6 +358,8 @@ export async function runTraining(trainer: Trainer, o: RunOptions): Promise<RunR
   };
 
   while (trainer.step < total) {
+    // A macrotask turn between updates, so an abort from an event (Ctrl-C, a UI button) is seen.
+    if (o.signal !== undefined) await new Promise((resolve) => setTimeout(resolve, 0));
     if (o.signal?.aborted) {
       await checkpoint();
       return finish('stopped');

@@ -109,8 +109,10 @@ export interface TrainFilesOptions {
   onEvent?: (e: TrainEvent) => void;
   /** Reuse an already loaded backbone (the demo trains several tenants on one). */
   backbone?: { dir: string; model: CausalLM; tokenizer: ParaTokenizer };
-  /** Stop after this step (tests of --resume). */
+  /** Stop after this step (tests of resuming). */
   stopAtStep?: number;
+  /** Stops training between updates after writing a checkpoint (resume with `resume: true`). */
+  signal?: AbortSignal;
 }
 
 export interface TrainFilesResult {
@@ -198,6 +200,7 @@ export async function trainAdapterFromFiles(o: TrainFilesOptions): Promise<Train
         ...(o.evalLimit === undefined ? {} : { evalLimit: o.evalLimit }),
         ...(o.patience === undefined ? {} : { patience: o.patience }),
         ...(o.stopAtStep === undefined ? {} : { stopAtStep: o.stopAtStep }),
+        ...(o.signal === undefined ? {} : { signal: o.signal }),
         ...(resumeFrom === undefined ? {} : { resumeFrom }),
         seed: o.seed ?? 0,
         checkpointEvery: o.checkpointEvery ?? 0,
