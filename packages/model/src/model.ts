@@ -422,9 +422,9 @@ export class CausalLM {
    * template); needs `model.tokenizer` (set by `loadPretrained`). Tokens (for experts): prompts
    * as token ids per row → `GenerateResult`. See text.ts and generate.ts.
    */
+  generate<R = unknown>(prompts: number[][], options?: GenerateOptions<R>): Promise<GenerateResult>;
   generate(input: string | readonly ChatMessage[], options?: TextGenerateOptions): Promise<string>;
   generate(input: readonly string[], options?: TextGenerateOptions): Promise<string[]>;
-  generate<R = unknown>(prompts: number[][], options?: GenerateOptions<R>): Promise<GenerateResult>;
   generate(input: TextInput | number[][], options: TextGenerateOptions | GenerateOptions = {}): Promise<string | string[] | GenerateResult> {
     if (Array.isArray(input) && Array.isArray(input[0])) return generate(this, input as number[][], options as GenerateOptions);
     return generateText(this, this.textTokenizer(), input as TextInput, options as TextGenerateOptions);

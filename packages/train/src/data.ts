@@ -213,5 +213,5 @@ export function skippedMessage(d: TokenizedDataset, maxLength: number): string |
   if (d.skipped.length === 0) return null;
   const lines = d.skipped.slice(0, 10).map((s) => s.line);
   const more = d.skipped.length > 10 ? `, … (${d.skipped.length - 10} more)` : '';
-  return `${d.file}: skipped ${d.skipped.length} of ${d.skipped.length + d.examples.length} examples longer than the model's context (${maxLength} tokens): line${d.skipped.length > 1 ? 's' : ''} ${lines.join(', ')}${more} (strict: true makes this an error)`;
+  return `${d.file}: skipped ${d.skipped.length} of ${d.skipped.length + d.examples.length} examples longer than the model's context (${maxLength} tokens): line${d.skipped.length > 1 ? 's' : ''} ${lines.join(', ')}${more} (the strict option makes this an error)`;
 }

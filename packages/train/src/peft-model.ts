@@ -42,9 +42,7 @@ import {
 import type { ChatMessage, ParaTokenizer } from '@para/tokenizer';
 import { checkRecords, type TokenizedDataset, type TokenizerLike, tokenizeRecords } from './data';
 import { type EvalResult, evaluateDataset } from './evaluate';
-import { FINETUNE_DEFAULTS, type FinetuneResult, finetune } from './finetune';
-import type { DecayKind } from './schedule';
-import type { TrainEvent } from './trainer';
+import { FINETUNE_DEFAULTS, type FinetuneOptions, type FinetuneResult, finetune } from './finetune';
 
 /** Where `PeftModel.fromPretrained` / `save` reach adapter directories on this platform. */
 export interface AdapterDirectoryIO {
@@ -66,34 +64,16 @@ export interface GetPeftModelOptions {
   seed?: number | string;
 }
 
-export interface PeftTrainOptions {
+/**
+ * `peft.train` options: `finetune`'s (steps | epochs, lr — default: the method's, 3e-3 —,
+ * batchSize — default 16, at most the number of records —, schedule, clipping, evaluation
+ * cadence, patience, `onEvent` progress, `signal` to stop between updates), plus:
+ */
+export interface PeftTrainOptions extends Pick<FinetuneOptions, 'steps' | 'epochs' | 'lr' | 'batchSize' | 'microBatchSize' | 'seed' | 'warmupSteps' | 'decay' | 'weightDecay' | 'maxGradNorm' | 'evalEvery' | 'evalLimit' | 'patience' | 'onEvent' | 'signal'> {
   /** Held-out records: evaluated (loss, exact match) about 4 times and at the end. */
   eval?: readonly unknown[];
-  /** Updates in all (default: `epochs` passes over the records). */
-  steps?: number;
-  /** Passes over the records when `steps` is not given (default 1). */
-  epochs?: number;
-  /** Learning rate (default: the method's, 3e-3 for PARA, LoRA and IA3). */
-  lr?: number;
-  /** Examples per update (default 16, at most the number of records). */
-  batchSize?: number;
-  /** Examples per forward/backward; accumulated up to `batchSize`. */
-  microBatchSize?: number;
-  seed?: number;
-  warmupSteps?: number;
-  decay?: DecayKind;
-  weightDecay?: number;
-  maxGradNorm?: number;
-  evalEvery?: number;
-  evalLimit?: number;
-  /** Stop after this many evaluations without improvement (default: never). */
-  patience?: number;
   /** Records longer than the model's context are an error instead of being skipped. */
   strict?: boolean;
-  /** Progress: one event per update, evaluation, early stop and the end. */
-  onEvent?: (e: TrainEvent) => void | Promise<void>;
-  /** Stops training between updates (the adapter keeps what it learnt so far). */
-  signal?: AbortSignal;
 }
 
 export interface PeftTrainResult extends FinetuneResult {
@@ -158,9 +138,9 @@ export class PeftModel {
   // --- inference ------------------------------------------------------------------------
 
   /** Text (see `CausalLM.generate`) with the adapter; token ids per row → `GenerateResult`. */
+  generate(prompts: number[][], options?: GenerateOptions): Promise<GenerateResult>;
   generate(input: string | readonly ChatMessage[], options?: TextGenerateOptions): Promise<string>;
   generate(input: readonly string[], options?: TextGenerateOptions): Promise<string[]>;
-  generate(prompts: number[][], options?: GenerateOptions): Promise<GenerateResult>;
   generate(input: TextInput | number[][], options: TextGenerateOptions | GenerateOptions = {}): Promise<string | string[] | GenerateResult> {
     const hooks = this.hooks();
     if (Array.isArray(input) && Array.isArray(input[0])) return this.base.generate(input as number[][], { ...(options as GenerateOptions), adapter: hooks, request: {} });
@@ -205,27 +185,16 @@ export class PeftModel {
     const train = tokenize(records, 'records');
     const evalSet = options.eval === undefined ? undefined : tokenize(options.eval, 'eval');
     const batchSize = options.batchSize ?? Math.min(FINETUNE_DEFAULTS.batchSize, train.examples.length);
+    const { eval: _eval, strict: _strict, ...rest } = options;
     const result = await finetune({
+      ...rest,
       model: this.base,
       tokenizer: tok,
       adapter: this.adapter,
       train,
       ...(evalSet === undefined ? {} : { eval: evalSet }),
-      ...(options.steps === undefined ? {} : { steps: options.steps }),
-      ...(options.epochs === undefined ? {} : { epochs: options.epochs }),
       lr: options.lr ?? this.method.training.lr,
       batchSize,
-      ...(options.microBatchSize === undefined ? {} : { microBatchSize: options.microBatchSize }),
-      ...(options.seed === undefined ? {} : { seed: options.seed }),
-      ...(options.warmupSteps === undefined ? {} : { warmupSteps: options.warmupSteps }),
-      ...(options.decay === undefined ? {} : { decay: options.decay }),
-      ...(options.weightDecay === undefined ? {} : { weightDecay: options.weightDecay }),
-      ...(options.maxGradNorm === undefined ? {} : { maxGradNorm: options.maxGradNorm }),
-      ...(options.evalEvery === undefined ? {} : { evalEvery: options.evalEvery }),
-      ...(options.evalLimit === undefined ? {} : { evalLimit: options.evalLimit }),
-      ...(options.patience === undefined ? {} : { patience: options.patience }),
-      ...(options.onEvent === undefined ? {} : { onEvent: options.onEvent }),
-      ...(options.signal === undefined ? {} : { signal: options.signal }),
       checkpointAtEnd: false,
     });
     if (result.reason === 'nan') {

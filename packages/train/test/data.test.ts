@@ -86,9 +86,9 @@ describe('tokenisation', () => {
     const d = tokenizeRecords(tok, recs, 'l.jsonl', { maxLength: 32 });
     expect(d.examples).toHaveLength(2);
     expect(d.skipped).toEqual([{ line: 2, tokens: expect.any(Number), promptTooLong: true }]);
-    expect(skippedMessage(d, 32)).toBe("l.jsonl: skipped 1 of 3 examples longer than the model's context (32 tokens): line 2 (--strict makes this an error)");
+    expect(skippedMessage(d, 32)).toBe("l.jsonl: skipped 1 of 3 examples longer than the model's context (32 tokens): line 2 (the strict option makes this an error)");
     const e = caught(() => tokenizeRecords(tok, recs, 'l.jsonl', { maxLength: 32, strict: true }));
-    expect(e.message).toMatch(/^l\.jsonl:2, field "prompt": line 2: the prompt is longer than the model's context \(--strict\)/);
+    expect(e.message).toMatch(/^l\.jsonl:2, field "prompt": line 2: the prompt is longer than the model's context \(strict\)/);
     const all = caught(() => tokenizeRecords(tok, parseJsonl(`{"prompt":"${long}","completion":" x"}`, 'm.jsonl'), 'm.jsonl', { maxLength: 32 }));
     expect(all.message).toContain('no example fits');
   });
