@@ -11,9 +11,7 @@ export {
   ConfigReader,
   INLINE_CONFIG,
   parseConfigJson,
-  PEFT_TYPES,
   type PeftType,
-  peftTypeOf,
   type TargetModule,
 } from './base/config';
 export { layerPrefix, moduleOf, PeftAdapter, projectionPath } from './base/adapter';

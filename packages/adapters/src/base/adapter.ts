@@ -22,7 +22,7 @@ import { ParaError } from '@para/core';
 import type { AdapterSite, CausalLM, ModelAdapter, ModelConfig, TensorSpec } from '@para/model';
 import { MixedBatch } from '../mixed/mixed';
 import type { AdapterMethod } from '../registry';
-import type { BaseAdapterConfig, PeftType } from './config';
+import type { BaseAdapterConfig } from './config';
 import type { AdapterRequest } from './request';
 
 let nextAdapterId = 0;
@@ -47,7 +47,8 @@ function shapeText(s: readonly number[]): string {
 }
 
 export abstract class PeftAdapter<C extends BaseAdapterConfig = BaseAdapterConfig> {
-  abstract readonly peftType: PeftType;
+  /** `peft_type` of its config (the registry key of its method). */
+  abstract readonly peftType: string;
   /** The resolved config (defaults filled in), PEFT key names. */
   readonly config: Readonly<C>;
   /** The backbone config the adapter was built for. */

@@ -11,12 +11,13 @@ import { ParaError } from '@para/core';
 import { PROJECTIONS, type ProjectionName } from '@para/model';
 
 /** The methods this package implements (`peft_type` in adapter_config.json). */
+/** The built-in methods' `peft_type`s; a registered method may add others (see registry.ts). */
 export type PeftType = 'PARA' | 'LORA' | 'IA3';
-export const PEFT_TYPES: readonly PeftType[] = ['PARA', 'LORA', 'IA3'];
 
 /** Keys every adapter_config.json carries. */
 export interface BaseAdapterConfig {
-  peft_type: PeftType;
+  /** The method (`PARA`, `LORA`, `IA3`, or another registered one). */
+  peft_type: string;
   /** The backbone the adapter was trained on (a path or a hub id); informational, may be null. */
   base_model_name_or_path: string | null;
 }
@@ -278,16 +279,4 @@ export function parseConfigJson(json: string | unknown, file: string): Record<st
     throw new ParaError('INVALID_CONFIG', 'adapter config is not a JSON object', { file, expected: 'a JSON object', actual: JSON.stringify(raw)?.slice(0, 40) });
   }
   return raw as Record<string, unknown>;
-}
-
-/** `peft_type` of a raw config, checked. */
-export function peftTypeOf(raw: Readonly<Record<string, unknown>>, file: string): PeftType {
-  const v = raw.peft_type;
-  if (typeof v === 'string' && (PEFT_TYPES as readonly string[]).includes(v)) return v as PeftType;
-  throw new ParaError(v === undefined ? 'INVALID_CONFIG' : 'UNSUPPORTED', v === undefined ? 'adapter config has no peft_type' : 'unsupported adapter type', {
-    file,
-    field: 'peft_type',
-    expected: PEFT_TYPES.map((t) => JSON.stringify(t)).join(', '),
-    actual: v === undefined ? 'nothing' : JSON.stringify(v),
-  });
 }
