@@ -215,7 +215,7 @@ describe('para tokenizer', () => {
           '<s>,</s>',
         ],
         '[INVALID_ARGUMENT]',
-        'field "vocabSize"',
+        'field "--vocab-size"',
       ],
       [
         ['tokenizer', 'encode', '--tokenizer', join(dir, 'nowhere'), '--file', join(dir, 'a.txt')],
