@@ -80,8 +80,12 @@ export interface PrefillOptions<R = unknown> extends AdapterOptions<R> {
   capacity?: number;
 }
 
-/** Decode slots a prefill reserves per row when no `capacity` is given. */
-export const DEFAULT_DECODE_SLOTS = 128;
+/**
+ * Decode slots a prefill reserves per row when no `capacity` is given. Kept small on purpose:
+ * every decode step attends over the whole capacity (on a CPU an unused slot costs about what a
+ * used one does), so callers that know their length should pass it (`generate` does).
+ */
+export const DEFAULT_DECODE_SLOTS = 64;
 
 export interface DecodeStepOptions {
   /**

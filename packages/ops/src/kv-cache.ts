@@ -36,7 +36,7 @@ import { type KVWriteMode, type KVWritePath, kvWritePath, writeKVSlots } from '.
  * Masked slots get {@link MASK_NEGATIVE} (finite): a free or idle row's query attends garbage
  * or nothing and yields finite, ignored values, never NaN.
  *
- * Ownership. The cache allocates its storage itself (fresh `tf.zeros`, shared with no other
+ * Ownership. The cache allocates its storage itself (fresh `tf.fill(…, 0)`, shared with no other
  * tensor), marks it `tf.keep`, and never hands the storage tensor out. `append` copies what it
  * stores (the caller still owns `kNew`/`vNew`) and returns **views**: new tensor handles on the
  * cache's storage, owned by the caller (call it inside `tf.tidy`, or dispose them). A view is
@@ -416,9 +416,10 @@ export class KVCache {
       this.headDim = hd;
     }
     const shape = [this.batchSize, this.numKvHeads, this.capacity, this.headDim as number];
-    // Fresh storage, kept outside any tidy, never shared with another tensor.
-    const k = tf.keep(tf.zeros(shape, 'float32')); // [B, Hkv, C, hd]
-    const v = tf.keep(tf.zeros(shape, 'float32')); // [B, Hkv, C, hd]
+    // Fresh storage (a Fill kernel's output: made on the backend itself, no host array to upload),
+    // kept outside any tidy, never shared with another tensor. Zeros: unused slots stay finite.
+    const k = tf.keep(tf.fill(shape, 0, 'float32')); // [B, Hkv, C, hd]
+    const v = tf.keep(tf.fill(shape, 0, 'float32')); // [B, Hkv, C, hd]
     this.layers[layer] = { k, v };
   }
 
