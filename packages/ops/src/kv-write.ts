@@ -16,7 +16,7 @@ import { ParaError } from '@para/core';
  *
  * Tensors are immutable in tfjs, so an in-place write is only sound when nothing else relies on
  * the old contents of that storage: the caller (KVCache) allocates the tensor itself
- * (`tf.zeros`, fresh storage shared with no other tensor) and never hands it out except as
+ * (`tf.fill`, fresh storage shared with no other tensor) and never hands it out except as
  * per-step views. Everything here is float32 and exact (copies, no arithmetic).
  */
 
