@@ -30,8 +30,10 @@ export {
 export {
   type AdapterOptions,
   CausalLM,
+  DEFAULT_DECODE_SLOTS,
   DecodeState,
   type DecodeStepOptions,
+  type InsertRowsOptions,
   type ForwardOptions,
   type PrefillOptions,
   type TokenIds,

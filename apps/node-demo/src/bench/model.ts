@@ -106,7 +106,7 @@ export async function runModelBench(options: ModelBenchOptions = {}): Promise<Mo
       const prompts = Array.from({ length: B }, (_, b) =>
         Array.from({ length: P }, (_, t) => (1 + b * 131 + t * 17) % config.vocabSize),
       );
-      const warm = model.prefill(prompts);
+      const warm = model.prefill(prompts, { capacity: P + steps + 2 });
       await warm.logits.data();
       warm.logits.dispose();
       for (let i = 0; i < 2; i++) {
@@ -121,7 +121,7 @@ export async function runModelBench(options: ModelBenchOptions = {}): Promise<Mo
 
       log(`prefill: batch ${B} × ${P} tokens`);
       const prefillSeconds = await timeIt(B === 1 ? 3 : 1, async () => {
-        const { logits, state } = model.prefill(prompts);
+        const { logits, state } = model.prefill(prompts, { capacity: P + steps });
         await logits.data();
         logits.dispose();
         state.dispose();
@@ -129,7 +129,7 @@ export async function runModelBench(options: ModelBenchOptions = {}): Promise<Mo
       rows.push(row('prefill', B, B * P, prefillSeconds, flops.prefill(B, P)));
 
       log(`decode: batch ${B}, ${steps} steps`);
-      const { logits, state } = model.prefill(prompts);
+      const { logits, state } = model.prefill(prompts, { capacity: P + steps });
       let last = await argmaxRows(logits);
       logits.dispose();
       const t0 = now();

@@ -195,7 +195,9 @@ export async function runMultitenantBench(options: MultitenantBenchOptions = {})
     const prompts = Array.from({ length: B }, (_, b) => Array.from({ length: P }, (_, t) => (1 + b * 131 + t * 17) % config.vocabSize));
     const opts = (v: MultitenantVariant) => {
       const adapter = adapters.get(v) ?? null;
-      return adapter === null ? {} : { adapter, request: {} };
+      // The KV cache holds the prompt and every decoded token (at least the warm-up's 3).
+      const capacity = P + Math.max(N, 3);
+      return adapter === null ? { capacity } : { adapter, request: {}, capacity };
     };
     // Warm-up: kernels, shader compiles, the wasm heap.
     for (const v of variants) {
@@ -301,7 +303,7 @@ export async function runMultitenantBench(options: MultitenantBenchOptions = {})
 /** tf.profile over a few decode steps (after a prefill and a warm-up step), per kernel name. */
 async function profileDecode(model: CausalLM, prompts: number[][], opts: { adapter?: ModelAdapter<AdapterRequest>; request?: AdapterRequest }): Promise<DecodeProfile> {
   const STEPS = 5;
-  const { logits, state } = model.prefill(prompts, opts);
+  const { logits, state } = model.prefill(prompts, { ...opts, capacity: (prompts[0] as number[]).length + STEPS + 2 });
   let last = await argmaxRows(logits);
   logits.dispose();
   const by = new Map<string, { count: number; ms: number }>();
