@@ -25,12 +25,18 @@ export function pinnedPnpm() {
 
 /** True when this process runs under pnpm (a pnpm script). */
 function underPnpm() {
-  return /^pnpm\//.test(process.env.npm_config_user_agent ?? '') && !!process.env.npm_execpath && existsSync(process.env.npm_execpath);
+  return (
+    /^pnpm\//.test(process.env.npm_config_user_agent ?? '') &&
+    !!process.env.npm_execpath &&
+    existsSync(process.env.npm_execpath)
+  );
 }
 
 /** True when an executable `name` is on PATH. */
 export function onPath(name) {
-  return (process.env.PATH ?? '').split(delimiter).some((d) => d !== '' && existsSync(join(d, name)));
+  return (process.env.PATH ?? '')
+    .split(delimiter)
+    .some((d) => d !== '' && existsSync(join(d, name)));
 }
 
 /**
@@ -50,7 +56,8 @@ export function installNeeded() {
   // pnpm keeps a copy of the lockfile it installed from; a different one means a stale install.
   const installed = join(modules, '.pnpm', 'lock.yaml');
   if (!existsSync(installed)) return 'node_modules has no record of its lockfile';
-  if (readFileSync(installed, 'utf8') !== readFileSync(join(root, 'pnpm-lock.yaml'), 'utf8')) return 'pnpm-lock.yaml changed since the last install';
+  if (readFileSync(installed, 'utf8') !== readFileSync(join(root, 'pnpm-lock.yaml'), 'utf8'))
+    return 'pnpm-lock.yaml changed since the last install';
   return null;
 }
 
@@ -68,7 +75,9 @@ export function ensureInstalled() {
   const why = installNeeded();
   if (why === null) return 0;
   const [cmd, ...lead] = pnpmCommand();
-  process.stderr.write(`bootstrap: ${why}; installing with pnpm ${pinnedPnpm()} (${[cmd === process.execPath ? 'pnpm' : cmd, ...lead.filter((a) => a !== process.env.npm_execpath)].join(' ')} install --frozen-lockfile)\n`);
+  process.stderr.write(
+    `bootstrap: ${why}; installing with pnpm ${pinnedPnpm()} (${[cmd === process.execPath ? 'pnpm' : cmd, ...lead.filter((a) => a !== process.env.npm_execpath)].join(' ')} install --frozen-lockfile)\n`,
+  );
   // stdout of the install goes to stderr: stdout stays the command's own.
   const r = spawnSync(cmd, [...lead, 'install', '--frozen-lockfile'], {
     cwd: root,
@@ -77,7 +86,8 @@ export function ensureInstalled() {
   });
   if (r.error) process.stderr.write(`bootstrap: could not run ${cmd}: ${r.error.message}\n`);
   const status = r.error ? 1 : (r.status ?? 1);
-  if (status !== 0) process.stderr.write(`bootstrap: the install failed (status ${status}, see above)\n`);
+  if (status !== 0)
+    process.stderr.write(`bootstrap: the install failed (status ${status}, see above)\n`);
   return status;
 }
 

@@ -13,11 +13,20 @@ buildOrExit('@para/node-demo', 'para');
 // the resume command after Ctrl-C). npm run bootstrap.mjs sets it for `npm run demo`.
 const agent = process.env.npm_config_user_agent ?? '';
 const prefix =
-  process.env.PARA_COMMAND_PREFIX ?? (agent.startsWith('pnpm/') ? 'pnpm --silent para' : agent.startsWith('npm/') ? 'npm run --silent para --' : 'node scripts/para.mjs');
+  process.env.PARA_COMMAND_PREFIX ??
+  (agent.startsWith('pnpm/')
+    ? 'pnpm --silent para'
+    : agent.startsWith('npm/')
+      ? 'npm run --silent para --'
+      : 'node scripts/para.mjs');
 // Ctrl-C reaches the CLI too (same process group): let it write its checkpoint and exit.
 process.on('SIGINT', () => {});
-const run = spawnSync(process.execPath, [join(root, 'apps', 'node-demo', 'dist', 'cli.js'), ...process.argv.slice(2)], {
-  stdio: 'inherit',
-  env: { ...process.env, PARA_COMMAND_PREFIX: prefix },
-});
+const run = spawnSync(
+  process.execPath,
+  [join(root, 'apps', 'node-demo', 'dist', 'cli.js'), ...process.argv.slice(2)],
+  {
+    stdio: 'inherit',
+    env: { ...process.env, PARA_COMMAND_PREFIX: prefix },
+  },
+);
 process.exit(run.status ?? (run.signal ? 128 + (constants.signals[run.signal] ?? 0) : 1));

@@ -1,7 +1,10 @@
 import { defineConfig } from 'vite';
 
 // COOP/COEP make the page cross-origin isolated (SharedArrayBuffer, threaded wasm).
-const isolation = { 'Cross-Origin-Opener-Policy': 'same-origin', 'Cross-Origin-Embedder-Policy': 'require-corp' };
+const isolation = {
+  'Cross-Origin-Opener-Policy': 'same-origin',
+  'Cross-Origin-Embedder-Policy': 'require-corp',
+};
 
 export default defineConfig({
   base: './',

@@ -27,8 +27,15 @@ async function main() {
   const text = await peft.generate('Part of speech of bewail:', { maxNewTokens: 3, stop: '\n' });
   show(`Part of speech of bewail:${text}`);
   const files = await peft.toFiles();
-  show(`adapter_config.json ${files.config.length} chars, adapter_model.safetensors ${files.weights.byteLength} bytes`);
-  return { backend: report.active, steps: result.step, text, weightBytes: files.weights.byteLength };
+  show(
+    `adapter_config.json ${files.config.length} chars, adapter_model.safetensors ${files.weights.byteLength} bytes`,
+  );
+  return {
+    backend: report.active,
+    steps: result.step,
+    text,
+    weightBytes: files.weights.byteLength,
+  };
 }
 
 window.paraExample = main().catch((e) => {

@@ -321,7 +321,8 @@ export function makePos() {
       const words = byPos[p].slice(used[p], used[p] + per);
       if (words.length < per) throw new Error(`pos: only ${byPos[p].length} ${p} words`);
       used[p] += per;
-      for (const w of words) items.push({ prompt: `Part of speech of ${w}:`, completion: ` ${POS_ANSWER[p]}` });
+      for (const w of words)
+        items.push({ prompt: `Part of speech of ${w}:`, completion: ` ${POS_ANSWER[p]}` });
     }
     splits[split] = r.shuffle(items);
   }
@@ -475,7 +476,9 @@ function stats(task, items) {
     return `${carry} (${Math.round((100 * carry) / items.length)}%) with a carry`;
   }
   if (task === 'pos') {
-    const per = Object.values(POS_ANSWER).map((a) => `${items.filter((it) => it.completion === ` ${a}`).length} ${a}`);
+    const per = Object.values(POS_ANSWER).map(
+      (a) => `${items.filter((it) => it.completion === ` ${a}`).length} ${a}`,
+    );
     return per.join(' / ');
   }
   return '';

@@ -12,7 +12,8 @@ export function backendLine(report: BackendReport): string {
   switch (report.active) {
     case 'wasm': {
       const matmul = /matmul: (.*)$/.exec(detail)?.[1] ?? '';
-      if (/via @para\/blas/.test(matmul)) return `backend: wasm + OpenBLAS${how ? ` (${how.slice(2)})` : ''}`;
+      if (/via @para\/blas/.test(matmul))
+        return `backend: wasm + OpenBLAS${how ? ` (${how.slice(2)})` : ''}`;
       let why = 'see para info';
       if (/PARA_BLAS_DISABLE/.test(matmul)) why = 'off by PARA_BLAS_DISABLE=1';
       else if (/libopenblas/.test(matmul)) why = 'libopenblas0 missing';
@@ -32,7 +33,10 @@ export function backendLine(report: BackendReport): string {
  * Starts the backend (`--backend`, PARA_BACKEND, else the best one; WebGPU/Dawn only when asked
  * for) and, unless `quiet`, says which in one line on stderr.
  */
-export async function startBackend(backend: string | undefined, quiet = false): Promise<BackendReport> {
+export async function startBackend(
+  backend: string | undefined,
+  quiet = false,
+): Promise<BackendReport> {
   const report = await initBackend({ backend, probe: false });
   if (!quiet) process.stderr.write(`${backendLine(report)}\n`);
   return report;

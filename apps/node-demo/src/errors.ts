@@ -6,8 +6,9 @@
  * Library errors name the library's option (`batchSize`); printed by the CLI they name the
  * running command's flag (`--batch-size`), from a map built from the commander options.
  */
-import type { Command, CommanderError } from 'commander';
+
 import type { ParaError } from '@para/core/node';
+import type { Command, CommanderError } from 'commander';
 
 export interface JsonError {
   code: string;
@@ -45,7 +46,11 @@ export function flagMap(cmd: Command | undefined): Map<string, string> {
  * (`batchSize` → `--batch-size`, `r` → `--r`); a flag stays a flag; anything else (a JSON key,
  * a JSONL field with its file and line) is left alone.
  */
-export function fieldForCli(field: string | undefined, file: string | undefined, cmd: Command | undefined): string | undefined {
+export function fieldForCli(
+  field: string | undefined,
+  file: string | undefined,
+  cmd: Command | undefined,
+): string | undefined {
   if (field === undefined) return undefined;
   // A field of a data file (`train.jsonl:4`, field "prompt") is that file's, not a flag.
   if (file !== undefined && /:\d+$/.test(file)) return field;
@@ -61,7 +66,8 @@ function bareMessage(e: ParaError): string {
   const prefix = parts.length > 0 ? `${parts.join(', ')}: ` : '';
   if (prefix !== '' && m.startsWith(prefix)) m = m.slice(prefix.length);
   let suffix = '';
-  if (e.expected !== undefined) suffix = ` (expected ${e.expected}${e.actual !== undefined ? `, got ${e.actual})` : ')'}`;
+  if (e.expected !== undefined)
+    suffix = ` (expected ${e.expected}${e.actual !== undefined ? `, got ${e.actual})` : ')'}`;
   else if (e.actual !== undefined) suffix = ` (got ${e.actual})`;
   if (suffix !== '' && m.endsWith(suffix)) m = m.slice(0, -suffix.length);
   return m;

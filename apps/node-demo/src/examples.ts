@@ -6,16 +6,31 @@
 import type { Command } from 'commander';
 
 export const HELP_EXAMPLES: Record<string, string[]> = {
-  '': ['para demo', 'para info', 'para train --method para --data data/tasks/pos/train.jsonl --out adapters/pos-para'],
+  '': [
+    'para demo',
+    'para info',
+    'para train --method para --data data/tasks/pos/train.jsonl --out adapters/pos-para',
+  ],
   info: ['para info --json'],
-  logits: ['para logits --prompt "Opposite of hot:"', 'para logits --ids 1,5,9 --adapter adapters/demo/pos'],
-  generate: ['para generate --prompt "Part of speech of bewail:" --adapter adapters/demo/pos --max-new-tokens 4'],
+  logits: [
+    'para logits --prompt "Opposite of hot:"',
+    'para logits --ids 1,5,9 --adapter adapters/demo/pos',
+  ],
+  generate: [
+    'para generate --prompt "Part of speech of bewail:" --adapter adapters/demo/pos --max-new-tokens 4',
+  ],
   tokenizer: ['para tokenizer train --input corpus.txt --vocab-size 2000 --out my-tokenizer'],
-  'tokenizer train': ['para tokenizer train --input corpus.txt --vocab-size 2000 --special-tokens "<s>,</s>,<pad>" --out my-tokenizer'],
-  'tokenizer encode': ['para tokenizer encode --tokenizer assets/backbone --file prompts.txt > ids.jsonl'],
+  'tokenizer train': [
+    'para tokenizer train --input corpus.txt --vocab-size 2000 --special-tokens "<s>,</s>,<pad>" --out my-tokenizer',
+  ],
+  'tokenizer encode': [
+    'para tokenizer encode --tokenizer assets/backbone --file prompts.txt > ids.jsonl',
+  ],
   'tokenizer decode': ['para tokenizer decode --tokenizer assets/backbone --file ids.jsonl'],
   pretrain: ['para pretrain --input corpus.txt --out my-backbone --config tiny --steps 200'],
-  train: ['para train --method para --data data/tasks/pos/train.jsonl --eval-data data/tasks/pos/dev.jsonl --out adapters/pos-para --steps 300'],
+  train: [
+    'para train --method para --data data/tasks/pos/train.jsonl --eval-data data/tasks/pos/dev.jsonl --out adapters/pos-para --steps 300',
+  ],
   eval: ['para eval --data data/tasks/pos/test.jsonl --adapter adapters/demo/pos --limit 100'],
   demo: ['para demo', 'para demo --tasks pos,category --steps 100'],
   bench: ['para bench model', 'para bench train --json'],
@@ -42,6 +57,9 @@ export function addHelpExamples(program: Command): void {
     const path = pathOf(cmd);
     const examples = HELP_EXAMPLES[path];
     if (examples === undefined) throw new Error(`no help example for "para ${path}"`);
-    cmd.addHelpText('after', `\n${examples.length === 1 ? 'Example' : 'Examples'}:\n${examples.map((e) => `  $ ${e}`).join('\n')}`);
+    cmd.addHelpText(
+      'after',
+      `\n${examples.length === 1 ? 'Example' : 'Examples'}:\n${examples.map((e) => `  $ ${e}`).join('\n')}`,
+    );
   }
 }

@@ -3,8 +3,9 @@
  * become one readable line on stderr (one JSON object with `--json`, see errors.ts) and an exit
  * code: 2 for bad input (usage errors and typed ParaErrors), 1 for a bug or crash.
  */
-import { Command, CommanderError } from 'commander';
+
 import { isParaError } from '@para/core/node';
+import { Command, CommanderError } from 'commander';
 import { registerBenchCommand } from './commands/bench';
 import { registerDemoCommand } from './commands/demo';
 import { registerEvalCommand } from './commands/eval';
@@ -14,7 +15,14 @@ import { registerLogitsCommand } from './commands/logits';
 import { registerPretrainCommand } from './commands/pretrain';
 import { registerTokenizerCommand } from './commands/tokenizer';
 import { registerTrainCommand } from './commands/train';
-import { CliExit, formatErrorLine, type JsonError, paraErrorForCli, usageErrorJson, wantsJson } from './errors';
+import {
+  CliExit,
+  formatErrorLine,
+  type JsonError,
+  paraErrorForCli,
+  usageErrorJson,
+  wantsJson,
+} from './errors';
 import { addHelpExamples } from './examples';
 import { PARA_VERSION } from './version';
 
@@ -23,7 +31,9 @@ export const EXIT_USAGE = 2;
 
 export function buildProgram(options: { json?: boolean } = {}): Command {
   const program = new Command('para')
-    .description('PARA (Prompt Aware Representation Adjustment) fine-tuning and inference on TensorFlow.js')
+    .description(
+      'PARA (Prompt Aware Representation Adjustment) fine-tuning and inference on TensorFlow.js',
+    )
     .version(PARA_VERSION, '-V, --version')
     .exitOverride();
   // Inherited by every subcommand created after this (commander copies these settings).
@@ -79,7 +89,15 @@ export async function main(argv: string[]): Promise<number> {
       return 2;
     }
     const message = e instanceof Error ? (e.stack ?? e.message) : String(e);
-    if (json) report(true, { code: 'INTERNAL', message: e instanceof Error ? e.message : String(e), file: null, field: null, expected: null, actual: null });
+    if (json)
+      report(true, {
+        code: 'INTERNAL',
+        message: e instanceof Error ? e.message : String(e),
+        file: null,
+        field: null,
+        expected: null,
+        actual: null,
+      });
     else process.stderr.write(`para: unexpected error: ${message}\n`);
     return 1;
   }

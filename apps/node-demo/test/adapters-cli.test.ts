@@ -19,7 +19,6 @@ const base = join(fixtures, 'base');
 
 const para = paraRunner('cpu');
 
-
 function logitsOf(stdout: string): number[][] {
   return (JSON.parse(stdout) as { logits: number[][] }).logits;
 }
@@ -56,7 +55,15 @@ describe('para logits --adapter', () => {
     const V = model.config.vocabSize;
     for (const name of ['lora', 'ia3']) {
       const want = (await st.readData(`${name}_logits`)).data; // [2, T, V], row 0 = IDS
-      const r = para(['logits', '--model', base, '--ids', IDS.join(','), '--adapter', join(fixtures, name)]);
+      const r = para([
+        'logits',
+        '--model',
+        base,
+        '--ids',
+        IDS.join(','),
+        '--adapter',
+        join(fixtures, name),
+      ]);
       expect(r.code, r.stderr).toBe(0);
       const got = logitsOf(r.stdout);
       expect(got).toHaveLength(IDS.length);
@@ -75,13 +82,26 @@ describe('para logits --adapter', () => {
     const { loadAdapter } = await import('@para/adapters/node');
     const adapter = await loadAdapter(paraDir, model);
     const lib = async (n: number) => {
-      const t = model.forward([IDS], { adapter: adapter.attach(model), request: { promptLengths: [n] } });
+      const t = model.forward([IDS], {
+        adapter: adapter.attach(model),
+        request: { promptLengths: [n] },
+      });
       const d = await t.data();
       t.dispose();
       return d;
     };
     const V = model.config.vocabSize;
-    const three = para(['logits', '--model', base, '--ids', IDS.join(','), '--adapter', paraDir, '--prompt-len', '3']);
+    const three = para([
+      'logits',
+      '--model',
+      base,
+      '--ids',
+      IDS.join(','),
+      '--adapter',
+      paraDir,
+      '--prompt-len',
+      '3',
+    ]);
     expect(three.code, three.stderr).toBe(0);
     const all = para(['logits', '--model', base, '--ids', IDS.join(','), '--adapter', paraDir]);
     const plain = para(['logits', '--model', base, '--ids', IDS.join(',')]);
@@ -97,28 +117,93 @@ describe('para logits --adapter', () => {
   });
 
   it('bad --prompt-len and mismatched adapters are typed errors (exit 2)', () => {
-    expectTypedError(para(['logits', '--model', base, '--ids', '1,2,3', '--prompt-len', '2']), 'INVALID_ARGUMENT', '--prompt-len', '--adapter');
-    expectTypedError(para(['logits', '--model', base, '--ids', '1,2,3', '--adapter', paraDir, '--prompt-len', '4']), 'INVALID_ARGUMENT', '--prompt-len');
-    expectTypedError(para(['logits', '--model', base, '--ids', '1,2,3', '--adapter', paraDir, '--prompt-len', '0']), 'INVALID_ARGUMENT', '--prompt-len');
-    expectTypedError(para(['logits', '--model', base, '--ids', '1,2,3', '--adapter', join(work, 'missing')]), 'FILE_NOT_FOUND', 'missing');
+    expectTypedError(
+      para(['logits', '--model', base, '--ids', '1,2,3', '--prompt-len', '2']),
+      'INVALID_ARGUMENT',
+      '--prompt-len',
+      '--adapter',
+    );
+    expectTypedError(
+      para([
+        'logits',
+        '--model',
+        base,
+        '--ids',
+        '1,2,3',
+        '--adapter',
+        paraDir,
+        '--prompt-len',
+        '4',
+      ]),
+      'INVALID_ARGUMENT',
+      '--prompt-len',
+    );
+    expectTypedError(
+      para([
+        'logits',
+        '--model',
+        base,
+        '--ids',
+        '1,2,3',
+        '--adapter',
+        paraDir,
+        '--prompt-len',
+        '0',
+      ]),
+      'INVALID_ARGUMENT',
+      '--prompt-len',
+    );
+    expectTypedError(
+      para(['logits', '--model', base, '--ids', '1,2,3', '--adapter', join(work, 'missing')]),
+      'FILE_NOT_FOUND',
+      'missing',
+    );
   });
 
   it('an adapter for another base model names the tensor and both shapes', async () => {
-    const other = createConfig({ vocabSize: 96, hiddenSize: 64, intermediateSize: 48, numLayers: 2, numHeads: 4, numKvHeads: 2 });
+    const other = createConfig({
+      vocabSize: 96,
+      hiddenSize: 64,
+      intermediateSize: 48,
+      numLayers: 2,
+      numHeads: 4,
+      numKvHeads: 2,
+    });
     const p = ParaAdapter.create(other, { r: 4 });
     await saveAdapter(p, join(work, 'wide'));
     p.dispose();
     const r = para(['logits', '--model', base, '--ids', '1,2,3', '--adapter', join(work, 'wide')]);
-    expectTypedError(r, 'SHAPE_MISMATCH', 'base_model.model.model.layers.0.para.down.weight', '[4, 32]', '[4, 64]');
+    expectTypedError(
+      r,
+      'SHAPE_MISMATCH',
+      'base_model.model.model.layers.0.para.down.weight',
+      '[4, 32]',
+      '[4, 64]',
+    );
   });
 });
 
 describe('para bench multitenant', () => {
   it('--json prints decode tokens/s per variant and the prefill figures', () => {
-    const r = para(['bench', 'multitenant', '--json', '--batch', '2', '--prompt-length', '4', '--new-tokens', '2', '--rounds', '1', '--backend', 'wasm']);
+    const r = para([
+      'bench',
+      'multitenant',
+      '--json',
+      '--batch',
+      '2',
+      '--prompt-length',
+      '4',
+      '--new-tokens',
+      '2',
+      '--rounds',
+      '1',
+      '--backend',
+      'wasm',
+    ]);
     expect(r.code, r.stderr).toBe(0);
     const out = JSON.parse(r.stdout);
-    for (const k of ['backend', 'batch', 'tenants', 'base', 'para', 'lora', 'ia3', 'prefill']) expect(out).toHaveProperty(k);
+    for (const k of ['backend', 'batch', 'tenants', 'base', 'para', 'lora', 'ia3', 'prefill'])
+      expect(out).toHaveProperty(k);
     expect(out.backend).toBe('wasm');
     expect([out.batch, out.tenants]).toEqual([2, 2]);
     for (const v of ['base', 'para', 'lora', 'ia3']) {
@@ -133,10 +218,13 @@ describe('para bench multitenant', () => {
 describe('para generate --adapter and para logits --prompt (bundled backbone and adapter)', () => {
   const adapter = join(repo, 'assets', 'adapters', 'category');
   const prompt = 'Is quart a kind of unit of measurement?';
-  const argmax = (row: number[]) => row.reduce((best, x, j) => (x > (row[best] as number) ? j : best), 0);
+  const argmax = (row: number[]) =>
+    row.reduce((best, x, j) => (x > (row[best] as number) ? j : best), 0);
 
   it('--prompt equals --ids of the encoded prompt, and greedy generation starts at the argmax', async () => {
-    const ids = (await loadTokenizer(join(repo, 'assets', 'backbone'))).encode(prompt, { addSpecialTokens: true });
+    const ids = (await loadTokenizer(join(repo, 'assets', 'backbone'))).encode(prompt, {
+      addSpecialTokens: true,
+    });
     const byPrompt = para(['logits', '--prompt', prompt, '--adapter', adapter]);
     const byIds = para(['logits', '--ids', ids.join(','), '--adapter', adapter]);
     const bare = para(['logits', '--prompt', prompt]);
@@ -157,7 +245,15 @@ describe('para generate --adapter and para logits --prompt (bundled backbone and
   });
 
   it('bad flags are typed errors', () => {
-    expectTypedError(para(['logits', '--prompt', prompt, '--ids', '1,2']), 'INVALID_ARGUMENT', '--ids/--prompt');
-    expectTypedError(para(['generate', '--prompt', prompt, '--adapter', join(work, 'missing')]), 'FILE_NOT_FOUND', 'missing');
+    expectTypedError(
+      para(['logits', '--prompt', prompt, '--ids', '1,2']),
+      'INVALID_ARGUMENT',
+      '--ids/--prompt',
+    );
+    expectTypedError(
+      para(['generate', '--prompt', prompt, '--adapter', join(work, 'missing')]),
+      'FILE_NOT_FOUND',
+      'missing',
+    );
   });
 });

@@ -16,7 +16,15 @@ describe('errors', () => {
   });
 
   it('translates both spellings of a field: option name and flag', () => {
-    for (const [lib, flag] of [['batchSize', '--batch-size'], ['--batch-size', '--batch-size'], ['steps', '--steps'], ['lr', '--lr'], ['method', '--method'], ['resume', '--resume'], ['r', '--r']]) {
+    for (const [lib, flag] of [
+      ['batchSize', '--batch-size'],
+      ['--batch-size', '--batch-size'],
+      ['steps', '--steps'],
+      ['lr', '--lr'],
+      ['method', '--method'],
+      ['resume', '--resume'],
+      ['r', '--r'],
+    ]) {
       expect(fieldForCli(lib, undefined, train)).toBe(flag);
     }
     // Not an option of the command, or a field of a data file: left alone.
@@ -25,8 +33,19 @@ describe('errors', () => {
   });
 
   it('prints a ParaError with the flag, as text and as JSON', () => {
-    const e = new ParaError('INVALID_ARGUMENT', 'bad rank', { field: 'r', expected: 'a positive integer', actual: '0' });
-    expect(paraErrorForCli(e, train)).toEqual({ code: 'INVALID_ARGUMENT', message: 'bad rank', file: null, field: '--r', expected: 'a positive integer', actual: '0' });
+    const e = new ParaError('INVALID_ARGUMENT', 'bad rank', {
+      field: 'r',
+      expected: 'a positive integer',
+      actual: '0',
+    });
+    expect(paraErrorForCli(e, train)).toEqual({
+      code: 'INVALID_ARGUMENT',
+      message: 'bad rank',
+      file: null,
+      field: '--r',
+      expected: 'a positive integer',
+      actual: '0',
+    });
   });
 
   it('finds --json before a -- terminator only', () => {

@@ -18,7 +18,6 @@ const llama = join(fixtures, 'llama');
 
 const para = paraRunner('cpu');
 
-
 let work: string;
 let withTokenizer: string;
 

@@ -5,7 +5,6 @@ import { ParaTokenizer } from '@para/tokenizer';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { paraRunner } from './helpers/cli';
 
-
 const para = paraRunner(undefined);
 
 /** A small seeded corpus: syllable words, some Unicode, CRLF and odd spacing. */

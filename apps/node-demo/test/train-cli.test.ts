@@ -15,12 +15,13 @@ import { DEFAULT_CHAT_TEMPLATE } from '@para/train/node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cli, expectTypedError, paraRunner, repo } from './helpers/cli';
 
-
 const para = paraRunner('wasm');
 
-
 function lines(task: string, split: string, n: number): string {
-  return `${readFileSync(join(repo, 'data', 'tasks', task, `${split}.jsonl`), 'utf8').split('\n').slice(0, n).join('\n')}\n`;
+  return `${readFileSync(join(repo, 'data', 'tasks', task, `${split}.jsonl`), 'utf8')
+    .split('\n')
+    .slice(0, n)
+    .join('\n')}\n`;
 }
 
 function stepLosses(file: string): number[] {
@@ -53,7 +54,15 @@ beforeAll(async () => {
         return r.prompt + r.completion;
       }),
   );
-  await saveTokenizer(modelDir, await trainBpeTokenizer({ texts, vocabSize: 400, specialTokens: ['<unk>', '<s>', '</s>', '<pad>'], chatTemplate: DEFAULT_CHAT_TEMPLATE }));
+  await saveTokenizer(
+    modelDir,
+    await trainBpeTokenizer({
+      texts,
+      vocabSize: 400,
+      specialTokens: ['<unk>', '<s>', '</s>', '<pad>'],
+      chatTemplate: DEFAULT_CHAT_TEMPLATE,
+    }),
+  );
   const tok = await loadTokenizer(modelDir);
   await initBackend({ backend: 'cpu' });
   const config = createConfig({
@@ -82,14 +91,45 @@ afterAll(async () => {
 describe('para train / para eval', () => {
   it('trains a PARA adapter, keeps the best by dev exact match, and evaluates it', async () => {
     const out = join(work, 'para');
-    const r = para(['train', '--method', 'para', '--data', train, '--eval-data', dev, '--model', modelDir, '--out', out, '--steps', '6', '--batch-size', '8', '--r', '4', '--lr', '1e-2', '--eval-every', '3', '--json']);
+    const r = para([
+      'train',
+      '--method',
+      'para',
+      '--data',
+      train,
+      '--eval-data',
+      dev,
+      '--model',
+      modelDir,
+      '--out',
+      out,
+      '--steps',
+      '6',
+      '--batch-size',
+      '8',
+      '--r',
+      '4',
+      '--lr',
+      '1e-2',
+      '--eval-every',
+      '3',
+      '--json',
+    ]);
     expect(r.code, r.stderr).toBe(0);
-    const s = JSON.parse(r.stdout) as { parameters: number; steps: number; stopped: string; best: { step: number; exact_match: number; loss: number; n: number } };
+    const s = JSON.parse(r.stdout) as {
+      parameters: number;
+      steps: number;
+      stopped: string;
+      best: { step: number; exact_match: number; loss: number; n: number };
+    };
     expect(s.steps).toBe(6);
     expect(s.stopped).toBe('done');
     expect(s.parameters).toBe(2 * (4 * 32 + 4 * (32 + 16 + 64))); // r·d + r·(d_q + d_v + d_ff) per layer
     expect(s.best.n).toBe(12);
-    const config = JSON.parse(await readFile(join(out, 'adapter_config.json'), 'utf8')) as { peft_type: string; r: number };
+    const config = JSON.parse(await readFile(join(out, 'adapter_config.json'), 'utf8')) as {
+      peft_type: string;
+      r: number;
+    };
     expect(config).toMatchObject({ peft_type: 'PARA', r: 4 });
     expect(existsSync(join(out, 'adapter_model.safetensors'))).toBe(true);
     expect(existsSync(join(out, 'checkpoints'))).toBe(false);
@@ -113,14 +153,50 @@ describe('para train / para eval', () => {
   it('LoRA and IA3 train too', () => {
     for (const method of ['lora', 'ia3']) {
       const out = join(work, method);
-      const r = para(['train', '--method', method, '--data', train, '--model', modelDir, '--out', out, '--steps', '2', '--batch-size', '8', '--json']);
+      const r = para([
+        'train',
+        '--method',
+        method,
+        '--data',
+        train,
+        '--model',
+        modelDir,
+        '--out',
+        out,
+        '--steps',
+        '2',
+        '--batch-size',
+        '8',
+        '--json',
+      ]);
       expect(r.code, r.stderr).toBe(0);
-      expect(JSON.parse(readFileSync(join(out, 'adapter_config.json'), 'utf8')).peft_type).toBe(method.toUpperCase());
+      expect(JSON.parse(readFileSync(join(out, 'adapter_config.json'), 'utf8')).peft_type).toBe(
+        method.toUpperCase(),
+      );
     }
   });
 
   it('--resume continues exactly where --stop-after left off (same losses as one run)', () => {
-    const common = ['train', '--method', 'para', '--data', train, '--model', modelDir, '--steps', '7', '--batch-size', '8', '--micro-batch-size', '4', '--r', '4', '--seed', '3', '--quiet'];
+    const common = [
+      'train',
+      '--method',
+      'para',
+      '--data',
+      train,
+      '--model',
+      modelDir,
+      '--steps',
+      '7',
+      '--batch-size',
+      '8',
+      '--micro-batch-size',
+      '4',
+      '--r',
+      '4',
+      '--seed',
+      '3',
+      '--quiet',
+    ];
     const a = join(work, 'resume-a');
     const b = join(work, 'resume-b');
     expect(para([...common, '--out', a]).code).toBe(0);
@@ -130,25 +206,61 @@ describe('para train / para eval', () => {
     expect(existsSync(join(b, 'checkpoints', 'latest.json'))).toBe(true);
     // A resume with other settings is refused.
     const other = para([...common.map((x) => (x === '3' ? '4' : x)), '--out', b, '--resume']);
-    expectTypedError(other, 'INVALID_ARGUMENT', 'resuming needs the same settings as the interrupted run: seed differs');
+    expectTypedError(
+      other,
+      'INVALID_ARGUMENT',
+      'resuming needs the same settings as the interrupted run: seed differs',
+    );
     const second = para([...common, '--out', b, '--resume']);
     expect(second.code, second.stderr).toBe(0);
     expect(stepLosses(join(b, 'metrics.jsonl'))).toEqual(stepLosses(join(a, 'metrics.jsonl')));
-    expect(readFileSync(join(b, 'adapter_model.safetensors')).equals(readFileSync(join(a, 'adapter_model.safetensors')))).toBe(true);
+    expect(
+      readFileSync(join(b, 'adapter_model.safetensors')).equals(
+        readFileSync(join(a, 'adapter_model.safetensors')),
+      ),
+    ).toBe(true);
     // Nothing left to resume once the run finished.
-    expectTypedError(para([...common, '--out', b, '--resume']), 'FILE_NOT_FOUND', 'no checkpoint to resume from');
+    expectTypedError(
+      para([...common, '--out', b, '--resume']),
+      'FILE_NOT_FOUND',
+      'no checkpoint to resume from',
+    );
   });
 
   it('Ctrl-C (SIGINT) during training writes a checkpoint, prints the resume command, and resuming finishes the run', async () => {
     const out = join(work, 'sigint');
-    const args = ['train', '--method', 'para', '--data', train, '--model', modelDir, '--steps', '400', '--batch-size', '8', '--r', '4', '--seed', '5', '--plain', '--out', out];
-    const child = spawn(process.execPath, [cli, ...args], { env: { ...process.env, PARA_BACKEND: 'wasm' }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const args = [
+      'train',
+      '--method',
+      'para',
+      '--data',
+      train,
+      '--model',
+      modelDir,
+      '--steps',
+      '400',
+      '--batch-size',
+      '8',
+      '--r',
+      '4',
+      '--seed',
+      '5',
+      '--plain',
+      '--out',
+      out,
+    ];
+    const child = spawn(process.execPath, [cli, ...args], {
+      env: { ...process.env, PARA_BACKEND: 'wasm' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let stderr = '';
     let stdout = '';
     child.stdout.on('data', (d) => {
       stdout += String(d);
     });
-    const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
+    const exited = new Promise<number | null>((resolve) =>
+      child.on('close', (code) => resolve(code)),
+    );
     // Interrupt once training is under way (a few updates logged), whenever that is.
     await new Promise<void>((resolve) => {
       child.stderr.on('data', (d) => {
@@ -175,32 +287,112 @@ describe('bad input', () => {
     const out = join(work, 'taken');
     await mkdir(out, { recursive: true });
     await writeFile(join(out, 'notes.txt'), 'mine\n');
-    const args = ['train', '--method', 'ia3', '--data', train, '--model', modelDir, '--out', out, '--steps', '1', '--batch-size', '8'];
-    expectTypedError(para(args), 'INVALID_ARGUMENT', `${out}, field "--out": the output directory is not empty`, '--force');
+    const args = [
+      'train',
+      '--method',
+      'ia3',
+      '--data',
+      train,
+      '--model',
+      modelDir,
+      '--out',
+      out,
+      '--steps',
+      '1',
+      '--batch-size',
+      '8',
+    ];
+    expectTypedError(
+      para(args),
+      'INVALID_ARGUMENT',
+      `${out}, field "--out": the output directory is not empty`,
+      '--force',
+    );
     const json = para([...args, '--json']);
     expect(json.code).toBe(2);
-    expect(JSON.parse(json.stderr).error).toMatchObject({ code: 'INVALID_ARGUMENT', file: out, field: '--out' });
+    expect(JSON.parse(json.stderr).error).toMatchObject({
+      code: 'INVALID_ARGUMENT',
+      file: out,
+      field: '--out',
+    });
     const forced = para([...args, '--force']);
     expect(forced.code, forced.stderr).toBe(0);
-    expect(forced.stderr.split('\n')[0]).toMatch(/^backend: (wasm|cpu|tensorflow)( \+ OpenBLAS)?( \(.*\))?$/);
+    expect(forced.stderr.split('\n')[0]).toMatch(
+      /^backend: (wasm|cpu|tensorflow)( \+ OpenBLAS)?( \(.*\))?$/,
+    );
     expect(existsSync(join(out, 'adapter_model.safetensors'))).toBe(true);
   });
 
   it('a broken JSONL line names the file and the line', async () => {
     const f = join(work, 'broken.jsonl');
-    await writeFile(f, `${lines('antonym', 'train', 3)}{"prompt": "Opposite of hot:", "completion": " cold"\n`);
-    expectTypedError(para(['train', '--method', 'para', '--data', f, '--model', modelDir, '--out', join(work, 'x')]), 'INVALID_JSON', `${f}:4: line 4 is not valid JSON`);
+    await writeFile(
+      f,
+      `${lines('antonym', 'train', 3)}{"prompt": "Opposite of hot:", "completion": " cold"\n`,
+    );
+    expectTypedError(
+      para([
+        'train',
+        '--method',
+        'para',
+        '--data',
+        f,
+        '--model',
+        modelDir,
+        '--out',
+        join(work, 'x'),
+      ]),
+      'INVALID_JSON',
+      `${f}:4: line 4 is not valid JSON`,
+    );
   });
 
   it('an empty dataset, a missing field, an unknown method', async () => {
     const empty = join(work, 'empty.jsonl');
     await writeFile(empty, '\n\n');
-    expectTypedError(para(['eval', '--data', empty, '--model', modelDir]), 'INVALID_ARGUMENT', `${empty}: the dataset is empty`);
+    expectTypedError(
+      para(['eval', '--data', empty, '--model', modelDir]),
+      'INVALID_ARGUMENT',
+      `${empty}: the dataset is empty`,
+    );
     const missing = join(work, 'missing.jsonl');
     await writeFile(missing, '{"prompt":"1+1="}\n');
-    expectTypedError(para(['train', '--method', 'para', '--data', missing, '--model', modelDir, '--out', join(work, 'y')]), 'INVALID_ARGUMENT', `${missing}:1, field "completion"`, 'missing or empty "completion"');
-    expectTypedError(para(['train', '--method', 'dora', '--data', train, '--model', modelDir, '--out', join(work, 'z')]), 'INVALID_ARGUMENT', 'unknown adapter method "dora"', '"para", "lora", "ia3"');
-    expectTypedError(para(['eval', '--data', join(work, 'nope.jsonl'), '--model', modelDir]), 'FILE_NOT_FOUND', 'nope.jsonl');
+    expectTypedError(
+      para([
+        'train',
+        '--method',
+        'para',
+        '--data',
+        missing,
+        '--model',
+        modelDir,
+        '--out',
+        join(work, 'y'),
+      ]),
+      'INVALID_ARGUMENT',
+      `${missing}:1, field "completion"`,
+      'missing or empty "completion"',
+    );
+    expectTypedError(
+      para([
+        'train',
+        '--method',
+        'dora',
+        '--data',
+        train,
+        '--model',
+        modelDir,
+        '--out',
+        join(work, 'z'),
+      ]),
+      'INVALID_ARGUMENT',
+      'unknown adapter method "dora"',
+      '"para", "lora", "ia3"',
+    );
+    expectTypedError(
+      para(['eval', '--data', join(work, 'nope.jsonl'), '--model', modelDir]),
+      'FILE_NOT_FOUND',
+      'nope.jsonl',
+    );
   });
 
   it('a prompt longer than the context is skipped with a count, or fails with --strict', async () => {
@@ -209,16 +401,44 @@ describe('bad input', () => {
     await writeFile(f, `${lines('antonym', 'train', 4)}{"prompt":"${long}","completion":" x"}\n`);
     const ok = para(['eval', '--data', f, '--model', modelDir, '--json']);
     expect(ok.code, ok.stderr).toBe(0);
-    expect(ok.stderr).toContain(`${f}: skipped 1 of 5 examples longer than the model's context (32 tokens): line 5`);
+    expect(ok.stderr).toContain(
+      `${f}: skipped 1 of 5 examples longer than the model's context (32 tokens): line 5`,
+    );
     expect(JSON.parse(ok.stdout).n).toBe(4);
-    expectTypedError(para(['eval', '--data', f, '--model', modelDir, '--strict']), 'INVALID_ARGUMENT', `${f}:5, field "prompt"`, "longer than the model's context");
+    expectTypedError(
+      para(['eval', '--data', f, '--model', modelDir, '--strict']),
+      'INVALID_ARGUMENT',
+      `${f}:5, field "prompt"`,
+      "longer than the model's context",
+    );
   });
 
   it('a NaN loss stops training and points at the last good checkpoint', () => {
     const out = join(work, 'nan');
-    const r = para(['train', '--method', 'para', '--data', train, '--model', modelDir, '--out', out, '--steps', '6', '--batch-size', '8', '--lr', '1e38', '--checkpoint-every', '1', '--plain']);
+    const r = para([
+      'train',
+      '--method',
+      'para',
+      '--data',
+      train,
+      '--model',
+      modelDir,
+      '--out',
+      out,
+      '--steps',
+      '6',
+      '--batch-size',
+      '8',
+      '--lr',
+      '1e38',
+      '--checkpoint-every',
+      '1',
+      '--plain',
+    ]);
     expect(r.code, r.stderr).toBe(2);
-    expect(r.stderr).toMatch(/training stopped at step \d: the loss is NaN or infinite\. The last good checkpoint is .*checkpoints\/step-00000\d/);
+    expect(r.stderr).toMatch(
+      /training stopped at step \d: the loss is NaN or infinite\. The last good checkpoint is .*checkpoints\/step-00000\d/,
+    );
     expect(r.stderr).toContain('field "--lr"');
     expect(existsSync(join(out, 'checkpoints', 'latest.json'))).toBe(true);
   });
@@ -229,13 +449,38 @@ describe('para pretrain', () => {
     const corpus = join(work, 'corpus.txt');
     await writeFile(corpus, readFileSync(join(repo, 'data', 'tasks', 'README.md'), 'utf8'));
     const out = join(work, 'backbone');
-    const r = para(['pretrain', '--input', corpus, '--out', out, '--config', 'tiny', '--steps', '4', '--json', '--quiet']);
+    const r = para([
+      'pretrain',
+      '--input',
+      corpus,
+      '--out',
+      out,
+      '--config',
+      'tiny',
+      '--steps',
+      '4',
+      '--json',
+      '--quiet',
+    ]);
     expect(r.code, r.stderr).toBe(0);
-    const s = JSON.parse(r.stdout) as { steps: number; heldOutLoss: number; unigramCrossEntropy: number; command: string };
+    const s = JSON.parse(r.stdout) as {
+      steps: number;
+      heldOutLoss: number;
+      unigramCrossEntropy: number;
+      command: string;
+    };
     expect(s.steps).toBe(4);
     expect(Number.isFinite(s.heldOutLoss)).toBe(true);
     expect(s.command).toContain('--config tiny');
-    for (const f of ['config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json', 'training_summary.json', 'metrics.jsonl']) expect(existsSync(join(out, f)), f).toBe(true);
+    for (const f of [
+      'config.json',
+      'model.safetensors',
+      'tokenizer.json',
+      'tokenizer_config.json',
+      'training_summary.json',
+      'metrics.jsonl',
+    ])
+      expect(existsSync(join(out, f)), f).toBe(true);
     expect(existsSync(join(out, 'checkpoints'))).toBe(false);
     const e = para(['eval', '--data', dev, '--model', out, '--json', '--limit', '4']);
     expect(e.code, e.stderr).toBe(0);
@@ -246,10 +491,22 @@ describe('para pretrain', () => {
 describe('para demo', () => {
   it('a short run trains both default tenants, saves them, and decodes one mixed batch equal to each tenant alone', () => {
     const out = join(work, 'demo');
-    const r = para(['demo', '--steps', '3', '--eval-limit', '4', '--rows', '2', '--out', out, '--plain']);
+    const r = para([
+      'demo',
+      '--steps',
+      '3',
+      '--eval-limit',
+      '4',
+      '--rows',
+      '2',
+      '--out',
+      out,
+      '--plain',
+    ]);
     expect(r.code, r.stderr).toBe(0);
     for (const t of ['pos', 'antonym']) {
-      for (const f of ['adapter_config.json', 'adapter_model.safetensors']) expect(existsSync(join(out, t, f)), `${t}/${f}`).toBe(true);
+      for (const f of ['adapter_config.json', 'adapter_model.safetensors'])
+        expect(existsSync(join(out, t, f)), `${t}/${f}`).toBe(true);
       expect(r.stdout).toMatch(new RegExp(`\\n  ${t} +\\d`)); // a row of the per-tenant table
     }
     expect(r.stdout).toContain('one mixed batch: 4 rows');

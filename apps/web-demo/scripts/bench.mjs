@@ -28,7 +28,9 @@ if (!Number.isInteger(tokens) || tokens < 2) {
 }
 const executablePath = findChromium();
 if (executablePath === null) {
-  process.stderr.write('web:bench: no chromium on PATH (apt-get install chromium, or set PARA_CHROMIUM)\n');
+  process.stderr.write(
+    'web:bench: no chromium on PATH (apt-get install chromium, or set PARA_CHROMIUM)\n',
+  );
   process.exit(1);
 }
 const FLAGS = [...CHROMIUM_FLAGS, WEBGPU_FLAG];
@@ -46,7 +48,9 @@ try {
         rows.push({ backend, error: await page.textContent('[data-testid="error"]') });
         continue;
       }
-      const detail = await page.evaluate(() => document.querySelector('[data-testid="backend-report"] li')?.textContent ?? '');
+      const detail = await page.evaluate(
+        () => document.querySelector('[data-testid="backend-report"] li')?.textContent ?? '',
+      );
       const r = await page.evaluate((n) => window.paraDemo.bench(n), tokens);
       rows.push({ backend, detail, ...r });
       if (!json) process.stderr.write(`web:bench: ${backend} done\n`);
@@ -62,10 +66,17 @@ if (json) {
   process.stdout.write(`${JSON.stringify({ chromium: executablePath, tokens, rows }, null, 2)}\n`);
 } else {
   const f = (x, d = 1) => (x === undefined || x === null ? '-' : x.toFixed(d));
-  process.stdout.write(`Chromium (${executablePath}), greedy decode of ${tokens} tokens (warm: after a run of the same length)\n`);
-  process.stdout.write('| backend | first token ms (cold / warm) | decode tokens/s, cold | decode tokens/s, warm | PARA tenant, warm | mixed batch (rows), warm |\n|---|---:|---:|---:|---:|---:|\n');
+  process.stdout.write(
+    `Chromium (${executablePath}), greedy decode of ${tokens} tokens (warm: after a run of the same length)\n`,
+  );
+  process.stdout.write(
+    '| backend | first token ms (cold / warm) | decode tokens/s, cold | decode tokens/s, warm | PARA tenant, warm | mixed batch (rows), warm |\n|---|---:|---:|---:|---:|---:|\n',
+  );
   for (const r of rows) {
     if (r.error) process.stdout.write(`| ${r.backend} | could not start: ${r.error} | | | | |\n`);
-    else process.stdout.write(`| ${r.backend} | ${f(r.cold.firstTokenMs, 0)} / ${f(r.bare.firstTokenMs, 0)} | ${f(r.cold.tokensPerSec)} | ${f(r.bare.tokensPerSec)} | ${f(r.adapted?.tokensPerSec)} | ${f(r.mixed.tokensPerSec)} (${r.mixed.rows}) |\n`);
+    else
+      process.stdout.write(
+        `| ${r.backend} | ${f(r.cold.firstTokenMs, 0)} / ${f(r.bare.firstTokenMs, 0)} | ${f(r.cold.tokensPerSec)} | ${f(r.bare.tokensPerSec)} | ${f(r.adapted?.tokensPerSec)} | ${f(r.mixed.tokensPerSec)} (${r.mixed.rows}) |\n`,
+      );
   }
 }

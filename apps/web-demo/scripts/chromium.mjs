@@ -5,7 +5,16 @@
  */
 import { spawnSync } from 'node:child_process';
 
-export const CHROMIUM_FLAGS = ['--headless=new', '--no-sandbox', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-quic', '--disable-dev-shm-usage'];
+export const CHROMIUM_FLAGS = [
+  '--headless=new',
+  '--no-sandbox',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+  '--no-first-run',
+  '--disable-quic',
+  '--disable-dev-shm-usage',
+];
 export const WEBGPU_FLAG = '--enable-unsafe-webgpu';
 
 /** $PARA_CHROMIUM, else `chromium` / `chromium-browser` on PATH, else null. */

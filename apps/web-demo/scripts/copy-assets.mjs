@@ -17,7 +17,10 @@ const repo = path.resolve(app, '..', '..');
 const out = path.join(app, 'public', 'static');
 
 async function exists(p) {
-  return stat(p).then(() => true, () => false);
+  return stat(p).then(
+    () => true,
+    () => false,
+  );
 }
 
 async function copy(from, to) {
@@ -38,22 +41,37 @@ const adapterRoot = path.join(repo, 'assets', 'adapters');
 for (const name of (await exists(adapterRoot)) ? (await readdir(adapterRoot)).sort() : []) {
   const dir = path.join(adapterRoot, name);
   if (!(await exists(path.join(dir, 'adapter_config.json')))) continue;
-  for (const f of ['adapter_config.json', 'adapter_model.safetensors']) await copy(path.join(dir, f), path.join(out, 'adapters', name, f));
+  for (const f of ['adapter_config.json', 'adapter_model.safetensors'])
+    await copy(path.join(dir, f), path.join(out, 'adapters', name, f));
   manifest.adapters.push({ name, dir: `adapters/${name}`, task: name });
 }
 
 const taskRoot = path.join(repo, 'data', 'tasks');
 for (const name of (await readdir(taskRoot)).sort()) {
   if (!(await exists(path.join(taskRoot, name, 'train.jsonl')))) continue;
-  for (const split of ['train', 'test']) await copy(path.join(taskRoot, name, `${split}.jsonl`), path.join(out, 'tasks', name, `${split}.jsonl`));
-  manifest.tasks.push({ name, train: `tasks/${name}/train.jsonl`, test: `tasks/${name}/test.jsonl` });
+  for (const split of ['train', 'test'])
+    await copy(
+      path.join(taskRoot, name, `${split}.jsonl`),
+      path.join(out, 'tasks', name, `${split}.jsonl`),
+    );
+  manifest.tasks.push({
+    name,
+    train: `tasks/${name}/train.jsonl`,
+    test: `tasks/${name}/test.jsonl`,
+  });
 }
 
 const require = createRequire(import.meta.url);
 const wasmDir = path.dirname(require.resolve('@tensorflow/tfjs-backend-wasm/package.json'));
-for (const f of ['tfjs-backend-wasm.wasm', 'tfjs-backend-wasm-simd.wasm', 'tfjs-backend-wasm-threaded-simd.wasm']) {
+for (const f of [
+  'tfjs-backend-wasm.wasm',
+  'tfjs-backend-wasm-simd.wasm',
+  'tfjs-backend-wasm-threaded-simd.wasm',
+]) {
   await copy(path.join(wasmDir, 'dist', f), path.join(out, 'tfjs-wasm', f));
 }
 
 await writeFile(path.join(out, 'manifest.json'), `${JSON.stringify(manifest, null, 2)}\n`);
-process.stderr.write(`copy-assets: backbone, ${manifest.adapters.length} adapters, ${manifest.tasks.length} tasks → ${path.relative(repo, out)}\n`);
+process.stderr.write(
+  `copy-assets: backbone, ${manifest.adapters.length} adapters, ${manifest.tasks.length} tasks → ${path.relative(repo, out)}\n`,
+);

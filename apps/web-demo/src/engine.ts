@@ -12,12 +12,28 @@
  *   export    adapter_config.json + adapter_model.safetensors (PEFT layout, loads in the CLI)
  *   logits    next-token logits after a prompt (the end-to-end test compares them with Node's)
  */
-import * as tf from '@tensorflow/tfjs-core';
-import { type AnyAdapter, adapterFromBytes, createAdapter, MixedBatch, PARA_METHOD, serializeAdapter } from '@para/adapters';
+
+import {
+  type AnyAdapter,
+  adapterFromBytes,
+  createAdapter,
+  MixedBatch,
+  PARA_METHOD,
+  serializeAdapter,
+} from '@para/adapters';
 import { type CheckpointAccess, ParaError, urlCheckpointAccess } from '@para/core';
 import { type CausalLM, loadModelFrom } from '@para/model';
 import { ParaTokenizer } from '@para/tokenizer';
-import { BUNDLED_BACKBONE_NAME, finetune, parseJsonl, skippedMessage, type TokenizerLike, tokenizeRecords, type TrainEvent } from '@para/train';
+import {
+  BUNDLED_BACKBONE_NAME,
+  finetune,
+  parseJsonl,
+  skippedMessage,
+  type TokenizerLike,
+  type TrainEvent,
+  tokenizeRecords,
+} from '@para/train';
+import * as tf from '@tensorflow/tfjs-core';
 
 /** The name every adapter made or accepted here records as its base model. */
 export const BACKBONE_NAME = BUNDLED_BACKBONE_NAME;
@@ -119,23 +135,45 @@ export class Engine {
 
   /** Loads the backbone and tokenizer named by the manifest; the backend must be started. */
   static async load(assets: Assets): Promise<Engine> {
-    const manifest = parseManifest(await assets.text('manifest.json'), `${assets.location}manifest.json`);
+    const manifest = parseManifest(
+      await assets.text('manifest.json'),
+      `${assets.location}manifest.json`,
+    );
     const dir = manifest.backbone;
-    const tokenizer = ParaTokenizer.fromJSON(await assets.text(`${dir}/tokenizer.json`), await assets.text(`${dir}/tokenizer_config.json`), {
-      tokenizerSource: `${assets.location}${dir}/tokenizer.json`,
-      configSource: `${assets.location}${dir}/tokenizer_config.json`,
-    });
+    const tokenizer = ParaTokenizer.fromJSON(
+      await assets.text(`${dir}/tokenizer.json`),
+      await assets.text(`${dir}/tokenizer_config.json`),
+      {
+        tokenizerSource: `${assets.location}${dir}/tokenizer.json`,
+        configSource: `${assets.location}${dir}/tokenizer_config.json`,
+      },
+    );
     const model = await loadModelFrom(assets.dir(dir));
     if (tokenizer.vocabSize > model.config.vocabSize) {
       model.dispose();
-      throw new ParaError('SHAPE_MISMATCH', 'the tokenizer has more tokens than the model has embeddings', { file: `${assets.location}${dir}`, field: 'vocab_size', expected: `at most ${model.config.vocabSize}`, actual: String(tokenizer.vocabSize) });
+      throw new ParaError(
+        'SHAPE_MISMATCH',
+        'the tokenizer has more tokens than the model has embeddings',
+        {
+          file: `${assets.location}${dir}`,
+          field: 'vocab_size',
+          expected: `at most ${model.config.vocabSize}`,
+          actual: String(tokenizer.vocabSize),
+        },
+      );
     }
     return new Engine(model, tokenizer, assets, manifest);
   }
 
   get info(): ModelInfo {
     const c = this.model.config;
-    return { parameters: this.model.numParameters, layers: c.numLayers, hiddenSize: c.hiddenSize, vocabSize: c.vocabSize, context: c.maxPositionEmbeddings };
+    return {
+      parameters: this.model.numParameters,
+      layers: c.numLayers,
+      hiddenSize: c.hiddenSize,
+      vocabSize: c.vocabSize,
+      context: c.maxPositionEmbeddings,
+    };
   }
 
   /** Loads every adapter the manifest lists. */
@@ -146,7 +184,9 @@ export class Engine {
       const src = await this.assets.dir(a.dir).open('adapter_model.safetensors');
       const bytes = await src.read(0, await src.size());
       await src.close?.();
-      out.push(await this.addAdapter(a.name, config, bytes, 'bundled', `${this.assets.location}${a.dir}`));
+      out.push(
+        await this.addAdapter(a.name, config, bytes, 'bundled', `${this.assets.location}${a.dir}`),
+      );
     }
     return out;
   }
@@ -156,17 +196,29 @@ export class Engine {
    * adapter made for another backbone (its base_model_name_or_path, or tensor shapes that do
    * not fit this model) is a ParaError naming the file and field.
    */
-  async addAdapter(name: string, configText: string, weights: Uint8Array | ArrayBuffer, source: TenantInfo['source'], location = name): Promise<TenantInfo> {
+  async addAdapter(
+    name: string,
+    configText: string,
+    weights: Uint8Array | ArrayBuffer,
+    source: TenantInfo['source'],
+    location = name,
+  ): Promise<TenantInfo> {
     checkTenantName(name);
     if (source !== 'bundled') this.checkNotBundled(name);
-    const adapter = await adapterFromBytes(configText, weights, this.model, { name: location, baseModelName: BACKBONE_NAME });
+    const adapter = await adapterFromBytes(configText, weights, this.model, {
+      name: location,
+      baseModelName: BACKBONE_NAME,
+    });
     return this.register(name, adapter, source);
   }
 
   /** Trained and uploaded adapters may replace each other by name, never a bundled tenant. */
   private checkNotBundled(name: string): void {
     if (this.manifest.adapters.some((a) => a.name === name)) {
-      throw new ParaError('INVALID_ARGUMENT', `"${name}" is taken by a bundled tenant`, { field: 'name', expected: 'a new tenant name' });
+      throw new ParaError('INVALID_ARGUMENT', `"${name}" is taken by a bundled tenant`, {
+        field: 'name',
+        expected: 'a new tenant name',
+      });
     }
   }
 
@@ -183,7 +235,12 @@ export class Engine {
 
   private register(name: string, adapter: AnyAdapter, source: TenantInfo['source']): TenantInfo {
     this.removeTenant(name);
-    const info: TenantInfo = { name, method: adapter.config.peft_type, parameters: adapter.numParameters, source };
+    const info: TenantInfo = {
+      name,
+      method: adapter.config.peft_type,
+      parameters: adapter.numParameters,
+      source,
+    };
     this.tenants.set(name, { info, adapter });
     return info;
   }
@@ -191,16 +248,29 @@ export class Engine {
   private adapterOf(tenant: string): AnyAdapter | null {
     if (tenant === BARE) return null;
     const t = this.tenants.get(tenant);
-    if (t === undefined) throw new ParaError('INVALID_ARGUMENT', `no tenant "${tenant}"`, { field: 'tenant', expected: [BARE, ...this.tenants.keys()].join(' | '), actual: tenant });
+    if (t === undefined)
+      throw new ParaError('INVALID_ARGUMENT', `no tenant "${tenant}"`, {
+        field: 'tenant',
+        expected: [BARE, ...this.tenants.keys()].join(' | '),
+        actual: tenant,
+      });
     return t.adapter;
   }
 
   /** Prompt ids as `para generate --prompt` makes them (special tokens added: `<s>` first). */
   encodePrompt(prompt: string): number[] {
     const ids = this.tokenizer.encode(prompt, { addSpecialTokens: true });
-    if (ids.length === 0) throw new ParaError('INVALID_ARGUMENT', 'the prompt encodes to no tokens', { field: 'prompt', expected: 'non-empty text' });
+    if (ids.length === 0)
+      throw new ParaError('INVALID_ARGUMENT', 'the prompt encodes to no tokens', {
+        field: 'prompt',
+        expected: 'non-empty text',
+      });
     if (ids.length >= this.model.config.maxPositionEmbeddings) {
-      throw new ParaError('INVALID_ARGUMENT', 'the prompt is longer than the model context', { field: 'prompt', expected: `fewer than ${this.model.config.maxPositionEmbeddings} tokens`, actual: `${ids.length} tokens` });
+      throw new ParaError('INVALID_ARGUMENT', 'the prompt is longer than the model context', {
+        field: 'prompt',
+        expected: `fewer than ${this.model.config.maxPositionEmbeddings} tokens`,
+        actual: `${ids.length} tokens`,
+      });
     }
     return ids;
   }
@@ -215,7 +285,12 @@ export class Engine {
 
   private maxNew(ids: number[], requested: number | undefined): number {
     const n = requested ?? DEFAULT_MAX_NEW_TOKENS;
-    if (!Number.isInteger(n) || n < 1) throw new ParaError('INVALID_ARGUMENT', 'bad number of new tokens', { field: 'maxNewTokens', expected: 'a positive integer', actual: String(n) });
+    if (!Number.isInteger(n) || n < 1)
+      throw new ParaError('INVALID_ARGUMENT', 'bad number of new tokens', {
+        field: 'maxNewTokens',
+        expected: 'a positive integer',
+        actual: String(n),
+      });
     return Math.min(n, this.model.config.maxPositionEmbeddings - ids.length);
   }
 
@@ -234,27 +309,58 @@ export class Engine {
         const now = performance.now();
         if (out.length === 0) first = now;
         out.push(token);
-        o.onText?.(this.tokenizer.decode(out, { skipSpecialTokens: true }), out.length, decodeSpeed(out.length, t0, first, now));
+        o.onText?.(
+          this.tokenizer.decode(out, { skipSpecialTokens: true }),
+          out.length,
+          decodeSpeed(out.length, t0, first, now),
+        );
       },
     });
     const end = performance.now();
     const ms = end - t0;
     const tokensPerSec = decodeSpeed(out.length, t0, first, end);
-    return { text: this.tokenizer.decode(out, { skipSpecialTokens: true }), ids: out, tokensPerSec, firstTokenMs: first - t0, ms };
+    return {
+      text: this.tokenizer.decode(out, { skipSpecialTokens: true }),
+      ids: out,
+      tokensPerSec,
+      firstTokenMs: first - t0,
+      ms,
+    };
   }
 
   /**
    * One prompt through several tenants in ONE batch: each row carries its own tenant's
    * adapter (or none), one backbone pass per step for all rows.
    */
-  async sideBySide(prompt: string, tenants: readonly string[], maxNewTokens?: number, stopAtEos = true): Promise<{ outputs: { tenant: string; text: string; ids: number[] }[]; ms: number; tokensPerSec: number }> {
-    if (tenants.length === 0) throw new ParaError('INVALID_ARGUMENT', 'pick at least one tenant', { field: 'tenants', expected: 'one or more tenant names' });
+  async sideBySide(
+    prompt: string,
+    tenants: readonly string[],
+    maxNewTokens?: number,
+    stopAtEos = true,
+  ): Promise<{
+    outputs: { tenant: string; text: string; ids: number[] }[];
+    ms: number;
+    tokensPerSec: number;
+  }> {
+    if (tenants.length === 0)
+      throw new ParaError('INVALID_ARGUMENT', 'pick at least one tenant', {
+        field: 'tenants',
+        expected: 'one or more tenant names',
+      });
     const ids = this.encodePrompt(prompt);
-    const mixed = new MixedBatch(this.model, tenants.map((t) => this.adapterOf(t)));
+    const mixed = new MixedBatch(
+      this.model,
+      tenants.map((t) => this.adapterOf(t)),
+    );
     const t0 = performance.now();
     const g = await this.model.generate(
       tenants.map(() => ids),
-      { adapter: mixed.modelAdapter(), request: {}, maxNewTokens: this.maxNew(ids, maxNewTokens), stopTokens: stopAtEos ? this.stopTokens() : [] },
+      {
+        adapter: mixed.modelAdapter(),
+        request: {},
+        maxNewTokens: this.maxNew(ids, maxNewTokens),
+        stopTokens: stopAtEos ? this.stopTokens() : [],
+      },
     );
     const ms = performance.now() - t0;
     const outputs = tenants.map((tenant, b) => {
@@ -271,10 +377,20 @@ export class Engine {
    * kernel caches for every sequence length; then again, warm), with a PARA tenant (warm), and
    * one mixed batch of every tenant (after a warm-up of the same length).
    */
-  async bench(tokens = 32, prompt = 'dog (noun):'): Promise<{ tokens: number; cold: GenerateOutput; bare: GenerateOutput; adapted: GenerateOutput | null; mixed: { rows: number; tokensPerSec: number; ms: number } }> {
+  async bench(
+    tokens = 32,
+    prompt = 'dog (noun):',
+  ): Promise<{
+    tokens: number;
+    cold: GenerateOutput;
+    bare: GenerateOutput;
+    adapted: GenerateOutput | null;
+    mixed: { rows: number; tokensPerSec: number; ms: number };
+  }> {
     const tenant = this.listTenants().find((t) => t.method === 'PARA')?.name;
     const rows = [BARE, ...this.listTenants().map((t) => t.name)];
-    const run = (t: string) => this.generate({ prompt, tenant: t, maxNewTokens: tokens, stopAtEos: false });
+    const run = (t: string) =>
+      this.generate({ prompt, tenant: t, maxNewTokens: tokens, stopAtEos: false });
     const cold = await run(BARE);
     const bare = await run(BARE);
     let adapted: GenerateOutput | null = null;
@@ -284,7 +400,13 @@ export class Engine {
     }
     await this.sideBySide(prompt, rows, tokens, false);
     const m = await this.sideBySide(prompt, rows, tokens, false);
-    return { tokens, cold, bare, adapted, mixed: { rows: rows.length, tokensPerSec: m.tokensPerSec, ms: m.ms } };
+    return {
+      tokens,
+      cold,
+      bare,
+      adapted,
+      mixed: { rows: rows.length, tokensPerSec: m.tokensPerSec, ms: m.ms },
+    };
   }
 
   /** Next-token logits after the prompt, `[vocab]` (what `para logits --adapter DIR` prints last). */
@@ -292,7 +414,12 @@ export class Engine {
     const ids = this.encodePrompt(prompt);
     const adapter = this.adapterOf(tenant);
     const last = tf.tidy(() => {
-      const all = this.model.forward([ids], adapter === null ? {} : { adapter: adapter.attach(this.model), request: { promptLengths: [ids.length] } }); // [1, T, V]
+      const all = this.model.forward(
+        [ids],
+        adapter === null
+          ? {}
+          : { adapter: adapter.attach(this.model), request: { promptLengths: [ids.length] } },
+      ); // [1, T, V]
       return tf.reshape(tf.slice(all, [0, ids.length - 1, 0], [1, 1, -1]), [-1]); // [V]
     });
     try {
@@ -306,11 +433,24 @@ export class Engine {
   async train(o: TrainOptions): Promise<TrainOutput> {
     checkTenantName(o.name);
     this.checkNotBundled(o.name);
-    if (!Number.isInteger(o.steps) || o.steps < 1) throw new ParaError('INVALID_ARGUMENT', 'bad number of steps', { field: 'steps', expected: 'a positive integer', actual: String(o.steps) });
+    if (!Number.isInteger(o.steps) || o.steps < 1)
+      throw new ParaError('INVALID_ARGUMENT', 'bad number of steps', {
+        field: 'steps',
+        expected: 'a positive integer',
+        actual: String(o.steps),
+      });
     const records = parseJsonl(o.jsonl, o.file);
     const maxLength = this.model.config.maxPositionEmbeddings;
     const data = tokenizeRecords(this.tokenizer as TokenizerLike, records, o.file, { maxLength });
-    const adapter = createAdapter(this.model.config, { peft_type: 'PARA', ...(o.r === undefined ? {} : { r: o.r }), base_model_name_or_path: BACKBONE_NAME }, { seed: o.seed ?? 0 });
+    const adapter = createAdapter(
+      this.model.config,
+      {
+        peft_type: 'PARA',
+        ...(o.r === undefined ? {} : { r: o.r }),
+        base_model_name_or_path: BACKBONE_NAME,
+      },
+      { seed: o.seed ?? 0 },
+    );
     const losses: number[] = [];
     try {
       const result = await finetune({
@@ -331,9 +471,21 @@ export class Engine {
       });
       if (result.reason !== 'done') {
         adapter.dispose();
-        return { tenant: null, reason: result.reason, steps: result.step, losses, skipped: skippedMessage(data, maxLength) };
+        return {
+          tenant: null,
+          reason: result.reason,
+          steps: result.step,
+          losses,
+          skipped: skippedMessage(data, maxLength),
+        };
       }
-      return { tenant: this.register(o.name, adapter, 'trained'), reason: result.reason, steps: result.step, losses, skipped: skippedMessage(data, maxLength) };
+      return {
+        tenant: this.register(o.name, adapter, 'trained'),
+        reason: result.reason,
+        steps: result.step,
+        losses,
+        skipped: skippedMessage(data, maxLength),
+      };
     } catch (e) {
       adapter.dispose();
       throw e;
@@ -343,7 +495,11 @@ export class Engine {
   /** adapter_config.json text + adapter_model.safetensors bytes of a tenant. */
   async exportAdapter(tenant: string): Promise<{ config: string; weights: Uint8Array }> {
     const adapter = this.adapterOf(tenant);
-    if (adapter === null) throw new ParaError('INVALID_ARGUMENT', 'the bare backbone has no adapter to download', { field: 'tenant', expected: 'an adapter tenant' });
+    if (adapter === null)
+      throw new ParaError('INVALID_ARGUMENT', 'the bare backbone has no adapter to download', {
+        field: 'tenant',
+        expected: 'an adapter tenant',
+      });
     return serializeAdapter(adapter, { baseModelName: BACKBONE_NAME });
   }
 
@@ -361,7 +517,11 @@ function decodeSpeed(tokens: number, start: number, first: number, now: number):
 
 function checkTenantName(name: string): void {
   if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(name) || name === BARE) {
-    throw new ParaError('INVALID_ARGUMENT', 'bad tenant name', { field: 'name', expected: `1–64 letters, digits, ".", "_" or "-", not "${BARE}"`, actual: JSON.stringify(name) });
+    throw new ParaError('INVALID_ARGUMENT', 'bad tenant name', {
+      field: 'name',
+      expected: `1–64 letters, digits, ".", "_" or "-", not "${BARE}"`,
+      actual: JSON.stringify(name),
+    });
   }
 }
 
@@ -373,8 +533,17 @@ export function parseManifest(text: string, file: string): Manifest {
     throw new ParaError('INVALID_JSON', 'the asset manifest is not JSON', { file, cause });
   }
   const m = v as Partial<Manifest> | null;
-  if (m === null || typeof m !== 'object' || typeof m.backbone !== 'string' || !Array.isArray(m.adapters) || !Array.isArray(m.tasks)) {
-    throw new ParaError('INVALID_CONFIG', 'bad asset manifest', { file, expected: '{ backbone, adapters: [...], tasks: [...] } (run scripts/copy-assets.mjs)' });
+  if (
+    m === null ||
+    typeof m !== 'object' ||
+    typeof m.backbone !== 'string' ||
+    !Array.isArray(m.adapters) ||
+    !Array.isArray(m.tasks)
+  ) {
+    throw new ParaError('INVALID_CONFIG', 'bad asset manifest', {
+      file,
+      expected: '{ backbone, adapters: [...], tasks: [...] } (run scripts/copy-assets.mjs)',
+    });
   }
   return m as Manifest;
 }
@@ -393,7 +562,12 @@ export function urlAssets(baseUrl: string): Assets {
       } catch (cause) {
         throw new ParaError('IO_ERROR', 'request failed', { file: url, cause });
       }
-      if (!res.ok) throw new ParaError(res.status === 404 ? 'FILE_NOT_FOUND' : 'IO_ERROR', `HTTP ${res.status}`, { file: url, expected: 'a 2xx response' });
+      if (!res.ok)
+        throw new ParaError(
+          res.status === 404 ? 'FILE_NOT_FOUND' : 'IO_ERROR',
+          `HTTP ${res.status}`,
+          { file: url, expected: 'a 2xx response' },
+        );
       return res.text();
     },
   };

@@ -22,7 +22,14 @@ type RequestOf<T extends Request['type']> = Omit<Extract<Request, { type: T }>, 
 
 class EngineClient {
   private next = 1;
-  private readonly pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void; onEvent?: (e: WorkerEvent) => void }>();
+  private readonly pending = new Map<
+    number,
+    {
+      resolve: (v: unknown) => void;
+      reject: (e: Error) => void;
+      onEvent?: (e: WorkerEvent) => void;
+    }
+  >();
   constructor(private readonly worker: Worker) {
     worker.onmessage = (m: MessageEvent<WorkerMessage>) => {
       const msg = m.data;
@@ -37,10 +44,19 @@ class EngineClient {
     };
     worker.onerror = (e) => showError(`the worker failed: ${e.message}`);
   }
-  call<T extends Request['type'], R = unknown>(type: T, payload: RequestOf<T>, onEvent?: (e: WorkerEvent) => void, transfer: Transferable[] = []): Promise<R> {
+  call<T extends Request['type'], R = unknown>(
+    type: T,
+    payload: RequestOf<T>,
+    onEvent?: (e: WorkerEvent) => void,
+    transfer: Transferable[] = [],
+  ): Promise<R> {
     const id = this.next++;
     return new Promise<R>((resolve, reject) => {
-      this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject, ...(onEvent === undefined ? {} : { onEvent }) });
+      this.pending.set(id, {
+        resolve: resolve as (v: unknown) => void,
+        reject,
+        ...(onEvent === undefined ? {} : { onEvent }),
+      });
       this.worker.postMessage({ id, request: { type, ...payload } }, transfer);
     });
   }
@@ -77,7 +93,15 @@ async function guarded(action: () => Promise<void>): Promise<void> {
 }
 
 function setBusy(busy: boolean): void {
-  for (const id of ['generate', 'side-by-side', 'train-start', 'adapter-upload', 'download-config', 'download-weights']) $<HTMLButtonElement>(id).disabled = busy;
+  for (const id of [
+    'generate',
+    'side-by-side',
+    'train-start',
+    'adapter-upload',
+    'download-config',
+    'download-weights',
+  ])
+    $<HTMLButtonElement>(id).disabled = busy;
 }
 
 function download(name: string, data: BlobPart, type: string): void {
@@ -93,13 +117,21 @@ function download(name: string, data: BlobPart, type: string): void {
 
 // ---- state -------------------------------------------------------------------------------
 
-const client = new EngineClient(new Worker(new URL('./worker.ts', import.meta.url), { type: 'module' }));
+const client = new EngineClient(
+  new Worker(new URL('./worker.ts', import.meta.url), { type: 'module' }),
+);
 let tenants: TenantInfo[] = [];
 
 function renderTenants(select?: string): void {
   const picker = $<HTMLSelectElement>('tenant');
   const current = select ?? picker.value;
-  const options = [{ value: 'bare', label: 'bare backbone (no adapter)' }, ...tenants.map((t) => ({ value: t.name, label: `${t.name} (${t.method}, ${t.parameters.toLocaleString('en-US')} parameters, ${t.source})` }))];
+  const options = [
+    { value: 'bare', label: 'bare backbone (no adapter)' },
+    ...tenants.map((t) => ({
+      value: t.name,
+      label: `${t.name} (${t.method}, ${t.parameters.toLocaleString('en-US')} parameters, ${t.source})`,
+    })),
+  ];
   picker.replaceChildren(...options.map((o) => new Option(o.label, o.value)));
   if (options.some((o) => o.value === current)) picker.value = current;
   const dl = $<HTMLSelectElement>('download-tenant');
@@ -107,7 +139,9 @@ function renderTenants(select?: string): void {
   dl.replaceChildren(...tenants.map((t) => new Option(t.name, t.name)));
   if (tenants.some((t) => t.name === dlCurrent)) dl.value = dlCurrent;
   const side = $('side-tenants');
-  const ticked = new Set([...side.querySelectorAll<HTMLInputElement>('input:checked')].map((i) => i.value));
+  const ticked = new Set(
+    [...side.querySelectorAll<HTMLInputElement>('input:checked')].map((i) => i.value),
+  );
   const fresh = side.childElementCount === 0;
   side.replaceChildren(
     ...['bare', ...tenants.map((t) => t.name)].map((name) => {
@@ -126,7 +160,14 @@ function renderTenants(select?: string): void {
 
 const lossData: [number[], number[]] = [[], []];
 const chart = new uPlot(
-  { width: 640, height: 200, legend: { show: false }, scales: { x: { time: false } }, series: [{ label: 'step' }, { label: 'loss', stroke: '#3558d4', width: 2 }], axes: [{ label: 'step' }, { label: 'loss' }] },
+  {
+    width: 640,
+    height: 200,
+    legend: { show: false },
+    scales: { x: { time: false } },
+    series: [{ label: 'step' }, { label: 'loss', stroke: '#3558d4', width: 2 }],
+    axes: [{ label: 'step' }, { label: 'loss' }],
+  },
   lossData,
   $('train-chart'),
 );
@@ -146,15 +187,24 @@ async function init(): Promise<void> {
     $('backend-report').replaceChildren(
       ...r.report.backends.map((b) => {
         const li = document.createElement('li');
-        const why = b.state === 'available' ? ` — would start; not used: ${r.report.active} ${r.report.chosenBy === 'auto' ? 'comes first in the browser order' : 'was asked for'}` : b.reason ? ` — ${b.reason}` : '';
+        const why =
+          b.state === 'available'
+            ? ` — would start; not used: ${r.report.active} ${r.report.chosenBy === 'auto' ? 'comes first in the browser order' : 'was asked for'}`
+            : b.reason
+              ? ` — ${b.reason}`
+              : '';
         li.textContent = `${b.name}: ${b.state}${b.detail ? ` (${b.detail})` : ''}${why}`;
         return li;
       }),
     );
-    $('model-info').textContent = `· backbone ${r.info.parameters.toLocaleString('en-US')} parameters, ${r.info.layers} layers, d=${r.info.hiddenSize}, vocabulary ${r.info.vocabSize}`;
+    $('model-info').textContent =
+      `· backbone ${r.info.parameters.toLocaleString('en-US')} parameters, ${r.info.layers} layers, d=${r.info.hiddenSize}, vocabulary ${r.info.vocabSize}`;
     tenants = r.tenants;
     renderTenants((tenants.find((t) => t.name === 'pos') ?? tenants[0])?.name); // pos: the bundled task the toy backbone does best
-    $<HTMLSelectElement>('train-task').replaceChildren(...r.tasks.map((t) => new Option(`bundled: ${t}`, t)), new Option('uploaded file', ''));
+    $<HTMLSelectElement>('train-task').replaceChildren(
+      ...r.tasks.map((t) => new Option(`bundled: ${t}`, t)),
+      new Option('uploaded file', ''),
+    );
     setBusy(false);
     document.body.dataset.ready = 'true';
   } catch (e) {
@@ -171,17 +221,26 @@ $('generate').addEventListener('click', () =>
     out.textContent = '';
     $('tokens-per-sec').textContent = '';
     try {
-      const r = await client.call<'generate', { text: string; tokensPerSec: number; ids: number[] }>(
+      const r = await client.call<
         'generate',
-        { prompt: $<HTMLTextAreaElement>('prompt').value, tenant: $<HTMLSelectElement>('tenant').value, maxNewTokens: Number($<HTMLInputElement>('max-new-tokens').value) },
+        { text: string; tokensPerSec: number; ids: number[] }
+      >(
+        'generate',
+        {
+          prompt: $<HTMLTextAreaElement>('prompt').value,
+          tenant: $<HTMLSelectElement>('tenant').value,
+          maxNewTokens: Number($<HTMLInputElement>('max-new-tokens').value),
+        },
         (e) => {
           if (e.kind !== 'text') return;
           out.textContent = e.text;
-          $('tokens-per-sec').textContent = `${e.tokens} tokens · ${e.tokensPerSec.toFixed(1)} tokens/s`;
+          $('tokens-per-sec').textContent =
+            `${e.tokens} tokens · ${e.tokensPerSec.toFixed(1)} tokens/s`;
         },
       );
       out.textContent = r.text;
-      $('tokens-per-sec').textContent = `${r.ids.length} tokens · ${r.tokensPerSec.toFixed(1)} tokens/s`;
+      $('tokens-per-sec').textContent =
+        `${r.ids.length} tokens · ${r.tokensPerSec.toFixed(1)} tokens/s`;
       out.dataset.done = String(Date.now());
     } finally {
       setBusy(false);
@@ -193,8 +252,13 @@ $('side-by-side').addEventListener('click', () =>
   guarded(async () => {
     setBusy(true);
     try {
-      const chosen = [...$('side-tenants').querySelectorAll<HTMLInputElement>('input:checked')].map((i) => i.value);
-      const r = await client.call<'side-by-side', { outputs: { tenant: string; text: string }[]; ms: number; tokensPerSec: number }>('side-by-side', {
+      const chosen = [...$('side-tenants').querySelectorAll<HTMLInputElement>('input:checked')].map(
+        (i) => i.value,
+      );
+      const r = await client.call<
+        'side-by-side',
+        { outputs: { tenant: string; text: string }[]; ms: number; tokensPerSec: number }
+      >('side-by-side', {
         prompt: $<HTMLTextAreaElement>('prompt').value,
         tenants: chosen,
         maxNewTokens: Number($<HTMLInputElement>('max-new-tokens').value),
@@ -213,7 +277,8 @@ $('side-by-side').addEventListener('click', () =>
           return tr;
         }),
       );
-      $('side-speed').textContent = `${r.outputs.length} rows in one batch · ${(r.ms / 1000).toFixed(1)} s · ${r.tokensPerSec.toFixed(1)} tokens/s`;
+      $('side-speed').textContent =
+        `${r.outputs.length} rows in one batch · ${(r.ms / 1000).toFixed(1)} s · ${r.tokensPerSec.toFixed(1)} tokens/s`;
     } finally {
       setBusy(false);
     }
@@ -222,7 +287,8 @@ $('side-by-side').addEventListener('click', () =>
 
 // The data is a bundled task or the uploaded file: choosing one clears the other.
 $('train-file').addEventListener('change', () => {
-  if (($<HTMLInputElement>('train-file').files?.length ?? 0) > 0) $<HTMLSelectElement>('train-task').value = '';
+  if (($<HTMLInputElement>('train-file').files?.length ?? 0) > 0)
+    $<HTMLSelectElement>('train-task').value = '';
 });
 $('train-task').addEventListener('change', () => {
   if ($<HTMLSelectElement>('train-task').value !== '') $<HTMLInputElement>('train-file').value = '';
@@ -235,7 +301,10 @@ async function trainingData(): Promise<{ jsonl: string; file: string }> {
     if (f === undefined) throw new Error('choose a JSONL file to upload, or a bundled task');
     return { jsonl: await f.text(), file: f.name };
   }
-  const r = await client.call<'read-task', { file: string; text: string }>('read-task', { task, split: 'train' });
+  const r = await client.call<'read-task', { file: string; text: string }>('read-task', {
+    task,
+    split: 'train',
+  });
   return { jsonl: r.text, file: r.file };
 }
 
@@ -254,7 +323,10 @@ $('train-start').addEventListener('click', () =>
     try {
       const data = await trainingData();
       const name = $<HTMLInputElement>('train-name').value.trim();
-      const r = await client.call<'train', { tenant: TenantInfo | null; reason: string; steps: number; skipped: string | null }>(
+      const r = await client.call<
+        'train',
+        { tenant: TenantInfo | null; reason: string; steps: number; skipped: string | null }
+      >(
         'train',
         {
           name,
@@ -265,7 +337,8 @@ $('train-start').addEventListener('click', () =>
           r: Number($<HTMLInputElement>('train-r').value),
         },
         (e) => {
-          if (e.kind === 'train-start') status.textContent = `training ${e.parameters.toLocaleString('en-US')} PARA parameters for ${e.totalSteps} steps…`;
+          if (e.kind === 'train-start')
+            status.textContent = `training ${e.parameters.toLocaleString('en-US')} PARA parameters for ${e.totalSteps} steps…`;
           if (e.kind === 'train-step') {
             lossData[0].push(e.step);
             lossData[1].push(e.loss);
@@ -307,9 +380,17 @@ for (const [id, which] of [
     guarded(async () => {
       const tenant = $<HTMLSelectElement>('download-tenant').value;
       if (tenant === '') throw new Error('no adapter to download yet: train or upload one');
-      const r = await client.call<'export-adapter', { config: string; weights: Uint8Array }>('export-adapter', { tenant });
+      const r = await client.call<'export-adapter', { config: string; weights: Uint8Array }>(
+        'export-adapter',
+        { tenant },
+      );
       if (which === 'config') download('adapter_config.json', r.config, 'application/json');
-      else download('adapter_model.safetensors', r.weights as Uint8Array<ArrayBuffer>, 'application/octet-stream');
+      else
+        download(
+          'adapter_model.safetensors',
+          r.weights as Uint8Array<ArrayBuffer>,
+          'application/octet-stream',
+        );
     }),
   );
 }
@@ -319,12 +400,20 @@ $('adapter-upload').addEventListener('click', () =>
     const files = [...($<HTMLInputElement>('adapter-files').files ?? [])];
     const config = files.find((f) => f.name.endsWith('.json'));
     const weights = files.find((f) => f.name.endsWith('.safetensors'));
-    if (config === undefined || weights === undefined) throw new Error('choose both adapter_config.json and adapter_model.safetensors (one upload, two files)');
+    if (config === undefined || weights === undefined)
+      throw new Error(
+        'choose both adapter_config.json and adapter_model.safetensors (one upload, two files)',
+      );
     const name = $<HTMLInputElement>('adapter-name').value.trim();
     setBusy(true);
     try {
       const buf = await weights.arrayBuffer();
-      const info = await client.call<'add-adapter', TenantInfo>('add-adapter', { name, config: await config.text(), weights: buf, file: 'upload' }, undefined, [buf]);
+      const info = await client.call<'add-adapter', TenantInfo>(
+        'add-adapter',
+        { name, config: await config.text(), weights: buf, file: 'upload' },
+        undefined,
+        [buf],
+      );
       tenants = [...tenants.filter((t) => t.name !== info.name), info];
       renderTenants(info.name);
     } finally {

@@ -10,7 +10,17 @@ export type Request =
   | { type: 'init'; backend?: string; assetBase: string; wasmPaths: string }
   | { type: 'generate'; prompt: string; tenant: string; maxNewTokens?: number }
   | { type: 'side-by-side'; prompt: string; tenants: string[]; maxNewTokens?: number }
-  | { type: 'train'; name: string; jsonl: string; file: string; steps: number; lr?: number; r?: number; batchSize?: number; seed?: number }
+  | {
+      type: 'train';
+      name: string;
+      jsonl: string;
+      file: string;
+      steps: number;
+      lr?: number;
+      r?: number;
+      batchSize?: number;
+      seed?: number;
+    }
   | { type: 'cancel-train' }
   | { type: 'add-adapter'; name: string; config: string; weights: ArrayBuffer; file: string }
   | { type: 'export-adapter'; tenant: string }

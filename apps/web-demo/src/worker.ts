@@ -10,7 +10,8 @@ import type { ErrorData, InitResult, Request, WorkerEvent, WorkerMessage } from 
 let engine: Engine | null = null;
 let training: AbortController | null = null;
 
-const post = (m: WorkerMessage, transfer: Transferable[] = []) => (self as unknown as Worker).postMessage(m, transfer);
+const post = (m: WorkerMessage, transfer: Transferable[] = []) =>
+  (self as unknown as Worker).postMessage(m, transfer);
 const emit = (id: number, event: WorkerEvent) => post({ id, type: 'event', event });
 
 function errorData(e: unknown): ErrorData {
@@ -34,10 +35,19 @@ function need(): Engine {
 async function handle(id: number, r: Request): Promise<unknown> {
   switch (r.type) {
     case 'init': {
-      const report = await initBackend({ ...(r.backend ? { backend: r.backend } : {}), wasmPaths: r.wasmPaths, probe: true });
+      const report = await initBackend({
+        ...(r.backend ? { backend: r.backend } : {}),
+        wasmPaths: r.wasmPaths,
+        probe: true,
+      });
       engine = await Engine.load(urlAssets(r.assetBase));
       const tenants = await engine.loadBundledAdapters();
-      const result: InitResult = { report, info: engine.info, tenants, tasks: engine.manifest.tasks.map((t) => t.name) };
+      const result: InitResult = {
+        report,
+        info: engine.info,
+        tenants,
+        tasks: engine.manifest.tasks.map((t) => t.name),
+      };
       return result;
     }
     case 'generate':
@@ -45,7 +55,8 @@ async function handle(id: number, r: Request): Promise<unknown> {
         prompt: r.prompt,
         tenant: r.tenant,
         ...(r.maxNewTokens === undefined ? {} : { maxNewTokens: r.maxNewTokens }),
-        onText: (text, tokens, tokensPerSec) => emit(id, { kind: 'text', text, tokens, tokensPerSec }),
+        onText: (text, tokens, tokensPerSec) =>
+          emit(id, { kind: 'text', text, tokens, tokensPerSec }),
       });
     case 'side-by-side':
       return need().sideBySide(r.prompt, r.tenants, r.maxNewTokens);
@@ -64,8 +75,20 @@ async function handle(id: number, r: Request): Promise<unknown> {
           ...(r.seed === undefined ? {} : { seed: r.seed }),
           signal: training.signal,
           onEvent: (ev) => {
-            if (ev.type === 'start') emit(id, { kind: 'train-start', totalSteps: ev.totalSteps, parameters: ev.parameters });
-            if (ev.type === 'step') emit(id, { kind: 'train-step', step: ev.step, totalSteps: ev.totalSteps, loss: ev.loss, tokensPerSec: ev.tokensPerSec });
+            if (ev.type === 'start')
+              emit(id, {
+                kind: 'train-start',
+                totalSteps: ev.totalSteps,
+                parameters: ev.parameters,
+              });
+            if (ev.type === 'step')
+              emit(id, {
+                kind: 'train-step',
+                step: ev.step,
+                totalSteps: ev.totalSteps,
+                loss: ev.loss,
+                tokensPerSec: ev.tokensPerSec,
+              });
           },
         });
       } finally {

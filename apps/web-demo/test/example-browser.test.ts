@@ -16,8 +16,14 @@ import { CHROMIUM_FLAGS, findChromium } from '../scripts/chromium.mjs';
 const repo = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 const chromiumPath = findChromium();
 const required = process.env.PARA_E2E_REQUIRED === '1';
-if (chromiumPath === null && required) throw new Error('PARA_E2E_REQUIRED=1 but no chromium on PATH (apt-get install chromium, or set PARA_CHROMIUM)');
-if (chromiumPath === null) console.warn('examples/browser: skipped — no chromium on PATH (apt-get install chromium, or set PARA_CHROMIUM)');
+if (chromiumPath === null && required)
+  throw new Error(
+    'PARA_E2E_REQUIRED=1 but no chromium on PATH (apt-get install chromium, or set PARA_CHROMIUM)',
+  );
+if (chromiumPath === null)
+  console.warn(
+    'examples/browser: skipped — no chromium on PATH (apt-get install chromium, or set PARA_CHROMIUM)',
+  );
 
 describe.skipIf(chromiumPath === null)('examples/browser in Chromium', () => {
   let work: string;
@@ -27,13 +33,28 @@ describe.skipIf(chromiumPath === null)('examples/browser in Chromium', () => {
   beforeAll(async () => {
     work = await mkdtemp(join(tmpdir(), 'para-example-browser-'));
     const outDir = join(work, 'dist');
-    await build({ root: join(repo, 'examples', 'browser'), logLevel: 'warn', build: { outDir, emptyOutDir: true } });
+    await build({
+      root: join(repo, 'examples', 'browser'),
+      logLevel: 'warn',
+      build: { outDir, emptyOutDir: true },
+    });
     await cp(join(repo, 'assets', 'backbone'), join(outDir, 'backbone'), { recursive: true });
-    const s = await preview({ root: work, logLevel: 'warn', build: { outDir }, preview: { host: '127.0.0.1', port: 0, open: false } });
+    const s = await preview({
+      root: work,
+      logLevel: 'warn',
+      build: { outDir },
+      preview: { host: '127.0.0.1', port: 0, open: false },
+    });
     const url = s.resolvedUrls?.local[0];
     if (url === undefined) throw new Error('the preview server has no local URL');
-    server = { url, close: () => new Promise((resolve) => s.httpServer.close(() => resolve(undefined))) };
-    browser = await chromium.launch({ executablePath: chromiumPath as string, args: CHROMIUM_FLAGS });
+    server = {
+      url,
+      close: () => new Promise((resolve) => s.httpServer.close(() => resolve(undefined))),
+    };
+    browser = await chromium.launch({
+      executablePath: chromiumPath as string,
+      args: CHROMIUM_FLAGS,
+    });
   });
 
   afterAll(async () => {
@@ -47,7 +68,9 @@ describe.skipIf(chromiumPath === null)('examples/browser in Chromium', () => {
     const errors: string[] = [];
     page.on('pageerror', (e) => errors.push(e.message));
     await page.goto(server.url);
-    const result = (await page.evaluate(() => (window as unknown as { paraExample: Promise<unknown> }).paraExample)) as {
+    const result = (await page.evaluate(
+      () => (window as unknown as { paraExample: Promise<unknown> }).paraExample,
+    )) as {
       backend: string;
       steps: number;
       text: string;

@@ -12,13 +12,20 @@ import type { ParaConfigInit } from './para/config';
 export type AnyAdapter = PeftAdapter;
 
 /** A config of any built-in method, told apart by `peft_type` (PEFT key names, as in adapter_config.json). */
-export type AnyConfigInit = (ParaConfigInit & { peft_type: 'PARA' }) | (LoraConfigInit & { peft_type: 'LORA' }) | (Ia3ConfigInit & { peft_type: 'IA3' });
+export type AnyConfigInit =
+  | (ParaConfigInit & { peft_type: 'PARA' })
+  | (LoraConfigInit & { peft_type: 'LORA' })
+  | (Ia3ConfigInit & { peft_type: 'IA3' });
 
 /**
  * A fresh adapter of the config's method for `modelConfig` (seeded init), through the method
  * registry. Config errors are typed and name `file` (default: an inline config) and the key.
  */
-export function createAdapter(modelConfig: ModelConfig, config: AnyConfigInit | Readonly<Record<string, unknown>>, options: { seed?: number | string; file?: string } = {}): AnyAdapter {
+export function createAdapter(
+  modelConfig: ModelConfig,
+  config: AnyConfigInit | Readonly<Record<string, unknown>>,
+  options: { seed?: number | string; file?: string } = {},
+): AnyAdapter {
   const raw = config as Readonly<Record<string, unknown>>;
   const file = options.file ?? INLINE_CONFIG;
   const method = methodOfConfig(raw, file);

@@ -25,14 +25,21 @@ export * from './index';
  * Saves `adapter` to `dir` (created if needed) as PEFT does: adapter_model.safetensors, then
  * adapter_config.json, each atomically.
  */
-export async function saveAdapter(adapter: AnyAdapter, dir: string, options: SaveAdapterOptions = {}): Promise<AdapterFiles> {
+export async function saveAdapter(
+  adapter: AnyAdapter,
+  dir: string,
+  options: SaveAdapterOptions = {},
+): Promise<AdapterFiles> {
   const files = adapterFiles(adapter, options);
   try {
     await mkdir(dir, { recursive: true });
   } catch (cause) {
     throw new ParaError('IO_ERROR', 'cannot create the adapter directory', { file: dir, cause });
   }
-  await writeSafetensorsFile(path.join(dir, ADAPTER_WEIGHTS_FILE), files.tensors, { metadata: files.metadata, dtype: files.dtype });
+  await writeSafetensorsFile(path.join(dir, ADAPTER_WEIGHTS_FILE), files.tensors, {
+    metadata: files.metadata,
+    dtype: files.dtype,
+  });
   await writeFileAtomic(path.join(dir, ADAPTER_CONFIG_FILE), files.configJson);
   return files;
 }
@@ -41,15 +48,27 @@ export async function saveAdapter(adapter: AnyAdapter, dir: string, options: Sav
  * Loads an adapter directory (ours or Python PEFT's `save_pretrained`) for `model`. A missing
  * directory → FILE_NOT_FOUND; config and tensor problems → typed errors naming them.
  */
-export async function loadAdapter(dir: string, model: CausalLM | ModelConfig, options: LoadAdapterOptions = {}): Promise<AnyAdapter> {
+export async function loadAdapter(
+  dir: string,
+  model: CausalLM | ModelConfig,
+  options: LoadAdapterOptions = {},
+): Promise<AnyAdapter> {
   let st: Awaited<ReturnType<typeof stat>>;
   try {
     st = await stat(dir);
   } catch (cause) {
-    throw new ParaError('FILE_NOT_FOUND', 'adapter directory not found', { file: dir, expected: `a directory with ${ADAPTER_CONFIG_FILE} and ${ADAPTER_WEIGHTS_FILE}`, cause });
+    throw new ParaError('FILE_NOT_FOUND', 'adapter directory not found', {
+      file: dir,
+      expected: `a directory with ${ADAPTER_CONFIG_FILE} and ${ADAPTER_WEIGHTS_FILE}`,
+      cause,
+    });
   }
   if (!st.isDirectory()) {
-    throw new ParaError('INVALID_ARGUMENT', 'not an adapter directory', { file: dir, expected: `a directory with ${ADAPTER_CONFIG_FILE} and ${ADAPTER_WEIGHTS_FILE}`, actual: 'a file' });
+    throw new ParaError('INVALID_ARGUMENT', 'not an adapter directory', {
+      file: dir,
+      expected: `a directory with ${ADAPTER_CONFIG_FILE} and ${ADAPTER_WEIGHTS_FILE}`,
+      actual: 'a file',
+    });
   }
   return loadAdapterFrom(directoryAccess(dir), model, options);
 }

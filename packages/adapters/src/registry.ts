@@ -16,9 +16,9 @@
  * method.ts) plus one registration line in methods.ts.
  */
 
-import type * as tf from '@tensorflow/tfjs-core';
 import { ParaError } from '@para/core';
 import type { AdapterSite, CausalLM, ModelConfig, ProjectionName } from '@para/model';
+import type * as tf from '@tensorflow/tfjs-core';
 import type { PeftAdapter } from './base/adapter';
 import type { BaseAdapterConfig } from './base/config';
 
@@ -52,7 +52,10 @@ export interface MixedContribution {
   loras?: RowLora[];
 }
 
-export interface AdapterMethod<C extends BaseAdapterConfig = BaseAdapterConfig, A extends PeftAdapter<C> = PeftAdapter<C>> {
+export interface AdapterMethod<
+  C extends BaseAdapterConfig = BaseAdapterConfig,
+  A extends PeftAdapter<C> = PeftAdapter<C>,
+> {
   /** `peft_type` in adapter_config.json. */
   readonly peftType: C['peft_type'];
   /** Lower-case name (`para`, `lora`, `ia3`): what a command line or a UI calls it. */
@@ -75,7 +78,12 @@ export interface AdapterMethod<C extends BaseAdapterConfig = BaseAdapterConfig, 
    * The rows' per-row tensors at `layer` of a mixed-batch prefill: `h [B, T, d]` is the layer's
    * normalised input, `promptMask [B, T]` 1 at prompt tokens.
    */
-  mixedLayer(groups: readonly MixedGroup<A>[], layer: number, h: tf.Tensor, promptMask: tf.Tensor): MixedContribution;
+  mixedLayer(
+    groups: readonly MixedGroup<A>[],
+    layer: number,
+    h: tf.Tensor,
+    promptMask: tf.Tensor,
+  ): MixedContribution;
   /** Folds the adapter into `model`'s weights; absent when the method cannot merge (say why in `mergeError`). */
   merge?(adapter: A, model: CausalLM): void;
   /** Why `merge` is impossible for this method. */
@@ -85,8 +93,15 @@ export interface AdapterMethod<C extends BaseAdapterConfig = BaseAdapterConfig, 
 const methods = new Map<string, AdapterMethod>();
 
 /** Registers a method under its `peft_type` (a second registration of the same type is an error). */
-export function registerAdapterMethod<C extends BaseAdapterConfig, A extends PeftAdapter<C>>(method: AdapterMethod<C, A>): void {
-  if (methods.has(method.peftType)) throw new ParaError('INVALID_ARGUMENT', `adapter method ${method.peftType} is already registered`, { field: 'peftType' });
+export function registerAdapterMethod<C extends BaseAdapterConfig, A extends PeftAdapter<C>>(
+  method: AdapterMethod<C, A>,
+): void {
+  if (methods.has(method.peftType))
+    throw new ParaError(
+      'INVALID_ARGUMENT',
+      `adapter method ${method.peftType} is already registered`,
+      { field: 'peftType' },
+    );
   methods.set(method.peftType, method as unknown as AdapterMethod);
 }
 
@@ -100,28 +115,43 @@ export function adapterMethods(): AdapterMethod[] {
  * Unknown → UNSUPPORTED for a `peft_type`, INVALID_ARGUMENT for a name, naming the known ones
  * (and `file` / `field` when given).
  */
-export function adapterMethod(key: string, where: { file?: string; field?: string; byName?: boolean } = {}): AdapterMethod {
+export function adapterMethod(
+  key: string,
+  where: { file?: string; field?: string; byName?: boolean } = {},
+): AdapterMethod {
   const m = where.byName ? [...methods.values()].find((x) => x.name === key) : methods.get(key);
   if (m !== undefined) return m;
-  throw new ParaError(where.byName ? 'INVALID_ARGUMENT' : 'UNSUPPORTED', where.byName ? `unknown adapter method ${JSON.stringify(key)}` : 'unsupported adapter type', {
-    file: where.file,
-    field: where.field ?? 'peft_type',
-    expected: [...methods.values()].map((x) => JSON.stringify(where.byName ? x.name : x.peftType)).join(', '),
-    actual: JSON.stringify(key),
-  });
+  throw new ParaError(
+    where.byName ? 'INVALID_ARGUMENT' : 'UNSUPPORTED',
+    where.byName ? `unknown adapter method ${JSON.stringify(key)}` : 'unsupported adapter type',
+    {
+      file: where.file,
+      field: where.field ?? 'peft_type',
+      expected: [...methods.values()]
+        .map((x) => JSON.stringify(where.byName ? x.name : x.peftType))
+        .join(', '),
+      actual: JSON.stringify(key),
+    },
+  );
 }
 
 /** The method a raw adapter config names in `peft_type` (INVALID_CONFIG when it names none). */
-export function methodOfConfig(raw: Readonly<Record<string, unknown>>, file: string): AdapterMethod {
+export function methodOfConfig(
+  raw: Readonly<Record<string, unknown>>,
+  file: string,
+): AdapterMethod {
   const v = raw.peft_type;
   if (typeof v !== 'string') {
-    throw new ParaError(v === undefined ? 'INVALID_CONFIG' : 'UNSUPPORTED', v === undefined ? 'adapter config has no peft_type' : 'unsupported adapter type', {
-      file,
-      field: 'peft_type',
-      expected: [...methods.values()].map((x) => JSON.stringify(x.peftType)).join(', '),
-      actual: v === undefined ? 'nothing' : JSON.stringify(v),
-    });
+    throw new ParaError(
+      v === undefined ? 'INVALID_CONFIG' : 'UNSUPPORTED',
+      v === undefined ? 'adapter config has no peft_type' : 'unsupported adapter type',
+      {
+        file,
+        field: 'peft_type',
+        expected: [...methods.values()].map((x) => JSON.stringify(x.peftType)).join(', '),
+        actual: v === undefined ? 'nothing' : JSON.stringify(v),
+      },
+    );
   }
   return adapterMethod(v, { file });
 }
-

@@ -7,7 +7,10 @@ const pkgDir = join(dirname(fileURLToPath(import.meta.url)), '..');
 
 describe('@para/adapters in the browser', () => {
   it('bundles for platform "browser" (with @para/model, @para/ops, @para/core and tfjs) without reaching a Node built-in', async () => {
-    const { reached, errors, externalBuiltins } = await bundleForBrowser(`export * from './src/index';`, pkgDir);
+    const { reached, errors, externalBuiltins } = await bundleForBrowser(
+      `export * from './src/index';`,
+      pkgDir,
+    );
     expect(reached).toEqual([]);
     expect(errors).toEqual([]);
     expect(externalBuiltins).toEqual([]);

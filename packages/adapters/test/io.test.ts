@@ -43,12 +43,31 @@ describe('adapter files (PEFT layout)', () => {
 
   it('PARA: exact tensor names, shapes and config keys; save → load is exact', async () => {
     const model = tinyModel();
-    const para = ParaAdapter.create(model.config, { r: 5, pooler: 'attention', activation: 'silu', use_bias: true, target_modules: ['v_proj', 'q_proj'], base_model_name_or_path: 'org/tiny' }, { seed: 1 });
+    const para = ParaAdapter.create(
+      model.config,
+      {
+        r: 5,
+        pooler: 'attention',
+        activation: 'silu',
+        use_bias: true,
+        target_modules: ['v_proj', 'q_proj'],
+        base_model_name_or_path: 'org/tiny',
+      },
+      { seed: 1 },
+    );
     randomize(para, 'save', 0.5);
     const out = join(dir, 'para');
     await saveAdapter(para, out);
     const cfg = JSON.parse(await readFile(join(out, 'adapter_config.json'), 'utf8'));
-    expect(cfg).toMatchObject({ peft_type: 'PARA', r: 5, pooler: 'attention', activation: 'silu', target_modules: ['v_proj', 'q_proj'], use_bias: true, base_model_name_or_path: 'org/tiny' });
+    expect(cfg).toMatchObject({
+      peft_type: 'PARA',
+      r: 5,
+      pooler: 'attention',
+      activation: 'silu',
+      target_modules: ['v_proj', 'q_proj'],
+      use_bias: true,
+      base_model_name_or_path: 'org/tiny',
+    });
     const st = await openSafetensorsFile(join(out, 'adapter_model.safetensors'));
     const d = model.config.hiddenSize;
     const dq = model.config.numHeads * model.config.headDim;
@@ -72,7 +91,11 @@ describe('adapter files (PEFT layout)', () => {
     const b = await take(model.forward(ids, { adapter: back.attach(model) }));
     expect(Buffer.from(a.buffer).equals(Buffer.from(b.buffer))).toBe(true);
     // The row blocks of para.up.weight follow target_modules: v first here.
-    const upFile = (await (await openSafetensorsFile(join(out, 'adapter_model.safetensors'))).readData(`${p0}up.weight`)).data;
+    const upFile = (
+      await (
+        await openSafetensorsFile(join(out, 'adapter_model.safetensors'))
+      ).readData(`${p0}up.weight`)
+    ).data;
     const vBlock = (await para.layer(0).up.data()).subarray(0, dv * 5);
     expect(Array.from(upFile.subarray(0, dv * 5))).toEqual(Array.from(vBlock));
     tf.dispose([]);
@@ -83,7 +106,11 @@ describe('adapter files (PEFT layout)', () => {
 
   it('LoRA and IA3: PEFT names and shapes; save → load (also from bytes) is exact', async () => {
     const model = tinyModel();
-    const lora = LoraAdapter.create(model.config, { r: 3, lora_alpha: 6, target_modules: ['q_proj', 'down_proj'], layers_to_transform: [1] }, { seed: 2 });
+    const lora = LoraAdapter.create(
+      model.config,
+      { r: 3, lora_alpha: 6, target_modules: ['q_proj', 'down_proj'], layers_to_transform: [1] },
+      { seed: 2 },
+    );
     const ia3 = Ia3Adapter.create(model.config);
     randomize(lora, 'l', 0.3);
     randomize(ia3, 'i', 0.3, 1);
@@ -105,13 +132,30 @@ describe('adapter files (PEFT layout)', () => {
         expect(st.info(names[0] as string).shape).toEqual([3, 48]);
         expect(st.info(names[1] as string).shape).toEqual([32, 3]);
         const cfg = JSON.parse(await readFile(join(out, 'adapter_config.json'), 'utf8'));
-        expect(cfg).toMatchObject({ peft_type: 'LORA', r: 3, lora_alpha: 6, lora_dropout: 0, target_modules: ['q_proj', 'down_proj'], bias: 'none', fan_in_fan_out: false, layers_to_transform: [1] });
+        expect(cfg).toMatchObject({
+          peft_type: 'LORA',
+          r: 3,
+          lora_alpha: 6,
+          lora_dropout: 0,
+          target_modules: ['q_proj', 'down_proj'],
+          bias: 'none',
+          fan_in_fan_out: false,
+          layers_to_transform: [1],
+        });
       } else {
         expect(names).toContain('base_model.model.model.layers.0.self_attn.k_proj.ia3_l');
-        expect(st.info('base_model.model.model.layers.0.self_attn.k_proj.ia3_l').shape).toEqual([16, 1]);
-        expect(st.info('base_model.model.model.layers.1.mlp.down_proj.ia3_l').shape).toEqual([1, 48]);
+        expect(st.info('base_model.model.model.layers.0.self_attn.k_proj.ia3_l').shape).toEqual([
+          16, 1,
+        ]);
+        expect(st.info('base_model.model.model.layers.1.mlp.down_proj.ia3_l').shape).toEqual([
+          1, 48,
+        ]);
         const cfg = JSON.parse(await readFile(join(out, 'adapter_config.json'), 'utf8'));
-        expect(cfg).toMatchObject({ peft_type: 'IA3', target_modules: ['k_proj', 'v_proj', 'down_proj'], feedforward_modules: ['down_proj'] });
+        expect(cfg).toMatchObject({
+          peft_type: 'IA3',
+          target_modules: ['k_proj', 'v_proj', 'down_proj'],
+          feedforward_modules: ['down_proj'],
+        });
       }
       await st.close();
       const back = await loadAdapter(out, model);
@@ -128,7 +172,9 @@ describe('adapter files (PEFT layout)', () => {
     const half = await loadAdapter(join(dir, 'lora16'), model);
     const hv = await paramValues(half);
     const lv = await paramValues(lora);
-    for (const k of Object.keys(lv)) for (let i = 0; i < (lv[k] as Float32Array).length; i++) expect(Math.abs((hv[k]?.[i] as number) - (lv[k]?.[i] as number))).toBeLessThan(1e-3);
+    for (const k of Object.keys(lv))
+      for (let i = 0; i < (lv[k] as Float32Array).length; i++)
+        expect(Math.abs((hv[k]?.[i] as number) - (lv[k]?.[i] as number))).toBeLessThan(1e-3);
     half.dispose();
     lora.dispose();
     ia3.dispose();
@@ -144,7 +190,11 @@ describe('adapter files (PEFT layout)', () => {
       [{ peft_type: 'PARA', activation: 'swish' }, 'INVALID_CONFIG', 'activation'],
       [{ peft_type: 'PARA', target_modules: [] }, 'INVALID_CONFIG', 'target_modules'],
       [{ peft_type: 'PARA', target_modules: ['k_proj'] }, 'INVALID_CONFIG', 'target_modules'],
-      [{ peft_type: 'PARA', target_modules: ['q_proj', 'q_proj'] }, 'INVALID_CONFIG', 'target_modules'],
+      [
+        { peft_type: 'PARA', target_modules: ['q_proj', 'q_proj'] },
+        'INVALID_CONFIG',
+        'target_modules',
+      ],
       [{ peft_type: 'PARA', use_bias: 'yes' }, 'INVALID_CONFIG', 'use_bias'],
       [{ peft_type: 'LORA', r: -1 }, 'INVALID_CONFIG', 'r'],
       [{ peft_type: 'LORA', lora_dropout: 1.5 }, 'INVALID_CONFIG', 'lora_dropout'],
@@ -154,8 +204,16 @@ describe('adapter files (PEFT layout)', () => {
       [{ peft_type: 'LORA', use_dora: true }, 'UNSUPPORTED', 'use_dora'],
       [{ peft_type: 'LORA', init_lora_weights: 'pissa' }, 'UNSUPPORTED', 'init_lora_weights'],
       [{ peft_type: 'LORA', layers_to_transform: [5] }, 'INVALID_CONFIG', 'layers_to_transform'],
-      [{ peft_type: 'IA3', feedforward_modules: ['q_proj'] }, 'INVALID_CONFIG', 'feedforward_modules'],
-      [{ peft_type: 'IA3', target_modules: ['up_proj'], feedforward_modules: ['up_proj'] }, 'UNSUPPORTED', 'feedforward_modules'],
+      [
+        { peft_type: 'IA3', feedforward_modules: ['q_proj'] },
+        'INVALID_CONFIG',
+        'feedforward_modules',
+      ],
+      [
+        { peft_type: 'IA3', target_modules: ['up_proj'], feedforward_modules: ['up_proj'] },
+        'UNSUPPORTED',
+        'feedforward_modules',
+      ],
       [{ peft_type: 'PREFIX_TUNING' }, 'UNSUPPORTED', 'peft_type'],
       [{ r: 4 }, 'INVALID_CONFIG', 'peft_type'],
     ];
@@ -169,14 +227,29 @@ describe('adapter files (PEFT layout)', () => {
     const ok = ParaAdapter.create(c);
     await saveAdapter(ok, out);
     ok.dispose();
-    await writeFile(join(out, 'adapter_config.json'), JSON.stringify({ peft_type: 'PARA', pooler: 'median' }));
+    await writeFile(
+      join(out, 'adapter_config.json'),
+      JSON.stringify({ peft_type: 'PARA', pooler: 'median' }),
+    );
     const e = (await caught(() => loadAdapter(out, c))) as ParaError;
-    expect([e.code, e.field, e.file]).toEqual(['INVALID_CONFIG', 'pooler', join(out, 'adapter_config.json')]);
+    expect([e.code, e.field, e.file]).toEqual([
+      'INVALID_CONFIG',
+      'pooler',
+      join(out, 'adapter_config.json'),
+    ]);
     await writeFile(join(out, 'adapter_config.json'), '{ not json');
     expect(((await caught(() => loadAdapter(out, c))) as ParaError).code).toBe('INVALID_JSON');
-    expect(((await caught(() => loadAdapter(join(dir, 'nope'), c))) as ParaError).code).toBe('FILE_NOT_FOUND');
+    expect(((await caught(() => loadAdapter(join(dir, 'nope'), c))) as ParaError).code).toBe(
+      'FILE_NOT_FOUND',
+    );
     // Defaults are filled in.
-    expect(resolveParaConfig({})).toMatchObject({ r: 8, pooler: 'mean', activation: 'gelu', target_modules: ['q_proj', 'v_proj', 'up_proj'], use_bias: false });
+    expect(resolveParaConfig({})).toMatchObject({
+      r: 8,
+      pooler: 'mean',
+      activation: 'gelu',
+      target_modules: ['q_proj', 'v_proj', 'up_proj'],
+      use_bias: false,
+    });
     expect(resolveLoraConfig({ target_modules: 'all-linear' }).target_modules).toBe('all-linear');
   });
 
@@ -218,13 +291,26 @@ describe('adapter files (PEFT layout)', () => {
     const { config, weights } = await serializeAdapter(para);
     const cut = JSON.parse(config);
     cut.pooler = 'attention'; // now pool.weight is expected and absent
-    const me = (await caught(() => adapterFromBytes(JSON.stringify(cut), weights, small))) as ParaError;
-    expect([me.code, me.field]).toEqual(['TENSOR_NOT_FOUND', 'base_model.model.model.layers.0.para.pool.weight']);
+    const me = (await caught(() =>
+      adapterFromBytes(JSON.stringify(cut), weights, small),
+    )) as ParaError;
+    expect([me.code, me.field]).toEqual([
+      'TENSOR_NOT_FOUND',
+      'base_model.model.model.layers.0.para.pool.weight',
+    ]);
     // Base model name check, when asked for.
-    const named = ParaAdapter.create(small, { base_model_name_or_path: 'meta-llama/Llama-2-7b-hf' });
+    const named = ParaAdapter.create(small, {
+      base_model_name_or_path: 'meta-llama/Llama-2-7b-hf',
+    });
     const nb = await serializeAdapter(named);
-    expect(await caught(() => adapterFromBytes(nb.config, nb.weights, small, { baseModelName: '/models/Llama-2-7b-hf' }))).toBeUndefined();
-    const ne = (await caught(() => adapterFromBytes(nb.config, nb.weights, small, { baseModelName: '/models/tiny' }))) as ParaError;
+    expect(
+      await caught(() =>
+        adapterFromBytes(nb.config, nb.weights, small, { baseModelName: '/models/Llama-2-7b-hf' }),
+      ),
+    ).toBeUndefined();
+    const ne = (await caught(() =>
+      adapterFromBytes(nb.config, nb.weights, small, { baseModelName: '/models/tiny' }),
+    )) as ParaError;
     expect([ne.code, ne.field]).toEqual(['INVALID_CONFIG', 'base_model_name_or_path']);
     para.dispose();
     named.dispose();

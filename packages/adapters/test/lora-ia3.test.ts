@@ -3,8 +3,9 @@
  * unmerge, dropout) and IA3 (init, equality with scaled weights), through forward and through
  * prefill + cached decode.
  */
-import * as tf from '@tensorflow/tfjs-core';
+
 import { CausalLM, type LayerWeights, type ModelWeights, PROJECTIONS } from '@para/model';
+import * as tf from '@tensorflow/tfjs-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Ia3Adapter, LoraAdapter, type LoraModule, MixedBatch } from '../src/index';
 import { caught, expectClose, take, testBackends, useBackend } from './helpers/backends';
@@ -15,11 +16,15 @@ const IDS = [
   [1, 7, 30, 31, 8, 9, 10],
 ];
 
-function editWeights(w: ModelWeights, edit: (l: LayerWeights, i: number) => Partial<LayerWeights>): { weights: ModelWeights; made: tf.Tensor[] } {
+function editWeights(
+  w: ModelWeights,
+  edit: (l: LayerWeights, i: number) => Partial<LayerWeights>,
+): { weights: ModelWeights; made: tf.Tensor[] } {
   const made: tf.Tensor[] = [];
   const layers = w.layers.map((l, i) => {
     const e = edit(l, i);
-    for (const v of Object.values(e)) if (v && typeof v === 'object' && 'weight' in v) made.push(v.weight as tf.Tensor);
+    for (const v of Object.values(e))
+      if (v && typeof v === 'object' && 'weight' in v) made.push(v.weight as tf.Tensor);
     return { ...l, ...e };
   });
   return { weights: { ...w, layers }, made };
@@ -34,7 +39,11 @@ describe.each(testBackends())('LoRA and IA3 on %s', (backend) => {
   afterAll(() => model.dispose());
 
   it('LoRA init: A Kaiming-uniform (|A| ≤ 1/√in), B zero, the identity (bit-identical logits)', async () => {
-    const lora = LoraAdapter.create(model.config, { r: 4, lora_alpha: 8, target_modules: [...PROJECTIONS] }, { seed: 1 });
+    const lora = LoraAdapter.create(
+      model.config,
+      { r: 4, lora_alpha: 8, target_modules: [...PROJECTIONS] },
+      { seed: 1 },
+    );
     expect(lora.scaling).toBe(2);
     expect(lora.allModules()).toHaveLength(7 * model.config.numLayers);
     for (const m of lora.allModules()) {
@@ -51,14 +60,26 @@ describe.each(testBackends())('LoRA and IA3 on %s', (backend) => {
   });
 
   it('LoRA equals W + (alpha/r)·B·A written into the weights, in forward and in cached decode', async () => {
-    const lora = LoraAdapter.create(model.config, { r: 3, lora_alpha: 5, target_modules: ['q_proj', 'v_proj', 'o_proj', 'down_proj', 'gate_proj'] }, { seed: 2 });
+    const lora = LoraAdapter.create(
+      model.config,
+      {
+        r: 3,
+        lora_alpha: 5,
+        target_modules: ['q_proj', 'v_proj', 'o_proj', 'down_proj', 'gate_proj'],
+      },
+      { seed: 2 },
+    );
     randomize(lora, 'lora-eq', 0.2);
     const adapter = lora.attach(model);
     const { weights, made } = editWeights(model.weights, (l, i) => {
       const e: Partial<LayerWeights> = {};
       for (const p of PROJECTIONS) {
         const m = lora.module(i, p) as LoraModule | undefined;
-        if (m) e[p] = { weight: tf.tidy(() => tf.add(l[p].weight, tf.mul(tf.matMul(m.B, m.A), lora.scaling))), bias: l[p].bias };
+        if (m)
+          e[p] = {
+            weight: tf.tidy(() => tf.add(l[p].weight, tf.mul(tf.matMul(m.B, m.A), lora.scaling))),
+            bias: l[p].bias,
+          };
       }
       return e;
     });
@@ -66,20 +87,43 @@ describe.each(testBackends())('LoRA and IA3 on %s', (backend) => {
     const want = await take(manual.forward(IDS));
     expectClose(await take(model.forward(IDS, { adapter })), want, 1e-4, 0, 'forward');
     const V = model.config.vocabSize;
-    const { logits, state } = model.prefill(IDS.map((r) => r.slice(0, 5)), { adapter });
-    expectClose(await take(logits), [...want.subarray(4 * V, 5 * V), ...want.subarray((7 + 4) * V, (7 + 5) * V)], 1e-4, 0, 'prefill');
+    const { logits, state } = model.prefill(
+      IDS.map((r) => r.slice(0, 5)),
+      { adapter },
+    );
+    expectClose(
+      await take(logits),
+      [...want.subarray(4 * V, 5 * V), ...want.subarray((7 + 4) * V, (7 + 5) * V)],
+      1e-4,
+      0,
+      'prefill',
+    );
     const step = await take(model.decodeStep([22, 9], state));
     state.dispose();
-    expectClose(step, [...want.subarray(5 * V, 6 * V), ...want.subarray((7 + 5) * V, (7 + 6) * V)], 1e-4, 0, 'decode');
+    expectClose(
+      step,
+      [...want.subarray(5 * V, 6 * V), ...want.subarray((7 + 5) * V, (7 + 6) * V)],
+      1e-4,
+      0,
+      'decode',
+    );
     tf.dispose(made);
     lora.dispose();
   });
 
   it('LoRA merge → unmerge restores the weights (float32 rounding); merged logits equal unmerged', async () => {
     const own = tinyModel({}, 5);
-    const lora = LoraAdapter.create(own.config, { r: 4, lora_alpha: 16, target_modules: ['q_proj', 'k_proj', 'up_proj', 'down_proj'] }, { seed: 3 });
+    const lora = LoraAdapter.create(
+      own.config,
+      { r: 4, lora_alpha: 16, target_modules: ['q_proj', 'k_proj', 'up_proj', 'down_proj'] },
+      { seed: 3 },
+    );
     randomize(lora, 'merge', 0.3);
-    const before = await Promise.all(own.weights.layers.map((l) => Promise.all(PROJECTIONS.map(async (p) => (await l[p].weight.data()) as Float32Array))));
+    const before = await Promise.all(
+      own.weights.layers.map((l) =>
+        Promise.all(PROJECTIONS.map(async (p) => (await l[p].weight.data()) as Float32Array)),
+      ),
+    );
     const unmerged = await take(own.forward(IDS, { adapter: lora.attach(own) }));
     const n = tf.memory().numTensors;
     lora.merge(own);
@@ -102,7 +146,13 @@ describe.each(testBackends())('LoRA and IA3 on %s', (backend) => {
       }
     }
     expect(((await caught(() => lora.unmerge(own))) as Error).message).toMatch(/not merged/);
-    expectClose(await take(own.forward(IDS, { adapter: lora.attach(own) })), unmerged, 1e-5, 0, 'after unmerge');
+    expectClose(
+      await take(own.forward(IDS, { adapter: lora.attach(own) })),
+      unmerged,
+      1e-5,
+      0,
+      'after unmerge',
+    );
     lora.dispose();
     own.dispose();
   });
@@ -124,7 +174,13 @@ describe.each(testBackends())('LoRA and IA3 on %s', (backend) => {
     expect(trainA.some((x, i) => Math.abs(x - (evalOut[i] as number)) > 1e-4)).toBe(true);
     // prefill / decode never drop.
     const { logits, state } = model.prefill(IDS, { adapter: a.attach(model) });
-    expectClose(await take(logits), [6, 13].flatMap((t) => Array.from(evalOut.subarray(t * 64, (t + 1) * 64))), 1e-5, 0, 'prefill in training mode');
+    expectClose(
+      await take(logits),
+      [6, 13].flatMap((t) => Array.from(evalOut.subarray(t * 64, (t + 1) * 64))),
+      1e-5,
+      0,
+      'prefill in training mode',
+    );
     state.dispose();
     a.dispose();
     b.dispose();
@@ -136,14 +192,19 @@ describe.each(testBackends())('LoRA and IA3 on %s', (backend) => {
     expect(ia3.config.feedforward_modules).toEqual(['down_proj']);
     expect(ia3.sites).toEqual(['k_proj', 'v_proj', 'down_proj.input']);
     const kv = model.config.numKvHeads * model.config.headDim;
-    expect(ia3.numParameters).toBe(model.config.numLayers * (2 * kv + model.config.intermediateSize));
+    expect(ia3.numParameters).toBe(
+      model.config.numLayers * (2 * kv + model.config.intermediateSize),
+    );
     const plain = await take(model.forward(IDS));
     const same = await take(model.forward(IDS, { adapter: ia3.attach(model) }));
     expect(Buffer.from(same.buffer).equals(Buffer.from(plain.buffer))).toBe(true);
 
     randomize(ia3, 'ia3', 0.3, 1);
     const named = ia3.namedParameters();
-    const vec = (i: number, p: string) => named.get(`base_model.model.model.layers.${i}.${p === 'down_proj' ? 'mlp' : 'self_attn'}.${p}.ia3_l`) as tf.Variable;
+    const vec = (i: number, p: string) =>
+      named.get(
+        `base_model.model.model.layers.${i}.${p === 'down_proj' ? 'mlp' : 'self_attn'}.${p}.ia3_l`,
+      ) as tf.Variable;
     expect(vec(0, 'k_proj').shape).toEqual([kv, 1]);
     expect(vec(0, 'down_proj').shape).toEqual([1, model.config.intermediateSize]);
     const { weights, made } = editWeights(model.weights, (l, i) => ({
@@ -152,12 +213,27 @@ describe.each(testBackends())('LoRA and IA3 on %s', (backend) => {
       down_proj: { weight: tf.mul(l.down_proj.weight, vec(i, 'down_proj')), bias: null }, // columns [1, in]
     }));
     const want = await take(new CausalLM(model.config, weights).forward(IDS));
-    expectClose(await take(model.forward(IDS, { adapter: ia3.attach(model) })), want, 1e-4, 0, 'IA3 forward');
-    const { logits, state } = model.prefill(IDS.map((r) => r.slice(0, 6)), { adapter: ia3.attach(model) });
+    expectClose(
+      await take(model.forward(IDS, { adapter: ia3.attach(model) })),
+      want,
+      1e-4,
+      0,
+      'IA3 forward',
+    );
+    const { logits, state } = model.prefill(
+      IDS.map((r) => r.slice(0, 6)),
+      { adapter: ia3.attach(model) },
+    );
     logits.dispose();
     const step = await take(model.decodeStep([7, 10], state));
     state.dispose();
-    expectClose(step, [...want.subarray(6 * 64, 7 * 64), ...want.subarray(13 * 64, 14 * 64)], 1e-4, 0, 'IA3 decode');
+    expectClose(
+      step,
+      [...want.subarray(6 * 64, 7 * 64), ...want.subarray(13 * 64, 14 * 64)],
+      1e-4,
+      0,
+      'IA3 decode',
+    );
     tf.dispose(made);
     ia3.dispose();
   });

@@ -22,13 +22,20 @@ describe.each(testBackends())('PEFT goldens on %s', (backend) => {
     const idData = await st.readData('input_ids');
     const [B, T] = idData.shape as [number, number];
     ids = Array.from({ length: B }, (_, b) => Array.from(idData.data.subarray(b * T, (b + 1) * T)));
-    for (const n of st.names()) if (n.endsWith('_logits')) golden[n] = (await st.readData(n)).data as Float32Array;
+    for (const n of st.names())
+      if (n.endsWith('_logits')) golden[n] = (await st.readData(n)).data as Float32Array;
     await st.close();
   });
   afterAll(() => model.dispose());
 
   it('the backbone matches transformers', async () => {
-    expectClose(await take(model.forward(ids)), golden.base_logits as Float32Array, 1e-4, 0, 'base');
+    expectClose(
+      await take(model.forward(ids)),
+      golden.base_logits as Float32Array,
+      1e-4,
+      0,
+      'base',
+    );
   });
 
   it.each([
@@ -43,13 +50,29 @@ describe.each(testBackends())('PEFT goldens on %s', (backend) => {
     expectClose(got, want, 1e-4, 0, name);
     // Far from the bare model, so the match means something.
     let diff = 0;
-    for (let i = 0; i < want.length; i++) diff = Math.max(diff, Math.abs((want[i] as number) - ((golden.base_logits as Float32Array)[i] as number)));
+    for (let i = 0; i < want.length; i++)
+      diff = Math.max(
+        diff,
+        Math.abs((want[i] as number) - ((golden.base_logits as Float32Array)[i] as number)),
+      );
     expect(diff).toBeGreaterThan(0.5);
     if (adapter instanceof LoraAdapter && name === 'lora') {
       adapter.merge(model);
-      expectClose(await take(model.forward(ids)), golden.lora_merged_logits as Float32Array, 1e-4, 0, 'merged');
+      expectClose(
+        await take(model.forward(ids)),
+        golden.lora_merged_logits as Float32Array,
+        1e-4,
+        0,
+        'merged',
+      );
       adapter.unmerge(model);
-      expectClose(await take(model.forward(ids)), golden.base_logits as Float32Array, 1e-4, 0, 'unmerged');
+      expectClose(
+        await take(model.forward(ids)),
+        golden.base_logits as Float32Array,
+        1e-4,
+        0,
+        'unmerged',
+      );
     }
     if (name === 'lora-qv-layer1') {
       expect((adapter as LoraAdapter).layers).toEqual([1]);

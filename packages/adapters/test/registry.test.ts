@@ -4,9 +4,17 @@
  * is created from a config by `createAdapter`, serves rows of a mixed batch beside PARA and LoRA,
  * and each row equals that row run alone. The built-ins are registered with one set of defaults.
  */
-import * as tf from '@tensorflow/tfjs-core';
+
 import { isParaError } from '@para/core';
-import type { AdapterContext, AdapterSite, CausalLM, ModelAdapter, ModelConfig, TensorSpec } from '@para/model';
+import type {
+  AdapterContext,
+  AdapterSite,
+  CausalLM,
+  ModelAdapter,
+  ModelConfig,
+  TensorSpec,
+} from '@para/model';
+import * as tf from '@tensorflow/tfjs-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   type AdapterMethod,
@@ -35,11 +43,21 @@ const OSCALE_METHOD: AdapterMethod<OScaleConfig, OScaleAdapter> = {
   defaults: {},
   training: { lr: 1e-2 },
   rankKey: null,
-  resolveConfig: (raw) => ({ peft_type: 'OSCALE', base_model_name_or_path: typeof raw.base_model_name_or_path === 'string' ? raw.base_model_name_or_path : null }),
+  resolveConfig: (raw) => ({
+    peft_type: 'OSCALE',
+    base_model_name_or_path:
+      typeof raw.base_model_name_or_path === 'string' ? raw.base_model_name_or_path : null,
+  }),
   create: (modelConfig, config) => new OScaleAdapter(config, modelConfig),
   owns: (a: PeftAdapter): a is OScaleAdapter => a instanceof OScaleAdapter,
   mixedLayer(groups, layer) {
-    return { scales: groups.map(({ adapter, rows }) => ({ site: 'o_proj' as const, rows, value: tf.tile(tf.reshape(adapter.vector(layer), [1, -1]), [rows.length, 1]) })) };
+    return {
+      scales: groups.map(({ adapter, rows }) => ({
+        site: 'o_proj' as const,
+        rows,
+        value: tf.tile(tf.reshape(adapter.vector(layer), [1, -1]), [rows.length, 1]),
+      })),
+    };
   },
 };
 
@@ -47,7 +65,8 @@ class OScaleAdapter extends PeftAdapter<OScaleConfig> {
   readonly peftType = 'OSCALE';
   constructor(config: OScaleConfig, modelConfig: ModelConfig) {
     super(config, modelConfig);
-    for (let i = 0; i < modelConfig.numLayers; i++) this.addParam(`layers.${i}.oscale`, tf.ones([modelConfig.hiddenSize]));
+    for (let i = 0; i < modelConfig.numLayers; i++)
+      this.addParam(`layers.${i}.oscale`, tf.ones([modelConfig.hiddenSize]));
   }
   vector(layer: number): tf.Tensor {
     return this.param(`layers.${layer}.oscale`);
@@ -59,7 +78,10 @@ class OScaleAdapter extends PeftAdapter<OScaleConfig> {
     return ['o_proj'];
   }
   tensorSpecs(m: ModelConfig = this.modelConfig): TensorSpec[] {
-    return Array.from({ length: m.numLayers }, (_, i) => ({ name: `layers.${i}.oscale`, shape: [m.hiddenSize] }));
+    return Array.from({ length: m.numLayers }, (_, i) => ({
+      name: `layers.${i}.oscale`,
+      shape: [m.hiddenSize],
+    }));
   }
   toConfigJson(): Record<string, unknown> {
     return { peft_type: 'OSCALE' };
@@ -67,7 +89,8 @@ class OScaleAdapter extends PeftAdapter<OScaleConfig> {
   protected trainingHooks(): ModelAdapter<AdapterRequest> {
     return {
       sites: [],
-      layerInput: (ctx: AdapterContext<AdapterRequest>) => ctx.state.setScale('o_proj', tf.reshape(this.vector(ctx.layer), [1, 1, -1])),
+      layerInput: (ctx: AdapterContext<AdapterRequest>) =>
+        ctx.state.setScale('o_proj', tf.reshape(this.vector(ctx.layer), [1, 1, -1])),
     };
   }
 }
@@ -87,18 +110,33 @@ describe.each(testBackends())('adapter-method registry on %s', (backend) => {
   afterAll(() => model.dispose());
 
   it('the built-ins are registered with one set of defaults', () => {
-    expect(adapterMethods().map((m) => m.peftType).slice(0, 3)).toEqual(['PARA', 'LORA', 'IA3']);
+    expect(
+      adapterMethods()
+        .map((m) => m.peftType)
+        .slice(0, 3),
+    ).toEqual(['PARA', 'LORA', 'IA3']);
     expect(adapterMethod('PARA').defaults).toMatchObject({ r: 8, pooler: 'mean' });
     expect(adapterMethod('LORA').defaults).toMatchObject({ r: 8, lora_alpha: 8 });
     expect(adapterMethods().every((m) => m.training.lr > 0)).toBe(true);
     expect(adapterMethod('lora', { byName: true }).peftType).toBe('LORA');
     expect(adapterMethod('PARA').merge).toBeUndefined(); // PARA cannot merge
-    expect(isParaError(caughtSync(() => adapterMethod('NOPE')), 'UNSUPPORTED')).toBe(true);
-    expect(isParaError(caughtSync(() => registerAdapterMethod(adapterMethod('PARA'))), 'INVALID_ARGUMENT')).toBe(true);
+    expect(
+      isParaError(
+        caughtSync(() => adapterMethod('NOPE')),
+        'UNSUPPORTED',
+      ),
+    ).toBe(true);
+    expect(
+      isParaError(
+        caughtSync(() => registerAdapterMethod(adapterMethod('PARA'))),
+        'INVALID_ARGUMENT',
+      ),
+    ).toBe(true);
   });
 
   it('a method added in one file serves rows of a mixed batch beside PARA and LoRA, each row = alone', async () => {
-    if (!adapterMethods().some((m) => m.peftType === 'OSCALE')) registerAdapterMethod(OSCALE_METHOD);
+    if (!adapterMethods().some((m) => m.peftType === 'OSCALE'))
+      registerAdapterMethod(OSCALE_METHOD);
     const c = model.config;
     const oscale = createAdapter(c, { peft_type: 'OSCALE' });
     expect(oscale).toBeInstanceOf(OScaleAdapter);
@@ -108,19 +146,37 @@ describe.each(testBackends())('adapter-method registry on %s', (backend) => {
     const lora = LoraAdapter.create(c, { r: 2 }, { seed: 2 });
     randomize(lora, 'lora', 0.3);
     const rows = [oscale, para, lora];
-    const { logits, state } = model.prefill(PROMPTS, { adapter: mixedAdapter(model, rows), request: {} });
+    const { logits, state } = model.prefill(PROMPTS, {
+      adapter: mixedAdapter(model, rows),
+      request: {},
+    });
     const mixed = await take(logits);
     const step = await take(model.decodeStep([3, 4, 5], state));
     state.dispose();
     const V = c.vocabSize;
     for (let b = 0; b < rows.length; b++) {
-      const alone = model.prefill([PROMPTS[b] as number[]], { adapter: (rows[b] as PeftAdapter).attach(model), request: {} });
+      const alone = model.prefill([PROMPTS[b] as number[]], {
+        adapter: (rows[b] as PeftAdapter).attach(model),
+        request: {},
+      });
       expectClose(await take(alone.logits), mixed.slice(b * V, (b + 1) * V), 1e-4);
-      expectClose(await take(model.decodeStep([3 + b], alone.state)), step.slice(b * V, (b + 1) * V), 1e-4);
+      expectClose(
+        await take(model.decodeStep([3 + b], alone.state)),
+        step.slice(b * V, (b + 1) * V),
+        1e-4,
+      );
       alone.state.dispose();
     }
     // And its forward (training) hooks compute the same as inference.
-    const f = await take(tf.tidy(() => tf.slice(model.forward([PROMPTS[0] as number[]], { adapter: oscale.attach(model), request: {} }), [0, 4, 0], [1, 1, V])));
+    const f = await take(
+      tf.tidy(() =>
+        tf.slice(
+          model.forward([PROMPTS[0] as number[]], { adapter: oscale.attach(model), request: {} }),
+          [0, 4, 0],
+          [1, 1, V],
+        ),
+      ),
+    );
     expectClose(f, mixed.slice(0, V), 1e-4);
     for (const a of rows) a.dispose();
   });

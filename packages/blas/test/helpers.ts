@@ -3,7 +3,7 @@ import '@tensorflow/tfjs-backend-cpu';
 import '@tensorflow/tfjs-backend-wasm';
 import { expect } from 'vitest';
 import { loadBlas } from '../src/index';
-import { uninstallBlasKernels, installBlasKernels } from '../src/kernels';
+import { installBlasKernels, uninstallBlasKernels } from '../src/kernels';
 
 /** The addon's status here. */
 export const status = loadBlas();
@@ -17,7 +17,10 @@ export const optional = process.env.PARA_BLAS_REQUIRED !== '1';
 
 export function expectAddonLoaded(): void {
   if (!optional) expect(status.available, `@para/blas did not load: ${status.reason}`).toBe(true);
-  else if (!status.available) console.warn(`@para/blas tests skipped: ${status.reason} (PARA_BLAS_REQUIRED=1 makes this an error)`);
+  else if (!status.available)
+    console.warn(
+      `@para/blas tests skipped: ${status.reason} (PARA_BLAS_REQUIRED=1 makes this an error)`,
+    );
 }
 
 /** Deterministic values in [-1, 1). */

@@ -3,8 +3,14 @@
  * browser order (webgpu → webgl → wasm → cpu). No Node built-ins are reachable from here.
  */
 import * as tf from '@tensorflow/tfjs-core';
+import {
+  type BackendCandidate,
+  type BackendReport,
+  importOptional,
+  type SelectBackendOptions,
+  selectBackendFrom,
+} from './backend/select';
 import { installWasmMatmulFix } from './backend/wasm-matmul';
-import { type BackendCandidate, type BackendReport, type SelectBackendOptions, importOptional, selectBackendFrom } from './backend/select';
 
 export * from './index';
 
@@ -26,11 +32,18 @@ export function browserBackendCandidates(options: BrowserBackendOptions = {}): B
       name: 'webgpu',
       auto: true,
       async load() {
-        const gpu = (globalThis as { navigator?: { gpu?: { requestAdapter(): Promise<unknown> } } }).navigator?.gpu;
-        if (gpu === undefined) throw new Error('navigator.gpu is missing (this browser has no WebGPU, or it is disabled)');
+        const gpu = (globalThis as { navigator?: { gpu?: { requestAdapter(): Promise<unknown> } } })
+          .navigator?.gpu;
+        if (gpu === undefined)
+          throw new Error(
+            'navigator.gpu is missing (this browser has no WebGPU, or it is disabled)',
+          );
         const adapter = await gpu.requestAdapter();
         if (adapter === null) throw new Error('WebGPU found no adapter');
-        await importOptional('@tensorflow/tfjs-backend-webgpu', () => import('@tensorflow/tfjs-backend-webgpu'));
+        await importOptional(
+          '@tensorflow/tfjs-backend-webgpu',
+          () => import('@tensorflow/tfjs-backend-webgpu'),
+        );
         return 'WebGPU';
       },
     },
@@ -38,7 +51,10 @@ export function browserBackendCandidates(options: BrowserBackendOptions = {}): B
       name: 'webgl',
       auto: true,
       async load() {
-        await importOptional('@tensorflow/tfjs-backend-webgl', () => import('@tensorflow/tfjs-backend-webgl'));
+        await importOptional(
+          '@tensorflow/tfjs-backend-webgl',
+          () => import('@tensorflow/tfjs-backend-webgl'),
+        );
         return 'WebGL';
       },
     },
@@ -46,7 +62,10 @@ export function browserBackendCandidates(options: BrowserBackendOptions = {}): B
       name: 'wasm',
       auto: true,
       async load() {
-        const wasm = await importOptional('@tensorflow/tfjs-backend-wasm', () => import('@tensorflow/tfjs-backend-wasm'));
+        const wasm = await importOptional(
+          '@tensorflow/tfjs-backend-wasm',
+          () => import('@tensorflow/tfjs-backend-wasm'),
+        );
         if (options.wasmPaths !== undefined) wasm.setWasmPaths(options.wasmPaths);
         if (options.wasmThreads !== true) tf.env().set('WASM_HAS_MULTITHREAD_SUPPORT', false);
         installWasmMatmulFix();
@@ -57,7 +76,10 @@ export function browserBackendCandidates(options: BrowserBackendOptions = {}): B
       name: 'cpu',
       auto: true,
       async load() {
-        await importOptional('@tensorflow/tfjs-backend-cpu', () => import('@tensorflow/tfjs-backend-cpu'));
+        await importOptional(
+          '@tensorflow/tfjs-backend-cpu',
+          () => import('@tensorflow/tfjs-backend-cpu'),
+        );
         return 'plain JS';
       },
     },

@@ -45,7 +45,10 @@ export class ParaError extends Error {
   readonly actual: string | undefined;
 
   constructor(code: ParaErrorCode, message: string, details: ParaErrorDetails = {}) {
-    super(ParaError.format(message, details), details.cause === undefined ? undefined : { cause: details.cause });
+    super(
+      ParaError.format(message, details),
+      details.cause === undefined ? undefined : { cause: details.cause },
+    );
     this.code = code;
     this.file = details.file;
     this.field = details.field;
@@ -59,7 +62,8 @@ export class ParaError extends Error {
     if (d.field !== undefined) parts.push(`field "${d.field}"`);
     let text = parts.length > 0 ? `${parts.join(', ')}: ${message}` : message;
     if (d.expected !== undefined) text += ` (expected ${d.expected}`;
-    if (d.actual !== undefined) text += d.expected !== undefined ? `, got ${d.actual})` : ` (got ${d.actual})`;
+    if (d.actual !== undefined)
+      text += d.expected !== undefined ? `, got ${d.actual})` : ` (got ${d.actual})`;
     else if (d.expected !== undefined) text += ')';
     return text;
   }

@@ -5,10 +5,7 @@
  */
 import './backend/gradients';
 
-export * from './errors';
-export * from './rng';
-export * from './tensors';
-export * from './safetensors/index';
+export { type GradientRegistration, gradientRegistration } from './backend/gradients';
 export {
   BACKEND_NAMES,
   type BackendCandidate,
@@ -16,11 +13,18 @@ export {
   type BackendReport,
   type BackendState,
   type BackendStatus,
-  type SelectBackendOptions,
   importOptional,
   parseBackendName,
+  type SelectBackendOptions,
   selectBackendFrom,
 } from './backend/select';
-export { gradientRegistration, type GradientRegistration } from './backend/gradients';
 export { registerWasmKernels, WASM_EXTRA_KERNELS } from './backend/wasm-kernels';
-export { installWasmMatmulFix, uninstallWasmMatmulFix, wasmMatmulFixInstalled } from './backend/wasm-matmul';
+export {
+  installWasmMatmulFix,
+  uninstallWasmMatmulFix,
+  wasmMatmulFixInstalled,
+} from './backend/wasm-matmul';
+export * from './errors';
+export * from './rng';
+export * from './safetensors/index';
+export * from './tensors';

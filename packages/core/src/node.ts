@@ -7,8 +7,8 @@ import { type BackendReport, type SelectBackendOptions, selectBackendFrom } from
 import { nodeBackendCandidates } from './node/backends';
 
 export * from './index';
-export * from './node/safetensors-node';
 export { importFromApp, installOptionalBlas, nodeBackendCandidates } from './node/backends';
+export * from './node/safetensors-node';
 
 /**
  * Start the best backend on Node. `options.backend` wins, then the PARA_BACKEND environment

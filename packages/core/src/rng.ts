@@ -124,7 +124,11 @@ export class Rng {
 
   static fromState(state: RngState): Rng {
     const s = state?.s;
-    if (!Array.isArray(s) || s.length !== 4 || !s.every((w) => Number.isInteger(w) && w >= 0 && w < 2 ** 32)) {
+    if (
+      !Array.isArray(s) ||
+      s.length !== 4 ||
+      !s.every((w) => Number.isInteger(w) && w >= 0 && w < 2 ** 32)
+    ) {
       throw new ParaError('INVALID_ARGUMENT', 'bad RNG state', {
         field: 's',
         expected: 'four unsigned 32-bit integers',
@@ -173,7 +177,10 @@ function rotl(x: number, k: number): number {
 
 function seedToUint32(seed: number): number {
   if (!Number.isFinite(seed)) {
-    throw new ParaError('INVALID_ARGUMENT', 'seed must be a finite number', { field: 'seed', actual: String(seed) });
+    throw new ParaError('INVALID_ARGUMENT', 'seed must be a finite number', {
+      field: 'seed',
+      actual: String(seed),
+    });
   }
   // Fold integers beyond 32 bits so that e.g. 2**32 + 1 and 1 differ.
   const lo = seed >>> 0;

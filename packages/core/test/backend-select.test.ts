@@ -1,10 +1,14 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { describe, expect, it } from 'vitest';
-import { isParaError } from '../src/errors';
 import { type BackendCandidate, parseBackendName, selectBackendFrom } from '../src/backend/select';
+import { isParaError } from '../src/errors';
 
 /** A candidate that registers a fresh cpu-like backend under a test name, or fails. */
-function fake(name: 'tensorflow' | 'webgpu' | 'webgl' | 'wasm' | 'cpu', works: boolean, auto = true): BackendCandidate & { loads: number } {
+function fake(
+  name: 'tensorflow' | 'webgpu' | 'webgl' | 'wasm' | 'cpu',
+  works: boolean,
+  auto = true,
+): BackendCandidate & { loads: number } {
   const c = {
     name,
     auto,
@@ -77,7 +81,9 @@ describe('backend selection', () => {
     expect(err.message).toContain('broken');
     expect(tf.getBackend()).toBe(before);
 
-    const envErr = await selectBackendFrom('node', order, { envBackend: 'tensorflow' }).catch((e) => e);
+    const envErr = await selectBackendFrom('node', order, { envBackend: 'tensorflow' }).catch(
+      (e) => e,
+    );
     expect(isParaError(envErr, 'BACKEND_UNAVAILABLE')).toBe(true);
     expect(envErr.field).toBe('PARA_BACKEND');
   });
@@ -93,7 +99,11 @@ describe('backend selection', () => {
   });
 
   it('fails with every reason when nothing starts', async () => {
-    const err = await selectBackendFrom('node', [fake('tensorflow', false), fake('wasm', false)], {}).catch((e) => e);
+    const err = await selectBackendFrom(
+      'node',
+      [fake('tensorflow', false), fake('wasm', false)],
+      {},
+    ).catch((e) => e);
     expect(isParaError(err, 'BACKEND_UNAVAILABLE')).toBe(true);
     expect(err.message).toMatch(/tensorflow: .*broken.*wasm: .*broken/);
   });
@@ -102,11 +112,18 @@ describe('backend selection', () => {
 describe('optional imports', () => {
   it('tell "not installed" from "installed but broken"', async () => {
     const { importOptional, isModuleNotFound } = await import('../src/backend/select');
-    const missing = await importOptional('no-such-package-para', () => import('no-such-package-para' as string)).catch((e) => e);
+    const missing = await importOptional(
+      'no-such-package-para',
+      () => import('no-such-package-para' as string),
+    ).catch((e) => e);
     expect(missing.message).toBe('no-such-package-para is not installed');
-    const nested = Object.assign(new Error("Cannot find module 'left-pad'"), { code: 'MODULE_NOT_FOUND' });
+    const nested = Object.assign(new Error("Cannot find module 'left-pad'"), {
+      code: 'MODULE_NOT_FOUND',
+    });
     expect(isModuleNotFound(nested, 'x')).toBe(false);
     const broken = await importOptional('x', () => Promise.reject(nested)).catch((e) => e);
-    expect(broken.message).toMatch(/^x is installed but failed to load: Cannot find module 'left-pad'/);
+    expect(broken.message).toMatch(
+      /^x is installed but failed to load: Cannot find module 'left-pad'/,
+    );
   });
 });

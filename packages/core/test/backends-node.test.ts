@@ -63,7 +63,10 @@ for (const backend of testBackends()) {
       const rng = new Rng(3);
       const tableValues = rng.normalArray(5 * 4); // [vocab=5, d=4]
       const upValues = rng.normalArray(2 * 3 * 4); // [B=2, T=3, d=4] upstream weights
-      const ids = [[0, 2, 2], [4, 0, 1]]; // [B, T]
+      const ids = [
+        [0, 2, 2],
+        [4, 0, 1],
+      ]; // [B, T]
       const gatherGrad = async () => {
         const table = tf.tensor2d(tableValues, [5, 4]);
         const idx = tf.tensor2d(ids, [2, 3], 'int32');
@@ -82,12 +85,15 @@ for (const backend of testBackends()) {
       // Row 3 is never looked up: its gradient is exactly zero; row 2 is looked up twice.
       expect(here.slice(12, 16)).toEqual([0, 0, 0, 0]);
       const row2 = here.slice(8, 12);
-      for (let j = 0; j < 4; j++) expect(row2[j]).toBeCloseTo((upValues[4 + j] as number) + (upValues[8 + j] as number), 5);
+      for (let j = 0; j < 4; j++)
+        expect(row2[j]).toBeCloseTo((upValues[4 + j] as number) + (upValues[8 + j] as number), 5);
     });
 
     it('chained ops are registered', () => {
       const t = tf.tensor([1, 2, 3, 4]);
-      expect((t as unknown as { reshape(s: number[]): tf.Tensor }).reshape([2, 2]).shape).toEqual([2, 2]);
+      expect((t as unknown as { reshape(s: number[]): tf.Tensor }).reshape([2, 2]).shape).toEqual([
+        2, 2,
+      ]);
       t.dispose();
     });
   });

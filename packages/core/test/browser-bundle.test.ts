@@ -38,7 +38,9 @@ describe('@para/core in the browser', () => {
     });
     expect(reached).toEqual([]);
     expect(result.errors).toEqual([]);
-    const externalImports = Object.values(result.metafile.outputs).flatMap((o) => o.imports.filter((i) => i.external).map((i) => i.path));
+    const externalImports = Object.values(result.metafile.outputs).flatMap((o) =>
+      o.imports.filter((i) => i.external).map((i) => i.path),
+    );
     expect(externalImports.filter((p) => builtins.has(p))).toEqual([]);
     const inputs = Object.keys(result.metafile.inputs);
     // The browser backends are in the bundle, the Node-only ones are not.
@@ -50,7 +52,13 @@ describe('@para/core in the browser', () => {
 
   it('the Node entry does reach Node built-ins (so the check above can fail)', async () => {
     const result = await esbuild
-      .build({ entryPoints: [join(pkgDir, 'src/node.ts')], bundle: true, platform: 'browser', write: false, logLevel: 'silent' })
+      .build({
+        entryPoints: [join(pkgDir, 'src/node.ts')],
+        bundle: true,
+        platform: 'browser',
+        write: false,
+        logLevel: 'silent',
+      })
       .catch((e: esbuild.BuildFailure) => e);
     expect('errors' in result && result.errors.length > 0).toBe(true);
   });

@@ -18,7 +18,23 @@ describe('bundled tfjs gradients', () => {
   });
 
   it('register the gradients training needs', () => {
-    for (const k of ['BatchMatMul', 'GatherV2', 'Softmax', 'Sum', 'Multiply', 'Rsqrt', 'Erf', 'Sigmoid', 'Reshape', 'Transpose', 'Slice', 'Concat', 'Max', 'Exp', 'Log']) {
+    for (const k of [
+      'BatchMatMul',
+      'GatherV2',
+      'Softmax',
+      'Sum',
+      'Multiply',
+      'Rsqrt',
+      'Erf',
+      'Sigmoid',
+      'Reshape',
+      'Transpose',
+      'Slice',
+      'Concat',
+      'Max',
+      'Exp',
+      'Log',
+    ]) {
       expect(tf.getGradient(k), k).toBeDefined();
     }
   });

@@ -20,7 +20,9 @@ describe('Rng', () => {
     // Reference: xoshiro128** from Blackman & Vigna with state words (1, 2, 3, 4): the first
     // outputs are 11520, 0, 5927040, 70819200 (printed by the authors' reference C code).
     const r = Rng.fromState({ s: [1, 2, 3, 4], spare: null });
-    expect([r.nextUint32(), r.nextUint32(), r.nextUint32(), r.nextUint32()]).toEqual([11520, 0, 5927040, 70819200]);
+    expect([r.nextUint32(), r.nextUint32(), r.nextUint32(), r.nextUint32()]).toEqual([
+      11520, 0, 5927040, 70819200,
+    ]);
   });
 
   it('has uniform and normal moments close to theory', () => {
@@ -77,7 +79,9 @@ describe('Rng', () => {
     const expected = [r.normal(), r.next(), r.nextUint32()];
     const resumed = Rng.fromState(saved);
     expect([resumed.normal(), resumed.next(), resumed.nextUint32()]).toEqual(expected);
-    expect(() => Rng.fromState({ s: [1, 2], spare: null })).toThrow(/four unsigned 32-bit integers/);
+    expect(() => Rng.fromState({ s: [1, 2], spare: null })).toThrow(
+      /four unsigned 32-bit integers/,
+    );
   });
 
   it('fork() gives independent, reproducible streams', () => {

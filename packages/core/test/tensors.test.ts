@@ -1,7 +1,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { TensorBag, disposeAll, liveTensors, measureTensorLeak } from '../src/tensors';
+import { disposeAll, liveTensors, measureTensorLeak, TensorBag } from '../src/tensors';
 
 beforeAll(async () => {
   await tf.setBackend('cpu');
@@ -11,7 +11,13 @@ describe('tensor lifetime helpers', () => {
   it('disposeAll frees tensors nested in arrays, objects, maps and sets', () => {
     const before = liveTensors();
     const a = tf.zeros([2]);
-    const tree = { x: [tf.ones([3]), { y: tf.scalar(1) }], m: new Map([['k', tf.zeros([1])]]), s: new Set([a]), again: a, n: 3 };
+    const tree = {
+      x: [tf.ones([3]), { y: tf.scalar(1) }],
+      m: new Map([['k', tf.zeros([1])]]),
+      s: new Set([a]),
+      again: a,
+      n: 3,
+    };
     expect(liveTensors()).toBe(before + 4);
     disposeAll(tree);
     expect(liveTensors()).toBe(before);
@@ -36,7 +42,10 @@ describe('tensor lifetime helpers', () => {
       held.push(tf.ones([2]));
     }, 4);
     expect(leaky.leaked).toBe(4);
-    const flat = await measureTensorLeak(() => tf.tidy(() => tf.sum(tf.add(tf.ones([2]), 1))).dispose(), 4);
+    const flat = await measureTensorLeak(
+      () => tf.tidy(() => tf.sum(tf.add(tf.ones([2]), 1))).dispose(),
+      4,
+    );
     expect(flat.leaked).toBe(0);
     tf.dispose(held);
   });

@@ -29,16 +29,34 @@ describe('wasm kernels tfjs lacks', () => {
   });
 
   it('UnsortedSegmentSum matches cpu for rank-3 data, int32 data and out-of-range ids', async () => {
-    const x = tf.tensor3d([...Array(24).keys()].map((i) => i * 0.5 - 3), [2, 3, 4]); // [2, 3, 4]
+    const x = tf.tensor3d(
+      [...Array(24).keys()].map((i) => i * 0.5 - 3),
+      [2, 3, 4],
+    ); // [2, 3, 4]
     const ids = tf.tensor1d([3, 7], 'int32'); // [2]; 7 is out of range (dropped)
     const xi = tf.tensor2d([1, 2, 3, 4, 5, 6], [3, 2], 'int32');
     const idsi = tf.tensor1d([1, 1, 0], 'int32');
-    const onWasm = [await values(tf.unsortedSegmentSum(x, ids, 5)), await values(tf.unsortedSegmentSum(xi, idsi, 2))];
+    const onWasm = [
+      await values(tf.unsortedSegmentSum(x, ids, 5)),
+      await values(tf.unsortedSegmentSum(xi, idsi, 2)),
+    ];
     const data = [await values(x), await values(ids), await values(xi), await values(idsi)];
     await useBackend('cpu');
     const onCpu = [
-      await values(tf.unsortedSegmentSum(tf.tensor3d(data[0] as number[], [2, 3, 4]), tf.tensor1d(data[1] as number[], 'int32'), 5)),
-      await values(tf.unsortedSegmentSum(tf.tensor2d(data[2] as number[], [3, 2], 'int32'), tf.tensor1d(data[3] as number[], 'int32'), 2)),
+      await values(
+        tf.unsortedSegmentSum(
+          tf.tensor3d(data[0] as number[], [2, 3, 4]),
+          tf.tensor1d(data[1] as number[], 'int32'),
+          5,
+        ),
+      ),
+      await values(
+        tf.unsortedSegmentSum(
+          tf.tensor2d(data[2] as number[], [3, 2], 'int32'),
+          tf.tensor1d(data[3] as number[], 'int32'),
+          2,
+        ),
+      ),
     ];
     await useBackend('wasm');
     expect(onWasm).toEqual(onCpu);

@@ -122,9 +122,16 @@ export class AdapterState {
    * side has gets the identity in the other side's rows (scale 1, LoRA factors 0), LoRA ranks
    * are zero-padded to the larger. Rows not in `toRows` keep their values.
    */
-  insertRows(from: AdapterState, fromRows: readonly number[], toRows: readonly number[], batchSize: number): void {
+  insertRows(
+    from: AdapterState,
+    fromRows: readonly number[],
+    toRows: readonly number[],
+    batchSize: number,
+  ): void {
     if (from.layers.length !== this.layers.length || fromRows.length !== toRows.length) {
-      throw new Error('internal: insertRows needs states of the same model and one target row per source row');
+      throw new Error(
+        'internal: insertRows needs states of the same model and one target row per source row',
+      );
     }
     this.layers.forEach((l, i) => {
       l.insertRows(from.layers[i] as LayerAdapterState, fromRows, toRows, batchSize);
@@ -174,14 +181,27 @@ export class LayerAdapterState {
   }
 
   /** See `AdapterState.insertRows`. */
-  insertRows(from: LayerAdapterState, fromRows: readonly number[], toRows: readonly number[], B: number): void {
+  insertRows(
+    from: LayerAdapterState,
+    fromRows: readonly number[],
+    toRows: readonly number[],
+    B: number,
+  ): void {
     // target row -> source row (or -1: keep)
     const src = new Array<number>(B).fill(-1);
     toRows.forEach((t, i) => {
       src[t] = fromRows[i] as number;
     });
-    const pick = tf.tensor1d(src.map((s) => Math.max(s, 0)), 'int32'); // [B]
-    const take = (shape: number[]) => tf.tensor(src.map((s) => (s >= 0 ? 1 : 0)), [B, ...shape.slice(1).map(() => 1)], 'bool');
+    const pick = tf.tensor1d(
+      src.map((s) => Math.max(s, 0)),
+      'int32',
+    ); // [B]
+    const take = (shape: number[]) =>
+      tf.tensor(
+        src.map((s) => (s >= 0 ? 1 : 0)),
+        [B, ...shape.slice(1).map(() => 1)],
+        'bool',
+      );
     const blend = (mine: tf.Tensor, theirs: tf.Tensor): tf.Tensor => {
       const rows = tf.gather(theirs, pick); // [B, ...]
       return tf.where(take(mine.shape), rows, mine);
@@ -189,10 +209,15 @@ export class LayerAdapterState {
     const sites = new Set<AdapterSite>([...this.scales.keys(), ...from.scales.keys()]);
     for (const site of sites) {
       const next = tf.tidy(() => {
-        const dim = ((this.scales.get(site) ?? from.scales.get(site)) as tf.Tensor).shape[2] as number;
-        const rowsOf = (t: tf.Tensor | undefined, n: number) => (t === undefined ? tf.ones([n, 1, dim]) : t.shape[0] === n ? t : tf.tile(t, [n, 1, 1]));
+        const dim = ((this.scales.get(site) ?? from.scales.get(site)) as tf.Tensor)
+          .shape[2] as number;
+        const rowsOf = (t: tf.Tensor | undefined, n: number) =>
+          t === undefined ? tf.ones([n, 1, dim]) : t.shape[0] === n ? t : tf.tile(t, [n, 1, 1]);
         const theirsRows = from.scales.get(site);
-        const theirs = rowsOf(theirsRows, Math.max(1, ...fromRows.map((r) => r + 1), theirsRows?.shape[0] ?? 1));
+        const theirs = rowsOf(
+          theirsRows,
+          Math.max(1, ...fromRows.map((r) => r + 1), theirsRows?.shape[0] ?? 1),
+        );
         return blend(rowsOf(this.scales.get(site), B), theirs); // [B, 1, dim]
       });
       this.setScale(site, next);
@@ -211,7 +236,20 @@ export class LayerAdapterState {
         const padded = (l: LoraRows | undefined, n: number) => {
           if (l === undefined) return { a: tf.zeros([n, inp, r]), b: tf.zeros([n, r, out]) };
           const k = l.a.shape[2] as number;
-          return k === r ? l : { a: tf.pad(l.a, [[0, 0], [0, 0], [0, r - k]]), b: tf.pad(l.b, [[0, 0], [0, r - k], [0, 0]]) };
+          return k === r
+            ? l
+            : {
+                a: tf.pad(l.a, [
+                  [0, 0],
+                  [0, 0],
+                  [0, r - k],
+                ]),
+                b: tf.pad(l.b, [
+                  [0, 0],
+                  [0, r - k],
+                  [0, 0],
+                ]),
+              };
         };
         const m = padded(mine, B);
         const t = padded(theirs, nFrom);

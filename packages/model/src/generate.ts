@@ -8,9 +8,9 @@
  * depend on which other rows share its batch.
  */
 
-import type * as tf from '@tensorflow/tfjs-core';
 import { ParaError, Rng } from '@para/core';
-import { sampleFromLogits, type SampleOptions } from '@para/ops';
+import { type SampleOptions, sampleFromLogits } from '@para/ops';
+import type * as tf from '@tensorflow/tfjs-core';
 import type { AdapterOptions, CausalLM, DecodeState } from './model';
 
 export type FinishReason = 'stop' | 'length' | 'aborted';

@@ -4,6 +4,17 @@
  * streaming generation, and adapter sites for PARA, LoRA and IA3. Universal (no Node
  * built-ins); `@para/model/node` adds loading and saving directories.
  */
+
+export {
+  ADAPTER_SITES,
+  type AdapterContext,
+  type AdapterSite,
+  AdapterState,
+  type ForwardPhase,
+  LayerAdapterState,
+  type LoraRows,
+  type ModelAdapter,
+} from './adapter';
 export {
   type BiasConfig,
   countParameters,
@@ -17,28 +28,7 @@ export {
   toHfConfig,
   validateConfig,
 } from './config';
-export {
-  ADAPTER_SITES,
-  type AdapterContext,
-  type AdapterSite,
-  AdapterState,
-  type ForwardPhase,
-  LayerAdapterState,
-  type LoraRows,
-  type ModelAdapter,
-} from './adapter';
-export {
-  type AdapterOptions,
-  CausalLM,
-  DEFAULT_DECODE_SLOTS,
-  DecodeState,
-  type DecodeStepOptions,
-  type InsertRowsOptions,
-  type ForwardOptions,
-  type PrefillOptions,
-  type TokenIds,
-  type TokenMask,
-} from './model';
+export { type ModelFlops, modelFlops } from './flops';
 export {
   type FinishReason,
   type GenerateOptions,
@@ -48,8 +38,38 @@ export {
   type TokenEvent,
 } from './generate';
 export { decoderLayer, type LayerCall } from './layer';
-export { encodeTextInput, generateText, streamText, streamTextRows, type TextGenerateOptions, type TextInput, type TextTokenizer } from './text';
-export { asUrl, loadPretrained, loadPretrainedFrom, loadTokenizerFrom, type Pretrained, type PretrainedSource } from './pretrained';
+export {
+  type AdapterOptions,
+  CausalLM,
+  DEFAULT_DECODE_SLOTS,
+  DecodeState,
+  type DecodeStepOptions,
+  type ForwardOptions,
+  type InsertRowsOptions,
+  type PrefillOptions,
+  type TokenIds,
+  type TokenMask,
+} from './model';
+export {
+  asUrl,
+  loadPretrained,
+  loadPretrainedFrom,
+  loadTokenizerFrom,
+  type Pretrained,
+  type PretrainedSource,
+} from './pretrained';
+export {
+  encodeTextInput,
+  generateText,
+  streamText,
+  streamTextRows,
+  type TextGenerateOptions,
+  type TextInput,
+  type TextTokenizer,
+} from './text';
+export { loadCheckpoint, loadWeights, readConfig, validateCheckpoint } from './weights/checkpoint';
+export { initWeights } from './weights/init';
+export { type CheckpointFiles, checkpointFiles, type SaveOptions } from './weights/save';
 export {
   allWeightTensors,
   hasBias,
@@ -65,10 +85,6 @@ export {
   tensorSpecs,
   weightsFromNamed,
 } from './weights/weights';
-export { loadCheckpoint, loadWeights, readConfig, validateCheckpoint } from './weights/checkpoint';
-export { initWeights } from './weights/init';
-export { type CheckpointFiles, checkpointFiles, type SaveOptions } from './weights/save';
-export { modelFlops, type ModelFlops } from './flops';
 
 import type { CheckpointAccess } from '@para/core';
 import { CausalLM } from './model';

@@ -9,9 +9,15 @@
  * cache).
  */
 
-import * as tf from '@tensorflow/tfjs-core';
 import { applyRope, attention, type KVCache, linear, rmsNorm, swiglu } from '@para/ops';
-import { type AdapterContext, type AdapterPlan, type AdapterSite, type LayerAdapterState, layerActive } from './adapter';
+import * as tf from '@tensorflow/tfjs-core';
+import {
+  type AdapterContext,
+  type AdapterPlan,
+  type AdapterSite,
+  type LayerAdapterState,
+  layerActive,
+} from './adapter';
 import type { ModelConfig } from './config';
 import type { LayerWeights, Linear } from './weights/weights';
 
@@ -83,13 +89,19 @@ export function decoderLayer(
   // [B, T, n·hd] → [B, n, T, hd]. With T = 1 (a decode step) the transpose moves no data, so a
   // reshape does it without a kernel launch (launches dominate decode on GPU backends).
   const heads = (t: tf.Tensor, n: number) =>
-    T === 1 ? tf.reshape(t, [B, n, 1, c.headDim]) : tf.transpose(tf.reshape(t, [B, T, n, c.headDim]), [0, 2, 1, 3]);
+    T === 1
+      ? tf.reshape(t, [B, n, 1, c.headDim])
+      : tf.transpose(tf.reshape(t, [B, T, n, c.headDim]), [0, 2, 1, 3]);
   const qh = applyRope(heads(q, c.numHeads), call.cos, call.sin, call.sinSigned); // [B, Hq, T, hd]
   let kh = applyRope(heads(k, c.numKvHeads), call.cos, call.sin, call.sinSigned); // [B, Hkv, T, hd]
   let vh = heads(v, c.numKvHeads); // [B, Hkv, T, hd]
   if (call.cache !== null) ({ k: kh, v: vh } = call.cache.append(layer, kh, vh)); // [B, Hkv, S, hd]
   const att = attention(qh, kh, vh, call.mask); // [B, Hq, T, hd]
-  const merged = tf.reshape(T === 1 ? att : tf.transpose(att, [0, 2, 1, 3]), [B, T, c.numHeads * c.headDim]); // [B, T, Hq·hd]
+  const merged = tf.reshape(T === 1 ? att : tf.transpose(att, [0, 2, 1, 3]), [
+    B,
+    T,
+    c.numHeads * c.headDim,
+  ]); // [B, T, Hq·hd]
   const x1 = tf.add(x, project('o_proj', merged)); // [B, T, d]
 
   // --- MLP (SwiGLU) ------------------------------------------------------------------------

@@ -16,9 +16,7 @@
  * exactly what the row alone computes.
  */
 
-import * as tf from '@tensorflow/tfjs-core';
 import { disposeAll, ParaError } from '@para/core';
-import type { ChatMessage, ParaTokenizer } from '@para/tokenizer';
 import {
   attentionMask as buildAttentionMask,
   KVCache,
@@ -30,6 +28,8 @@ import {
   ropeCosSin,
   ropeInvFreq,
 } from '@para/ops';
+import type { ChatMessage, ParaTokenizer } from '@para/tokenizer';
+import * as tf from '@tensorflow/tfjs-core';
 import { type AdapterPlan, AdapterState, type ForwardPhase, type ModelAdapter } from './adapter';
 import { countParameters, type ModelConfig } from './config';
 import {
@@ -174,30 +174,45 @@ export class DecodeState<R = unknown> {
         expected: 'a DecodeState other than this one',
       });
     }
-    const fromRows = [...(options.rows ?? range(source.batchSize).filter((b) => !source.isFree(b)))];
+    const fromRows = [
+      ...(options.rows ?? range(source.batchSize).filter((b) => !source.isFree(b))),
+    ];
     const free = this.freeRows();
     if (options.into === undefined && free.length < fromRows.length) {
-      throw new ParaError('INVALID_ARGUMENT', `no free row: ${fromRows.length} rows to insert, ${free.length} free`, {
-        field: 'rows',
-        expected: `${fromRows.length} free rows (release rows first)`,
-        actual: `${free.length} free`,
-      });
+      throw new ParaError(
+        'INVALID_ARGUMENT',
+        `no free row: ${fromRows.length} rows to insert, ${free.length} free`,
+        {
+          field: 'rows',
+          expected: `${fromRows.length} free rows (release rows first)`,
+          actual: `${free.length} free`,
+        },
+      );
     }
     const toRows = [...(options.into ?? free.slice(0, fromRows.length))];
     const theirs = source.adapterState;
     const mine = this.adapterState;
     if (mine === null && theirs !== null && theirs.size > 0) {
-      throw new ParaError('INVALID_ARGUMENT', 'the rows carry adapter state but this batch runs without an adapter', {
-        field: 'source.adapterState',
-        expected: 'a batch prefilled with an adapter (pass one, e.g. a mixed batch, to prefill)',
-        actual: `${theirs.size} adapter tensors`,
-      });
+      throw new ParaError(
+        'INVALID_ARGUMENT',
+        'the rows carry adapter state but this batch runs without an adapter',
+        {
+          field: 'source.adapterState',
+          expected: 'a batch prefilled with an adapter (pass one, e.g. a mixed batch, to prefill)',
+          actual: `${theirs.size} adapter tensors`,
+        },
+      );
     }
     this.cache.copyRowsFrom(source.cache, fromRows, toRows); // validates before it writes
     if (mine !== null) {
       try {
         // Site by site; a site only one side has gets the identity in the other's rows.
-        mine.insertRows(theirs ?? new AdapterState(mine.layers.length, false), fromRows, toRows, this.batchSize);
+        mine.insertRows(
+          theirs ?? new AdapterState(mine.layers.length, false),
+          fromRows,
+          toRows,
+          this.batchSize,
+        );
       } catch (e) {
         for (const to of toRows) this.cache.releaseRow(to);
         throw e;
@@ -307,13 +322,18 @@ export class CausalLM {
     const T = (ids[0] as number[]).length;
     this.checkLength(Math.max(...mask.map(rowSum)), T, 'prompts');
     const c = this.config;
-    const capacity = options.capacity ?? Math.max(T, Math.min(T + DEFAULT_DECODE_SLOTS, c.maxPositionEmbeddings));
+    const capacity =
+      options.capacity ?? Math.max(T, Math.min(T + DEFAULT_DECODE_SLOTS, c.maxPositionEmbeddings));
     if (!Number.isInteger(capacity) || capacity < T) {
-      throw new ParaError('INVALID_ARGUMENT', `a capacity of ${capacity} slots cannot hold the ${T}-slot prompts`, {
-        field: 'capacity',
-        expected: `an integer ≥ ${T} (the padded prompt length)`,
-        actual: String(capacity),
-      });
+      throw new ParaError(
+        'INVALID_ARGUMENT',
+        `a capacity of ${capacity} slots cannot hold the ${T}-slot prompts`,
+        {
+          field: 'capacity',
+          expected: `an integer ≥ ${T} (the padded prompt length)`,
+          actual: String(capacity),
+        },
+      );
     }
     const cache = new KVCache({
       numLayers: c.numLayers,
@@ -368,7 +388,10 @@ export class CausalLM {
       });
     }
     this.checkIds([lastIds], 'lastIds');
-    if (options.active !== undefined && (!Array.isArray(options.active) || options.active.length !== B)) {
+    if (
+      options.active !== undefined &&
+      (!Array.isArray(options.active) || options.active.length !== B)
+    ) {
       throw new ParaError('INVALID_ARGUMENT', 'active needs one flag per batch row', {
         field: 'active',
         expected: `${B} booleans`,
@@ -429,13 +452,25 @@ export class CausalLM {
   generate<R = unknown>(prompts: number[][], options?: GenerateOptions<R>): Promise<GenerateResult>;
   generate(input: string | readonly ChatMessage[], options?: TextGenerateOptions): Promise<string>;
   generate(input: readonly string[], options?: TextGenerateOptions): Promise<string[]>;
-  generate(input: TextInput | number[][], options: TextGenerateOptions | GenerateOptions = {}): Promise<string | string[] | GenerateResult> {
-    if (Array.isArray(input) && Array.isArray(input[0])) return generate(this, input as number[][], options as GenerateOptions);
-    return generateText(this, this.textTokenizer(), input as TextInput, options as TextGenerateOptions);
+  generate(
+    input: TextInput | number[][],
+    options: TextGenerateOptions | GenerateOptions = {},
+  ): Promise<string | string[] | GenerateResult> {
+    if (Array.isArray(input) && Array.isArray(input[0]))
+      return generate(this, input as number[][], options as GenerateOptions);
+    return generateText(
+      this,
+      this.textTokenizer(),
+      input as TextInput,
+      options as TextGenerateOptions,
+    );
   }
 
   /** Streams the text of one prompt or chat as it is generated (async iterator of pieces). */
-  stream(input: string | readonly ChatMessage[], options: TextGenerateOptions = {}): AsyncGenerator<string, string> {
+  stream(
+    input: string | readonly ChatMessage[],
+    options: TextGenerateOptions = {},
+  ): AsyncGenerator<string, string> {
     return streamText(this, this.textTokenizer(), input, options);
   }
 
@@ -449,10 +484,14 @@ export class CausalLM {
 
   private textTokenizer(): ParaTokenizer {
     if (this.tokenizer === null) {
-      throw new ParaError('INVALID_ARGUMENT', 'text generation needs a tokenizer: load the model with loadPretrained, or set model.tokenizer', {
-        field: 'model.tokenizer',
-        expected: 'a ParaTokenizer (or pass token ids)',
-      });
+      throw new ParaError(
+        'INVALID_ARGUMENT',
+        'text generation needs a tokenizer: load the model with loadPretrained, or set model.tokenizer',
+        {
+          field: 'model.tokenizer',
+          expected: 'a ParaTokenizer (or pass token ids)',
+        },
+      );
     }
     return this.tokenizer;
   }

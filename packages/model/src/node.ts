@@ -3,7 +3,7 @@
  * from disk and saving one (config.json + model.safetensors, each written atomically).
  */
 
-import { stat, mkdir } from 'node:fs/promises';
+import { mkdir, stat } from 'node:fs/promises';
 import * as path from 'node:path';
 import {
   type CheckpointAccess,
@@ -14,7 +14,13 @@ import {
 } from '@para/core/node';
 import { type CheckpointFiles, checkpointFiles, loadModelFrom, type SaveOptions } from './index';
 import type { CausalLM } from './model';
-import { asUrl, loadPretrained as loadPretrainedUniversal, type Pretrained, type PretrainedSource, loadPretrainedFrom } from './pretrained';
+import {
+  asUrl,
+  loadPretrainedFrom,
+  loadPretrained as loadPretrainedUniversal,
+  type Pretrained,
+  type PretrainedSource,
+} from './pretrained';
 
 export * from './index';
 

@@ -6,7 +6,13 @@
  * tokenizer.json (+ tokenizer_config.json).
  */
 
-import { type CheckpointAccess, MAX_HEADER_BYTES, ParaError, readWhole, urlCheckpointAccess } from '@para/core';
+import {
+  type CheckpointAccess,
+  MAX_HEADER_BYTES,
+  ParaError,
+  readWhole,
+  urlCheckpointAccess,
+} from '@para/core';
 import { ParaTokenizer } from '@para/tokenizer';
 import { CausalLM } from './model';
 import { loadCheckpoint } from './weights/checkpoint';
@@ -38,23 +44,35 @@ export async function loadTokenizerFrom(access: CheckpointAccess): Promise<ParaT
     });
   }
   const json = await read('tokenizer.json');
-  const config = (await access.exists('tokenizer_config.json')) ? await read('tokenizer_config.json') : undefined;
-  return ParaTokenizer.fromJSON(json, config, { tokenizerSource: `${access.location}/tokenizer.json`, configSource: `${access.location}/tokenizer_config.json` });
+  const config = (await access.exists('tokenizer_config.json'))
+    ? await read('tokenizer_config.json')
+    : undefined;
+  return ParaTokenizer.fromJSON(json, config, {
+    tokenizerSource: `${access.location}/tokenizer.json`,
+    configSource: `${access.location}/tokenizer_config.json`,
+  });
 }
 
 /** Model and tokenizer from any checkpoint location; the tokenizer must fit the embeddings. */
-export async function loadPretrainedFrom(access: CheckpointAccess, nameOrPath: string = access.location): Promise<Pretrained> {
+export async function loadPretrainedFrom(
+  access: CheckpointAccess,
+  nameOrPath: string = access.location,
+): Promise<Pretrained> {
   const { config, weights } = await loadCheckpoint(access);
   const model = new CausalLM(config, weights);
   try {
     const tokenizer = await loadTokenizerFrom(access);
     if (tokenizer.vocabSize > config.vocabSize) {
-      throw new ParaError('SHAPE_MISMATCH', 'the tokenizer has more tokens than the model has embeddings', {
-        file: access.location,
-        field: 'vocab_size',
-        expected: `at most ${config.vocabSize} tokens (config.json)`,
-        actual: `${tokenizer.vocabSize} in tokenizer.json`,
-      });
+      throw new ParaError(
+        'SHAPE_MISMATCH',
+        'the tokenizer has more tokens than the model has embeddings',
+        {
+          file: access.location,
+          field: 'vocab_size',
+          expected: `at most ${config.vocabSize} tokens (config.json)`,
+          actual: `${tokenizer.vocabSize} in tokenizer.json`,
+        },
+      );
     }
     model.tokenizer = tokenizer;
     model.nameOrPath = nameOrPath;
@@ -83,11 +101,15 @@ export async function loadPretrained(source: PretrainedSource): Promise<Pretrain
   if (typeof source === 'string' || source instanceof URL) {
     const url = asUrl(source);
     if (url === null) {
-      throw new ParaError('INVALID_ARGUMENT', 'a model path needs the Node build of @para/model; here give a URL', {
-        field: 'source',
-        expected: 'an http(s) URL of a model directory',
-        actual: String(source),
-      });
+      throw new ParaError(
+        'INVALID_ARGUMENT',
+        'a model path needs the Node build of @para/model; here give a URL',
+        {
+          field: 'source',
+          expected: 'an http(s) URL of a model directory',
+          actual: String(source),
+        },
+      );
     }
     return loadPretrainedFrom(urlCheckpointAccess(url), String(source));
   }

@@ -31,34 +31,65 @@ export interface TextGenerateOptions extends Omit<GenerateOptions, 'onToken' | '
 }
 
 /** The parts of a ParaTokenizer text generation uses. */
-export type TextTokenizer = Pick<ParaTokenizer, 'encode' | 'decode' | 'applyChatTemplate' | 'eosTokenId' | 'padTokenId'>;
+export type TextTokenizer = Pick<
+  ParaTokenizer,
+  'encode' | 'decode' | 'applyChatTemplate' | 'eosTokenId' | 'padTokenId'
+>;
 
 function isMessages(input: TextInput): input is readonly ChatMessage[] {
-  return Array.isArray(input) && input.length > 0 && input.every((m) => typeof m === 'object' && m !== null && typeof (m as ChatMessage).role === 'string');
+  return (
+    Array.isArray(input) &&
+    input.length > 0 &&
+    input.every(
+      (m) => typeof m === 'object' && m !== null && typeof (m as ChatMessage).role === 'string',
+    )
+  );
 }
 
 /** The prompts' token ids, and whether the input was a single prompt. */
-export function encodeTextInput(tok: TextTokenizer, input: TextInput): { prompts: number[][]; single: boolean } {
-  if (typeof input === 'string') return { prompts: [checkEncoded(tok.encode(input), 'prompt')], single: true };
+export function encodeTextInput(
+  tok: TextTokenizer,
+  input: TextInput,
+): { prompts: number[][]; single: boolean } {
+  if (typeof input === 'string')
+    return { prompts: [checkEncoded(tok.encode(input), 'prompt')], single: true };
   if (isMessages(input)) {
     input.forEach((m, i) => {
-      if (typeof m.content !== 'string') throw new ParaError('INVALID_ARGUMENT', `message ${i} has no text content`, { field: `messages[${i}].content`, expected: 'a string' });
+      if (typeof m.content !== 'string')
+        throw new ParaError('INVALID_ARGUMENT', `message ${i} has no text content`, {
+          field: `messages[${i}].content`,
+          expected: 'a string',
+        });
     });
-    const ids = tok.applyChatTemplate([...input], { addGenerationPrompt: true, tokenize: true }) as number[];
+    const ids = tok.applyChatTemplate([...input], {
+      addGenerationPrompt: true,
+      tokenize: true,
+    }) as number[];
     return { prompts: [checkEncoded(ids, 'messages')], single: true };
   }
   if (Array.isArray(input) && input.length > 0 && input.every((p) => typeof p === 'string')) {
-    return { prompts: (input as string[]).map((p, i) => checkEncoded(tok.encode(p), `prompts[${i}]`)), single: false };
+    return {
+      prompts: (input as string[]).map((p, i) => checkEncoded(tok.encode(p), `prompts[${i}]`)),
+      single: false,
+    };
   }
-  throw new ParaError('INVALID_ARGUMENT', 'generate takes a prompt, a list of prompts or a list of chat messages', {
-    field: 'input',
-    expected: 'a string, a non-empty string[] or a non-empty [{ role, content }, …]',
-    actual: Array.isArray(input) ? `an array of ${input.length}` : typeof input,
-  });
+  throw new ParaError(
+    'INVALID_ARGUMENT',
+    'generate takes a prompt, a list of prompts or a list of chat messages',
+    {
+      field: 'input',
+      expected: 'a string, a non-empty string[] or a non-empty [{ role, content }, …]',
+      actual: Array.isArray(input) ? `an array of ${input.length}` : typeof input,
+    },
+  );
 }
 
 function checkEncoded(ids: number[], field: string): number[] {
-  if (ids.length === 0) throw new ParaError('INVALID_ARGUMENT', 'the prompt encodes to no tokens', { field, expected: 'at least one token' });
+  if (ids.length === 0)
+    throw new ParaError('INVALID_ARGUMENT', 'the prompt encodes to no tokens', {
+      field,
+      expected: 'at least one token',
+    });
   return ids;
 }
 
@@ -66,7 +97,11 @@ function stopList(stop: TextGenerateOptions['stop']): string[] {
   if (stop === undefined) return [];
   const list = typeof stop === 'string' ? [stop] : [...stop];
   if (!list.every((s) => typeof s === 'string' && s.length > 0)) {
-    throw new ParaError('INVALID_ARGUMENT', 'stop must be non-empty strings', { field: 'stop', expected: 'a string or a list of non-empty strings', actual: JSON.stringify(stop) });
+    throw new ParaError('INVALID_ARGUMENT', 'stop must be non-empty strings', {
+      field: 'stop',
+      expected: 'a string or a list of non-empty strings',
+      actual: JSON.stringify(stop),
+    });
   }
   return list;
 }
@@ -133,22 +168,39 @@ function stopTokenSet(model: CausalLM, tok: TextTokenizer, o: TextGenerateOption
 }
 
 /** Streams `{ row, text }` pieces of every row (the batch form of `streamText`). */
-export function streamTextRows(model: CausalLM, tok: TextTokenizer, input: TextInput, options: TextGenerateOptions = {}): AsyncGenerator<{ row: number; text: string }, string[]> {
+export function streamTextRows(
+  model: CausalLM,
+  tok: TextTokenizer,
+  input: TextInput,
+  options: TextGenerateOptions = {},
+): AsyncGenerator<{ row: number; text: string }, string[]> {
   return streamEncoded(model, tok, encodeTextInput(tok, input).prompts, options);
 }
 
-async function* streamEncoded(model: CausalLM, tok: TextTokenizer, prompts: number[][], options: TextGenerateOptions): AsyncGenerator<{ row: number; text: string }, string[]> {
+async function* streamEncoded(
+  model: CausalLM,
+  tok: TextTokenizer,
+  prompts: number[][],
+  options: TextGenerateOptions,
+): AsyncGenerator<{ row: number; text: string }, string[]> {
   const stops = stopList(options.stop);
   const stopTokens = stopTokenSet(model, tok, options);
   const stopSet = new Set(stopTokens);
-  const rows = prompts.map(() => new RowText(tok, stops, stopSet, options.keepSpecialTokens === true));
+  const rows = prompts.map(
+    () => new RowText(tok, stops, stopSet, options.keepSpecialTokens === true),
+  );
   const abort = new AbortController();
   const outer = options.signal;
   const onOuterAbort = () => abort.abort();
   outer?.addEventListener('abort', onOuterAbort);
   const { stop: _stop, keepSpecialTokens: _keep, ...rest } = options;
   try {
-    const it = generateStream(model, prompts, { ...rest, stopTokens, padTokenId: tok.padTokenId, signal: abort.signal });
+    const it = generateStream(model, prompts, {
+      ...rest,
+      stopTokens,
+      padTokenId: tok.padTokenId,
+      signal: abort.signal,
+    });
     for (;;) {
       const r = await it.next();
       if (r.done) break;
@@ -167,9 +219,19 @@ async function* streamEncoded(model: CausalLM, tok: TextTokenizer, prompts: numb
 }
 
 /** Streams the text of one prompt (or chat) as it is generated. */
-export async function* streamText(model: CausalLM, tok: TextTokenizer, input: string | readonly ChatMessage[], options: TextGenerateOptions = {}): AsyncGenerator<string, string> {
+export async function* streamText(
+  model: CausalLM,
+  tok: TextTokenizer,
+  input: string | readonly ChatMessage[],
+  options: TextGenerateOptions = {},
+): AsyncGenerator<string, string> {
   const { prompts, single } = encodeTextInput(tok, input);
-  if (!single) throw new ParaError('INVALID_ARGUMENT', 'stream takes one prompt or one chat; use generate for a batch', { field: 'input', expected: 'a string or [{ role, content }, …]' });
+  if (!single)
+    throw new ParaError(
+      'INVALID_ARGUMENT',
+      'stream takes one prompt or one chat; use generate for a batch',
+      { field: 'input', expected: 'a string or [{ role, content }, …]' },
+    );
   const it = streamEncoded(model, tok, prompts, options);
   for (;;) {
     const r = await it.next();
@@ -179,7 +241,12 @@ export async function* streamText(model: CausalLM, tok: TextTokenizer, input: st
 }
 
 /** Generates to the end: a string for a prompt or a chat, a string per prompt for a list. */
-export async function generateText(model: CausalLM, tok: TextTokenizer, input: TextInput, options: TextGenerateOptions = {}): Promise<string | string[]> {
+export async function generateText(
+  model: CausalLM,
+  tok: TextTokenizer,
+  input: TextInput,
+  options: TextGenerateOptions = {},
+): Promise<string | string[]> {
   const { prompts, single } = encodeTextInput(tok, input);
   const it = streamEncoded(model, tok, prompts, options);
   for (;;) {

@@ -3,8 +3,9 @@
  * PARA-like prompt-pooled scaling) gives exactly what the same change made to the weights by
  * hand gives, through forward and through prefill + cached decode.
  */
-import * as tf from '@tensorflow/tfjs-core';
+
 import { Rng } from '@para/core/node';
+import * as tf from '@tensorflow/tfjs-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   type AdapterContext,

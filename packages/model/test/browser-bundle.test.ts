@@ -7,7 +7,10 @@ const pkgDir = join(dirname(fileURLToPath(import.meta.url)), '..');
 
 describe('@para/model in the browser', () => {
   it('the universal entry bundles for platform "browser" with no Node built-in reachable', async () => {
-    const { reached, errors, externalBuiltins, inputs } = await bundleForBrowser(`export * from './src/index';`, pkgDir);
+    const { reached, errors, externalBuiltins, inputs } = await bundleForBrowser(
+      `export * from './src/index';`,
+      pkgDir,
+    );
     expect(reached).toEqual([]);
     expect(errors).toEqual([]);
     expect(externalBuiltins).toEqual([]);

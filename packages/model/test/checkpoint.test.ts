@@ -2,10 +2,9 @@
  * Checkpoints: save → load round trips (exact in F32, rounded as specified in F16/BF16), the HF
  * layout (names, tied heads, config.json), seeded init, and the one-error-lists-all validation.
  */
-import { mkdtemp, readFile, rm, writeFile, mkdir } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import * as tf from '@tensorflow/tfjs-core';
 import {
   bf16BitsToFloat32,
   f16BitsToFloat32,
@@ -15,6 +14,7 @@ import {
   openCheckpoint,
   writeSafetensorsFile,
 } from '@para/core/node';
+import * as tf from '@tensorflow/tfjs-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CausalLM, initWeights, namedWeights, parseHfConfig, tensorSpecs } from '../src/index';
 import { loadModel, saveModel } from '../src/node';

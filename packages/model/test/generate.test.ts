@@ -1,6 +1,7 @@
 /** Generation: streaming, stop tokens, seeded sampling, rows independent of their batch. */
-import * as tf from '@tensorflow/tfjs-core';
+
 import { isParaError } from '@para/core/node';
+import * as tf from '@tensorflow/tfjs-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { CausalLM, TokenEvent } from '../src/index';
 import { caught, testBackends, useBackend } from './helpers/backends';

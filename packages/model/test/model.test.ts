@@ -2,8 +2,9 @@
  * The backbone's invariants on every backend: cached decoding equals teacher forcing, padding
  * changes nothing, long decode loops do not leak tensors, inputs are validated.
  */
-import * as tf from '@tensorflow/tfjs-core';
+
 import { isParaError } from '@para/core/node';
+import * as tf from '@tensorflow/tfjs-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { CausalLM } from '../src/index';
 import { caught, expectClose, take, testBackends, useBackend } from './helpers/backends';

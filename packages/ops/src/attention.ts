@@ -1,5 +1,5 @@
-import * as tf from '@tensorflow/tfjs-core';
 import { ParaError } from '@para/core';
+import * as tf from '@tensorflow/tfjs-core';
 import { checkPositiveInt, checkShape, describeShape } from './shapes';
 
 /**
@@ -9,7 +9,12 @@ import { checkPositiveInt, checkShape, describeShape } from './shapes';
  * is here for references and for code that needs the expanded heads.)
  */
 export function repeatKv(x: tf.Tensor, nRep: number): tf.Tensor {
-  const [B, Hkv, S, hd] = checkShape(x, 'x', ['B', 'Hkv', 'S', 'hd']) as [number, number, number, number];
+  const [B, Hkv, S, hd] = checkShape(x, 'x', ['B', 'Hkv', 'S', 'hd']) as [
+    number,
+    number,
+    number,
+    number,
+  ];
   checkPositiveInt(nRep, 'nRep');
   if (nRep === 1) return tf.clone(x);
   return tf.tidy(() => {
@@ -38,27 +43,54 @@ export interface AttentionOptions {
  * (`[B, Hkv, nRep · T, hd]`) rather than copying k and v nRep times, so both matmuls are plain
  * batched matmuls with equal batch dims (their gradients work on every backend).
  */
-export function attention(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, mask: tf.Tensor | null, options: AttentionOptions = {}): tf.Tensor {
+export function attention(
+  q: tf.Tensor,
+  k: tf.Tensor,
+  v: tf.Tensor,
+  mask: tf.Tensor | null,
+  options: AttentionOptions = {},
+): tf.Tensor {
   const dims = new Map<string, number>();
-  const [B, Hq, T, hd] = checkShape(q, 'q', ['B', 'Hq', 'T', 'hd'], dims) as [number, number, number, number];
-  const [, Hkv, S] = checkShape(k, 'k', ['B', 'Hkv', 'S', 'hd'], dims) as [number, number, number, number];
+  const [B, Hq, T, hd] = checkShape(q, 'q', ['B', 'Hq', 'T', 'hd'], dims) as [
+    number,
+    number,
+    number,
+    number,
+  ];
+  const [, Hkv, S] = checkShape(k, 'k', ['B', 'Hkv', 'S', 'hd'], dims) as [
+    number,
+    number,
+    number,
+    number,
+  ];
   checkShape(v, 'v', ['B', 'Hkv', 'S', 'hd'], dims);
   if (Hq % Hkv !== 0) {
-    throw new ParaError('SHAPE_MISMATCH', `${Hq} query heads cannot be grouped over ${Hkv} key/value heads`, {
-      field: 'k',
-      expected: `a number of kv heads dividing ${Hq}`,
-      actual: describeShape(k.shape),
-    });
+    throw new ParaError(
+      'SHAPE_MISMATCH',
+      `${Hq} query heads cannot be grouped over ${Hkv} key/value heads`,
+      {
+        field: 'k',
+        expected: `a number of kv heads dividing ${Hq}`,
+        actual: describeShape(k.shape),
+      },
+    );
   }
   if (mask !== null) {
     const m = checkShape(mask, 'mask', [null, 1, T, S]);
     if (m[0] !== B && m[0] !== 1) {
-      throw new ParaError('SHAPE_MISMATCH', 'mask batch does not match q', { field: 'mask', expected: describeShape([B, 1, T, S]), actual: describeShape(m) });
+      throw new ParaError('SHAPE_MISMATCH', 'mask batch does not match q', {
+        field: 'mask',
+        expected: describeShape([B, 1, T, S]),
+        actual: describeShape(m),
+      });
     }
   }
   const scale = options.scale ?? 1 / Math.sqrt(hd);
   if (typeof scale !== 'number' || !Number.isFinite(scale)) {
-    throw new ParaError('INVALID_ARGUMENT', 'scale must be a finite number', { field: 'scale', actual: String(scale) });
+    throw new ParaError('INVALID_ARGUMENT', 'scale must be a finite number', {
+      field: 'scale',
+      actual: String(scale),
+    });
   }
   const nRep = Hq / Hkv;
   return tf.tidy(() => {

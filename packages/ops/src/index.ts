@@ -12,31 +12,38 @@
  * Importing @para/core (done here) registers tfjs gradients and chained ops, so `tf.grad`
  * works through every op.
  */
+
+export { type AttentionOptions, attention, repeatKv } from './attention';
+export { type CacheStep, KVCache, type KVCacheOptions } from './kv-cache';
+export {
+  type KVWrite,
+  type KVWriteMode,
+  type KVWritePath,
+  kvWritePath,
+  writeKVSlots,
+} from './kv-write';
+export { linear } from './linear';
+export {
+  type AttentionMaskOptions,
+  attentionMask,
+  MASK_NEGATIVE,
+  type PaddedBatch,
+  type PaddingSide,
+  padBatch,
+  positionIdsFromMask,
+} from './mask';
 export { rmsNorm } from './rmsnorm';
 export {
   applyRope,
-  ropeCosSin,
-  ropeInvFreq,
-  rotateHalf,
-  swapHalves,
   type RopeCosSin,
   type RopeCosSinOptions,
   type RopeOptions,
   type RopeScalingConfig,
+  ropeCosSin,
+  ropeInvFreq,
+  rotateHalf,
+  swapHalves,
 } from './rope';
-export { attention, repeatKv, type AttentionOptions } from './attention';
-export {
-  attentionMask,
-  MASK_NEGATIVE,
-  padBatch,
-  positionIdsFromMask,
-  type AttentionMaskOptions,
-  type PaddedBatch,
-  type PaddingSide,
-} from './mask';
-export { KVCache, type CacheStep, type KVCacheOptions } from './kv-cache';
-export { kvWritePath, writeKVSlots, type KVWrite, type KVWriteMode, type KVWritePath } from './kv-write';
+export { type SampleOptions, sampleFromLogits, samplingDistribution } from './sampling';
+export { checkShape, type Dim, describeShape } from './shapes';
 export { silu, swiglu } from './swiglu';
-export { linear } from './linear';
-export { sampleFromLogits, samplingDistribution, type SampleOptions } from './sampling';
-export { checkShape, describeShape, type Dim } from './shapes';

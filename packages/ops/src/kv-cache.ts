@@ -1,8 +1,8 @@
-import * as tf from '@tensorflow/tfjs-core';
 import { ParaError } from '@para/core';
+import * as tf from '@tensorflow/tfjs-core';
+import { type KVWriteMode, type KVWritePath, kvWritePath, writeKVSlots } from './kv-write';
 import { MASK_NEGATIVE } from './mask';
 import { checkMatrix, checkPositiveInt, checkShape } from './shapes';
-import { type KVWriteMode, type KVWritePath, kvWritePath, writeKVSlots } from './kv-write';
 
 /**
  * A preallocated key/value cache for batched generation whose rows join and leave.
@@ -114,7 +114,11 @@ export class KVCache {
     this.maxPositions = options.maxPositions;
     const mode = options.writeMode ?? 'auto';
     if (mode !== 'auto' && mode !== 'functional') {
-      throw new ParaError('INVALID_ARGUMENT', 'writeMode must be "auto" or "functional"', { field: 'writeMode', expected: '"auto" | "functional"', actual: String(mode) });
+      throw new ParaError('INVALID_ARGUMENT', 'writeMode must be "auto" or "functional"', {
+        field: 'writeMode',
+        expected: '"auto" | "functional"',
+        actual: String(mode),
+      });
     }
     this.writeMode = mode;
     const B = this.batchSize;
@@ -189,25 +193,45 @@ export class KVCache {
     const B = this.batchSize;
     const rows =
       typeof newValid === 'number'
-        ? Array.from({ length: B }, (_, b) => new Array<number>(checkPositiveInt(newValid, 'newValid')).fill(this.free[b] ? 0 : 1))
+        ? Array.from({ length: B }, (_, b) =>
+            new Array<number>(checkPositiveInt(newValid, 'newValid')).fill(this.free[b] ? 0 : 1),
+          )
         : newValid;
     const [rB, T] = checkMatrix(rows, 'newValid');
     if (rB !== B) {
-      throw new ParaError('SHAPE_MISMATCH', 'newValid must have one row per batch row', { field: 'newValid', expected: `${B} rows`, actual: `${rB} rows` });
+      throw new ParaError('SHAPE_MISMATCH', 'newValid must have one row per batch row', {
+        field: 'newValid',
+        expected: `${B} rows`,
+        actual: `${rB} rows`,
+      });
     }
-    if (T === 0) throw new ParaError('SHAPE_MISMATCH', 'a step needs at least one slot', { field: 'newValid', expected: '[B][T] with T ≥ 1', actual: `[${B}][0]` });
+    if (T === 0)
+      throw new ParaError('SHAPE_MISMATCH', 'a step needs at least one slot', {
+        field: 'newValid',
+        expected: '[B][T] with T ≥ 1',
+        actual: `[${B}][0]`,
+      });
     this.checkAllAppended();
     const active = rows.map((r, b) => {
       r.forEach((v, t) => {
-        if (v !== 0 && v !== 1) throw new ParaError('INVALID_ARGUMENT', 'mask entries must be 0 or 1', { field: `newValid[${b}][${t}]`, expected: '0 or 1', actual: String(v) });
+        if (v !== 0 && v !== 1)
+          throw new ParaError('INVALID_ARGUMENT', 'mask entries must be 0 or 1', {
+            field: `newValid[${b}][${t}]`,
+            expected: '0 or 1',
+            actual: String(v),
+          });
       });
       const on = r.some((v) => v === 1);
       if (on && this.free[b]) {
-        throw new ParaError('INVALID_ARGUMENT', `row ${b} was released: it cannot take tokens until rows are inserted there`, {
-          field: `newValid[${b}]`,
-          expected: 'all 0 for a free row',
-          actual: JSON.stringify(r),
-        });
+        throw new ParaError(
+          'INVALID_ARGUMENT',
+          `row ${b} was released: it cannot take tokens until rows are inserted there`,
+          {
+            field: `newValid[${b}]`,
+            expected: 'all 0 for a free row',
+            actual: JSON.stringify(r),
+          },
+        );
       }
       return on;
     });
@@ -215,22 +239,30 @@ export class KVCache {
     const positions = rows.map((r, b) => {
       if (!active[b]) return new Array<number>(T).fill(1);
       if ((this.cursor[b] as number) + T > C) {
-        throw new ParaError('INVALID_ARGUMENT', `row ${b} is full: ${this.cursor[b]} of ${C} slots used, this step needs ${T} more`, {
-          field: 'capacity',
-          expected: `at most ${C} slots per row (pass a larger capacity to prefill)`,
-          actual: String((this.cursor[b] as number) + T),
-        });
+        throw new ParaError(
+          'INVALID_ARGUMENT',
+          `row ${b} is full: ${this.cursor[b]} of ${C} slots used, this step needs ${T} more`,
+          {
+            field: 'capacity',
+            expected: `at most ${C} slots per row (pass a larger capacity to prefill)`,
+            actual: String((this.cursor[b] as number) + T),
+          },
+        );
       }
       let c = this.count[b] as number;
       return r.map((v) => {
         if (v !== 1) return 1;
         const p = c++;
         if (this.maxPositions !== undefined && p >= this.maxPositions) {
-          throw new ParaError('INVALID_ARGUMENT', `row ${b} reaches position ${p}, past the model's limit`, {
-            field: 'max_position_embeddings',
-            expected: `positions below ${this.maxPositions}`,
-            actual: String(p),
-          });
+          throw new ParaError(
+            'INVALID_ARGUMENT',
+            `row ${b} reaches position ${p}, past the model's limit`,
+            {
+              field: 'max_position_embeddings',
+              expected: `positions below ${this.maxPositions}`,
+              actual: String(p),
+            },
+          );
         }
         return p;
       });
@@ -252,8 +284,22 @@ export class KVCache {
     });
     this.stepId++;
     const keyValid = this.valid.map((f) => Array.from(f.subarray(0, S)));
-    this.current = { queryLength: T, keyLength: S, pastLength, totalLength: this.length, keyValid, positions, starts, active };
-    return { ...this.current, keyValid: keyValid.map((r) => r.slice()), starts: starts.slice(), active: active.slice() };
+    this.current = {
+      queryLength: T,
+      keyLength: S,
+      pastLength,
+      totalLength: this.length,
+      keyValid,
+      positions,
+      starts,
+      active,
+    };
+    return {
+      ...this.current,
+      keyValid: keyValid.map((r) => r.slice()),
+      starts: starts.slice(),
+      active: active.slice(),
+    };
   }
 
   /**
@@ -287,17 +333,25 @@ export class KVCache {
     this.checkAlive();
     this.checkLayer(layerIndex);
     const step = this.current;
-    if (step === null) throw new ParaError('INVALID_ARGUMENT', 'call beginStep before append', { field: 'layer' });
+    if (step === null)
+      throw new ParaError('INVALID_ARGUMENT', 'call beginStep before append', { field: 'layer' });
     if (this.appended[layerIndex] === this.stepId) {
-      throw new ParaError('INVALID_ARGUMENT', `layer ${layerIndex} was already appended in this step`, { field: 'layer', expected: 'one append per layer per step' });
+      throw new ParaError(
+        'INVALID_ARGUMENT',
+        `layer ${layerIndex} was already appended in this step`,
+        { field: 'layer', expected: 'one append per layer per step' },
+      );
     }
     const T = step.queryLength;
     const dims = new Map<string, number>();
     const expected = [this.batchSize, this.numKvHeads ?? 'Hkv', T, this.headDim ?? 'hd'];
     checkShape(kNew, 'kNew', expected, dims);
     checkShape(vNew, 'vNew', expected, dims);
-    if (this.layers[layerIndex] === undefined) this.allocate(layerIndex, kNew.shape[1] as number, kNew.shape[3] as number);
-    const writes = step.active.flatMap((on, b) => (on ? [{ src: b, row: b, start: step.starts[b] as number }] : []));
+    if (this.layers[layerIndex] === undefined)
+      this.allocate(layerIndex, kNew.shape[1] as number, kNew.shape[3] as number);
+    const writes = step.active.flatMap((on, b) =>
+      on ? [{ src: b, row: b, start: step.starts[b] as number }] : [],
+    );
     this.write(layerIndex, kNew, vNew, writes);
     this.appended[layerIndex] = this.stepId;
     if (step.keyLength === T && step.pastLength === 0) return { k: kNew, v: vNew };
@@ -313,7 +367,12 @@ export class KVCache {
   releaseRow(row: number): void {
     this.checkAlive();
     this.checkRow(row, 'row');
-    if (this.free[row]) throw new ParaError('INVALID_ARGUMENT', `row ${row} is already free`, { field: 'row', expected: 'a row in use', actual: String(row) });
+    if (this.free[row])
+      throw new ParaError('INVALID_ARGUMENT', `row ${row} is already free`, {
+        field: 'row',
+        expected: 'a row in use',
+        actual: String(row),
+      });
     this.free[row] = true;
     (this.valid[row] as Uint8Array).fill(0);
     this.cursor[row] = 0;
@@ -328,16 +387,28 @@ export class KVCache {
   copyRowsFrom(source: KVCache, fromRows: readonly number[], toRows: readonly number[]): void {
     this.checkAlive();
     source.checkAlive();
-    if (!(source instanceof KVCache)) throw new ParaError('INVALID_ARGUMENT', 'source must be a KVCache', { field: 'source' });
+    if (!(source instanceof KVCache))
+      throw new ParaError('INVALID_ARGUMENT', 'source must be a KVCache', { field: 'source' });
     if (fromRows.length !== toRows.length) {
-      throw new ParaError('INVALID_ARGUMENT', 'one target row per source row', { field: 'toRows', expected: `${fromRows.length} rows`, actual: `${toRows.length} rows` });
+      throw new ParaError('INVALID_ARGUMENT', 'one target row per source row', {
+        field: 'toRows',
+        expected: `${fromRows.length} rows`,
+        actual: `${toRows.length} rows`,
+      });
     }
     if (source.numLayers !== this.numLayers) {
-      throw new ParaError('SHAPE_MISMATCH', 'the caches have different numbers of layers', { field: 'source.numLayers', expected: String(this.numLayers), actual: String(source.numLayers) });
+      throw new ParaError('SHAPE_MISMATCH', 'the caches have different numbers of layers', {
+        field: 'source.numLayers',
+        expected: String(this.numLayers),
+        actual: String(source.numLayers),
+      });
     }
     const theirs = source.headShape;
     const mine = this.headShape;
-    if (theirs === undefined) throw new ParaError('INVALID_ARGUMENT', 'the source cache holds nothing yet', { field: 'source' });
+    if (theirs === undefined)
+      throw new ParaError('INVALID_ARGUMENT', 'the source cache holds nothing yet', {
+        field: 'source',
+      });
     if (mine !== undefined && (mine[0] !== theirs[0] || mine[1] !== theirs[1])) {
       throw new ParaError('SHAPE_MISMATCH', 'the caches have different key/value heads', {
         field: 'source',
@@ -353,18 +424,30 @@ export class KVCache {
       source.checkRow(from, `fromRows[${i}]`);
       this.checkRow(to, `toRows[${i}]`);
       if (source.free[from] || source.cursor[from] === 0) {
-        throw new ParaError('INVALID_ARGUMENT', `source row ${from} holds no tokens`, { field: `fromRows[${i}]`, expected: 'a row in use', actual: String(from) });
+        throw new ParaError('INVALID_ARGUMENT', `source row ${from} holds no tokens`, {
+          field: `fromRows[${i}]`,
+          expected: 'a row in use',
+          actual: String(from),
+        });
       }
       if (!this.free[to] || seen.has(to)) {
-        throw new ParaError('INVALID_ARGUMENT', `row ${to} is not free`, { field: `toRows[${i}]`, expected: 'a free row (releaseRow first), each once', actual: String(to) });
+        throw new ParaError('INVALID_ARGUMENT', `row ${to} is not free`, {
+          field: `toRows[${i}]`,
+          expected: 'a free row (releaseRow first), each once',
+          actual: String(to),
+        });
       }
       seen.add(to);
       if ((source.cursor[from] as number) > this.capacity) {
-        throw new ParaError('INVALID_ARGUMENT', `source row ${from} holds ${source.cursor[from]} slots, more than this cache's capacity`, {
-          field: 'capacity',
-          expected: `at most ${this.capacity} slots`,
-          actual: String(source.cursor[from]),
-        });
+        throw new ParaError(
+          'INVALID_ARGUMENT',
+          `source row ${from} holds ${source.cursor[from]} slots, more than this cache's capacity`,
+          {
+            field: 'capacity',
+            expected: `at most ${this.capacity} slots`,
+            actual: String(source.cursor[from]),
+          },
+        );
       }
     });
     for (let l = 0; l < this.numLayers; l++) {
@@ -424,7 +507,12 @@ export class KVCache {
   }
 
   /** Write k and v rows into a layer, in place where possible (else replace the tensors). */
-  private write(layer: number, kNew: tf.Tensor, vNew: tf.Tensor, writes: { src: number; row: number; start: number }[]): void {
+  private write(
+    layer: number,
+    kNew: tf.Tensor,
+    vNew: tf.Tensor,
+    writes: { src: number; row: number; start: number }[],
+  ): void {
     const kv = this.layers[layer] as LayerKV;
     const k = writeKVSlots(kv.k, kNew, writes, this.writeMode);
     const v = writeKVSlots(kv.v, vNew, writes, this.writeMode);
@@ -442,24 +530,37 @@ export class KVCache {
     if (this.current === null) return;
     for (let l = 0; l < this.numLayers; l++) {
       if (this.appended[l] !== this.stepId) {
-        throw new ParaError('INVALID_ARGUMENT', `layer ${l} has not appended in the current step: every layer must append before the next step`, { field: 'layer' });
+        throw new ParaError(
+          'INVALID_ARGUMENT',
+          `layer ${l} has not appended in the current step: every layer must append before the next step`,
+          { field: 'layer' },
+        );
       }
     }
   }
 
   private checkRow(row: number, field: string): void {
     if (!Number.isInteger(row) || row < 0 || row >= this.batchSize) {
-      throw new ParaError('INVALID_ARGUMENT', 'row index out of range', { field, expected: `0 … ${this.batchSize - 1}`, actual: String(row) });
+      throw new ParaError('INVALID_ARGUMENT', 'row index out of range', {
+        field,
+        expected: `0 … ${this.batchSize - 1}`,
+        actual: String(row),
+      });
     }
   }
 
   private checkLayer(index: number): void {
     if (!Number.isInteger(index) || index < 0 || index >= this.numLayers) {
-      throw new ParaError('INVALID_ARGUMENT', 'layer index out of range', { field: 'layer', expected: `0 … ${this.numLayers - 1}`, actual: String(index) });
+      throw new ParaError('INVALID_ARGUMENT', 'layer index out of range', {
+        field: 'layer',
+        expected: `0 … ${this.numLayers - 1}`,
+        actual: String(index),
+      });
     }
   }
 
   private checkAlive(): void {
-    if (this.disposed) throw new ParaError('INVALID_ARGUMENT', 'the KV cache was disposed', { field: 'cache' });
+    if (this.disposed)
+      throw new ParaError('INVALID_ARGUMENT', 'the KV cache was disposed', { field: 'cache' });
   }
 }

@@ -1,5 +1,5 @@
-import * as tf from '@tensorflow/tfjs-core';
 import { ParaError } from '@para/core';
+import * as tf from '@tensorflow/tfjs-core';
 
 /**
  * In-place slot writes into a preallocated key/value tensor `[B, H, S, hd]` (the KV cache's
@@ -54,7 +54,13 @@ interface WebGPUProgramLike {
 }
 
 interface WebGPUBackendLike {
-  runWebGPUProgram(program: WebGPUProgramLike, inputs: tf.TensorInfo[], outputDtype: tf.DataType, uniforms?: unknown, output?: tf.TensorInfo): tf.TensorInfo;
+  runWebGPUProgram(
+    program: WebGPUProgramLike,
+    inputs: tf.TensorInfo[],
+    outputDtype: tf.DataType,
+    uniforms?: unknown,
+    output?: tf.TensorInfo,
+  ): tf.TensorInfo;
   tensorMap: { get(dataId: tf.DataId): unknown };
 }
 
@@ -88,7 +94,9 @@ function isWasm(b: unknown): b is WasmBackendLike {
 
 function isWebGPU(b: unknown): b is WebGPUBackendLike {
   const x = b as Partial<WebGPUBackendLike> | null;
-  return x != null && typeof x.runWebGPUProgram === 'function' && typeof x.tensorMap?.get === 'function';
+  return (
+    x != null && typeof x.runWebGPUProgram === 'function' && typeof x.tensorMap?.get === 'function'
+  );
 }
 
 /** The implementation `writeKVSlots` takes for `cache` (a float32 tensor) under `mode`. */
@@ -108,15 +116,24 @@ export function kvWritePath(cache: tf.Tensor, mode: KVWriteMode = 'auto'): KVWri
  * new tensor from the functional path (the caller then disposes the old one and keeps the new).
  * Writes must not overlap (each target slot written at most once).
  */
-export function writeKVSlots(cache: tf.Tensor, src: tf.Tensor, writes: readonly KVWrite[], mode: KVWriteMode = 'auto'): tf.Tensor {
+export function writeKVSlots(
+  cache: tf.Tensor,
+  src: tf.Tensor,
+  writes: readonly KVWrite[],
+  mode: KVWriteMode = 'auto',
+): tf.Tensor {
   const [B, H, S, hd] = cache.shape as [number, number, number, number];
   const [n, Hs, T, hds] = src.shape as [number, number, number, number];
   if (cache.rank !== 4 || src.rank !== 4 || Hs !== H || hds !== hd || src.dtype !== cache.dtype) {
-    throw new ParaError('SHAPE_MISMATCH', 'a KV write needs src [n, H, T, hd] matching the cache [B, H, S, hd]', {
-      field: 'src',
-      expected: `[n, ${H}, T, ${hd}] ${cache.dtype}`,
-      actual: `[${src.shape.join(', ')}] ${src.dtype}`,
-    });
+    throw new ParaError(
+      'SHAPE_MISMATCH',
+      'a KV write needs src [n, H, T, hd] matching the cache [B, H, S, hd]',
+      {
+        field: 'src',
+        expected: `[n, ${H}, T, ${hd}] ${cache.dtype}`,
+        actual: `[${src.shape.join(', ')}] ${src.dtype}`,
+      },
+    );
   }
   for (const w of writes) {
     if (!(w.src >= 0 && w.src < n && w.row >= 0 && w.row < B && w.start >= 0 && w.start + T <= S)) {
@@ -141,11 +158,18 @@ export function writeKVSlots(cache: tf.Tensor, src: tf.Tensor, writes: readonly 
 }
 
 /** cpu: copy contiguous `T·hd` runs inside the backend's typed arrays. */
-function writeCpu(backend: CpuBackendLike, cache: tf.Tensor, src: tf.Tensor, writes: readonly KVWrite[]): void {
+function writeCpu(
+  backend: CpuBackendLike,
+  cache: tf.Tensor,
+  src: tf.Tensor,
+  writes: readonly KVWrite[],
+): void {
   const dst = backend.data.get(cache.dataId)?.values;
   const from = backend.data.get(src.dataId)?.values;
   if (!(dst instanceof Float32Array) || !(from instanceof Float32Array)) {
-    throw new ParaError('UNSUPPORTED', 'cpu tensor storage is not a Float32Array', { field: 'cache' });
+    throw new ParaError('UNSUPPORTED', 'cpu tensor storage is not a Float32Array', {
+      field: 'cache',
+    });
   }
   copyRuns(dst, 0, from, 0, cache.shape as number[], src.shape as number[], writes);
 }
@@ -178,11 +202,18 @@ function copyRuns(
 }
 
 /** wasm: copy on the heap. Heap views are made here, after every allocation. */
-function writeWasm(backend: WasmBackendLike, cache: tf.Tensor, src: tf.Tensor, writes: readonly KVWrite[]): void {
+function writeWasm(
+  backend: WasmBackendLike,
+  cache: tf.Tensor,
+  src: tf.Tensor,
+  writes: readonly KVWrite[],
+): void {
   const dOff = backend.dataIdMap.get(cache.dataId)?.memoryOffset;
   const sOff = backend.dataIdMap.get(src.dataId)?.memoryOffset;
   if (typeof dOff !== 'number' || typeof sOff !== 'number' || dOff % 4 !== 0 || sOff % 4 !== 0) {
-    throw new ParaError('UNSUPPORTED', 'wasm tensor has no aligned heap offset', { field: 'cache' });
+    throw new ParaError('UNSUPPORTED', 'wasm tensor has no aligned heap offset', {
+      field: 'cache',
+    });
   }
   const heap = new Float32Array(backend.wasm.HEAPU8.buffer as ArrayBuffer);
   copyRuns(heap, dOff / 4, heap, sOff / 4, cache.shape as number[], src.shape as number[], writes);
@@ -194,7 +225,12 @@ function writeWasm(backend: WasmBackendLike, cache: tf.Tensor, src: tf.Tensor, w
  * writes only the new slots and leaves every other element as it is. The shader key depends on
  * ranks and dtypes only, so it is compiled once.
  */
-function writeWebGPU(backend: WebGPUBackendLike, cache: tf.Tensor, src: tf.Tensor, writes: readonly KVWrite[]): void {
+function writeWebGPU(
+  backend: WebGPUBackendLike,
+  cache: tf.Tensor,
+  src: tf.Tensor,
+  writes: readonly KVWrite[],
+): void {
   const n = src.shape[0] as number;
   const rows = new Int32Array(2 * n).fill(-1); // [n, 2]: (row, start)
   for (const w of writes) {

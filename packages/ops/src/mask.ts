@@ -1,5 +1,5 @@
-import * as tf from '@tensorflow/tfjs-core';
 import { ParaError } from '@para/core';
+import * as tf from '@tensorflow/tfjs-core';
 import { checkMatrix, checkPositiveInt, checkShape } from './shapes';
 
 /**
@@ -40,16 +40,31 @@ export interface PaddedBatch {
  * Pad token-id sequences to a common length `L = max(length)` (or `options.length` if larger).
  * `side` defaults to `'left'`, the convention for batched generation.
  */
-export function padBatch(sequences: number[][], options: { padId: number; side?: PaddingSide; length?: number }): PaddedBatch {
-  if (!Array.isArray(sequences) || sequences.length === 0 || !sequences.every((s) => Array.isArray(s))) {
-    throw new ParaError('INVALID_ARGUMENT', 'expected a non-empty array of token-id arrays', { field: 'sequences' });
+export function padBatch(
+  sequences: number[][],
+  options: { padId: number; side?: PaddingSide; length?: number },
+): PaddedBatch {
+  if (
+    !Array.isArray(sequences) ||
+    sequences.length === 0 ||
+    !sequences.every((s) => Array.isArray(s))
+  ) {
+    throw new ParaError('INVALID_ARGUMENT', 'expected a non-empty array of token-id arrays', {
+      field: 'sequences',
+    });
   }
   const side = options.side ?? 'left';
   if (side !== 'left' && side !== 'right') {
-    throw new ParaError('INVALID_ARGUMENT', 'side must be "left" or "right"', { field: 'side', actual: String(side) });
+    throw new ParaError('INVALID_ARGUMENT', 'side must be "left" or "right"', {
+      field: 'side',
+      actual: String(side),
+    });
   }
   if (!Number.isInteger(options.padId)) {
-    throw new ParaError('INVALID_ARGUMENT', 'padId must be an integer', { field: 'padId', actual: String(options.padId) });
+    throw new ParaError('INVALID_ARGUMENT', 'padId must be an integer', {
+      field: 'padId',
+      actual: String(options.padId),
+    });
   }
   const longest = Math.max(...sequences.map((s) => s.length));
   const L = Math.max(longest, options.length ?? 0);
@@ -71,7 +86,11 @@ function checkValid(keyValid: number[][], field: string): [number, number] {
   keyValid.forEach((row, b) => {
     row.forEach((v, s) => {
       if (v !== 0 && v !== 1) {
-        throw new ParaError('INVALID_ARGUMENT', 'mask entries must be 0 or 1', { field: `${field}[${b}][${s}]`, expected: '0 or 1', actual: String(v) });
+        throw new ParaError('INVALID_ARGUMENT', 'mask entries must be 0 or 1', {
+          field: `${field}[${b}][${s}]`,
+          expected: '0 or 1',
+          actual: String(v),
+        });
       }
     });
   });
@@ -87,7 +106,11 @@ export function positionIdsFromMask(keyValid: number[][], queryLength?: number):
   const T = queryLength ?? S;
   checkPositiveInt(T, 'queryLength');
   if (T > S) {
-    throw new ParaError('SHAPE_MISMATCH', 'queryLength exceeds the mask length', { field: 'queryLength', expected: `at most ${S}`, actual: String(T) });
+    throw new ParaError('SHAPE_MISMATCH', 'queryLength exceeds the mask length', {
+      field: 'queryLength',
+      expected: `at most ${S}`,
+      actual: String(T),
+    });
   }
   return keyValid.map((row) => {
     const out: number[] = [];
@@ -121,7 +144,11 @@ export function attentionMask(options: AttentionMaskOptions): tf.Tensor {
     const T = options.queryLength ?? S;
     checkPositiveInt(T, 'queryLength');
     if (T > S) {
-      throw new ParaError('SHAPE_MISMATCH', 'queryLength exceeds the number of key slots', { field: 'queryLength', expected: `at most ${S}`, actual: String(T) });
+      throw new ParaError('SHAPE_MISMATCH', 'queryLength exceeds the number of key slots', {
+        field: 'queryLength',
+        expected: `at most ${S}`,
+        actual: String(T),
+      });
     }
     const out = new Float32Array(B * T * S); // [B, 1, T, S]
     for (let b = 0; b < B; b++) {
@@ -138,10 +165,15 @@ export function attentionMask(options: AttentionMaskOptions): tf.Tensor {
   const T = options.queryLength ?? S;
   checkPositiveInt(T, 'queryLength');
   if (T > S) {
-    throw new ParaError('SHAPE_MISMATCH', 'queryLength exceeds the number of key slots', { field: 'queryLength', expected: `at most ${S}`, actual: String(T) });
+    throw new ParaError('SHAPE_MISMATCH', 'queryLength exceeds the number of key slots', {
+      field: 'queryLength',
+      expected: `at most ${S}`,
+      actual: String(T),
+    });
   }
   const allowedCausal = new Float32Array(T * S); // [T, S]
-  for (let t = 0; t < T; t++) for (let s = 0; s < S; s++) allowedCausal[t * S + s] = !causal || s <= S - T + t ? 1 : 0;
+  for (let t = 0; t < T; t++)
+    for (let s = 0; s < S; s++) allowedCausal[t * S + s] = !causal || s <= S - T + t ? 1 : 0;
   return tf.tidy(() => {
     const valid = tf.reshape(tf.cast(keyValid, 'float32'), [B, 1, 1, S]); // [B, 1, 1, S]
     const allowed = tf.mul(tf.tensor4d(allowedCausal, [1, 1, T, S]), valid); // [B, 1, T, S]

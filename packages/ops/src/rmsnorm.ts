@@ -1,5 +1,5 @@
-import * as tf from '@tensorflow/tfjs-core';
 import { ParaError } from '@para/core';
+import * as tf from '@tensorflow/tfjs-core';
 import { checkMinRank, checkShape } from './shapes';
 
 /**
@@ -15,7 +15,10 @@ export function rmsNorm(x: tf.Tensor, weight: tf.Tensor, eps = 1e-6): tf.Tensor 
   const d = shape[shape.length - 1] as number;
   checkShape(weight, 'weight', [d]);
   if (typeof eps !== 'number' || !(eps >= 0) || !Number.isFinite(eps)) {
-    throw new ParaError('INVALID_ARGUMENT', 'eps must be a finite number ≥ 0', { field: 'eps', actual: String(eps) });
+    throw new ParaError('INVALID_ARGUMENT', 'eps must be a finite number ≥ 0', {
+      field: 'eps',
+      actual: String(eps),
+    });
   }
   return tf.tidy(() => {
     const xf = x.dtype === 'float32' ? x : tf.cast(x, 'float32');

@@ -1,5 +1,5 @@
-import * as tf from '@tensorflow/tfjs-core';
 import { ParaError } from '@para/core';
+import * as tf from '@tensorflow/tfjs-core';
 import { checkMatrix, checkShape } from './shapes';
 
 /**
@@ -39,13 +39,22 @@ export interface RopeOptions {
 const f32 = Math.fround;
 
 function configError(field: string, message: string, expected: string, actual: unknown): ParaError {
-  return new ParaError('INVALID_CONFIG', message, { field, expected, actual: JSON.stringify(actual) ?? String(actual) });
+  return new ParaError('INVALID_CONFIG', message, {
+    field,
+    expected,
+    actual: JSON.stringify(actual) ?? String(actual),
+  });
 }
 
 function positiveNumber(scaling: RopeScalingConfig, key: string): number {
   const v = scaling[key];
   if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) {
-    throw configError(`rope_scaling.${key}`, `rope_scaling needs a positive "${key}"`, 'a positive number', v);
+    throw configError(
+      `rope_scaling.${key}`,
+      `rope_scaling needs a positive "${key}"`,
+      'a positive number',
+      v,
+    );
   }
   return v;
 }
@@ -66,11 +75,26 @@ function positiveNumber(scaling: RopeScalingConfig, key: string): number {
  */
 export function ropeInvFreq(options: RopeOptions): Float32Array {
   const { headDim, theta = 10000, scaling } = options;
-  if (typeof headDim !== 'number' || !Number.isInteger(headDim) || headDim <= 0 || headDim % 2 !== 0) {
-    throw configError('head_dim', 'RoPE needs an even, positive head dimension', 'a positive even integer', headDim);
+  if (
+    typeof headDim !== 'number' ||
+    !Number.isInteger(headDim) ||
+    headDim <= 0 ||
+    headDim % 2 !== 0
+  ) {
+    throw configError(
+      'head_dim',
+      'RoPE needs an even, positive head dimension',
+      'a positive even integer',
+      headDim,
+    );
   }
   if (typeof theta !== 'number' || !Number.isFinite(theta) || theta <= 0) {
-    throw configError('rope_theta', 'rope_theta must be a positive number', 'a positive number', theta);
+    throw configError(
+      'rope_theta',
+      'rope_theta must be a positive number',
+      'a positive number',
+      theta,
+    );
   }
   const half = headDim / 2;
   const inv = new Float32Array(half);
@@ -81,7 +105,12 @@ export function ropeInvFreq(options: RopeOptions): Float32Array {
   }
   if (scaling === undefined || scaling === null) return inv;
   if (typeof scaling !== 'object') {
-    throw configError('rope_scaling', 'rope_scaling must be an object or null', 'an object', scaling);
+    throw configError(
+      'rope_scaling',
+      'rope_scaling must be an object or null',
+      'an object',
+      scaling,
+    );
   }
   const type = scaling.rope_type ?? scaling.type ?? 'default';
   switch (type) {
@@ -98,7 +127,12 @@ export function ropeInvFreq(options: RopeOptions): Float32Array {
       const high = positiveNumber(scaling, 'high_freq_factor');
       const orig = positiveNumber(scaling, 'original_max_position_embeddings');
       if (high === low) {
-        throw configError('rope_scaling.high_freq_factor', 'llama3 rope_scaling needs high_freq_factor ≠ low_freq_factor', `a number other than ${low}`, high);
+        throw configError(
+          'rope_scaling.high_freq_factor',
+          'llama3 rope_scaling needs high_freq_factor ≠ low_freq_factor',
+          `a number other than ${low}`,
+          high,
+        );
       }
       const lowFreqWavelen = f32(orig / low);
       const highFreqWavelen = f32(orig / high);
@@ -149,10 +183,18 @@ export interface RopeCosSinOptions {
 
 function invFreqArray(invFreq: Float32Array | number[]): Float32Array {
   if (!(invFreq instanceof Float32Array) && !Array.isArray(invFreq)) {
-    throw new ParaError('INVALID_ARGUMENT', 'invFreq must be a Float32Array or number[] (from ropeInvFreq)', { field: 'invFreq' });
+    throw new ParaError(
+      'INVALID_ARGUMENT',
+      'invFreq must be a Float32Array or number[] (from ropeInvFreq)',
+      { field: 'invFreq' },
+    );
   }
   if (invFreq.length === 0) {
-    throw new ParaError('SHAPE_MISMATCH', 'invFreq is empty', { field: 'invFreq', expected: '[hd/2] with hd/2 ≥ 1', actual: '[0]' });
+    throw new ParaError('SHAPE_MISMATCH', 'invFreq is empty', {
+      field: 'invFreq',
+      expected: '[hd/2] with hd/2 ≥ 1',
+      actual: '[0]',
+    });
   }
   return invFreq instanceof Float32Array ? invFreq : Float32Array.from(invFreq);
 }
@@ -169,7 +211,11 @@ function invFreqArray(invFreq: Float32Array | number[]): Float32Array {
  * - `positions: tf.Tensor` (int32 `[B, T]`): computed on the device, with the angle reduced
  *   modulo 2π first (error ~ |angle| · 2⁻²⁴, the float32 angle's own rounding).
  */
-export function ropeCosSin(positions: tf.Tensor | number[][], invFreq: Float32Array | number[], options: RopeCosSinOptions = {}): RopeCosSin {
+export function ropeCosSin(
+  positions: tf.Tensor | number[][],
+  invFreq: Float32Array | number[],
+  options: RopeCosSinOptions = {},
+): RopeCosSin {
   const signed = options.signedSin === true;
   const inv = invFreqArray(invFreq);
   const half = inv.length;
@@ -184,7 +230,10 @@ export function ropeCosSin(positions: tf.Tensor | number[][], invFreq: Float32Ar
       for (let t = 0; t < T; t++) {
         const p = row[t] as number;
         if (!Number.isInteger(p) || p < 0) {
-          throw new ParaError('INVALID_ARGUMENT', 'positions must be non-negative integers', { field: `positions[${b}][${t}]`, actual: String(p) });
+          throw new ParaError('INVALID_ARGUMENT', 'positions must be non-negative integers', {
+            field: `positions[${b}][${t}]`,
+            actual: String(p),
+          });
         }
         const base = (b * T + t) * hd;
         for (let j = 0; j < half; j++) {
@@ -202,7 +251,10 @@ export function ropeCosSin(positions: tf.Tensor | number[][], invFreq: Float32Ar
         }
       }
     }
-    const out: RopeCosSin = { cos: tf.tensor4d(cos, [B, 1, T, hd]), sin: tf.tensor4d(sin, [B, 1, T, hd]) };
+    const out: RopeCosSin = {
+      cos: tf.tensor4d(cos, [B, 1, T, hd]),
+      sin: tf.tensor4d(sin, [B, 1, T, hd]),
+    };
     if (sinSigned !== null) out.sinSigned = tf.tensor4d(sinSigned, [B, 1, T, hd]);
     return out;
   }
@@ -260,14 +312,32 @@ export function swapHalves(x: tf.Tensor): tf.Tensor {
  * `sinSigned` (also from ropeCosSin) it computes the same values as `x ⊙ cos + swap_halves(x) ⊙
  * sinSigned`, with fewer kernels. Differentiable in `x`.
  */
-export function applyRope(x: tf.Tensor, cos: tf.Tensor, sin: tf.Tensor, sinSigned?: tf.Tensor): tf.Tensor {
-  const [B, , T, hd] = checkShape(x, 'x', ['B', 'H', 'T', 'hd']) as [number, number, number, number];
+export function applyRope(
+  x: tf.Tensor,
+  cos: tf.Tensor,
+  sin: tf.Tensor,
+  sinSigned?: tf.Tensor,
+): tf.Tensor {
+  const [B, , T, hd] = checkShape(x, 'x', ['B', 'H', 'T', 'hd']) as [
+    number,
+    number,
+    number,
+    number,
+  ];
   if (hd % 2 !== 0) {
-    throw new ParaError('SHAPE_MISMATCH', 'RoPE needs an even head dimension', { field: 'x', expected: '[B, H, T, hd] with hd even', actual: `[${x.shape.join(', ')}]` });
+    throw new ParaError('SHAPE_MISMATCH', 'RoPE needs an even head dimension', {
+      field: 'x',
+      expected: '[B, H, T, hd] with hd even',
+      actual: `[${x.shape.join(', ')}]`,
+    });
   }
   const cosShape = checkShape(cos, 'cos', [null, 1, T, hd]);
   if (cosShape[0] !== B && cosShape[0] !== 1) {
-    throw new ParaError('SHAPE_MISMATCH', 'cos batch does not match x', { field: 'cos', expected: `[${B} or 1, 1, ${T}, ${hd}]`, actual: `[${cosShape.join(', ')}]` });
+    throw new ParaError('SHAPE_MISMATCH', 'cos batch does not match x', {
+      field: 'cos',
+      expected: `[${B} or 1, 1, ${T}, ${hd}]`,
+      actual: `[${cosShape.join(', ')}]`,
+    });
   }
   checkShape(sin, 'sin', cosShape);
   if (sinSigned !== undefined) {

@@ -38,19 +38,39 @@ function validate(options: SampleOptions, where: string, needRng = true): Checke
   }
   const temperature = options.temperature ?? 1;
   if (typeof temperature !== 'number' || !Number.isFinite(temperature) || temperature < 0) {
-    throw new ParaError('INVALID_ARGUMENT', 'temperature must be a finite number ≥ 0', { field: `${where}temperature`, expected: 'a number ≥ 0', actual: String(temperature) });
+    throw new ParaError('INVALID_ARGUMENT', 'temperature must be a finite number ≥ 0', {
+      field: `${where}temperature`,
+      expected: 'a number ≥ 0',
+      actual: String(temperature),
+    });
   }
   const topK = options.topK ?? 0;
   if (typeof topK !== 'number' || !Number.isInteger(topK) || topK < 0) {
-    throw new ParaError('INVALID_ARGUMENT', 'topK must be an integer ≥ 0 (0 disables it)', { field: `${where}topK`, expected: 'an integer ≥ 0', actual: String(topK) });
+    throw new ParaError('INVALID_ARGUMENT', 'topK must be an integer ≥ 0 (0 disables it)', {
+      field: `${where}topK`,
+      expected: 'an integer ≥ 0',
+      actual: String(topK),
+    });
   }
   const topP = options.topP ?? 1;
   if (typeof topP !== 'number' || !(topP > 0 && topP <= 1)) {
-    throw new ParaError('INVALID_ARGUMENT', 'topP must be in (0, 1] (1 disables it)', { field: `${where}topP`, expected: 'a number in (0, 1]', actual: String(topP) });
+    throw new ParaError('INVALID_ARGUMENT', 'topP must be in (0, 1] (1 disables it)', {
+      field: `${where}topP`,
+      expected: 'a number in (0, 1]',
+      actual: String(topP),
+    });
   }
   const rng = options.rng;
-  if (needRng && temperature > 0 && (rng === undefined || rng === null || typeof (rng as Rng).next !== 'function')) {
-    throw new ParaError('INVALID_ARGUMENT', 'sampling with temperature > 0 needs a seeded rng (an Rng from @para/core)', { field: `${where}rng`, expected: 'an Rng', actual: String(rng) });
+  if (
+    needRng &&
+    temperature > 0 &&
+    (rng === undefined || rng === null || typeof (rng as Rng).next !== 'function')
+  ) {
+    throw new ParaError(
+      'INVALID_ARGUMENT',
+      'sampling with temperature > 0 needs a seeded rng (an Rng from @para/core)',
+      { field: `${where}rng`, expected: 'an Rng', actual: String(rng) },
+    );
   }
   return { temperature, topK, topP, rng };
 }
@@ -128,12 +148,14 @@ function keepTopP(weights: Float64Array, p: number): void {
   let tau = max;
   for (;;) {
     let s = 0;
-    for (let i = 0; i < weights.length; i++) if ((weights[i] as number) >= tau) s += weights[i] as number;
+    for (let i = 0; i < weights.length; i++)
+      if ((weights[i] as number) >= tau) s += weights[i] as number;
     if (s >= need || tau === 0) break;
     tau = tau > max * 1e-30 ? tau / 16 : 0;
   }
   const candidates: number[] = [];
-  for (let i = 0; i < weights.length; i++) if ((weights[i] as number) >= tau && (weights[i] as number) > 0) candidates.push(i);
+  for (let i = 0; i < weights.length; i++)
+    if ((weights[i] as number) >= tau && (weights[i] as number) > 0) candidates.push(i);
   candidates.sort((a, b) => (weights[b] as number) - (weights[a] as number) || a - b);
   let cumulative = 0;
   let keep = 0;
@@ -148,11 +170,19 @@ function keepTopP(weights: Float64Array, p: number): void {
 }
 
 /** Unnormalised kept weights after temperature, top-k and top-p (0 = excluded). */
-function keptWeights(row: ArrayLike<number>, o: CheckedOptions, field: string): { weights: Float64Array; best: number } {
+function keptWeights(
+  row: ArrayLike<number>,
+  o: CheckedOptions,
+  field: string,
+): { weights: Float64Array; best: number } {
   const V = row.length;
   const best = argmax(row);
   if (best < 0) {
-    throw new ParaError('INVALID_ARGUMENT', 'logits row has no finite value to sample from', { field, expected: 'at least one logit > -Infinity', actual: 'all -Infinity or NaN' });
+    throw new ParaError('INVALID_ARGUMENT', 'logits row has no finite value to sample from', {
+      field,
+      expected: 'at least one logit > -Infinity',
+      actual: 'all -Infinity or NaN',
+    });
   }
   const weights = new Float64Array(V);
   if (o.temperature === 0) {
@@ -196,8 +226,15 @@ function sampleRow(row: ArrayLike<number>, o: CheckedOptions, field: string): nu
  * top-k and top-p: probabilities `[V]` summing to 1, 0 for excluded tokens (one-hot at the
  * argmax when temperature is 0). Useful to score a token or to check the filters. No rng needed.
  */
-export function samplingDistribution(row: ArrayLike<number>, options: Omit<SampleOptions, 'rng'>): Float64Array {
-  const o = validate({ ...options, rng: undefined, temperature: options.temperature ?? 1 }, '', false);
+export function samplingDistribution(
+  row: ArrayLike<number>,
+  options: Omit<SampleOptions, 'rng'>,
+): Float64Array {
+  const o = validate(
+    { ...options, rng: undefined, temperature: options.temperature ?? 1 },
+    '',
+    false,
+  );
   const { weights } = keptWeights(row, o, 'logits');
   let total = 0;
   for (let i = 0; i < weights.length; i++) total += weights[i] as number;
@@ -210,14 +247,22 @@ export function samplingDistribution(row: ArrayLike<number>, options: Omit<Sampl
  * `options` may be one object for all rows or one per row (per-tenant settings); rows draw from
  * their rng in row order.
  */
-export function sampleFromLogits(rows: ArrayLike<number>[], options: SampleOptions | SampleOptions[]): number[] {
+export function sampleFromLogits(
+  rows: ArrayLike<number>[],
+  options: SampleOptions | SampleOptions[],
+): number[] {
   const perRow = Array.isArray(options);
   if (perRow && options.length !== rows.length) {
-    throw new ParaError('INVALID_ARGUMENT', 'one options object per row is needed', { field: 'options', expected: `${rows.length} entries`, actual: `${options.length}` });
+    throw new ParaError('INVALID_ARGUMENT', 'one options object per row is needed', {
+      field: 'options',
+      expected: `${rows.length} entries`,
+      actual: `${options.length}`,
+    });
   }
   const shared = perRow ? undefined : validate(options, '');
   return rows.map((row, b) => {
-    const o = shared ?? validate((options as SampleOptions[])[b] as SampleOptions, `options[${b}].`);
+    const o =
+      shared ?? validate((options as SampleOptions[])[b] as SampleOptions, `options[${b}].`);
     return sampleRow(row, o, `logits[${b}]`);
   });
 }

@@ -1,7 +1,14 @@
 import { isParaError, Rng } from '@para/core/node';
 import * as tf from '@tensorflow/tfjs-core';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { attention, attentionMask, MASK_NEGATIVE, padBatch, positionIdsFromMask, repeatKv } from '../src';
+import {
+  attention,
+  attentionMask,
+  MASK_NEGATIVE,
+  padBatch,
+  positionIdsFromMask,
+  repeatKv,
+} from '../src';
 import { expectClose, take, testBackends, useBackend, values } from './helpers/backends';
 import { dot, numericGrad, refAttention } from './helpers/reference';
 
@@ -50,7 +57,10 @@ describe('padding helpers', () => {
       [0, 1, 1, 1, 1],
     ]);
     expect(positionIdsFromMask([[0, 1, 1, 1]], 2)).toEqual([[1, 2]]);
-    expect(caught(() => positionIdsFromMask([[0, 2]]))).toMatchObject({ code: 'INVALID_ARGUMENT', field: 'keyValid[0][1]' });
+    expect(caught(() => positionIdsFromMask([[0, 2]]))).toMatchObject({
+      code: 'INVALID_ARGUMENT',
+      field: 'keyValid[0][1]',
+    });
   });
 });
 
@@ -74,7 +84,10 @@ for (const backend of testBackends()) {
       const fromArrays = attentionMask({ keyValid, queryLength: 2 });
       expect(fromArrays.shape).toEqual([2, 1, 2, 4]);
       expect(await take(fromArrays)).toEqual(expected);
-      const fromTensor = attentionMask({ keyValid: tf.tensor2d(keyValid, [2, 4], 'int32'), queryLength: 2 });
+      const fromTensor = attentionMask({
+        keyValid: tf.tensor2d(keyValid, [2, 4], 'int32'),
+        queryLength: 2,
+      });
       expect((await take(fromTensor)).map((v) => v + 0)).toEqual(expected);
       const noCausal = attentionMask({ keyValid, causal: false });
       expect((await take(noCausal)).slice(0, 4)).toEqual([N, 0, 0, 0]);
@@ -87,7 +100,12 @@ for (const backend of testBackends()) {
       const k = rng.normalArray(B * Hkv * T * hd);
       const v = rng.normalArray(B * Hkv * T * hd);
       const mask = attentionMask({ keyValid: [new Array(T).fill(1), new Array(T).fill(1)] }); // [B, 1, T, T]
-      const out = attention(tf.tensor4d(q, [B, Hq, T, hd]), tf.tensor4d(k, [B, Hkv, T, hd]), tf.tensor4d(v, [B, Hkv, T, hd]), mask);
+      const out = attention(
+        tf.tensor4d(q, [B, Hq, T, hd]),
+        tf.tensor4d(k, [B, Hkv, T, hd]),
+        tf.tensor4d(v, [B, Hkv, T, hd]),
+        mask,
+      );
       expect(out.shape).toEqual([B, Hq, T, hd]);
       const ref = refAttention(q, k, v, { B, Hq, Hkv, T, S: T, hd }, (_b, t, s) => s <= t);
       expectClose(await take(out), ref, 1e-5, 1e-5);
@@ -115,11 +133,16 @@ for (const backend of testBackends()) {
       const [Hq, Hkv, hd] = [2, 1, 4];
       const lengths = [5, 2];
       const L = 5;
-      const rows = lengths.map((n) => ({ q: rng.normalArray(Hq * n * hd), k: rng.normalArray(Hkv * n * hd), v: rng.normalArray(Hkv * n * hd) }));
+      const rows = lengths.map((n) => ({
+        q: rng.normalArray(Hq * n * hd),
+        k: rng.normalArray(Hkv * n * hd),
+        v: rng.normalArray(Hkv * n * hd),
+      }));
       // Left-pad each row's [H, n, hd] to [H, L, hd] with garbage values in the pad slots.
       const padHeads = (x: Float32Array, H: number, n: number) => {
         const out = rng.normalArray(H * L * hd, 0, 10);
-        for (let h = 0; h < H; h++) out.set(x.subarray(h * n * hd, (h + 1) * n * hd), (h * L + (L - n)) * hd);
+        for (let h = 0; h < H; h++)
+          out.set(x.subarray(h * n * hd, (h + 1) * n * hd), (h * L + (L - n)) * hd);
         return out;
       };
       const cat = (f: (r: (typeof rows)[number], n: number) => Float32Array) => {
@@ -133,9 +156,18 @@ for (const backend of testBackends()) {
         return out;
       };
       const B = rows.length;
-      const q = tf.tensor4d(cat((r, n) => padHeads(r.q, Hq, n)), [B, Hq, L, hd]);
-      const k = tf.tensor4d(cat((r, n) => padHeads(r.k, Hkv, n)), [B, Hkv, L, hd]);
-      const v = tf.tensor4d(cat((r, n) => padHeads(r.v, Hkv, n)), [B, Hkv, L, hd]);
+      const q = tf.tensor4d(
+        cat((r, n) => padHeads(r.q, Hq, n)),
+        [B, Hq, L, hd],
+      );
+      const k = tf.tensor4d(
+        cat((r, n) => padHeads(r.k, Hkv, n)),
+        [B, Hkv, L, hd],
+      );
+      const v = tf.tensor4d(
+        cat((r, n) => padHeads(r.v, Hkv, n)),
+        [B, Hkv, L, hd],
+      );
       const { mask: valid } = padBatch(
         lengths.map((n) => new Array(n).fill(1)),
         { padId: 0 },
@@ -148,11 +180,20 @@ for (const backend of testBackends()) {
         const r = rows[b] as (typeof rows)[number];
         const m1 = attentionMask({ keyValid: [new Array(n).fill(1)] });
         const alone = await take(
-          attention(tf.tensor4d(r.q, [1, Hq, n, hd]), tf.tensor4d(r.k, [1, Hkv, n, hd]), tf.tensor4d(r.v, [1, Hkv, n, hd]), m1),
+          attention(
+            tf.tensor4d(r.q, [1, Hq, n, hd]),
+            tf.tensor4d(r.k, [1, Hkv, n, hd]),
+            tf.tensor4d(r.v, [1, Hkv, n, hd]),
+            m1,
+          ),
         );
         m1.dispose();
         const got: number[] = [];
-        for (let h = 0; h < Hq; h++) for (let t = L - n; t < L; t++) got.push(...batched.slice(((b * Hq + h) * L + t) * hd, ((b * Hq + h) * L + t + 1) * hd));
+        for (let h = 0; h < Hq; h++)
+          for (let t = L - n; t < L; t++)
+            got.push(
+              ...batched.slice(((b * Hq + h) * L + t) * hd, ((b * Hq + h) * L + t + 1) * hd),
+            );
         expectClose(got, alone, 1e-5, 1e-5, `row ${b}`);
       }
       tf.dispose([q, k, v, mask]);
@@ -165,7 +206,8 @@ for (const backend of testBackends()) {
         [1, 1, 1],
         [0, 1, 1],
       ];
-      const allowed = (b: number, t: number, s: number) => s <= S - T + t && (keyValid[b] as number[])[s] === 1;
+      const allowed = (b: number, t: number, s: number) =>
+        s <= S - T + t && (keyValid[b] as number[])[s] === 1;
       const q = rng.normalArray(B * Hq * T * hd);
       const k = rng.normalArray(B * Hkv * S * hd);
       const v = rng.normalArray(B * Hkv * S * hd);
@@ -173,8 +215,14 @@ for (const backend of testBackends()) {
       const dims = { B, Hq, Hkv, T, S, hd };
       const mask = attentionMask({ keyValid, queryLength: T });
       const Rt = tf.tensor4d(R, [B, Hq, T, hd]);
-      const ts = [tf.tensor4d(q, [B, Hq, T, hd]), tf.tensor4d(k, [B, Hkv, S, hd]), tf.tensor4d(v, [B, Hkv, S, hd])];
-      const grads = tf.grads((a: tf.Tensor, b: tf.Tensor, c: tf.Tensor) => tf.sum(tf.mul(attention(a, b, c, mask), Rt)))(ts);
+      const ts = [
+        tf.tensor4d(q, [B, Hq, T, hd]),
+        tf.tensor4d(k, [B, Hkv, S, hd]),
+        tf.tensor4d(v, [B, Hkv, S, hd]),
+      ];
+      const grads = tf.grads((a: tf.Tensor, b: tf.Tensor, c: tf.Tensor) =>
+        tf.sum(tf.mul(attention(a, b, c, mask), Rt)),
+      )(ts);
       const numQ = numericGrad((xs) => dot(refAttention(xs, k, v, dims, allowed), R), q);
       const numK = numericGrad((xs) => dot(refAttention(q, xs, v, dims, allowed), R), k);
       const numV = numericGrad((xs) => dot(refAttention(q, k, xs, dims, allowed), R), v);
@@ -191,10 +239,20 @@ for (const backend of testBackends()) {
       expect(isParaError(e1, 'SHAPE_MISMATCH')).toBe(true);
       expect(e1).toMatchObject({ field: 'k' });
       const k8 = tf.zeros([1, 1, 2, 8]);
-      expect(caught(() => attention(q, k8, k8, null))).toMatchObject({ code: 'SHAPE_MISMATCH', field: 'k', actual: '[1, 1, 2, 8]' });
+      expect(caught(() => attention(q, k8, k8, null))).toMatchObject({
+        code: 'SHAPE_MISMATCH',
+        field: 'k',
+        actual: '[1, 1, 2, 8]',
+      });
       const k1 = tf.zeros([1, 1, 2, 4]);
-      expect(caught(() => attention(q, k1, k1, tf.zeros([1, 1, 2, 3])))).toMatchObject({ code: 'SHAPE_MISMATCH', field: 'mask' });
-      expect(caught(() => attention(q, k1, tf.zeros([1, 1, 3, 4]), null))).toMatchObject({ code: 'SHAPE_MISMATCH', field: 'v' });
+      expect(caught(() => attention(q, k1, k1, tf.zeros([1, 1, 2, 3])))).toMatchObject({
+        code: 'SHAPE_MISMATCH',
+        field: 'mask',
+      });
+      expect(caught(() => attention(q, k1, tf.zeros([1, 1, 3, 4]), null))).toMatchObject({
+        code: 'SHAPE_MISMATCH',
+        field: 'v',
+      });
       const out = attention(q, k1, k1, null);
       expect(out.shape).toEqual([1, 3, 2, 4]);
       expect((await values(out)).every((x) => x === 0)).toBe(true);

@@ -7,7 +7,14 @@
 import { isParaError, measureTensorLeak, Rng } from '@para/core/node';
 import * as tf from '@tensorflow/tfjs-core';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { attention, KVCache, type KVWrite, type KVWriteMode, kvWritePath, writeKVSlots } from '../src';
+import {
+  attention,
+  KVCache,
+  type KVWrite,
+  type KVWriteMode,
+  kvWritePath,
+  writeKVSlots,
+} from '../src';
 import { take, testBackends, useBackend, values } from './helpers/backends';
 
 function caught(fn: () => unknown): unknown {
@@ -20,21 +27,33 @@ function caught(fn: () => unknown): unknown {
 }
 
 /** Host reference of `writeKVSlots`. */
-function refWrite(cache: Float32Array, shape: number[], src: Float32Array, srcShape: number[], writes: KVWrite[]): Float32Array {
+function refWrite(
+  cache: Float32Array,
+  shape: number[],
+  src: Float32Array,
+  srcShape: number[],
+  writes: KVWrite[],
+): Float32Array {
   const out = cache.slice();
   const [, H, S, hd] = shape as [number, number, number, number];
   const T = srcShape[2] as number;
   for (const w of writes)
     for (let h = 0; h < H; h++)
       for (let t = 0; t < T; t++)
-        for (let d = 0; d < hd; d++) out[((w.row * H + h) * S + w.start + t) * hd + d] = src[((w.src * H + h) * T + t) * hd + d] as number;
+        for (let d = 0; d < hd; d++)
+          out[((w.row * H + h) * S + w.start + t) * hd + d] = src[
+            ((w.src * H + h) * T + t) * hd + d
+          ] as number;
   return out;
 }
 
 const [Hq, Hkv, hd] = [4, 2, 8];
 
 /** Run a few steps of a 2-layer cache with random k/v and return every attention output. */
-async function runCache(mode: KVWriteMode, seed: number): Promise<{ outs: number[][]; path: string | undefined }> {
+async function runCache(
+  mode: KVWriteMode,
+  seed: number,
+): Promise<{ outs: number[][]; path: string | undefined }> {
   const rng = new Rng(seed);
   const B = 3;
   const cache = new KVCache({ numLayers: 2, batchSize: B, capacity: 12, writeMode: mode });
@@ -46,7 +65,11 @@ async function runCache(mode: KVWriteMode, seed: number): Promise<{ outs: number
     for (let l = 0; l < 2; l++) {
       const o = tf.tidy(() => {
         const q = rng.normalTensor([B, Hq, T, hd]); // [B, Hq, T, hd]
-        const kv = cache.append(l, rng.normalTensor([B, Hkv, T, hd]), rng.normalTensor([B, Hkv, T, hd])); // [B, Hkv, S, hd]
+        const kv = cache.append(
+          l,
+          rng.normalTensor([B, Hkv, T, hd]),
+          rng.normalTensor([B, Hkv, T, hd]),
+        ); // [B, Hkv, S, hd]
         return attention(q, kv.k, kv.v, mask); // [B, Hq, T, hd]
       });
       outs.push(Array.from(await take(o)));
@@ -65,7 +88,10 @@ async function runCache(mode: KVWriteMode, seed: number): Promise<{ outs: number
   // A newcomer of 2 tokens (its own cache) joins in row 1.
   const other = new KVCache({ numLayers: 2, batchSize: 1, capacity: 4, writeMode: mode });
   other.beginStep(2);
-  for (let l = 0; l < 2; l++) tf.tidy(() => other.append(l, rng.normalTensor([1, Hkv, 2, hd]), rng.normalTensor([1, Hkv, 2, hd])));
+  for (let l = 0; l < 2; l++)
+    tf.tidy(() =>
+      other.append(l, rng.normalTensor([1, Hkv, 2, hd]), rng.normalTensor([1, Hkv, 2, hd])),
+    );
   cache.copyRowsFrom(other, [0], [1]);
   other.dispose();
   expect(cache.rowLengths()).toEqual([5, 2, 4]);
@@ -86,13 +112,26 @@ for (const backend of testBackends()) {
       const rng = new Rng(5);
       const shape = [3, Hkv, 7, hd];
       const cache = tf.tidy(() => tf.add(tf.zeros(shape), rng.normalTensor(shape))); // fresh storage, [3, Hkv, 7, hd]
-      const expectedPath = backend === 'cpu' || backend === 'wasm' || backend === 'webgpu' ? backend : 'functional';
+      const expectedPath =
+        backend === 'cpu' || backend === 'wasm' || backend === 'webgpu' ? backend : 'functional';
       expect(kvWritePath(cache)).toBe(expectedPath);
       let host = await values(cache);
       for (const [T, writes] of [
-        [1, [{ src: 0, row: 0, start: 6 }, { src: 2, row: 2, start: 0 }]],
+        [
+          1,
+          [
+            { src: 0, row: 0, start: 6 },
+            { src: 2, row: 2, start: 0 },
+          ],
+        ],
         [3, [{ src: 1, row: 1, start: 2 }]],
-        [2, [{ src: 0, row: 2, start: 5 }, { src: 1, row: 0, start: 0 }]],
+        [
+          2,
+          [
+            { src: 0, row: 2, start: 5 },
+            { src: 1, row: 0, start: 0 },
+          ],
+        ],
       ] as [number, KVWrite[]][]) {
         const src = rng.normalTensor([3, Hkv, T, hd]); // [3, Hkv, T, hd]
         const srcHost = Float32Array.from(await values(src));
@@ -120,7 +159,9 @@ for (const backend of testBackends()) {
       const inPlace = await runCache('auto', 9);
       const functional = await runCache('functional', 9);
       expect(functional.path).toBe('functional');
-      expect(inPlace.path).toBe(backend === 'cpu' || backend === 'wasm' || backend === 'webgpu' ? backend : 'functional');
+      expect(inPlace.path).toBe(
+        backend === 'cpu' || backend === 'wasm' || backend === 'webgpu' ? backend : 'functional',
+      );
       expect(inPlace.outs.length).toBe(functional.outs.length);
       inPlace.outs.forEach((o, i) => {
         expect(o, `output ${i}`).toEqual(functional.outs[i]);
@@ -175,22 +216,46 @@ describe('KV cache rows: misuse', () => {
     cache.append(0, kv(2), kv(2));
     cache.beginStep(1);
     cache.append(0, kv(1), kv(1));
-    expect(caught(() => cache.beginStep(1))).toMatchObject({ code: 'INVALID_ARGUMENT', field: 'capacity' });
+    expect(caught(() => cache.beginStep(1))).toMatchObject({
+      code: 'INVALID_ARGUMENT',
+      field: 'capacity',
+    });
     cache.releaseRow(1);
     expect(cache.freeRows()).toEqual([1]);
-    expect(caught(() => cache.releaseRow(1))).toMatchObject({ code: 'INVALID_ARGUMENT', field: 'row' });
-    expect(caught(() => cache.beginStep([[0], [1]]))).toMatchObject({ code: 'INVALID_ARGUMENT', field: 'newValid[1]' });
+    expect(caught(() => cache.releaseRow(1))).toMatchObject({
+      code: 'INVALID_ARGUMENT',
+      field: 'row',
+    });
+    expect(caught(() => cache.beginStep([[0], [1]]))).toMatchObject({
+      code: 'INVALID_ARGUMENT',
+      field: 'newValid[1]',
+    });
     const long = new KVCache({ numLayers: 1, batchSize: 1, capacity: 8 });
     long.beginStep(4);
     long.append(0, kv(4, 1), kv(4, 1));
-    expect(caught(() => cache.copyRowsFrom(long, [0], [1]))).toMatchObject({ code: 'INVALID_ARGUMENT', field: 'capacity' });
-    expect(caught(() => cache.copyRowsFrom(long, [0], [0]))).toMatchObject({ code: 'INVALID_ARGUMENT', field: 'toRows[0]' });
-    const wide = new KVCache({ numLayers: 1, batchSize: 1, capacity: 8, numKvHeads: 2, headDim: 4 });
+    expect(caught(() => cache.copyRowsFrom(long, [0], [1]))).toMatchObject({
+      code: 'INVALID_ARGUMENT',
+      field: 'capacity',
+    });
+    expect(caught(() => cache.copyRowsFrom(long, [0], [0]))).toMatchObject({
+      code: 'INVALID_ARGUMENT',
+      field: 'toRows[0]',
+    });
+    const wide = new KVCache({
+      numLayers: 1,
+      batchSize: 1,
+      capacity: 8,
+      numKvHeads: 2,
+      headDim: 4,
+    });
     wide.beginStep(1);
     wide.append(0, tf.zeros([1, 2, 1, 4]), tf.zeros([1, 2, 1, 4]));
     const e = caught(() => cache.copyRowsFrom(wide, [0], [1]));
     expect(isParaError(e, 'SHAPE_MISMATCH')).toBe(true);
-    expect(caught(() => new KVCache({ numLayers: 1, batchSize: 1, capacity: 0 }))).toMatchObject({ code: 'INVALID_ARGUMENT', field: 'capacity' });
+    expect(caught(() => new KVCache({ numLayers: 1, batchSize: 1, capacity: 0 }))).toMatchObject({
+      code: 'INVALID_ARGUMENT',
+      field: 'capacity',
+    });
     for (const c of [cache, long, wide]) c.dispose();
   });
 });

@@ -1,7 +1,15 @@
 import { isParaError, measureTensorLeak, Rng } from '@para/core/node';
 import * as tf from '@tensorflow/tfjs-core';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { applyRope, attention, attentionMask, KVCache, padBatch, ropeCosSin, ropeInvFreq } from '../src';
+import {
+  applyRope,
+  attention,
+  attentionMask,
+  KVCache,
+  padBatch,
+  ropeCosSin,
+  ropeInvFreq,
+} from '../src';
 import { expectClose, take, testBackends, useBackend } from './helpers/backends';
 import { refAttention, refRope } from './helpers/reference';
 
@@ -25,7 +33,11 @@ const [Hq, Hkv, hd] = [4, 2, 8];
 const inv = ropeInvFreq({ headDim: hd, theta: 50 });
 
 function randomTok(rng: Rng, std = 1): Tok {
-  return { q: rng.normalArray(Hq * hd, 0, std), k: rng.normalArray(Hkv * hd, 0, std), v: rng.normalArray(Hkv * hd, 0, std) };
+  return {
+    q: rng.normalArray(Hq * hd, 0, std),
+    k: rng.normalArray(Hkv * hd, 0, std),
+    v: rng.normalArray(Hkv * hd, 0, std),
+  };
 }
 
 /** [B, H, T, hd] from a [B][T] grid of per-token vectors [H·hd]. */
@@ -37,7 +49,8 @@ function gridToHeads(grid: Float32Array[][], H: number): tf.Tensor {
     const row = grid[b] as Float32Array[];
     for (let t = 0; t < T; t++) {
       const vec = row[t] as Float32Array;
-      for (let h = 0; h < H; h++) out.set(vec.subarray(h * hd, (h + 1) * hd), ((b * H + h) * T + t) * hd);
+      for (let h = 0; h < H; h++)
+        out.set(vec.subarray(h * hd, (h + 1) * hd), ((b * H + h) * T + t) * hd);
     }
   }
   return tf.tensor4d(out, [B, H, T, hd]);
@@ -49,18 +62,30 @@ function referenceRow(tokens: Tok[]): Float32Array[] {
   const heads = (pick: (t: Tok) => Float32Array, H: number) => {
     const out = new Float64Array(H * N * hd);
     tokens.forEach((tok, t) => {
-      for (let h = 0; h < H; h++) for (let j = 0; j < hd; j++) out[(h * N + t) * hd + j] = pick(tok)[h * hd + j] as number;
+      for (let h = 0; h < H; h++)
+        for (let j = 0; j < hd; j++) out[(h * N + t) * hd + j] = pick(tok)[h * hd + j] as number;
     });
     return out;
   };
   const pos = [Array.from({ length: N }, (_, i) => i)];
-  const q = refRope(heads((t) => t.q, Hq), [1, Hq, N, hd], pos, Array.from(inv));
-  const k = refRope(heads((t) => t.k, Hkv), [1, Hkv, N, hd], pos, Array.from(inv));
+  const q = refRope(
+    heads((t) => t.q, Hq),
+    [1, Hq, N, hd],
+    pos,
+    Array.from(inv),
+  );
+  const k = refRope(
+    heads((t) => t.k, Hkv),
+    [1, Hkv, N, hd],
+    pos,
+    Array.from(inv),
+  );
   const v = heads((t) => t.v, Hkv);
   const o = refAttention(q, k, v, { B: 1, Hq, Hkv, T: N, S: N, hd }, (_b, t, s) => s <= t);
   return tokens.map((_, t) => {
     const vec = new Float32Array(Hq * hd);
-    for (let h = 0; h < Hq; h++) for (let j = 0; j < hd; j++) vec[h * hd + j] = o[(h * N + t) * hd + j] as number;
+    for (let h = 0; h < Hq; h++)
+      for (let j = 0; j < hd; j++) vec[h * hd + j] = o[(h * N + t) * hd + j] as number;
     return vec;
   });
 }
@@ -85,14 +110,21 @@ for (const backend of testBackends()) {
       const B = promptLengths.length;
       const L = Math.max(...promptLengths);
       // Real tokens of each row in each layer, in order: prompt then decoded ones.
-      const real: Tok[][][] = Array.from({ length: numLayers }, () => Array.from({ length: B }, () => []));
+      const real: Tok[][][] = Array.from({ length: numLayers }, () =>
+        Array.from({ length: B }, () => []),
+      );
       // Every slot's token (garbage for padding slots), per layer: [layer][b][slot].
-      const slots: Tok[][][] = Array.from({ length: numLayers }, () => Array.from({ length: B }, () => []));
+      const slots: Tok[][][] = Array.from({ length: numLayers }, () =>
+        Array.from({ length: B }, () => []),
+      );
       const { mask: promptMask } = padBatch(
         promptLengths.map((n) => new Array(n).fill(1)),
         { padId: 0 },
       );
-      const stepsValid: number[][][] = [promptMask, ...decodeValid.map((row) => row.map((v) => [v]))];
+      const stepsValid: number[][][] = [
+        promptMask,
+        ...decodeValid.map((row) => row.map((v) => [v])),
+      ];
       for (const stepValid of stepsValid)
         for (let l = 0; l < numLayers; l++)
           for (let b = 0; b < B; b++)
@@ -115,11 +147,30 @@ for (const backend of testBackends()) {
         for (let l = 0; l < numLayers; l++) {
           const layerSlots = slots[l] as Tok[][];
           const pick = (f: (t: Tok) => Float32Array) =>
-            Array.from({ length: B }, (_, b) => (layerSlots[b] as Tok[]).slice(step.pastLength, step.totalLength).map(f));
+            Array.from({ length: B }, (_, b) =>
+              (layerSlots[b] as Tok[]).slice(step.pastLength, step.totalLength).map(f),
+            );
           const out = tf.tidy(() => {
-            const q = applyRope(gridToHeads(pick((t) => t.q), Hq), cos, sin); // [B, Hq, T, hd]
-            const k = applyRope(gridToHeads(pick((t) => t.k), Hkv), cos, sin); // [B, Hkv, T, hd]
-            const v = gridToHeads(pick((t) => t.v), Hkv); // [B, Hkv, T, hd]
+            const q = applyRope(
+              gridToHeads(
+                pick((t) => t.q),
+                Hq,
+              ),
+              cos,
+              sin,
+            ); // [B, Hq, T, hd]
+            const k = applyRope(
+              gridToHeads(
+                pick((t) => t.k),
+                Hkv,
+              ),
+              cos,
+              sin,
+            ); // [B, Hkv, T, hd]
+            const v = gridToHeads(
+              pick((t) => t.v),
+              Hkv,
+            ); // [B, Hkv, T, hd]
             const kv = cache.append(l, k, v); // [B, Hkv, S, hd]
             expect(kv.k.shape).toEqual([B, Hkv, step.keyLength, hd]);
             return attention(q, kv.k, kv.v, mask); // [B, Hq, T, hd]
@@ -132,7 +183,10 @@ for (const backend of testBackends()) {
               const idx = layerSeen[b] as number;
               layerSeen[b] = idx + 1;
               const vec: number[] = [];
-              for (let h = 0; h < Hq; h++) vec.push(...got.slice(((b * Hq + h) * T + t) * hd, ((b * Hq + h) * T + t + 1) * hd));
+              for (let h = 0; h < Hq; h++)
+                vec.push(
+                  ...got.slice(((b * Hq + h) * T + t) * hd, ((b * Hq + h) * T + t + 1) * hd),
+                );
               const want = (expected[l] as Float32Array[][])[b]?.[idx] as Float32Array;
               expectClose(vec, want, 1e-5, 1e-5, `layer ${l} row ${b} token ${idx}`);
               compared++;
@@ -187,15 +241,34 @@ describe('KVCache misuse', () => {
     await useBackend('cpu');
     const cache = new KVCache({ numLayers: 2, batchSize: 1, capacity: 8, maxPositions: 4 });
     const kv = tf.zeros([1, 1, 2, 4]);
-    expect(caught(() => cache.append(0, kv, kv))).toMatchObject({ code: 'INVALID_ARGUMENT', field: 'layer' });
-    expect(caught(() => cache.beginStep([[1, 1], [1, 1]]))).toMatchObject({ code: 'SHAPE_MISMATCH', field: 'newValid' });
+    expect(caught(() => cache.append(0, kv, kv))).toMatchObject({
+      code: 'INVALID_ARGUMENT',
+      field: 'layer',
+    });
+    expect(
+      caught(() =>
+        cache.beginStep([
+          [1, 1],
+          [1, 1],
+        ]),
+      ),
+    ).toMatchObject({ code: 'SHAPE_MISMATCH', field: 'newValid' });
     cache.beginStep(2);
     cache.append(0, kv, kv);
-    expect(caught(() => cache.append(0, kv, kv))).toMatchObject({ code: 'INVALID_ARGUMENT', field: 'layer' });
+    expect(caught(() => cache.append(0, kv, kv))).toMatchObject({
+      code: 'INVALID_ARGUMENT',
+      field: 'layer',
+    });
     expect(caught(() => cache.beginStep(1))).toMatchObject({ code: 'INVALID_ARGUMENT' }); // layer 1 not appended
-    expect(caught(() => cache.append(1, tf.zeros([1, 1, 1, 4]), kv))).toMatchObject({ code: 'SHAPE_MISMATCH', field: 'kNew' });
+    expect(caught(() => cache.append(1, tf.zeros([1, 1, 1, 4]), kv))).toMatchObject({
+      code: 'SHAPE_MISMATCH',
+      field: 'kNew',
+    });
     cache.append(1, kv, kv);
-    expect(caught(() => cache.append(2, kv, kv))).toMatchObject({ code: 'INVALID_ARGUMENT', field: 'layer' });
+    expect(caught(() => cache.append(2, kv, kv))).toMatchObject({
+      code: 'INVALID_ARGUMENT',
+      field: 'layer',
+    });
     cache.beginStep(2); // positions 2, 3
     cache.append(0, kv, kv);
     cache.append(1, kv, kv);
@@ -205,7 +278,10 @@ describe('KVCache misuse', () => {
     const before = tf.memory().numTensors;
     cache.dispose();
     expect(tf.memory().numTensors).toBe(before - 4);
-    expect(caught(() => cache.beginStep(1))).toMatchObject({ code: 'INVALID_ARGUMENT', field: 'cache' });
+    expect(caught(() => cache.beginStep(1))).toMatchObject({
+      code: 'INVALID_ARGUMENT',
+      field: 'cache',
+    });
     kv.dispose();
   });
 });

@@ -32,7 +32,9 @@ for (const backend of testBackends()) {
       const xt = tf.tensor2d(x, [N, d]);
       const wt = tf.tensor1d(w);
       const Rt = tf.tensor2d(R, [N, d]);
-      const [gx, gw] = tf.grads((a: tf.Tensor, b: tf.Tensor) => tf.sum(tf.mul(rmsNorm(a, b, eps), Rt)))([xt, wt]);
+      const [gx, gw] = tf.grads((a: tf.Tensor, b: tf.Tensor) =>
+        tf.sum(tf.mul(rmsNorm(a, b, eps), Rt)),
+      )([xt, wt]);
       const numX = numericGrad((xs) => dot(refRmsNorm(xs, w, d, eps), R), x);
       const numW = numericGrad((ws) => dot(refRmsNorm(x, ws, d, eps), R), w);
       expectClose(await take(gx as tf.Tensor), numX, 1e-4, 1e-4, 'dx');

@@ -18,12 +18,19 @@ describe('ropeInvFreq', () => {
   it('default: 1 / theta^(2i/hd)', () => {
     expectClose(ropeInvFreq({ headDim: 64, theta: 10000 }), refInvFreq(64, 10000), 0, 1e-6);
     expectClose(ropeInvFreq({ headDim: 8 }), refInvFreq(8, 10000), 0, 1e-6);
-    expect(ropeInvFreq({ headDim: 8, scaling: { rope_type: 'default' } })).toEqual(ropeInvFreq({ headDim: 8 }));
+    expect(ropeInvFreq({ headDim: 8, scaling: { rope_type: 'default' } })).toEqual(
+      ropeInvFreq({ headDim: 8 }),
+    );
   });
 
   it('linear scaling divides by the factor (legacy "type" key too)', () => {
     const ref = Array.from(refInvFreq(16, 10000), (f) => f / 4);
-    expectClose(ropeInvFreq({ headDim: 16, scaling: { rope_type: 'linear', factor: 4 } }), ref, 0, 1e-6);
+    expectClose(
+      ropeInvFreq({ headDim: 16, scaling: { rope_type: 'linear', factor: 4 } }),
+      ref,
+      0,
+      1e-6,
+    );
     expectClose(ropeInvFreq({ headDim: 16, scaling: { type: 'linear', factor: 4 } }), ref, 0, 1e-6);
   });
 
@@ -36,7 +43,13 @@ describe('ropeInvFreq', () => {
     const llama31 = ropeInvFreq({
       headDim: 128,
       theta: 500000,
-      scaling: { rope_type: 'llama3', factor: 8, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 8192 },
+      scaling: {
+        rope_type: 'llama3',
+        factor: 8,
+        low_freq_factor: 1,
+        high_freq_factor: 4,
+        original_max_position_embeddings: 8192,
+      },
     });
     const expected31: Record<number, number> = {
       0: 1.0, // high frequency: unchanged
@@ -55,13 +68,21 @@ describe('ropeInvFreq', () => {
     };
     expect(llama31.length).toBe(64);
     for (const [i, v] of Object.entries(expected31)) {
-      expect(Math.abs((llama31[Number(i)] as number) - v), `inv_freq[${i}]`).toBeLessThanOrEqual(2e-7 * v);
+      expect(Math.abs((llama31[Number(i)] as number) - v), `inv_freq[${i}]`).toBeLessThanOrEqual(
+        2e-7 * v,
+      );
     }
     // Llama 3.2 1B: head_dim 64, rope_theta 500000, factor 32, low 1, high 4, orig 8192.
     const llama32 = ropeInvFreq({
       headDim: 64,
       theta: 500000,
-      scaling: { rope_type: 'llama3', factor: 32, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 8192 },
+      scaling: {
+        rope_type: 'llama3',
+        factor: 32,
+        low_freq_factor: 1,
+        high_freq_factor: 4,
+        original_max_position_embeddings: 8192,
+      },
     });
     const expected32: Record<number, number> = {
       14: 0.0032114461064338684,
@@ -72,15 +93,24 @@ describe('ropeInvFreq', () => {
       31: 9.41830720080361e-8,
     };
     for (const [i, v] of Object.entries(expected32)) {
-      expect(Math.abs((llama32[Number(i)] as number) - v), `inv_freq[${i}]`).toBeLessThanOrEqual(2e-7 * v);
+      expect(Math.abs((llama32[Number(i)] as number) - v), `inv_freq[${i}]`).toBeLessThanOrEqual(
+        2e-7 * v,
+      );
     }
   });
 
   it('rejects unknown scaling types and bad fields with typed errors', () => {
-    const e1 = caught(() => ropeInvFreq({ headDim: 8, scaling: { rope_type: 'dynamic', factor: 2 } }));
+    const e1 = caught(() =>
+      ropeInvFreq({ headDim: 8, scaling: { rope_type: 'dynamic', factor: 2 } }),
+    );
     expect(isParaError(e1, 'UNSUPPORTED')).toBe(true);
     expect(e1).toMatchObject({ field: 'rope_scaling.rope_type' });
-    const e2 = caught(() => ropeInvFreq({ headDim: 8, scaling: { rope_type: 'llama3', factor: 8, low_freq_factor: 1, high_freq_factor: 4 } }));
+    const e2 = caught(() =>
+      ropeInvFreq({
+        headDim: 8,
+        scaling: { rope_type: 'llama3', factor: 8, low_freq_factor: 1, high_freq_factor: 4 },
+      }),
+    );
     expect(isParaError(e2, 'INVALID_CONFIG')).toBe(true);
     expect(e2).toMatchObject({ field: 'rope_scaling.original_max_position_embeddings' });
     const e3 = caught(() => ropeInvFreq({ headDim: 7 }));
@@ -183,7 +213,10 @@ for (const backend of testBackends()) {
       const Rt = tf.tensor4d(R, [B, H, T, hd]);
       const xt = tf.tensor4d(x, [B, H, T, hd]);
       const g = tf.grad((a: tf.Tensor) => tf.sum(tf.mul(applyRope(a, cos, sin), Rt)))(xt);
-      const num = numericGrad((xs) => dot(refRope(xs, [B, H, T, hd], positions, Array.from(inv)), R), x);
+      const num = numericGrad(
+        (xs) => dot(refRope(xs, [B, H, T, hd], positions, Array.from(inv)), R),
+        x,
+      );
       expectClose(await take(g), num, 1e-4, 1e-4);
       tf.dispose([cos, sin, Rt, xt]);
     });
@@ -209,11 +242,27 @@ for (const backend of testBackends()) {
       const plain = await take(applyRope(xt, host.cos, host.sin));
       const swapped = await take(applyRope(xt, host.cos, host.sin, host.sinSigned));
       expect(swapped).toEqual(plain);
-      const g = tf.grad((a: tf.Tensor) => tf.sum(tf.mul(applyRope(a, host.cos, host.sin, host.sinSigned), Rt)))(xt);
-      const num = numericGrad((xs) => dot(refRope(xs, [B, H, T, hd], positions, Array.from(inv)), R), x);
+      const g = tf.grad((a: tf.Tensor) =>
+        tf.sum(tf.mul(applyRope(a, host.cos, host.sin, host.sinSigned), Rt)),
+      )(xt);
+      const num = numericGrad(
+        (xs) => dot(refRope(xs, [B, H, T, hd], positions, Array.from(inv)), R),
+        x,
+      );
       expectClose(await take(g), num, 1e-4, 1e-4);
-      expect(await take(swapHalves(tf.tensor2d([1, 2, 3, 4, 5, 6, 7, 8], [2, 4])))).toEqual([3, 4, 1, 2, 7, 8, 5, 6]);
-      tf.dispose([host.cos, host.sin, host.sinSigned as tf.Tensor, device.cos, device.sin, device.sinSigned as tf.Tensor, xt, Rt]);
+      expect(await take(swapHalves(tf.tensor2d([1, 2, 3, 4, 5, 6, 7, 8], [2, 4])))).toEqual([
+        3, 4, 1, 2, 7, 8, 5, 6,
+      ]);
+      tf.dispose([
+        host.cos,
+        host.sin,
+        host.sinSigned as tf.Tensor,
+        device.cos,
+        device.sin,
+        device.sinSigned as tf.Tensor,
+        xt,
+        Rt,
+      ]);
     });
 
     it('validates shapes', () => {
@@ -221,8 +270,15 @@ for (const backend of testBackends()) {
       const { cos, sin } = ropeCosSin([[0, 1]], inv); // T = 2, x has T = 3
       const err = caught(() => applyRope(x, cos, sin));
       expect(isParaError(err, 'SHAPE_MISMATCH')).toBe(true);
-      expect(err).toMatchObject({ field: 'cos', expected: `[?, 1, 3, ${hd}]`, actual: `[1, 1, 2, ${hd}]` });
-      expect(caught(() => applyRope(tf.zeros([2, 3, hd]), cos, sin))).toMatchObject({ code: 'SHAPE_MISMATCH', field: 'x' });
+      expect(err).toMatchObject({
+        field: 'cos',
+        expected: `[?, 1, 3, ${hd}]`,
+        actual: `[1, 1, 2, ${hd}]`,
+      });
+      expect(caught(() => applyRope(tf.zeros([2, 3, hd]), cos, sin))).toMatchObject({
+        code: 'SHAPE_MISMATCH',
+        field: 'x',
+      });
       tf.dispose([x, cos, sin]);
     });
   });

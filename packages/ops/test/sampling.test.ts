@@ -29,7 +29,10 @@ function draw(row: number[], n: number, options: Parameters<typeof sampleFromLog
 /** Pearson's chi-square statistic of observed counts against probabilities p. */
 function chiSquare(counts: number[], p: number[]): number {
   const n = counts.reduce((a, b) => a + b, 0);
-  return counts.reduce((acc, c, i) => acc + (c - n * (p[i] as number)) ** 2 / (n * (p[i] as number)), 0);
+  return counts.reduce(
+    (acc, c, i) => acc + (c - n * (p[i] as number)) ** 2 / (n * (p[i] as number)),
+    0,
+  );
 }
 
 describe('sampleFromLogits', () => {
@@ -45,11 +48,14 @@ describe('sampleFromLogits', () => {
   });
 
   it('gives the same samples for the same seed (and differs across seeds)', () => {
-    const rows = Array.from({ length: 3 }, (_, b) => Array.from({ length: 40 }, (_, j) => Math.sin(j * (b + 1))));
+    const rows = Array.from({ length: 3 }, (_, b) =>
+      Array.from({ length: 40 }, (_, j) => Math.sin(j * (b + 1))),
+    );
     const run = (seed: number) => {
       const rng = new Rng(seed);
       const out: number[] = [];
-      for (let i = 0; i < 20; i++) out.push(...sampleFromLogits(rows, { temperature: 0.8, topK: 20, topP: 0.9, rng }));
+      for (let i = 0; i < 20; i++)
+        out.push(...sampleFromLogits(rows, { temperature: 0.8, topK: 20, topP: 0.9, rng }));
       return out;
     };
     const a = run(7);
@@ -82,7 +88,12 @@ describe('sampling distribution (host)', () => {
     });
     const p = refSoftmax(top3.map((i) => row[i] as number));
     // 2 degrees of freedom: P(χ² > 13.8) = 0.001.
-    expect(chiSquare(top3.map((i) => counts[i] as number), p)).toBeLessThan(13.8);
+    expect(
+      chiSquare(
+        top3.map((i) => counts[i] as number),
+        p,
+      ),
+    ).toBeLessThan(13.8);
   });
 
   it('top-p keeps the smallest set reaching p, always at least one token', () => {
@@ -97,7 +108,12 @@ describe('sampling distribution (host)', () => {
     counts.forEach((c, i) => {
       if (!kept.includes(i)) expect(c, `token ${i}`).toBe(0);
     });
-    expect(chiSquare(kept.map((i) => counts[i] as number), refSoftmax(kept.map((i) => row[i] as number)))).toBeLessThan(13.8);
+    expect(
+      chiSquare(
+        kept.map((i) => counts[i] as number),
+        refSoftmax(kept.map((i) => row[i] as number)),
+      ),
+    ).toBeLessThan(13.8);
     // Exactly c2 keeps two tokens (the set reaching p), not three.
     const two = draw(row, 2000, { temperature: 1, topP: c2 * (1 - 1e-9), rng: new Rng(65) });
     expect(two.filter((c) => c > 0).length).toBe(2);
@@ -114,7 +130,9 @@ describe('sampling distribution (host)', () => {
     /** HF order: softmax(x / T); stable sort by p desc (index asc on ties); top-k; renormalise; top-p. */
     function reference(x: number[], T: number, k: number, p: number): number[] {
       const probs = refSoftmax(x.map((v) => v / T));
-      let order = probs.map((_, i) => i).sort((a, b) => (probs[b] as number) - (probs[a] as number) || a - b);
+      let order = probs
+        .map((_, i) => i)
+        .sort((a, b) => (probs[b] as number) - (probs[a] as number) || a - b);
       if (k > 0) order = order.slice(0, k);
       const z = order.reduce((a, i) => a + (probs[i] as number), 0);
       let keep = 0;
@@ -142,10 +160,16 @@ describe('sampling distribution (host)', () => {
       const got = samplingDistribution(x, { temperature: T, topK: k, topP: p });
       const want = reference(x, T, k, p);
       const label = `trial ${trial} (V ${V}, T ${T}, k ${k}, p ${p.toFixed(3)})`;
-      expect(Array.from(got, (g) => g > 0), label).toEqual(want.map((w) => w > 0));
-      for (let i = 0; i < V; i++) expect(Math.abs((got[i] as number) - (want[i] as number)), label).toBeLessThan(1e-12);
+      expect(
+        Array.from(got, (g) => g > 0),
+        label,
+      ).toEqual(want.map((w) => w > 0));
+      for (let i = 0; i < V; i++)
+        expect(Math.abs((got[i] as number) - (want[i] as number)), label).toBeLessThan(1e-12);
     }
-    expect(Array.from(samplingDistribution([0, 3, 3, 1], { temperature: 0 }))).toEqual([0, 1, 0, 0]);
+    expect(Array.from(samplingDistribution([0, 3, 3, 1], { temperature: 0 }))).toEqual([
+      0, 1, 0, 0,
+    ]);
   });
 
   it('never draws banned (-Infinity) tokens', () => {
@@ -158,7 +182,10 @@ describe('sampling distribution (host)', () => {
 
   it('accepts per-row options', () => {
     const rng = new Rng(68);
-    const out = sampleFromLogits([row, row], [{ temperature: 0 }, { temperature: 1, topK: 1, rng }]);
+    const out = sampleFromLogits(
+      [row, row],
+      [{ temperature: 0 }, { temperature: 1, topK: 1, rng }],
+    );
     expect(out).toEqual([3, 3]);
   });
 
@@ -177,8 +204,11 @@ describe('sampling distribution (host)', () => {
       expect(isParaError(err, 'INVALID_ARGUMENT'), JSON.stringify(options)).toBe(true);
       expect(err).toMatchObject({ field });
     }
-    expect(caught(() => sampleFromLogits([row], [{ temperature: 0 }, { temperature: 0 }]))).toMatchObject({ field: 'options' });
-    expect(caught(() => sampleFromLogits([[Number.NEGATIVE_INFINITY]], { temperature: 0 }))).toMatchObject({ code: 'INVALID_ARGUMENT' });
+    expect(
+      caught(() => sampleFromLogits([row], [{ temperature: 0 }, { temperature: 0 }])),
+    ).toMatchObject({ field: 'options' });
+    expect(
+      caught(() => sampleFromLogits([[Number.NEGATIVE_INFINITY]], { temperature: 0 })),
+    ).toMatchObject({ code: 'INVALID_ARGUMENT' });
   });
-
 });

@@ -6,7 +6,14 @@ import { expectClose, take, testBackends, useBackend } from './helpers/backends'
 import { dot, numericGrad, refSwiglu } from './helpers/reference';
 
 /** y[n, o] = Σ_i x[n, i] · W[o, i] + b[o]. */
-function refLinear(x: ArrayLike<number>, w: ArrayLike<number>, b: ArrayLike<number> | null, N: number, I: number, O: number): Float64Array {
+function refLinear(
+  x: ArrayLike<number>,
+  w: ArrayLike<number>,
+  b: ArrayLike<number> | null,
+  N: number,
+  I: number,
+  O: number,
+): Float64Array {
   const y = new Float64Array(N * O);
   for (let n = 0; n < N; n++)
     for (let o = 0; o < O; o++) {
@@ -39,9 +46,24 @@ for (const backend of testBackends()) {
       const u = rng.normalArray(12);
       const R = rng.normalArray(12);
       const Rt = tf.tensor2d(R, [3, 4]);
-      const [dg, du] = tf.grads((a: tf.Tensor, b: tf.Tensor) => tf.sum(tf.mul(swiglu(a, b), Rt)))([tf.tensor2d(g, [3, 4]), tf.tensor2d(u, [3, 4])]);
-      expectClose(await take(dg as tf.Tensor), numericGrad((xs) => dot(refSwiglu(xs, u), R), g), 1e-4, 1e-4, 'dgate');
-      expectClose(await take(du as tf.Tensor), numericGrad((xs) => dot(refSwiglu(g, xs), R), u), 1e-4, 1e-4, 'dup');
+      const [dg, du] = tf.grads((a: tf.Tensor, b: tf.Tensor) => tf.sum(tf.mul(swiglu(a, b), Rt)))([
+        tf.tensor2d(g, [3, 4]),
+        tf.tensor2d(u, [3, 4]),
+      ]);
+      expectClose(
+        await take(dg as tf.Tensor),
+        numericGrad((xs) => dot(refSwiglu(xs, u), R), g),
+        1e-4,
+        1e-4,
+        'dgate',
+      );
+      expectClose(
+        await take(du as tf.Tensor),
+        numericGrad((xs) => dot(refSwiglu(g, xs), R), u),
+        1e-4,
+        1e-4,
+        'dup',
+      );
       Rt.dispose();
     });
 
@@ -56,9 +78,24 @@ for (const backend of testBackends()) {
       expectClose(await take(y), refLinear(x, w, b, B * T, I, O), 1e-5, 1e-5);
       const R = rng.normalArray(B * T * O);
       const Rt = tf.tensor3d(R, [B, T, O]);
-      const [dx, dw] = tf.grads((a: tf.Tensor, c: tf.Tensor) => tf.sum(tf.mul(linear(a, c), Rt)))([tf.tensor3d(x, [B, T, I]), tf.tensor2d(w, [O, I])]);
-      expectClose(await take(dx as tf.Tensor), numericGrad((xs) => dot(refLinear(xs, w, null, B * T, I, O), R), x), 1e-4, 1e-4, 'dx');
-      expectClose(await take(dw as tf.Tensor), numericGrad((ws) => dot(refLinear(x, ws, null, B * T, I, O), R), w), 1e-4, 1e-4, 'dw');
+      const [dx, dw] = tf.grads((a: tf.Tensor, c: tf.Tensor) => tf.sum(tf.mul(linear(a, c), Rt)))([
+        tf.tensor3d(x, [B, T, I]),
+        tf.tensor2d(w, [O, I]),
+      ]);
+      expectClose(
+        await take(dx as tf.Tensor),
+        numericGrad((xs) => dot(refLinear(xs, w, null, B * T, I, O), R), x),
+        1e-4,
+        1e-4,
+        'dx',
+      );
+      expectClose(
+        await take(dw as tf.Tensor),
+        numericGrad((ws) => dot(refLinear(x, ws, null, B * T, I, O), R), w),
+        1e-4,
+        1e-4,
+        'dw',
+      );
       Rt.dispose();
     });
   });

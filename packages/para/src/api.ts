@@ -2,15 +2,13 @@
  * What both entry points export: the high-level API of @para/model and @para/train, the
  * adapter methods, and the few types a program names.
  */
-export { ParaError, isParaError, type ParaErrorCode } from '@para/core';
-export { CausalLM, type GenerateOptions, type GenerateResult, type TextGenerateOptions, type TextInput, type TokenEvent } from '@para/model';
-export type { ChatMessage, ParaTokenizer } from '@para/tokenizer';
+
 export {
   type AdapterMethod,
-  adapterMethod,
-  adapterMethods,
   type AnyAdapter,
   type AnyConfigInit,
+  adapterMethod,
+  adapterMethods,
   IA3_DEFAULTS,
   type Ia3ConfigInit,
   LORA_DEFAULTS,
@@ -20,16 +18,26 @@ export {
   type ParaConfigInit,
   registerAdapterMethod,
 } from '@para/adapters';
+export { isParaError, ParaError, type ParaErrorCode } from '@para/core';
 export {
-  checkRecords,
+  CausalLM,
+  type GenerateOptions,
+  type GenerateResult,
+  type TextGenerateOptions,
+  type TextInput,
+  type TokenEvent,
+} from '@para/model';
+export type { ChatMessage, ParaTokenizer } from '@para/tokenizer';
+export {
   type ChatTurn,
+  checkRecords,
   type EvalResult,
-  getPeftModel,
   type GetPeftModelOptions,
-  parseJsonl,
+  getPeftModel,
   PeftModel,
   type PeftTrainOptions,
   type PeftTrainResult,
+  parseJsonl,
   type TrainEvent,
   type TrainingRecord,
 } from '@para/train';

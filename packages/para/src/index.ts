@@ -25,12 +25,16 @@ let started: Promise<BackendReport> | null = null;
 
 /** Starts the backend once (later calls return the same report). */
 export function ready(options: ReadyOptions = {}): Promise<BackendReport> {
-  if (started === null) started = initBackend(options.backend === undefined ? {} : { backend: options.backend });
+  if (started === null)
+    started = initBackend(options.backend === undefined ? {} : { backend: options.backend });
   return started;
 }
 
 /** `ready()`, then the backbone and its tokenizer from a URL (HTTP range requests). */
-export async function loadPretrained(source: PretrainedSource, options: ReadyOptions = {}): Promise<Pretrained> {
+export async function loadPretrained(
+  source: PretrainedSource,
+  options: ReadyOptions = {},
+): Promise<Pretrained> {
   await ready(options);
   return loadFrom(source);
 }

@@ -5,7 +5,11 @@
  * OpenBLAS matmuls through @para/blas where libopenblas0 is installed) → cpu.
  */
 import { type BackendReport, initBackend, installOptionalBlas } from '@para/core/node';
-import { loadPretrained as loadFrom, type Pretrained, type PretrainedSource } from '@para/model/node';
+import {
+  loadPretrained as loadFrom,
+  type Pretrained,
+  type PretrainedSource,
+} from '@para/model/node';
 // Registers directory support for PeftModel.save / fromPretrained.
 import '@para/train/node';
 
@@ -29,7 +33,9 @@ let started: Promise<NodeBackendReport> | null = null;
 export function ready(options: ReadyOptions = {}): Promise<NodeBackendReport> {
   if (started !== null) return started;
   started = (async () => {
-    const report = await initBackend(options.backend === undefined ? {} : { backend: options.backend });
+    const report = await initBackend(
+      options.backend === undefined ? {} : { backend: options.backend },
+    );
     const matmul = report.active === 'wasm' ? await installOptionalBlas() : null;
     return { ...report, matmul };
   })();
@@ -37,7 +43,10 @@ export function ready(options: ReadyOptions = {}): Promise<NodeBackendReport> {
 }
 
 /** `ready()`, then the backbone and its tokenizer from a directory (or a URL). */
-export async function loadPretrained(source: PretrainedSource, options: ReadyOptions = {}): Promise<Pretrained> {
+export async function loadPretrained(
+  source: PretrainedSource,
+  options: ReadyOptions = {},
+): Promise<Pretrained> {
   await ready(options);
   return loadFrom(source);
 }

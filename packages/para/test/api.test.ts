@@ -7,9 +7,9 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import * as tf from '@tensorflow/tfjs-core';
-import { CausalLM as Model, createConfig, saveModel } from '@para/model/node';
+import { createConfig, CausalLM as Model, saveModel } from '@para/model/node';
 import { saveTokenizer, trainBpe } from '@para/tokenizer/node';
+import * as tf from '@tensorflow/tfjs-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as browserEntry from '../src/index';
 import { getPeftModel, isParaError, loadPretrained, PeftModel, ready } from '../src/node';
@@ -19,10 +19,22 @@ let dir: string;
 beforeAll(async () => {
   await ready({ backend: 'cpu' });
   dir = mkdtempSync(join(tmpdir(), 'para-umbrella-'));
-  const trained = trainBpe(['Opposite of hot: cold', 'Opposite of big: small', 'Part of speech of gaily: adverb'], { vocabSize: 300, specialTokens: ['<unk>', '<s>', '</s>', '<pad>'] });
+  const trained = trainBpe(
+    ['Opposite of hot: cold', 'Opposite of big: small', 'Part of speech of gaily: adverb'],
+    { vocabSize: 300, specialTokens: ['<unk>', '<s>', '</s>', '<pad>'] },
+  );
   await saveTokenizer(dir, trained);
   const vocab = Math.max(...Object.values(trained.tokenizerJson.model.vocab)) + 1;
-  const config = createConfig({ vocabSize: vocab, hiddenSize: 16, intermediateSize: 32, numLayers: 2, numHeads: 2, numKvHeads: 1, maxPositionEmbeddings: 64, eosTokenIds: [2] });
+  const config = createConfig({
+    vocabSize: vocab,
+    hiddenSize: 16,
+    intermediateSize: 32,
+    numLayers: 2,
+    numHeads: 2,
+    numKvHeads: 1,
+    maxPositionEmbeddings: 64,
+    eosTokenIds: [2],
+  });
   const m = Model.random(config, 1);
   await saveModel(m, dir);
   m.dispose();

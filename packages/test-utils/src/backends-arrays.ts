@@ -21,6 +21,12 @@ export async function take(t: tf.Tensor): Promise<number[]> {
 }
 
 /** Assert |actual - expected| ≤ atol + rtol·|expected| elementwise, reporting the worst index. */
-export function expectClose(actual: ArrayLike<number>, expected: ArrayLike<number>, atol = 1e-5, rtol = 1e-5, label = ''): void {
+export function expectClose(
+  actual: ArrayLike<number>,
+  expected: ArrayLike<number>,
+  atol = 1e-5,
+  rtol = 1e-5,
+  label = '',
+): void {
   expectCloseShared(actual, expected, atol, rtol, label);
 }

@@ -1,6 +1,7 @@
 /** Backend helpers for the numeric tests of @para/model and @para/adapters (shared here, not copied). */
-import * as tf from '@tensorflow/tfjs-core';
+
 import { type BackendName, initBackend, parseBackendName } from '@para/core/node';
+import * as tf from '@tensorflow/tfjs-core';
 import { expect } from 'vitest';
 
 /**

@@ -8,7 +8,10 @@
 import { builtinModules } from 'node:module';
 import * as esbuild from 'esbuild';
 
-export const NODE_BUILTINS: ReadonlySet<string> = new Set([...builtinModules, ...builtinModules.map((m) => `node:${m}`)]);
+export const NODE_BUILTINS: ReadonlySet<string> = new Set([
+  ...builtinModules,
+  ...builtinModules.map((m) => `node:${m}`),
+]);
 
 export interface BrowserBundleResult {
   /** Built-ins our code reached, as `name (from importer)`. */
@@ -22,7 +25,10 @@ export interface BrowserBundleResult {
 }
 
 /** Bundle `source` (TypeScript, resolved from `resolveDir`) for the browser. */
-export async function bundleForBrowser(source: string, resolveDir: string): Promise<BrowserBundleResult> {
+export async function bundleForBrowser(
+  source: string,
+  resolveDir: string,
+): Promise<BrowserBundleResult> {
   const reached: string[] = [];
   const result = await esbuild
     .build({
@@ -48,11 +54,14 @@ export async function bundleForBrowser(source: string, resolveDir: string): Prom
       ],
     })
     .catch((e: esbuild.BuildFailure) => e);
-  const outputs = 'metafile' in result && result.metafile ? Object.values(result.metafile.outputs) : [];
+  const outputs =
+    'metafile' in result && result.metafile ? Object.values(result.metafile.outputs) : [];
   return {
     reached,
     errors: result.errors,
-    externalBuiltins: outputs.flatMap((o) => o.imports.filter((i) => i.external && NODE_BUILTINS.has(i.path)).map((i) => i.path)),
+    externalBuiltins: outputs.flatMap((o) =>
+      o.imports.filter((i) => i.external && NODE_BUILTINS.has(i.path)).map((i) => i.path),
+    ),
     inputs: 'metafile' in result && result.metafile ? Object.keys(result.metafile.inputs) : [],
   };
 }

@@ -51,7 +51,11 @@ export function batchShape(b: Batch): [number, number] {
 
 /** Collates examples into one left-padded batch (T = the longest row). */
 export function collate(examples: readonly TokenizedExample[], padId: number): Batch {
-  if (examples.length === 0) throw new ParaError('INVALID_ARGUMENT', 'cannot collate an empty batch', { field: 'examples', expected: 'at least one example' });
+  if (examples.length === 0)
+    throw new ParaError('INVALID_ARGUMENT', 'cannot collate an empty batch', {
+      field: 'examples',
+      expected: 'at least one example',
+    });
   const T = examples.reduce((m, e) => Math.max(m, e.ids.length), 0);
   const B = examples.length;
   const ids: number[][] = [];
@@ -64,11 +68,15 @@ export function collate(examples: readonly TokenizedExample[], padId: number): B
   examples.forEach((e, b) => {
     const n = e.ids.length;
     if (!(Number.isInteger(e.promptLength) && e.promptLength >= 1 && e.promptLength < n)) {
-      throw new ParaError('INVALID_ARGUMENT', 'an example needs a prompt and at least one completion token', {
-        field: e.source ?? `examples[${b}]`,
-        expected: `1 ≤ promptLength < ${n} (the number of tokens)`,
-        actual: String(e.promptLength),
-      });
+      throw new ParaError(
+        'INVALID_ARGUMENT',
+        'an example needs a prompt and at least one completion token',
+        {
+          field: e.source ?? `examples[${b}]`,
+          expected: `1 ≤ promptLength < ${n} (the number of tokens)`,
+          actual: String(e.promptLength),
+        },
+      );
     }
     const off = T - n;
     if (off > 0) padded = true;
@@ -99,17 +107,34 @@ export function collate(examples: readonly TokenizedExample[], padId: number): B
  * every position counts; no padding, no prompt.
  */
 export function collateWindows(windows: readonly (readonly number[] | Int32Array)[]): Batch {
-  if (windows.length === 0) throw new ParaError('INVALID_ARGUMENT', 'cannot collate an empty batch', { field: 'windows', expected: 'at least one window' });
+  if (windows.length === 0)
+    throw new ParaError('INVALID_ARGUMENT', 'cannot collate an empty batch', {
+      field: 'windows',
+      expected: 'at least one window',
+    });
   const T = windows[0]!.length - 1;
   const B = windows.length;
   const ids: number[][] = [];
   const targets = new Int32Array(B * T);
   windows.forEach((w, b) => {
-    if (w.length !== T + 1) throw new ParaError('SHAPE_MISMATCH', 'windows must have equal lengths', { field: `windows[${b}]`, expected: `${T + 1} tokens`, actual: String(w.length) });
+    if (w.length !== T + 1)
+      throw new ParaError('SHAPE_MISMATCH', 'windows must have equal lengths', {
+        field: `windows[${b}]`,
+        expected: `${T + 1} tokens`,
+        actual: String(w.length),
+      });
     ids.push(Array.from(w.slice(0, T)));
     for (let t = 0; t < T; t++) targets[b * T + t] = w[t + 1] as number;
   });
-  return { ids, attentionMask: null, targets, weights: new Float32Array(B * T).fill(1), promptLengths: null, tokens: B * T, lossTokens: B * T };
+  return {
+    ids,
+    attentionMask: null,
+    targets,
+    weights: new Float32Array(B * T).fill(1),
+    promptLengths: null,
+    tokens: B * T,
+    lossTokens: B * T,
+  };
 }
 
 /**
@@ -117,8 +142,18 @@ export function collateWindows(windows: readonly (readonly number[] | Int32Array
  * sort each pool by length, cut it into batches, shuffle the batches. Rows of a batch then have
  * similar lengths (little padding) while the order stays random. Returns example indices.
  */
-export function bucketedBatches(lengths: readonly number[], batchSize: number, rng: Rng, poolBatches = 32): number[][] {
-  if (!Number.isInteger(batchSize) || batchSize < 1) throw new ParaError('INVALID_ARGUMENT', 'bad batch size', { field: 'batchSize', expected: 'an integer ≥ 1', actual: String(batchSize) });
+export function bucketedBatches(
+  lengths: readonly number[],
+  batchSize: number,
+  rng: Rng,
+  poolBatches = 32,
+): number[][] {
+  if (!Number.isInteger(batchSize) || batchSize < 1)
+    throw new ParaError('INVALID_ARGUMENT', 'bad batch size', {
+      field: 'batchSize',
+      expected: 'an integer ≥ 1',
+      actual: String(batchSize),
+    });
   const order = rng.shuffle(Array.from(lengths, (_, i) => i));
   const pool = batchSize * poolBatches;
   const batches: number[][] = [];
@@ -133,16 +168,24 @@ export function bucketedBatches(lengths: readonly number[], batchSize: number, r
 
 /** Batches in order of length (for evaluation: least padding, deterministic). */
 export function sortedBatches(lengths: readonly number[], batchSize: number): number[][] {
-  const order = Array.from(lengths, (_, i) => i).sort((a, b) => (lengths[a] as number) - (lengths[b] as number) || a - b);
+  const order = Array.from(lengths, (_, i) => i).sort(
+    (a, b) => (lengths[a] as number) - (lengths[b] as number) || a - b,
+  );
   const batches: number[][] = [];
   for (let i = 0; i < order.length; i += batchSize) batches.push(order.slice(i, i + batchSize));
   return batches;
 }
 
 /** Splits a batch's example indices into micro-batches of at most `micro`, by length (tight padding). */
-export function microBatches(indices: readonly number[], lengths: readonly number[], micro: number): number[][] {
+export function microBatches(
+  indices: readonly number[],
+  lengths: readonly number[],
+  micro: number,
+): number[][] {
   if (micro >= indices.length) return [indices.slice()];
-  const sorted = indices.slice().sort((a, b) => (lengths[a] as number) - (lengths[b] as number) || a - b);
+  const sorted = indices
+    .slice()
+    .sort((a, b) => (lengths[a] as number) - (lengths[b] as number) || a - b);
   const out: number[][] = [];
   for (let i = 0; i < sorted.length; i += micro) out.push(sorted.slice(i, i + micro));
   return out;

@@ -34,7 +34,10 @@ export type DatasetRecord = TrainingRecord & { line?: number };
 export interface TokenizerLike {
   encode(text: string, opts?: { addSpecialTokens?: boolean }): number[];
   decode(ids: readonly number[], opts?: { skipSpecialTokens?: boolean }): string;
-  applyChatTemplate(messages: ChatTurn[], opts: { tokenize: false; addGenerationPrompt?: boolean }): string;
+  applyChatTemplate(
+    messages: ChatTurn[],
+    opts: { tokenize: false; addGenerationPrompt?: boolean },
+  ): string;
   readonly vocabSize: number;
   eosTokenId?: number;
   bosTokenId?: number;
@@ -70,17 +73,24 @@ export function parseJsonl(text: string, file: string): DatasetRecord[] {
     try {
       v = JSON.parse(s);
     } catch (cause) {
-      throw new ParaError('INVALID_JSON', `line ${line} is not valid JSON: ${(cause as Error).message}`, {
-        file: at(file, line),
-        expected: 'one JSON object per line',
-        actual: s.length > 60 ? `${s.slice(0, 60)}…` : s,
-        cause,
-      });
+      throw new ParaError(
+        'INVALID_JSON',
+        `line ${line} is not valid JSON: ${(cause as Error).message}`,
+        {
+          file: at(file, line),
+          expected: 'one JSON object per line',
+          actual: s.length > 60 ? `${s.slice(0, 60)}…` : s,
+          cause,
+        },
+      );
     }
     records.push(checkRecord(v, file, line, `line ${line}`));
   });
   if (records.length === 0) {
-    throw new ParaError('INVALID_ARGUMENT', 'the dataset is empty (no JSON lines)', { file, expected: 'one {"prompt", "completion"} or {"messages"} object per line' });
+    throw new ParaError('INVALID_ARGUMENT', 'the dataset is empty (no JSON lines)', {
+      file,
+      expected: 'one {"prompt", "completion"} or {"messages"} object per line',
+    });
   }
   return records;
 }
@@ -91,7 +101,10 @@ export function parseJsonl(text: string, file: string): DatasetRecord[] {
  */
 export function checkRecords(records: readonly unknown[], source = 'records'): DatasetRecord[] {
   if (!Array.isArray(records) || records.length === 0) {
-    throw new ParaError('INVALID_ARGUMENT', 'no training records', { file: source, expected: 'a non-empty array of {"prompt", "completion"} or {"messages"} objects' });
+    throw new ParaError('INVALID_ARGUMENT', 'no training records', {
+      file: source,
+      expected: 'a non-empty array of {"prompt", "completion"} or {"messages"} objects',
+    });
   }
   return records.map((v, i) => checkRecord(v, source, i + 1, `records[${i}]`));
 }
@@ -100,47 +113,98 @@ export function checkRecords(records: readonly unknown[], source = 'records'): D
 function checkRecord(v: unknown, file: string, line: number, where: string): DatasetRecord {
   const loc = where.startsWith('line') ? at(file, line) : `${file}[${line - 1}]`;
   if (typeof v !== 'object' || v === null || Array.isArray(v)) {
-    throw new ParaError('INVALID_ARGUMENT', `${where} is not a JSON object`, { file: loc, expected: '{"prompt": ..., "completion": ...} or {"messages": [...]}', actual: describe(v) });
+    throw new ParaError('INVALID_ARGUMENT', `${where} is not a JSON object`, {
+      file: loc,
+      expected: '{"prompt": ..., "completion": ...} or {"messages": [...]}',
+      actual: describe(v),
+    });
   }
   const o = v as Record<string, unknown>;
   if ('messages' in o) {
     const m = o.messages;
     if (!Array.isArray(m) || m.length < 2) {
-      throw new ParaError('INVALID_ARGUMENT', `${where}: "messages" needs at least two turns`, { file: loc, field: 'messages', expected: 'an array of at least 2 {"role", "content"} objects', actual: describe(m) });
+      throw new ParaError('INVALID_ARGUMENT', `${where}: "messages" needs at least two turns`, {
+        file: loc,
+        field: 'messages',
+        expected: 'an array of at least 2 {"role", "content"} objects',
+        actual: describe(m),
+      });
     }
     m.forEach((t, j) => {
       const turn = t as Record<string, unknown> | null;
-      if (typeof turn !== 'object' || turn === null || typeof turn.role !== 'string' || typeof turn.content !== 'string') {
-        throw new ParaError('INVALID_ARGUMENT', `${where}: message ${j} needs a string "role" and "content"`, { file: loc, field: `messages[${j}]`, expected: '{"role": string, "content": string}' });
+      if (
+        typeof turn !== 'object' ||
+        turn === null ||
+        typeof turn.role !== 'string' ||
+        typeof turn.content !== 'string'
+      ) {
+        throw new ParaError(
+          'INVALID_ARGUMENT',
+          `${where}: message ${j} needs a string "role" and "content"`,
+          { file: loc, field: `messages[${j}]`, expected: '{"role": string, "content": string}' },
+        );
       }
     });
     const last = m[m.length - 1] as ChatTurn;
     if (last.role !== 'assistant') {
-      throw new ParaError('INVALID_ARGUMENT', `${where}: the last message is what the model learns to write, so it must be the assistant's`, { file: loc, field: `messages[${m.length - 1}].role`, expected: '"assistant"', actual: JSON.stringify(last.role) });
+      throw new ParaError(
+        'INVALID_ARGUMENT',
+        `${where}: the last message is what the model learns to write, so it must be the assistant's`,
+        {
+          file: loc,
+          field: `messages[${m.length - 1}].role`,
+          expected: '"assistant"',
+          actual: JSON.stringify(last.role),
+        },
+      );
     }
     return { line, messages: m as ChatTurn[] };
   }
   for (const field of ['prompt', 'completion'] as const) {
     if (typeof o[field] !== 'string' || (o[field] as string).length === 0) {
-      throw new ParaError('INVALID_ARGUMENT', `${where}: missing or empty "${field}"`, { file: loc, field, expected: 'a non-empty string', actual: describe(o[field]) });
+      throw new ParaError('INVALID_ARGUMENT', `${where}: missing or empty "${field}"`, {
+        file: loc,
+        field,
+        expected: 'a non-empty string',
+        actual: describe(o[field]),
+      });
     }
   }
   return { line, prompt: o.prompt as string, completion: o.completion as string };
 }
 
 /** Prompt and completion text of a record (chat records rendered with the template). */
-export function recordText(tok: TokenizerLike, r: DatasetRecord, file: string): { prompt: string; completion: string } {
+export function recordText(
+  tok: TokenizerLike,
+  r: DatasetRecord,
+  file: string,
+): { prompt: string; completion: string } {
   if ('prompt' in r) return { prompt: r.prompt, completion: r.completion };
   let prompt: string;
   let full: string;
   try {
-    prompt = tok.applyChatTemplate(r.messages.slice(0, -1), { tokenize: false, addGenerationPrompt: true });
+    prompt = tok.applyChatTemplate(r.messages.slice(0, -1), {
+      tokenize: false,
+      addGenerationPrompt: true,
+    });
     full = tok.applyChatTemplate(r.messages, { tokenize: false });
   } catch (e) {
-    throw new ParaError('INVALID_ARGUMENT', `line ${r.line ?? '?'}: cannot render the messages: ${(e as Error).message}`, { file: at(file, r.line ?? 0), field: 'messages', cause: e });
+    throw new ParaError(
+      'INVALID_ARGUMENT',
+      `line ${r.line ?? '?'}: cannot render the messages: ${(e as Error).message}`,
+      { file: at(file, r.line ?? 0), field: 'messages', cause: e },
+    );
   }
   if (!full.startsWith(prompt)) {
-    throw new ParaError('UNSUPPORTED', `line ${r.line ?? '?'}: the chat template does not render the conversation as prompt + reply`, { file: at(file, r.line ?? 0), field: 'messages', expected: 'a template whose generation prompt is a prefix of the rendered assistant turn' });
+    throw new ParaError(
+      'UNSUPPORTED',
+      `line ${r.line ?? '?'}: the chat template does not render the conversation as prompt + reply`,
+      {
+        file: at(file, r.line ?? 0),
+        field: 'messages',
+        expected: 'a template whose generation prompt is a prefix of the rendered assistant turn',
+      },
+    );
   }
   let completion = full.slice(prompt.length).replace(/\s+$/, '');
   const eos = tok.eosTokenId === undefined ? undefined : tok.idToToken(tok.eosTokenId);
@@ -170,10 +234,19 @@ export interface TokenizedDataset {
 }
 
 /** Tokenises records (see the module comment); examples longer than `maxLength` are skipped or rejected. */
-export function tokenizeRecords(tok: TokenizerLike, records: readonly DatasetRecord[], file: string, o: TokenizeOptions): TokenizedDataset {
+export function tokenizeRecords(
+  tok: TokenizerLike,
+  records: readonly DatasetRecord[],
+  file: string,
+  o: TokenizeOptions,
+): TokenizedDataset {
   const eos = tok.eosTokenId;
   if (eos === undefined) {
-    throw new ParaError('INVALID_CONFIG', 'the tokenizer has no EOS token; training needs one to end completions', { field: 'eos_token', expected: 'an eos_token in tokenizer_config.json' });
+    throw new ParaError(
+      'INVALID_CONFIG',
+      'the tokenizer has no EOS token; training needs one to end completions',
+      { field: 'eos_token', expected: 'an eos_token in tokenizer_config.json' },
+    );
   }
   const examples: TokenizedExample[] = [];
   const texts: TokenizedDataset['texts'] = [];
@@ -184,17 +257,29 @@ export function tokenizeRecords(tok: TokenizerLike, records: readonly DatasetRec
     const c = tok.encode(completion, { addSpecialTokens: false });
     const ids = [...p, ...c, eos];
     if (p.length === 0) {
-      throw new ParaError('INVALID_ARGUMENT', `line ${r.line ?? '?'}: the prompt encodes to no tokens`, { file: at(file, r.line ?? 0), field: 'prompt', expected: 'a prompt of at least one token' });
+      throw new ParaError(
+        'INVALID_ARGUMENT',
+        `line ${r.line ?? '?'}: the prompt encodes to no tokens`,
+        {
+          file: at(file, r.line ?? 0),
+          field: 'prompt',
+          expected: 'a prompt of at least one token',
+        },
+      );
     }
     if (ids.length > o.maxLength) {
       const promptTooLong = p.length >= o.maxLength;
       if (o.strict) {
-        throw new ParaError('INVALID_ARGUMENT', `line ${r.line ?? '?'}: ${promptTooLong ? 'the prompt' : 'prompt + completion'} is longer than the model's context (strict)`, {
-          file: at(file, r.line ?? 0),
-          field: promptTooLong ? 'prompt' : 'completion',
-          expected: `at most ${o.maxLength} tokens in all (prompt + completion + EOS)`,
-          actual: `${ids.length} tokens (prompt ${p.length})`,
-        });
+        throw new ParaError(
+          'INVALID_ARGUMENT',
+          `line ${r.line ?? '?'}: ${promptTooLong ? 'the prompt' : 'prompt + completion'} is longer than the model's context (strict)`,
+          {
+            file: at(file, r.line ?? 0),
+            field: promptTooLong ? 'prompt' : 'completion',
+            expected: `at most ${o.maxLength} tokens in all (prompt + completion + EOS)`,
+            actual: `${ids.length} tokens (prompt ${p.length})`,
+          },
+        );
       }
       skipped.push({ line: r.line ?? 0, tokens: ids.length, promptTooLong });
       continue;
@@ -203,7 +288,11 @@ export function tokenizeRecords(tok: TokenizerLike, records: readonly DatasetRec
     texts.push({ prompt, completion, line: r.line ?? 0 });
   }
   if (examples.length === 0) {
-    throw new ParaError('INVALID_ARGUMENT', `no example fits the model's context (${skipped.length} skipped as too long)`, { file, expected: `examples of at most ${o.maxLength} tokens` });
+    throw new ParaError(
+      'INVALID_ARGUMENT',
+      `no example fits the model's context (${skipped.length} skipped as too long)`,
+      { file, expected: `examples of at most ${o.maxLength} tokens` },
+    );
   }
   return { file, examples, texts, skipped };
 }

@@ -8,8 +8,8 @@
  *   reference completion, both trimmed, must be equal strings.
  */
 
-import * as tf from '@tensorflow/tfjs-core';
 import type { CausalLM, ModelAdapter } from '@para/model';
+import * as tf from '@tensorflow/tfjs-core';
 import { collate, sortedBatches } from './batch';
 import type { TokenizedDataset, TokenizerLike } from './data';
 import { weightedCrossEntropy } from './loss';
@@ -69,20 +69,36 @@ export function outputText(tok: TokenizerLike, tokens: readonly number[]): strin
 }
 
 /** Mean completion loss of `data` (teacher forcing, no gradients). */
-export async function datasetLoss(model: CausalLM, data: TokenizedDataset, o: EvaluateOptions = {}): Promise<{ loss: number; tokens: number }> {
+export async function datasetLoss(
+  model: CausalLM,
+  data: TokenizedDataset,
+  o: EvaluateOptions = {},
+): Promise<{ loss: number; tokens: number }> {
   const examples = o.limit === undefined ? data.examples : data.examples.slice(0, o.limit);
   const pad = model.config.padTokenId ?? model.config.eosTokenIds[0] ?? 0;
   let sum = 0;
   let count = 0;
-  for (const idx of sortedBatches(examples.map((e) => e.ids.length), o.batchSize ?? 32)) {
-    const b = collate(idx.map((i) => examples[i]!), pad);
+  for (const idx of sortedBatches(
+    examples.map((e) => e.ids.length),
+    o.batchSize ?? 32,
+  )) {
+    const b = collate(
+      idx.map((i) => examples[i]!),
+      pad,
+    );
     const s = tf.tidy(() => {
       const logits = model.forward(b.ids, {
         ...(b.attentionMask === null ? {} : { attentionMask: b.attentionMask }),
-        ...(o.adapter ? { adapter: o.adapter, request: { promptLengths: b.promptLengths ?? undefined } } : {}),
+        ...(o.adapter
+          ? { adapter: o.adapter, request: { promptLengths: b.promptLengths ?? undefined } }
+          : {}),
       }); // [B, T, V]
       const [B, T, V] = logits.shape as [number, number, number];
-      return weightedCrossEntropy(tf.reshape(logits, [B * T, V]), tf.tensor1d(b.targets, 'int32'), tf.tensor1d(b.weights, 'float32'));
+      return weightedCrossEntropy(
+        tf.reshape(logits, [B * T, V]),
+        tf.tensor1d(b.targets, 'int32'),
+        tf.tensor1d(b.weights, 'float32'),
+      );
     });
     sum += (await s.data())[0] as number;
     s.dispose();
@@ -92,7 +108,12 @@ export async function datasetLoss(model: CausalLM, data: TokenizedDataset, o: Ev
 }
 
 /** Loss and exact match of `model` (with `o.adapter`, if any) on `data`. */
-export async function evaluateDataset(model: CausalLM, tok: TokenizerLike, data: TokenizedDataset, o: EvaluateOptions = {}): Promise<EvalResult> {
+export async function evaluateDataset(
+  model: CausalLM,
+  tok: TokenizerLike,
+  data: TokenizedDataset,
+  o: EvaluateOptions = {},
+): Promise<EvalResult> {
   const n = o.limit === undefined ? data.examples.length : Math.min(o.limit, data.examples.length);
   const { loss } = await datasetLoss(model, data, o);
   const result: EvalResult = { loss, n };
@@ -103,7 +124,10 @@ export async function evaluateDataset(model: CausalLM, tok: TokenizerLike, data:
   const maxNewTokens = o.maxNewTokens ?? Math.min(64, longest + 2);
   const stops = stopTokenIds(tok);
   const outputs = new Array<string>(n);
-  const batches = sortedBatches(examples.map((e) => e.promptLength), o.batchSize ?? 32);
+  const batches = sortedBatches(
+    examples.map((e) => e.promptLength),
+    o.batchSize ?? 32,
+  );
   let done = 0;
   for (const idx of batches) {
     const prompts = idx.map((i) => examples[i]!.ids.slice(0, examples[i]!.promptLength));
@@ -123,7 +147,13 @@ export async function evaluateDataset(model: CausalLM, tok: TokenizerLike, data:
   texts.forEach((t, i) => {
     const ok = outputs[i] === t.completion.trim();
     if (ok) correct++;
-    if (o.keepPredictions) predictions.push({ prompt: t.prompt, reference: t.completion.trim(), output: outputs[i] as string, correct: ok });
+    if (o.keepPredictions)
+      predictions.push({
+        prompt: t.prompt,
+        reference: t.completion.trim(),
+        output: outputs[i] as string,
+        correct: ok,
+      });
   });
   result.exact_match = n === 0 ? 0 : correct / n;
   if (o.keepPredictions) result.predictions = predictions;

@@ -3,15 +3,22 @@
  * `@para/train/node`'s `trainAdapterFromFiles` adds files, checkpoints and a progress bar).
  */
 
-import * as tf from '@tensorflow/tfjs-core';
 import { ParaError } from '@para/core';
 import type { CausalLM } from '@para/model';
+import * as tf from '@tensorflow/tfjs-core';
 import type { TokenizedDataset, TokenizerLike } from './data';
 import { type EvalResult, evaluateDataset } from './evaluate';
 import { ExamplePlan } from './plan';
 import type { DecayKind } from './schedule';
 import { adapterTrainable, type TrainableAdapter } from './trainable';
-import { type CheckpointData, type EvalMetrics, type RunResult, runTraining, type TrainEvent, Trainer } from './trainer';
+import {
+  type CheckpointData,
+  type EvalMetrics,
+  type RunResult,
+  runTraining,
+  type TrainEvent,
+  Trainer,
+} from './trainer';
 
 export interface FinetuneOptions {
   model: CausalLM;
@@ -53,7 +60,14 @@ export interface FinetuneOptions {
   signal?: AbortSignal;
 }
 
-export const FINETUNE_DEFAULTS = { lr: 3e-3, batchSize: 16, epochs: 1, maxGradNorm: 1, weightDecay: 0, decay: 'linear' as DecayKind };
+export const FINETUNE_DEFAULTS = {
+  lr: 3e-3,
+  batchSize: 16,
+  epochs: 1,
+  maxGradNorm: 1,
+  weightDecay: 0,
+  decay: 'linear' as DecayKind,
+};
 
 export interface FinetuneResult extends RunResult {
   totalSteps: number;
@@ -67,14 +81,37 @@ export interface FinetuneResult extends RunResult {
 export async function finetune(o: FinetuneOptions): Promise<FinetuneResult> {
   const batchSize = o.batchSize ?? FINETUNE_DEFAULTS.batchSize;
   const micro = o.microBatchSize ?? batchSize;
-  if (!Number.isInteger(batchSize) || batchSize < 1) throw new ParaError('INVALID_ARGUMENT', 'bad batch size', { field: 'batchSize', expected: 'a positive integer', actual: String(batchSize) });
-  if (!Number.isInteger(micro) || micro < 1 || micro > batchSize) throw new ParaError('INVALID_ARGUMENT', 'bad micro-batch size', { field: 'microBatchSize', expected: `an integer in [1, ${batchSize}]`, actual: String(micro) });
+  if (!Number.isInteger(batchSize) || batchSize < 1)
+    throw new ParaError('INVALID_ARGUMENT', 'bad batch size', {
+      field: 'batchSize',
+      expected: 'a positive integer',
+      actual: String(batchSize),
+    });
+  if (!Number.isInteger(micro) || micro < 1 || micro > batchSize)
+    throw new ParaError('INVALID_ARGUMENT', 'bad micro-batch size', {
+      field: 'microBatchSize',
+      expected: `an integer in [1, ${batchSize}]`,
+      actual: String(micro),
+    });
   const seed = o.seed ?? 0;
-  const pad = o.model.config.padTokenId ?? o.tokenizer.padTokenId ?? o.model.config.eosTokenIds[0] ?? 0;
-  const plan = new ExamplePlan(o.train.examples, { batchSize, microBatchSize: micro, seed, padId: pad });
-  if (o.steps !== undefined && o.epochs !== undefined) throw new ParaError('INVALID_ARGUMENT', 'give steps or epochs, not both', { field: 'steps' });
-  const totalSteps = o.steps ?? Math.max(1, Math.round((o.epochs ?? FINETUNE_DEFAULTS.epochs) * plan.stepsPerEpoch));
-  if (!Number.isInteger(totalSteps) || totalSteps < 1) throw new ParaError('INVALID_ARGUMENT', 'bad number of steps', { field: 'steps', expected: 'a positive integer', actual: String(totalSteps) });
+  const pad =
+    o.model.config.padTokenId ?? o.tokenizer.padTokenId ?? o.model.config.eosTokenIds[0] ?? 0;
+  const plan = new ExamplePlan(o.train.examples, {
+    batchSize,
+    microBatchSize: micro,
+    seed,
+    padId: pad,
+  });
+  if (o.steps !== undefined && o.epochs !== undefined)
+    throw new ParaError('INVALID_ARGUMENT', 'give steps or epochs, not both', { field: 'steps' });
+  const totalSteps =
+    o.steps ?? Math.max(1, Math.round((o.epochs ?? FINETUNE_DEFAULTS.epochs) * plan.stepsPerEpoch));
+  if (!Number.isInteger(totalSteps) || totalSteps < 1)
+    throw new ParaError('INVALID_ARGUMENT', 'bad number of steps', {
+      field: 'steps',
+      expected: 'a positive integer',
+      actual: String(totalSteps),
+    });
   const trainable = adapterTrainable(o.model, o.adapter);
   const trainer = new Trainer(trainable, {
     lr: o.lr ?? FINETUNE_DEFAULTS.lr,
@@ -96,7 +133,10 @@ export async function finetune(o: FinetuneOptions): Promise<FinetuneResult> {
         ? {}
         : {
             evaluate: async () => {
-              lastEval = await evaluateDataset(o.model, o.tokenizer, evalData, { adapter: trainable.adapter, ...(o.evalLimit === undefined ? {} : { limit: o.evalLimit }) });
+              lastEval = await evaluateDataset(o.model, o.tokenizer, evalData, {
+                adapter: trainable.adapter,
+                ...(o.evalLimit === undefined ? {} : { limit: o.evalLimit }),
+              });
               const { predictions: _p, ...metrics } = lastEval;
               return metrics as EvalMetrics;
             },
@@ -111,7 +151,14 @@ export async function finetune(o: FinetuneOptions): Promise<FinetuneResult> {
       ...(o.stopAtStep === undefined ? {} : { stopAtStep: o.stopAtStep }),
       ...(o.signal === undefined ? {} : { signal: o.signal }),
     });
-    return { ...result, totalSteps, stepsPerEpoch: plan.stepsPerEpoch, tokensSeen: trainer.tokensSeen, elapsedMs: trainer.elapsedMs, lastEval };
+    return {
+      ...result,
+      totalSteps,
+      stepsPerEpoch: plan.stepsPerEpoch,
+      tokensSeen: trainer.tokensSeen,
+      elapsedMs: trainer.elapsedMs,
+      lastEval,
+    };
   } finally {
     trainer.dispose();
   }

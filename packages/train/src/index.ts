@@ -5,13 +5,86 @@
  * evaluation (loss and exact match), keep-best, early stopping and exactly resumable training
  * state. `@para/train/node` adds files, checkpoints, progress bars and pretraining.
  */
-export { type Batch, batchShape, bucketedBatches, collate, collateWindows, microBatches, sortedBatches, type TokenizedExample } from './batch';
+export {
+  type Batch,
+  batchShape,
+  bucketedBatches,
+  collate,
+  collateWindows,
+  microBatches,
+  sortedBatches,
+  type TokenizedExample,
+} from './batch';
+export {
+  type ChatTurn,
+  checkRecords,
+  type DatasetRecord,
+  parseJsonl,
+  recordText,
+  type SkippedExample,
+  skippedMessage,
+  type TokenizedDataset,
+  type TokenizeOptions,
+  type TokenizerLike,
+  type TrainingRecord,
+  tokenizeRecords,
+} from './data';
+export {
+  datasetLoss,
+  type EvalResult,
+  type EvaluateOptions,
+  evaluateDataset,
+  outputText,
+  type Prediction,
+  stopTokenIds,
+} from './evaluate';
+export {
+  disposeCheckpoint,
+  FINETUNE_DEFAULTS,
+  type FinetuneOptions,
+  type FinetuneResult,
+  finetune,
+} from './finetune';
 export { weightedCrossEntropy } from './loss';
 export { AdamW, type AdamWOptions, type AdamWState, clipScale, globalNorm } from './optim';
-export { epochRng, ExamplePlan, type ExamplePlanOptions, WindowPlan, type WindowPlanOptions } from './plan';
-export { BACKBONE_PRESETS, BUNDLED_BACKBONE_NAME, type BackbonePreset, type BackbonePresetName, backbonePreset, DEFAULT_CHAT_TEMPLATE, presetModelConfig } from './presets';
-export { DECAY_KINDS, type DecayKind, makeSchedule, type Schedule, type ScheduleOptions } from './schedule';
-export { adapterTrainable, fullTrainable, type TrainableAdapter, type TrainableModel } from './trainable';
+export {
+  type AdapterDirectoryIO,
+  type GetPeftModelOptions,
+  getPeftModel,
+  PeftModel,
+  type PeftTrainOptions,
+  type PeftTrainResult,
+  setAdapterDirectoryIO,
+} from './peft-model';
+export {
+  ExamplePlan,
+  type ExamplePlanOptions,
+  epochRng,
+  WindowPlan,
+  type WindowPlanOptions,
+} from './plan';
+export {
+  BACKBONE_PRESETS,
+  type BackbonePreset,
+  type BackbonePresetName,
+  BUNDLED_BACKBONE_NAME,
+  backbonePreset,
+  DEFAULT_CHAT_TEMPLATE,
+  presetModelConfig,
+} from './presets';
+export {
+  DECAY_KINDS,
+  type DecayKind,
+  makeSchedule,
+  type Schedule,
+  type ScheduleOptions,
+} from './schedule';
+export {
+  adapterTrainable,
+  fullTrainable,
+  type TrainableAdapter,
+  type TrainableModel,
+} from './trainable';
 export {
   type BestMetric,
   type CheckpointData,
@@ -26,15 +99,3 @@ export {
   type TrainerOptions,
   type TrainerStateJson,
 } from './trainer';
-export { type ChatTurn, checkRecords, type DatasetRecord, parseJsonl, recordText, type SkippedExample, skippedMessage, type TokenizedDataset, type TokenizeOptions, type TokenizerLike, type TrainingRecord, tokenizeRecords } from './data';
-export { datasetLoss, type EvalResult, type EvaluateOptions, evaluateDataset, outputText, type Prediction, stopTokenIds } from './evaluate';
-export { disposeCheckpoint, FINETUNE_DEFAULTS, type FinetuneOptions, type FinetuneResult, finetune } from './finetune';
-export {
-  type AdapterDirectoryIO,
-  type GetPeftModelOptions,
-  getPeftModel,
-  PeftModel,
-  type PeftTrainOptions,
-  type PeftTrainResult,
-  setAdapterDirectoryIO,
-} from './peft-model';

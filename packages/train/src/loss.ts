@@ -25,16 +25,32 @@ import * as tf from '@tensorflow/tfjs-core';
  * float32. Differentiable in `logits` only (targets and weights are data). Targets at
  * zero-weight positions may hold anything (they are clamped into [0, V)).
  */
-export function weightedCrossEntropy(logits: tf.Tensor, targets: tf.Tensor, weights: tf.Tensor): tf.Scalar {
+export function weightedCrossEntropy(
+  logits: tf.Tensor,
+  targets: tf.Tensor,
+  weights: tf.Tensor,
+): tf.Scalar {
   if (logits.rank !== 2) {
-    throw new ParaError('SHAPE_MISMATCH', 'logits must be [N, V]', { field: 'logits', expected: '[N, V]', actual: `[${logits.shape.join(', ')}]` });
+    throw new ParaError('SHAPE_MISMATCH', 'logits must be [N, V]', {
+      field: 'logits',
+      expected: '[N, V]',
+      actual: `[${logits.shape.join(', ')}]`,
+    });
   }
   const [N, V] = logits.shape as [number, number];
   if (targets.rank !== 1 || targets.shape[0] !== N || targets.dtype !== 'int32') {
-    throw new ParaError('SHAPE_MISMATCH', 'targets must be int32 [N]', { field: 'targets', expected: `int32 [${N}]`, actual: `${targets.dtype} [${targets.shape.join(', ')}]` });
+    throw new ParaError('SHAPE_MISMATCH', 'targets must be int32 [N]', {
+      field: 'targets',
+      expected: `int32 [${N}]`,
+      actual: `${targets.dtype} [${targets.shape.join(', ')}]`,
+    });
   }
   if (weights.rank !== 1 || weights.shape[0] !== N) {
-    throw new ParaError('SHAPE_MISMATCH', 'weights must be [N]', { field: 'weights', expected: `[${N}]`, actual: `[${weights.shape.join(', ')}]` });
+    throw new ParaError('SHAPE_MISMATCH', 'weights must be [N]', {
+      field: 'weights',
+      expected: `[${N}]`,
+      actual: `[${weights.shape.join(', ')}]`,
+    });
   }
   const f = tf.customGrad(((x: tf.Tensor, save: tf.GradSaveFunc) => {
     const safeTargets = tf.clipByValue(targets, 0, V - 1); // [N] int32

@@ -8,10 +8,25 @@ import { directoryAccess } from '@para/model/node';
 import { setAdapterDirectoryIO } from './peft-model';
 
 export * from './index';
-export { CHECKPOINT_DIR, latestCheckpoint, loadCheckpoint, saveCheckpoint } from './node/checkpoint';
-export { formatDuration, metricsWriter, type ProgressOptions, progressReporter } from './node/progress';
-export { type PretrainOptions, type PretrainSummary, pretrain, unigramBaseline } from './node/pretrain';
+export {
+  CHECKPOINT_DIR,
+  latestCheckpoint,
+  loadCheckpoint,
+  saveCheckpoint,
+} from './node/checkpoint';
 export { defaultBackboneDir, loadDataset, readJsonlFile } from './node/files';
+export {
+  type PretrainOptions,
+  type PretrainSummary,
+  pretrain,
+  unigramBaseline,
+} from './node/pretrain';
+export {
+  formatDuration,
+  metricsWriter,
+  type ProgressOptions,
+  progressReporter,
+} from './node/progress';
 export {
   ADAPTER_METHODS,
   datasetName,
@@ -19,8 +34,8 @@ export {
   type EvalFilesOptions,
   evalFromFiles,
   loadBackbone,
-  methodConfig,
   type MethodName,
+  methodConfig,
   type TrainFilesOptions,
   type TrainFilesResult,
   trainAdapterFromFiles,

@@ -15,8 +15,8 @@
  * back bit-exactly, which `--resume` relies on.
  */
 
-import * as tf from '@tensorflow/tfjs-core';
 import { ParaError } from '@para/core';
+import * as tf from '@tensorflow/tfjs-core';
 
 export interface AdamWOptions {
   beta1?: number;
@@ -58,7 +58,11 @@ export class AdamW {
     this.weightDecay = options.weightDecay ?? 0;
     const check = (field: string, v: number, lo: number, hi: number) => {
       if (!(Number.isFinite(v) && v >= lo && v < hi)) {
-        throw new ParaError('INVALID_ARGUMENT', `bad AdamW ${field}`, { field, expected: `a number in [${lo}, ${hi})`, actual: String(v) });
+        throw new ParaError('INVALID_ARGUMENT', `bad AdamW ${field}`, {
+          field,
+          expected: `a number in [${lo}, ${hi})`,
+          actual: String(v),
+        });
       }
     };
     check('beta1', this.beta1, 0, 1);
@@ -66,7 +70,10 @@ export class AdamW {
     check('eps', this.eps, 0, Number.POSITIVE_INFINITY);
     check('weightDecay', this.weightDecay, 0, Number.POSITIVE_INFINITY);
     if (params.size === 0) {
-      throw new ParaError('INVALID_ARGUMENT', 'AdamW needs at least one parameter', { field: 'params', expected: 'a non-empty map of tf.Variables' });
+      throw new ParaError('INVALID_ARGUMENT', 'AdamW needs at least one parameter', {
+        field: 'params',
+        expected: 'a non-empty map of tf.Variables',
+      });
     }
     this.params = params;
     const decay = options.decay ?? ((_n: string, v: tf.Variable) => v.rank >= 2);
@@ -96,7 +103,10 @@ export class AdamW {
   apply(grads: Readonly<Record<string, tf.Tensor>>, lr: number, gradScale = 1): void {
     for (const name of this.params.keys()) {
       if (grads[name] === undefined) {
-        throw new ParaError('INVALID_ARGUMENT', 'no gradient for a parameter', { field: name, expected: 'a gradient for every parameter' });
+        throw new ParaError('INVALID_ARGUMENT', 'no gradient for a parameter', {
+          field: name,
+          expected: 'a gradient for every parameter',
+        });
       }
     }
     this.t += 1;
@@ -108,7 +118,10 @@ export class AdamW {
       const v = this.v.get(name) as tf.Variable;
       const decay = this.decays.get(name) === true ? this.weightDecay : 0;
       tf.tidy(() => {
-        const g = gradScale === 1 ? (grads[name] as tf.Tensor) : tf.mul(grads[name] as tf.Tensor, gradScale);
+        const g =
+          gradScale === 1
+            ? (grads[name] as tf.Tensor)
+            : tf.mul(grads[name] as tf.Tensor, gradScale);
         const m1 = tf.add(tf.mul(m, b1), tf.mul(g, 1 - b1));
         const v1 = tf.add(tf.mul(v, b2), tf.mul(tf.square(g), 1 - b2));
         m.assign(m1);
@@ -133,16 +146,30 @@ export class AdamW {
   /** Restores `state()` exactly; every moment must be present with its parameter's shape. */
   loadState(state: AdamWState, file?: string): void {
     if (!Number.isInteger(state.step) || state.step < 0) {
-      throw new ParaError('INVALID_CONFIG', 'bad optimizer step', { file, field: 'step', expected: 'an integer ≥ 0', actual: String(state.step) });
+      throw new ParaError('INVALID_CONFIG', 'bad optimizer step', {
+        file,
+        field: 'step',
+        expected: 'an integer ≥ 0',
+        actual: String(state.step),
+      });
     }
     for (const [name, p] of this.params) {
       for (const k of ['m', 'v'] as const) {
         const t = state.tensors[`${k}.${name}`];
         if (t === undefined) {
-          throw new ParaError('TENSOR_NOT_FOUND', 'optimizer state lacks a moment', { file, field: `${k}.${name}`, expected: `a tensor [${p.shape.join(', ')}]` });
+          throw new ParaError('TENSOR_NOT_FOUND', 'optimizer state lacks a moment', {
+            file,
+            field: `${k}.${name}`,
+            expected: `a tensor [${p.shape.join(', ')}]`,
+          });
         }
         if (t.shape.length !== p.shape.length || t.shape.some((d, i) => d !== p.shape[i])) {
-          throw new ParaError('SHAPE_MISMATCH', 'optimizer moment has the wrong shape', { file, field: `${k}.${name}`, expected: `[${p.shape.join(', ')}]`, actual: `[${t.shape.join(', ')}]` });
+          throw new ParaError('SHAPE_MISMATCH', 'optimizer moment has the wrong shape', {
+            file,
+            field: `${k}.${name}`,
+            expected: `[${p.shape.join(', ')}]`,
+            actual: `[${t.shape.join(', ')}]`,
+          });
         }
       }
     }
@@ -172,6 +199,7 @@ export async function globalNorm(grads: readonly tf.Tensor[]): Promise<number> {
 
 /** The factor that clips gradients of global norm `norm` to at most `maxNorm` (1 when within it, or when maxNorm is 0/∞). */
 export function clipScale(norm: number, maxNorm: number): number {
-  if (!(maxNorm > 0) || !Number.isFinite(maxNorm) || !Number.isFinite(norm) || norm <= maxNorm) return 1;
+  if (!(maxNorm > 0) || !Number.isFinite(maxNorm) || !Number.isFinite(norm) || norm <= maxNorm)
+    return 1;
   return maxNorm / (norm + 1e-6);
 }

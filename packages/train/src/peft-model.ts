@@ -16,8 +16,6 @@
  * `@para/train` resolves to in Node); a browser saves with `toFiles()` and loads from a URL.
  */
 
-import type * as tf from '@tensorflow/tfjs-core';
-import { type CheckpointAccess, ParaError, urlCheckpointAccess } from '@para/core';
 import {
   type AdapterMethod,
   type AnyAdapter,
@@ -28,6 +26,7 @@ import {
   type SaveAdapterOptions,
   serializeAdapter,
 } from '@para/adapters';
+import { type CheckpointAccess, ParaError, urlCheckpointAccess } from '@para/core';
 import {
   asUrl,
   type CausalLM,
@@ -40,6 +39,7 @@ import {
   type TokenEvent,
 } from '@para/model';
 import type { ChatMessage, ParaTokenizer } from '@para/tokenizer';
+import type * as tf from '@tensorflow/tfjs-core';
 import { checkRecords, type TokenizedDataset, type TokenizerLike, tokenizeRecords } from './data';
 import { type EvalResult, evaluateDataset } from './evaluate';
 import { FINETUNE_DEFAULTS, type FinetuneOptions, type FinetuneResult, finetune } from './finetune';
@@ -69,7 +69,25 @@ export interface GetPeftModelOptions {
  * batchSize — default 16, at most the number of records —, schedule, clipping, evaluation
  * cadence, patience, `onEvent` progress, `signal` to stop between updates), plus:
  */
-export interface PeftTrainOptions extends Pick<FinetuneOptions, 'steps' | 'epochs' | 'lr' | 'batchSize' | 'microBatchSize' | 'seed' | 'warmupSteps' | 'decay' | 'weightDecay' | 'maxGradNorm' | 'evalEvery' | 'evalLimit' | 'patience' | 'onEvent' | 'signal'> {
+export interface PeftTrainOptions
+  extends Pick<
+    FinetuneOptions,
+    | 'steps'
+    | 'epochs'
+    | 'lr'
+    | 'batchSize'
+    | 'microBatchSize'
+    | 'seed'
+    | 'warmupSteps'
+    | 'decay'
+    | 'weightDecay'
+    | 'maxGradNorm'
+    | 'evalEvery'
+    | 'evalLimit'
+    | 'patience'
+    | 'onEvent'
+    | 'signal'
+  > {
   /** Held-out records: evaluated (loss, exact match) about 4 times and at the end. */
   eval?: readonly unknown[];
   /** Records longer than the model's context are an error instead of being skipped. */
@@ -100,9 +118,16 @@ export class PeftModel {
    * and IA3) for `base`: a path in Node, a URL anywhere, or a `CheckpointAccess`. An adapter made
    * for another base model is a typed error (by `base_model_name_or_path` and by tensor shapes).
    */
-  static async fromPretrained(base: CausalLM, source: string | URL | CheckpointAccess): Promise<PeftModel> {
+  static async fromPretrained(
+    base: CausalLM,
+    source: string | URL | CheckpointAccess,
+  ): Promise<PeftModel> {
     const access = typeof source === 'string' || source instanceof URL ? accessFor(source) : source;
-    const adapter = await loadAdapterFrom(access, base, base.nameOrPath === null ? {} : { baseModelName: base.nameOrPath });
+    const adapter = await loadAdapterFrom(
+      access,
+      base,
+      base.nameOrPath === null ? {} : { baseModelName: base.nameOrPath },
+    );
     return new PeftModel(base, adapter);
   }
 
@@ -114,7 +139,12 @@ export class PeftModel {
   /** The tokenizer of the backbone (from `loadPretrained`). */
   get tokenizer(): ParaTokenizer {
     const t = this.base.tokenizer;
-    if (t === null) throw new ParaError('INVALID_ARGUMENT', 'the model has no tokenizer: load it with loadPretrained, or set model.tokenizer', { field: 'model.tokenizer' });
+    if (t === null)
+      throw new ParaError(
+        'INVALID_ARGUMENT',
+        'the model has no tokenizer: load it with loadPretrained, or set model.tokenizer',
+        { field: 'model.tokenizer' },
+      );
     return t;
   }
 
@@ -141,19 +171,41 @@ export class PeftModel {
   generate(prompts: number[][], options?: GenerateOptions): Promise<GenerateResult>;
   generate(input: string | readonly ChatMessage[], options?: TextGenerateOptions): Promise<string>;
   generate(input: readonly string[], options?: TextGenerateOptions): Promise<string[]>;
-  generate(input: TextInput | number[][], options: TextGenerateOptions | GenerateOptions = {}): Promise<string | string[] | GenerateResult> {
+  generate(
+    input: TextInput | number[][],
+    options: TextGenerateOptions | GenerateOptions = {},
+  ): Promise<string | string[] | GenerateResult> {
     const hooks = this.hooks();
-    if (Array.isArray(input) && Array.isArray(input[0])) return this.base.generate(input as number[][], { ...(options as GenerateOptions), adapter: hooks, request: {} });
-    return generateText(this.base, this.tokenizer, input as TextInput, { ...(options as TextGenerateOptions), adapter: hooks, request: {} });
+    if (Array.isArray(input) && Array.isArray(input[0]))
+      return this.base.generate(input as number[][], {
+        ...(options as GenerateOptions),
+        adapter: hooks,
+        request: {},
+      });
+    return generateText(this.base, this.tokenizer, input as TextInput, {
+      ...(options as TextGenerateOptions),
+      adapter: hooks,
+      request: {},
+    });
   }
 
   /** Streams the text of one prompt or chat with the adapter. */
-  stream(input: string | readonly ChatMessage[], options: TextGenerateOptions = {}): AsyncGenerator<string, string> {
-    return streamText(this.base, this.tokenizer, input, { ...options, adapter: this.hooks(), request: {} });
+  stream(
+    input: string | readonly ChatMessage[],
+    options: TextGenerateOptions = {},
+  ): AsyncGenerator<string, string> {
+    return streamText(this.base, this.tokenizer, input, {
+      ...options,
+      adapter: this.hooks(),
+      request: {},
+    });
   }
 
   /** Streams tokens (token ids per row in); see `CausalLM.generateStream`. */
-  generateStream(prompts: number[][], options: GenerateOptions = {}): AsyncGenerator<TokenEvent, GenerateResult> {
+  generateStream(
+    prompts: number[][],
+    options: GenerateOptions = {},
+  ): AsyncGenerator<TokenEvent, GenerateResult> {
     return this.base.generateStream(prompts, { ...options, adapter: this.hooks(), request: {} });
   }
 
@@ -161,7 +213,10 @@ export class PeftModel {
    * Teacher-forced logits `[B, T, V]` with the adapter. `promptLengths` (real tokens per row)
    * tells PARA which tokens are the prompt; default: all of them.
    */
-  forward(ids: number[][] | tf.Tensor, options: { attentionMask?: number[][] | tf.Tensor; promptLengths?: readonly number[] } = {}): tf.Tensor {
+  forward(
+    ids: number[][] | tf.Tensor,
+    options: { attentionMask?: number[][] | tf.Tensor; promptLengths?: readonly number[] } = {},
+  ): tf.Tensor {
     return this.base.forward(ids, {
       ...(options.attentionMask === undefined ? {} : { attentionMask: options.attentionMask }),
       adapter: this.hooks(),
@@ -177,14 +232,22 @@ export class PeftModel {
    * (and EOS) only; PARA's vectors see the prompt only. Returns the run's figures (and the last
    * evaluation when `eval` records are given); the adapter keeps the final weights.
    */
-  async train(records: readonly unknown[], options: PeftTrainOptions = {}): Promise<PeftTrainResult> {
+  async train(
+    records: readonly unknown[],
+    options: PeftTrainOptions = {},
+  ): Promise<PeftTrainResult> {
     this.checkAlive();
     const tok = this.tokenizer as unknown as TokenizerLike;
     const maxLength = this.base.config.maxPositionEmbeddings;
-    const tokenize = (rs: readonly unknown[], source: string): TokenizedDataset => tokenizeRecords(tok, checkRecords(rs, source), source, { maxLength, strict: options.strict ?? false });
+    const tokenize = (rs: readonly unknown[], source: string): TokenizedDataset =>
+      tokenizeRecords(tok, checkRecords(rs, source), source, {
+        maxLength,
+        strict: options.strict ?? false,
+      });
     const train = tokenize(records, 'records');
     const evalSet = options.eval === undefined ? undefined : tokenize(options.eval, 'eval');
-    const batchSize = options.batchSize ?? Math.min(FINETUNE_DEFAULTS.batchSize, train.examples.length);
+    const batchSize =
+      options.batchSize ?? Math.min(FINETUNE_DEFAULTS.batchSize, train.examples.length);
     const { eval: _eval, strict: _strict, ...rest } = options;
     const result = await finetune({
       ...rest,
@@ -198,16 +261,31 @@ export class PeftModel {
       checkpointAtEnd: false,
     });
     if (result.reason === 'nan') {
-      throw new ParaError('INVALID_ARGUMENT', `training stopped at update ${result.step + 1}: the loss is NaN or infinite`, { field: 'lr', expected: `a lower learning rate than ${options.lr ?? this.method.training.lr}` });
+      throw new ParaError(
+        'INVALID_ARGUMENT',
+        `training stopped at update ${result.step + 1}: the loss is NaN or infinite`,
+        {
+          field: 'lr',
+          expected: `a lower learning rate than ${options.lr ?? this.method.training.lr}`,
+        },
+      );
     }
     return { ...result, skipped: train.skipped.length + (evalSet?.skipped.length ?? 0) };
   }
 
   /** Loss and exact match on `records` with the adapter (greedy generation for exact match). */
-  async evaluate(records: readonly unknown[], options: { limit?: number } = {}): Promise<EvalResult> {
+  async evaluate(
+    records: readonly unknown[],
+    options: { limit?: number } = {},
+  ): Promise<EvalResult> {
     const tok = this.tokenizer as unknown as TokenizerLike;
-    const data = tokenizeRecords(tok, checkRecords(records, 'records'), 'records', { maxLength: this.base.config.maxPositionEmbeddings });
-    return evaluateDataset(this.base, tok, data, { adapter: this.hooks(), ...(options.limit === undefined ? {} : { limit: options.limit }) });
+    const data = tokenizeRecords(tok, checkRecords(records, 'records'), 'records', {
+      maxLength: this.base.config.maxPositionEmbeddings,
+    });
+    return evaluateDataset(this.base, tok, data, {
+      adapter: this.hooks(),
+      ...(options.limit === undefined ? {} : { limit: options.limit }),
+    });
   }
 
   // --- files ----------------------------------------------------------------------------
@@ -226,7 +304,11 @@ export class PeftModel {
   async save(dir: string, options: SaveAdapterOptions = {}): Promise<void> {
     this.checkAlive();
     if (directoryIO === null) {
-      throw new ParaError('UNSUPPORTED', 'saving to a directory needs Node (the Node build of @para/train); in a browser use toFiles()', { field: 'dir', actual: dir });
+      throw new ParaError(
+        'UNSUPPORTED',
+        'saving to a directory needs Node (the Node build of @para/train); in a browser use toFiles()',
+        { field: 'dir', actual: dir },
+      );
     }
     await directoryIO.save(this.adapter, dir, this.saveOptions(options));
   }
@@ -239,7 +321,12 @@ export class PeftModel {
   merge(): CausalLM {
     this.checkAlive();
     const m = this.method;
-    if (m.merge === undefined) throw new ParaError('UNSUPPORTED', m.mergeError ?? `${m.peftType} adapters cannot be merged into the weights`, { field: 'peft_type', actual: m.peftType });
+    if (m.merge === undefined)
+      throw new ParaError(
+        'UNSUPPORTED',
+        m.mergeError ?? `${m.peftType} adapters cannot be merged into the weights`,
+        { field: 'peft_type', actual: m.peftType },
+      );
     m.merge(this.adapter, this.base);
     this.disposed = true;
     this.adapter.dispose();
@@ -259,11 +346,16 @@ export class PeftModel {
   }
 
   private saveOptions(options: SaveAdapterOptions): SaveAdapterOptions {
-    return options.baseModelName === undefined && this.base.nameOrPath !== null ? { ...options, baseModelName: this.base.nameOrPath } : options;
+    return options.baseModelName === undefined && this.base.nameOrPath !== null
+      ? { ...options, baseModelName: this.base.nameOrPath }
+      : options;
   }
 
   private checkAlive(): void {
-    if (this.disposed) throw new ParaError('INVALID_ARGUMENT', 'this PeftModel was disposed (or merged)', { field: 'peft' });
+    if (this.disposed)
+      throw new ParaError('INVALID_ARGUMENT', 'this PeftModel was disposed (or merged)', {
+        field: 'peft',
+      });
   }
 }
 
@@ -271,7 +363,15 @@ function accessFor(source: string | URL): CheckpointAccess {
   const url = asUrl(source);
   if (url !== null) return urlCheckpointAccess(url);
   if (directoryIO === null) {
-    throw new ParaError('INVALID_ARGUMENT', 'an adapter path needs the Node build of @para/train; here give a URL', { field: 'source', expected: 'an http(s) URL of an adapter directory', actual: String(source) });
+    throw new ParaError(
+      'INVALID_ARGUMENT',
+      'an adapter path needs the Node build of @para/train; here give a URL',
+      {
+        field: 'source',
+        expected: 'an http(s) URL of an adapter directory',
+        actual: String(source),
+      },
+    );
   }
   return directoryIO.access(String(source));
 }
@@ -282,9 +382,15 @@ function accessFor(source: string | URL): CheckpointAccess {
  * method's config). A fresh PARA, LoRA or IA3 adapter is the identity: the model computes
  * exactly what the backbone does until it is trained.
  */
-export function getPeftModel(model: CausalLM, config: AnyConfigInit | Readonly<Record<string, unknown>>, options: GetPeftModelOptions = {}): PeftModel {
+export function getPeftModel(
+  model: CausalLM,
+  config: AnyConfigInit | Readonly<Record<string, unknown>>,
+  options: GetPeftModelOptions = {},
+): PeftModel {
   const raw = { ...(config as Record<string, unknown>) };
-  if (typeof raw.peft_type === 'string' && raw.peft_type === raw.peft_type.toLowerCase()) raw.peft_type = adapterMethod(raw.peft_type, { byName: true }).peftType;
-  if (raw.base_model_name_or_path === undefined && model.nameOrPath !== null) raw.base_model_name_or_path = model.nameOrPath;
+  if (typeof raw.peft_type === 'string' && raw.peft_type === raw.peft_type.toLowerCase())
+    raw.peft_type = adapterMethod(raw.peft_type, { byName: true }).peftType;
+  if (raw.base_model_name_or_path === undefined && model.nameOrPath !== null)
+    raw.base_model_name_or_path = model.nameOrPath;
   return new PeftModel(model, createAdapter(model.config, raw, { seed: options.seed ?? 0 }));
 }

@@ -4,7 +4,14 @@
  */
 
 import { ParaError, Rng } from '@para/core';
-import { bucketedBatches, collate, collateWindows, microBatches, type Batch, type TokenizedExample } from './batch';
+import {
+  type Batch,
+  bucketedBatches,
+  collate,
+  collateWindows,
+  microBatches,
+  type TokenizedExample,
+} from './batch';
 import type { DataPlan } from './trainer';
 
 export interface ExamplePlanOptions {
@@ -33,9 +40,18 @@ export class ExamplePlan implements DataPlan {
     readonly examples: readonly TokenizedExample[],
     readonly options: ExamplePlanOptions,
   ) {
-    if (examples.length === 0) throw new ParaError('INVALID_ARGUMENT', 'the dataset is empty', { field: 'data', expected: 'at least one example' });
+    if (examples.length === 0)
+      throw new ParaError('INVALID_ARGUMENT', 'the dataset is empty', {
+        field: 'data',
+        expected: 'at least one example',
+      });
     const micro = options.microBatchSize ?? options.batchSize;
-    if (!Number.isInteger(micro) || micro < 1) throw new ParaError('INVALID_ARGUMENT', 'bad micro-batch size', { field: 'microBatchSize', expected: 'an integer ≥ 1', actual: String(micro) });
+    if (!Number.isInteger(micro) || micro < 1)
+      throw new ParaError('INVALID_ARGUMENT', 'bad micro-batch size', {
+        field: 'microBatchSize',
+        expected: 'an integer ≥ 1',
+        actual: String(micro),
+      });
     this.lengths = examples.map((e) => e.ids.length);
     this.stepsPerEpoch = this.order(0).length;
   }
@@ -43,16 +59,34 @@ export class ExamplePlan implements DataPlan {
   /** Example indices of each batch of `epoch`. */
   order(epoch: number): number[][] {
     if (this.cached?.epoch !== epoch) {
-      this.cached = { epoch, batches: bucketedBatches(this.lengths, this.options.batchSize, epochRng(this.options.seed, epoch), this.options.poolBatches) };
+      this.cached = {
+        epoch,
+        batches: bucketedBatches(
+          this.lengths,
+          this.options.batchSize,
+          epochRng(this.options.seed, epoch),
+          this.options.poolBatches,
+        ),
+      };
     }
     return this.cached.batches;
   }
 
   microBatches(epoch: number, index: number): Batch[] {
     const batch = this.order(epoch)[index];
-    if (batch === undefined) throw new ParaError('INVALID_ARGUMENT', 'no such batch', { field: 'index', expected: `< ${this.stepsPerEpoch}`, actual: String(index) });
+    if (batch === undefined)
+      throw new ParaError('INVALID_ARGUMENT', 'no such batch', {
+        field: 'index',
+        expected: `< ${this.stepsPerEpoch}`,
+        actual: String(index),
+      });
     const micro = this.options.microBatchSize ?? this.options.batchSize;
-    return microBatches(batch, this.lengths, micro).map((idx) => collate(idx.map((i) => this.examples[i] as TokenizedExample), this.options.padId));
+    return microBatches(batch, this.lengths, micro).map((idx) =>
+      collate(
+        idx.map((i) => this.examples[i] as TokenizedExample),
+        this.options.padId,
+      ),
+    );
   }
 }
 
@@ -78,11 +112,20 @@ export class WindowPlan implements DataPlan {
     readonly options: WindowPlanOptions,
   ) {
     const { seqLen, batchSize } = options;
-    if (!Number.isInteger(seqLen) || seqLen < 2) throw new ParaError('INVALID_ARGUMENT', 'bad sequence length', { field: 'seqLen', expected: 'an integer ≥ 2', actual: String(seqLen) });
+    if (!Number.isInteger(seqLen) || seqLen < 2)
+      throw new ParaError('INVALID_ARGUMENT', 'bad sequence length', {
+        field: 'seqLen',
+        expected: 'an integer ≥ 2',
+        actual: String(seqLen),
+      });
     this.numWindows = Math.floor((tokens.length - 1) / seqLen);
     this.stepsPerEpoch = Math.floor(this.numWindows / batchSize);
     if (this.stepsPerEpoch < 1) {
-      throw new ParaError('INVALID_ARGUMENT', 'not enough text for one batch', { field: 'input', expected: `at least ${batchSize * seqLen + 1} tokens`, actual: `${tokens.length} tokens` });
+      throw new ParaError('INVALID_ARGUMENT', 'not enough text for one batch', {
+        field: 'input',
+        expected: `at least ${batchSize * seqLen + 1} tokens`,
+        actual: `${tokens.length} tokens`,
+      });
     }
   }
 
@@ -93,13 +136,19 @@ export class WindowPlan implements DataPlan {
 
   microBatches(epoch: number, index: number): Batch[] {
     if (this.cached?.epoch !== epoch) {
-      this.cached = { epoch, order: epochRng(this.options.seed, epoch).shuffle(Array.from({ length: this.numWindows }, (_, i) => i)) };
+      this.cached = {
+        epoch,
+        order: epochRng(this.options.seed, epoch).shuffle(
+          Array.from({ length: this.numWindows }, (_, i) => i),
+        ),
+      };
     }
     const { batchSize } = this.options;
     const micro = this.options.microBatchSize ?? batchSize;
     const rows = this.cached.order.slice(index * batchSize, (index + 1) * batchSize);
     const out: Batch[] = [];
-    for (let i = 0; i < rows.length; i += micro) out.push(collateWindows(rows.slice(i, i + micro).map((w) => this.window(w))));
+    for (let i = 0; i < rows.length; i += micro)
+      out.push(collateWindows(rows.slice(i, i + micro).map((w) => this.window(w))));
     return out;
   }
 }

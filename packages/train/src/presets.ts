@@ -46,7 +46,20 @@ export const BACKBONE_PRESETS = {
     numKvHeads: 2,
     contextLength: 256,
     tieWordEmbeddings: true,
-    recipe: { steps: 1000, batchSize: 8, seqLen: 256, lr: 3e-3, warmupSteps: 50, decay: 'cosine', minLrRatio: 0.1, weightDecay: 0.1, beta2: 0.95, maxGradNorm: 1, evalEvery: 100, checkpointEvery: 50 },
+    recipe: {
+      steps: 1000,
+      batchSize: 8,
+      seqLen: 256,
+      lr: 3e-3,
+      warmupSteps: 50,
+      decay: 'cosine',
+      minLrRatio: 0.1,
+      weightDecay: 0.1,
+      beta2: 0.95,
+      maxGradNorm: 1,
+      evalEvery: 100,
+      checkpointEvery: 50,
+    },
   },
   tiny: {
     vocabSize: 512,
@@ -57,7 +70,20 @@ export const BACKBONE_PRESETS = {
     numKvHeads: 2,
     contextLength: 128,
     tieWordEmbeddings: true,
-    recipe: { steps: 40, batchSize: 4, seqLen: 64, lr: 3e-3, warmupSteps: 4, decay: 'cosine', minLrRatio: 0.1, weightDecay: 0.1, beta2: 0.95, maxGradNorm: 1, evalEvery: 20, checkpointEvery: 10 },
+    recipe: {
+      steps: 40,
+      batchSize: 4,
+      seqLen: 64,
+      lr: 3e-3,
+      warmupSteps: 4,
+      decay: 'cosine',
+      minLrRatio: 0.1,
+      weightDecay: 0.1,
+      beta2: 0.95,
+      maxGradNorm: 1,
+      evalEvery: 20,
+      checkpointEvery: 10,
+    },
   },
 } as const satisfies Record<string, BackbonePreset>;
 
@@ -66,13 +92,19 @@ export type BackbonePresetName = keyof typeof BACKBONE_PRESETS;
 export function backbonePreset(name: string): BackbonePreset {
   const p = (BACKBONE_PRESETS as Record<string, BackbonePreset>)[name];
   if (p === undefined) {
-    throw new ParaError('INVALID_ARGUMENT', `unknown backbone config "${name}"`, { field: 'config', expected: Object.keys(BACKBONE_PRESETS).join(' | ') });
+    throw new ParaError('INVALID_ARGUMENT', `unknown backbone config "${name}"`, {
+      field: 'config',
+      expected: Object.keys(BACKBONE_PRESETS).join(' | '),
+    });
   }
   return p;
 }
 
 /** The model config of a preset for a tokenizer's vocabulary and special ids. */
-export function presetModelConfig(p: BackbonePreset, ids: { vocabSize: number; bos: number | null; eos: number; pad: number | null }): ModelConfig {
+export function presetModelConfig(
+  p: BackbonePreset,
+  ids: { vocabSize: number; bos: number | null; eos: number; pad: number | null },
+): ModelConfig {
   return createConfig({
     vocabSize: ids.vocabSize,
     hiddenSize: p.hiddenSize,

@@ -35,9 +35,14 @@ export function makeSchedule(o: ScheduleOptions): Schedule {
   const decay = o.decay ?? 'linear';
   const min = o.minLrRatio ?? 0;
   const bad = (field: string, expected: string, actual: unknown) =>
-    new ParaError('INVALID_ARGUMENT', `bad learning-rate schedule: ${field}`, { field, expected, actual: String(actual) });
+    new ParaError('INVALID_ARGUMENT', `bad learning-rate schedule: ${field}`, {
+      field,
+      expected,
+      actual: String(actual),
+    });
   if (!(Number.isFinite(o.lr) && o.lr > 0)) throw bad('lr', 'a positive number', o.lr);
-  if (!Number.isInteger(o.totalSteps) || o.totalSteps < 1) throw bad('totalSteps', 'an integer ≥ 1', o.totalSteps);
+  if (!Number.isInteger(o.totalSteps) || o.totalSteps < 1)
+    throw bad('totalSteps', 'an integer ≥ 1', o.totalSteps);
   if (!Number.isInteger(warmup) || warmup < 0) throw bad('warmupSteps', 'an integer ≥ 0', warmup);
   if (!DECAY_KINDS.includes(decay)) throw bad('decay', DECAY_KINDS.join(' | '), decay);
   if (!(min >= 0 && min <= 1)) throw bad('minLrRatio', 'a number in [0, 1]', min);

@@ -9,9 +9,9 @@
  * - `fullTrainable(model)`: every weight becomes a variable (pretraining, full fine-tuning).
  */
 
-import * as tf from '@tensorflow/tfjs-core';
 import { ParaError } from '@para/core';
 import { CausalLM, type ModelAdapter, namedWeights, weightsFromNamed } from '@para/model';
+import * as tf from '@tensorflow/tfjs-core';
 import type { Batch } from './batch';
 
 export interface TrainableModel {
@@ -38,7 +38,10 @@ export interface TrainableAdapter {
 export function adapterTrainable(model: CausalLM, adapter: TrainableAdapter): TrainableModel {
   const hooks = adapter.attach(model);
   const parameters = adapter.namedParameters();
-  if (parameters.size === 0) throw new ParaError('INVALID_ARGUMENT', 'the adapter has no parameters to train', { field: 'adapter' });
+  if (parameters.size === 0)
+    throw new ParaError('INVALID_ARGUMENT', 'the adapter has no parameters to train', {
+      field: 'adapter',
+    });
   return {
     parameters,
     model,
@@ -64,14 +67,22 @@ export function fullTrainable(model: CausalLM): TrainableModel {
   const named = namedWeights(model.config, model.weights);
   const vars = new Map<string, tf.Variable>();
   const id = nextFullId++;
-  for (const [name, t] of Object.entries(named)) vars.set(name, tf.variable(t, true, `full${id}/${name}`));
-  const trainable = new CausalLM(model.config, weightsFromNamed(model.config, Object.fromEntries(vars)));
+  for (const [name, t] of Object.entries(named))
+    vars.set(name, tf.variable(t, true, `full${id}/${name}`));
+  const trainable = new CausalLM(
+    model.config,
+    weightsFromNamed(model.config, Object.fromEntries(vars)),
+  );
   return {
     parameters: vars,
     model: trainable,
     adapter: null,
     setTraining: () => undefined,
-    logits: (batch) => trainable.forward(batch.ids, batch.attentionMask === null ? {} : { attentionMask: batch.attentionMask }),
+    logits: (batch) =>
+      trainable.forward(
+        batch.ids,
+        batch.attentionMask === null ? {} : { attentionMask: batch.attentionMask },
+      ),
   };
 }
 

@@ -17,8 +17,8 @@
  * computes the same losses bit for bit as an uninterrupted one.
  */
 
-import * as tf from '@tensorflow/tfjs-core';
 import { ParaError, Rng, type RngState } from '@para/core';
+import * as tf from '@tensorflow/tfjs-core';
 import type { Batch } from './batch';
 import { weightedCrossEntropy } from './loss';
 import { AdamW, clipScale } from './optim';
@@ -118,11 +118,27 @@ export class Trainer {
       seed: 0,
       ...options,
     };
-    if (!(o.maxGradNorm >= 0)) throw new ParaError('INVALID_ARGUMENT', 'bad maxGradNorm', { field: 'maxGradNorm', expected: 'a number ≥ 0 (0: no clipping)', actual: String(o.maxGradNorm) });
+    if (!(o.maxGradNorm >= 0))
+      throw new ParaError('INVALID_ARGUMENT', 'bad maxGradNorm', {
+        field: 'maxGradNorm',
+        expected: 'a number ≥ 0 (0: no clipping)',
+        actual: String(o.maxGradNorm),
+      });
     this.options = o;
     this.model = model;
-    this.schedule = makeSchedule({ lr: o.lr, totalSteps: o.totalSteps, warmupSteps: o.warmupSteps, decay: o.decay, minLrRatio: o.minLrRatio });
-    this.optimizer = new AdamW(model.parameters, { beta1: o.beta1, beta2: o.beta2, eps: o.eps, weightDecay: o.weightDecay });
+    this.schedule = makeSchedule({
+      lr: o.lr,
+      totalSteps: o.totalSteps,
+      warmupSteps: o.warmupSteps,
+      decay: o.decay,
+      minLrRatio: o.minLrRatio,
+    });
+    this.optimizer = new AdamW(model.parameters, {
+      beta1: o.beta1,
+      beta2: o.beta2,
+      eps: o.eps,
+      weightDecay: o.weightDecay,
+    });
     this.names = [...model.parameters.keys()];
     this.varList = [...model.parameters.values()];
     this.rng = new Rng(o.seed);
@@ -143,16 +159,26 @@ export class Trainer {
     const V = logits.shape[2] as number;
     const flat = tf.reshape(logits, [B * T, V]); // [B·T, V]
     const w = scale === 1 ? batch.weights : batch.weights.map((x) => x * scale);
-    return weightedCrossEntropy(flat, tf.tensor1d(batch.targets, 'int32'), tf.tensor1d(w, 'float32'));
+    return weightedCrossEntropy(
+      flat,
+      tf.tensor1d(batch.targets, 'int32'),
+      tf.tensor1d(w, 'float32'),
+    );
   }
 
   /**
    * Gradients of the logical batch made of `micro` (summed over micro-batches), and its mean
    * loss. The caller disposes the gradients.
    */
-  async gradients(micro: readonly Batch[]): Promise<{ loss: number; grads: Record<string, tf.Tensor> }> {
+  async gradients(
+    micro: readonly Batch[],
+  ): Promise<{ loss: number; grads: Record<string, tf.Tensor> }> {
     const total = micro.reduce((n, b) => n + b.lossTokens, 0);
-    if (total === 0) throw new ParaError('INVALID_ARGUMENT', 'a batch with no loss tokens', { field: 'batch', expected: 'at least one completion token' });
+    if (total === 0)
+      throw new ParaError('INVALID_ARGUMENT', 'a batch with no loss tokens', {
+        field: 'batch',
+        expected: 'at least one completion token',
+      });
     let acc: tf.Tensor[] | null = null;
     let lossSum = 0;
     for (const b of micro) {
@@ -190,7 +216,9 @@ export class Trainer {
     const tokens = micro.reduce((n, b) => n + b.tokens, 0);
     const lossTokens = micro.reduce((n, b) => n + b.lossTokens, 0);
     try {
-      const normT = tf.tidy(() => tf.sqrt(tf.addN(Object.values(grads).map((g) => tf.sum(tf.square(g))))));
+      const normT = tf.tidy(() =>
+        tf.sqrt(tf.addN(Object.values(grads).map((g) => tf.sum(tf.square(g))))),
+      );
       const gradNorm = (await normT.data())[0] as number;
       normT.dispose();
       const finite = Number.isFinite(loss) && Number.isFinite(gradNorm);
@@ -249,15 +277,32 @@ export class Trainer {
   restore(data: CheckpointData, file?: string): void {
     const s = data.state;
     if (s?.format !== 'para-trainer-state' || s.version !== 1) {
-      throw new ParaError('INVALID_CONFIG', 'not a para trainer state', { file, field: 'format', expected: '"para-trainer-state" version 1', actual: JSON.stringify(s?.format) });
+      throw new ParaError('INVALID_CONFIG', 'not a para trainer state', {
+        file,
+        field: 'format',
+        expected: '"para-trainer-state" version 1',
+        actual: JSON.stringify(s?.format),
+      });
     }
     for (const [name, v] of this.model.parameters) {
       const t = data.tensors[`param.${name}`];
-      if (t === undefined) throw new ParaError('TENSOR_NOT_FOUND', 'checkpoint lacks a parameter', { file, field: `param.${name}`, expected: `a tensor [${v.shape.join(', ')}]` });
-      if (t.shape.join() !== v.shape.join()) throw new ParaError('SHAPE_MISMATCH', 'checkpoint parameter has the wrong shape', { file, field: `param.${name}`, expected: `[${v.shape.join(', ')}]`, actual: `[${t.shape.join(', ')}]` });
+      if (t === undefined)
+        throw new ParaError('TENSOR_NOT_FOUND', 'checkpoint lacks a parameter', {
+          file,
+          field: `param.${name}`,
+          expected: `a tensor [${v.shape.join(', ')}]`,
+        });
+      if (t.shape.join() !== v.shape.join())
+        throw new ParaError('SHAPE_MISMATCH', 'checkpoint parameter has the wrong shape', {
+          file,
+          field: `param.${name}`,
+          expected: `[${v.shape.join(', ')}]`,
+          actual: `[${t.shape.join(', ')}]`,
+        });
     }
     this.optimizer.loadState({ step: s.step, tensors: data.tensors }, file);
-    for (const [name, v] of this.model.parameters) v.assign(data.tensors[`param.${name}`] as tf.Tensor);
+    for (const [name, v] of this.model.parameters)
+      v.assign(data.tensors[`param.${name}`] as tf.Tensor);
     this.step = s.step;
     this.rng = Rng.fromState(s.rng);
     this.tokensSeen = s.tokensSeen;
@@ -287,8 +332,23 @@ export interface DataPlan {
 export type BestMetric = 'exact_match' | 'loss';
 
 export type TrainEvent =
-  | { type: 'start'; step: number; totalSteps: number; resumed: boolean; parameters: number; stepsPerEpoch: number }
-  | ({ type: 'step'; epoch: number; tokensPerSec: number; elapsedMs: number; etaMs: number; stepMs: number; totalSteps: number } & StepResult)
+  | {
+      type: 'start';
+      step: number;
+      totalSteps: number;
+      resumed: boolean;
+      parameters: number;
+      stepsPerEpoch: number;
+    }
+  | ({
+      type: 'step';
+      epoch: number;
+      tokensPerSec: number;
+      elapsedMs: number;
+      etaMs: number;
+      stepMs: number;
+      totalSteps: number;
+    } & StepResult)
   | { type: 'eval'; step: number; metrics: EvalMetrics; best: boolean; ms: number }
   | { type: 'checkpoint'; step: number; path: string }
   | { type: 'nan'; step: number; loss: number; gradNorm: number; lastCheckpoint: string | null }
@@ -334,14 +394,25 @@ export interface RunResult {
 export async function runTraining(trainer: Trainer, o: RunOptions): Promise<RunResult> {
   const total = trainer.options.totalSteps;
   const { plan } = o;
-  if (!(plan.stepsPerEpoch >= 1)) throw new ParaError('INVALID_ARGUMENT', 'no batches to train on', { field: 'data', expected: 'at least one batch per epoch' });
+  if (!(plan.stepsPerEpoch >= 1))
+    throw new ParaError('INVALID_ARGUMENT', 'no batches to train on', {
+      field: 'data',
+      expected: 'at least one batch per epoch',
+    });
   const emit = async (e: TrainEvent) => {
     await o.onEvent?.(e);
   };
   const losses: number[] = [];
   let lastCheckpoint: string | null = null;
   const resumed = trainer.step > 0;
-  await emit({ type: 'start', step: trainer.step, totalSteps: total, resumed, parameters: [...trainer.model.parameters.values()].reduce((n, v) => n + v.size, 0), stepsPerEpoch: plan.stepsPerEpoch });
+  await emit({
+    type: 'start',
+    step: trainer.step,
+    totalSteps: total,
+    resumed,
+    parameters: [...trainer.model.parameters.values()].reduce((n, v) => n + v.size, 0),
+    stepsPerEpoch: plan.stepsPerEpoch,
+  });
   const startStep = trainer.step;
   const sessionStart = now();
   const evalEvery = o.evalEvery ?? 0;
@@ -354,7 +425,14 @@ export async function runTraining(trainer: Trainer, o: RunOptions): Promise<RunR
   };
   const finish = async (reason: RunResult['reason']): Promise<RunResult> => {
     await emit({ type: 'done', step: trainer.step, reason });
-    return { reason, step: trainer.step, lastLoss: trainer.lastLoss, best: trainer.best, lastCheckpoint, losses };
+    return {
+      reason,
+      step: trainer.step,
+      lastLoss: trainer.lastLoss,
+      best: trainer.best,
+      lastCheckpoint,
+      losses,
+    };
   };
 
   while (trainer.step < total) {
@@ -371,36 +449,73 @@ export async function runTraining(trainer: Trainer, o: RunOptions): Promise<RunR
     const r = await trainer.trainStep(micro);
     const stepMs = now() - t0;
     if (!r.finite) {
-      await emit({ type: 'nan', step: trainer.step + 1, loss: r.loss, gradNorm: r.gradNorm, lastCheckpoint });
+      await emit({
+        type: 'nan',
+        step: trainer.step + 1,
+        loss: r.loss,
+        gradNorm: r.gradNorm,
+        lastCheckpoint,
+      });
       return finish('nan');
     }
     losses.push(r.loss);
     const sessionMs = now() - sessionStart;
     const done = trainer.step - startStep;
     const etaMs = (sessionMs / done) * (total - trainer.step);
-    await emit({ type: 'step', ...r, epoch, totalSteps: total, stepMs, tokensPerSec: r.tokens / (stepMs / 1000), elapsedMs: trainer.elapsedMs, etaMs });
+    await emit({
+      type: 'step',
+      ...r,
+      epoch,
+      totalSteps: total,
+      stepMs,
+      tokensPerSec: r.tokens / (stepMs / 1000),
+      elapsedMs: trainer.elapsedMs,
+      etaMs,
+    });
 
     const last = trainer.step === total;
     let stop = false;
     if (o.evaluate !== undefined && (last || (evalEvery > 0 && trainer.step % evalEvery === 0))) {
       const e0 = now();
       const metrics = await o.evaluate(trainer.step);
-      const which: BestMetric = o.bestMetric ?? (metrics.exact_match === undefined ? 'loss' : 'exact_match');
+      const which: BestMetric =
+        o.bestMetric ?? (metrics.exact_match === undefined ? 'loss' : 'exact_match');
       const value = which === 'loss' ? -metrics.loss : (metrics.exact_match ?? Number.NaN);
-      const better = trainer.best === null || value > trainer.best.value || (value === trainer.best.value && which !== 'loss' && -metrics.loss > -trainer.best.metrics.loss);
+      const better =
+        trainer.best === null ||
+        value > trainer.best.value ||
+        (value === trainer.best.value &&
+          which !== 'loss' &&
+          -metrics.loss > -trainer.best.metrics.loss);
       if (better) {
         trainer.best = { step: trainer.step, value, metrics };
         trainer.evalsWithoutImprovement = 0;
         await o.saveBest?.(trainer.step, metrics);
       } else trainer.evalsWithoutImprovement += 1;
       await emit({ type: 'eval', step: trainer.step, metrics, best: better, ms: now() - e0 });
-      if (o.patience !== undefined && o.patience > 0 && trainer.evalsWithoutImprovement >= o.patience && !last) {
-        await emit({ type: 'early-stop', step: trainer.step, bestStep: trainer.best?.step ?? 0, patience: o.patience });
+      if (
+        o.patience !== undefined &&
+        o.patience > 0 &&
+        trainer.evalsWithoutImprovement >= o.patience &&
+        !last
+      ) {
+        await emit({
+          type: 'early-stop',
+          step: trainer.step,
+          bestStep: trainer.best?.step ?? 0,
+          patience: o.patience,
+        });
         stop = true;
       }
     }
     const interrupted = o.stopAtStep !== undefined && trainer.step >= o.stopAtStep;
-    if ((last && o.checkpointAtEnd !== false) || stop || interrupted || (ckptEvery > 0 && trainer.step % ckptEvery === 0 && !last)) await checkpoint();
+    if (
+      (last && o.checkpointAtEnd !== false) ||
+      stop ||
+      interrupted ||
+      (ckptEvery > 0 && trainer.step % ckptEvery === 0 && !last)
+    )
+      await checkpoint();
     if (stop) return finish('early-stop');
     if (interrupted && !last) return finish('stopped');
   }

@@ -1,6 +1,6 @@
-import * as tf from '@tensorflow/tfjs-core';
 import { ParaAdapter } from '@para/adapters';
 import { Rng } from '@para/core';
+import * as tf from '@tensorflow/tfjs-core';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { bucketedBatches, collate, collateWindows, ExamplePlan, microBatches } from '../src/index';
 import { useBackend } from './helpers/backends';
@@ -39,7 +39,9 @@ describe('collate', () => {
   });
 
   it('rejects an example without a completion', () => {
-    expect(() => collate([{ ids: [1, 2], promptLength: 2, source: 'f.jsonl:7' }], 0)).toThrow(/f\.jsonl:7/);
+    expect(() => collate([{ ids: [1, 2], promptLength: 2, source: 'f.jsonl:7' }], 0)).toThrow(
+      /f\.jsonl:7/,
+    );
   });
 
   it('windows: inputs are the first T tokens, targets the last T, all counted', () => {
@@ -62,7 +64,10 @@ describe('length-bucketed batches', () => {
     expect(a).toEqual(b);
     expect(a.flat().sort((x, y) => x - y)).toEqual(lengths.map((_, i) => i));
     // Within a pool of 32 sorted examples, each batch spans a narrow range of lengths.
-    const spread = a.map((batch) => Math.max(...batch.map((i) => lengths[i]!)) - Math.min(...batch.map((i) => lengths[i]!)));
+    const spread = a.map(
+      (batch) =>
+        Math.max(...batch.map((i) => lengths[i]!)) - Math.min(...batch.map((i) => lengths[i]!)),
+    );
     const overall = Math.max(...lengths) - Math.min(...lengths);
     expect(spread.reduce((s, x) => s + x, 0) / spread.length).toBeLessThan(overall / 2);
     expect(bucketedBatches(lengths, 8, new Rng('t'), 4)).not.toEqual(a);
@@ -76,7 +81,10 @@ describe('length-bucketed batches', () => {
   });
 
   it('a plan is deterministic per (seed, epoch) and reshuffles between epochs', () => {
-    const ex = Array.from({ length: 20 }, (_, i) => ({ ids: [1, ...new Array(1 + (i % 5)).fill(7), 2], promptLength: 1 }));
+    const ex = Array.from({ length: 20 }, (_, i) => ({
+      ids: [1, ...new Array(1 + (i % 5)).fill(7), 2],
+      promptLength: 1,
+    }));
     const p = new ExamplePlan(ex, { batchSize: 4, seed: 3, padId: 0 });
     expect(p.stepsPerEpoch).toBe(5);
     const q = new ExamplePlan(ex, { batchSize: 4, seed: 3, padId: 0 });
@@ -95,13 +103,22 @@ describe('PARA under left padding', () => {
     const model = tinyModel(tok, 1);
     const adapter = ParaAdapter.create(model.config, { r: 4 }, { seed: 2 });
     // Give W_up non-zero values so PARA actually changes the activations.
-    for (const [name, v] of adapter.namedParameters()) if (name.endsWith('up.weight')) v.assign(tf.randomNormal(v.shape, 0, 0.5, 'float32', 7));
+    for (const [name, v] of adapter.namedParameters())
+      if (name.endsWith('up.weight')) v.assign(tf.randomNormal(v.shape, 0, 0.5, 'float32', 7));
     const hooks = adapter.attach(model);
     const short = { ids: [1, 30, 31, 32, 2], promptLength: 3 };
     const long = { ids: [1, 40, 41, 42, 43, 44, 45, 2], promptLength: 5 };
     const batch = collate([short, long], tok.padTokenId as number);
-    const together = tf.tidy(() => model.forward(batch.ids, { attentionMask: batch.attentionMask!, adapter: hooks, request: { promptLengths: batch.promptLengths! } }));
-    const alone = tf.tidy(() => model.forward([short.ids], { adapter: hooks, request: { promptLengths: [3] } }));
+    const together = tf.tidy(() =>
+      model.forward(batch.ids, {
+        attentionMask: batch.attentionMask!,
+        adapter: hooks,
+        request: { promptLengths: batch.promptLengths! },
+      }),
+    );
+    const alone = tf.tidy(() =>
+      model.forward([short.ids], { adapter: hooks, request: { promptLengths: [3] } }),
+    );
     const T = batch.ids[0]!.length;
     const off = T - short.ids.length;
     const row = tf.slice(together, [0, off, 0], [1, short.ids.length, together.shape[2]!]);
@@ -111,7 +128,9 @@ describe('PARA under left padding', () => {
     for (let i = 0; i < a.length; i++) max = Math.max(max, Math.abs(a[i]! - b[i]!));
     expect(max).toBeLessThan(1e-4);
     // A wrong prompt length (counting padding) would change the vectors: check the test can fail.
-    const wrong = tf.tidy(() => model.forward([short.ids], { adapter: hooks, request: { promptLengths: [3 + off] } }));
+    const wrong = tf.tidy(() =>
+      model.forward([short.ids], { adapter: hooks, request: { promptLengths: [3 + off] } }),
+    );
     const c = await wrong.data();
     let diff = 0;
     for (let i = 0; i < c.length; i++) diff = Math.max(diff, Math.abs(c[i]! - b[i]!));

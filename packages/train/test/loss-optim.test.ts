@@ -26,10 +26,13 @@ for (const backend of testBackends()) {
         for (let j = 0; j < V; j++) z += Math.exp(xs[n * V + j]! - max);
         const wn = mask[n]! / 5;
         sum += wn * (max + Math.log(z) - xs[n * V + targets[n]!]!);
-        for (let j = 0; j < V; j++) grad[n * V + j] = wn * (Math.exp(xs[n * V + j]! - max) / z - (j === targets[n] ? 1 : 0));
+        for (let j = 0; j < V; j++)
+          grad[n * V + j] = wn * (Math.exp(xs[n * V + j]! - max) / z - (j === targets[n] ? 1 : 0));
       }
       expectClose(a, [sum], 1e-5, 1e-5, 'float64');
-      const g1 = await tf.grad((xx: tf.Tensor) => weightedCrossEntropy(xx, t, w))(x).data();
+      const g1 = await tf
+        .grad((xx: tf.Tensor) => weightedCrossEntropy(xx, t, w))(x)
+        .data();
       expectClose(g1, grad, 1e-6, 1e-5, 'gradient');
       tf.dispose([x, t, w]);
     });
@@ -39,9 +42,22 @@ for (const backend of testBackends()) {
 describe('AdamW', () => {
   it('matches a float64 reference of torch.optim.AdamW (decoupled decay on matrices only)', async () => {
     await useBackend('cpu');
-    const p = tf.variable(tf.tensor2d([[0.5, -1.0], [2.0, 0.25]]), true, 'adamw-test-p');
+    const p = tf.variable(
+      tf.tensor2d([
+        [0.5, -1.0],
+        [2.0, 0.25],
+      ]),
+      true,
+      'adamw-test-p',
+    );
     const b = tf.variable(tf.tensor1d([0.1, -0.2]), true, 'adamw-test-b');
-    const opt = new AdamW(new Map<string, tf.Variable>([['p', p], ['b', b]]), { beta1: 0.9, beta2: 0.99, eps: 1e-8, weightDecay: 0.1 });
+    const opt = new AdamW(
+      new Map<string, tf.Variable>([
+        ['p', p],
+        ['b', b],
+      ]),
+      { beta1: 0.9, beta2: 0.99, eps: 1e-8, weightDecay: 0.1 },
+    );
     const ref = { p: [0.5, -1.0, 2.0, 0.25], b: [0.1, -0.2] };
     const m = { p: [0, 0, 0, 0], b: [0, 0] };
     const v = { p: [0, 0, 0, 0], b: [0, 0] };
@@ -75,16 +91,27 @@ describe('AdamW', () => {
     // State round trip: a fresh optimizer continues exactly.
     const p2 = tf.variable(p.clone(), true, 'adamw-test-p2');
     const b2 = tf.variable(b.clone(), true, 'adamw-test-b2');
-    const opt2 = new AdamW(new Map<string, tf.Variable>([['p', p2], ['b', b2]]), { beta1: 0.9, beta2: 0.99, eps: 1e-8, weightDecay: 0.1 });
+    const opt2 = new AdamW(
+      new Map<string, tf.Variable>([
+        ['p', p2],
+        ['b', b2],
+      ]),
+      { beta1: 0.9, beta2: 0.99, eps: 1e-8, weightDecay: 0.1 },
+    );
     const state = opt.state();
-    const copy = { step: state.step, tensors: Object.fromEntries(Object.entries(state.tensors).map(([k, x]) => [k, x.clone()])) };
+    const copy = {
+      step: state.step,
+      tensors: Object.fromEntries(Object.entries(state.tensors).map(([k, x]) => [k, x.clone()])),
+    };
     opt2.loadState(copy);
     const g = { p: tf.tensor2d([0.3, 0.3, -0.1, 0.2], [2, 2]), b: tf.tensor1d([0.2, 0.4]) };
     opt.apply(g, 0.02);
     opt2.apply(g, 0.02);
     expect(Array.from(await p2.data())).toEqual(Array.from(await p.data()));
     expect(Array.from(await b2.data())).toEqual(Array.from(await b.data()));
-    expect(() => opt2.loadState({ step: 1, tensors: {} }, 'ckpt')).toThrow(/ckpt, field "m\.p": optimizer state lacks a moment/);
+    expect(() => opt2.loadState({ step: 1, tensors: {} }, 'ckpt')).toThrow(
+      /ckpt, field "m\.p": optimizer state lacks a moment/,
+    );
     tf.dispose([...Object.values(copy.tensors), ...Object.values(g)]);
     opt.dispose();
     opt2.dispose();
@@ -106,7 +133,13 @@ describe('schedules', () => {
     const lin = makeSchedule({ lr: 1, totalSteps: 11, warmupSteps: 2, decay: 'linear' });
     expect([0, 1, 2, 10].map(lin)).toEqual([0.5, 1, 1, 0]);
     expect(lin(6)).toBeCloseTo(0.5, 10);
-    const cos = makeSchedule({ lr: 2, totalSteps: 11, warmupSteps: 0, decay: 'cosine', minLrRatio: 0.1 });
+    const cos = makeSchedule({
+      lr: 2,
+      totalSteps: 11,
+      warmupSteps: 0,
+      decay: 'cosine',
+      minLrRatio: 0.1,
+    });
     expect(cos(0)).toBeCloseTo(2, 10);
     expect(cos(5)).toBeCloseTo(2 * (0.1 + 0.9 * 0.5), 10);
     expect(cos(10)).toBeCloseTo(0.2, 10);

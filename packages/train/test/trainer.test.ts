@@ -7,12 +7,21 @@
 import { existsSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import * as tf from '@tensorflow/tfjs-core';
-import { ParaAdapter, LoraAdapter } from '@para/adapters';
+import { LoraAdapter, ParaAdapter } from '@para/adapters';
 import { measureTensorLeak } from '@para/core';
 import { allWeightTensors } from '@para/model';
+import * as tf from '@tensorflow/tfjs-core';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { adapterTrainable, collate, ExamplePlan, fullTrainable, runTraining, Trainer, type Batch, type TrainableModel } from '../src/index';
+import {
+  adapterTrainable,
+  type Batch,
+  collate,
+  ExamplePlan,
+  fullTrainable,
+  runTraining,
+  type TrainableModel,
+  Trainer,
+} from '../src/index';
 import { latestCheckpoint, loadCheckpoint, saveCheckpoint } from '../src/node';
 import { expectClose, useBackend } from './helpers/backends';
 import { taskDataset, tinyModel, tinyTokenizer } from './helpers/fixtures';
@@ -46,7 +55,9 @@ describe(`training on ${BACKEND}`, () => {
     const evalBatches = () => [collate(data.examples, pad())];
     const trainer = new Trainer(trainable, { lr: 1e-2, totalSteps: 30, warmupSteps: 2, seed: 0 });
     const before = (await trainer.evalLoss(evalBatches())).loss;
-    const r = await runTraining(trainer, { plan: new ExamplePlan(data.examples, { batchSize: 8, seed: 0, padId: pad() }) });
+    const r = await runTraining(trainer, {
+      plan: new ExamplePlan(data.examples, { batchSize: 8, seed: 0, padId: pad() }),
+    });
     const after = (await trainer.evalLoss(evalBatches())).loss;
     expect(r.reason).toBe('done');
     expect(r.losses).toHaveLength(30);
@@ -56,7 +67,9 @@ describe(`training on ${BACKEND}`, () => {
     const full = fullTrainable(model);
     const t2 = new Trainer(full, { lr: 3e-3, totalSteps: 20, seed: 0, weightDecay: 0.1 });
     const b0 = (await t2.evalLoss(evalBatches())).loss;
-    await runTraining(t2, { plan: new ExamplePlan(data.examples, { batchSize: 8, seed: 0, padId: pad() }) });
+    await runTraining(t2, {
+      plan: new ExamplePlan(data.examples, { batchSize: 8, seed: 0, padId: pad() }),
+    });
     expect((await t2.evalLoss(evalBatches())).loss).toBeLessThan(b0 - 0.5);
     t2.dispose();
     full.model.dispose();
@@ -67,7 +80,8 @@ describe(`training on ${BACKEND}`, () => {
   it('gradient accumulation: 4 micro-batches of 2 = one batch of 8', async () => {
     const data = taskDataset(tok, 'category', 'train', 8);
     const { model, adapter, trainable } = paraSetup(3);
-    for (const [n, v] of adapter.namedParameters()) if (n.endsWith('up.weight')) v.assign(tf.randomNormal(v.shape, 0, 0.3, 'float32', 1));
+    for (const [n, v] of adapter.namedParameters())
+      if (n.endsWith('up.weight')) v.assign(tf.randomNormal(v.shape, 0, 0.3, 'float32', 1));
     const trainer = new Trainer(trainable, { lr: 1e-2, totalSteps: 2 });
     const one = await trainer.gradients([collate(data.examples, pad())]);
     const micro = [0, 2, 4, 6].map((i) => collate(data.examples.slice(i, i + 2), pad()));
@@ -86,7 +100,10 @@ describe(`training on ${BACKEND}`, () => {
 
   it('adapter training: only adapter variables get gradients; the backbone stays bit-identical', async () => {
     const data = taskDataset(tok, 'arithmetic', 'train', 16);
-    for (const make of [(m: ReturnType<typeof tinyModel>) => ParaAdapter.create(m.config, { r: 4 }), (m: ReturnType<typeof tinyModel>) => LoraAdapter.create(m.config, { r: 4, lora_alpha: 8 })]) {
+    for (const make of [
+      (m: ReturnType<typeof tinyModel>) => ParaAdapter.create(m.config, { r: 4 }),
+      (m: ReturnType<typeof tinyModel>) => LoraAdapter.create(m.config, { r: 4, lora_alpha: 8 }),
+    ]) {
       const model = tinyModel(tok, 5);
       const adapter = make(model);
       const weightsBefore = await values(allWeightTensors(model.weights));
@@ -95,13 +112,19 @@ describe(`training on ${BACKEND}`, () => {
       const g = await trainer.gradients([collate(data.examples.slice(0, 4), pad())]);
       expect(Object.keys(g.grads).sort()).toEqual([...adapter.namedParameters().keys()].sort());
       tf.dispose(Object.values(g.grads));
-      await runTraining(trainer, { plan: new ExamplePlan(data.examples, { batchSize: 4, seed: 1, padId: pad() }) });
+      await runTraining(trainer, {
+        plan: new ExamplePlan(data.examples, { batchSize: 4, seed: 1, padId: pad() }),
+      });
       const weightsAfter = await values(allWeightTensors(model.weights));
       weightsAfter.forEach((w, i) => {
         expect(Buffer.from(w.buffer).equals(Buffer.from(weightsBefore[i]!.buffer))).toBe(true);
       });
       const adapterAfter = await values(adapter.namedParameters().values());
-      expect(adapterAfter.some((w, i) => !Buffer.from(w.buffer).equals(Buffer.from(adapterBefore[i]!.buffer)))).toBe(true);
+      expect(
+        adapterAfter.some(
+          (w, i) => !Buffer.from(w.buffer).equals(Buffer.from(adapterBefore[i]!.buffer)),
+        ),
+      ).toBe(true);
       trainer.dispose();
       adapter.dispose();
       model.dispose();
@@ -121,7 +144,12 @@ describe(`training on ${BACKEND}`, () => {
     };
     const base = await loss(batch);
     // Garbage in every target the mask excludes (prompt positions, padding, last position).
-    const garbage: Batch = { ...batch, targets: batch.targets.map((t, i) => (batch.weights[i] === 0 ? (t * 7 + 13) % tok.vocabSize : t)) };
+    const garbage: Batch = {
+      ...batch,
+      targets: batch.targets.map((t, i) =>
+        batch.weights[i] === 0 ? (t * 7 + 13) % tok.vocabSize : t,
+      ),
+    };
     expect(await loss(garbage)).toBe(base);
     // Another padding id changes nothing either (padding is masked out of attention).
     expect(await loss(collate(data.examples, 0))).toBeCloseTo(base, 5);
@@ -129,7 +157,14 @@ describe(`training on ${BACKEND}`, () => {
     let sum = 0;
     let count = 0;
     for (const e of data.examples) {
-      const logits = tf.tidy(() => tf.logSoftmax(model.forward([e.ids], { adapter: trainable.adapter!, request: { promptLengths: [e.promptLength] } })));
+      const logits = tf.tidy(() =>
+        tf.logSoftmax(
+          model.forward([e.ids], {
+            adapter: trainable.adapter!,
+            request: { promptLengths: [e.promptLength] },
+          }),
+        ),
+      );
       const lp = await logits.data();
       const V = logits.shape[2]!;
       for (let j = e.promptLength; j < e.ids.length; j++) {
@@ -149,8 +184,17 @@ describe(`training on ${BACKEND}`, () => {
     const data = taskDataset(tok, 'category', 'train', 16);
     const { model, adapter, trainable } = paraSetup();
     const trainer = new Trainer(trainable, { lr: 1e-3, totalSteps: 100 });
-    const plan = new ExamplePlan(data.examples, { batchSize: 4, microBatchSize: 2, seed: 0, padId: pad() });
-    const report = await measureTensorLeak(async (i) => trainer.trainStep(plan.microBatches(0, i % plan.stepsPerEpoch)), 4, 1);
+    const plan = new ExamplePlan(data.examples, {
+      batchSize: 4,
+      microBatchSize: 2,
+      seed: 0,
+      padId: pad(),
+    });
+    const report = await measureTensorLeak(
+      async (i) => trainer.trainStep(plan.microBatches(0, i % plan.stepsPerEpoch)),
+      4,
+      1,
+    );
     expect(report.leaked).toBe(0);
     expect(new Set(report.counts).size).toBe(1);
     trainer.dispose();
@@ -160,8 +204,16 @@ describe(`training on ${BACKEND}`, () => {
 
   it('--resume continues exactly: the same losses, bit for bit, as an uninterrupted run', async () => {
     const data = taskDataset(tok, 'arithmetic', 'train', 12);
-    const plan = () => new ExamplePlan(data.examples, { batchSize: 4, microBatchSize: 2, seed: 9, padId: pad() });
-    const opts = { lr: 5e-3, totalSteps: 8, warmupSteps: 2, decay: 'cosine' as const, weightDecay: 0.01, seed: 9 };
+    const plan = () =>
+      new ExamplePlan(data.examples, { batchSize: 4, microBatchSize: 2, seed: 9, padId: pad() });
+    const opts = {
+      lr: 5e-3,
+      totalSteps: 8,
+      warmupSteps: 2,
+      decay: 'cosine' as const,
+      weightDecay: 0.01,
+      seed: 9,
+    };
     // Uninterrupted (8 steps: 3 per epoch, so it crosses two epoch boundaries).
     const a = paraSetup(4);
     const ta = new Trainer(a.trainable, opts);
@@ -171,7 +223,11 @@ describe(`training on ${BACKEND}`, () => {
     const dir = mkdtempSync(join(tmpdir(), 'para-resume-'));
     const b = paraSetup(4);
     const tb = new Trainer(b.trainable, opts);
-    const first = await runTraining(tb, { plan: plan(), stopAtStep: 5, saveCheckpoint: (d) => saveCheckpoint(dir, d) });
+    const first = await runTraining(tb, {
+      plan: plan(),
+      stopAtStep: 5,
+      saveCheckpoint: (d) => saveCheckpoint(dir, d),
+    });
     expect(first.reason).toBe('stopped');
     tb.dispose();
     b.adapter.dispose();
@@ -232,7 +288,10 @@ describe(`training on ${BACKEND}`, () => {
     const data = taskDataset(tok, 'arithmetic', 'train', 16);
     const { model, adapter, trainable } = paraSetup();
     let calls = 0;
-    const poisoned: TrainableModel = { ...trainable, logits: (b) => (++calls > 3 ? tf.mul(trainable.logits(b), Number.NaN) : trainable.logits(b)) };
+    const poisoned: TrainableModel = {
+      ...trainable,
+      logits: (b) => (++calls > 3 ? tf.mul(trainable.logits(b), Number.NaN) : trainable.logits(b)),
+    };
     const trainer = new Trainer(poisoned, { lr: 1e-3, totalSteps: 10 });
     const dir = mkdtempSync(join(tmpdir(), 'para-nan-'));
     const events: string[] = [];

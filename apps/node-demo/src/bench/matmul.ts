@@ -4,8 +4,16 @@
  * @para/blas (OpenBLAS), with raw OpenBLAS sgemm on plain arrays as the ceiling, all in one run;
  * plus a small transformer training step (tokens/s) under each kernel set.
  */
+
+import {
+  importFromApp,
+  initBackend,
+  installWasmMatmulFix,
+  ParaError,
+  Rng,
+  uninstallWasmMatmulFix,
+} from '@para/core/node';
 import * as tf from '@tensorflow/tfjs-core';
-import { ParaError, Rng, importFromApp, initBackend, installWasmMatmulFix, uninstallWasmMatmulFix } from '@para/core/node';
 import { medianMs } from './timing';
 
 export type KernelSet = 'stock' | 'fix' | 'blas';
@@ -23,16 +31,43 @@ export const MATMUL_SHAPES: MatmulShape[] = [
   { name: '1024³', a: [1024, 1024], b: [1024, 1024], transposeA: false, transposeB: false },
   { name: '512³ transposeA', a: [512, 512], b: [512, 512], transposeA: true, transposeB: false },
   { name: '512³ transposeB', a: [512, 512], b: [512, 512], transposeA: false, transposeB: true },
-  { name: '[32,512]×[512,1376] decode', a: [32, 512], b: [512, 1376], transposeA: false, transposeB: false },
-  { name: '[64,128,64]×[64,64,128] attention', a: [64, 128, 64], b: [64, 64, 128], transposeA: false, transposeB: false },
-  { name: '[8,128,512]×[512,512] linear', a: [8, 128, 512], b: [512, 512], transposeA: false, transposeB: false },
+  {
+    name: '[32,512]×[512,1376] decode',
+    a: [32, 512],
+    b: [512, 1376],
+    transposeA: false,
+    transposeB: false,
+  },
+  {
+    name: '[64,128,64]×[64,64,128] attention',
+    a: [64, 128, 64],
+    b: [64, 64, 128],
+    transposeA: false,
+    transposeB: false,
+  },
+  {
+    name: '[8,128,512]×[512,512] linear',
+    a: [8, 128, 512],
+    b: [512, 512],
+    transposeA: false,
+    transposeB: false,
+  },
 ];
 
 interface BlasModule {
   loadBlas(): { available: boolean; reason?: string; openblas?: string; threads?: number };
   installBlasKernels(): boolean;
   uninstallBlasKernels(): void;
-  sgemm(a: Float32Array, b: Float32Array, c: Float32Array, m: number, n: number, k: number, transA?: boolean, transB?: boolean): void;
+  sgemm(
+    a: Float32Array,
+    b: Float32Array,
+    c: Float32Array,
+    m: number,
+    n: number,
+    k: number,
+    transA?: boolean,
+    transB?: boolean,
+  ): void;
 }
 
 async function loadBlasModule(): Promise<{ blas?: BlasModule; reason?: string }> {
@@ -53,7 +88,8 @@ function useKernels(set: KernelSet, blas: BlasModule | undefined): void {
   if (set === 'stock') return;
   installWasmMatmulFix();
   if (set === 'blas') {
-    if (blas === undefined || !blas.installBlasKernels()) throw new Error('OpenBLAS kernels unavailable');
+    if (blas === undefined || !blas.installBlasKernels())
+      throw new Error('OpenBLAS kernels unavailable');
   }
 }
 
@@ -97,14 +133,31 @@ async function timeRawSgemm(s: MatmulShape, blas: BlasModule, rng: Rng): Promise
       return;
     }
     for (let i = 0; i < batchA; i++) {
-      blas.sgemm(a.subarray(i * m * k, (i + 1) * m * k), b.subarray(i * k * n, (i + 1) * k * n), c.subarray(i * m * n, (i + 1) * m * n), m, n, k, s.transposeA, s.transposeB);
+      blas.sgemm(
+        a.subarray(i * m * k, (i + 1) * m * k),
+        b.subarray(i * k * n, (i + 1) * k * n),
+        c.subarray(i * m * n, (i + 1) * m * n),
+        m,
+        n,
+        k,
+        s.transposeA,
+        s.transposeB,
+      );
     }
   });
   return matmulFlops(s) / (ms * 1e6);
 }
 
 /** Config of the small transformer whose training step is timed. */
-export const TRAIN_STEP_CONFIG = { layers: 2, d: 512, heads: 8, ffn: 1376, vocab: 2048, batch: 4, seq: 128 };
+export const TRAIN_STEP_CONFIG = {
+  layers: 2,
+  d: 512,
+  heads: 8,
+  ffn: 1376,
+  vocab: 2048,
+  batch: 4,
+  seq: 128,
+};
 
 /**
  * A LLaMA-style training step written with plain tfjs ops (embedding, RMSNorm, causal
@@ -119,12 +172,31 @@ async function timeTrainStep(rng: Rng): Promise<number> {
     embed: init([vocab, d]),
     head: init([d, vocab]),
     layers: Array.from({ length: layers }, () => ({
-      wq: init([d, d]), wk: init([d, d]), wv: init([d, d]), wo: init([d, d]),
-      wg: init([d, ffn]), wu: init([d, ffn]), wd: init([ffn, d]),
+      wq: init([d, d]),
+      wk: init([d, d]),
+      wv: init([d, d]),
+      wo: init([d, d]),
+      wg: init([d, ffn]),
+      wu: init([d, ffn]),
+      wd: init([ffn, d]),
     })),
   };
-  const ids = tf.tensor2d(Array.from({ length: batch * seq }, () => rng.int(vocab)), [batch, seq], 'int32'); // [B, T]
-  const targets = tf.oneHot(tf.reshape(tf.tensor2d(Array.from({ length: batch * seq }, () => rng.int(vocab)), [batch, seq], 'int32'), [-1]), vocab); // [B·T, V]
+  const ids = tf.tensor2d(
+    Array.from({ length: batch * seq }, () => rng.int(vocab)),
+    [batch, seq],
+    'int32',
+  ); // [B, T]
+  const targets = tf.oneHot(
+    tf.reshape(
+      tf.tensor2d(
+        Array.from({ length: batch * seq }, () => rng.int(vocab)),
+        [batch, seq],
+        'int32',
+      ),
+      [-1],
+    ),
+    vocab,
+  ); // [B·T, V]
   const causal = tf.linalg.bandPart(tf.ones([seq, seq]), -1, 0); // [T, T] lower triangle
   const maskAdd = tf.mul(tf.sub(1, causal), -1e9); // [T, T]
   const optimizer = tf.train.sgd(0.01);
@@ -134,7 +206,8 @@ async function timeTrainStep(rng: Rng): Promise<number> {
       let x = tf.reshape(tf.gather(params.embed, tf.reshape(ids, [-1])), [batch * seq, d]); // [B·T, d]
       for (const l of params.layers) {
         const h = rms(x);
-        const split = (t: tf.Tensor) => tf.transpose(tf.reshape(t, [batch, seq, heads, hd]), [0, 2, 1, 3]); // [B, H, T, hd]
+        const split = (t: tf.Tensor) =>
+          tf.transpose(tf.reshape(t, [batch, seq, heads, hd]), [0, 2, 1, 3]); // [B, H, T, hd]
         const q = split(tf.matMul(h, l.wq));
         const k = split(tf.matMul(h, l.wk));
         const v = split(tf.matMul(h, l.wv));
@@ -157,7 +230,15 @@ async function timeTrainStep(rng: Rng): Promise<number> {
     },
     { budgetMs: 4000, minReps: 2, maxReps: 10 },
   );
-  tf.dispose([ids, targets, causal, maskAdd, params.embed, params.head, ...params.layers.flatMap((l) => Object.values(l))]);
+  tf.dispose([
+    ids,
+    targets,
+    causal,
+    maskAdd,
+    params.embed,
+    params.head,
+    ...params.layers.flatMap((l) => Object.values(l)),
+  ]);
   optimizer.dispose();
   return (batch * seq) / (ms / 1000);
 }
@@ -167,13 +248,28 @@ export interface MatmulBenchResult {
   openblas: string | null;
   blasUnavailable: string | null;
   unit: 'GFLOP/s';
-  shapes: { name: string; stock: number; fix: number; blas: number | null; rawSgemm: number | null }[];
-  trainStep: { config: typeof TRAIN_STEP_CONFIG; unit: 'tokens/s'; stock: number | null; fix: number; blas: number | null };
+  shapes: {
+    name: string;
+    stock: number;
+    fix: number;
+    blas: number | null;
+    rawSgemm: number | null;
+  }[];
+  trainStep: {
+    config: typeof TRAIN_STEP_CONFIG;
+    unit: 'tokens/s';
+    stock: number | null;
+    fix: number;
+    blas: number | null;
+  };
 }
 
-export async function runMatmulBench(opts: { skipStockTraining?: boolean; onProgress?: (line: string) => void } = {}): Promise<MatmulBenchResult> {
+export async function runMatmulBench(
+  opts: { skipStockTraining?: boolean; onProgress?: (line: string) => void } = {},
+): Promise<MatmulBenchResult> {
   await initBackend({ backend: 'wasm' });
-  if (tf.getBackend() !== 'wasm') throw new ParaError('BACKEND_UNAVAILABLE', 'the matmul benchmark needs the wasm backend');
+  if (tf.getBackend() !== 'wasm')
+    throw new ParaError('BACKEND_UNAVAILABLE', 'the matmul benchmark needs the wasm backend');
   const { blas, reason } = await loadBlasModule();
   const status = blas?.loadBlas();
   const rng = new Rng(0);
@@ -216,19 +312,29 @@ export async function runMatmulBench(opts: { skipStockTraining?: boolean; onProg
     blasUnavailable: blas ? null : (reason ?? null),
     unit: 'GFLOP/s',
     shapes,
-    trainStep: { config: TRAIN_STEP_CONFIG, unit: 'tokens/s', stock: stockStep, fix: fixStep, blas: blasStep },
+    trainStep: {
+      config: TRAIN_STEP_CONFIG,
+      unit: 'tokens/s',
+      stock: stockStep,
+      fix: fixStep,
+      blas: blasStep,
+    },
   };
 }
 
 export function formatMatmulBench(r: MatmulBenchResult): string {
   const f = (x: number | null) => (x === null ? '—' : x.toFixed(1));
-  const ratio = (x: number | null, y: number | null) => (x === null || y === null ? '—' : `${(x / y).toFixed(2)}×`);
+  const ratio = (x: number | null, y: number | null) =>
+    x === null || y === null ? '—' : `${(x / y).toFixed(2)}×`;
   const lines = [
     `wasm backend matmul, GFLOP/s (median; OpenBLAS: ${r.openblas ?? `unavailable — ${r.blasUnavailable}`})`,
     '',
     `| shape | stock wasm | wasm + fix | wasm + BLAS | raw sgemm | BLAS / raw |`,
     '|---|---|---|---|---|---|',
-    ...r.shapes.map((s) => `| ${s.name} | ${f(s.stock)} | ${f(s.fix)} | ${f(s.blas)} | ${f(s.rawSgemm)} | ${ratio(s.blas, s.rawSgemm)} |`),
+    ...r.shapes.map(
+      (s) =>
+        `| ${s.name} | ${f(s.stock)} | ${f(s.fix)} | ${f(s.blas)} | ${f(s.rawSgemm)} | ${ratio(s.blas, s.rawSgemm)} |`,
+    ),
     '',
     `training step (${r.trainStep.config.layers} layers, d=${r.trainStep.config.d}, ffn ${r.trainStep.config.ffn}, batch ${r.trainStep.config.batch}×${r.trainStep.config.seq}), tokens/s:`,
     `  stock ${f(r.trainStep.stock)}   fix ${f(r.trainStep.fix)} (${ratio(r.trainStep.fix, r.trainStep.stock)})   BLAS ${f(r.trainStep.blas)} (${ratio(r.trainStep.blas, r.trainStep.stock)})`,

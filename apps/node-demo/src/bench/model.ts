@@ -8,8 +8,15 @@
  * plain matmul GFLOP/s ([n, n] × [n, n]) measured in the same run.
  */
 
+import {
+  CausalLM,
+  countParameters,
+  createConfig,
+  type ModelConfig,
+  type ModelConfigInit,
+  modelFlops,
+} from '@para/model';
 import * as tf from '@tensorflow/tfjs-core';
-import { CausalLM, countParameters, createConfig, type ModelConfig, type ModelConfigInit, modelFlops } from '@para/model';
 
 export interface ModelBenchOptions {
   config?: Partial<ModelConfigInit>;

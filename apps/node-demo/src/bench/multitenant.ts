@@ -20,7 +20,6 @@
  * Decode tokens/s = B·N / decode seconds; prefill tokens/s = B·P / prefill seconds.
  */
 
-import * as tf from '@tensorflow/tfjs-core';
 import {
   type AdapterRequest,
   type AnyAdapter,
@@ -48,6 +47,7 @@ import {
   type ModelConfigInit,
   projectionShape,
 } from '@para/model';
+import * as tf from '@tensorflow/tfjs-core';
 import { BENCH_CONFIG } from './model';
 
 export type MultitenantVariant = 'base' | 'para' | 'lora' | 'ia3';
@@ -103,7 +103,12 @@ export interface MultitenantBenchResult {
   ia3: number | null;
   /** Prefill tokens/s of each variant (each its best round). */
   prefill: Record<MultitenantVariant, number | null>;
-  ratios: { paraVsBase: number | null; paraVsLora: number | null; loraVsBase: number | null; ia3VsBase: number | null };
+  ratios: {
+    paraVsBase: number | null;
+    paraVsLora: number | null;
+    loraVsBase: number | null;
+    ia3VsBase: number | null;
+  };
   promptLength: number;
   newTokens: number;
   rounds: number;
@@ -128,7 +133,10 @@ export function matchingLoraRank(model: ModelConfig, paraRank = 12): number {
   let best = 1;
   let bestDiff = Number.POSITIVE_INFINITY;
   for (let r = 1; r <= 4 * model.hiddenSize; r++) {
-    const diff = Math.abs(loraParameterCount(resolveLoraConfig({ r, target_modules: ['q_proj', 'v_proj'] }), model) - target);
+    const diff = Math.abs(
+      loraParameterCount(resolveLoraConfig({ r, target_modules: ['q_proj', 'v_proj'] }), model) -
+        target,
+    );
     if (diff < bestDiff) {
       best = r;
       bestDiff = diff;
@@ -142,7 +150,13 @@ function perturb(a: AnyAdapter, seed: number): void {
   let i = 0;
   for (const v of a.parameters()) {
     const mean = a instanceof Ia3Adapter ? 1 : 0;
-    const t = tf.randomNormal(v.shape, mean, a instanceof LoraAdapter ? 0.02 : 0.05, 'float32', seed * 1000 + i++);
+    const t = tf.randomNormal(
+      v.shape,
+      mean,
+      a instanceof LoraAdapter ? 0.02 : 0.05,
+      'float32',
+      seed * 1000 + i++,
+    );
     v.assign(t);
     t.dispose();
   }
@@ -153,12 +167,15 @@ async function argmaxRows(logits: tf.Tensor): Promise<number[]> {
   const data = await logits.data();
   return Array.from({ length: B }, (_, b) => {
     let best = 0;
-    for (let i = 1; i < V; i++) if ((data[b * V + i] as number) > (data[b * V + best] as number)) best = i;
+    for (let i = 1; i < V; i++)
+      if ((data[b * V + i] as number) > (data[b * V + best] as number)) best = i;
     return best;
   });
 }
 
-export async function runMultitenantBench(options: MultitenantBenchOptions = {}): Promise<MultitenantBenchResult> {
+export async function runMultitenantBench(
+  options: MultitenantBenchOptions = {},
+): Promise<MultitenantBenchResult> {
   const config = createConfig({ ...BENCH_CONFIG, ...options.config });
   const B = options.batch ?? 32;
   const P = options.promptLength ?? 64;
@@ -170,11 +187,18 @@ export async function runMultitenantBench(options: MultitenantBenchOptions = {})
   const loraRank = matchingLoraRank(config, paraRank);
   const parameters = {
     para: paraParameterCount(resolveParaConfig({ r: paraRank }), config),
-    lora: loraParameterCount(resolveLoraConfig({ r: loraRank, target_modules: ['q_proj', 'v_proj'] }), config),
+    lora: loraParameterCount(
+      resolveLoraConfig({ r: loraRank, target_modules: ['q_proj', 'v_proj'] }),
+      config,
+    ),
     ia3: ia3ParameterCount(resolveIa3Config({}), config),
   };
-  log(`model: d=${config.hiddenSize}, ${config.numLayers} layers, random init (seed ${options.seed ?? 0}); ${B} sequences × ${P} prompt + ${N} new tokens, ${B} tenants`);
-  log(`adapters per tenant: PARA r=${paraRank} ${parameters.para} params, LoRA q+v r=${loraRank} ${parameters.lora}, IA3 ${parameters.ia3}`);
+  log(
+    `model: d=${config.hiddenSize}, ${config.numLayers} layers, random init (seed ${options.seed ?? 0}); ${B} sequences × ${P} prompt + ${N} new tokens, ${B} tenants`,
+  );
+  log(
+    `adapters per tenant: PARA r=${paraRank} ${parameters.para} params, LoRA q+v r=${loraRank} ${parameters.lora}, IA3 ${parameters.ia3}`,
+  );
   const model = CausalLM.random(config, options.seed ?? 0);
   const owned: AnyAdapter[] = [];
   const adapters = new Map<MultitenantVariant, ModelAdapter<AdapterRequest> | null>();
@@ -188,11 +212,40 @@ export async function runMultitenantBench(options: MultitenantBenchOptions = {})
       });
     for (const v of variants) {
       if (v === 'base') adapters.set(v, null);
-      if (v === 'para') adapters.set(v, new MixedBatch(model, tenants((t) => ParaAdapter.create(config, { r: paraRank }, { seed: t }))).modelAdapter());
-      if (v === 'lora') adapters.set(v, new MixedBatch(model, tenants((t) => LoraAdapter.create(config, { r: loraRank, lora_alpha: 2 * loraRank, target_modules: ['q_proj', 'v_proj'] }, { seed: t }))).modelAdapter());
-      if (v === 'ia3') adapters.set(v, new MixedBatch(model, tenants(() => Ia3Adapter.create(config))).modelAdapter());
+      if (v === 'para')
+        adapters.set(
+          v,
+          new MixedBatch(
+            model,
+            tenants((t) => ParaAdapter.create(config, { r: paraRank }, { seed: t })),
+          ).modelAdapter(),
+        );
+      if (v === 'lora')
+        adapters.set(
+          v,
+          new MixedBatch(
+            model,
+            tenants((t) =>
+              LoraAdapter.create(
+                config,
+                { r: loraRank, lora_alpha: 2 * loraRank, target_modules: ['q_proj', 'v_proj'] },
+                { seed: t },
+              ),
+            ),
+          ).modelAdapter(),
+        );
+      if (v === 'ia3')
+        adapters.set(
+          v,
+          new MixedBatch(
+            model,
+            tenants(() => Ia3Adapter.create(config)),
+          ).modelAdapter(),
+        );
     }
-    const prompts = Array.from({ length: B }, (_, b) => Array.from({ length: P }, (_, t) => (1 + b * 131 + t * 17) % config.vocabSize));
+    const prompts = Array.from({ length: B }, (_, b) =>
+      Array.from({ length: P }, (_, t) => (1 + b * 131 + t * 17) % config.vocabSize),
+    );
     const opts = (v: MultitenantVariant) => {
       const adapter = adapters.get(v) ?? null;
       // The KV cache holds the prompt and every decoded token (at least the warm-up's 3).
@@ -211,11 +264,16 @@ export async function runMultitenantBench(options: MultitenantBenchOptions = {})
       }
       state.dispose();
     }
-    const timings = Object.fromEntries(MULTITENANT_VARIANTS.map((v) => [v, [] as MultitenantTiming[]])) as Record<MultitenantVariant, MultitenantTiming[]>;
+    const timings = Object.fromEntries(
+      MULTITENANT_VARIANTS.map((v) => [v, [] as MultitenantTiming[]]),
+    ) as Record<MultitenantVariant, MultitenantTiming[]>;
     for (let round = 0; round < rounds; round++) {
       // All variants decode side by side, one step each in turn (the order rotating every
       // step), so load from other processes lands on every variant alike.
-      const live = new Map<MultitenantVariant, { state: DecodeState<AdapterRequest>; last: number[]; prefill: number; decode: number }>();
+      const live = new Map<
+        MultitenantVariant,
+        { state: DecodeState<AdapterRequest>; last: number[]; prefill: number; decode: number }
+      >();
       try {
         for (const v of variants) {
           const t0 = now();
@@ -240,7 +298,9 @@ export async function runMultitenantBench(options: MultitenantBenchOptions = {})
       }
       for (const [v, e] of live) {
         timings[v].push({ prefillSeconds: e.prefill / 1000, decodeSeconds: e.decode / 1000 });
-        log(`round ${round + 1}/${rounds} ${v.padEnd(4)}: prefill ${((B * P * 1000) / e.prefill).toFixed(1)} tok/s, decode ${((B * N * 1000) / e.decode).toFixed(1)} tok/s`);
+        log(
+          `round ${round + 1}/${rounds} ${v.padEnd(4)}: prefill ${((B * P * 1000) / e.prefill).toFixed(1)} tok/s, decode ${((B * N * 1000) / e.decode).toFixed(1)} tok/s`,
+        );
       }
     }
     let profile: Partial<Record<MultitenantVariant, DecodeProfile>> | undefined;
@@ -251,14 +311,19 @@ export async function runMultitenantBench(options: MultitenantBenchOptions = {})
         profile[v] = await profileDecode(model, prompts, opts(v));
       }
     }
-    const best = (v: MultitenantVariant, k: keyof MultitenantTiming, tokens: number): number | null => {
+    const best = (
+      v: MultitenantVariant,
+      k: keyof MultitenantTiming,
+      tokens: number,
+    ): number | null => {
       const ts = timings[v];
       return ts.length === 0 ? null : tokens / Math.min(...ts.map((t) => t[k]));
     };
     // Decode figures all come from one round, the quietest (least total decode time): the
     // variants ran interleaved in it, so their ratios are like for like.
     let quietest = 0;
-    const roundTotal = (r: number) => variants.reduce((a, v) => a + (timings[v][r]?.decodeSeconds ?? 0), 0);
+    const roundTotal = (r: number) =>
+      variants.reduce((a, v) => a + (timings[v][r]?.decodeSeconds ?? 0), 0);
     for (let r = 1; r < rounds; r++) if (roundTotal(r) < roundTotal(quietest)) quietest = r;
     const decode = Object.fromEntries(
       MULTITENANT_VARIANTS.map((v) => {
@@ -266,7 +331,9 @@ export async function runMultitenantBench(options: MultitenantBenchOptions = {})
         return [v, t === undefined ? null : (B * N) / t.decodeSeconds];
       }),
     ) as Record<MultitenantVariant, number | null>;
-    const prefill = Object.fromEntries(MULTITENANT_VARIANTS.map((v) => [v, best(v, 'prefillSeconds', B * P)])) as Record<MultitenantVariant, number | null>;
+    const prefill = Object.fromEntries(
+      MULTITENANT_VARIANTS.map((v) => [v, best(v, 'prefillSeconds', B * P)]),
+    ) as Record<MultitenantVariant, number | null>;
     const ratio = (a: number | null, b: number | null) => (a === null || b === null ? null : a / b);
     return {
       backend: tf.getBackend(),
@@ -301,9 +368,16 @@ export async function runMultitenantBench(options: MultitenantBenchOptions = {})
 }
 
 /** tf.profile over a few decode steps (after a prefill and a warm-up step), per kernel name. */
-async function profileDecode(model: CausalLM, prompts: number[][], opts: { adapter?: ModelAdapter<AdapterRequest>; request?: AdapterRequest }): Promise<DecodeProfile> {
+async function profileDecode(
+  model: CausalLM,
+  prompts: number[][],
+  opts: { adapter?: ModelAdapter<AdapterRequest>; request?: AdapterRequest },
+): Promise<DecodeProfile> {
   const STEPS = 5;
-  const { logits, state } = model.prefill(prompts, { ...opts, capacity: (prompts[0] as number[]).length + STEPS + 2 });
+  const { logits, state } = model.prefill(prompts, {
+    ...opts,
+    capacity: (prompts[0] as number[]).length + STEPS + 2,
+  });
   let last = await argmaxRows(logits);
   logits.dispose();
   const by = new Map<string, { count: number; ms: number }>();
@@ -333,8 +407,16 @@ async function profileDecode(model: CausalLM, prompts: number[][], opts: { adapt
   }
   walls.sort((a, b) => a - b);
   const adapterMs = opts.adapter === undefined ? 0 : await timeHooks(model, prompts, opts.adapter);
-  const byKernel = [...by.entries()].map(([name, e]) => ({ name, count: e.count / STEPS, ms: e.ms / STEPS })).sort((a, b) => b.ms - a.ms);
-  return { stepMs: walls[Math.floor(walls.length / 2)] as number, kernels: kernels / STEPS, kernelMs: byKernel.reduce((a, k) => a + k.ms, 0), byKernel, adapterMs };
+  const byKernel = [...by.entries()]
+    .map(([name, e]) => ({ name, count: e.count / STEPS, ms: e.ms / STEPS }))
+    .sort((a, b) => b.ms - a.ms);
+  return {
+    stepMs: walls[Math.floor(walls.length / 2)] as number,
+    kernels: kernels / STEPS,
+    kernelMs: byKernel.reduce((a, k) => a + k.ms, 0),
+    byKernel,
+    adapterMs,
+  };
 }
 
 /**
@@ -342,7 +424,11 @@ async function profileDecode(model: CausalLM, prompts: number[][], opts: { adapt
  * layer, the adapter's `transform` (if it has one) and the per-row state the layer applies
  * (LoRA rows `y += (x · a) · b`, scales `y ⊙ s`), as `decoderLayer` does it.
  */
-async function timeHooks(model: CausalLM, prompts: number[][], adapter: ModelAdapter<AdapterRequest>): Promise<number> {
+async function timeHooks(
+  model: CausalLM,
+  prompts: number[][],
+  adapter: ModelAdapter<AdapterRequest>,
+): Promise<number> {
   const c = model.config;
   const B = prompts.length;
   const { logits, state } = model.prefill(prompts, { adapter, request: {} });
@@ -351,11 +437,22 @@ async function timeHooks(model: CausalLM, prompts: number[][], adapter: ModelAda
   const tokenMask = tf.ones([B, 1]);
   const shapes = new Map<AdapterSite, { x: tf.Tensor; y: tf.Tensor }>();
   for (const site of ADAPTER_SITES) {
-    const [out, inp] = site === 'down_proj.input' ? [c.intermediateSize, c.intermediateSize] : projectionShape(c, site);
+    const [out, inp] =
+      site === 'down_proj.input'
+        ? [c.intermediateSize, c.intermediateSize]
+        : projectionShape(c, site);
     const x = tf.randomNormal([B, 1, inp], 0, 1, 'float32', 1); // [B, 1, in]
-    shapes.set(site, { x, y: site === 'down_proj.input' ? x : tf.randomNormal([B, 1, out], 0, 1, 'float32', 2) }); // [B, 1, out]
+    shapes.set(site, {
+      x,
+      y: site === 'down_proj.input' ? x : tf.randomNormal([B, 1, out], 0, 1, 'float32', 2),
+    }); // [B, 1, out]
   }
-  const apply = (ctx: AdapterContext<AdapterRequest>, site: AdapterSite, y0: tf.Tensor, x: tf.Tensor): tf.Tensor | null => {
+  const apply = (
+    ctx: AdapterContext<AdapterRequest>,
+    site: AdapterSite,
+    y0: tf.Tensor,
+    x: tf.Tensor,
+  ): tf.Tensor | null => {
     let y = y0;
     let touched = false;
     if (adapter.sites.includes(site) && adapter.transform !== undefined) {
@@ -380,7 +477,13 @@ async function timeHooks(model: CausalLM, prompts: number[][], adapter: ModelAda
       const last: tf.Tensor[] = [];
       for (let layer = 0; layer < c.numLayers; layer++) {
         if (adapter.layers !== undefined && !adapter.layers.includes(layer)) continue;
-        const ctx: AdapterContext<AdapterRequest> = { phase: 'decode', layer, request: {}, tokenMask, state: store?.layers[layer] as LayerAdapterState };
+        const ctx: AdapterContext<AdapterRequest> = {
+          phase: 'decode',
+          layer,
+          request: {},
+          tokenMask,
+          state: store?.layers[layer] as LayerAdapterState,
+        };
         for (const [site, { x, y }] of shapes) {
           const out = apply(ctx, site, y, x);
           if (out !== null) last.push(out);
@@ -405,10 +508,11 @@ async function timeHooks(model: CausalLM, prompts: number[][], adapter: ModelAda
     state.dispose();
     tokenMask.dispose();
     const seen = new Set<tf.Tensor>();
-    for (const { x, y } of shapes.values()) for (const t of [x, y]) if (!seen.has(t)) {
-      seen.add(t);
-      t.dispose();
-    }
+    for (const { x, y } of shapes.values())
+      for (const t of [x, y])
+        if (!seen.has(t)) {
+          seen.add(t);
+          t.dispose();
+        }
   }
 }
-

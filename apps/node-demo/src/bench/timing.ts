@@ -12,7 +12,10 @@ export async function medianMs(
   await fn();
   const times: number[] = [];
   const start = performance.now();
-  while (times.length < maxReps && (times.length < minReps || performance.now() - start < budgetMs)) {
+  while (
+    times.length < maxReps &&
+    (times.length < minReps || performance.now() - start < budgetMs)
+  ) {
     const t0 = performance.now();
     await fn();
     times.push(performance.now() - t0);

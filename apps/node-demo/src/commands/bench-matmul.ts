@@ -5,7 +5,9 @@ import { formatMatmulBench, runMatmulBench } from '../bench/matmul';
 export function registerMatmulBench(bench: Command): void {
   bench
     .command('matmul')
-    .description('GFLOP/s of the wasm matmul kernels: stock, with the transpose/batch fix, with OpenBLAS, and raw sgemm; plus a training step')
+    .description(
+      'GFLOP/s of the wasm matmul kernels: stock, with the transpose/batch fix, with OpenBLAS, and raw sgemm; plus a training step',
+    )
     .option('--json', 'print JSON')
     .option('--skip-stock-training', 'skip the (slow) training step on stock wasm kernels')
     .action(async (opts: { json?: boolean; skipStockTraining?: boolean }) => {
@@ -13,6 +15,8 @@ export function registerMatmulBench(bench: Command): void {
         skipStockTraining: opts.skipStockTraining,
         onProgress: (line) => process.stderr.write(`${line}\n`),
       });
-      process.stdout.write(opts.json ? `${JSON.stringify(result, null, 2)}\n` : `${formatMatmulBench(result)}\n`);
+      process.stdout.write(
+        opts.json ? `${JSON.stringify(result, null, 2)}\n` : `${formatMatmulBench(result)}\n`,
+      );
     });
 }

@@ -4,9 +4,10 @@
  * init, seed 0; prompt 64 tokens, 64 decode steps), achieved GFLOP/s, and the same backend's
  * plain [1024, 1024] × [1024, 1024] matmul GFLOP/s measured in the same run.
  */
-import type { Command } from 'commander';
+
 import type { BackendReport } from '@para/core/node';
 import { ParaError } from '@para/core/node';
+import type { Command } from 'commander';
 import { startBackend } from '../backend';
 import { type ModelBenchResult, runModelBench } from '../bench/model';
 

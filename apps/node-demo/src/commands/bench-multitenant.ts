@@ -5,9 +5,10 @@
  * whose parameter count is closest to PARA's (unmerged, per-row gathered) and IA3. See
  * bench/multitenant.ts for what is timed.
  */
-import type { Command } from 'commander';
+
 import type { BackendReport } from '@para/core/node';
 import { ParaError } from '@para/core/node';
+import type { Command } from 'commander';
 import { startBackend } from '../backend';
 import { type MultitenantBenchResult, runMultitenantBench } from '../bench/multitenant';
 
@@ -30,17 +31,30 @@ export function formatMultitenantBench(r: MultitenantBenchOutput): string {
   ];
   for (const v of ['base', 'para', 'lora', 'ia3'] as const) {
     const d = r[v];
-    lines.push(`${v.padEnd(9)}${f(d).padStart(14)}${(d === null || r.base === null ? '—' : `${(d / r.base).toFixed(3)}×`).padStart(9)}${f(r.prefill[v]).padStart(15)}`);
+    lines.push(
+      `${v.padEnd(9)}${f(d).padStart(14)}${(d === null || r.base === null ? '—' : `${(d / r.base).toFixed(3)}×`).padStart(9)}${f(r.prefill[v]).padStart(15)}`,
+    );
   }
-  lines.push('', `PARA decode: ${f(r.ratios.paraVsBase, 3)}× base (target ≥ 0.95), ${f(r.ratios.paraVsLora, 3)}× LoRA (target ≥ 1.2)`);
+  lines.push(
+    '',
+    `PARA decode: ${f(r.ratios.paraVsBase, 3)}× base (target ≥ 0.95), ${f(r.ratios.paraVsLora, 3)}× LoRA (target ≥ 1.2)`,
+  );
   const p = r.profile;
   if (p !== undefined) {
-    lines.push('', 'decode step profile (tf.profile, mean of 5 steps; kernel ms exclude dispatch and read-back):');
+    lines.push(
+      '',
+      'decode step profile (tf.profile, mean of 5 steps; kernel ms exclude dispatch and read-back):',
+    );
     const base = p.base;
     for (const v of ['base', 'para', 'lora', 'ia3'] as const) {
       const x = p[v];
       if (x === undefined) continue;
-      lines.push(`  ${v.padEnd(5)} step ${x.stepMs.toFixed(2)} ms wall, ${x.kernels.toFixed(0)} kernels, ${x.kernelMs.toFixed(2)} ms in kernels; top: ${x.byKernel.slice(0, 4).map((k) => `${k.name} ${k.count.toFixed(0)}× ${k.ms.toFixed(2)} ms`).join(', ')}`);
+      lines.push(
+        `  ${v.padEnd(5)} step ${x.stepMs.toFixed(2)} ms wall, ${x.kernels.toFixed(0)} kernels, ${x.kernelMs.toFixed(2)} ms in kernels; top: ${x.byKernel
+          .slice(0, 4)
+          .map((k) => `${k.name} ${k.count.toFixed(0)}× ${k.ms.toFixed(2)} ms`)
+          .join(', ')}`,
+      );
       if (base !== undefined && v !== 'base') {
         const extra = x.byKernel
           .map((k) => {
@@ -48,8 +62,13 @@ export function formatMultitenantBench(r: MultitenantBenchOutput): string {
             return { name: k.name, count: k.count - (b?.count ?? 0), ms: k.ms - (b?.ms ?? 0) };
           })
           .filter((k) => k.count > 0)
-          .map((k) => `+${k.count.toFixed(0)} ${k.name} (${k.ms >= 0 ? '+' : ''}${k.ms.toFixed(2)} ms)`);
-        lines.push(`        vs base: ${extra.join(', ') || 'no extra kernels'}; the adapter's hooks alone: ${x.adapterMs.toFixed(2)} ms per step (${((100 * x.adapterMs) / base.stepMs).toFixed(1)}% of the base step)`);
+          .map(
+            (k) =>
+              `+${k.count.toFixed(0)} ${k.name} (${k.ms >= 0 ? '+' : ''}${k.ms.toFixed(2)} ms)`,
+          );
+        lines.push(
+          `        vs base: ${extra.join(', ') || 'no extra kernels'}; the adapter's hooks alone: ${x.adapterMs.toFixed(2)} ms per step (${((100 * x.adapterMs) / base.stepMs).toFixed(1)}% of the base step)`,
+        );
       }
     }
     if (p.base !== undefined && p.para !== undefined && p.lora !== undefined) {
@@ -66,7 +85,11 @@ function positiveInt(value: string | undefined, flag: string, fallback: number):
   if (value === undefined) return fallback;
   const n = Number(value);
   if (!/^\d+$/.test(value.trim()) || !Number.isSafeInteger(n) || n < 1) {
-    throw new ParaError('INVALID_ARGUMENT', `bad value for ${flag}`, { field: flag, expected: 'a positive integer', actual: JSON.stringify(value) });
+    throw new ParaError('INVALID_ARGUMENT', `bad value for ${flag}`, {
+      field: flag,
+      expected: 'a positive integer',
+      actual: JSON.stringify(value),
+    });
   }
   return n;
 }
@@ -74,27 +97,54 @@ function positiveInt(value: string | undefined, flag: string, fallback: number):
 export function registerMultitenantBench(bench: Command): void {
   bench
     .command('multitenant')
-    .description('decode tokens/s of 32 sequences with 32 different adapters in one batch: base, PARA, LoRA (per-row gathered), IA3')
+    .description(
+      'decode tokens/s of 32 sequences with 32 different adapters in one batch: base, PARA, LoRA (per-row gathered), IA3',
+    )
     .option('--json', 'print JSON')
-    .option('-b, --backend <name>', 'start this backend (tensorflow, wasm, cpu, webgpu); overrides PARA_BACKEND')
+    .option(
+      '-b, --backend <name>',
+      'start this backend (tensorflow, wasm, cpu, webgpu); overrides PARA_BACKEND',
+    )
     .option('--batch <n>', 'concurrent sequences = tenants (default 32)')
     .option('--prompt-length <n>', 'prompt tokens (default 64)')
     .option('--new-tokens <n>', 'decode steps (default 64)')
-    .option('--rounds <n>', 'rounds (default 2); decode figures from the quietest, prefill the best')
+    .option(
+      '--rounds <n>',
+      'rounds (default 2); decode figures from the quietest, prefill the best',
+    )
     .option('--profile', 'also profile decode steps (kernel counts and times per variant)')
-    .action(async (opts: { json?: boolean; backend?: string; batch?: string; promptLength?: string; newTokens?: string; rounds?: string; profile?: boolean }) => {
-      const batch = positiveInt(opts.batch, '--batch', 32);
-      const promptLength = positiveInt(opts.promptLength, '--prompt-length', 64);
-      const newTokens = positiveInt(opts.newTokens, '--new-tokens', 64);
-      const rounds = positiveInt(opts.rounds, '--rounds', 2);
-      const report: BackendReport = await startBackend(opts.backend);
-      const result = await runMultitenantBench({ batch, promptLength, newTokens, rounds, profile: opts.profile === true, onProgress: (line) => process.stderr.write(`${line}\n`) });
-      const active = report.backends.find((b) => b.name === report.active);
-      const out: MultitenantBenchOutput = {
-        ...result,
-        backendDetail: active?.detail,
-        command: `para bench multitenant${opts.backend ? ` --backend ${opts.backend}` : ''}${opts.profile ? ' --profile' : ''}`,
-      };
-      process.stdout.write(opts.json ? `${JSON.stringify(out, null, 2)}\n` : `${formatMultitenantBench(out)}\n`);
-    });
+    .action(
+      async (opts: {
+        json?: boolean;
+        backend?: string;
+        batch?: string;
+        promptLength?: string;
+        newTokens?: string;
+        rounds?: string;
+        profile?: boolean;
+      }) => {
+        const batch = positiveInt(opts.batch, '--batch', 32);
+        const promptLength = positiveInt(opts.promptLength, '--prompt-length', 64);
+        const newTokens = positiveInt(opts.newTokens, '--new-tokens', 64);
+        const rounds = positiveInt(opts.rounds, '--rounds', 2);
+        const report: BackendReport = await startBackend(opts.backend);
+        const result = await runMultitenantBench({
+          batch,
+          promptLength,
+          newTokens,
+          rounds,
+          profile: opts.profile === true,
+          onProgress: (line) => process.stderr.write(`${line}\n`),
+        });
+        const active = report.backends.find((b) => b.name === report.active);
+        const out: MultitenantBenchOutput = {
+          ...result,
+          backendDetail: active?.detail,
+          command: `para bench multitenant${opts.backend ? ` --backend ${opts.backend}` : ''}${opts.profile ? ' --profile' : ''}`,
+        };
+        process.stdout.write(
+          opts.json ? `${JSON.stringify(out, null, 2)}\n` : `${formatMultitenantBench(out)}\n`,
+        );
+      },
+    );
 }

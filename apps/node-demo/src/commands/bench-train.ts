@@ -12,11 +12,9 @@
  * exact match on each task's test split, median of 3 seeds, with the bare backbone for reference.
  */
 import * as path from 'node:path';
-import type { Command } from 'commander';
 import { createAdapter } from '@para/adapters/node';
 import { modelFlops } from '@para/model';
 import {
-  type MethodName,
   adapterTrainable,
   collate,
   collateWindows,
@@ -25,12 +23,14 @@ import {
   fullTrainable,
   loadBackbone,
   loadDataset,
+  type MethodName,
   methodConfig,
   type TokenizedDataset,
   type TokenizerLike,
-  Trainer,
   type TrainableModel,
+  Trainer,
 } from '@para/train/node';
+import type { Command } from 'commander';
 import { medianMs } from '../bench/timing';
 import { parseNumber, startBackend } from './train';
 
@@ -49,7 +49,12 @@ interface BenchTrainFlags {
  * Matched budgets on the default backbone (d = 256, d_kv = 128, d_ff = 688, 4 layers). LoRA
  * keeps alpha = 2r, as in the recorded table (BENCHMARKS.md), not the library default (8).
  */
-export const QUALITY_METHODS: { label: string; method: MethodName; r?: number; extra?: Record<string, unknown> }[] = [
+export const QUALITY_METHODS: {
+  label: string;
+  method: MethodName;
+  r?: number;
+  extra?: Record<string, unknown>;
+}[] = [
   { label: 'PARA r=4', method: 'para', r: 4 },
   { label: 'LoRA r=6 (q,v)', method: 'lora', r: 6, extra: { lora_alpha: 12 } },
   { label: 'IA3', method: 'ia3' },
@@ -63,15 +68,38 @@ function median(xs: number[]): number {
 async function speed(f: BenchTrainFlags, say: (s: string) => void) {
   const backbone = await loadBackbone(f.model);
   const { model, tokenizer } = backbone;
-  const data = await loadDataset(path.join(path.dirname(path.dirname(path.resolve(backbone.dir))), 'data', 'tasks', 'antonym', 'train.jsonl'), tokenizer as TokenizerLike, { maxLength: 256 });
+  const data = await loadDataset(
+    path.join(
+      path.dirname(path.dirname(path.resolve(backbone.dir))),
+      'data',
+      'tasks',
+      'antonym',
+      'train.jsonl',
+    ),
+    tokenizer as TokenizerLike,
+    { maxLength: 256 },
+  );
   const pad = model.config.padTokenId ?? 0;
   const taskBatch = collate(data.examples.slice(0, 16), pad);
   const rng = (i: number) => (i * 2654435761) % model.config.vocabSize;
-  const windows = Array.from({ length: 8 }, (_, b) => Array.from({ length: 257 }, (_, t) => 4 + (rng(b * 257 + t) % (model.config.vocabSize - 4))));
+  const windows = Array.from({ length: 8 }, (_, b) =>
+    Array.from({ length: 257 }, (_, t) => 4 + (rng(b * 257 + t) % (model.config.vocabSize - 4))),
+  );
   const packed = { ...collateWindows(windows), promptLengths: windows.map(() => 128) };
   const flops = modelFlops(model.config);
-  const rows: { method: string; workload: string; batch: string; ms: number; tokensPerSec: number; gflops: number }[] = [];
-  const setups: { method: string; make: () => { t: TrainableModel; dispose: () => void }; factor: number }[] = [
+  const rows: {
+    method: string;
+    workload: string;
+    batch: string;
+    ms: number;
+    tokensPerSec: number;
+    gflops: number;
+  }[] = [];
+  const setups: {
+    method: string;
+    make: () => { t: TrainableModel; dispose: () => void };
+    factor: number;
+  }[] = [
     {
       method: 'PARA r=8',
       factor: 2,
@@ -105,12 +133,24 @@ async function speed(f: BenchTrainFlags, say: (s: string) => void) {
       ['8 × 256 packed', packed],
     ] as const) {
       const [B, T] = [batch.ids.length, batch.ids[0]!.length];
-      const ms = await medianMs(async () => {
-        await trainer.trainStep([batch]);
-      }, { budgetMs: 6000, minReps: 3, maxReps: 20 });
-      const row = { method: s.method, workload, batch: `${B}×${T}`, ms, tokensPerSec: (batch.tokens / ms) * 1000, gflops: (s.factor * flops.prefill(B, T)) / (ms / 1000) / 1e9 };
+      const ms = await medianMs(
+        async () => {
+          await trainer.trainStep([batch]);
+        },
+        { budgetMs: 6000, minReps: 3, maxReps: 20 },
+      );
+      const row = {
+        method: s.method,
+        workload,
+        batch: `${B}×${T}`,
+        ms,
+        tokensPerSec: (batch.tokens / ms) * 1000,
+        gflops: (s.factor * flops.prefill(B, T)) / (ms / 1000) / 1e9,
+      };
       rows.push(row);
-      say(`${row.method.padEnd(18)} ${workload.padEnd(18)} ${row.batch.padEnd(8)} ${ms.toFixed(0).padStart(6)} ms/update ${Math.round(row.tokensPerSec).toString().padStart(6)} tok/s ${row.gflops.toFixed(1).padStart(6)} GFLOP/s`);
+      say(
+        `${row.method.padEnd(18)} ${workload.padEnd(18)} ${row.batch.padEnd(8)} ${ms.toFixed(0).padStart(6)} ms/update ${Math.round(row.tokensPerSec).toString().padStart(6)} tok/s ${row.gflops.toFixed(1).padStart(6)} GFLOP/s`,
+      );
     }
     trainer.dispose();
     dispose();
@@ -123,25 +163,62 @@ async function quality(f: BenchTrainFlags, say: (s: string) => void) {
   const backbone = await loadBackbone(f.model);
   const { model, tokenizer } = backbone;
   const tok = tokenizer as TokenizerLike;
-  const tasksDir = path.join(path.dirname(path.dirname(path.resolve(backbone.dir))), 'data', 'tasks');
-  const tasks = f.tasks === undefined ? ['arithmetic', 'category', 'antonym', 'pos'] : f.tasks.split(',').map((s) => s.trim());
+  const tasksDir = path.join(
+    path.dirname(path.dirname(path.resolve(backbone.dir))),
+    'data',
+    'tasks',
+  );
+  const tasks =
+    f.tasks === undefined
+      ? ['arithmetic', 'category', 'antonym', 'pos']
+      : f.tasks.split(',').map((s) => s.trim());
   const seeds = f.seeds === undefined ? [0, 1, 2] : f.seeds.split(',').map((s) => Number(s));
   const steps = parseNumber(f.steps, '--steps', 'int') ?? 300;
   const lr = parseNumber(f.lr, '--lr', 'positive') ?? 3e-3;
-  const results: { task: string; method: string; parameters: number; seeds: number[]; exactMatch: number[]; loss: number[]; median: number; medianLoss: number }[] = [];
+  const results: {
+    task: string;
+    method: string;
+    parameters: number;
+    seeds: number[];
+    exactMatch: number[];
+    loss: number[];
+    median: number;
+    medianLoss: number;
+  }[] = [];
   for (const task of tasks) {
     const maxLength = model.config.maxPositionEmbeddings;
-    const train: TokenizedDataset = await loadDataset(path.join(tasksDir, task, 'train.jsonl'), tok, { maxLength });
-    const test: TokenizedDataset = await loadDataset(path.join(tasksDir, task, 'test.jsonl'), tok, { maxLength });
+    const train: TokenizedDataset = await loadDataset(
+      path.join(tasksDir, task, 'train.jsonl'),
+      tok,
+      { maxLength },
+    );
+    const test: TokenizedDataset = await loadDataset(path.join(tasksDir, task, 'test.jsonl'), tok, {
+      maxLength,
+    });
     const bare = await evaluateDataset(model, tok, test);
-    results.push({ task, method: 'bare backbone', parameters: 0, seeds: [], exactMatch: [bare.exact_match ?? 0], loss: [bare.loss], median: bare.exact_match ?? 0, medianLoss: bare.loss });
-    say(`${task}: bare backbone exact match ${(100 * (bare.exact_match ?? 0)).toFixed(1)}%, loss ${bare.loss.toFixed(3)}`);
+    results.push({
+      task,
+      method: 'bare backbone',
+      parameters: 0,
+      seeds: [],
+      exactMatch: [bare.exact_match ?? 0],
+      loss: [bare.loss],
+      median: bare.exact_match ?? 0,
+      medianLoss: bare.loss,
+    });
+    say(
+      `${task}: bare backbone exact match ${(100 * (bare.exact_match ?? 0)).toFixed(1)}%, loss ${bare.loss.toFixed(3)}`,
+    );
     for (const m of QUALITY_METHODS) {
       const em: number[] = [];
       const losses: number[] = [];
       let parameters = 0;
       for (const seed of seeds) {
-        const adapter = createAdapter(model.config, { ...methodConfig(m.method, m.r, null), ...m.extra }, { seed });
+        const adapter = createAdapter(
+          model.config,
+          { ...methodConfig(m.method, m.r, null), ...m.extra },
+          { seed },
+        );
         parameters = adapter.numParameters;
         const t0 = performance.now();
         await finetune({ model, tokenizer: tok, adapter, train, steps, lr, batchSize: 16, seed });
@@ -149,9 +226,20 @@ async function quality(f: BenchTrainFlags, say: (s: string) => void) {
         adapter.dispose();
         em.push(r.exact_match ?? 0);
         losses.push(r.loss);
-        say(`${task}: ${m.label} seed ${seed}: exact match ${(100 * (r.exact_match ?? 0)).toFixed(1)}%, loss ${r.loss.toFixed(3)} (${((performance.now() - t0) / 1000).toFixed(0)} s)`);
+        say(
+          `${task}: ${m.label} seed ${seed}: exact match ${(100 * (r.exact_match ?? 0)).toFixed(1)}%, loss ${r.loss.toFixed(3)} (${((performance.now() - t0) / 1000).toFixed(0)} s)`,
+        );
       }
-      results.push({ task, method: m.label, parameters, seeds, exactMatch: em, loss: losses, median: median(em), medianLoss: median(losses) });
+      results.push({
+        task,
+        method: m.label,
+        parameters,
+        seeds,
+        exactMatch: em,
+        loss: losses,
+        median: median(em),
+        medianLoss: median(losses),
+      });
     }
   }
   model.dispose();
@@ -161,8 +249,13 @@ async function quality(f: BenchTrainFlags, say: (s: string) => void) {
 export function registerTrainBench(bench: Command): void {
   bench
     .command('train')
-    .description('training speed (tokens/s, GFLOP/s) of PARA, LoRA and full fine-tuning; --quality: PARA vs LoRA vs IA3 on the bundled tasks')
-    .option('--quality', 'exact match of PARA, LoRA and IA3 at matched parameter budgets (median of 3 seeds; slow)')
+    .description(
+      'training speed (tokens/s, GFLOP/s) of PARA, LoRA and full fine-tuning; --quality: PARA vs LoRA vs IA3 on the bundled tasks',
+    )
+    .option(
+      '--quality',
+      'exact match of PARA, LoRA and IA3 at matched parameter budgets (median of 3 seeds; slow)',
+    )
     .option('--steps <n>', 'training updates per run for --quality (default 300)')
     .option('--seeds <list>', 'seeds for --quality (default 0,1,2)')
     .option('--tasks <list>', 'tasks for --quality (default arithmetic,category,antonym,pos)')
@@ -176,12 +269,21 @@ export function registerTrainBench(bench: Command): void {
       const result = f.quality ? await quality(f, say) : await speed(f, say);
       if (f.json) process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
       else if ('rows' in result) {
-        process.stdout.write(`| method | workload | batch | ms / update | tokens/s | GFLOP/s |\n|---|---|---|---:|---:|---:|\n`);
-        for (const r of result.rows) process.stdout.write(`| ${r.method} | ${r.workload} | ${r.batch} | ${r.ms.toFixed(0)} | ${Math.round(r.tokensPerSec)} | ${r.gflops.toFixed(1)} |\n`);
+        process.stdout.write(
+          `| method | workload | batch | ms / update | tokens/s | GFLOP/s |\n|---|---|---|---:|---:|---:|\n`,
+        );
+        for (const r of result.rows)
+          process.stdout.write(
+            `| ${r.method} | ${r.workload} | ${r.batch} | ${r.ms.toFixed(0)} | ${Math.round(r.tokensPerSec)} | ${r.gflops.toFixed(1)} |\n`,
+          );
       } else {
-        process.stdout.write(`| task | method | trainable parameters | exact match (median) | per seed | test loss (median) |\n|---|---|---:|---:|---|---:|\n`);
+        process.stdout.write(
+          `| task | method | trainable parameters | exact match (median) | per seed | test loss (median) |\n|---|---|---:|---:|---|---:|\n`,
+        );
         for (const r of result.results) {
-          process.stdout.write(`| ${r.task} | ${r.method} | ${r.parameters.toLocaleString('en-US')} | ${(100 * r.median).toFixed(1)}% | ${r.exactMatch.map((x) => (100 * x).toFixed(1)).join(' / ')} | ${r.medianLoss.toFixed(3)} |\n`);
+          process.stdout.write(
+            `| ${r.task} | ${r.method} | ${r.parameters.toLocaleString('en-US')} | ${(100 * r.median).toFixed(1)}% | ${r.exactMatch.map((x) => (100 * x).toFixed(1)).join(' / ')} | ${r.medianLoss.toFixed(3)} |\n`,
+          );
         }
       }
     });

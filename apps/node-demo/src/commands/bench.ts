@@ -21,5 +21,7 @@ export function registerBenchCommand(program: Command): Command {
 export function benchCommand(program: Command): Command {
   const existing = program.commands.find((c) => c.name() === 'bench');
   if (existing) return existing;
-  return program.command('bench').description('benchmarks: speed figures with same-run baselines (see BENCHMARKS.md)');
+  return program
+    .command('bench')
+    .description('benchmarks: speed figures with same-run baselines (see BENCHMARKS.md)');
 }

@@ -5,8 +5,9 @@
  * a newline; output and reference trimmed) of the backbone, or of the backbone with an adapter,
  * on a JSONL dataset. `--json` prints `{"exact_match", "loss", "n"}`.
  */
-import type { Command } from 'commander';
+
 import { evalFromFiles } from '@para/train/node';
+import type { Command } from 'commander';
 import { parseNumber, startBackend } from './train';
 
 interface EvalFlags {
@@ -24,16 +25,27 @@ interface EvalFlags {
 export function registerEvalCommand(program: Command): void {
   program
     .command('eval')
-    .description('loss and exact match of the backbone (with an adapter, if given) on a JSONL dataset')
-    .requiredOption('--data <file>', 'JSONL: {"prompt", "completion"} or {"messages": [...]} per line')
+    .description(
+      'loss and exact match of the backbone (with an adapter, if given) on a JSONL dataset',
+    )
+    .requiredOption(
+      '--data <file>',
+      'JSONL: {"prompt", "completion"} or {"messages": [...]} per line',
+    )
     .option('--model <dir>', 'backbone directory (default: the bundled backbone, assets/backbone)')
-    .option('--adapter <dir>', 'adapter directory (adapter_config.json + adapter_model.safetensors)')
+    .option(
+      '--adapter <dir>',
+      'adapter directory (adapter_config.json + adapter_model.safetensors)',
+    )
     .option('--json', 'print {"exact_match", "loss", "n"}')
     .option('--limit <n>', 'only the first N examples')
     .option('--batch-size <n>', 'rows per batch (default 32)')
     .option('--strict', 'fail on an example longer than the context instead of skipping it')
     .option('--show <n>', 'print the first N predictions (prompt, reference, output) to stderr')
-    .option('-b, --backend <name>', 'tfjs backend (tensorflow, wasm, cpu, webgpu); overrides PARA_BACKEND')
+    .option(
+      '-b, --backend <name>',
+      'tfjs backend (tensorflow, wasm, cpu, webgpu); overrides PARA_BACKEND',
+    )
     .action(async (f: EvalFlags) => {
       await startBackend(f.backend, f.json === true);
       const show = parseNumber(f.show, '--show', 'nonneg-int') ?? 0;
@@ -47,10 +59,15 @@ export function registerEvalCommand(program: Command): void {
         keepPredictions: show > 0,
       });
       for (const p of (r.predictions ?? []).slice(0, show)) {
-        process.stderr.write(`${p.correct ? '✓' : '✗'} ${JSON.stringify(p.prompt)} → ${JSON.stringify(p.output)} (reference ${JSON.stringify(p.reference)})\n`);
+        process.stderr.write(
+          `${p.correct ? '✓' : '✗'} ${JSON.stringify(p.prompt)} → ${JSON.stringify(p.output)} (reference ${JSON.stringify(p.reference)})\n`,
+        );
       }
       const out = { exact_match: r.exact_match ?? 0, loss: r.loss, n: r.n };
       if (f.json) process.stdout.write(`${JSON.stringify(out)}\n`);
-      else process.stdout.write(`exact match ${(100 * out.exact_match).toFixed(1)}% (${Math.round(out.exact_match * out.n)}/${out.n}), loss ${out.loss.toFixed(4)}${r.skipped > 0 ? `, ${r.skipped} skipped as too long` : ''}\n`);
+      else
+        process.stdout.write(
+          `exact match ${(100 * out.exact_match).toFixed(1)}% (${Math.round(out.exact_match * out.n)}/${out.n}), loss ${out.loss.toFixed(4)}${r.skipped > 0 ? `, ${r.skipped} skipped as too long` : ''}\n`,
+        );
     });
 }

@@ -10,11 +10,11 @@
  */
 import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { Command } from 'commander';
 import { ParaError } from '@para/core/node';
-import { startBackend } from '../backend';
-import { defaultBackboneDir } from '@para/train/node';
 import { loadTokenizer, type ParaTokenizer } from '@para/tokenizer/node';
+import { defaultBackboneDir } from '@para/train/node';
+import type { Command } from 'commander';
+import { startBackend } from '../backend';
 import { loadModelAndAdapter, parseIdList, writeOut } from './logits';
 
 interface GenerateFlags {
@@ -72,7 +72,10 @@ export function registerGenerateCommand(program: Command): void {
     .option('--top-k <k>', 'sample from the k most probable tokens (0 = off)')
     .option('--top-p <p>', 'nucleus sampling threshold in (0, 1] (1 = off)')
     .option('--seed <s>', 'sampling seed (default 0)')
-    .option('--adapter <dir>', 'adapter directory (adapter_config.json + adapter_model.safetensors): PARA, LoRA or IA3')
+    .option(
+      '--adapter <dir>',
+      'adapter directory (adapter_config.json + adapter_model.safetensors): PARA, LoRA or IA3',
+    )
     .option('--json', 'print {"ids": [...], "text": "..."} at the end instead of streaming')
     .option(
       '-b, --backend <name>',

@@ -1,8 +1,14 @@
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import {
+  type BackendReport,
+  type BackendStatus,
+  initBackend,
+  nodeBackendCandidates,
+  selectBackendFrom,
+} from '@para/core/node';
 import type { Command } from 'commander';
-import { type BackendReport, type BackendStatus, initBackend, nodeBackendCandidates, selectBackendFrom } from '@para/core/node';
-import { PARA_VERSION, installedVersion } from '../version';
+import { installedVersion, PARA_VERSION } from '../version';
 
 const PACKAGES = [
   '@para/core',
@@ -35,26 +41,46 @@ function webgpuRequested(backend: string | undefined): boolean {
  */
 export function probeWebgpuQuietly(): BackendStatus {
   const status: BackendStatus = { name: 'webgpu', state: 'unavailable', onRequestOnly: true };
-  const r = spawnSync(process.execPath, [fileURLToPath(import.meta.url), 'info', '--backend', 'webgpu', '--no-probe', '--json'], {
-    encoding: 'utf8',
-    env: { ...process.env, PARA_BACKEND: undefined },
-    timeout: 120_000,
-    maxBuffer: 1 << 24,
-  });
+  const r = spawnSync(
+    process.execPath,
+    [fileURLToPath(import.meta.url), 'info', '--backend', 'webgpu', '--no-probe', '--json'],
+    {
+      encoding: 'utf8',
+      env: { ...process.env, PARA_BACKEND: undefined },
+      timeout: 120_000,
+      maxBuffer: 1 << 24,
+    },
+  );
   if (r.status === 0) {
     try {
-      const child = (JSON.parse(r.stdout) as InfoOutput).backend.backends.find((b) => b.name === 'webgpu');
-      if (child?.state === 'active') return { ...status, state: 'available', ...(child.detail === undefined ? {} : { detail: child.detail }) };
+      const child = (JSON.parse(r.stdout) as InfoOutput).backend.backends.find(
+        (b) => b.name === 'webgpu',
+      );
+      if (child?.state === 'active')
+        return {
+          ...status,
+          state: 'available',
+          ...(child.detail === undefined ? {} : { detail: child.detail }),
+        };
     } catch {
       // fall through to the reason below
     }
   }
   // The child's error is its last JSON line on stderr (Dawn may have printed before it).
-  const line = (r.stderr ?? '').trim().split('\n').reverse().find((l) => l.startsWith('{"error"'));
-  let reason = r.error ? `the probe could not run: ${r.error.message}` : `the probe exited with status ${r.status}`;
+  const line = (r.stderr ?? '')
+    .trim()
+    .split('\n')
+    .reverse()
+    .find((l) => l.startsWith('{"error"'));
+  let reason = r.error
+    ? `the probe could not run: ${r.error.message}`
+    : `the probe exited with status ${r.status}`;
   if (line !== undefined) {
     try {
-      reason = (JSON.parse(line) as { error: { message: string } }).error.message.replace(/^backend "webgpu" was requested but could not start: /, '');
+      reason = (JSON.parse(line) as { error: { message: string } }).error.message.replace(
+        /^backend "webgpu" was requested but could not start: /,
+        '',
+      );
     } catch {
       // keep the generic reason
     }
@@ -62,14 +88,22 @@ export function probeWebgpuQuietly(): BackendStatus {
   return { ...status, reason };
 }
 
-export async function collectInfo(options: { backend?: string; probe?: boolean }): Promise<InfoOutput> {
+export async function collectInfo(options: {
+  backend?: string;
+  probe?: boolean;
+}): Promise<InfoOutput> {
   const probe = options.probe ?? true;
   let report: BackendReport;
   if (probe && !webgpuRequested(options.backend)) {
     // Probe everything here but WebGPU, which is probed in a child process (see above).
     const candidates = nodeBackendCandidates();
-    report = await selectBackendFrom('node', candidates.filter((c) => c.name !== 'webgpu'), { envBackend: process.env.PARA_BACKEND, backend: options.backend, probe: true });
-    if (candidates.some((c) => c.name === 'webgpu')) report = { ...report, backends: [...report.backends, probeWebgpuQuietly()] };
+    report = await selectBackendFrom(
+      'node',
+      candidates.filter((c) => c.name !== 'webgpu'),
+      { envBackend: process.env.PARA_BACKEND, backend: options.backend, probe: true },
+    );
+    if (candidates.some((c) => c.name === 'webgpu'))
+      report = { ...report, backends: [...report.backends, probeWebgpuQuietly()] };
   } else {
     report = await initBackend({ backend: options.backend, probe });
   }
@@ -96,10 +130,13 @@ export function formatInfo(info: InfoOutput): string {
     `gradients: registered (bundled from tfjs-core ${g.bundledVersion}${g.bundledVersion === g.runningVersion ? '' : `, MISMATCH: running ${g.runningVersion}`})`,
   );
   lines.push('');
-  lines.push(`active backend: ${info.backend.active} (chosen ${info.backend.chosenBy === 'auto' ? 'automatically' : `by ${info.backend.chosenBy === 'env' ? 'PARA_BACKEND' : '--backend'}`})`);
+  lines.push(
+    `active backend: ${info.backend.active} (chosen ${info.backend.chosenBy === 'auto' ? 'automatically' : `by ${info.backend.chosenBy === 'env' ? 'PARA_BACKEND' : '--backend'}`})`,
+  );
   lines.push('backends (Node order; webgpu only on request):');
   for (const b of info.backend.backends) {
-    const note = b.state === 'active' || b.state === 'available' ? (b.detail ?? '') : (b.reason ?? '');
+    const note =
+      b.state === 'active' || b.state === 'available' ? (b.detail ?? '') : (b.reason ?? '');
     lines.push(`  ${b.name.padEnd(11)} ${b.state.padEnd(12)} ${note}`);
   }
   return lines.join('\n');
@@ -108,12 +145,22 @@ export function formatInfo(info: InfoOutput): string {
 export function registerInfoCommand(program: Command): void {
   program
     .command('info')
-    .description('versions, the active tfjs backend, and which backends are available here and why the others are not')
-    .option('-b, --backend <name>', 'start this backend (tensorflow, wasm, cpu, webgpu); overrides PARA_BACKEND')
-    .option('--no-probe', 'do not try the backends after the active one (WebGPU is probed in a child process, so Dawn\'s warnings stay out of this output)')
+    .description(
+      'versions, the active tfjs backend, and which backends are available here and why the others are not',
+    )
+    .option(
+      '-b, --backend <name>',
+      'start this backend (tensorflow, wasm, cpu, webgpu); overrides PARA_BACKEND',
+    )
+    .option(
+      '--no-probe',
+      "do not try the backends after the active one (WebGPU is probed in a child process, so Dawn's warnings stay out of this output)",
+    )
     .option('--json', 'print JSON')
     .action(async (opts: { backend?: string; probe: boolean; json?: boolean }) => {
       const info = await collectInfo({ backend: opts.backend, probe: opts.probe });
-      process.stdout.write(opts.json ? `${JSON.stringify(info, null, 2)}\n` : `${formatInfo(info)}\n`);
+      process.stdout.write(
+        opts.json ? `${JSON.stringify(info, null, 2)}\n` : `${formatInfo(info)}\n`,
+      );
     });
 }

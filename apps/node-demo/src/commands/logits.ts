@@ -6,13 +6,14 @@
  * `--adapter DIR` applies a PARA, LoRA or IA3 adapter (PEFT layout); `--prompt-len N`: PARA's
  * vectors come from the first N ids (default: all of them).
  */
-import type { Command } from 'commander';
-import { ParaError } from '@para/core/node';
-import { startBackend } from '../backend';
+
 import { type AnyAdapter, loadAdapter } from '@para/adapters/node';
+import { ParaError } from '@para/core/node';
 import { type CausalLM, loadModel } from '@para/model/node';
-import { defaultBackboneDir } from '@para/train/node';
 import { loadTokenizer } from '@para/tokenizer/node';
+import { defaultBackboneDir } from '@para/train/node';
+import type { Command } from 'commander';
+import { startBackend } from '../backend';
 
 /** `1,5,9` → [1, 5, 9]; anything else is INVALID_ARGUMENT naming the flag. */
 export function parseIdList(value: string | undefined, flag: string): number[] {
@@ -36,7 +37,10 @@ export function parseIdList(value: string | undefined, flag: string): number[] {
 }
 
 /** The model in `dir` and, if `adapterDir` is given, its adapter (the model is freed if that fails). */
-export async function loadModelAndAdapter(dir: string, adapterDir: string | undefined): Promise<{ model: CausalLM; adapter: AnyAdapter | null }> {
+export async function loadModelAndAdapter(
+  dir: string,
+  adapterDir: string | undefined,
+): Promise<{ model: CausalLM; adapter: AnyAdapter | null }> {
   const model = await loadModel(dir);
   if (adapterDir === undefined) return { model, adapter: null };
   try {
@@ -65,43 +69,88 @@ export function registerLogitsCommand(program: Command): void {
       'Hugging Face checkpoint directory (config.json + model.safetensors); default: the bundled backbone',
     )
     .option('--ids <ids>', 'comma-separated token ids, e.g. 1,5,9')
-    .option('-p, --prompt <text>', 'prompt text instead of --ids (needs tokenizer.json in the model directory)')
+    .option(
+      '-p, --prompt <text>',
+      'prompt text instead of --ids (needs tokenizer.json in the model directory)',
+    )
     .option(
       '-b, --backend <name>',
       'start this backend (tensorflow, wasm, cpu, webgpu); overrides PARA_BACKEND',
     )
-    .option('--adapter <dir>', 'adapter directory (adapter_config.json + adapter_model.safetensors): PARA, LoRA or IA3')
-    .option('--prompt-len <n>', 'with --adapter: PARA pools over the first N ids only (default: all ids)')
-    .action(async (opts: { model?: string; ids?: string; prompt?: string; backend?: string; adapter?: string; promptLen?: string }) => {
-      const dir = opts.model ?? defaultBackboneDir();
-      if (opts.prompt !== undefined && opts.ids !== undefined) {
-        throw new ParaError('INVALID_ARGUMENT', 'give --ids or --prompt, not both', { field: '--ids/--prompt', expected: '--ids 1,5,9 or --prompt TEXT' });
-      }
-      const ids = opts.prompt === undefined ? parseIdList(opts.ids, '--ids') : (await loadTokenizer(dir)).encode(opts.prompt, { addSpecialTokens: true });
-      if (ids.length === 0) throw new ParaError('INVALID_ARGUMENT', 'the prompt encodes to no tokens', { field: '--prompt', expected: 'non-empty text' });
-      const promptLen = opts.promptLen === undefined ? ids.length : Number(opts.promptLen);
-      if (opts.promptLen !== undefined && (opts.adapter === undefined || !/^\d+$/.test(opts.promptLen.trim()) || promptLen < 1 || promptLen > ids.length)) {
-        throw new ParaError('INVALID_ARGUMENT', opts.adapter === undefined ? '--prompt-len needs --adapter' : 'bad value for --prompt-len', {
-          field: '--prompt-len',
-          expected: `an integer in [1, ${ids.length}] (the number of --ids) with --adapter`,
-          actual: JSON.stringify(opts.promptLen),
-        });
-      }
-      await startBackend(opts.backend);
-      const { model, adapter } = await loadModelAndAdapter(dir, opts.adapter);
-      try {
-        const logits = model.forward([ids], adapter === null ? {} : { adapter: adapter.attach(model), request: { promptLengths: [promptLen] } }); // [1, T, V]
-        const data = await logits.data();
-        logits.dispose();
-        const V = model.config.vocabSize;
-        // Float32 values printed as the doubles they are: exact, and parseable anywhere.
-        const rows = ids.map(
-          (_, t) => `[${Array.from(data.subarray(t * V, (t + 1) * V)).join(',')}]`,
-        );
-        await writeOut(`{"logits": [${rows.join(', ')}]}\n`);
-      } finally {
-        adapter?.dispose();
-        model.dispose();
-      }
-    });
+    .option(
+      '--adapter <dir>',
+      'adapter directory (adapter_config.json + adapter_model.safetensors): PARA, LoRA or IA3',
+    )
+    .option(
+      '--prompt-len <n>',
+      'with --adapter: PARA pools over the first N ids only (default: all ids)',
+    )
+    .action(
+      async (opts: {
+        model?: string;
+        ids?: string;
+        prompt?: string;
+        backend?: string;
+        adapter?: string;
+        promptLen?: string;
+      }) => {
+        const dir = opts.model ?? defaultBackboneDir();
+        if (opts.prompt !== undefined && opts.ids !== undefined) {
+          throw new ParaError('INVALID_ARGUMENT', 'give --ids or --prompt, not both', {
+            field: '--ids/--prompt',
+            expected: '--ids 1,5,9 or --prompt TEXT',
+          });
+        }
+        const ids =
+          opts.prompt === undefined
+            ? parseIdList(opts.ids, '--ids')
+            : (await loadTokenizer(dir)).encode(opts.prompt, { addSpecialTokens: true });
+        if (ids.length === 0)
+          throw new ParaError('INVALID_ARGUMENT', 'the prompt encodes to no tokens', {
+            field: '--prompt',
+            expected: 'non-empty text',
+          });
+        const promptLen = opts.promptLen === undefined ? ids.length : Number(opts.promptLen);
+        if (
+          opts.promptLen !== undefined &&
+          (opts.adapter === undefined ||
+            !/^\d+$/.test(opts.promptLen.trim()) ||
+            promptLen < 1 ||
+            promptLen > ids.length)
+        ) {
+          throw new ParaError(
+            'INVALID_ARGUMENT',
+            opts.adapter === undefined
+              ? '--prompt-len needs --adapter'
+              : 'bad value for --prompt-len',
+            {
+              field: '--prompt-len',
+              expected: `an integer in [1, ${ids.length}] (the number of --ids) with --adapter`,
+              actual: JSON.stringify(opts.promptLen),
+            },
+          );
+        }
+        await startBackend(opts.backend);
+        const { model, adapter } = await loadModelAndAdapter(dir, opts.adapter);
+        try {
+          const logits = model.forward(
+            [ids],
+            adapter === null
+              ? {}
+              : { adapter: adapter.attach(model), request: { promptLengths: [promptLen] } },
+          ); // [1, T, V]
+          const data = await logits.data();
+          logits.dispose();
+          const V = model.config.vocabSize;
+          // Float32 values printed as the doubles they are: exact, and parseable anywhere.
+          const rows = ids.map(
+            (_, t) => `[${Array.from(data.subarray(t * V, (t + 1) * V)).join(',')}]`,
+          );
+          await writeOut(`{"logits": [${rows.join(', ')}]}\n`);
+        } finally {
+          adapter?.dispose();
+          model.dispose();
+        }
+      },
+    );
 }

@@ -7,8 +7,9 @@
  * tokenizer_config.json) plus training_summary.json and metrics.jsonl. The committed default
  * backbone (assets/backbone) was made this way; its README.md says with which command.
  */
-import type { Command } from 'commander';
+
 import { BACKBONE_PRESETS, formatDuration, pretrain } from '@para/train/node';
+import type { Command } from 'commander';
 import { parseNumber, startBackend } from './train';
 
 interface PretrainFlags {
@@ -30,20 +31,28 @@ interface PretrainFlags {
 export function registerPretrainCommand(program: Command): void {
   program
     .command('pretrain')
-    .description('pretrain a LLaMA-style backbone from scratch on text files (one document per line)')
+    .description(
+      'pretrain a LLaMA-style backbone from scratch on text files (one document per line)',
+    )
     .requiredOption('--input <files...>', 'UTF-8 text files, one document per line')
     .requiredOption('--out <dir>', 'output directory (Hugging Face layout)')
-    .option('--config <name>', `model size and recipe: ${Object.keys(BACKBONE_PRESETS).join(' | ')} (default small)`)
-    .option('--steps <n>', 'optimizer updates (default: the recipe\'s)')
+    .option(
+      '--config <name>',
+      `model size and recipe: ${Object.keys(BACKBONE_PRESETS).join(' | ')} (default small)`,
+    )
+    .option('--steps <n>', "optimizer updates (default: the recipe's)")
     .option('--tokenizer <dir>', 'use this tokenizer instead of training one on the inputs')
     .option('--seed <n>', 'seed of the init, the held-out split and the data order (default 0)')
-    .option('--lr <x>', 'peak learning rate (default: the recipe\'s)')
+    .option('--lr <x>', "peak learning rate (default: the recipe's)")
     .option('--resume', 'continue an interrupted run from OUT/checkpoints')
     .option('--keep-checkpoints', 'keep OUT/checkpoints after the run finishes')
     .option('--plain', 'plain progress lines even on a terminal')
     .option('-q, --quiet', 'no progress output')
     .option('--json', 'print the training summary as JSON')
-    .option('-b, --backend <name>', 'tfjs backend (tensorflow, wasm, cpu, webgpu); overrides PARA_BACKEND')
+    .option(
+      '-b, --backend <name>',
+      'tfjs backend (tensorflow, wasm, cpu, webgpu); overrides PARA_BACKEND',
+    )
     .action(async (f: PretrainFlags) => {
       await startBackend(f.backend, f.quiet === true);
       const s = await pretrain({
@@ -59,7 +68,10 @@ export function registerPretrainCommand(program: Command): void {
         plain: f.plain === true,
         progress: f.quiet !== true,
         ...(f.quiet ? { log: () => undefined } : {}),
-        command: `para pretrain ${process.argv.slice(2).filter((a) => a !== 'pretrain').join(' ')}`,
+        command: `para pretrain ${process.argv
+          .slice(2)
+          .filter((a) => a !== 'pretrain')
+          .join(' ')}`,
       });
       if (f.json) {
         process.stdout.write(`${JSON.stringify(s, null, 2)}\n`);

@@ -4,7 +4,6 @@
  * stdout carries only the command's output; progress goes to stderr.
  */
 import { createReadStream } from 'node:fs';
-import { InvalidArgumentError, type Command } from 'commander';
 import { ParaError } from '@para/core/node';
 import {
   type BpeTrainProgress,
@@ -12,6 +11,7 @@ import {
   saveTokenizer,
   trainBpeTokenizer,
 } from '@para/tokenizer/node';
+import { type Command, InvalidArgumentError } from 'commander';
 
 function positiveInt(flag: string) {
   return (v: string): number => {

@@ -10,24 +10,51 @@
  */
 import { readdir, rm } from 'node:fs/promises';
 import * as path from 'node:path';
-import type { Command } from 'commander';
 import { ParaError } from '@para/core/node';
-import { ADAPTER_METHODS, CHECKPOINT_DIR, type MethodName, DECAY_KINDS, type DecayKind, datasetName, formatDuration, trainAdapterFromFiles } from '@para/train/node';
+import {
+  ADAPTER_METHODS,
+  CHECKPOINT_DIR,
+  DECAY_KINDS,
+  type DecayKind,
+  datasetName,
+  formatDuration,
+  type MethodName,
+  trainAdapterFromFiles,
+} from '@para/train/node';
+import type { Command } from 'commander';
 import { startBackend } from '../backend';
 import { CliExit } from '../errors';
 import { commandPrefix, shellQuote } from '../shell';
 
 /** A flag's value as a number: integer ≥ min, or any positive number. */
-export function parseNumber(value: string | undefined, flag: string, kind: 'int' | 'positive' | 'nonneg-int' | 'nonneg', min = 1): number | undefined {
+export function parseNumber(
+  value: string | undefined,
+  flag: string,
+  kind: 'int' | 'positive' | 'nonneg-int' | 'nonneg',
+  min = 1,
+): number | undefined {
   if (value === undefined) return undefined;
   const n = Number(value);
   const ok =
     value.trim() !== '' &&
     Number.isFinite(n) &&
-    (kind === 'positive' ? n > 0 : kind === 'nonneg' ? n >= 0 : Number.isInteger(n) && n >= (kind === 'nonneg-int' ? 0 : min));
+    (kind === 'positive'
+      ? n > 0
+      : kind === 'nonneg'
+        ? n >= 0
+        : Number.isInteger(n) && n >= (kind === 'nonneg-int' ? 0 : min));
   if (!ok) {
-    const expected = { positive: 'a positive number', nonneg: 'a number ≥ 0', 'nonneg-int': 'an integer ≥ 0', int: `an integer ≥ ${min}` }[kind];
-    throw new ParaError('INVALID_ARGUMENT', `bad value for ${flag}`, { field: flag, expected, actual: JSON.stringify(value) });
+    const expected = {
+      positive: 'a positive number',
+      nonneg: 'a number ≥ 0',
+      'nonneg-int': 'an integer ≥ 0',
+      int: `an integer ≥ ${min}`,
+    }[kind];
+    throw new ParaError('INVALID_ARGUMENT', `bad value for ${flag}`, {
+      field: flag,
+      expected,
+      actual: JSON.stringify(value),
+    });
   }
   return n;
 }
@@ -35,7 +62,11 @@ export function parseNumber(value: string | undefined, flag: string, kind: 'int'
 function parseDecay(value: string | undefined): DecayKind | undefined {
   if (value === undefined) return undefined;
   if (!(DECAY_KINDS as readonly string[]).includes(value)) {
-    throw new ParaError('INVALID_ARGUMENT', 'bad value for --decay', { field: '--decay', expected: DECAY_KINDS.join(' | '), actual: JSON.stringify(value) });
+    throw new ParaError('INVALID_ARGUMENT', 'bad value for --decay', {
+      field: '--decay',
+      expected: DECAY_KINDS.join(' | '),
+      actual: JSON.stringify(value),
+    });
   }
   return value as DecayKind;
 }
@@ -77,36 +108,68 @@ interface TrainFlags {
 export function registerTrainCommand(program: Command): void {
   program
     .command('train')
-    .description('fine-tune a PARA, LoRA or IA3 adapter on a JSONL dataset (the backbone stays frozen)')
+    .description(
+      'fine-tune a PARA, LoRA or IA3 adapter on a JSONL dataset (the backbone stays frozen)',
+    )
     .requiredOption('--method <name>', `adapter method: ${ADAPTER_METHODS.join(' | ')}`)
-    .requiredOption('--data <file>', 'training data: JSONL, {"prompt", "completion"} or {"messages": [...]} per line')
-    .option('--eval-data <file>', 'dev data: evaluated during training (loss, exact match); the best adapter is kept')
+    .requiredOption(
+      '--data <file>',
+      'training data: JSONL, {"prompt", "completion"} or {"messages": [...]} per line',
+    )
+    .option(
+      '--eval-data <file>',
+      'dev data: evaluated during training (loss, exact match); the best adapter is kept',
+    )
     .option('--model <dir>', 'backbone directory (default: the bundled backbone, assets/backbone)')
     .option('--out <dir>', 'output directory (default: adapters/<dataset>-<method>)')
     .option('--steps <n>', 'optimizer updates (default: one epoch)')
     .option('--epochs <n>', 'passes over the data (instead of --steps)')
-    .option('--lr <x>', 'peak learning rate (default 3e-3), linear warm-up over 6% then linear decay')
+    .option(
+      '--lr <x>',
+      'peak learning rate (default 3e-3), linear warm-up over 6% then linear decay',
+    )
     .option('--batch-size <n>', 'examples per update (default 16)')
-    .option('--micro-batch-size <n>', 'examples per forward/backward pass; gradients are accumulated (default: --batch-size)')
+    .option(
+      '--micro-batch-size <n>',
+      'examples per forward/backward pass; gradients are accumulated (default: --batch-size)',
+    )
     .option('--r <n>', 'rank: PARA bottleneck width or LoRA rank (default 8; not for IA3)')
     .option('--seed <n>', 'seed of the adapter init and the data order (default 0)')
     .option('--warmup-steps <n>', 'linear warm-up updates (default 6% of the run)')
-    .option('--decay <kind>', `learning-rate decay after the warm-up: ${DECAY_KINDS.join(' | ')} (default linear, to 0)`)
+    .option(
+      '--decay <kind>',
+      `learning-rate decay after the warm-up: ${DECAY_KINDS.join(' | ')} (default linear, to 0)`,
+    )
     .option('--weight-decay <x>', 'AdamW decoupled weight decay on matrices (default 0)')
     .option('--max-grad-norm <x>', 'clip gradients to this global norm (default 1; 0: no clipping)')
-    .option('--resume', 'continue the interrupted run in --out exactly where its last checkpoint left off')
-    .option('--force', 'train into a non-empty --out, replacing what is there (its old checkpoints are removed)')
+    .option(
+      '--resume',
+      'continue the interrupted run in --out exactly where its last checkpoint left off',
+    )
+    .option(
+      '--force',
+      'train into a non-empty --out, replacing what is there (its old checkpoints are removed)',
+    )
     .option('--strict', 'fail on an example longer than the context instead of skipping it')
     .option('--eval-every <n>', 'evaluate every N updates (default: 4 times per run)')
     .option('--eval-limit <n>', 'evaluate on the first N dev examples only')
     .option('--patience <n>', 'early stopping: stop after N evaluations without improvement')
-    .option('--checkpoint-every <n>', 'write a checkpoint every N updates, to continue from with --resume (default: none)')
+    .option(
+      '--checkpoint-every <n>',
+      'write a checkpoint every N updates, to continue from with --resume (default: none)',
+    )
     .option('--keep-checkpoints', 'keep OUT/checkpoints after the run finishes')
-    .option('--stop-after <n>', 'stop after N updates, leaving a checkpoint to continue from with --resume')
+    .option(
+      '--stop-after <n>',
+      'stop after N updates, leaving a checkpoint to continue from with --resume',
+    )
     .option('--plain', 'plain progress lines even on a terminal')
     .option('-q, --quiet', 'no progress output')
     .option('--json', 'print the summary as JSON')
-    .option('-b, --backend <name>', 'tfjs backend (tensorflow, wasm, cpu, webgpu); overrides PARA_BACKEND')
+    .option(
+      '-b, --backend <name>',
+      'tfjs backend (tensorflow, wasm, cpu, webgpu); overrides PARA_BACKEND',
+    )
     .action(async (f: TrainFlags) => {
       const out = f.out ?? path.join('adapters', `${datasetName(f.data as string)}-${f.method}`);
       if (f.resume !== true && (await nonEmptyDir(out))) {
@@ -114,7 +177,8 @@ export function registerTrainCommand(program: Command): void {
           throw new ParaError('INVALID_ARGUMENT', 'the output directory is not empty', {
             file: out,
             field: '--out',
-            expected: 'a new or empty directory (--resume continues the run in it, --force trains over it)',
+            expected:
+              'a new or empty directory (--resume continues the run in it, --force trains over it)',
           });
         }
         // An old run's checkpoints must not be what a later --resume picks up.
@@ -122,7 +186,9 @@ export function registerTrainCommand(program: Command): void {
       }
       await startBackend(f.backend, f.quiet === true);
       if (f.steps !== undefined && f.epochs !== undefined) {
-        throw new ParaError('INVALID_ARGUMENT', 'give --steps or --epochs, not both', { field: '--steps' });
+        throw new ParaError('INVALID_ARGUMENT', 'give --steps or --epochs, not both', {
+          field: '--steps',
+        });
       }
       // Ctrl-C: stop after the current update, write a checkpoint, print how to resume.
       // Node runs a signal handler only when the event loop turns; where the training loop
@@ -137,12 +203,16 @@ export function registerTrainCommand(program: Command): void {
       let lastCheckpoint: string | null = null;
       const onSigint = () => {
         if (abort.signal.aborted) {
-          process.stderr.write('\npara: interrupted again: exiting without waiting for the checkpoint\n');
+          process.stderr.write(
+            '\npara: interrupted again: exiting without waiting for the checkpoint\n',
+          );
           process.exit(130);
         }
         stepAtAbort = step;
         abort.abort();
-        process.stderr.write('\npara: interrupted: writing a checkpoint after this update (Ctrl-C again to quit at once)\n');
+        process.stderr.write(
+          '\npara: interrupted: writing a checkpoint after this update (Ctrl-C again to quit at once)\n',
+        );
       };
       const options: Parameters<typeof trainAdapterFromFiles>[0] & { signal?: AbortSignal } = {
         method: f.method as MethodName,
@@ -227,7 +297,10 @@ export function registerTrainCommand(program: Command): void {
         if (interrupted) throw new CliExit(130);
         return;
       }
-      const bestText = best === null ? '' : `; best at step ${best.step}: ${best.metrics.exact_match === undefined ? '' : `exact match ${(100 * best.metrics.exact_match).toFixed(1)}%, `}dev loss ${best.metrics.loss.toFixed(4)}`;
+      const bestText =
+        best === null
+          ? ''
+          : `; best at step ${best.step}: ${best.metrics.exact_match === undefined ? '' : `exact match ${(100 * best.metrics.exact_match).toFixed(1)}%, `}dev loss ${best.metrics.loss.toFixed(4)}`;
       process.stdout.write(
         `${r.adapterSaved ? `wrote ${r.out}` : `stopped (${r.result.reason}); checkpoint in ${r.out}`}: ${r.method.toUpperCase()} adapter, ${r.parameters.toLocaleString('en-US')} parameters, ${r.result.step} steps in ${formatDuration(r.result.elapsedMs)} (${Math.round(summary.tokens_per_sec)} tok/s), final train loss ${r.result.lastLoss?.toFixed(4) ?? '-'}${bestText}\n`,
       );
@@ -248,7 +321,10 @@ async function nonEmptyDir(dir: string): Promise<boolean> {
  * This run's command line with `--resume` (and `--out`), without what must not repeat:
  * `--force`, `--stop-after N`.
  */
-export function resumeCommand(out: string, argv: readonly string[] = process.argv.slice(2)): string {
+export function resumeCommand(
+  out: string,
+  argv: readonly string[] = process.argv.slice(2),
+): string {
   const args: string[] = [];
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i] as string;

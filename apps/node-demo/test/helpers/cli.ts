@@ -18,7 +18,9 @@ export interface CliResult {
  * A `para(args, env?)` runner with `PARA_BACKEND` set to `backend` (undefined: unset, so the CLI
  * picks its default). Extra `env` entries override; large outputs (logits) fit.
  */
-export function paraRunner(backend: string | undefined): (args: string[], env?: Record<string, string | undefined>) => CliResult {
+export function paraRunner(
+  backend: string | undefined,
+): (args: string[], env?: Record<string, string | undefined>) => CliResult {
   return (args, env = {}) => {
     const r = spawnSync(process.execPath, [cli, ...args], {
       encoding: 'utf8',

@@ -17,9 +17,9 @@
  * serves any number of concurrent requests.
  */
 
-import * as tf from '@tensorflow/tfjs-core';
 import { ParaError } from '@para/core';
 import type { AdapterSite, CausalLM, ModelAdapter, ModelConfig, TensorSpec } from '@para/model';
+import * as tf from '@tensorflow/tfjs-core';
 import { MixedBatch } from '../mixed/mixed';
 import type { AdapterMethod } from '../registry';
 import type { BaseAdapterConfig } from './config';
@@ -96,7 +96,11 @@ export abstract class PeftAdapter<C extends BaseAdapterConfig = BaseAdapterConfi
     const modelConfig = 'config' in model ? model.config : model;
     this.checkModel(modelConfig);
     if (this.isMerged) {
-      throw new ParaError('INVALID_ARGUMENT', 'this adapter is merged into the model weights: run the model without it', { field: 'adapter', expected: 'an unmerged adapter' });
+      throw new ParaError(
+        'INVALID_ARGUMENT',
+        'this adapter is merged into the model weights: run the model without it',
+        { field: 'adapter', expected: 'an unmerged adapter' },
+      );
     }
     const own = this.trainingHooks();
     let batch: { size: number; hooks: ModelAdapter<AdapterRequest> } | null = null;
@@ -106,12 +110,18 @@ export abstract class PeftAdapter<C extends BaseAdapterConfig = BaseAdapterConfi
         if (ctx.phase === 'forward') return own.layerInput?.(ctx, h);
         if (ctx.phase === 'decode') return; // the state was built at prefill
         const B = h.shape[0] as number;
-        if (batch?.size !== B) batch = { size: B, hooks: new MixedBatch(modelConfig, new Array<PeftAdapter>(B).fill(this)).modelAdapter() };
+        if (batch?.size !== B)
+          batch = {
+            size: B,
+            hooks: new MixedBatch(modelConfig, new Array<PeftAdapter>(B).fill(this)).modelAdapter(),
+          };
         batch.hooks.layerInput?.(ctx, h);
       },
     };
     const transform = own.transform;
-    if (transform !== undefined) hooks.transform = (ctx, site, y, x) => (ctx.phase === 'forward' ? transform(ctx, site, y, x) : y);
+    if (transform !== undefined)
+      hooks.transform = (ctx, site, y, x) =>
+        ctx.phase === 'forward' ? transform(ctx, site, y, x) : y;
     return own.layers === undefined ? hooks : { ...hooks, layers: own.layers };
   }
 
@@ -124,31 +134,43 @@ export abstract class PeftAdapter<C extends BaseAdapterConfig = BaseAdapterConfi
     for (const s of this.tensorSpecs()) {
       const want = need.get(s.name);
       if (want === undefined) {
-        throw new ParaError('SHAPE_MISMATCH', `the adapter does not fit the model (${modelConfig.numLayers} layers)`, {
-          file,
-          field: s.name,
-          expected: `no such tensor for a ${modelConfig.numLayers}-layer model`,
-          actual: `${shapeText(s.shape)} in the adapter`,
-        });
+        throw new ParaError(
+          'SHAPE_MISMATCH',
+          `the adapter does not fit the model (${modelConfig.numLayers} layers)`,
+          {
+            file,
+            field: s.name,
+            expected: `no such tensor for a ${modelConfig.numLayers}-layer model`,
+            actual: `${shapeText(s.shape)} in the adapter`,
+          },
+        );
       }
       if (want.length !== s.shape.length || want.some((d, i) => d !== s.shape[i])) {
-        throw new ParaError('SHAPE_MISMATCH', 'the adapter does not fit the model (a different base model?)', {
-          file,
-          field: s.name,
-          expected: `${shapeText(want)} for the model (d=${modelConfig.hiddenSize}, d_ff=${modelConfig.intermediateSize})`,
-          actual: `${shapeText(s.shape)} in the adapter`,
-        });
+        throw new ParaError(
+          'SHAPE_MISMATCH',
+          'the adapter does not fit the model (a different base model?)',
+          {
+            file,
+            field: s.name,
+            expected: `${shapeText(want)} for the model (d=${modelConfig.hiddenSize}, d_ff=${modelConfig.intermediateSize})`,
+            actual: `${shapeText(s.shape)} in the adapter`,
+          },
+        );
       }
     }
     const own = new Set(this.tensorSpecs().map((s) => s.name));
     for (const [name, shape] of need) {
       if (!own.has(name)) {
-        throw new ParaError('SHAPE_MISMATCH', `the adapter does not fit the model (${modelConfig.numLayers} layers; the adapter was made for ${this.modelConfig.numLayers})`, {
-          file,
-          field: name,
-          expected: `${shapeText(shape)} for the model`,
-          actual: 'no such tensor in the adapter',
-        });
+        throw new ParaError(
+          'SHAPE_MISMATCH',
+          `the adapter does not fit the model (${modelConfig.numLayers} layers; the adapter was made for ${this.modelConfig.numLayers})`,
+          {
+            file,
+            field: name,
+            expected: `${shapeText(shape)} for the model`,
+            actual: 'no such tensor in the adapter',
+          },
+        );
       }
     }
   }
@@ -223,12 +245,16 @@ export abstract class PeftAdapter<C extends BaseAdapterConfig = BaseAdapterConfi
     }
     const extra = names.filter((n) => !this.params.has(n));
     if (extra.length > 0) {
-      throw new ParaError('SHAPE_MISMATCH', `unexpected tensor for this ${this.peftType} config (${extra.length} in all)`, {
-        file,
-        field: extra[0],
-        expected: `only the ${this.params.size} tensors of the config (e.g. ${[...this.params.keys()][0]})`,
-        actual: `[${(tensors[extra[0] as string] as tf.Tensor).shape.join(', ')}]`,
-      });
+      throw new ParaError(
+        'SHAPE_MISMATCH',
+        `unexpected tensor for this ${this.peftType} config (${extra.length} in all)`,
+        {
+          file,
+          field: extra[0],
+          expected: `only the ${this.params.size} tensors of the config (e.g. ${[...this.params.keys()][0]})`,
+          actual: `[${(tensors[extra[0] as string] as tf.Tensor).shape.join(', ')}]`,
+        },
+      );
     }
     for (const [name, v] of this.params) {
       const t = tensors[name] as tf.Tensor;
@@ -248,6 +274,7 @@ export abstract class PeftAdapter<C extends BaseAdapterConfig = BaseAdapterConfi
   }
 
   protected checkAlive(): void {
-    if (this.disposed) throw new ParaError('INVALID_ARGUMENT', 'the adapter was disposed', { field: 'adapter' });
+    if (this.disposed)
+      throw new ParaError('INVALID_ARGUMENT', 'the adapter was disposed', { field: 'adapter' });
   }
 }

@@ -36,14 +36,27 @@ export class ConfigReader {
     return this.raw[key] !== undefined && this.raw[key] !== null;
   }
 
-  fail(key: string, expected: string, code: 'INVALID_CONFIG' | 'UNSUPPORTED' = 'INVALID_CONFIG', message?: string): never {
+  fail(
+    key: string,
+    expected: string,
+    code: 'INVALID_CONFIG' | 'UNSUPPORTED' = 'INVALID_CONFIG',
+    message?: string,
+  ): never {
     const actual = this.raw[key];
-    throw new ParaError(code, message ?? (code === 'UNSUPPORTED' ? 'unsupported adapter setting' : 'invalid adapter setting'), {
-      file: this.file,
-      field: key,
-      expected,
-      actual: actual === undefined ? 'nothing' : (JSON.stringify(actual) ?? String(actual)).slice(0, 120),
-    });
+    throw new ParaError(
+      code,
+      message ??
+        (code === 'UNSUPPORTED' ? 'unsupported adapter setting' : 'invalid adapter setting'),
+      {
+        file: this.file,
+        field: key,
+        expected,
+        actual:
+          actual === undefined
+            ? 'nothing'
+            : (JSON.stringify(actual) ?? String(actual)).slice(0, 120),
+      },
+    );
   }
 
   /** A positive integer (or `def` when absent). */
@@ -53,12 +66,18 @@ export class ConfigReader {
       return def;
     }
     const v = this.raw[key];
-    if (typeof v !== 'number' || !Number.isInteger(v) || v < 1) this.fail(key, 'a positive integer');
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < 1)
+      this.fail(key, 'a positive integer');
     return v;
   }
 
   /** A finite number within [min, max]. */
-  number(key: string, def: number, min = Number.NEGATIVE_INFINITY, max = Number.POSITIVE_INFINITY): number {
+  number(
+    key: string,
+    def: number,
+    min = Number.NEGATIVE_INFINITY,
+    max = Number.POSITIVE_INFINITY,
+  ): number {
     if (!this.has(key)) return def;
     const v = this.raw[key];
     if (typeof v !== 'number' || !Number.isFinite(v) || v < min || v > max) {
@@ -104,7 +123,12 @@ export class ConfigReader {
     if (!Array.isArray(v) || v.length === 0) this.fail(key, expected);
     const out: T[] = [];
     for (const m of v) {
-      if (typeof m !== 'string' || !(allowed as readonly string[]).includes(m) || out.includes(m as T)) this.fail(key, expected);
+      if (
+        typeof m !== 'string' ||
+        !(allowed as readonly string[]).includes(m) ||
+        out.includes(m as T)
+      )
+        this.fail(key, expected);
       out.push(m as T);
     }
     return out;
@@ -125,7 +149,8 @@ export class ConfigReader {
   targetModuleList(key: string, def: readonly string[], method: string): string[] {
     if (!this.has(key)) return [...def];
     const v = this.raw[key];
-    const expected = 'a non-empty list of distinct module names (q_proj, self_attn.q_proj, model.layers.0.self_attn.q_proj, ...)';
+    const expected =
+      'a non-empty list of distinct module names (q_proj, self_attn.q_proj, model.layers.0.self_attn.q_proj, ...)';
     if (!Array.isArray(v) || v.length === 0) this.fail(key, expected);
     const out: string[] = [];
     for (const m of v) {
@@ -134,7 +159,11 @@ export class ConfigReader {
     }
     const other = out.find((e) => OTHER_MODULES.some((t) => entryCanMatch(e, t)));
     if (other !== undefined) {
-      this.fail(key, `names of the decoder layers' projections (${method} on "${other}" is not implemented)`, 'UNSUPPORTED');
+      this.fail(
+        key,
+        `names of the decoder layers' projections (${method} on "${other}" is not implemented)`,
+        'UNSUPPORTED',
+      );
     }
     if (!out.some((e) => entryProjections(e).length > 0)) {
       const prefixed = out.find((e) => e.startsWith('base_model.'));
@@ -155,7 +184,11 @@ export class ConfigReader {
     if (!this.has(key)) return null;
     const v = this.raw[key];
     const list = typeof v === 'number' ? [v] : v;
-    if (!Array.isArray(list) || list.length === 0 || !list.every((x) => typeof x === 'number' && Number.isInteger(x) && x >= 0)) {
+    if (
+      !Array.isArray(list) ||
+      list.length === 0 ||
+      !list.every((x) => typeof x === 'number' && Number.isInteger(x) && x >= 0)
+    ) {
       this.fail(key, 'null, a layer index or a non-empty list of layer indices');
     }
     return [...new Set(list as number[])].sort((a, b) => a - b);
@@ -165,7 +198,9 @@ export class ConfigReader {
   onlyDefault(key: string, accepted: readonly unknown[], what: string): void {
     if (!this.has(key)) return;
     const v = this.raw[key];
-    const empty = (Array.isArray(v) && v.length === 0) || (typeof v === 'object' && v !== null && !Array.isArray(v) && Object.keys(v).length === 0);
+    const empty =
+      (Array.isArray(v) && v.length === 0) ||
+      (typeof v === 'object' && v !== null && !Array.isArray(v) && Object.keys(v).length === 0);
     if (empty || accepted.some((a) => a === v)) return;
     this.fail(key, what, 'UNSUPPORTED');
   }
@@ -220,12 +255,16 @@ function entryCanMatch(entry: string, template: string): boolean {
   const t = template.split('.');
   if (e.length > t.length) return false;
   const off = t.length - e.length;
-  return e.every((seg, k) => (t[off + k] === '{i}' ? /^(0|[1-9]\d*)$/.test(seg) : t[off + k] === seg));
+  return e.every((seg, k) =>
+    t[off + k] === '{i}' ? /^(0|[1-9]\d*)$/.test(seg) : t[off + k] === seg,
+  );
 }
 
 /** The projections a list entry can match in some layer. */
 export function entryProjections(entry: string): TargetModule[] {
-  return ALL_PROJECTIONS.filter((p) => entryCanMatch(entry, `model.layers.{i}.${submoduleOf(p)}.${p}`));
+  return ALL_PROJECTIONS.filter((p) =>
+    entryCanMatch(entry, `model.layers.{i}.${submoduleOf(p)}.${p}`),
+  );
 }
 
 /** Whether a list entry is a bare projection name (the only form PARA takes). */
@@ -235,7 +274,11 @@ export function isProjectionName(entry: string): entry is TargetModule {
 
 /** Keys of modules other than the projections that `re` fully matches (checked for layers < numLayers). */
 export function otherModulesMatching(re: RegExp, numLayers: number): string[] {
-  const keys = OTHER_MODULES.flatMap((t) => (t.includes('{i}') ? Array.from({ length: numLayers }, (_, i) => t.replace('{i}', String(i))) : [t]));
+  const keys = OTHER_MODULES.flatMap((t) =>
+    t.includes('{i}')
+      ? Array.from({ length: numLayers }, (_, i) => t.replace('{i}', String(i)))
+      : [t],
+  );
   return keys.filter((k) => re.test(k));
 }
 
@@ -245,7 +288,11 @@ export function otherModulesMatching(re: RegExp, numLayers: number): string[] {
  * ends with "." + an entry is adapted if its layer is in `layers_to_transform` (null: all).
  * In layer order, then in the order the list first names each projection.
  */
-export function listTargets(list: readonly string[], numLayers: number, layersToTransform: readonly number[] | null): { layer: number; module: TargetModule }[] {
+export function listTargets(
+  list: readonly string[],
+  numLayers: number,
+  layersToTransform: readonly number[] | null,
+): { layer: number; module: TargetModule }[] {
   const order: TargetModule[] = [];
   for (const e of list) for (const p of entryProjections(e)) if (!order.includes(p)) order.push(p);
   const out: { layer: number; module: TargetModule }[] = [];
@@ -254,7 +301,8 @@ export function listTargets(list: readonly string[], numLayers: number, layersTo
       const key = moduleKey(i, p);
       const exact = list.includes(key);
       const suffix = list.some((e) => key.endsWith(`.${e}`));
-      if (exact || (suffix && (layersToTransform === null || layersToTransform.includes(i)))) out.push({ layer: i, module: p });
+      if (exact || (suffix && (layersToTransform === null || layersToTransform.includes(i))))
+        out.push({ layer: i, module: p });
     }
   }
   return out;
@@ -276,7 +324,11 @@ export function parseConfigJson(json: string | unknown, file: string): Record<st
     }
   }
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
-    throw new ParaError('INVALID_CONFIG', 'adapter config is not a JSON object', { file, expected: 'a JSON object', actual: JSON.stringify(raw)?.slice(0, 40) });
+    throw new ParaError('INVALID_CONFIG', 'adapter config is not a JSON object', {
+      file,
+      expected: 'a JSON object',
+      actual: JSON.stringify(raw)?.slice(0, 40),
+    });
   }
   return raw as Record<string, unknown>;
 }

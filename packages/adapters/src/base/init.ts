@@ -3,8 +3,8 @@
  * a tensor never shifts the others' values).
  */
 
-import type * as tf from '@tensorflow/tfjs-core';
 import type { Rng } from '@para/core';
+import type * as tf from '@tensorflow/tfjs-core';
 
 /**
  * torch's `nn.init.kaiming_uniform_(w, a=√5)`, the default init of `nn.Linear` weights and of

@@ -7,9 +7,9 @@
  * the call is prompt: the whole sequence in `forward`, the whole prompt in `prefill`.
  */
 
-import * as tf from '@tensorflow/tfjs-core';
 import { ParaError } from '@para/core';
 import type { AdapterContext } from '@para/model';
+import * as tf from '@tensorflow/tfjs-core';
 
 /** What a caller passes as `request` to `CausalLM.forward` / `prefill` with an adapter from this package. */
 export interface AdapterRequest {
@@ -21,15 +21,24 @@ export interface AdapterRequest {
 }
 
 /** Checks `request.promptLengths` against the batch size. */
-export function checkPromptLengths(request: AdapterRequest | undefined | null, batch: number): readonly number[] | undefined {
+export function checkPromptLengths(
+  request: AdapterRequest | undefined | null,
+  batch: number,
+): readonly number[] | undefined {
   const L = request?.promptLengths;
   if (L === undefined || L === null) return undefined;
   if (!Array.isArray(L) || L.length !== batch || !L.every((n) => Number.isInteger(n) && n >= 1)) {
-    throw new ParaError('INVALID_ARGUMENT', 'promptLengths must give one prompt length (≥ 1) per batch row', {
-      field: 'request.promptLengths',
-      expected: `${batch} integers ≥ 1`,
-      actual: Array.isArray(L) ? `[${L.slice(0, 8).join(', ')}${L.length > 8 ? ', …' : ''}] (${L.length} values)` : String(L),
-    });
+    throw new ParaError(
+      'INVALID_ARGUMENT',
+      'promptLengths must give one prompt length (≥ 1) per batch row',
+      {
+        field: 'request.promptLengths',
+        expected: `${batch} integers ≥ 1`,
+        actual: Array.isArray(L)
+          ? `[${L.slice(0, 8).join(', ')}${L.length > 8 ? ', …' : ''}] (${L.length} values)`
+          : String(L),
+      },
+    );
   }
   return L;
 }

@@ -48,29 +48,53 @@ export const IA3_DEFAULTS = {
   feedforward_modules: ['down_proj'] as TargetModule[],
 } as const;
 
-export function resolveIa3Config(init: Ia3ConfigInit | Readonly<Record<string, unknown>>, file = INLINE_CONFIG): Ia3Config {
+export function resolveIa3Config(
+  init: Ia3ConfigInit | Readonly<Record<string, unknown>>,
+  file = INLINE_CONFIG,
+): Ia3Config {
   const c = new ConfigReader(init as Record<string, unknown>, file);
   if (c.has('peft_type') && c.raw.peft_type !== 'IA3') c.fail('peft_type', '"IA3"');
   const written = c.targetModuleList('target_modules', IA3_DEFAULTS.target_modules, 'IA3');
   const paths = !written.every(isProjectionName);
   const targets: TargetModule[] = [];
-  for (const e of written) for (const p of entryProjections(e)) if (!targets.includes(p)) targets.push(p);
+  for (const e of written)
+    for (const p of entryProjections(e)) if (!targets.includes(p)) targets.push(p);
   let ffWritten: string[] | null = null;
   if (c.has('feedforward_modules')) {
     const v = c.raw.feedforward_modules;
     // PEFT: "`feedforward_modules` should be a subset of `target_modules`" (as strings).
-    if (!Array.isArray(v) || !v.every((e, i) => typeof e === 'string' && written.includes(e) && v.indexOf(e) === i)) {
-      c.fail('feedforward_modules', `a list of distinct entries of target_modules (${written.join(', ')})`);
+    if (
+      !Array.isArray(v) ||
+      !v.every((e, i) => typeof e === 'string' && written.includes(e) && v.indexOf(e) === i)
+    ) {
+      c.fail(
+        'feedforward_modules',
+        `a list of distinct entries of target_modules (${written.join(', ')})`,
+      );
     }
     ffWritten = v as string[];
   }
   // PEFT's feed-forward match is `key.endswith(entry)`; its llama default is ["down_proj"].
   const ffEntries = ffWritten ?? [...IA3_DEFAULTS.feedforward_modules];
-  const sampleLayers = [0, ...written.flatMap((e) => e.split('.').filter((s) => /^(0|[1-9]\d*)$/.test(s)).map(Number))];
-  const ff = targets.filter((p) => sampleLayers.some((i) => ffEntries.some((e) => moduleKey(i, p).endsWith(e))));
+  const sampleLayers = [
+    0,
+    ...written.flatMap((e) =>
+      e
+        .split('.')
+        .filter((s) => /^(0|[1-9]\d*)$/.test(s))
+        .map(Number),
+    ),
+  ];
+  const ff = targets.filter((p) =>
+    sampleLayers.some((i) => ffEntries.some((e) => moduleKey(i, p).endsWith(e))),
+  );
   const unsupported = ff.find((m) => m !== 'down_proj');
   if (unsupported !== undefined) {
-    c.fail('feedforward_modules', '["down_proj"] or [] (the model exposes the input of down_proj only)', 'UNSUPPORTED');
+    c.fail(
+      'feedforward_modules',
+      '["down_proj"] or [] (the model exposes the input of down_proj only)',
+      'UNSUPPORTED',
+    );
   }
   c.onlyDefault('modules_to_save', [], 'null (modules_to_save is not implemented)');
   c.onlyDefault('exclude_modules', [], 'null (exclude_modules is not implemented)');
@@ -123,7 +147,11 @@ export function ia3ConfigJson(c: Ia3Config): Record<string, unknown> {
     task_type: 'CAUSAL_LM',
     base_model_name_or_path: c.base_model_name_or_path,
     target_modules: mp ? [...mp.target_modules] : [...c.target_modules],
-    feedforward_modules: mp ? (mp.feedforward_modules === null ? null : [...mp.feedforward_modules]) : [...c.feedforward_modules],
+    feedforward_modules: mp
+      ? mp.feedforward_modules === null
+        ? null
+        : [...mp.feedforward_modules]
+      : [...c.feedforward_modules],
     fan_in_fan_out: false,
     init_ia3_weights: c.init_ia3_weights,
     modules_to_save: null,
@@ -135,10 +163,16 @@ export function ia3ConfigJson(c: Ia3Config): Record<string, unknown> {
  * The scaled width of a target and PEFT's `ia3_l` shape: `[out, 1]` for an output-scaled module,
  * `[1, in]` for a feed-forward (input-scaled) one.
  */
-export function ia3VectorShape(c: Ia3Config, m: ModelConfig, module: TargetModule): { dim: number; shape: [number, number] } {
+export function ia3VectorShape(
+  c: Ia3Config,
+  m: ModelConfig,
+  module: TargetModule,
+): { dim: number; shape: [number, number] } {
   checkModulePaths(c, m.numLayers);
   const [out, inp] = projectionShape(m, module);
-  return c.feedforward_modules.includes(module) ? { dim: inp, shape: [1, inp] } : { dim: out, shape: [out, 1] };
+  return c.feedforward_modules.includes(module)
+    ? { dim: inp, shape: [1, inp] }
+    : { dim: out, shape: [out, 1] };
 }
 
 export function ia3ParameterCount(c: Ia3Config, m: ModelConfig): number {
@@ -149,6 +183,10 @@ export function ia3ParameterCount(c: Ia3Config, m: ModelConfig): number {
 /** The model site an IA3 target scales: its output, or for a feed-forward module its input. */
 export function ia3Site(c: Ia3Config, module: TargetModule): 'down_proj.input' | TargetModule {
   if (!c.feedforward_modules.includes(module)) return module;
-  if (module !== 'down_proj') throw new ParaError('UNSUPPORTED', 'feed-forward IA3 is implemented for down_proj only', { field: 'feedforward_modules', actual: module });
+  if (module !== 'down_proj')
+    throw new ParaError('UNSUPPORTED', 'feed-forward IA3 is implemented for down_proj only', {
+      field: 'feedforward_modules',
+      actual: module,
+    });
   return 'down_proj.input';
 }

@@ -8,16 +8,31 @@
  * `...mlp.down_proj.ia3_l` `[1, in]` (PEFT's shapes), initialised to 1.
  */
 
-import * as tf from '@tensorflow/tfjs-core';
 import { ParaError, Rng } from '@para/core';
-import type { AdapterContext, AdapterSite, CausalLM, Linear, ModelAdapter, ModelConfig, TensorSpec } from '@para/model';
+import type {
+  AdapterContext,
+  AdapterSite,
+  CausalLM,
+  Linear,
+  ModelAdapter,
+  ModelConfig,
+  TensorSpec,
+} from '@para/model';
+import * as tf from '@tensorflow/tfjs-core';
 import { PeftAdapter, projectionPath } from '../base/adapter';
 import type { TargetModule } from '../base/config';
 import type { AdapterRequest } from '../base/request';
 import type { AdapterMethod } from '../registry';
-import { IA3_METHOD } from './method';
+import {
+  type Ia3Config,
+  type Ia3ConfigInit,
+  ia3ConfigJson,
+  ia3Site,
+  ia3VectorShape,
+  resolveIa3Config,
+} from './config';
 import { ia3Scale, ia3Vector } from './layer';
-import { type Ia3Config, type Ia3ConfigInit, ia3ConfigJson, ia3Site, ia3VectorShape, resolveIa3Config } from './config';
+import { IA3_METHOD } from './method';
 
 /** PEFT name of an IA3 vector. */
 export function ia3TensorName(layer: number, module: string): string {
@@ -32,7 +47,8 @@ export interface Ia3CreateOptions {
 export class Ia3Adapter extends PeftAdapter<Ia3Config> {
   readonly peftType = 'IA3' as const;
   /** Per layer: model site → the target's vector (file shape). */
-  private readonly vectorsByLayer: Map<AdapterSite, { module: TargetModule; v: tf.Variable }>[] = [];
+  private readonly vectorsByLayer: Map<AdapterSite, { module: TargetModule; v: tf.Variable }>[] =
+    [];
   private readonly siteList: AdapterSite[];
   private hooks: ModelAdapter<AdapterRequest> | null = null;
   private mergedInto: CausalLM | null = null;
@@ -46,18 +62,29 @@ export class Ia3Adapter extends PeftAdapter<Ia3Config> {
       for (const t of config.target_modules) {
         const { shape } = ia3VectorShape(config, modelConfig, t);
         const name = ia3TensorName(i, t);
-        const v = this.addParam(name, config.init_ia3_weights ? tf.ones(shape) : rng.fork(name).normalTensor(shape)); // [out, 1] | [1, in]
+        const v = this.addParam(
+          name,
+          config.init_ia3_weights ? tf.ones(shape) : rng.fork(name).normalTensor(shape),
+        ); // [out, 1] | [1, in]
         byLayer.set(ia3Site(config, t), { module: t, v });
       }
       this.vectorsByLayer.push(byLayer);
     }
   }
 
-  static create(modelConfig: ModelConfig, init: Ia3ConfigInit = {}, options: Ia3CreateOptions = {}): Ia3Adapter {
+  static create(
+    modelConfig: ModelConfig,
+    init: Ia3ConfigInit = {},
+    options: Ia3CreateOptions = {},
+  ): Ia3Adapter {
     return new Ia3Adapter(resolveIa3Config(init), modelConfig, options.seed ?? 0);
   }
 
-  static fromConfig(modelConfig: ModelConfig, config: Ia3Config, options: Ia3CreateOptions = {}): Ia3Adapter {
+  static fromConfig(
+    modelConfig: ModelConfig,
+    config: Ia3Config,
+    options: Ia3CreateOptions = {},
+  ): Ia3Adapter {
     return new Ia3Adapter(config, modelConfig, options.seed ?? 0);
   }
 
@@ -74,7 +101,11 @@ export class Ia3Adapter extends PeftAdapter<Ia3Config> {
   tensorSpecs(modelConfig: ModelConfig = this.modelConfig): TensorSpec[] {
     const specs: TensorSpec[] = [];
     for (let i = 0; i < modelConfig.numLayers; i++) {
-      for (const t of this.config.target_modules) specs.push({ name: ia3TensorName(i, t), shape: ia3VectorShape(this.config, modelConfig, t).shape });
+      for (const t of this.config.target_modules)
+        specs.push({
+          name: ia3TensorName(i, t),
+          shape: ia3VectorShape(this.config, modelConfig, t).shape,
+        });
     }
     return specs;
   }
@@ -98,7 +129,10 @@ export class Ia3Adapter extends PeftAdapter<Ia3Config> {
    */
   merge(model: CausalLM): void {
     this.checkAlive();
-    if (this.mergedInto !== null) throw new ParaError('INVALID_ARGUMENT', 'this IA3 adapter is already merged', { field: 'adapter' });
+    if (this.mergedInto !== null)
+      throw new ParaError('INVALID_ARGUMENT', 'this IA3 adapter is already merged', {
+        field: 'adapter',
+      });
     this.checkModel(model.config);
     this.vectorsByLayer.forEach((byLayer, i) => {
       for (const { module, v } of byLayer.values()) {

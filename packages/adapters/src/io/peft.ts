@@ -18,7 +18,6 @@
  *   para.pool.weight [1, d] (attention pooler).
  */
 
-import type * as tf from '@tensorflow/tfjs-core';
 import {
   ArrayBufferSource,
   type CheckpointAccess,
@@ -31,6 +30,7 @@ import {
   type TensorStore,
 } from '@para/core';
 import type { CausalLM, ModelConfig } from '@para/model';
+import type * as tf from '@tensorflow/tfjs-core';
 import { type AnyAdapter, createAdapter } from '../any';
 import { parseConfigJson } from '../base/config';
 
@@ -76,16 +76,27 @@ export function adapterFiles(adapter: AnyAdapter, options: SaveAdapterOptions = 
 }
 
 /** The two files as bytes (for a browser download, or any store). */
-export async function serializeAdapter(adapter: AnyAdapter, options: SaveAdapterOptions = {}): Promise<{ config: string; weights: Uint8Array }> {
+export async function serializeAdapter(
+  adapter: AnyAdapter,
+  options: SaveAdapterOptions = {},
+): Promise<{ config: string; weights: Uint8Array }> {
   const f = adapterFiles(adapter, options);
-  return { config: f.configJson, weights: await serializeSafetensors(f.tensors, { metadata: f.metadata, dtype: f.dtype }) };
+  return {
+    config: f.configJson,
+    weights: await serializeSafetensors(f.tensors, { metadata: f.metadata, dtype: f.dtype }),
+  };
 }
 
 /**
  * A new adapter (fresh init) from adapter_config.json's text or value, for `modelConfig`.
  * Unknown or unsupported settings → typed errors naming the key and the file.
  */
-export function adapterFromConfig(json: string | unknown, modelConfig: ModelConfig, file = ADAPTER_CONFIG_FILE, seed = 0): AnyAdapter {
+export function adapterFromConfig(
+  json: string | unknown,
+  modelConfig: ModelConfig,
+  file = ADAPTER_CONFIG_FILE,
+  seed = 0,
+): AnyAdapter {
   return createAdapter(modelConfig, parseConfigJson(json, file), { seed, file });
 }
 
@@ -113,15 +124,24 @@ export async function checkAdapterTensors(adapter: AnyAdapter, store: TensorStor
     }
     const info = await store.info(s.name);
     if (info.shape.length !== s.shape.length || info.shape.some((d, i) => d !== s.shape[i])) {
-      throw new ParaError('SHAPE_MISMATCH', 'adapter tensor does not fit the model (a different base model?)', {
-        file: store.name,
-        field: s.name,
-        expected: `${shapeText(s.shape)} for the model (d=${adapter.modelConfig.hiddenSize}, d_ff=${adapter.modelConfig.intermediateSize}, ${adapter.modelConfig.numLayers} layers)`,
-        actual: `${shapeText(info.shape)} in the file`,
-      });
+      throw new ParaError(
+        'SHAPE_MISMATCH',
+        'adapter tensor does not fit the model (a different base model?)',
+        {
+          file: store.name,
+          field: s.name,
+          expected: `${shapeText(s.shape)} for the model (d=${adapter.modelConfig.hiddenSize}, d_ff=${adapter.modelConfig.intermediateSize}, ${adapter.modelConfig.numLayers} layers)`,
+          actual: `${shapeText(info.shape)} in the file`,
+        },
+      );
     }
     if (!['F32', 'F16', 'BF16'].includes(info.dtype)) {
-      throw new ParaError('UNKNOWN_DTYPE', 'adapter tensors must be floating point', { file: store.name, field: s.name, expected: 'F32, F16 or BF16', actual: info.dtype });
+      throw new ParaError('UNKNOWN_DTYPE', 'adapter tensors must be floating point', {
+        file: store.name,
+        field: s.name,
+        expected: 'F32, F16 or BF16',
+        actual: info.dtype,
+      });
     }
   }
   const extra = store.names().filter((n) => !expected.has(n));
@@ -134,7 +154,12 @@ export async function checkAdapterTensors(adapter: AnyAdapter, store: TensorStor
       layer !== undefined && Number(layer) >= adapter.modelConfig.numLayers
         ? `the adapter has tensors for layer ${layer} but the model has ${adapter.modelConfig.numLayers} layers (a different base model?)`
         : `unexpected tensor for this ${adapter.peftType} config (${extra.length} in all)`,
-      { file: store.name, field: name, expected: `only the ${specs.length} tensors the config implies`, actual: `${shapeText(info.shape)} in the file` },
+      {
+        file: store.name,
+        field: name,
+        expected: `only the ${specs.length} tensors the config implies`,
+        actual: `${shapeText(info.shape)} in the file`,
+      },
     );
   }
 }
@@ -152,10 +177,18 @@ export async function loadAdapterTensors(adapter: AnyAdapter, store: TensorStore
 }
 
 /** Checks the adapter config's base model name against `expected` (last path segments compared). */
-export function checkBaseModel(adapter: AnyAdapter, expected: string | undefined, file: string): void {
+export function checkBaseModel(
+  adapter: AnyAdapter,
+  expected: string | undefined,
+  file: string,
+): void {
   const name = adapter.config.base_model_name_or_path;
   if (expected === undefined || name === null || name === '') return;
-  const tail = (s: string) => s.replace(/[\\/]+$/, '').split(/[\\/]/).pop() ?? s;
+  const tail = (s: string) =>
+    s
+      .replace(/[\\/]+$/, '')
+      .split(/[\\/]/)
+      .pop() ?? s;
   if (tail(name) !== tail(expected)) {
     throw new ParaError('INVALID_CONFIG', 'the adapter was made for another base model', {
       file,
@@ -172,16 +205,26 @@ export function checkBaseModel(adapter: AnyAdapter, expected: string | undefined
  * INVALID_JSON / INVALID_CONFIG / UNSUPPORTED (the config), TENSOR_NOT_FOUND / SHAPE_MISMATCH
  * (tensors vs the model), each naming the file and the field or tensor.
  */
-export async function loadAdapterFrom(access: CheckpointAccess, model: CausalLM | ModelConfig, options: LoadAdapterOptions = {}): Promise<AnyAdapter> {
+export async function loadAdapterFrom(
+  access: CheckpointAccess,
+  model: CausalLM | ModelConfig,
+  options: LoadAdapterOptions = {},
+): Promise<AnyAdapter> {
   const modelConfig = 'config' in model ? model.config : model;
   for (const f of [ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE]) {
     if (!(await access.exists(f))) {
       const bin = f === ADAPTER_WEIGHTS_FILE && (await access.exists('adapter_model.bin'));
-      throw new ParaError('FILE_NOT_FOUND', bin ? 'only adapter_model.bin (pickle) found: save the adapter with safetensors' : `no ${f} in the adapter directory`, {
-        file: access.location,
-        field: f,
-        expected: `an adapter directory (${ADAPTER_CONFIG_FILE} + ${ADAPTER_WEIGHTS_FILE})`,
-      });
+      throw new ParaError(
+        'FILE_NOT_FOUND',
+        bin
+          ? 'only adapter_model.bin (pickle) found: save the adapter with safetensors'
+          : `no ${f} in the adapter directory`,
+        {
+          file: access.location,
+          field: f,
+          expected: `an adapter directory (${ADAPTER_CONFIG_FILE} + ${ADAPTER_WEIGHTS_FILE})`,
+        },
+      );
     }
   }
   const src = await access.open(ADAPTER_CONFIG_FILE);
@@ -208,13 +251,25 @@ export async function loadAdapterFrom(access: CheckpointAccess, model: CausalLM 
 }
 
 /** Loads an adapter from the two files' contents (e.g. a browser upload). */
-export async function adapterFromBytes(config: string, weights: ArrayBuffer | ArrayBufferView, model: CausalLM | ModelConfig, options: LoadAdapterOptions & { name?: string } = {}): Promise<AnyAdapter> {
+export async function adapterFromBytes(
+  config: string,
+  weights: ArrayBuffer | ArrayBufferView,
+  model: CausalLM | ModelConfig,
+  options: LoadAdapterOptions & { name?: string } = {},
+): Promise<AnyAdapter> {
   const modelConfig = 'config' in model ? model.config : model;
   const name = options.name ?? '<memory>';
-  const adapter = adapterFromConfig(config, modelConfig, `${name}/${ADAPTER_CONFIG_FILE}`, options.seed ?? 0);
+  const adapter = adapterFromConfig(
+    config,
+    modelConfig,
+    `${name}/${ADAPTER_CONFIG_FILE}`,
+    options.seed ?? 0,
+  );
   try {
     checkBaseModel(adapter, options.baseModelName, `${name}/${ADAPTER_CONFIG_FILE}`);
-    const store = await SafetensorsReader.open(new ArrayBufferSource(weights, `${name}/${ADAPTER_WEIGHTS_FILE}`));
+    const store = await SafetensorsReader.open(
+      new ArrayBufferSource(weights, `${name}/${ADAPTER_WEIGHTS_FILE}`),
+    );
     await loadAdapterTensors(adapter, store);
     return adapter;
   } catch (e) {

@@ -13,7 +13,16 @@
 import { ParaError } from '@para/core';
 import type { ModelConfig } from '@para/model';
 import { projectionShape } from '@para/model';
-import { ALL_PROJECTIONS, type BaseAdapterConfig, ConfigReader, INLINE_CONFIG, listTargets, moduleKey, otherModulesMatching, type TargetModule } from '../base/config';
+import {
+  ALL_PROJECTIONS,
+  type BaseAdapterConfig,
+  ConfigReader,
+  INLINE_CONFIG,
+  listTargets,
+  moduleKey,
+  otherModulesMatching,
+  type TargetModule,
+} from '../base/config';
 
 export interface LoraConfig extends BaseAdapterConfig {
   peft_type: 'LORA';
@@ -46,7 +55,10 @@ export const LORA_DEFAULTS = {
   target_modules: ['q_proj', 'v_proj'] as TargetModule[],
 } as const;
 
-export function resolveLoraConfig(init: LoraConfigInit | Readonly<Record<string, unknown>>, file = INLINE_CONFIG): LoraConfig {
+export function resolveLoraConfig(
+  init: LoraConfigInit | Readonly<Record<string, unknown>>,
+  file = INLINE_CONFIG,
+): LoraConfig {
   const c = new ConfigReader(init as Record<string, unknown>, file);
   if (c.has('peft_type') && c.raw.peft_type !== 'LORA') c.fail('peft_type', '"LORA"');
   let targets: string[] | string;
@@ -55,10 +67,17 @@ export function resolveLoraConfig(init: LoraConfigInit | Readonly<Record<string,
     try {
       new RegExp(`^(?:${targets})$`);
     } catch {
-      c.fail('target_modules', 'a list of module names, "all-linear", or a valid regular expression');
+      c.fail(
+        'target_modules',
+        'a list of module names, "all-linear", or a valid regular expression',
+      );
     }
     // PEFT's LoraConfig refuses this too: a string selects layers by itself.
-    if (c.has('layers_to_transform')) c.fail('layers_to_transform', 'null when target_modules is a string ("all-linear" or a regex), as PEFT requires');
+    if (c.has('layers_to_transform'))
+      c.fail(
+        'layers_to_transform',
+        'null when target_modules is a string ("all-linear" or a regex), as PEFT requires',
+      );
   } else targets = c.targetModuleList('target_modules', LORA_DEFAULTS.target_modules, 'LoRA');
   c.onlyDefault('bias', ['none'], '"none" (training base biases is not implemented)');
   c.onlyDefault('use_dora', [false], 'false (DoRA is not implemented)');
@@ -76,8 +95,14 @@ export function resolveLoraConfig(init: LoraConfigInit | Readonly<Record<string,
   // PiSSA, OLoRA, LoftQ and similar initialisations also rewrite the base weights, so their
   // adapters do not apply to the original backbone.
   const init_lora_weights = c.has('init_lora_weights') ? c.raw.init_lora_weights : true;
-  if (!(init_lora_weights === true || init_lora_weights === false || init_lora_weights === 'gaussian')) {
-    c.fail('init_lora_weights', 'true, false or "gaussian" (initialisations that rewrite the base weights are not implemented)', 'UNSUPPORTED');
+  if (
+    !(init_lora_weights === true || init_lora_weights === false || init_lora_weights === 'gaussian')
+  ) {
+    c.fail(
+      'init_lora_weights',
+      'true, false or "gaussian" (initialisations that rewrite the base weights are not implemented)',
+      'UNSUPPORTED',
+    );
   }
   return {
     peft_type: 'LORA',
@@ -128,11 +153,18 @@ export function loraScaling(c: LoraConfig): number {
  * two; a regex string must match a whole key; "all-linear" (any case) is every projection (PEFT
  * leaves out only the output head).
  */
-export function loraTargets(c: LoraConfig, m: ModelConfig, file = INLINE_CONFIG): { layer: number; module: TargetModule }[] {
+export function loraTargets(
+  c: LoraConfig,
+  m: ModelConfig,
+  file = INLINE_CONFIG,
+): { layer: number; module: TargetModule }[] {
   const layers = c.layers_to_transform ?? Array.from({ length: m.numLayers }, (_, i) => i);
   const out: { layer: number; module: TargetModule }[] = [];
   const list = Array.isArray(c.target_modules) ? c.target_modules : null;
-  const re = list === null && (c.target_modules as string).toLowerCase() !== 'all-linear' ? new RegExp(`^(?:${c.target_modules as string})$`) : null;
+  const re =
+    list === null && (c.target_modules as string).toLowerCase() !== 'all-linear'
+      ? new RegExp(`^(?:${c.target_modules as string})$`)
+      : null;
   if (re !== null) {
     const other = otherModulesMatching(re, m.numLayers);
     if (other.length > 0) {
@@ -146,12 +178,16 @@ export function loraTargets(c: LoraConfig, m: ModelConfig, file = INLINE_CONFIG)
   }
   for (const i of layers) {
     if (i >= m.numLayers) {
-      throw new ParaError('INVALID_CONFIG', 'layers_to_transform names a layer the model does not have', {
-        file,
-        field: 'layers_to_transform',
-        expected: `layer indices below ${m.numLayers}`,
-        actual: String(i),
-      });
+      throw new ParaError(
+        'INVALID_CONFIG',
+        'layers_to_transform names a layer the model does not have',
+        {
+          file,
+          field: 'layers_to_transform',
+          expected: `layer indices below ${m.numLayers}`,
+          actual: String(i),
+        },
+      );
     }
     if (list !== null) continue;
     for (const p of ALL_PROJECTIONS) {
@@ -164,7 +200,8 @@ export function loraTargets(c: LoraConfig, m: ModelConfig, file = INLINE_CONFIG)
     throw new ParaError('INVALID_CONFIG', 'target_modules matches no module of the model', {
       file,
       field: 'target_modules',
-      expected: 'names or a pattern matching q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj or down_proj',
+      expected:
+        'names or a pattern matching q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj or down_proj',
       actual: JSON.stringify(c.target_modules),
     });
   }

@@ -5,9 +5,9 @@
  *   ΔW = scaling · B A                         [out, in]   (merge / unmerge)
  */
 
-import * as tf from '@tensorflow/tfjs-core';
 import type { Rng } from '@para/core';
 import { linear } from '@para/ops';
+import * as tf from '@tensorflow/tfjs-core';
 
 /** `x [..., in]` → `scaling · B A x` `[..., out]` (two 2-D matmuls). */
 export function loraDelta(x: tf.Tensor, A: tf.Tensor, B: tf.Tensor, scaling: number): tf.Tensor {

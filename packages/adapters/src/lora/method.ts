@@ -27,7 +27,12 @@ export const LORA_METHOD: AdapterMethod<LoraConfig, LoraAdapter> = {
         if (site === 'down_proj.input') continue;
         const m = adapter.module(layer, site);
         if (m === undefined) continue;
-        loras.push({ site, rows, a: tf.transpose(m.A), b: tf.mul(tf.transpose(m.B), adapter.scaling) }); // [in, r], [r, out]
+        loras.push({
+          site,
+          rows,
+          a: tf.transpose(m.A),
+          b: tf.mul(tf.transpose(m.B), adapter.scaling),
+        }); // [in, r], [r, out]
       }
     }
     return { loras };

@@ -9,18 +9,33 @@
  * `unmerge(model)` subtracts it again (the weights come back to float32 rounding).
  */
 
-import * as tf from '@tensorflow/tfjs-core';
 import { ParaError, Rng } from '@para/core';
-import type { AdapterContext, AdapterSite, CausalLM, Linear, ModelAdapter, ModelConfig, TensorSpec } from '@para/model';
+import type {
+  AdapterContext,
+  AdapterSite,
+  CausalLM,
+  Linear,
+  ModelAdapter,
+  ModelConfig,
+  TensorSpec,
+} from '@para/model';
 import { projectionShape } from '@para/model';
+import * as tf from '@tensorflow/tfjs-core';
 import { PeftAdapter, projectionPath } from '../base/adapter';
 import type { TargetModule } from '../base/config';
 import { kaimingUniform } from '../base/init';
 import type { AdapterRequest } from '../base/request';
 import type { AdapterMethod } from '../registry';
+import {
+  type LoraConfig,
+  type LoraConfigInit,
+  loraConfigJson,
+  loraScaling,
+  loraTargets,
+  resolveLoraConfig,
+} from './config';
 import { loraDelta, loraDeltaWeight, seededDropout } from './layer';
 import { LORA_METHOD } from './method';
-import { type LoraConfig, type LoraConfigInit, loraConfigJson, loraScaling, loraTargets, resolveLoraConfig } from './config';
 
 /** One adapted projection. */
 export interface LoraModule {
@@ -70,7 +85,12 @@ export class LoraAdapter extends PeftAdapter<LoraConfig> {
         config.init_lora_weights === 'gaussian'
           ? this.addParam(n.A, rng.fork(n.A).normalTensor([r, inp], 0, 1 / r))
           : this.addParam(n.A, kaimingUniform(rng.fork(n.A), [r, inp], inp)); // [r, in]
-      const B = this.addParam(n.B, config.init_lora_weights === false ? kaimingUniform(rng.fork(n.B), [out, r], r) : tf.zeros([out, r])); // [out, r]
+      const B = this.addParam(
+        n.B,
+        config.init_lora_weights === false
+          ? kaimingUniform(rng.fork(n.B), [out, r], r)
+          : tf.zeros([out, r]),
+      ); // [out, r]
       this.modules.set(`${layer}.${module}`, { layer, module, A, B });
       sites.add(module);
       layers.add(layer);
@@ -79,11 +99,19 @@ export class LoraAdapter extends PeftAdapter<LoraConfig> {
     this.layerList = [...layers].sort((a, b) => a - b);
   }
 
-  static create(modelConfig: ModelConfig, init: LoraConfigInit = {}, options: LoraCreateOptions = {}): LoraAdapter {
+  static create(
+    modelConfig: ModelConfig,
+    init: LoraConfigInit = {},
+    options: LoraCreateOptions = {},
+  ): LoraAdapter {
     return new LoraAdapter(resolveLoraConfig(init), modelConfig, options.seed ?? 0);
   }
 
-  static fromConfig(modelConfig: ModelConfig, config: LoraConfig, options: LoraCreateOptions = {}): LoraAdapter {
+  static fromConfig(
+    modelConfig: ModelConfig,
+    config: LoraConfig,
+    options: LoraCreateOptions = {},
+  ): LoraAdapter {
     return new LoraAdapter(config, modelConfig, options.seed ?? 0);
   }
 
@@ -114,7 +142,10 @@ export class LoraAdapter extends PeftAdapter<LoraConfig> {
   tensorSpecs(modelConfig: ModelConfig = this.modelConfig): TensorSpec[] {
     const { r } = this.config;
     const specs: TensorSpec[] = [];
-    for (const { layer, module } of loraTargets(this.config, { ...modelConfig, numLayers: Math.max(modelConfig.numLayers, this.modelConfig.numLayers) })) {
+    for (const { layer, module } of loraTargets(this.config, {
+      ...modelConfig,
+      numLayers: Math.max(modelConfig.numLayers, this.modelConfig.numLayers),
+    })) {
       if (layer >= modelConfig.numLayers) continue;
       const [out, inp] = projectionShape(modelConfig, module);
       const n = loraTensorNames(layer, module);
@@ -143,20 +174,37 @@ export class LoraAdapter extends PeftAdapter<LoraConfig> {
   protected trainingHooks(): ModelAdapter<AdapterRequest> {
     this.checkAlive();
     if (this.mergedInto !== null) {
-      throw new ParaError('INVALID_ARGUMENT', 'this LoRA adapter is merged into the model weights: run the model without it, or unmerge first', {
-        field: 'adapter',
-        expected: 'an unmerged LoRA adapter',
-      });
+      throw new ParaError(
+        'INVALID_ARGUMENT',
+        'this LoRA adapter is merged into the model weights: run the model without it, or unmerge first',
+        {
+          field: 'adapter',
+          expected: 'an unmerged LoRA adapter',
+        },
+      );
     }
     if (this.hooks !== null) return this.hooks;
     this.hooks = {
       sites: this.siteList,
       layers: this.layerList,
-      transform: (ctx: AdapterContext<AdapterRequest>, site: AdapterSite, y: tf.Tensor, x: tf.Tensor) => {
-        if (this.mergedInto !== null) throw new ParaError('INVALID_ARGUMENT', 'this LoRA adapter was merged into the model weights after it was attached', { field: 'adapter' });
+      transform: (
+        ctx: AdapterContext<AdapterRequest>,
+        site: AdapterSite,
+        y: tf.Tensor,
+        x: tf.Tensor,
+      ) => {
+        if (this.mergedInto !== null)
+          throw new ParaError(
+            'INVALID_ARGUMENT',
+            'this LoRA adapter was merged into the model weights after it was attached',
+            { field: 'adapter' },
+          );
         const m = this.modules.get(`${ctx.layer}.${site}`);
         if (m === undefined) return y;
-        const input = this.training && ctx.phase === 'forward' && this.config.lora_dropout > 0 ? seededDropout(x, this.config.lora_dropout, this.dropoutRng) : x;
+        const input =
+          this.training && ctx.phase === 'forward' && this.config.lora_dropout > 0
+            ? seededDropout(x, this.config.lora_dropout, this.dropoutRng)
+            : x;
         return tf.add(y, this.delta(m, input)); // [B, T, out]
       },
     };
@@ -170,7 +218,10 @@ export class LoraAdapter extends PeftAdapter<LoraConfig> {
    */
   merge(model: CausalLM): void {
     this.checkAlive();
-    if (this.mergedInto !== null) throw new ParaError('INVALID_ARGUMENT', 'this LoRA adapter is already merged', { field: 'adapter' });
+    if (this.mergedInto !== null)
+      throw new ParaError('INVALID_ARGUMENT', 'this LoRA adapter is already merged', {
+        field: 'adapter',
+      });
     this.checkModel(model.config);
     this.applyDelta(model, 1);
     this.mergedInto = model;
@@ -180,10 +231,16 @@ export class LoraAdapter extends PeftAdapter<LoraConfig> {
   unmerge(model: CausalLM): void {
     this.checkAlive();
     if (this.mergedInto !== model) {
-      throw new ParaError('INVALID_ARGUMENT', this.mergedInto === null ? 'this LoRA adapter is not merged' : 'this LoRA adapter is merged into another model', {
-        field: 'model',
-        expected: 'the model passed to merge()',
-      });
+      throw new ParaError(
+        'INVALID_ARGUMENT',
+        this.mergedInto === null
+          ? 'this LoRA adapter is not merged'
+          : 'this LoRA adapter is merged into another model',
+        {
+          field: 'model',
+          expected: 'the model passed to merge()',
+        },
+      );
     }
     this.applyDelta(model, -1);
     this.mergedInto = null;
@@ -192,7 +249,8 @@ export class LoraAdapter extends PeftAdapter<LoraConfig> {
   private applyDelta(model: CausalLM, sign: 1 | -1): void {
     for (const m of this.modules.values()) {
       const lin = model.weights.layers[m.layer]?.[m.module] as Linear | undefined;
-      if (lin === undefined) throw new Error(`internal: no weight for layer ${m.layer} ${m.module}`);
+      if (lin === undefined)
+        throw new Error(`internal: no weight for layer ${m.layer} ${m.module}`);
       const old = lin.weight;
       lin.weight = tf.tidy(() => tf.add(old, loraDeltaWeight(m.A, m.B, sign * this.scaling))); // [out, in]
       old.dispose();

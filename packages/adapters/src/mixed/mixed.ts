@@ -16,10 +16,17 @@
  * code at all. Inference only: LoRA dropout never applies here.
  */
 
-import * as tf from '@tensorflow/tfjs-core';
 import { ParaError } from '@para/core';
-import type { AdapterContext, AdapterSite, CausalLM, ModelAdapter, ModelConfig, ProjectionName } from '@para/model';
+import type {
+  AdapterContext,
+  AdapterSite,
+  CausalLM,
+  ModelAdapter,
+  ModelConfig,
+  ProjectionName,
+} from '@para/model';
 import { projectionShape } from '@para/model';
+import * as tf from '@tensorflow/tfjs-core';
 import { PeftAdapter } from '../base/adapter';
 import { type AdapterRequest, promptMask } from '../base/request';
 import type { AdapterMethod, MixedGroup, RowLora, RowScale } from '../registry';
@@ -40,18 +47,32 @@ export class MixedBatch {
   constructor(model: CausalLM | ModelConfig, rows: readonly (PeftAdapter | null)[]) {
     this.modelConfig = 'config' in model ? model.config : model;
     if (!Array.isArray(rows) || rows.length === 0) {
-      throw new ParaError('INVALID_ARGUMENT', 'a mixed batch needs one entry (an adapter or null) per row', { field: 'rows', expected: 'a non-empty array' });
+      throw new ParaError(
+        'INVALID_ARGUMENT',
+        'a mixed batch needs one entry (an adapter or null) per row',
+        { field: 'rows', expected: 'a non-empty array' },
+      );
     }
     this.rows = [...rows];
     const byAdapter = new Map<PeftAdapter, number[]>();
     rows.forEach((a, b) => {
       if (a === null) return;
       if (!(a instanceof PeftAdapter)) {
-        throw new ParaError('INVALID_ARGUMENT', `row ${b}: not an adapter of @para/adapters`, { field: `rows[${b}]`, expected: 'an adapter (PARA, LoRA, IA3, …) or null' });
+        throw new ParaError('INVALID_ARGUMENT', `row ${b}: not an adapter of @para/adapters`, {
+          field: `rows[${b}]`,
+          expected: 'an adapter (PARA, LoRA, IA3, …) or null',
+        });
       }
-      if (a.isDisposed) throw new ParaError('INVALID_ARGUMENT', `row ${b}: the adapter was disposed`, { field: `rows[${b}]` });
+      if (a.isDisposed)
+        throw new ParaError('INVALID_ARGUMENT', `row ${b}: the adapter was disposed`, {
+          field: `rows[${b}]`,
+        });
       if (a.isMerged) {
-        throw new ParaError('INVALID_ARGUMENT', `row ${b}: an adapter merged into the weights cannot serve one row of a batch`, { field: `rows[${b}]`, expected: 'an unmerged adapter' });
+        throw new ParaError(
+          'INVALID_ARGUMENT',
+          `row ${b}: an adapter merged into the weights cannot serve one row of a batch`,
+          { field: `rows[${b}]`, expected: 'an unmerged adapter' },
+        );
       }
       const list = byAdapter.get(a);
       if (list === undefined) {
@@ -82,7 +103,11 @@ export class MixedBatch {
         if (ctx.phase === 'decode') return; // everything per-row was built at prefill
         const B = h.shape[0] as number;
         if (B !== this.rows.length) {
-          throw new ParaError('SHAPE_MISMATCH', 'the batch does not match the mixed batch rows', { field: 'rows', expected: `${this.rows.length} rows`, actual: `${B} rows` });
+          throw new ParaError('SHAPE_MISMATCH', 'the batch does not match the mixed batch rows', {
+            field: 'rows',
+            expected: `${this.rows.length} rows`,
+            actual: `${B} rows`,
+          });
         }
         this.buildLayer(ctx, h);
       },
@@ -114,7 +139,11 @@ export class MixedBatch {
         });
         next += p.rows.length;
       }
-      const scale = tf.reshape(tf.gather(tf.concat(table, 0), tf.tensor1d(index, 'int32')), [B, 1, dim]); // [B, 1, dim]
+      const scale = tf.reshape(tf.gather(tf.concat(table, 0), tf.tensor1d(index, 'int32')), [
+        B,
+        1,
+        dim,
+      ]); // [B, 1, dim]
       ctx.state.setScale(site, scale);
     }
     for (const [site, pieces] of loras) {
@@ -125,17 +154,43 @@ export class MixedBatch {
       const index = new Int32Array(B);
       pieces.forEach((p, j) => {
         const r = p.a.shape[1] as number;
-        aTable.push(tf.reshape(r === rMax ? p.a : tf.pad(p.a, [[0, 0], [0, rMax - r]]), [1, inp, rMax]));
-        bTable.push(tf.reshape(r === rMax ? p.b : tf.pad(p.b, [[0, rMax - r], [0, 0]]), [1, rMax, out]));
+        aTable.push(
+          tf.reshape(
+            r === rMax
+              ? p.a
+              : tf.pad(p.a, [
+                  [0, 0],
+                  [0, rMax - r],
+                ]),
+            [1, inp, rMax],
+          ),
+        );
+        bTable.push(
+          tf.reshape(
+            r === rMax
+              ? p.b
+              : tf.pad(p.b, [
+                  [0, rMax - r],
+                  [0, 0],
+                ]),
+            [1, rMax, out],
+          ),
+        );
         for (const row of p.rows) index[row] = j + 1;
       });
       const idx = tf.tensor1d(index, 'int32');
-      ctx.state.setLora(site, { a: tf.gather(tf.concat(aTable, 0), idx), b: tf.gather(tf.concat(bTable, 0), idx) }); // [B, in, r_max], [B, r_max, out]
+      ctx.state.setLora(site, {
+        a: tf.gather(tf.concat(aTable, 0), idx),
+        b: tf.gather(tf.concat(bTable, 0), idx),
+      }); // [B, in, r_max], [B, r_max, out]
     }
   }
 }
 
 /** Hooks for a batch whose row `b` uses `rows[b]` (or no adapter when null). */
-export function mixedAdapter(model: CausalLM | ModelConfig, rows: readonly (PeftAdapter | null)[]): ModelAdapter<AdapterRequest> {
+export function mixedAdapter(
+  model: CausalLM | ModelConfig,
+  rows: readonly (PeftAdapter | null)[],
+): ModelAdapter<AdapterRequest> {
   return new MixedBatch(model, rows).modelAdapter();
 }

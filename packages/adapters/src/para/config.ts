@@ -10,7 +10,13 @@ export type ParaPooler = 'last' | 'mean' | 'max' | 'attention';
 export const PARA_POOLERS: readonly ParaPooler[] = ['last', 'mean', 'max', 'attention'];
 
 export type ParaActivation = 'gelu' | 'relu' | 'silu' | 'tanh' | 'identity';
-export const PARA_ACTIVATIONS: readonly ParaActivation[] = ['gelu', 'relu', 'silu', 'tanh', 'identity'];
+export const PARA_ACTIVATIONS: readonly ParaActivation[] = [
+  'gelu',
+  'relu',
+  'silu',
+  'tanh',
+  'identity',
+];
 
 /** The three representations PARA can scale. */
 export type ParaTarget = 'q_proj' | 'v_proj' | 'up_proj';
@@ -49,7 +55,10 @@ export const PARA_DEFAULTS: Readonly<Omit<ParaConfig, 'peft_type' | 'base_model_
 };
 
 /** Fills defaults and validates (typed errors name the key and the file). */
-export function resolveParaConfig(init: ParaConfigInit | Readonly<Record<string, unknown>>, file = INLINE_CONFIG): ParaConfig {
+export function resolveParaConfig(
+  init: ParaConfigInit | Readonly<Record<string, unknown>>,
+  file = INLINE_CONFIG,
+): ParaConfig {
   const c = new ConfigReader(init as Record<string, unknown>, file);
   if (c.has('peft_type') && c.raw.peft_type !== 'PARA') c.fail('peft_type', '"PARA"');
   return {
@@ -90,6 +99,7 @@ export function paraTargetDims(c: ParaConfig, m: ModelConfig): number[] {
 export function paraParameterCount(c: ParaConfig, m: ModelConfig): number {
   const d = m.hiddenSize;
   const D = paraTargetDims(c, m).reduce((a, b) => a + b, 0);
-  const perLayer = c.r * d + c.r * D + (c.use_bias ? c.r + D : 0) + (c.pooler === 'attention' ? d : 0);
+  const perLayer =
+    c.r * d + c.r * D + (c.use_bias ? c.r + D : 0) + (c.pooler === 'attention' ? d : 0);
   return perLayer * m.numLayers;
 }

@@ -16,8 +16,8 @@
  * the logits bit-identical.
  */
 
-import * as tf from '@tensorflow/tfjs-core';
 import { silu } from '@para/ops';
+import * as tf from '@tensorflow/tfjs-core';
 import type { ParaActivation, ParaPooler } from './config';
 
 /** One layer's parameters (shapes as in the file). */
@@ -41,7 +41,12 @@ const MASKED = 1e9;
  * `h [B, T, d]`, `mask [B, T]` (1 = prompt token) → `p [B, d]`. A row needs at least one
  * prompt token (the model guarantees a real token per row; promptLengths ≥ 1).
  */
-export function pool(h: tf.Tensor, mask: tf.Tensor, pooler: ParaPooler, w: tf.Tensor | null): tf.Tensor {
+export function pool(
+  h: tf.Tensor,
+  mask: tf.Tensor,
+  pooler: ParaPooler,
+  w: tf.Tensor | null,
+): tf.Tensor {
   const m3 = tf.expandDims(mask, 2); // [B, T, 1]
   switch (pooler) {
     case 'mean': {
@@ -104,7 +109,14 @@ export function generateVectors(p: tf.Tensor, w: ParaLayerWeights, act: ParaActi
  * `down [n, r, d]`, `downBias [n, r]`, `up [n, D, r]`, `upBias [n, D]` → `l [n, 1, D]`, with
  * batched matmuls (the BGMV idea applied to the generator).
  */
-export function generateRows(p: tf.Tensor, down: tf.Tensor, downBias: tf.Tensor | null, up: tf.Tensor, upBias: tf.Tensor | null, act: ParaActivation): tf.Tensor {
+export function generateRows(
+  p: tf.Tensor,
+  down: tf.Tensor,
+  downBias: tf.Tensor | null,
+  up: tf.Tensor,
+  upBias: tf.Tensor | null,
+  act: ParaActivation,
+): tf.Tensor {
   const [n, d] = p.shape as [number, number];
   let a = tf.matMul(tf.reshape(p, [n, 1, d]), down, false, true); // [n, 1, r]
   if (downBias !== null) a = tf.add(a, tf.expandDims(downBias, 1));
@@ -132,6 +144,13 @@ export function splitTargets(l: tf.Tensor, dims: readonly number[]): tf.Tensor[]
  * The adjusting vectors of one layer: `h [B, T, d]` + prompt mask `[B, T]` → one `[B, 1, dim]`
  * tensor per target, in target order.
  */
-export function paraVectors(h: tf.Tensor, mask: tf.Tensor, w: ParaLayerWeights, pooler: ParaPooler, act: ParaActivation, dims: readonly number[]): tf.Tensor[] {
+export function paraVectors(
+  h: tf.Tensor,
+  mask: tf.Tensor,
+  w: ParaLayerWeights,
+  pooler: ParaPooler,
+  act: ParaActivation,
+  dims: readonly number[],
+): tf.Tensor[] {
   return splitTargets(generateVectors(pool(h, mask, pooler, w.pool), w, act), dims); // [B, 1, dim] each
 }

@@ -14,7 +14,8 @@ import { PARA_DEFAULTS, type ParaConfig, resolveParaConfig } from './config';
 import { generateRows, pool, splitTargets } from './layer';
 import { ParaAdapter } from './model';
 
-const isRange = (xs: readonly number[], n: number) => xs.length === n && xs.every((x, i) => x === i);
+const isRange = (xs: readonly number[], n: number) =>
+  xs.length === n && xs.every((x, i) => x === i);
 
 /** Tenants sharing a generator shape, and the batch rows they serve. */
 interface ParaKind {
@@ -58,7 +59,9 @@ function kindVectors(kind: ParaKind, layer: number, h: tf.Tensor, mask: tf.Tenso
   else {
     // Per-row parameters: stack the tenants' tensors, then gather one per row (skipped when
     // every row is its own tenant, in order).
-    const perRow = isRange(kind.rowAdapter, kind.adapters.length) ? null : tf.tensor1d(kind.rowAdapter, 'int32');
+    const perRow = isRange(kind.rowAdapter, kind.adapters.length)
+      ? null
+      : tf.tensor1d(kind.rowAdapter, 'int32');
     const rowsOf = (get: (a: ParaAdapter) => tf.Tensor): tf.Tensor => {
       const stacked = tf.stack(kind.adapters.map(get)); // [k, ...]
       return perRow === null ? stacked : tf.gather(stacked, perRow); // [n, ...]
@@ -100,5 +103,5 @@ export const PARA_METHOD: AdapterMethod<ParaConfig, ParaAdapter> = {
     return { scales };
   },
   mergeError:
-    "PARA cannot be merged into the weights: its vectors are computed from each prompt, so there is no fixed weight change to fold in (serve it unmerged: its decode cost is one multiply per site)",
+    'PARA cannot be merged into the weights: its vectors are computed from each prompt, so there is no fixed weight change to fold in (serve it unmerged: its decode cost is one multiply per site)',
 };

@@ -17,14 +17,27 @@
  * mean over the prompt (softmax of equal scores) and learns where to look.
  */
 
-import * as tf from '@tensorflow/tfjs-core';
 import { ParaError, Rng } from '@para/core';
-import type { AdapterContext, AdapterSite, ModelAdapter, ModelConfig, TensorSpec } from '@para/model';
+import type {
+  AdapterContext,
+  AdapterSite,
+  ModelAdapter,
+  ModelConfig,
+  TensorSpec,
+} from '@para/model';
+import * as tf from '@tensorflow/tfjs-core';
 import { layerPrefix, PeftAdapter } from '../base/adapter';
 import { kaimingUniform } from '../base/init';
 import { type AdapterRequest, promptMask } from '../base/request';
 import type { AdapterMethod } from '../registry';
-import { type ParaConfig, type ParaConfigInit, type ParaTarget, paraConfigJson, paraTargetDims, resolveParaConfig } from './config';
+import {
+  type ParaConfig,
+  type ParaConfigInit,
+  type ParaTarget,
+  paraConfigJson,
+  paraTargetDims,
+  resolveParaConfig,
+} from './config';
 import { type ParaLayerWeights, paraVectors } from './layer';
 import { PARA_METHOD } from './method';
 
@@ -50,7 +63,9 @@ export class ParaAdapter extends PeftAdapter<ParaConfig> {
     for (let i = 0; i < modelConfig.numLayers; i++) {
       const n = paraTensorNames(i);
       const down = this.addParam(n.down, kaimingUniform(rng.fork(n.down), [r, d], d)); // [r, d]
-      const downBias = config.use_bias ? this.addParam(n.downBias, kaimingUniform(rng.fork(n.downBias), [r], d)) : null; // [r]
+      const downBias = config.use_bias
+        ? this.addParam(n.downBias, kaimingUniform(rng.fork(n.downBias), [r], d))
+        : null; // [r]
       const up = this.addParam(n.up, tf.zeros([D, r])); // [D, r]
       const upBias = config.use_bias ? this.addParam(n.upBias, tf.zeros([D])) : null; // [D]
       const pool = config.pooler === 'attention' ? this.addParam(n.pool, tf.zeros([1, d])) : null; // [1, d]
@@ -59,12 +74,20 @@ export class ParaAdapter extends PeftAdapter<ParaConfig> {
   }
 
   /** A new PARA adapter for `modelConfig` (defaults: see PARA_DEFAULTS), the identity until trained. */
-  static create(modelConfig: ModelConfig, init: ParaConfigInit = {}, options: ParaCreateOptions = {}): ParaAdapter {
+  static create(
+    modelConfig: ModelConfig,
+    init: ParaConfigInit = {},
+    options: ParaCreateOptions = {},
+  ): ParaAdapter {
     return new ParaAdapter(resolveParaConfig(init), modelConfig, options.seed ?? 0);
   }
 
   /** From an already resolved config (loading: the values are replaced by the file's). */
-  static fromConfig(modelConfig: ModelConfig, config: ParaConfig, options: ParaCreateOptions = {}): ParaAdapter {
+  static fromConfig(
+    modelConfig: ModelConfig,
+    config: ParaConfig,
+    options: ParaCreateOptions = {},
+  ): ParaAdapter {
     return new ParaAdapter(config, modelConfig, options.seed ?? 0);
   }
 
@@ -79,7 +102,12 @@ export class ParaAdapter extends PeftAdapter<ParaConfig> {
   /** Layer `i`'s parameters. */
   layer(i: number): ParaLayerWeights {
     const w = this.layerWeights[i];
-    if (w === undefined) throw new ParaError('INVALID_ARGUMENT', 'no such layer', { field: 'layer', expected: `0..${this.layerWeights.length - 1}`, actual: String(i) });
+    if (w === undefined)
+      throw new ParaError('INVALID_ARGUMENT', 'no such layer', {
+        field: 'layer',
+        expected: `0..${this.layerWeights.length - 1}`,
+        actual: String(i),
+      });
     return w;
   }
 
@@ -89,7 +117,14 @@ export class ParaAdapter extends PeftAdapter<ParaConfig> {
    */
   vectors(i: number, h: tf.Tensor, mask: tf.Tensor): tf.Tensor[] {
     this.checkAlive();
-    return paraVectors(h, mask, this.layer(i), this.config.pooler, this.config.activation, this.dims);
+    return paraVectors(
+      h,
+      mask,
+      this.layer(i),
+      this.config.pooler,
+      this.config.activation,
+      this.dims,
+    );
   }
 
   tensorSpecs(modelConfig: ModelConfig = this.modelConfig): TensorSpec[] {
@@ -134,7 +169,19 @@ export class ParaAdapter extends PeftAdapter<ParaConfig> {
 }
 
 /** PEFT-style tensor names of layer i's PARA parameters. */
-export function paraTensorNames(i: number): { down: string; downBias: string; up: string; upBias: string; pool: string } {
+export function paraTensorNames(i: number): {
+  down: string;
+  downBias: string;
+  up: string;
+  upBias: string;
+  pool: string;
+} {
   const p = `${layerPrefix(i)}para.`;
-  return { down: `${p}down.weight`, downBias: `${p}down.bias`, up: `${p}up.weight`, upBias: `${p}up.bias`, pool: `${p}pool.weight` };
+  return {
+    down: `${p}down.weight`,
+    downBias: `${p}down.bias`,
+    up: `${p}up.weight`,
+    upBias: `${p}up.bias`,
+    pool: `${p}pool.weight`,
+  };
 }

@@ -101,7 +101,11 @@ export async function selectBackendFrom(
 ): Promise<BackendReport> {
   const explicitOption = options.backend?.trim() ? options.backend : undefined;
   const explicitEnv = options.envBackend?.trim() ? options.envBackend : undefined;
-  const chosenBy: BackendReport['chosenBy'] = explicitOption ? 'option' : explicitEnv ? 'env' : 'auto';
+  const chosenBy: BackendReport['chosenBy'] = explicitOption
+    ? 'option'
+    : explicitEnv
+      ? 'env'
+      : 'auto';
   const statuses = new Map<BackendName, BackendStatus>(
     candidates.map((c) => [c.name, { name: c.name, state: 'not-tried', onRequestOnly: !c.auto }]),
   );
@@ -112,20 +116,28 @@ export async function selectBackendFrom(
     const name = parseBackendName((explicitOption ?? explicitEnv) as string, field);
     const c = candidates.find((x) => x.name === name);
     if (c === undefined) {
-      throw new ParaError('BACKEND_UNAVAILABLE', `backend "${name}" is not available on ${platform}`, {
-        field,
-        expected: `one of ${candidates.map((x) => x.name).join(', ')}`,
-      });
+      throw new ParaError(
+        'BACKEND_UNAVAILABLE',
+        `backend "${name}" is not available on ${platform}`,
+        {
+          field,
+          expected: `one of ${candidates.map((x) => x.name).join(', ')}`,
+        },
+      );
     }
     try {
       const detail = await start(c);
       statuses.set(name, { name, state: 'active', onRequestOnly: !c.auto, detail });
       active = name;
     } catch (e) {
-      throw new ParaError('BACKEND_UNAVAILABLE', `backend "${name}" was requested but could not start: ${messageOf(e)}`, {
-        field,
-        cause: e,
-      });
+      throw new ParaError(
+        'BACKEND_UNAVAILABLE',
+        `backend "${name}" was requested but could not start: ${messageOf(e)}`,
+        {
+          field,
+          cause: e,
+        },
+      );
     }
   } else {
     for (const c of candidates) {
@@ -136,12 +148,22 @@ export async function selectBackendFrom(
         active = c.name;
         break;
       } catch (e) {
-        statuses.set(c.name, { name: c.name, state: 'unavailable', onRequestOnly: false, reason: messageOf(e) });
+        statuses.set(c.name, {
+          name: c.name,
+          state: 'unavailable',
+          onRequestOnly: false,
+          reason: messageOf(e),
+        });
       }
     }
     if (active === undefined) {
-      const reasons = [...statuses.values()].map((s) => `${s.name}: ${s.reason ?? s.state}`).join('; ');
-      throw new ParaError('BACKEND_UNAVAILABLE', `no tfjs backend could start on ${platform} (${reasons})`);
+      const reasons = [...statuses.values()]
+        .map((s) => `${s.name}: ${s.reason ?? s.state}`)
+        .join('; ');
+      throw new ParaError(
+        'BACKEND_UNAVAILABLE',
+        `no tfjs backend could start on ${platform} (${reasons})`,
+      );
     }
   }
 
@@ -149,7 +171,9 @@ export async function selectBackendFrom(
     const s = statuses.get(c.name) as BackendStatus;
     if (s.state !== 'not-tried') continue;
     if (!options.probe) {
-      s.reason = c.auto ? `${active} comes first in the ${platform} order` : 'used only when asked for';
+      s.reason = c.auto
+        ? `${active} comes first in the ${platform} order`
+        : 'used only when asked for';
       continue;
     }
     try {
@@ -177,7 +201,9 @@ export function isModuleNotFound(e: unknown, specifier: string): boolean {
   const code = (e as { code?: string })?.code;
   const msg = messageOf(e);
   return (
-    (code === 'ERR_MODULE_NOT_FOUND' || code === 'MODULE_NOT_FOUND' || /Cannot find (module|package)/.test(msg)) &&
+    (code === 'ERR_MODULE_NOT_FOUND' ||
+      code === 'MODULE_NOT_FOUND' ||
+      /Cannot find (module|package)/.test(msg)) &&
     (msg.includes(`'${specifier}'`) || msg.includes(`"${specifier}"`))
   );
 }

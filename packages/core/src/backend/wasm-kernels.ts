@@ -8,7 +8,12 @@ import * as tf from '@tensorflow/tfjs-core';
 /** The part of tfjs-backend-wasm's `BackendWasm` these kernels use (structural, so we need no import). */
 interface WasmBackendLike {
   readSync(dataId: tf.DataId): tf.backend_util.BackendValues;
-  makeOutput(shape: number[], dtype: tf.DataType, memoryOffset?: number, values?: tf.backend_util.BackendValues): tf.TensorInfo;
+  makeOutput(
+    shape: number[],
+    dtype: tf.DataType,
+    memoryOffset?: number,
+    values?: tf.backend_util.BackendValues,
+  ): tf.TensorInfo;
 }
 
 /**
@@ -30,13 +35,17 @@ function unsortedSegmentSum(args: {
   const outShape = [numSegments, ...x.shape.slice(idRank)]; // [numSegments, ...inner]
   const xv = backend.readSync(x.dataId) as Float32Array | Int32Array;
   const idv = backend.readSync(ids.dataId) as Int32Array;
-  const out = x.dtype === 'int32' ? new Int32Array(numSegments * inner) : new Float32Array(numSegments * inner);
+  const out =
+    x.dtype === 'int32'
+      ? new Int32Array(numSegments * inner)
+      : new Float32Array(numSegments * inner);
   for (let i = 0; i < idv.length; i++) {
     const s = idv[i] as number;
     if (s < 0 || s >= numSegments) continue;
     const src = i * inner;
     const dst = s * inner;
-    for (let j = 0; j < inner; j++) out[dst + j] = (out[dst + j] as number) + (xv[src + j] as number);
+    for (let j = 0; j < inner; j++)
+      out[dst + j] = (out[dst + j] as number) + (xv[src + j] as number);
   }
   return backend.makeOutput(outShape, x.dtype, undefined, out);
 }
@@ -47,6 +56,10 @@ export const WASM_EXTRA_KERNELS = ['UnsortedSegmentSum'] as const;
 /** Register the missing kernels for `wasm`; safe to call more than once. */
 export function registerWasmKernels(): void {
   if (tf.getKernel('UnsortedSegmentSum', 'wasm') === undefined) {
-    tf.registerKernel({ kernelName: 'UnsortedSegmentSum', backendName: 'wasm', kernelFunc: unsortedSegmentSum as tf.KernelFunc });
+    tf.registerKernel({
+      kernelName: 'UnsortedSegmentSum',
+      backendName: 'wasm',
+      kernelFunc: unsortedSegmentSum as tf.KernelFunc,
+    });
   }
 }

@@ -16,7 +16,9 @@ export async function importFromApp<T = unknown>(specifier: string): Promise<T> 
     return (await import(specifier)) as T;
   } catch (e) {
     if (!isModuleNotFound(e, specifier)) throw e;
-    const bases = [process.argv[1], join(process.cwd(), 'package.json')].filter((b): b is string => !!b);
+    const bases = [process.argv[1], join(process.cwd(), 'package.json')].filter(
+      (b): b is string => !!b,
+    );
     for (const base of bases) {
       let resolved: string;
       try {
@@ -65,7 +67,9 @@ export function nodeBackendCandidates(): BackendCandidate[] {
       name: 'wasm',
       auto: true,
       async load() {
-        await importOptional('@tensorflow/tfjs-backend-wasm', () => importFromApp('@tensorflow/tfjs-backend-wasm'));
+        await importOptional('@tensorflow/tfjs-backend-wasm', () =>
+          importFromApp('@tensorflow/tfjs-backend-wasm'),
+        );
         // Route transposed/batched matmuls to XNNPACK's fast path (10x on training steps),
         // then, where @para/blas loads, replace both matmul kernels with OpenBLAS (it falls
         // back to the fixed kernels for what it does not handle, so the order matters).
@@ -78,7 +82,9 @@ export function nodeBackendCandidates(): BackendCandidate[] {
       name: 'cpu',
       auto: true,
       async load() {
-        await importOptional('@tensorflow/tfjs-backend-cpu', () => importFromApp('@tensorflow/tfjs-backend-cpu'));
+        await importOptional('@tensorflow/tfjs-backend-cpu', () =>
+          importFromApp('@tensorflow/tfjs-backend-cpu'),
+        );
         return '@tensorflow/tfjs-backend-cpu (plain JS)';
       },
     },
@@ -87,7 +93,9 @@ export function nodeBackendCandidates(): BackendCandidate[] {
       auto: false,
       async load() {
         const adapter = await installDawnNavigatorGpu();
-        await importOptional('@tensorflow/tfjs-backend-webgpu', () => importFromApp('@tensorflow/tfjs-backend-webgpu'));
+        await importOptional('@tensorflow/tfjs-backend-webgpu', () =>
+          importFromApp('@tensorflow/tfjs-backend-webgpu'),
+        );
         return adapter;
       },
     },
@@ -121,7 +129,13 @@ async function installDawnNavigatorGpu(): Promise<string> {
   Object.assign(globalThis, dawn.globals);
   const forced = process.env.PARA_DAWN_BACKEND?.trim();
   const attempts: { flags: string[]; compat: boolean; label: string }[] = forced
-    ? [{ flags: [`backend=${forced}`], compat: forced === 'opengles' || forced === 'opengl', label: forced }]
+    ? [
+        {
+          flags: [`backend=${forced}`],
+          compat: forced === 'opengles' || forced === 'opengl',
+          label: forced,
+        },
+      ]
     : [
         { flags: [], compat: false, label: 'default (Vulkan)' },
         { flags: ['backend=opengles'], compat: true, label: 'opengles' },
@@ -144,7 +158,8 @@ async function installDawnNavigatorGpu(): Promise<string> {
     }
     if (a.compat) {
       const request = gpu.requestAdapter.bind(gpu);
-      gpu.requestAdapter = (o: Record<string, unknown> = {}) => request({ ...o, featureLevel: 'compatibility' });
+      gpu.requestAdapter = (o: Record<string, unknown> = {}) =>
+        request({ ...o, featureLevel: 'compatibility' });
     }
     Object.defineProperty(globalThis, 'navigator', {
       value: { ...(globalThis as { navigator?: object }).navigator, gpu },
@@ -152,7 +167,9 @@ async function installDawnNavigatorGpu(): Promise<string> {
       writable: true,
     });
     const info = adapter.info ?? {};
-    const name = [info.vendor, info.architecture, info.device, info.description].filter(Boolean).join(' ');
+    const name = [info.vendor, info.architecture, info.device, info.description]
+      .filter(Boolean)
+      .join(' ');
     dawnDescription = `Dawn ${a.label}${name ? `: ${name}` : ''}${adapter.isFallbackAdapter ? ' (fallback adapter)' : ''}`;
     return dawnDescription;
   }
@@ -169,17 +186,22 @@ interface BlasModuleLike {
  * addon load (PARA_BLAS_DISABLE=1 turns this off). Returns what the matmuls run on, for reports.
  */
 export async function installOptionalBlas(): Promise<string> {
-  if (process.env.PARA_BLAS_DISABLE === '1') return 'XNNPACK with the transpose/batch fix (OpenBLAS disabled by PARA_BLAS_DISABLE=1)';
+  if (process.env.PARA_BLAS_DISABLE === '1')
+    return 'XNNPACK with the transpose/batch fix (OpenBLAS disabled by PARA_BLAS_DISABLE=1)';
   let blas: BlasModuleLike;
   try {
     blas = await importFromApp<BlasModuleLike>('@para/blas');
   } catch (e) {
-    const why = isModuleNotFound(e, '@para/blas') ? '@para/blas is not installed' : `@para/blas failed to load: ${(e as Error).message}`;
+    const why = isModuleNotFound(e, '@para/blas')
+      ? '@para/blas is not installed'
+      : `@para/blas failed to load: ${(e as Error).message}`;
     return `XNNPACK with the transpose/batch fix (${why})`;
   }
   const status = blas.loadBlas();
-  if (!status.available) return `XNNPACK with the transpose/batch fix (OpenBLAS unavailable: ${status.reason ?? 'unknown reason'})`;
-  if (!blas.installBlasKernels()) return 'XNNPACK with the transpose/batch fix (OpenBLAS kernels could not be installed)';
+  if (!status.available)
+    return `XNNPACK with the transpose/batch fix (OpenBLAS unavailable: ${status.reason ?? 'unknown reason'})`;
+  if (!blas.installBlasKernels())
+    return 'XNNPACK with the transpose/batch fix (OpenBLAS kernels could not be installed)';
   const version = status.openblas?.split(' ').slice(0, 2).join(' ') ?? 'OpenBLAS';
   return `${version} via @para/blas${status.threads ? ` (${status.threads} threads)` : ''}`;
 }

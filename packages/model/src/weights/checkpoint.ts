@@ -4,7 +4,6 @@
  * `CheckpointAccess` so the same code reads files in Node and URLs in a browser.
  */
 
-import * as tf from '@tensorflow/tfjs-core';
 import {
   type CheckpointAccess,
   isFloatDtype,
@@ -14,6 +13,7 @@ import {
   readWhole,
   type TensorStore,
 } from '@para/core';
+import * as tf from '@tensorflow/tfjs-core';
 import { type ModelConfig, parseHfConfig } from '../config';
 import { type ModelWeights, tensorSpecs, weightsFromNamed } from './weights';
 

@@ -4,8 +4,8 @@
  * token's embedding row 0. The same seed gives the same weights on every backend.
  */
 
-import * as tf from '@tensorflow/tfjs-core';
 import { Rng } from '@para/core';
+import * as tf from '@tensorflow/tfjs-core';
 import type { ModelConfig } from '../config';
 import { type ModelWeights, tensorSpecs, weightsFromNamed } from './weights';
 

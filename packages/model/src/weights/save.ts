@@ -4,8 +4,8 @@
  * The byte-level writing is the platform's (`@para/model/node` writes files atomically).
  */
 
-import type * as tf from '@tensorflow/tfjs-core';
 import type { FloatStorageDtype } from '@para/core';
+import type * as tf from '@tensorflow/tfjs-core';
 import { type ModelConfig, toHfConfig } from '../config';
 import { type ModelWeights, namedWeights } from './weights';
 

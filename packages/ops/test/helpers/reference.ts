@@ -5,7 +5,12 @@
  */
 
 /** HF LlamaRMSNorm over rows of length d: x · 1/sqrt(mean(x²) + eps) · w. */
-export function refRmsNorm(x: ArrayLike<number>, w: ArrayLike<number>, d: number, eps: number): Float64Array {
+export function refRmsNorm(
+  x: ArrayLike<number>,
+  w: ArrayLike<number>,
+  d: number,
+  eps: number,
+): Float64Array {
   const n = x.length / d;
   const out = new Float64Array(x.length);
   for (let r = 0; r < n; r++) {
@@ -28,7 +33,12 @@ export function refInvFreq(hd: number, theta: number): Float64Array {
  * RoPE on x [B, H, T, hd] with positions [B][T], rotate_half convention written out per pair:
  * (x_j, x_{j+hd/2}) rotates by angle p · inv[j].
  */
-export function refRope(x: ArrayLike<number>, shape: [number, number, number, number], positions: number[][], inv: ArrayLike<number>): Float64Array {
+export function refRope(
+  x: ArrayLike<number>,
+  shape: [number, number, number, number],
+  positions: number[][],
+  inv: ArrayLike<number>,
+): Float64Array {
   const [B, H, T, hd] = shape;
   const half = hd / 2;
   const out = new Float64Array(x.length);
@@ -76,7 +86,10 @@ export function refAttention(
             continue;
           }
           let dot = 0;
-          for (let j = 0; j < hd; j++) dot += (q[((b * Hq + h) * T + t) * hd + j] as number) * (k[((b * Hkv + kvh) * S + s) * hd + j] as number);
+          for (let j = 0; j < hd; j++)
+            dot +=
+              (q[((b * Hq + h) * T + t) * hd + j] as number) *
+              (k[((b * Hkv + kvh) * S + s) * hd + j] as number);
           scores.push(dot * scale);
           max = Math.max(max, dot * scale);
         }
@@ -88,7 +101,8 @@ export function refAttention(
         });
         for (let j = 0; j < hd; j++) {
           let acc = 0;
-          for (let s = 0; s < S; s++) acc += ((p[s] as number) / z) * (v[((b * Hkv + kvh) * S + s) * hd + j] as number);
+          for (let s = 0; s < S; s++)
+            acc += ((p[s] as number) / z) * (v[((b * Hkv + kvh) * S + s) * hd + j] as number);
           out[((b * Hq + h) * T + t) * hd + j] = z === 0 ? Number.NaN : acc;
         }
       }
@@ -107,7 +121,11 @@ export function refSwiglu(g: ArrayLike<number>, u: ArrayLike<number>): Float64Ar
 }
 
 /** Per-position nll [N] over logits [N, V]: log Σ exp(l) - l[target]. */
-export function refNll(logits: ArrayLike<number>, targets: ArrayLike<number>, V: number): Float64Array {
+export function refNll(
+  logits: ArrayLike<number>,
+  targets: ArrayLike<number>,
+  V: number,
+): Float64Array {
   const N = targets.length;
   const out = new Float64Array(N);
   for (let n = 0; n < N; n++) {
@@ -121,7 +139,12 @@ export function refNll(logits: ArrayLike<number>, targets: ArrayLike<number>, V:
 }
 
 /** Σ mask · nll / Σ mask (0 when the mask is empty). */
-export function refMaskedCe(logits: ArrayLike<number>, targets: ArrayLike<number>, mask: ArrayLike<number>, V: number): number {
+export function refMaskedCe(
+  logits: ArrayLike<number>,
+  targets: ArrayLike<number>,
+  mask: ArrayLike<number>,
+  V: number,
+): number {
   const nll = refNll(logits, targets, V);
   let s = 0;
   let c = 0;
@@ -140,7 +163,11 @@ export function dot(a: ArrayLike<number>, b: ArrayLike<number>): number {
 }
 
 /** Central finite differences of f at x in float64 (x is not modified). */
-export function numericGrad(f: (x: Float64Array) => number, x: ArrayLike<number>, eps = 1e-6): Float64Array {
+export function numericGrad(
+  f: (x: Float64Array) => number,
+  x: ArrayLike<number>,
+  eps = 1e-6,
+): Float64Array {
   const xs = Float64Array.from(x);
   const g = new Float64Array(xs.length);
   for (let i = 0; i < xs.length; i++) {

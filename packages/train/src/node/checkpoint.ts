@@ -12,8 +12,13 @@
 
 import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
 import * as path from 'node:path';
+import {
+  openSafetensorsFile,
+  ParaError,
+  writeFileAtomic,
+  writeSafetensorsFile,
+} from '@para/core/node';
 import type * as tf from '@tensorflow/tfjs-core';
-import { openSafetensorsFile, ParaError, writeFileAtomic, writeSafetensorsFile } from '@para/core/node';
 import type { CheckpointData, TrainerStateJson } from '../trainer';
 
 export const CHECKPOINT_DIR = 'checkpoints';
@@ -35,11 +40,17 @@ export async function saveCheckpoint(out: string, data: CheckpointData): Promise
   } catch (cause) {
     throw new ParaError('IO_ERROR', 'cannot create the checkpoint directory', { file: dir, cause });
   }
-  await writeSafetensorsFile(path.join(dir, STATE_TENSORS), data.tensors, { metadata: { format: 'para-trainer-state' } });
+  await writeSafetensorsFile(path.join(dir, STATE_TENSORS), data.tensors, {
+    metadata: { format: 'para-trainer-state' },
+  });
   await writeFileAtomic(path.join(dir, STATE_JSON), `${JSON.stringify(data.state, null, 2)}\n`);
-  await writeFileAtomic(path.join(root, LATEST), `${JSON.stringify({ dir: name, step: data.state.step })}\n`);
+  await writeFileAtomic(
+    path.join(root, LATEST),
+    `${JSON.stringify({ dir: name, step: data.state.step })}\n`,
+  );
   for (const entry of await readdir(root)) {
-    if (entry !== name && /^step-\d+$/.test(entry)) await rm(path.join(root, entry), { recursive: true, force: true });
+    if (entry !== name && /^step-\d+$/.test(entry))
+      await rm(path.join(root, entry), { recursive: true, force: true });
   }
   return dir;
 }
@@ -60,7 +71,12 @@ export async function latestCheckpoint(out: string): Promise<string | null> {
     throw new ParaError('INVALID_JSON', 'checkpoint pointer is not valid JSON', { file, cause });
   }
   if (typeof parsed.dir !== 'string' || !/^step-\d+$/.test(parsed.dir)) {
-    throw new ParaError('INVALID_CONFIG', 'bad checkpoint pointer', { file, field: 'dir', expected: 'a "step-NNNNNN" directory name', actual: JSON.stringify(parsed.dir) });
+    throw new ParaError('INVALID_CONFIG', 'bad checkpoint pointer', {
+      file,
+      field: 'dir',
+      expected: 'a "step-NNNNNN" directory name',
+      actual: JSON.stringify(parsed.dir),
+    });
   }
   return path.join(out, CHECKPOINT_DIR, parsed.dir);
 }
@@ -73,7 +89,11 @@ export async function loadCheckpoint(dir: string): Promise<CheckpointData> {
     state = JSON.parse(await readFile(jsonFile, 'utf8')) as TrainerStateJson;
   } catch (cause) {
     const missing = (cause as NodeJS.ErrnoException).code === 'ENOENT';
-    throw new ParaError(missing ? 'FILE_NOT_FOUND' : 'INVALID_JSON', missing ? 'checkpoint state not found' : 'checkpoint state is not valid JSON', { file: jsonFile, cause });
+    throw new ParaError(
+      missing ? 'FILE_NOT_FOUND' : 'INVALID_JSON',
+      missing ? 'checkpoint state not found' : 'checkpoint state is not valid JSON',
+      { file: jsonFile, cause },
+    );
   }
   const reader = await openSafetensorsFile(path.join(dir, STATE_TENSORS));
   try {

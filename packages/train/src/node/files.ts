@@ -5,7 +5,14 @@ import { readFile } from 'node:fs/promises';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ParaError } from '@para/core/node';
-import { type DatasetRecord, parseJsonl, type TokenizedDataset, type TokenizerLike, tokenizeRecords, type TokenizeOptions } from '../data';
+import {
+  type DatasetRecord,
+  parseJsonl,
+  type TokenizedDataset,
+  type TokenizeOptions,
+  type TokenizerLike,
+  tokenizeRecords,
+} from '../data';
 
 /** Reads and parses a JSONL dataset (errors name the file and line). */
 export async function readJsonlFile(file: string): Promise<DatasetRecord[]> {
@@ -14,15 +21,31 @@ export async function readJsonlFile(file: string): Promise<DatasetRecord[]> {
     text = await readFile(file, 'utf8');
   } catch (cause) {
     const code = (cause as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT') throw new ParaError('FILE_NOT_FOUND', 'dataset not found', { file, expected: 'a JSONL file', cause });
-    if (code === 'EISDIR') throw new ParaError('INVALID_ARGUMENT', 'the dataset is a directory', { file, expected: 'a JSONL file' });
-    throw new ParaError('IO_ERROR', `cannot read the dataset: ${(cause as Error).message}`, { file, cause });
+    if (code === 'ENOENT')
+      throw new ParaError('FILE_NOT_FOUND', 'dataset not found', {
+        file,
+        expected: 'a JSONL file',
+        cause,
+      });
+    if (code === 'EISDIR')
+      throw new ParaError('INVALID_ARGUMENT', 'the dataset is a directory', {
+        file,
+        expected: 'a JSONL file',
+      });
+    throw new ParaError('IO_ERROR', `cannot read the dataset: ${(cause as Error).message}`, {
+      file,
+      cause,
+    });
   }
   return parseJsonl(text, file);
 }
 
 /** Reads, parses and tokenises a JSONL dataset. */
-export async function loadDataset(file: string, tok: TokenizerLike, o: TokenizeOptions): Promise<TokenizedDataset> {
+export async function loadDataset(
+  file: string,
+  tok: TokenizerLike,
+  o: TokenizeOptions,
+): Promise<TokenizedDataset> {
   return tokenizeRecords(tok, await readJsonlFile(file), file, o);
 }
 

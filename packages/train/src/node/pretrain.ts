@@ -16,10 +16,15 @@
 
 import { copyFile, mkdir, readFile, rm, stat } from 'node:fs/promises';
 import * as path from 'node:path';
-import * as tf from '@tensorflow/tfjs-core';
 import { ParaError, Rng, writeFileAtomic } from '@para/core/node';
 import { CausalLM, saveModel } from '@para/model/node';
-import { loadTokenizer, type ParaTokenizer, saveTokenizer, trainBpeTokenizer } from '@para/tokenizer/node';
+import {
+  loadTokenizer,
+  type ParaTokenizer,
+  saveTokenizer,
+  trainBpeTokenizer,
+} from '@para/tokenizer/node';
+import * as tf from '@tensorflow/tfjs-core';
 import { collateWindows } from '../batch';
 import { WindowPlan } from '../plan';
 import { backbonePreset, DEFAULT_CHAT_TEMPLATE, presetModelConfig } from '../presets';
@@ -80,8 +85,14 @@ export interface PretrainSummary {
   stopped: string;
 }
 
-async function readDocuments(files: string[]): Promise<{ docs: string[]; inputs: { file: string; bytes: number }[] }> {
-  if (files.length === 0) throw new ParaError('INVALID_ARGUMENT', 'no input files', { field: 'input', expected: 'one or more text files' });
+async function readDocuments(
+  files: string[],
+): Promise<{ docs: string[]; inputs: { file: string; bytes: number }[] }> {
+  if (files.length === 0)
+    throw new ParaError('INVALID_ARGUMENT', 'no input files', {
+      field: 'input',
+      expected: 'one or more text files',
+    });
   const docs: string[] = [];
   const inputs: { file: string; bytes: number }[] = [];
   for (const file of files) {
@@ -90,7 +101,11 @@ async function readDocuments(files: string[]): Promise<{ docs: string[]; inputs:
       text = await readFile(file, 'utf8');
     } catch (cause) {
       const code = (cause as NodeJS.ErrnoException).code;
-      throw new ParaError(code === 'ENOENT' ? 'FILE_NOT_FOUND' : 'IO_ERROR', code === 'ENOENT' ? 'input file not found' : 'cannot read the input file', { file, field: 'input', cause });
+      throw new ParaError(
+        code === 'ENOENT' ? 'FILE_NOT_FOUND' : 'IO_ERROR',
+        code === 'ENOENT' ? 'input file not found' : 'cannot read the input file',
+        { file, field: 'input', cause },
+      );
     }
     inputs.push({ file, bytes: Buffer.byteLength(text) });
     for (const line of text.split('\n')) {
@@ -98,11 +113,21 @@ async function readDocuments(files: string[]): Promise<{ docs: string[]; inputs:
       if (d.length > 0) docs.push(d);
     }
   }
-  if (docs.length < 2) throw new ParaError('INVALID_ARGUMENT', 'the inputs hold fewer than 2 documents (non-empty lines)', { file: files.join(', '), field: 'input', expected: 'text with one document per line' });
+  if (docs.length < 2)
+    throw new ParaError(
+      'INVALID_ARGUMENT',
+      'the inputs hold fewer than 2 documents (non-empty lines)',
+      { file: files.join(', '), field: 'input', expected: 'text with one document per line' },
+    );
   return { docs, inputs };
 }
 
-function tokenizeDocs(tok: ParaTokenizer, docs: readonly string[], bos: number | null, eos: number): Int32Array {
+function tokenizeDocs(
+  tok: ParaTokenizer,
+  docs: readonly string[],
+  bos: number | null,
+  eos: number,
+): Int32Array {
   const parts: number[][] = [];
   let n = 0;
   for (const d of docs) {
@@ -121,7 +146,11 @@ function tokenizeDocs(tok: ParaTokenizer, docs: readonly string[], bos: number |
 }
 
 /** Cross-entropy (nats/token) of `heldOut` under add-one-smoothed unigram frequencies of `train`, and the held-out text's own unigram entropy. */
-export function unigramBaseline(train: Int32Array, heldOut: Int32Array, vocabSize: number): { crossEntropy: number; entropy: number } {
+export function unigramBaseline(
+  train: Int32Array,
+  heldOut: Int32Array,
+  vocabSize: number,
+): { crossEntropy: number; entropy: number } {
   const counts = new Float64Array(vocabSize).fill(1);
   for (const t of train) counts[t] = (counts[t] as number) + 1;
   const total = train.length + vocabSize;
@@ -148,10 +177,24 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainSummary> {
   const steps = o.steps ?? r.steps;
   const batchSize = o.batchSize ?? r.batchSize;
   const seqLen = o.seqLen ?? r.seqLen;
-  for (const [field, v] of [['steps', steps], ['batchSize', batchSize], ['seqLen', seqLen]] as const) {
-    if (!Number.isInteger(v) || v < 1) throw new ParaError('INVALID_ARGUMENT', `bad ${field}`, { field, expected: 'a positive integer', actual: String(v) });
+  for (const [field, v] of [
+    ['steps', steps],
+    ['batchSize', batchSize],
+    ['seqLen', seqLen],
+  ] as const) {
+    if (!Number.isInteger(v) || v < 1)
+      throw new ParaError('INVALID_ARGUMENT', `bad ${field}`, {
+        field,
+        expected: 'a positive integer',
+        actual: String(v),
+      });
   }
-  if (seqLen > preset.contextLength) throw new ParaError('INVALID_ARGUMENT', 'sequence length past the context', { field: 'seqLen', expected: `at most ${preset.contextLength}`, actual: String(seqLen) });
+  if (seqLen > preset.contextLength)
+    throw new ParaError('INVALID_ARGUMENT', 'sequence length past the context', {
+      field: 'seqLen',
+      expected: `at most ${preset.contextLength}`,
+      actual: String(seqLen),
+    });
   await mkdir(o.out, { recursive: true });
 
   const { docs, inputs } = await readDocuments(o.inputs);
@@ -168,17 +211,33 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainSummary> {
     tok = await loadTokenizer(o.tokenizer);
     const dir = (await stat(o.tokenizer)).isDirectory() ? o.tokenizer : path.dirname(o.tokenizer);
     if (path.resolve(dir) !== path.resolve(o.out)) {
-      await copyFile((await stat(o.tokenizer)).isDirectory() ? path.join(dir, 'tokenizer.json') : o.tokenizer, path.join(o.out, 'tokenizer.json'));
-      await copyFile(path.join(dir, 'tokenizer_config.json'), path.join(o.out, 'tokenizer_config.json')).catch(() => undefined);
+      await copyFile(
+        (await stat(o.tokenizer)).isDirectory() ? path.join(dir, 'tokenizer.json') : o.tokenizer,
+        path.join(o.out, 'tokenizer.json'),
+      );
+      await copyFile(
+        path.join(dir, 'tokenizer_config.json'),
+        path.join(o.out, 'tokenizer_config.json'),
+      ).catch(() => undefined);
     }
   } else {
     log(`training a ${preset.vocabSize}-token byte-level BPE tokenizer on ${o.inputs.join(', ')}`);
-    const trained = await trainBpeTokenizer({ files: o.inputs, vocabSize: preset.vocabSize, specialTokens: ['<unk>', '<s>', '</s>', '<pad>'], chatTemplate: DEFAULT_CHAT_TEMPLATE });
+    const trained = await trainBpeTokenizer({
+      files: o.inputs,
+      vocabSize: preset.vocabSize,
+      specialTokens: ['<unk>', '<s>', '</s>', '<pad>'],
+      chatTemplate: DEFAULT_CHAT_TEMPLATE,
+    });
     await saveTokenizer(o.out, trained);
     tok = await loadTokenizer(o.out);
   }
   const eos = tok.eosTokenId;
-  if (eos === undefined) throw new ParaError('INVALID_CONFIG', 'the tokenizer has no EOS token', { file: o.tokenizer ?? o.out, field: 'eos_token', expected: 'an eos_token in tokenizer_config.json' });
+  if (eos === undefined)
+    throw new ParaError('INVALID_CONFIG', 'the tokenizer has no EOS token', {
+      file: o.tokenizer ?? o.out,
+      field: 'eos_token',
+      expected: 'an eos_token in tokenizer_config.json',
+    });
   const bos = tok.bosTokenId ?? null;
   const pad = tok.padTokenId ?? null;
 
@@ -186,7 +245,9 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainSummary> {
   const t0 = performance.now();
   const trainTokens = tokenizeDocs(tok, trainDocs, bos, eos);
   const heldTokens = tokenizeDocs(tok, heldDocs, bos, eos);
-  log(`  ${trainTokens.length} + ${heldTokens.length} tokens in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+  log(
+    `  ${trainTokens.length} + ${heldTokens.length} tokens in ${((performance.now() - t0) / 1000).toFixed(1)} s`,
+  );
   const baseline = unigramBaseline(trainTokens, heldTokens, tok.vocabSize);
 
   const config = presetModelConfig(preset, { vocabSize: tok.vocabSize, bos, eos, pad });
@@ -205,18 +266,29 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainSummary> {
     seed,
   });
   const plan = new WindowPlan(trainTokens, { seqLen, batchSize, seed });
-  const heldPlan = new WindowPlan(heldTokens.length > seqLen + 1 ? heldTokens : padStream(heldTokens, seqLen + 1, eos), { seqLen, batchSize: 1, seed });
+  const heldPlan = new WindowPlan(
+    heldTokens.length > seqLen + 1 ? heldTokens : padStream(heldTokens, seqLen + 1, eos),
+    { seqLen, batchSize: 1, seed },
+  );
   const heldBatches = (limit: number) => {
-    const rows = Array.from({ length: Math.min(limit, heldPlan.numWindows) }, (_, i) => heldPlan.window(i));
+    const rows = Array.from({ length: Math.min(limit, heldPlan.numWindows) }, (_, i) =>
+      heldPlan.window(i),
+    );
     const out = [];
-    for (let i = 0; i < rows.length; i += batchSize) out.push(collateWindows(rows.slice(i, i + batchSize)));
+    for (let i = 0; i < rows.length; i += batchSize)
+      out.push(collateWindows(rows.slice(i, i + batchSize)));
     return out;
   };
 
   let resumedFrom: number | null = null;
   if (o.resume) {
     const dir = await latestCheckpoint(o.out);
-    if (dir === null) throw new ParaError('FILE_NOT_FOUND', 'no checkpoint to resume from', { file: path.join(o.out, 'checkpoints'), field: 'resume', expected: 'a previous run with the same --out' });
+    if (dir === null)
+      throw new ParaError('FILE_NOT_FOUND', 'no checkpoint to resume from', {
+        file: path.join(o.out, 'checkpoints'),
+        field: 'resume',
+        expected: 'a previous run with the same --out',
+      });
     const data = await loadCheckpoint(dir);
     try {
       trainer.restore(data, dir);
@@ -228,7 +300,11 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainSummary> {
   }
 
   const metrics = metricsWriter(path.join(o.out, 'metrics.jsonl'), resumedFrom);
-  const progress = progressReporter({ quiet: o.progress === false, plain: o.plain, label: 'pretrain' });
+  const progress = progressReporter({
+    quiet: o.progress === false,
+    plain: o.plain,
+    label: 'pretrain',
+  });
   let lastEval: { step: number; loss: number; n: number } | null = null;
   let result: Awaited<ReturnType<typeof runTraining>>;
   try {
@@ -258,12 +334,18 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainSummary> {
   if (result.reason === 'nan') {
     trainer.dispose();
     trainable.model.dispose();
-    throw new ParaError('INVALID_ARGUMENT', `the loss became NaN at step ${trainer.step + 1}; training stopped${result.lastCheckpoint ? `; the last good checkpoint is ${result.lastCheckpoint}` : ''}`, { field: 'lr', expected: 'a lower learning rate' });
+    throw new ParaError(
+      'INVALID_ARGUMENT',
+      `the loss became NaN at step ${trainer.step + 1}; training stopped${result.lastCheckpoint ? `; the last good checkpoint is ${result.lastCheckpoint}` : ''}`,
+      { field: 'lr', expected: 'a lower learning rate' },
+    );
   }
 
   const finalEval = lastEval as { step: number; loss: number; n: number } | null;
   const { loss: heldOutLoss, lossTokens } =
-    finalEval !== null && finalEval.step === trainer.step ? { loss: finalEval.loss, lossTokens: finalEval.n } : await trainer.evalLoss(heldBatches(Number.POSITIVE_INFINITY));
+    finalEval !== null && finalEval.step === trainer.step
+      ? { loss: finalEval.loss, lossTokens: finalEval.n }
+      : await trainer.evalLoss(heldBatches(Number.POSITIVE_INFINITY));
   await saveModel(trainable.model, o.out);
   const elapsedMs = trainer.elapsedMs;
   const summary: PretrainSummary = {
@@ -289,8 +371,12 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainSummary> {
     seed,
     stopped: result.reason,
   };
-  await writeFileAtomic(path.join(o.out, 'training_summary.json'), `${JSON.stringify(summary, null, 2)}\n`);
-  if (!o.keepCheckpoints) await rm(path.join(o.out, CHECKPOINT_DIR), { recursive: true, force: true });
+  await writeFileAtomic(
+    path.join(o.out, 'training_summary.json'),
+    `${JSON.stringify(summary, null, 2)}\n`,
+  );
+  if (!o.keepCheckpoints)
+    await rm(path.join(o.out, CHECKPOINT_DIR), { recursive: true, force: true });
   trainer.dispose();
   trainable.model.dispose();
   return summary;

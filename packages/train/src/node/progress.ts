@@ -40,7 +40,10 @@ function fmtMetrics(m: Record<string, number | undefined>): string {
 }
 
 /** Returns an event handler that draws progress. Call `close()` (the returned object's) at the end. */
-export function progressReporter(options: ProgressOptions = {}): { onEvent: (e: TrainEvent) => void; close: () => void } {
+export function progressReporter(options: ProgressOptions = {}): {
+  onEvent: (e: TrainEvent) => void;
+  close: () => void;
+} {
   const stream = options.stream ?? process.stderr;
   const label = options.label ? `${options.label}: ` : '';
   if (options.quiet) return { onEvent: () => undefined, close: () => undefined };
@@ -59,7 +62,9 @@ export function progressReporter(options: ProgressOptions = {}): { onEvent: (e: 
     switch (e.type) {
       case 'start':
         if (logEvery === 0) logEvery = Math.max(1, Math.round((e.totalSteps - e.step) / 20));
-        line(`${label}${e.resumed ? `resuming at step ${e.step}` : 'training'}: ${e.totalSteps} steps, ${e.parameters.toLocaleString('en-US')} trainable parameters, ${e.stepsPerEpoch} steps per epoch`);
+        line(
+          `${label}${e.resumed ? `resuming at step ${e.step}` : 'training'}: ${e.totalSteps} steps, ${e.parameters.toLocaleString('en-US')} trainable parameters, ${e.stepsPerEpoch} steps per epoch`,
+        );
         if (tty) {
           bar = new cliProgress.SingleBar(
             {
@@ -73,12 +78,24 @@ export function progressReporter(options: ProgressOptions = {}): { onEvent: (e: 
             },
             cliProgress.Presets.shades_classic,
           );
-          bar.start(e.totalSteps, e.step, { loss: '-', lr: '-', tps: '-', elapsedText: '0s', etaText: '?' });
+          bar.start(e.totalSteps, e.step, {
+            loss: '-',
+            lr: '-',
+            tps: '-',
+            elapsedText: '0s',
+            etaText: '?',
+          });
         }
         break;
       case 'step':
         if (bar !== null) {
-          bar.update(e.step, { loss: e.loss.toFixed(4), lr: e.lr.toExponential(2), tps: Math.round(e.tokensPerSec), elapsedText: formatDuration(e.elapsedMs), etaText: formatDuration(e.etaMs) });
+          bar.update(e.step, {
+            loss: e.loss.toFixed(4),
+            lr: e.lr.toExponential(2),
+            tps: Math.round(e.tokensPerSec),
+            elapsedText: formatDuration(e.elapsedMs),
+            etaText: formatDuration(e.etaMs),
+          });
         } else if (e.step % logEvery === 0 || e.step === e.totalSteps) {
           line(
             `${label}step ${e.step}/${e.totalSteps} loss ${e.loss.toFixed(4)} lr ${e.lr.toExponential(2)} grad-norm ${e.gradNorm.toFixed(3)} ${Math.round(e.tokensPerSec)} tok/s elapsed ${formatDuration(e.elapsedMs)} eta ${formatDuration(e.etaMs)}`,
@@ -86,7 +103,9 @@ export function progressReporter(options: ProgressOptions = {}): { onEvent: (e: 
         }
         break;
       case 'eval':
-        line(`${label}eval at step ${e.step}: ${fmtMetrics(e.metrics)}${e.best ? ' (best so far)' : ''} [${formatDuration(e.ms)}]`);
+        line(
+          `${label}eval at step ${e.step}: ${fmtMetrics(e.metrics)}${e.best ? ' (best so far)' : ''} [${formatDuration(e.ms)}]`,
+        );
         break;
       case 'checkpoint':
         if (bar === null) line(`${label}checkpoint at step ${e.step}: ${e.path}`);
@@ -97,7 +116,9 @@ export function progressReporter(options: ProgressOptions = {}): { onEvent: (e: 
         );
         break;
       case 'early-stop':
-        line(`${label}early stop at step ${e.step}: no improvement in ${e.patience} evaluations (best at step ${e.bestStep})`);
+        line(
+          `${label}early stop at step ${e.step}: no improvement in ${e.patience} evaluations (best at step ${e.bestStep})`,
+        );
         break;
       case 'done':
         break;
@@ -119,7 +140,10 @@ export function progressReporter(options: ProgressOptions = {}): { onEvent: (e: 
  * after the checkpoint by the interrupted run) are dropped first, so the file reads like one
  * uninterrupted run.
  */
-export function metricsWriter(file: string, fromStep: number | null = null): (e: TrainEvent) => void {
+export function metricsWriter(
+  file: string,
+  fromStep: number | null = null,
+): (e: TrainEvent) => void {
   if (fromStep === null) writeFileSync(file, '');
   else if (existsSync(file)) {
     const kept = readFileSync(file, 'utf8')
@@ -137,11 +161,23 @@ export function metricsWriter(file: string, fromStep: number | null = null): (e:
   }
   return (e: TrainEvent) => {
     if (e.type === 'step') {
-      const { type, step, epoch, loss, lr, gradNorm, tokens, lossTokens, tokensPerSec, elapsedMs } = e;
-      appendFileSync(file, `${JSON.stringify({ type, step, epoch, loss, lr, grad_norm: gradNorm, tokens, loss_tokens: lossTokens, tokens_per_sec: tokensPerSec, elapsed_ms: elapsedMs, time: new Date().toISOString() })}\n`);
+      const { type, step, epoch, loss, lr, gradNorm, tokens, lossTokens, tokensPerSec, elapsedMs } =
+        e;
+      appendFileSync(
+        file,
+        `${JSON.stringify({ type, step, epoch, loss, lr, grad_norm: gradNorm, tokens, loss_tokens: lossTokens, tokens_per_sec: tokensPerSec, elapsed_ms: elapsedMs, time: new Date().toISOString() })}\n`,
+      );
     } else if (e.type === 'eval') {
-      appendFileSync(file, `${JSON.stringify({ type: 'eval', step: e.step, ...e.metrics, best: e.best, time: new Date().toISOString() })}\n`);
-    } else if (e.type === 'nan' || e.type === 'early-stop' || e.type === 'done' || e.type === 'start') {
+      appendFileSync(
+        file,
+        `${JSON.stringify({ type: 'eval', step: e.step, ...e.metrics, best: e.best, time: new Date().toISOString() })}\n`,
+      );
+    } else if (
+      e.type === 'nan' ||
+      e.type === 'early-stop' ||
+      e.type === 'done' ||
+      e.type === 'start'
+    ) {
       appendFileSync(file, `${JSON.stringify({ ...e, time: new Date().toISOString() })}\n`);
     }
   };

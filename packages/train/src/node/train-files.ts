@@ -13,7 +13,14 @@
 
 import { mkdir, rm } from 'node:fs/promises';
 import * as path from 'node:path';
-import { type AnyAdapter, adapterMethod, adapterMethods, createAdapter, loadAdapter, saveAdapter } from '@para/adapters/node';
+import {
+  type AnyAdapter,
+  adapterMethod,
+  adapterMethods,
+  createAdapter,
+  loadAdapter,
+  saveAdapter,
+} from '@para/adapters/node';
 import { ParaError, writeFileAtomic } from '@para/core/node';
 import type { CausalLM } from '@para/model';
 import { loadModel } from '@para/model/node';
@@ -21,9 +28,9 @@ import { loadTokenizer, type ParaTokenizer } from '@para/tokenizer/node';
 import { skippedMessage, type TokenizedDataset, type TokenizerLike } from '../data';
 import { type EvalResult, evaluateDataset } from '../evaluate';
 import { disposeCheckpoint, FINETUNE_DEFAULTS, type FinetuneResult, finetune } from '../finetune';
+import { BUNDLED_BACKBONE_NAME } from '../presets';
 import type { DecayKind } from '../schedule';
 import type { TrainEvent } from '../trainer';
-import { BUNDLED_BACKBONE_NAME } from '../presets';
 import { CHECKPOINT_DIR, latestCheckpoint, loadCheckpoint, saveCheckpoint } from './checkpoint';
 import { defaultBackboneDir, loadDataset } from './files';
 import { metricsWriter, progressReporter } from './progress';
@@ -37,13 +44,30 @@ export const ADAPTER_METHODS: readonly MethodName[] = adapterMethods().map((m) =
  * The adapter config of a method by name, with rank `r` if given (PARA: bottleneck width;
  * LoRA: rank), everything else the method's defaults (the registry's one set).
  */
-export function methodConfig(method: MethodName, r: number | undefined, base: string | null): Record<string, unknown> {
+export function methodConfig(
+  method: MethodName,
+  r: number | undefined,
+  base: string | null,
+): Record<string, unknown> {
   const m = adapterMethod(method, { byName: true, field: 'method' });
   if (r !== undefined) {
-    if (m.rankKey === null) throw new ParaError('INVALID_ARGUMENT', `${m.peftType} has no rank`, { field: 'r', expected: `no r for ${m.name} (its vectors have the model widths)` });
-    if (!Number.isInteger(r) || r < 1) throw new ParaError('INVALID_ARGUMENT', 'bad rank', { field: 'r', expected: 'a positive integer', actual: String(r) });
+    if (m.rankKey === null)
+      throw new ParaError('INVALID_ARGUMENT', `${m.peftType} has no rank`, {
+        field: 'r',
+        expected: `no r for ${m.name} (its vectors have the model widths)`,
+      });
+    if (!Number.isInteger(r) || r < 1)
+      throw new ParaError('INVALID_ARGUMENT', 'bad rank', {
+        field: 'r',
+        expected: 'a positive integer',
+        actual: String(r),
+      });
   }
-  return { peft_type: m.peftType, ...(r === undefined || m.rankKey === null ? {} : { [m.rankKey]: r }), base_model_name_or_path: base };
+  return {
+    peft_type: m.peftType,
+    ...(r === undefined || m.rankKey === null ? {} : { [m.rankKey]: r }),
+    base_model_name_or_path: base,
+  };
 }
 
 /** The rank a method uses by default (null: it has none). */
@@ -53,13 +77,24 @@ export function defaultRank(method: MethodName): number | null {
 }
 
 /** A backbone directory's model and tokenizer (default: the bundled backbone). */
-export async function loadBackbone(dir?: string): Promise<{ dir: string; model: CausalLM; tokenizer: ParaTokenizer }> {
+export async function loadBackbone(
+  dir?: string,
+): Promise<{ dir: string; model: CausalLM; tokenizer: ParaTokenizer }> {
   const d = dir ?? defaultBackboneDir();
   const model = await loadModel(d);
   try {
     const tokenizer = await loadTokenizer(d);
     if (tokenizer.vocabSize > model.config.vocabSize) {
-      throw new ParaError('SHAPE_MISMATCH', 'the tokenizer has more tokens than the model has embeddings', { file: d, field: 'vocab_size', expected: `at most ${model.config.vocabSize}`, actual: String(tokenizer.vocabSize) });
+      throw new ParaError(
+        'SHAPE_MISMATCH',
+        'the tokenizer has more tokens than the model has embeddings',
+        {
+          file: d,
+          field: 'vocab_size',
+          expected: `at most ${model.config.vocabSize}`,
+          actual: String(tokenizer.vocabSize),
+        },
+      );
     }
     return { dir: d, model, tokenizer };
   } catch (e) {
@@ -71,7 +106,9 @@ export async function loadBackbone(dir?: string): Promise<{ dir: string; model: 
 /** `data/tasks/arithmetic/train.jsonl` → "arithmetic"; `foo/bar.jsonl` → "bar". */
 export function datasetName(file: string): string {
   const stem = path.basename(file).replace(/\.jsonl?$/i, '');
-  return ['train', 'dev', 'test', 'valid', 'validation'].includes(stem) ? path.basename(path.dirname(path.resolve(file))) : stem;
+  return ['train', 'dev', 'test', 'valid', 'validation'].includes(stem)
+    ? path.basename(path.dirname(path.resolve(file)))
+    : stem;
 }
 
 export interface TrainFilesOptions {
@@ -135,14 +172,22 @@ export async function trainAdapterFromFiles(o: TrainFilesOptions): Promise<Train
   try {
     const maxLength = model.config.maxPositionEmbeddings;
     const train = await loadDataset(o.data, tokenizer, { maxLength, strict: o.strict ?? false });
-    const evalData = o.evalData === undefined ? undefined : await loadDataset(o.evalData, tokenizer, { maxLength, strict: o.strict ?? false });
+    const evalData =
+      o.evalData === undefined
+        ? undefined
+        : await loadDataset(o.evalData, tokenizer, { maxLength, strict: o.strict ?? false });
     for (const d of [train, evalData]) {
       const msg = d === undefined ? null : skippedMessage(d, maxLength);
       if (msg !== null) log(msg);
     }
     // The bundled backbone is recorded by its repository path, not this machine's absolute one.
-    const baseName = path.resolve(backbone.dir) === path.resolve(defaultBackboneDir()) ? BUNDLED_BACKBONE_NAME : backbone.dir;
-    adapter = createAdapter(model.config, methodConfig(o.method, o.r, baseName), { seed: o.seed ?? 0 });
+    const baseName =
+      path.resolve(backbone.dir) === path.resolve(defaultBackboneDir())
+        ? BUNDLED_BACKBONE_NAME
+        : backbone.dir;
+    adapter = createAdapter(model.config, methodConfig(o.method, o.r, baseName), {
+      seed: o.seed ?? 0,
+    });
     const a = adapter;
     await mkdir(out, { recursive: true });
     const meta = {
@@ -165,19 +210,51 @@ export async function trainAdapterFromFiles(o: TrainFilesOptions): Promise<Train
     let resumeFrom: Awaited<ReturnType<typeof loadCheckpoint>> | undefined;
     if (o.resume) {
       const dir = await latestCheckpoint(out);
-      if (dir === null) throw new ParaError('FILE_NOT_FOUND', 'no checkpoint to resume from', { file: path.join(out, CHECKPOINT_DIR), field: 'resume', expected: 'a previous run of the same command (same --out)' });
+      if (dir === null)
+        throw new ParaError('FILE_NOT_FOUND', 'no checkpoint to resume from', {
+          file: path.join(out, CHECKPOINT_DIR),
+          field: 'resume',
+          expected: 'a previous run of the same command (same --out)',
+        });
       resumeFrom = await loadCheckpoint(dir);
       const saved = resumeFrom.state.meta;
-      for (const key of ['method', 'r', 'data', 'batchSize', 'microBatchSize', 'seed', 'lr', 'steps', 'epochs', 'warmupSteps', 'decay', 'weightDecay', 'maxGradNorm'] as const) {
+      for (const key of [
+        'method',
+        'r',
+        'data',
+        'batchSize',
+        'microBatchSize',
+        'seed',
+        'lr',
+        'steps',
+        'epochs',
+        'warmupSteps',
+        'decay',
+        'weightDecay',
+        'maxGradNorm',
+      ] as const) {
         if (JSON.stringify(saved[key] ?? null) !== JSON.stringify(meta[key] ?? null)) {
           disposeCheckpoint(resumeFrom);
-          throw new ParaError('INVALID_ARGUMENT', `resuming needs the same settings as the interrupted run: ${key} differs`, { file: dir, field: key, expected: JSON.stringify(saved[key] ?? null), actual: JSON.stringify(meta[key] ?? null) });
+          throw new ParaError(
+            'INVALID_ARGUMENT',
+            `resuming needs the same settings as the interrupted run: ${key} differs`,
+            {
+              file: dir,
+              field: key,
+              expected: JSON.stringify(saved[key] ?? null),
+              actual: JSON.stringify(meta[key] ?? null),
+            },
+          );
         }
       }
       log(`resuming from ${dir} (step ${resumeFrom.state.step})`);
     }
     const metrics = metricsWriter(path.join(out, 'metrics.jsonl'), resumeFrom?.state.step ?? null);
-    const progress = progressReporter({ quiet: o.quiet, plain: o.plain, label: o.label ?? `${datasetName(o.data)}/${o.method}` });
+    const progress = progressReporter({
+      quiet: o.quiet,
+      plain: o.plain,
+      label: o.label ?? `${datasetName(o.data)}/${o.method}`,
+    });
     let adapterSaved = false;
     let result: FinetuneResult;
     try {
@@ -254,10 +331,22 @@ export async function trainAdapterFromFiles(o: TrainFilesOptions): Promise<Train
       seed: o.seed ?? 0,
     };
     if (result.reason !== 'stopped') {
-      await writeFileAtomic(path.join(out, 'train_summary.json'), `${JSON.stringify(summary, null, 2)}\n`);
-      if (!o.keepCheckpoints && o.stopAtStep === undefined) await rm(path.join(out, CHECKPOINT_DIR), { recursive: true, force: true });
+      await writeFileAtomic(
+        path.join(out, 'train_summary.json'),
+        `${JSON.stringify(summary, null, 2)}\n`,
+      );
+      if (!o.keepCheckpoints && o.stopAtStep === undefined)
+        await rm(path.join(out, CHECKPOINT_DIR), { recursive: true, force: true });
     }
-    return { out, method: o.method, parameters: a.numParameters, result, lastEval: result.lastEval, skipped: train.skipped.length, adapterSaved };
+    return {
+      out,
+      method: o.method,
+      parameters: a.numParameters,
+      result,
+      lastEval: result.lastEval,
+      skipped: train.skipped.length,
+      adapterSaved,
+    };
   } finally {
     adapter?.dispose();
     if (owned) model.dispose();
@@ -277,14 +366,19 @@ export interface EvalFilesOptions {
 }
 
 /** `para eval`: loss and exact match of the backbone (with an adapter directory, if given) on a JSONL file. */
-export async function evalFromFiles(o: EvalFilesOptions): Promise<EvalResult & { skipped: number }> {
+export async function evalFromFiles(
+  o: EvalFilesOptions,
+): Promise<EvalResult & { skipped: number }> {
   const log = o.log ?? ((s: string) => process.stderr.write(`${s}\n`));
   const backbone = o.backbone ?? (await loadBackbone(o.model));
   const owned = o.backbone === undefined;
   let adapter: AnyAdapter | null = null;
   try {
     const { model, tokenizer } = backbone;
-    const data: TokenizedDataset = await loadDataset(o.data, tokenizer, { maxLength: model.config.maxPositionEmbeddings, strict: o.strict ?? false });
+    const data: TokenizedDataset = await loadDataset(o.data, tokenizer, {
+      maxLength: model.config.maxPositionEmbeddings,
+      strict: o.strict ?? false,
+    });
     const msg = skippedMessage(data, model.config.maxPositionEmbeddings);
     if (msg !== null) log(msg);
     if (o.adapter !== undefined) adapter = await loadAdapter(o.adapter, model);

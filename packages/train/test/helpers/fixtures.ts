@@ -7,7 +7,12 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { CausalLM, createConfig, type ModelConfig } from '@para/model';
 import { ParaTokenizer, trainBpe } from '@para/tokenizer';
-import { DEFAULT_CHAT_TEMPLATE, parseJsonl, type TokenizedDataset, tokenizeRecords } from '../../src/index';
+import {
+  DEFAULT_CHAT_TEMPLATE,
+  parseJsonl,
+  type TokenizedDataset,
+  tokenizeRecords,
+} from '../../src/index';
 
 export const REPO = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', '..');
 
@@ -41,13 +46,20 @@ export function tinyTokenizer(): ParaTokenizer {
     }
   }
   texts.push('User: hello\nAssistant: hi there');
-  const trained = trainBpe(texts, { vocabSize: 400, specialTokens: ['<unk>', '<s>', '</s>', '<pad>'], chatTemplate: DEFAULT_CHAT_TEMPLATE });
+  const trained = trainBpe(texts, {
+    vocabSize: 400,
+    specialTokens: ['<unk>', '<s>', '</s>', '<pad>'],
+    chatTemplate: DEFAULT_CHAT_TEMPLATE,
+  });
   cachedTok = ParaTokenizer.fromJSON(trained.tokenizerJson, trained.tokenizerConfig);
   cachedFiles = { tokenizerJson: trained.tokenizerJson, tokenizerConfig: trained.tokenizerConfig };
   return cachedTok;
 }
 
-export function tinyConfig(tok: ParaTokenizer, over: Partial<Parameters<typeof createConfig>[0]> = {}): ModelConfig {
+export function tinyConfig(
+  tok: ParaTokenizer,
+  over: Partial<Parameters<typeof createConfig>[0]> = {},
+): ModelConfig {
   return createConfig({
     vocabSize: tok.vocabSize,
     hiddenSize: 32,
@@ -64,12 +76,22 @@ export function tinyConfig(tok: ParaTokenizer, over: Partial<Parameters<typeof c
   });
 }
 
-export function tinyModel(tok: ParaTokenizer, seed = 0, over: Partial<Parameters<typeof createConfig>[0]> = {}): CausalLM {
+export function tinyModel(
+  tok: ParaTokenizer,
+  seed = 0,
+  over: Partial<Parameters<typeof createConfig>[0]> = {},
+): CausalLM {
   return CausalLM.random(tinyConfig(tok, over), seed);
 }
 
 /** The first `n` examples of a bundled task split, tokenised. */
-export function taskDataset(tok: ParaTokenizer, task: string, split: string, n: number, maxLength = 64): TokenizedDataset {
+export function taskDataset(
+  tok: ParaTokenizer,
+  task: string,
+  split: string,
+  n: number,
+  maxLength = 64,
+): TokenizedDataset {
   const file = taskFile(task, split);
   return tokenizeRecords(tok, parseJsonl(taskLines(task, split, n), file), file, { maxLength });
 }
