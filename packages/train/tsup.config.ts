@@ -13,6 +13,6 @@ export default defineConfig({
   // "./node" adds files, checkpoints and the terminal progress bar.
   platform: 'neutral',
   external: [/^@tensorflow\//, /^@para\//, /^node:/, 'cli-progress'],
-  // import.meta.url in the CJS build (defaultBackboneDir), __dirname in the ESM one.
+  // import.meta.url in the CJS build, __dirname in the ESM one.
   shims: true,
 });

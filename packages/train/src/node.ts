@@ -14,7 +14,7 @@ export {
   loadCheckpoint,
   saveCheckpoint,
 } from './node/checkpoint';
-export { defaultBackboneDir, loadDataset, readJsonlFile } from './node/files';
+export { loadDataset, readJsonlFile } from './node/files';
 export {
   type PretrainOptions,
   type PretrainSummary,

@@ -31,6 +31,7 @@ import {
   Trainer,
 } from '@para/train/node';
 import type { Command } from 'commander';
+import { defaultBackboneDir } from '../backbone';
 import { medianMs } from '../bench/timing';
 import { parseNumber, startBackend } from './train';
 
@@ -66,7 +67,7 @@ function median(xs: number[]): number {
 }
 
 async function speed(f: BenchTrainFlags, say: (s: string) => void) {
-  const backbone = await loadBackbone(f.model);
+  const backbone = await loadBackbone(f.model ?? defaultBackboneDir());
   const { model, tokenizer } = backbone;
   const data = await loadDataset(
     path.join(
@@ -160,7 +161,7 @@ async function speed(f: BenchTrainFlags, say: (s: string) => void) {
 }
 
 async function quality(f: BenchTrainFlags, say: (s: string) => void) {
-  const backbone = await loadBackbone(f.model);
+  const backbone = await loadBackbone(f.model ?? defaultBackboneDir());
   const { model, tokenizer } = backbone;
   const tok = tokenizer as TokenizerLike;
   const tasksDir = path.join(

@@ -13,6 +13,7 @@ import * as path from 'node:path';
 import { type AnyAdapter, loadAdapter, MixedBatch } from '@para/adapters/node';
 import { type BackendReport, ParaError } from '@para/core/node';
 import {
+  BUNDLED_BACKBONE_NAME,
   evaluateDataset,
   formatDuration,
   loadBackbone,
@@ -24,6 +25,7 @@ import {
   trainAdapterFromFiles,
 } from '@para/train/node';
 import type { Command } from 'commander';
+import { defaultBackboneDir } from '../backbone';
 import { commandPrefix, shellQuote } from '../shell';
 import { parseNumber, startBackend } from './train';
 
@@ -191,7 +193,7 @@ export function registerDemoCommand(program: Command): void {
       const seed = parseNumber(f.seed, '--seed', 'nonneg-int') ?? 0;
       const outRoot = f.out ?? path.join('adapters', 'demo');
 
-      const backbone = await loadBackbone(f.model);
+      const backbone = await loadBackbone(f.model ?? defaultBackboneDir());
       const { model, tokenizer } = backbone;
       const tok = tokenizer as TokenizerLike;
       const dataDir = repoDataDir(backbone.dir);
@@ -224,6 +226,7 @@ export function registerDemoCommand(program: Command): void {
           );
           const t = await trainAdapterFromFiles({
             method: 'para',
+            ...(f.model === undefined ? { baseModelName: BUNDLED_BACKBONE_NAME } : {}),
             data: path.join(dataDir, task, 'train.jsonl'),
             out,
             steps,

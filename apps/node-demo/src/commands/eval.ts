@@ -8,6 +8,7 @@
 
 import { evalFromFiles } from '@para/train/node';
 import type { Command } from 'commander';
+import { defaultBackboneDir } from '../backbone';
 import { parseNumber, startBackend } from './train';
 
 interface EvalFlags {
@@ -51,7 +52,7 @@ export function registerEvalCommand(program: Command): void {
       const show = parseNumber(f.show, '--show', 'nonneg-int') ?? 0;
       const r = await evalFromFiles({
         data: f.data as string,
-        ...(f.model === undefined ? {} : { model: f.model }),
+        model: f.model ?? defaultBackboneDir(),
         ...(f.adapter === undefined ? {} : { adapter: f.adapter }),
         limit: parseNumber(f.limit, '--limit', 'int'),
         batchSize: parseNumber(f.batchSize, '--batch-size', 'int'),

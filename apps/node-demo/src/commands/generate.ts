@@ -12,8 +12,8 @@ import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ParaError } from '@para/core/node';
 import { loadTokenizer, type ParaTokenizer } from '@para/tokenizer/node';
-import { defaultBackboneDir } from '@para/train/node';
 import type { Command } from 'commander';
+import { defaultBackboneDir } from '../backbone';
 import { startBackend } from '../backend';
 import { loadModelAndAdapter, parseIdList, writeOut } from './logits';
 

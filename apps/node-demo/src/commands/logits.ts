@@ -11,8 +11,8 @@ import { type AnyAdapter, loadAdapter } from '@para/adapters/node';
 import { ParaError } from '@para/core/node';
 import { type CausalLM, loadModel } from '@para/model/node';
 import { loadTokenizer } from '@para/tokenizer/node';
-import { defaultBackboneDir } from '@para/train/node';
 import type { Command } from 'commander';
+import { defaultBackboneDir } from '../backbone';
 import { startBackend } from '../backend';
 
 /** `1,5,9` → [1, 5, 9]; anything else is INVALID_ARGUMENT naming the flag. */

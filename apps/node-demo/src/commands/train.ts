@@ -13,6 +13,7 @@ import * as path from 'node:path';
 import { ParaError } from '@para/core/node';
 import {
   ADAPTER_METHODS,
+  BUNDLED_BACKBONE_NAME,
   CHECKPOINT_DIR,
   DECAY_KINDS,
   type DecayKind,
@@ -22,6 +23,7 @@ import {
   trainAdapterFromFiles,
 } from '@para/train/node';
 import type { Command } from 'commander';
+import { defaultBackboneDir } from '../backbone';
 import { startBackend } from '../backend';
 import { CliExit } from '../errors';
 import { commandPrefix, shellQuote } from '../shell';
@@ -218,7 +220,10 @@ export function registerTrainCommand(program: Command): void {
         method: f.method as MethodName,
         data: f.data as string,
         ...(f.evalData === undefined ? {} : { evalData: f.evalData }),
-        ...(f.model === undefined ? {} : { model: f.model }),
+        // The bundled backbone is recorded by its repository path, not this machine's absolute one.
+        ...(f.model === undefined
+          ? { model: defaultBackboneDir(), baseModelName: BUNDLED_BACKBONE_NAME }
+          : { model: f.model }),
         out,
         steps: parseNumber(f.steps, '--steps', 'int'),
         epochs: parseNumber(f.epochs, '--epochs', 'positive'),

@@ -28,11 +28,10 @@ import { loadTokenizer, type ParaTokenizer } from '@para/tokenizer/node';
 import { skippedMessage, type TokenizedDataset, type TokenizerLike } from '../data';
 import { type EvalResult, evaluateDataset } from '../evaluate';
 import { disposeCheckpoint, FINETUNE_DEFAULTS, type FinetuneResult, finetune } from '../finetune';
-import { BUNDLED_BACKBONE_NAME } from '../presets';
 import type { DecayKind } from '../schedule';
 import type { TrainEvent } from '../trainer';
 import { CHECKPOINT_DIR, latestCheckpoint, loadCheckpoint, saveCheckpoint } from './checkpoint';
-import { defaultBackboneDir, loadDataset } from './files';
+import { loadDataset } from './files';
 import { metricsWriter, progressReporter } from './progress';
 
 /** A registered adapter method's name: `para`, `lora`, `ia3` (see @para/adapters' registry). */
@@ -76,11 +75,18 @@ export function defaultRank(method: MethodName): number | null {
   return m.rankKey === null ? null : (m.defaults[m.rankKey] as number);
 }
 
-/** A backbone directory's model and tokenizer (default: the bundled backbone). */
+function backboneDir(dir: string | undefined): string {
+  if (dir === undefined) {
+    throw new ParaError('INVALID_ARGUMENT', 'no backbone given', { field: 'model', expected: 'a model directory (or a loaded backbone)' });
+  }
+  return dir;
+}
+
+/** A backbone directory's model and tokenizer. */
 export async function loadBackbone(
-  dir?: string,
+  dir: string,
 ): Promise<{ dir: string; model: CausalLM; tokenizer: ParaTokenizer }> {
-  const d = dir ?? defaultBackboneDir();
+  const d = dir;
   const model = await loadModel(d);
   try {
     const tokenizer = await loadTokenizer(d);
@@ -115,8 +121,10 @@ export interface TrainFilesOptions {
   method: MethodName;
   data: string;
   evalData?: string;
-  /** Backbone directory (default: the bundled one). */
+  /** Backbone directory (or pass a loaded `backbone`). */
   model?: string;
+  /** Written as the adapter's base_model_name_or_path (default: the backbone directory). */
+  baseModelName?: string;
   /** Default `adapters/<dataset>-<method>`. */
   out?: string;
   steps?: number;
@@ -164,7 +172,7 @@ export interface TrainFilesResult {
 
 export async function trainAdapterFromFiles(o: TrainFilesOptions): Promise<TrainFilesResult> {
   const log = o.log ?? ((s: string) => process.stderr.write(`${s}\n`));
-  const backbone = o.backbone ?? (await loadBackbone(o.model));
+  const backbone = o.backbone ?? (await loadBackbone(backboneDir(o.model)));
   const owned = o.backbone === undefined;
   const { model, tokenizer } = backbone;
   const out = o.out ?? path.join('adapters', `${datasetName(o.data)}-${o.method}`);
@@ -180,11 +188,7 @@ export async function trainAdapterFromFiles(o: TrainFilesOptions): Promise<Train
       const msg = d === undefined ? null : skippedMessage(d, maxLength);
       if (msg !== null) log(msg);
     }
-    // The bundled backbone is recorded by its repository path, not this machine's absolute one.
-    const baseName =
-      path.resolve(backbone.dir) === path.resolve(defaultBackboneDir())
-        ? BUNDLED_BACKBONE_NAME
-        : backbone.dir;
+    const baseName = o.baseModelName ?? backbone.dir;
     adapter = createAdapter(model.config, methodConfig(o.method, o.r, baseName), {
       seed: o.seed ?? 0,
     });
@@ -370,7 +374,7 @@ export async function evalFromFiles(
   o: EvalFilesOptions,
 ): Promise<EvalResult & { skipped: number }> {
   const log = o.log ?? ((s: string) => process.stderr.write(`${s}\n`));
-  const backbone = o.backbone ?? (await loadBackbone(o.model));
+  const backbone = o.backbone ?? (await loadBackbone(backboneDir(o.model)));
   const owned = o.backbone === undefined;
   let adapter: AnyAdapter | null = null;
   try {
