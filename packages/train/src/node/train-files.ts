@@ -77,7 +77,10 @@ export function defaultRank(method: MethodName): number | null {
 
 function backboneDir(dir: string | undefined): string {
   if (dir === undefined) {
-    throw new ParaError('INVALID_ARGUMENT', 'no backbone given', { field: 'model', expected: 'a model directory (or a loaded backbone)' });
+    throw new ParaError('INVALID_ARGUMENT', 'no backbone given', {
+      field: 'model',
+      expected: 'a model directory (or a loaded backbone)',
+    });
   }
   return dir;
 }
