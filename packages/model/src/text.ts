@@ -193,6 +193,7 @@ async function* streamEncoded(
   const outer = options.signal;
   const onOuterAbort = () => abort.abort();
   outer?.addEventListener('abort', onOuterAbort);
+  if (outer?.aborted) abort.abort();
   const { stop: _stop, keepSpecialTokens: _keep, ...rest } = options;
   try {
     const it = generateStream(model, prompts, {
