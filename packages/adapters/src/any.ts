@@ -1,6 +1,7 @@
 /** Any adapter of any registered method, and creating one from a config of any method. */
 
-import type { ModelConfig } from '@para/model';
+import { ParaError } from '@para/core';
+import { countParameters, type ModelConfig } from '@para/model';
 import type { PeftAdapter } from './base/adapter';
 import { INLINE_CONFIG } from './base/config';
 import type { Ia3ConfigInit } from './ia3/config';
@@ -29,5 +30,24 @@ export function createAdapter(
   const raw = config as Readonly<Record<string, unknown>>;
   const file = options.file ?? INLINE_CONFIG;
   const method = methodOfConfig(raw, file);
-  return method.create(modelConfig, method.resolveConfig(raw, file), { seed: options.seed ?? 0 });
+  const resolved = method.resolveConfig(raw, file);
+  // Sizes are checked before anything is allocated: an adapter larger than its backbone is a
+  // mistake (a rank typed with extra zeros), and it would otherwise allocate gigabytes first.
+  const size = method
+    .tensorSpecs(resolved, modelConfig)
+    .reduce((n, t) => n + t.shape.reduce((a, b) => a * b, 1), 0);
+  const backbone = countParameters(modelConfig);
+  if (size > backbone) {
+    throw new ParaError(
+      'INVALID_CONFIG',
+      `this ${method.peftType} adapter would have ${size.toLocaleString('en-US')} parameters, more than the ${backbone.toLocaleString('en-US')} of its backbone`,
+      {
+        file,
+        field: method.rankKey ?? 'target_modules',
+        expected: 'an adapter smaller than the model it adapts',
+        actual: method.rankKey === null ? undefined : JSON.stringify(raw[method.rankKey]),
+      },
+    );
+  }
+  return method.create(modelConfig, resolved, { seed: options.seed ?? 0 });
 }

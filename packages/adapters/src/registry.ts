@@ -17,7 +17,7 @@
  */
 
 import { ParaError } from '@para/core';
-import type { AdapterSite, CausalLM, ModelConfig, ProjectionName } from '@para/model';
+import type { AdapterSite, CausalLM, ModelConfig, ProjectionName, TensorSpec } from '@para/model';
 import type * as tf from '@tensorflow/tfjs-core';
 import type { PeftAdapter } from './base/adapter';
 import type { BaseAdapterConfig } from './base/config';
@@ -70,6 +70,8 @@ export interface AdapterMethod<
   readonly rankKey: string | null;
   /** Validates a raw config (typed errors naming `file` and the key) and fills in defaults. */
   resolveConfig(raw: Readonly<Record<string, unknown>>, file: string): C;
+  /** Every tensor of the adapter file for `modelConfig`, by name and shape, computed without allocating (load checks). */
+  tensorSpecs(config: C, modelConfig: ModelConfig): TensorSpec[];
   /** A fresh adapter for `modelConfig` (seeded init). */
   create(modelConfig: ModelConfig, config: C, options: { seed?: number | string }): A;
   /** Whether `adapter` is one of this method's. */

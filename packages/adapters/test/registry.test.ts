@@ -36,6 +36,12 @@ interface OScaleConfig extends BaseAdapterConfig {
   peft_type: 'OSCALE';
 }
 
+const oscaleSpecs = (m: ModelConfig): TensorSpec[] =>
+  Array.from({ length: m.numLayers }, (_, i) => ({
+    name: `layers.${i}.oscale`,
+    shape: [m.hiddenSize],
+  }));
+
 const OSCALE_METHOD: AdapterMethod<OScaleConfig, OScaleAdapter> = {
   peftType: 'OSCALE',
   name: 'oscale',
@@ -48,6 +54,7 @@ const OSCALE_METHOD: AdapterMethod<OScaleConfig, OScaleAdapter> = {
     base_model_name_or_path:
       typeof raw.base_model_name_or_path === 'string' ? raw.base_model_name_or_path : null,
   }),
+  tensorSpecs: (_config, modelConfig) => oscaleSpecs(modelConfig),
   create: (modelConfig, config) => new OScaleAdapter(config, modelConfig),
   owns: (a: PeftAdapter): a is OScaleAdapter => a instanceof OScaleAdapter,
   mixedLayer(groups, layer) {
@@ -78,10 +85,7 @@ class OScaleAdapter extends PeftAdapter<OScaleConfig> {
     return ['o_proj'];
   }
   tensorSpecs(m: ModelConfig = this.modelConfig): TensorSpec[] {
-    return Array.from({ length: m.numLayers }, (_, i) => ({
-      name: `layers.${i}.oscale`,
-      shape: [m.hiddenSize],
-    }));
+    return oscaleSpecs(m);
   }
   toConfigJson(): Record<string, unknown> {
     return { peft_type: 'OSCALE' };

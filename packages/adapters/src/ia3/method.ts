@@ -7,7 +7,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import type { PeftAdapter } from '../base/adapter';
 import type { AdapterMethod, MixedContribution, RowScale } from '../registry';
 import { IA3_DEFAULTS, type Ia3Config, resolveIa3Config } from './config';
-import { Ia3Adapter } from './model';
+import { Ia3Adapter, ia3TensorSpecs } from './model';
 
 export const IA3_METHOD: AdapterMethod<Ia3Config, Ia3Adapter> = {
   peftType: 'IA3',
@@ -18,6 +18,7 @@ export const IA3_METHOD: AdapterMethod<Ia3Config, Ia3Adapter> = {
   rankKey: null,
   resolveConfig: (raw, file) => resolveIa3Config(raw, file),
   create: (modelConfig, config, options) => Ia3Adapter.fromConfig(modelConfig, config, options),
+  tensorSpecs: (config, modelConfig) => ia3TensorSpecs(config, modelConfig),
   owns: (a: PeftAdapter): a is Ia3Adapter => a instanceof Ia3Adapter,
   mixedLayer(groups, layer): MixedContribution {
     const scales: RowScale[] = [];

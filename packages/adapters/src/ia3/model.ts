@@ -34,6 +34,16 @@ import {
 import { ia3Scale, ia3Vector } from './layer';
 import { IA3_METHOD } from './method';
 
+/** Every tensor of an IA3 adapter file for `modelConfig`, by name and shape (nothing allocated). */
+export function ia3TensorSpecs(c: Ia3Config, modelConfig: ModelConfig): TensorSpec[] {
+  const specs: TensorSpec[] = [];
+  for (let i = 0; i < modelConfig.numLayers; i++) {
+    for (const t of c.target_modules)
+      specs.push({ name: ia3TensorName(i, t), shape: ia3VectorShape(c, modelConfig, t).shape });
+  }
+  return specs;
+}
+
 /** PEFT name of an IA3 vector. */
 export function ia3TensorName(layer: number, module: string): string {
   return `${projectionPath(layer, module)}.ia3_l`;
@@ -99,15 +109,7 @@ export class Ia3Adapter extends PeftAdapter<Ia3Config> {
   }
 
   tensorSpecs(modelConfig: ModelConfig = this.modelConfig): TensorSpec[] {
-    const specs: TensorSpec[] = [];
-    for (let i = 0; i < modelConfig.numLayers; i++) {
-      for (const t of this.config.target_modules)
-        specs.push({
-          name: ia3TensorName(i, t),
-          shape: ia3VectorShape(this.config, modelConfig, t).shape,
-        });
-    }
-    return specs;
+    return ia3TensorSpecs(this.config, modelConfig);
   }
 
   toConfigJson(): Record<string, unknown> {

@@ -29,10 +29,11 @@ import {
   serializeSafetensors,
   type TensorStore,
 } from '@para/core';
-import type { CausalLM, ModelConfig } from '@para/model';
+import type { CausalLM, ModelConfig, TensorSpec } from '@para/model';
 import type * as tf from '@tensorflow/tfjs-core';
 import { type AnyAdapter, createAdapter } from '../any';
 import { parseConfigJson } from '../base/config';
+import { methodOfConfig } from '../methods';
 
 export const ADAPTER_CONFIG_FILE = 'adapter_config.json';
 export const ADAPTER_WEIGHTS_FILE = 'adapter_model.safetensors';
@@ -111,7 +112,17 @@ function shapeText(s: readonly number[]): string {
  * both shapes).
  */
 export async function checkAdapterTensors(adapter: AnyAdapter, store: TensorStore): Promise<void> {
-  const specs = adapter.tensorSpecs();
+  await checkTensorSpecs(adapter.tensorSpecs(), adapter.peftType, adapter.modelConfig, store);
+}
+
+/** `checkAdapterTensors` from the specs a config implies (before any adapter is allocated). */
+async function checkTensorSpecs(
+  specs: readonly TensorSpec[],
+  peftType: string,
+  modelConfig: ModelConfig,
+  store: TensorStore,
+): Promise<void> {
+  const adapter = { peftType, modelConfig };
   const expected = new Set(specs.map((s) => s.name));
   for (const s of specs) {
     if (!store.has(s.name)) {
@@ -182,7 +193,10 @@ export function checkBaseModel(
   expected: string | undefined,
   file: string,
 ): void {
-  const name = adapter.config.base_model_name_or_path;
+  checkBaseModelName(adapter.config.base_model_name_or_path, expected, file);
+}
+
+function checkBaseModelName(name: string | null, expected: string | undefined, file: string): void {
   if (expected === undefined || name === null || name === '') return;
   const tail = (s: string) =>
     s
@@ -234,15 +248,39 @@ export async function loadAdapterFrom(
   } finally {
     await src.close?.();
   }
-  const adapter = adapterFromConfig(text, modelConfig, src.name, options.seed ?? 0);
+  const store = await SafetensorsReader.open(await access.open(ADAPTER_WEIGHTS_FILE));
   try {
-    checkBaseModel(adapter, options.baseModelName, src.name);
-    const store = await SafetensorsReader.open(await access.open(ADAPTER_WEIGHTS_FILE));
-    try {
-      await loadAdapterTensors(adapter, store);
-    } finally {
-      await store.close();
-    }
+    return await loadChecked(text, src.name, store, modelConfig, options);
+  } finally {
+    await store.close();
+  }
+}
+
+/**
+ * The config, then the file's header against the shapes the config implies, and only then the
+ * adapter's allocation and its tensors: a config whose `r` (or any size) disagrees with the
+ * weights file is refused before anything is allocated.
+ */
+async function loadChecked(
+  configText: string,
+  configFile: string,
+  store: TensorStore,
+  modelConfig: ModelConfig,
+  options: LoadAdapterOptions,
+): Promise<AnyAdapter> {
+  const raw = parseConfigJson(configText, configFile);
+  const method = methodOfConfig(raw, configFile);
+  const config = method.resolveConfig(raw, configFile);
+  checkBaseModelName(config.base_model_name_or_path, options.baseModelName, configFile);
+  await checkTensorSpecs(
+    method.tensorSpecs(config, modelConfig),
+    method.peftType,
+    modelConfig,
+    store,
+  );
+  const adapter = method.create(modelConfig, config, { seed: options.seed ?? 0 });
+  try {
+    await loadAdapterTensors(adapter, store);
     return adapter;
   } catch (e) {
     adapter.dispose();
@@ -259,21 +297,8 @@ export async function adapterFromBytes(
 ): Promise<AnyAdapter> {
   const modelConfig = 'config' in model ? model.config : model;
   const name = options.name ?? '<memory>';
-  const adapter = adapterFromConfig(
-    config,
-    modelConfig,
-    `${name}/${ADAPTER_CONFIG_FILE}`,
-    options.seed ?? 0,
+  const store = await SafetensorsReader.open(
+    new ArrayBufferSource(weights, `${name}/${ADAPTER_WEIGHTS_FILE}`),
   );
-  try {
-    checkBaseModel(adapter, options.baseModelName, `${name}/${ADAPTER_CONFIG_FILE}`);
-    const store = await SafetensorsReader.open(
-      new ArrayBufferSource(weights, `${name}/${ADAPTER_WEIGHTS_FILE}`),
-    );
-    await loadAdapterTensors(adapter, store);
-    return adapter;
-  } catch (e) {
-    adapter.dispose();
-    throw e;
-  }
+  return loadChecked(config, `${name}/${ADAPTER_CONFIG_FILE}`, store, modelConfig, options);
 }

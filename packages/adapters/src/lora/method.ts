@@ -8,7 +8,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import type { PeftAdapter } from '../base/adapter';
 import type { AdapterMethod, MixedContribution, RowLora } from '../registry';
 import { LORA_DEFAULTS, type LoraConfig, resolveLoraConfig } from './config';
-import { LoraAdapter } from './model';
+import { LoraAdapter, loraTensorSpecs } from './model';
 
 export const LORA_METHOD: AdapterMethod<LoraConfig, LoraAdapter> = {
   peftType: 'LORA',
@@ -19,6 +19,7 @@ export const LORA_METHOD: AdapterMethod<LoraConfig, LoraAdapter> = {
   rankKey: 'r',
   resolveConfig: (raw, file) => resolveLoraConfig(raw, file),
   create: (modelConfig, config, options) => LoraAdapter.fromConfig(modelConfig, config, options),
+  tensorSpecs: (config, modelConfig) => loraTensorSpecs(config, modelConfig),
   owns: (a: PeftAdapter): a is LoraAdapter => a instanceof LoraAdapter,
   mixedLayer(groups, layer): MixedContribution {
     const loras: RowLora[] = [];

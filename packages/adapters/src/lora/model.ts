@@ -52,6 +52,28 @@ export interface LoraCreateOptions {
   seed?: number | string;
 }
 
+/**
+ * Every tensor of a LoRA adapter file for `modelConfig`, by name and shape (nothing allocated);
+ * `madeFor` is the model the config was written for (its layers bound layers_to_transform).
+ */
+export function loraTensorSpecs(
+  c: LoraConfig,
+  modelConfig: ModelConfig,
+  madeFor: ModelConfig = modelConfig,
+): TensorSpec[] {
+  const specs: TensorSpec[] = [];
+  for (const { layer, module } of loraTargets(c, {
+    ...modelConfig,
+    numLayers: Math.max(modelConfig.numLayers, madeFor.numLayers),
+  })) {
+    if (layer >= modelConfig.numLayers) continue;
+    const [out, inp] = projectionShape(modelConfig, module);
+    const n = loraTensorNames(layer, module);
+    specs.push({ name: n.A, shape: [c.r, inp] }, { name: n.B, shape: [out, c.r] });
+  }
+  return specs;
+}
+
 /** PEFT names: `base_model.model.model.layers.{i}.self_attn.q_proj.lora_A.weight`. */
 export function loraTensorNames(layer: number, module: string): { A: string; B: string } {
   const p = projectionPath(layer, module);
@@ -140,18 +162,7 @@ export class LoraAdapter extends PeftAdapter<LoraConfig> {
   }
 
   tensorSpecs(modelConfig: ModelConfig = this.modelConfig): TensorSpec[] {
-    const { r } = this.config;
-    const specs: TensorSpec[] = [];
-    for (const { layer, module } of loraTargets(this.config, {
-      ...modelConfig,
-      numLayers: Math.max(modelConfig.numLayers, this.modelConfig.numLayers),
-    })) {
-      if (layer >= modelConfig.numLayers) continue;
-      const [out, inp] = projectionShape(modelConfig, module);
-      const n = loraTensorNames(layer, module);
-      specs.push({ name: n.A, shape: [r, inp] }, { name: n.B, shape: [out, r] });
-    }
-    return specs;
+    return loraTensorSpecs(this.config, modelConfig, this.modelConfig);
   }
 
   toConfigJson(): Record<string, unknown> {

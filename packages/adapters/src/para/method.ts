@@ -12,7 +12,7 @@ import type { PeftAdapter } from '../base/adapter';
 import type { AdapterMethod, MixedContribution, MixedGroup, RowScale } from '../registry';
 import { PARA_DEFAULTS, type ParaConfig, resolveParaConfig } from './config';
 import { generateRows, pool, splitTargets } from './layer';
-import { ParaAdapter } from './model';
+import { ParaAdapter, paraTensorSpecs } from './model';
 
 const isRange = (xs: readonly number[], n: number) =>
   xs.length === n && xs.every((x, i) => x === i);
@@ -91,6 +91,7 @@ export const PARA_METHOD: AdapterMethod<ParaConfig, ParaAdapter> = {
   rankKey: 'r',
   resolveConfig: (raw, file) => resolveParaConfig(raw, file),
   create: (modelConfig, config, options) => ParaAdapter.fromConfig(modelConfig, config, options),
+  tensorSpecs: (config, modelConfig) => paraTensorSpecs(config, modelConfig),
   owns: (a: PeftAdapter): a is ParaAdapter => a instanceof ParaAdapter,
   mixedLayer(groups, layer, h, promptMask): MixedContribution {
     const scales: RowScale[] = [];

@@ -128,19 +128,7 @@ export class ParaAdapter extends PeftAdapter<ParaConfig> {
   }
 
   tensorSpecs(modelConfig: ModelConfig = this.modelConfig): TensorSpec[] {
-    const c = this.config;
-    const d = modelConfig.hiddenSize;
-    const D = paraTargetDims(c, modelConfig).reduce((a, b) => a + b, 0);
-    const specs: TensorSpec[] = [];
-    for (let i = 0; i < modelConfig.numLayers; i++) {
-      const n = paraTensorNames(i);
-      specs.push({ name: n.down, shape: [c.r, d] });
-      if (c.use_bias) specs.push({ name: n.downBias, shape: [c.r] });
-      specs.push({ name: n.up, shape: [D, c.r] });
-      if (c.use_bias) specs.push({ name: n.upBias, shape: [D] });
-      if (c.pooler === 'attention') specs.push({ name: n.pool, shape: [1, d] });
-    }
-    return specs;
+    return paraTensorSpecs(this.config, modelConfig);
   }
 
   toConfigJson(): Record<string, unknown> {
@@ -166,6 +154,22 @@ export class ParaAdapter extends PeftAdapter<ParaConfig> {
     };
     return this.hooks;
   }
+}
+
+/** Every tensor of a PARA adapter file for `modelConfig`, by name and shape (nothing allocated). */
+export function paraTensorSpecs(c: ParaConfig, modelConfig: ModelConfig): TensorSpec[] {
+  const d = modelConfig.hiddenSize;
+  const D = paraTargetDims(c, modelConfig).reduce((a, b) => a + b, 0);
+  const specs: TensorSpec[] = [];
+  for (let i = 0; i < modelConfig.numLayers; i++) {
+    const n = paraTensorNames(i);
+    specs.push({ name: n.down, shape: [c.r, d] });
+    if (c.use_bias) specs.push({ name: n.downBias, shape: [c.r] });
+    specs.push({ name: n.up, shape: [D, c.r] });
+    if (c.use_bias) specs.push({ name: n.upBias, shape: [D] });
+    if (c.pooler === 'attention') specs.push({ name: n.pool, shape: [1, d] });
+  }
+  return specs;
 }
 
 /** PEFT-style tensor names of layer i's PARA parameters. */

@@ -59,6 +59,25 @@ function listed(items: string[], limit = 12): string {
  * is missing, else `SHAPE_MISMATCH`) listing missing, unexpected and mis-shaped tensors.
  */
 export async function validateCheckpoint(store: TensorStore, config: ModelConfig): Promise<void> {
+  // The header bounds the work: a config that implies far more tensors than the file holds (say
+  // num_hidden_layers: 1e9) is refused from a one-layer count, before listing every layer's
+  // tensors. A small difference falls through to the one error below that lists them.
+  const base = tensorSpecs({ ...config, numLayers: 0 }).length;
+  const implied =
+    base + (tensorSpecs({ ...config, numLayers: 1 }).length - base) * config.numLayers;
+  const held = store.names().length;
+  if (implied > held + 4096) {
+    throw new ParaError(
+      'TENSOR_NOT_FOUND',
+      `config.json implies ${implied.toLocaleString('en-US')} tensors (${config.numLayers.toLocaleString('en-US')} layers) but the weights hold ${held}`,
+      {
+        file: store.name,
+        field: 'num_hidden_layers',
+        expected: `a config for the ${held} tensors of the weights file`,
+        actual: String(config.numLayers),
+      },
+    );
+  }
   const specs = tensorSpecs(config);
   const expected = new Set(specs.map((s) => s.name));
   const missing = specs.filter((s) => !store.has(s.name)).map((s) => s.name);
