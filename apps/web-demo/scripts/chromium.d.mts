@@ -2,3 +2,4 @@
 export const CHROMIUM_FLAGS: string[];
 export const WEBGPU_FLAG: string;
 export function findChromium(): string | null;
+export function chromiumForTests(label: string): string | null;

@@ -28,3 +28,16 @@ export function findChromium() {
   }
   return null;
 }
+
+/**
+ * The Chromium a browser test runs on, or null when there is none (the test is then skipped,
+ * with a warning naming `label`); with PARA_E2E_REQUIRED=1 a missing Chromium is an error.
+ */
+export function chromiumForTests(label) {
+  const path = findChromium();
+  const help = 'no chromium on PATH (apt-get install chromium, or set PARA_CHROMIUM)';
+  if (path === null && process.env.PARA_E2E_REQUIRED === '1')
+    throw new Error(`PARA_E2E_REQUIRED=1 but ${help}`);
+  if (path === null) console.warn(`${label}: skipped — ${help}`);
+  return path;
+}

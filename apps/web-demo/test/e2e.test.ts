@@ -20,23 +20,14 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { type Browser, chromium, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CHROMIUM_FLAGS, findChromium, WEBGPU_FLAG } from '../scripts/chromium.mjs';
+import { CHROMIUM_FLAGS, chromiumForTests, WEBGPU_FLAG } from '../scripts/chromium.mjs';
 import { serveWebDemo } from '../scripts/serve.mjs';
 
 const app = join(dirname(fileURLToPath(import.meta.url)), '..');
 const repo = join(app, '..', '..');
 const cli = join(repo, 'apps', 'node-demo', 'dist', 'cli.js');
 
-const chromiumPath = findChromium();
-const required = process.env.PARA_E2E_REQUIRED === '1';
-if (chromiumPath === null && required)
-  throw new Error(
-    'PARA_E2E_REQUIRED=1 but no chromium on PATH (apt-get install chromium, or set PARA_CHROMIUM)',
-  );
-if (chromiumPath === null)
-  console.warn(
-    'web-demo e2e: skipped — no chromium on PATH (apt-get install chromium, or set PARA_CHROMIUM)',
-  );
+const chromiumPath = chromiumForTests('web-demo e2e');
 
 /** `para …` in Node on the wasm backend; stdout parsed as JSON. */
 function para<T>(args: string[]): T {

@@ -11,19 +11,10 @@ import { fileURLToPath } from 'node:url';
 import { type Browser, chromium } from 'playwright-core';
 import { build, preview } from 'vite';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CHROMIUM_FLAGS, findChromium } from '../scripts/chromium.mjs';
+import { CHROMIUM_FLAGS, chromiumForTests } from '../scripts/chromium.mjs';
 
 const repo = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
-const chromiumPath = findChromium();
-const required = process.env.PARA_E2E_REQUIRED === '1';
-if (chromiumPath === null && required)
-  throw new Error(
-    'PARA_E2E_REQUIRED=1 but no chromium on PATH (apt-get install chromium, or set PARA_CHROMIUM)',
-  );
-if (chromiumPath === null)
-  console.warn(
-    'examples/browser: skipped — no chromium on PATH (apt-get install chromium, or set PARA_CHROMIUM)',
-  );
+const chromiumPath = chromiumForTests('examples/browser');
 
 describe.skipIf(chromiumPath === null)('examples/browser in Chromium', () => {
   let work: string;

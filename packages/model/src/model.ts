@@ -460,7 +460,7 @@ export class CausalLM {
       return generate(this, input as number[][], options as GenerateOptions);
     return generateText(
       this,
-      this.textTokenizer(),
+      this.requireTokenizer(),
       input as TextInput,
       options as TextGenerateOptions,
     );
@@ -471,7 +471,7 @@ export class CausalLM {
     input: string | readonly ChatMessage[],
     options: TextGenerateOptions = {},
   ): AsyncGenerator<string, string> {
-    return streamText(this, this.textTokenizer(), input, options);
+    return streamText(this, this.requireTokenizer(), input, options);
   }
 
   /** Streams tokens as they are produced (async iterator); see generate.ts. */
@@ -482,7 +482,8 @@ export class CausalLM {
     return generateStream(this, prompts, options);
   }
 
-  private textTokenizer(): ParaTokenizer {
+  /** `model.tokenizer`, or a typed error saying how to get one (text in and out needs it). */
+  requireTokenizer(): ParaTokenizer {
     if (this.tokenizer === null) {
       throw new ParaError(
         'INVALID_ARGUMENT',

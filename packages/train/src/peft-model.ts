@@ -138,14 +138,7 @@ export class PeftModel {
 
   /** The tokenizer of the backbone (from `loadPretrained`). */
   get tokenizer(): ParaTokenizer {
-    const t = this.base.tokenizer;
-    if (t === null)
-      throw new ParaError(
-        'INVALID_ARGUMENT',
-        'the model has no tokenizer: load it with loadPretrained, or set model.tokenizer',
-        { field: 'model.tokenizer' },
-      );
-    return t;
+    return this.base.requireTokenizer();
   }
 
   /** adapter_config.json as an object. */
