@@ -15,10 +15,18 @@ export type ParaErrorCode =
   | 'SIZE_MISMATCH'
   | 'TENSOR_NOT_FOUND'
   | 'SHAPE_MISMATCH'
+  /** NaN or ±Inf where finite numbers are required (weights, logits). */
+  | 'NON_FINITE'
+  /** Text that is not valid UTF-8. */
+  | 'INVALID_ENCODING'
   // configuration and arguments
   | 'INVALID_CONFIG'
   | 'INVALID_ARGUMENT'
   | 'UNSUPPORTED'
+  /** A bound on work or memory was reached (template output, regex, batch memory). */
+  | 'LIMIT_EXCEEDED'
+  /** Another live process holds this output directory. */
+  | 'LOCKED'
   // runtime environment
   | 'BACKEND_UNAVAILABLE'
   | 'IO_ERROR';
