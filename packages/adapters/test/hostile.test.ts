@@ -10,7 +10,14 @@ import { isParaError } from '@para/core/node';
 import type { CausalLM } from '@para/model';
 import * as tf from '@tensorflow/tfjs-core';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { createAdapter, loadAdapter, PeftAdapter, saveAdapter } from '../src/node';
+import {
+  createAdapter,
+  loadAdapter,
+  loraTargets,
+  PeftAdapter,
+  resolveLoraConfig,
+  saveAdapter,
+} from '../src/node';
 import { caught, useBackend } from './helpers/backends';
 import { tinyModel } from './helpers/models';
 
@@ -64,5 +71,63 @@ describe('hostile adapter configs', () => {
     }
     params.mockRestore();
     expect(tf.memory().numBytes).toBe(before.numBytes);
+  });
+});
+
+function thrown(fn: () => unknown): unknown {
+  try {
+    fn();
+  } catch (e) {
+    return e;
+  }
+  throw new Error('expected a throw');
+}
+const cfg = () => model.config;
+
+describe('target_modules regexes are matched in linear time (RE2), with re.fullmatch semantics', () => {
+  it('a catastrophic pattern such as (.*.*)*X is matched without backtracking: no module matches', () => {
+    // With JavaScript's RegExp this pattern backtracks exponentially on every module name.
+    const e = thrown(() => loraTargets(resolveLoraConfig({ target_modules: '(.*.*)*X' }), cfg()));
+    expect(isParaError(e, 'INVALID_CONFIG')).toBe(true);
+    expect((e as Error).message).toMatch(/matches no module/);
+    const nested = thrown(() =>
+      loraTargets(resolveLoraConfig({ target_modules: '((a+)+)+(b|c*)*\\.X' }), cfg()),
+    );
+    expect(isParaError(nested, 'INVALID_CONFIG')).toBe(true);
+  });
+
+  it('selects what re.fullmatch selects', () => {
+    const t = loraTargets(resolveLoraConfig({ target_modules: '.*\\.(q|v)_proj' }), cfg());
+    expect(t.map((x) => `${x.layer}.${x.module}`)).toEqual([
+      '0.q_proj',
+      '0.v_proj',
+      '1.q_proj',
+      '1.v_proj',
+    ]);
+    const one = loraTargets(
+      resolveLoraConfig({ target_modules: 'model\\.layers\\.1\\..*\\.v_proj' }),
+      cfg(),
+    );
+    expect(one).toEqual([{ layer: 1, module: 'v_proj' }]);
+    // A prefix match is not a full match.
+    const e = thrown(() =>
+      loraTargets(
+        resolveLoraConfig({ target_modules: 'model\\.layers\\.0\\.self_attn\\.q' }),
+        cfg(),
+      ),
+    );
+    expect(isParaError(e, 'INVALID_CONFIG')).toBe(true);
+  });
+
+  it.each([
+    ['(?=q)q_proj', 'UNSUPPORTED'],
+    ['(q)_proj\\1', 'UNSUPPORTED'],
+    ['([a-z', 'INVALID_CONFIG'],
+    ['a{100000}', 'INVALID_CONFIG'],
+    ['x'.repeat(5000), 'LIMIT_EXCEEDED'],
+  ])('pattern %j → typed %s naming target_modules', (pattern, code) => {
+    const e = thrown(() => loraTargets(resolveLoraConfig({ target_modules: pattern }), cfg()));
+    expect(isParaError(e, code as 'UNSUPPORTED')).toBe(true);
+    expect((e as { field?: string }).field).toBe('target_modules');
   });
 });

@@ -9,6 +9,7 @@
 
 import { ParaError } from '@para/core';
 import { PROJECTIONS, type ProjectionName } from '@para/model';
+import { RE2JS } from 're2js';
 
 /** The methods this package implements (`peft_type` in adapter_config.json). */
 /** The built-in methods' `peft_type`s; a registered method may add others (see registry.ts). */
@@ -272,14 +273,56 @@ export function isProjectionName(entry: string): entry is TargetModule {
   return (ALL_PROJECTIONS as readonly string[]).includes(entry);
 }
 
+/** A compiled `target_modules` pattern: `fullMatch(key)` is Python's `re.fullmatch(pattern, key)`. */
+export interface ModulePattern {
+  readonly source: string;
+  fullMatch(key: string): boolean;
+}
+
+/** Longer `target_modules` patterns are refused (PEFT's are a few dozen characters). */
+export const MAX_MODULE_PATTERN_LENGTH = 4096;
+
+/**
+ * Compiles a `target_modules` regex with RE2JS, a linear-time matcher (no backtracking), so a
+ * pattern from an untrusted adapter_config.json such as `(.*.*)*X` cannot hang the process the
+ * way JavaScript's `RegExp` would. RE2 syntax is Python's `re` without backreferences and
+ * lookaround; such a pattern is refused with a typed error rather than matched differently.
+ */
+export function compileModulePattern(
+  pattern: string,
+  file: string = INLINE_CONFIG,
+  field = 'target_modules',
+): ModulePattern {
+  const bad = (expected: string, code: 'INVALID_CONFIG' | 'LIMIT_EXCEEDED' | 'UNSUPPORTED') =>
+    new ParaError(code, 'bad target_modules pattern', {
+      file,
+      field,
+      expected,
+      actual: JSON.stringify(pattern.length > 200 ? `${pattern.slice(0, 200)}…` : pattern),
+    });
+  if (pattern.length > MAX_MODULE_PATTERN_LENGTH)
+    throw bad(`a pattern of at most ${MAX_MODULE_PATTERN_LENGTH} characters`, 'LIMIT_EXCEEDED');
+  let re: RE2JS;
+  try {
+    re = RE2JS.compile(pattern);
+  } catch (e) {
+    const unsupported = /Perl syntax|escape sequence/.test((e as Error).message);
+    throw bad(
+      `a list of module names, "all-linear", or a regular expression in RE2 syntax (${(e as Error).message}${unsupported ? '; backreferences and lookaround are not supported' : ''})`,
+      unsupported ? 'UNSUPPORTED' : 'INVALID_CONFIG',
+    );
+  }
+  return { source: pattern, fullMatch: (key) => re.matches(key) };
+}
+
 /** Keys of modules other than the projections that `re` fully matches (checked for layers < numLayers). */
-export function otherModulesMatching(re: RegExp, numLayers: number): string[] {
+export function otherModulesMatching(re: ModulePattern, numLayers: number): string[] {
   const keys = OTHER_MODULES.flatMap((t) =>
     t.includes('{i}')
       ? Array.from({ length: numLayers }, (_, i) => t.replace('{i}', String(i)))
       : [t],
   );
-  return keys.filter((k) => re.test(k));
+  return keys.filter((k) => re.fullMatch(k));
 }
 
 /**

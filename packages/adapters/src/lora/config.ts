@@ -17,6 +17,7 @@ import {
   ALL_PROJECTIONS,
   type BaseAdapterConfig,
   ConfigReader,
+  compileModulePattern,
   INLINE_CONFIG,
   listTargets,
   moduleKey,
@@ -64,14 +65,7 @@ export function resolveLoraConfig(
   let targets: string[] | string;
   if (typeof c.raw.target_modules === 'string') {
     targets = c.raw.target_modules;
-    try {
-      new RegExp(`^(?:${targets})$`);
-    } catch {
-      c.fail(
-        'target_modules',
-        'a list of module names, "all-linear", or a valid regular expression',
-      );
-    }
+    if (targets.toLowerCase() !== 'all-linear') compileModulePattern(targets, file);
     // PEFT's LoraConfig refuses this too: a string selects layers by itself.
     if (c.has('layers_to_transform'))
       c.fail(
@@ -163,7 +157,7 @@ export function loraTargets(
   const list = Array.isArray(c.target_modules) ? c.target_modules : null;
   const re =
     list === null && (c.target_modules as string).toLowerCase() !== 'all-linear'
-      ? new RegExp(`^(?:${c.target_modules as string})$`)
+      ? compileModulePattern(c.target_modules as string, file)
       : null;
   if (re !== null) {
     const other = otherModulesMatching(re, m.numLayers);
@@ -191,7 +185,7 @@ export function loraTargets(
     }
     if (list !== null) continue;
     for (const p of ALL_PROJECTIONS) {
-      if (re !== null && !re.test(moduleKey(i, p))) continue;
+      if (re !== null && !re.fullMatch(moduleKey(i, p))) continue;
       out.push({ layer: i, module: p });
     }
   }
