@@ -6,7 +6,7 @@
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { isParaError } from '@para/core/node';
+import { isParaError, openSafetensorsFile, writeSafetensorsFile } from '@para/core/node';
 import type { CausalLM } from '@para/model';
 import * as tf from '@tensorflow/tfjs-core';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
@@ -130,4 +130,34 @@ describe('target_modules regexes are matched in linear time (RE2), with re.fullm
     expect(isParaError(e, code as 'UNSUPPORTED')).toBe(true);
     expect((e as { field?: string }).field).toBe('target_modules');
   });
+});
+
+describe('non-finite adapter weights', () => {
+  it.each(['PARA', 'LORA', 'IA3'])(
+    '%s: NaN in adapter_model.safetensors is refused at load naming the file and tensor',
+    async (peftType) => {
+      const out = join(dir, `nan-${peftType}`);
+      const a = createAdapter(model.config, { peft_type: peftType });
+      await saveAdapter(a, out);
+      a.dispose();
+      const file = join(out, 'adapter_model.safetensors');
+      const r = await openSafetensorsFile(file);
+      const all = await r.readAll();
+      await r.close();
+      const name = Object.keys(all).sort()[0]!;
+      const data = (await all[name]!.data()) as Float32Array;
+      data[0] = Number.NaN;
+      const shape = all[name]!.shape;
+      all[name]!.dispose();
+      all[name] = tf.tensor(data, shape);
+      await writeSafetensorsFile(file, all);
+      tf.dispose(Object.values(all));
+      const before = tf.memory().numTensors;
+      const e = await caught(() => loadAdapter(out, model));
+      expect(isParaError(e, 'NON_FINITE')).toBe(true);
+      expect((e as { field: string }).field).toBe(name);
+      expect((e as { file: string }).file).toContain('adapter_model.safetensors');
+      expect(tf.memory().numTensors).toBe(before);
+    },
+  );
 });

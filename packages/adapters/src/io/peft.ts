@@ -24,6 +24,7 @@ import {
   type FloatStorageDtype,
   MAX_HEADER_BYTES,
   ParaError,
+  readFiniteTensor,
   readWhole,
   SafetensorsReader,
   serializeSafetensors,
@@ -180,7 +181,7 @@ export async function loadAdapterTensors(adapter: AnyAdapter, store: TensorStore
   await checkAdapterTensors(adapter, store);
   const read: Record<string, tf.Tensor> = {};
   try {
-    for (const { name } of adapter.tensorSpecs()) read[name] = await store.readTensor(name);
+    for (const { name } of adapter.tensorSpecs()) read[name] = await readFiniteTensor(store, name);
     adapter.loadStateDict(read, store.name);
   } finally {
     for (const t of Object.values(read)) t.dispose();

@@ -10,6 +10,7 @@ import {
   MAX_HEADER_BYTES,
   openSafetensorsCheckpoint,
   ParaError,
+  readFiniteTensor,
   readWhole,
   type TensorStore,
 } from '@para/core';
@@ -119,7 +120,7 @@ export async function loadWeights(store: TensorStore, config: ModelConfig): Prom
   await validateCheckpoint(store, config);
   const named: Record<string, tf.Tensor> = {};
   try {
-    for (const s of tensorSpecs(config)) named[s.name] = await store.readTensor(s.name);
+    for (const s of tensorSpecs(config)) named[s.name] = await readFiniteTensor(store, s.name);
   } catch (e) {
     tf.dispose(Object.values(named));
     throw e;
