@@ -7,9 +7,10 @@ import { spawnSync } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { initBackend, openSafetensorsFile } from '@para/core/node';
+import { initBackend, openSafetensorsFile, writeSafetensorsFile } from '@para/core/node';
 import { CausalLM, createConfig, saveModel } from '@para/model/node';
 import { loadTokenizer, saveTokenizer, trainBpeTokenizer } from '@para/tokenizer/node';
+import * as tf from '@tensorflow/tfjs-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { appDir, cli, expectTypedError, paraRunner } from './helpers/cli';
 
@@ -100,6 +101,41 @@ describe('para logits', () => {
       'INVALID_ARGUMENT',
       'backend',
     );
+  });
+});
+
+describe('para logits: overflow', () => {
+  it('non-finite logits are a NON_FINITE error (exit 1), never NaN printed as JSON', async () => {
+    // Finite weights (so the loader accepts them) large enough that float32 overflows.
+    const dir = join(work, 'overflow');
+    const config = createConfig({
+      vocabSize: 64,
+      hiddenSize: 16,
+      intermediateSize: 32,
+      numLayers: 1,
+      numHeads: 2,
+      numKvHeads: 2,
+    });
+    const m = CausalLM.random(config, 1);
+    await saveModel(m, dir);
+    m.dispose();
+    const file = join(dir, 'model.safetensors');
+    const r = await openSafetensorsFile(file);
+    const all = await r.readAll();
+    await r.close();
+    // The final norm's output times lm_head overflows; earlier huge values would be normed away.
+    for (const name of ['model.norm.weight', 'lm_head.weight']) {
+      const t = all[name]!;
+      all[name] = tf.fill(t.shape, 3e38);
+      t.dispose();
+    }
+    await writeSafetensorsFile(file, all);
+    tf.dispose(Object.values(all));
+    const out = para(['logits', '--model', dir, '--ids', '1,2,3']);
+    expect(out.code, out.stderr).not.toBe(0);
+    expect(out.stdout).toBe('');
+    expect(out.stderr).toContain('NON_FINITE');
+    expect(out.stderr).toContain('position 0');
   });
 });
 

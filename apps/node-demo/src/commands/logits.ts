@@ -5,10 +5,12 @@
  * tokenizer, special tokens added); the default model is the bundled backbone.
  * `--adapter DIR` applies a PARA, LoRA or IA3 adapter (PEFT layout); `--prompt-len N`: PARA's
  * vectors come from the first N ids (default: all of them).
+ * Logits that are NaN or infinite (float32 overflow) are not printed: the command fails with
+ * NON_FINITE (exit ≠ 0) naming the first position and token.
  */
 
 import { type AnyAdapter, loadAdapter } from '@para/adapters/node';
-import { ParaError } from '@para/core/node';
+import { findNonFinite, ParaError } from '@para/core/node';
 import { type CausalLM, loadModel } from '@para/model/node';
 import { loadTokenizer } from '@para/tokenizer/node';
 import type { Command } from 'commander';
@@ -142,6 +144,18 @@ export function registerLogitsCommand(program: Command): void {
           const data = await logits.data();
           logits.dispose();
           const V = model.config.vocabSize;
+          // JSON has no NaN or Infinity: refuse rather than print something no parser reads.
+          const bad = findNonFinite(data);
+          if (bad !== null) {
+            const t = Math.floor(bad.index / V);
+            throw new ParaError('NON_FINITE', 'the logits hold NaN or infinite values', {
+              file: dir,
+              field: 'logits',
+              expected:
+                'finite logits (the weights are finite, so the computation overflowed float32: weights far too large)',
+              actual: `${bad.count} non-finite values, the first at position ${t}, token ${bad.index - t * V}`,
+            });
+          }
           // Float32 values printed as the doubles they are: exact, and parseable anywhere.
           const rows = ids.map(
             (_, t) => `[${Array.from(data.subarray(t * V, (t + 1) * V)).join(',')}]`,
