@@ -160,6 +160,25 @@ describe('para logits --adapter', () => {
     );
   });
 
+  it('an adapter whose base_model_name_or_path names another model loads with a warning', async () => {
+    const p = ParaAdapter.create(
+      model.config,
+      { r: 4, base_model_name_or_path: 'some-org/other-model' },
+      { seed: 1 },
+    );
+    const dir = join(work, 'other-base');
+    await saveAdapter(p, dir);
+    p.dispose();
+    const r = para(['logits', '--model', base, '--ids', '1,2', '--adapter', dir]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(logitsOf(r.stdout)).toHaveLength(2);
+    expect(r.stderr).toMatch(/para: warning: .*adapter_config\.json.*another base model/);
+    expect(r.stderr).toContain('"some-org/other-model"');
+    // The adapter saved above names no base: no warning.
+    const quiet = para(['logits', '--model', base, '--ids', '1,2', '--adapter', paraDir]);
+    expect(quiet.stderr).not.toContain('warning');
+  });
+
   it('an adapter for another base model names the tensor and both shapes', async () => {
     const other = createConfig({
       vocabSize: 96,

@@ -9,6 +9,7 @@
  * NON_FINITE (exit ≠ 0) naming the first position and token.
  */
 
+import * as path from 'node:path';
 import { type AnyAdapter, loadAdapter } from '@para/adapters/node';
 import { findNonFinite, ParaError } from '@para/core/node';
 import { type CausalLM, loadModel } from '@para/model/node';
@@ -46,7 +47,14 @@ export async function loadModelAndAdapter(
   const model = await loadModel(dir);
   if (adapterDir === undefined) return { model, adapter: null };
   try {
-    return { model, adapter: await loadAdapter(adapterDir, model) };
+    // An adapter trained on another backbone (by its base_model_name_or_path) is loaded with a
+    // warning: its shapes fit, which is all loadAdapter can check.
+    const adapter = await loadAdapter(adapterDir, model, {
+      baseModelName: path.resolve(dir),
+      baseModelMismatch: 'warn',
+      warn: (m) => process.stderr.write(`para: warning: ${m}\n`),
+    });
+    return { model, adapter };
   } catch (e) {
     model.dispose();
     throw e;

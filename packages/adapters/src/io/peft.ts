@@ -35,6 +35,7 @@ import type * as tf from '@tensorflow/tfjs-core';
 import { type AnyAdapter, createAdapter } from '../any';
 import { parseConfigJson } from '../base/config';
 import { methodOfConfig } from '../methods';
+import { checkConfigStamp } from './stamp';
 
 export const ADAPTER_CONFIG_FILE = 'adapter_config.json';
 export const ADAPTER_WEIGHTS_FILE = 'adapter_model.safetensors';
@@ -61,6 +62,14 @@ export interface LoadAdapterOptions {
    * (compared by the last path segment, so a hub id and a local copy match).
    */
   baseModelName?: string;
+  /**
+   * What a base-model mismatch (see `baseModelName`) does: `'error'` (default) throws
+   * INVALID_CONFIG; `'warn'` passes the message to `warn` and loads the adapter anyway (the CLI:
+   * a user may have renamed or copied the backbone, but should hear about it).
+   */
+  baseModelMismatch?: 'error' | 'warn';
+  /** Receives warnings (default: `console.warn`). */
+  warn?: (message: string) => void;
   /** Seed for the throwaway init before the file's values are assigned (irrelevant to results). */
   seed?: number;
 }
@@ -197,7 +206,12 @@ export function checkBaseModel(
   checkBaseModelName(adapter.config.base_model_name_or_path, expected, file);
 }
 
-function checkBaseModelName(name: string | null, expected: string | undefined, file: string): void {
+function checkBaseModelName(
+  name: string | null,
+  expected: string | undefined,
+  file: string,
+  options: LoadAdapterOptions = {},
+): void {
   if (expected === undefined || name === null || name === '') return;
   const tail = (s: string) =>
     s
@@ -205,12 +219,16 @@ function checkBaseModelName(name: string | null, expected: string | undefined, f
       .split(/[\\/]/)
       .pop() ?? s;
   if (tail(name) !== tail(expected)) {
-    throw new ParaError('INVALID_CONFIG', 'the adapter was made for another base model', {
+    const e = new ParaError('INVALID_CONFIG', 'the adapter was made for another base model', {
       file,
       field: 'base_model_name_or_path',
       expected: JSON.stringify(expected),
       actual: JSON.stringify(name),
     });
+    if (options.baseModelMismatch !== 'warn') throw e;
+    (options.warn ?? ((m: string) => console.warn(m)))(
+      `${e.message}; loading it anyway: its shapes fit this model, but it was trained on another`,
+    );
   }
 }
 
@@ -270,9 +288,16 @@ async function loadChecked(
   options: LoadAdapterOptions,
 ): Promise<AnyAdapter> {
   const raw = parseConfigJson(configText, configFile);
+  // Weights saved with another config (an interrupted save, an edited config) are refused.
+  checkConfigStamp(
+    raw,
+    configFile,
+    (store as { metadata?: Record<string, string> }).metadata,
+    store.name,
+  );
   const method = methodOfConfig(raw, configFile);
   const config = method.resolveConfig(raw, configFile);
-  checkBaseModelName(config.base_model_name_or_path, options.baseModelName, configFile);
+  checkBaseModelName(config.base_model_name_or_path, options.baseModelName, configFile, options);
   await checkTensorSpecs(
     method.tensorSpecs(config, modelConfig),
     method.peftType,
