@@ -79,7 +79,8 @@ describe('adapter files (PEFT layout)', () => {
     expect(st.info(`${p0}up.bias`).shape).toEqual([dv + dq]);
     expect(st.info(`${p0}pool.weight`).shape).toEqual([1, d]);
     expect(st.names()).toHaveLength(5 * model.config.numLayers);
-    expect(st.metadata).toEqual({ format: 'pt' });
+    expect(st.metadata).toMatchObject({ format: 'pt' });
+    expect(st.metadata['para.adapter_config_sha256']).toMatch(/^[0-9a-f]{64}$/);
     await st.close();
 
     const back = await loadAdapter(out, model);

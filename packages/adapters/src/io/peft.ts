@@ -288,13 +288,6 @@ async function loadChecked(
   options: LoadAdapterOptions,
 ): Promise<AnyAdapter> {
   const raw = parseConfigJson(configText, configFile);
-  // Weights saved with another config (an interrupted save, an edited config) are refused.
-  checkConfigStamp(
-    raw,
-    configFile,
-    (store as { metadata?: Record<string, string> }).metadata,
-    store.name,
-  );
   const method = methodOfConfig(raw, configFile);
   const config = method.resolveConfig(raw, configFile);
   checkBaseModelName(config.base_model_name_or_path, options.baseModelName, configFile, options);
@@ -303,6 +296,13 @@ async function loadChecked(
     method.peftType,
     modelConfig,
     store,
+  );
+  // Weights saved with another config (an interrupted save, an edited config) are refused.
+  checkConfigStamp(
+    raw,
+    configFile,
+    (store as { metadata?: Record<string, string> }).metadata,
+    store.name,
   );
   const adapter = method.create(modelConfig, config, { seed: options.seed ?? 0 });
   try {
