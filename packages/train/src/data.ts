@@ -304,3 +304,109 @@ export function skippedMessage(d: TokenizedDataset, maxLength: number): string |
   const more = d.skipped.length > 10 ? `, … (${d.skipped.length - 10} more)` : '';
   return `${d.file}: skipped ${d.skipped.length} of ${d.skipped.length + d.examples.length} examples longer than the model's context (${maxLength} tokens): line${d.skipped.length > 1 ? 's' : ''} ${lines.join(', ')}${more} (the strict option makes this an error)`;
 }
+
+export interface DecodeTextOptions {
+  /**
+   * Replace bytes that are not valid UTF-8 with U+FFFD (and warn through `log` with the count)
+   * instead of refusing the file.
+   */
+  allowInvalidUtf8?: boolean;
+  /** Where the warning goes (default: console.warn). */
+  log?: (s: string) => void;
+}
+
+/** Offset of the first byte that does not start or continue a valid UTF-8 sequence (-1: none). */
+export function firstInvalidUtf8(bytes: Uint8Array): number {
+  const n = bytes.length;
+  let i = 0;
+  while (i < n) {
+    const b = bytes[i] as number;
+    if (b < 0x80) {
+      i++;
+      continue;
+    }
+    let len: number;
+    let lo = 0x80;
+    let hi = 0xbf;
+    if (b >= 0xc2 && b <= 0xdf) len = 2;
+    else if (b >= 0xe0 && b <= 0xef) {
+      len = 3;
+      if (b === 0xe0) lo = 0xa0;
+      else if (b === 0xed) hi = 0x9f;
+    } else if (b >= 0xf0 && b <= 0xf4) {
+      len = 4;
+      if (b === 0xf0) lo = 0x90;
+      else if (b === 0xf4) hi = 0x8f;
+    } else return i;
+    for (let k = 1; k < len; k++) {
+      const c = bytes[i + k];
+      // A truncated or broken sequence: the lead byte is where the text stops being UTF-8.
+      if (c === undefined || c < (k === 1 ? lo : 0x80) || c > (k === 1 ? hi : 0xbf)) return i;
+    }
+    i += len;
+  }
+  return -1;
+}
+
+/**
+ * A text file's bytes as a string. Bytes that are not valid UTF-8 are an INVALID_ENCODING error
+ * naming the file, the 1-based line and the byte offset of the first bad byte, unless
+ * `allowInvalidUtf8` (then each bad sequence becomes U+FFFD and a warning gives the count). A
+ * UTF-8 byte order mark is dropped.
+ */
+export function decodeUtf8Text(
+  bytes: Uint8Array,
+  file: string,
+  o: DecodeTextOptions & { field?: string } = {},
+): string {
+  try {
+    return new TextDecoder('utf-8', { fatal: true }).decode(bytes);
+  } catch {
+    // not UTF-8: find where, below
+  }
+  const offset = firstInvalidUtf8(bytes);
+  let line = 1;
+  let lineStart = 0;
+  for (let i = 0; i < offset; i++) {
+    if (bytes[i] === 0x0a) {
+      line++;
+      lineStart = i + 1;
+    }
+  }
+  const hex = Array.from(bytes.subarray(offset, offset + 4), (b) =>
+    b.toString(16).padStart(2, '0'),
+  ).join(' ');
+  if (o.allowInvalidUtf8 !== true) {
+    throw new ParaError(
+      'INVALID_ENCODING',
+      `line ${line} (byte ${offset} of the file, column byte ${offset - lineStart + 1}) is not valid UTF-8`,
+      {
+        file: `${file}:${line}`,
+        ...(o.field === undefined ? {} : { field: o.field }),
+        expected: 'UTF-8 text (allowInvalidUtf8 replaces bad bytes with U+FFFD)',
+        actual: `bytes ${hex}`,
+      },
+    );
+  }
+  const text = new TextDecoder('utf-8').decode(bytes);
+  // Replacements made = U+FFFD in the result − U+FFFD already in the file (EF BF BD).
+  let inResult = 0;
+  for (let i = 0; i < text.length; i++) if (text.charCodeAt(i) === 0xfffd) inResult++;
+  let inFile = 0;
+  for (let i = 0; i + 2 < bytes.length; i++)
+    if (bytes[i] === 0xef && bytes[i + 1] === 0xbf && bytes[i + 2] === 0xbd) inFile++;
+  const replaced = inResult - inFile;
+  (o.log ?? ((s: string) => console.warn(s)))(
+    `${file}: warning: replaced ${replaced} invalid UTF-8 sequence${replaced === 1 ? '' : 's'} with U+FFFD (the first at line ${line}, byte ${offset})`,
+  );
+  return text;
+}
+
+/** `parseJsonl` on a file's bytes, checked as UTF-8 first (see `decodeUtf8Text`). */
+export function parseJsonlBytes(
+  bytes: Uint8Array,
+  file: string,
+  o: DecodeTextOptions = {},
+): DatasetRecord[] {
+  return parseJsonl(decodeUtf8Text(bytes, file, o), file);
+}

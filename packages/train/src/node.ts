@@ -10,11 +10,25 @@ import { setAdapterDirectoryIO } from './peft-model';
 export * from './index';
 export {
   CHECKPOINT_DIR,
+  checkTrainerState,
+  hasCheckpoint,
+  type LoadCheckpointOptions,
   latestCheckpoint,
   loadCheckpoint,
   saveCheckpoint,
 } from './node/checkpoint';
-export { loadDataset, readJsonlFile } from './node/files';
+export {
+  acquireOutLock,
+  checkOutLock,
+  LOCK_FILE,
+  loadDataset,
+  type OutLock,
+  type OutLockInfo,
+  readJsonlFile,
+  readOutLock,
+  readTextFile,
+  withOutLock,
+} from './node/files';
 export {
   type PretrainOptions,
   type PretrainSummary,
@@ -28,10 +42,15 @@ export {
   progressReporter,
 } from './node/progress';
 export {
+  ACTIVATION_FACTOR,
   ADAPTER_METHODS,
+  checkNoInterruptedRun,
+  checkStepMemory,
   datasetName,
+  defaultMemoryLimit,
   defaultRank,
   type EvalFilesOptions,
+  estimateStepMemory,
   evalFromFiles,
   loadBackbone,
   type MethodName,
@@ -39,6 +58,7 @@ export {
   type TrainFilesOptions,
   type TrainFilesResult,
   trainAdapterFromFiles,
+  WASM_MEMORY_LIMIT,
 } from './node/train-files';
 
 // PeftModel.save(dir) / PeftModel.fromPretrained(model, dir) reach directories through this.

@@ -89,15 +89,19 @@ export const BACKBONE_PRESETS = {
 
 export type BackbonePresetName = keyof typeof BACKBONE_PRESETS;
 
+/**
+ * A preset by name. Own keys only: `constructor`, `toString` or `__proto__` are not presets
+ * (a plain index would return Object.prototype's members).
+ */
 export function backbonePreset(name: string): BackbonePreset {
-  const p = (BACKBONE_PRESETS as Record<string, BackbonePreset>)[name];
-  if (p === undefined) {
-    throw new ParaError('INVALID_ARGUMENT', `unknown backbone config "${name}"`, {
+  if (typeof name !== 'string' || !Object.hasOwn(BACKBONE_PRESETS, name)) {
+    throw new ParaError('INVALID_ARGUMENT', `unknown backbone config ${JSON.stringify(name)}`, {
       field: 'config',
-      expected: Object.keys(BACKBONE_PRESETS).join(' | '),
+      expected: `one of the presets: ${Object.keys(BACKBONE_PRESETS).join(' | ')}`,
+      actual: JSON.stringify(name),
     });
   }
-  return p;
+  return (BACKBONE_PRESETS as Record<string, BackbonePreset>)[name] as BackbonePreset;
 }
 
 /** The model config of a preset for a tokenizer's vocabulary and special ids. */

@@ -9,12 +9,16 @@
  *   4. OUT/ gets config.json + model.safetensors (HF layout), tokenizer.json +
  *      tokenizer_config.json, training_summary.json and metrics.jsonl
  *
+ * While it runs, OUT/.para.lock keeps a second run off the same OUT (LOCKED); an interrupted
+ * run's checkpoint in OUT is continued with `resume` or discarded with `force`, never silently.
+ * Inputs that are not UTF-8 are INVALID_ENCODING (naming file:line) unless `allowInvalidUtf8`.
+ *
  * The summary compares the final held-out loss with a unigram baseline on the same held-out
  * tokens: the cross-entropy of the training set's token frequencies (add-one smoothed), i.e.
  * what a model that ignores context entirely would score.
  */
 
-import { copyFile, mkdir, readFile, rm, stat } from 'node:fs/promises';
+import { copyFile, rm, stat } from 'node:fs/promises';
 import * as path from 'node:path';
 import { ParaError, Rng, writeFileAtomic } from '@para/core/node';
 import { CausalLM, saveModel } from '@para/model/node';
@@ -31,7 +35,15 @@ import { backbonePreset, DEFAULT_CHAT_TEMPLATE, presetModelConfig } from '../pre
 import { fullTrainable } from '../trainable';
 import { runTraining, type TrainEvent, Trainer } from '../trainer';
 import { CHECKPOINT_DIR, latestCheckpoint, loadCheckpoint, saveCheckpoint } from './checkpoint';
+import { readTextFile, withOutLock } from './files';
 import { metricsWriter, progressReporter } from './progress';
+import {
+  checkNoInterruptedRun,
+  checkStepMemory,
+  defaultMemoryLimit,
+  isOutOfMemory,
+  outOfMemoryError,
+} from './train-files';
 
 export interface PretrainOptions {
   inputs: string[];
@@ -48,6 +60,12 @@ export interface PretrainOptions {
   /** Fraction of documents held out (default 0.01). */
   heldOut?: number;
   resume?: boolean;
+  /** Start afresh in an OUT holding an interrupted run's checkpoint, discarding it. */
+  force?: boolean;
+  /** Replace bytes of the inputs that are not UTF-8 with U+FFFD (default: an error). */
+  allowInvalidUtf8?: boolean;
+  /** Bytes one training pass may take (default `defaultMemoryLimit()`); see `estimateStepMemory`. */
+  memoryLimit?: number;
   /** Keep OUT/checkpoints after a run that finished (default: removed, OUT then holds only the model). */
   keepCheckpoints?: boolean;
   /** The command line, recorded in the summary. */
@@ -87,6 +105,7 @@ export interface PretrainSummary {
 
 async function readDocuments(
   files: string[],
+  o: { allowInvalidUtf8?: boolean; log?: (s: string) => void },
 ): Promise<{ docs: string[]; inputs: { file: string; bytes: number }[] }> {
   if (files.length === 0)
     throw new ParaError('INVALID_ARGUMENT', 'no input files', {
@@ -96,18 +115,11 @@ async function readDocuments(
   const docs: string[] = [];
   const inputs: { file: string; bytes: number }[] = [];
   for (const file of files) {
-    let text: string;
-    try {
-      text = await readFile(file, 'utf8');
-    } catch (cause) {
-      const code = (cause as NodeJS.ErrnoException).code;
-      throw new ParaError(
-        code === 'ENOENT' ? 'FILE_NOT_FOUND' : 'IO_ERROR',
-        code === 'ENOENT' ? 'input file not found' : 'cannot read the input file',
-        { file, field: 'input', cause },
-      );
-    }
-    inputs.push({ file, bytes: Buffer.byteLength(text) });
+    const { text, bytes } = await readTextFile(file, {
+      allowInvalidUtf8: o.allowInvalidUtf8 ?? false,
+      ...(o.log === undefined ? {} : { log: o.log }),
+    });
+    inputs.push({ file, bytes });
     for (const line of text.split('\n')) {
       const d = line.replace(/\r$/, '').trim();
       if (d.length > 0) docs.push(d);
@@ -195,9 +207,35 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainSummary> {
       expected: `at most ${preset.contextLength}`,
       actual: String(seqLen),
     });
-  await mkdir(o.out, { recursive: true });
+  checkStepMemory(preset, batchSize, seqLen, 'batchSize', o.memoryLimit ?? defaultMemoryLimit());
+  return withOutLock(
+    o.out,
+    { log, ...(o.command === undefined ? {} : { command: o.command }) },
+    async () => {
+      await checkNoInterruptedRun(o.out, o, log);
+      return pretrainLocked(o, { log, presetName, preset, seed, steps, batchSize, seqLen });
+    },
+  );
+}
 
-  const { docs, inputs } = await readDocuments(o.inputs);
+async function pretrainLocked(
+  o: PretrainOptions,
+  c: {
+    log: (s: string) => void;
+    presetName: string;
+    preset: ReturnType<typeof backbonePreset>;
+    seed: number;
+    steps: number;
+    batchSize: number;
+    seqLen: number;
+  },
+): Promise<PretrainSummary> {
+  const { log, presetName, preset, seed, steps, batchSize, seqLen } = c;
+  const r = preset.recipe;
+  const { docs, inputs } = await readDocuments(o.inputs, {
+    allowInvalidUtf8: o.allowInvalidUtf8,
+    log,
+  });
   // Held-out documents: a seeded choice, the same for every run with these inputs.
   const heldFraction = o.heldOut ?? 0.01;
   const order = new Rng(`para-pretrain-heldout/${seed}`).shuffle(Array.from(docs, (_, i) => i));
@@ -254,132 +292,141 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainSummary> {
   const init = CausalLM.random(config, seed);
   const trainable = fullTrainable(init);
   init.dispose();
-  const trainer = new Trainer(trainable, {
-    lr: o.lr ?? r.lr,
-    totalSteps: steps,
-    warmupSteps: Math.min(r.warmupSteps, Math.max(0, steps - 1)),
-    decay: r.decay,
-    minLrRatio: r.minLrRatio,
-    weightDecay: r.weightDecay,
-    beta2: r.beta2,
-    maxGradNorm: r.maxGradNorm,
-    seed,
-  });
-  const plan = new WindowPlan(trainTokens, { seqLen, batchSize, seed });
-  const heldPlan = new WindowPlan(
-    heldTokens.length > seqLen + 1 ? heldTokens : padStream(heldTokens, seqLen + 1, eos),
-    { seqLen, batchSize: 1, seed },
-  );
-  const heldBatches = (limit: number) => {
-    const rows = Array.from({ length: Math.min(limit, heldPlan.numWindows) }, (_, i) =>
-      heldPlan.window(i),
-    );
-    const out = [];
-    for (let i = 0; i < rows.length; i += batchSize)
-      out.push(collateWindows(rows.slice(i, i + batchSize)));
-    return out;
-  };
-
-  let resumedFrom: number | null = null;
-  if (o.resume) {
-    const dir = await latestCheckpoint(o.out);
-    if (dir === null)
-      throw new ParaError('FILE_NOT_FOUND', 'no checkpoint to resume from', {
-        file: path.join(o.out, 'checkpoints'),
-        field: 'resume',
-        expected: 'a previous run with the same --out',
-      });
-    const data = await loadCheckpoint(dir);
-    try {
-      trainer.restore(data, dir);
-    } finally {
-      tf.dispose(Object.values(data.tensors));
-    }
-    resumedFrom = trainer.step;
-    log(`resumed from ${dir} (step ${trainer.step})`);
-  }
-
-  const metrics = metricsWriter(path.join(o.out, 'metrics.jsonl'), resumedFrom);
-  const progress = progressReporter({
-    quiet: o.progress === false,
-    plain: o.plain,
-    label: 'pretrain',
-  });
-  let lastEval: { step: number; loss: number; n: number } | null = null;
-  let result: Awaited<ReturnType<typeof runTraining>>;
+  let owned: Trainer | undefined;
   try {
-    result = await runTraining(trainer, {
-      plan,
-      evalEvery: r.evalEvery,
-      evaluate: async (step) => {
-        const evalRows = step === steps ? Number.POSITIVE_INFINITY : 32;
-        const { loss, lossTokens } = await trainer.evalLoss(heldBatches(evalRows));
-        return { loss, n: lossTokens };
-      },
-      bestMetric: 'loss',
-      checkpointEvery: r.checkpointEvery,
-      checkpointAtEnd: o.keepCheckpoints === true,
-      saveCheckpoint: (data) => saveCheckpoint(o.out, data),
-      meta: { kind: 'pretrain', config: presetName, inputs: o.inputs, seqLen, batchSize },
-      onEvent: (e) => {
-        if (e.type === 'eval') lastEval = { step: e.step, loss: e.metrics.loss, n: e.metrics.n };
-        metrics(e);
-        progress.onEvent(e);
-        o.onEvent?.(e);
-      },
+    const trainer = new Trainer(trainable, {
+      lr: o.lr ?? r.lr,
+      totalSteps: steps,
+      warmupSteps: Math.min(r.warmupSteps, Math.max(0, steps - 1)),
+      decay: r.decay,
+      minLrRatio: r.minLrRatio,
+      weightDecay: r.weightDecay,
+      beta2: r.beta2,
+      maxGradNorm: r.maxGradNorm,
+      seed,
     });
-  } finally {
-    progress.close();
-  }
-  if (result.reason === 'nan') {
-    trainer.dispose();
-    trainable.model.dispose();
-    throw new ParaError(
-      'INVALID_ARGUMENT',
-      `the loss became NaN at step ${trainer.step + 1}; training stopped${result.lastCheckpoint ? `; the last good checkpoint is ${result.lastCheckpoint}` : ''}`,
-      { field: 'lr', expected: 'a lower learning rate' },
+    owned = trainer;
+    const plan = new WindowPlan(trainTokens, { seqLen, batchSize, seed });
+    const heldPlan = new WindowPlan(
+      heldTokens.length > seqLen + 1 ? heldTokens : padStream(heldTokens, seqLen + 1, eos),
+      { seqLen, batchSize: 1, seed },
     );
-  }
+    const heldBatches = (limit: number) => {
+      const rows = Array.from({ length: Math.min(limit, heldPlan.numWindows) }, (_, i) =>
+        heldPlan.window(i),
+      );
+      const out = [];
+      for (let i = 0; i < rows.length; i += batchSize)
+        out.push(collateWindows(rows.slice(i, i + batchSize)));
+      return out;
+    };
 
-  const finalEval = lastEval as { step: number; loss: number; n: number } | null;
-  const { loss: heldOutLoss, lossTokens } =
-    finalEval !== null && finalEval.step === trainer.step
-      ? { loss: finalEval.loss, lossTokens: finalEval.n }
-      : await trainer.evalLoss(heldBatches(Number.POSITIVE_INFINITY));
-  await saveModel(trainable.model, o.out);
-  const elapsedMs = trainer.elapsedMs;
-  const summary: PretrainSummary = {
-    config: presetName,
-    parameters: trainable.model.numParameters,
-    steps: trainer.step,
-    batchSize,
-    seqLen,
-    tokensSeen: trainer.tokensSeen,
-    epochs: trainer.step / plan.stepsPerEpoch,
-    trainTokens: trainTokens.length,
-    heldOutTokens: lossTokens,
-    documents: trainDocs.length,
-    heldOutDocuments: heldDocs.length,
-    finalTrainLoss: trainer.lastLoss,
-    heldOutLoss,
-    unigramCrossEntropy: baseline.crossEntropy,
-    heldOutUnigramEntropy: baseline.entropy,
-    elapsedMs,
-    tokensPerSec: trainer.tokensSeen / (elapsedMs / 1000),
-    inputs,
-    command: o.command ?? null,
-    seed,
-    stopped: result.reason,
-  };
-  await writeFileAtomic(
-    path.join(o.out, 'training_summary.json'),
-    `${JSON.stringify(summary, null, 2)}\n`,
-  );
-  if (!o.keepCheckpoints)
-    await rm(path.join(o.out, CHECKPOINT_DIR), { recursive: true, force: true });
-  trainer.dispose();
-  trainable.model.dispose();
-  return summary;
+    let resumedFrom: number | null = null;
+    if (o.resume) {
+      const dir = await latestCheckpoint(o.out);
+      if (dir === null)
+        throw new ParaError('FILE_NOT_FOUND', 'no checkpoint to resume from', {
+          file: path.join(o.out, 'checkpoints'),
+          field: 'resume',
+          expected: 'a previous run with the same --out',
+        });
+      const data = await loadCheckpoint(dir, {
+        totalSteps: steps,
+        parameters: trainable.parameters,
+      });
+      try {
+        trainer.restore(data, dir);
+      } finally {
+        tf.dispose(Object.values(data.tensors));
+      }
+      resumedFrom = trainer.step;
+      log(`resumed from ${dir} (step ${trainer.step})`);
+    }
+
+    const metrics = metricsWriter(path.join(o.out, 'metrics.jsonl'), resumedFrom);
+    const progress = progressReporter({
+      quiet: o.progress === false,
+      plain: o.plain,
+      label: 'pretrain',
+    });
+    let lastEval: { step: number; loss: number; n: number } | null = null;
+    let result: Awaited<ReturnType<typeof runTraining>>;
+    try {
+      result = await runTraining(trainer, {
+        plan,
+        evalEvery: r.evalEvery,
+        evaluate: async (step) => {
+          const evalRows = step === steps ? Number.POSITIVE_INFINITY : 32;
+          const { loss, lossTokens } = await trainer.evalLoss(heldBatches(evalRows));
+          return { loss, n: lossTokens };
+        },
+        bestMetric: 'loss',
+        checkpointEvery: r.checkpointEvery,
+        checkpointAtEnd: o.keepCheckpoints === true,
+        saveCheckpoint: (data) => saveCheckpoint(o.out, data),
+        meta: { kind: 'pretrain', config: presetName, inputs: o.inputs, seqLen, batchSize },
+        onEvent: (e) => {
+          if (e.type === 'eval') lastEval = { step: e.step, loss: e.metrics.loss, n: e.metrics.n };
+          metrics(e);
+          progress.onEvent(e);
+          o.onEvent?.(e);
+        },
+      });
+    } catch (e) {
+      if (isOutOfMemory(e)) throw outOfMemoryError(e, 'batchSize', batchSize);
+      throw e;
+    } finally {
+      progress.close();
+    }
+    if (result.reason === 'nan') {
+      throw new ParaError(
+        'INVALID_ARGUMENT',
+        `the loss became NaN at step ${trainer.step + 1}; training stopped${result.lastCheckpoint ? `; the last good checkpoint is ${result.lastCheckpoint}` : ''}`,
+        { field: 'lr', expected: 'a lower learning rate' },
+      );
+    }
+
+    const finalEval = lastEval as { step: number; loss: number; n: number } | null;
+    const { loss: heldOutLoss, lossTokens } =
+      finalEval !== null && finalEval.step === trainer.step
+        ? { loss: finalEval.loss, lossTokens: finalEval.n }
+        : await trainer.evalLoss(heldBatches(Number.POSITIVE_INFINITY));
+    await saveModel(trainable.model, o.out);
+    const elapsedMs = trainer.elapsedMs;
+    const summary: PretrainSummary = {
+      config: presetName,
+      parameters: trainable.model.numParameters,
+      steps: trainer.step,
+      batchSize,
+      seqLen,
+      tokensSeen: trainer.tokensSeen,
+      epochs: trainer.step / plan.stepsPerEpoch,
+      trainTokens: trainTokens.length,
+      heldOutTokens: lossTokens,
+      documents: trainDocs.length,
+      heldOutDocuments: heldDocs.length,
+      finalTrainLoss: trainer.lastLoss,
+      heldOutLoss,
+      unigramCrossEntropy: baseline.crossEntropy,
+      heldOutUnigramEntropy: baseline.entropy,
+      elapsedMs,
+      tokensPerSec: trainer.tokensSeen / (elapsedMs / 1000),
+      inputs,
+      command: o.command ?? null,
+      seed,
+      stopped: result.reason,
+    };
+    await writeFileAtomic(
+      path.join(o.out, 'training_summary.json'),
+      `${JSON.stringify(summary, null, 2)}\n`,
+    );
+    if (!o.keepCheckpoints)
+      await rm(path.join(o.out, CHECKPOINT_DIR), { recursive: true, force: true });
+    return summary;
+  } finally {
+    owned?.dispose();
+    trainable.model.dispose();
+  }
 }
 
 function padStream(t: Int32Array, n: number, fill: number): Int32Array {

@@ -9,9 +9,15 @@
  *   train_summary.json                                 settings, counts, final and best metrics
  *   checkpoints/                                       for --resume (removed after a finished run
  *                                                      unless keepCheckpoints)
+ *   .para.lock                                         held while the run lasts: a second run on
+ *                                                      the same OUT is LOCKED
+ *
+ * Nothing of an earlier run is lost silently: OUT holding an interrupted run's checkpoint is
+ * refused unless `resume` (continue it) or `force` (discard it).
  */
 
-import { mkdir, rm } from 'node:fs/promises';
+import { rm } from 'node:fs/promises';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import {
   type AnyAdapter,
@@ -25,13 +31,21 @@ import { ParaError, writeFileAtomic } from '@para/core/node';
 import type { CausalLM } from '@para/model';
 import { loadModel } from '@para/model/node';
 import { loadTokenizer, type ParaTokenizer } from '@para/tokenizer/node';
+import * as tf from '@tensorflow/tfjs-core';
 import { skippedMessage, type TokenizedDataset, type TokenizerLike } from '../data';
 import { type EvalResult, evaluateDataset } from '../evaluate';
 import { disposeCheckpoint, FINETUNE_DEFAULTS, type FinetuneResult, finetune } from '../finetune';
+import { ExamplePlan } from '../plan';
 import type { DecayKind } from '../schedule';
 import type { TrainEvent } from '../trainer';
-import { CHECKPOINT_DIR, latestCheckpoint, loadCheckpoint, saveCheckpoint } from './checkpoint';
-import { loadDataset } from './files';
+import {
+  CHECKPOINT_DIR,
+  hasCheckpoint,
+  latestCheckpoint,
+  loadCheckpoint,
+  saveCheckpoint,
+} from './checkpoint';
+import { loadDataset, withOutLock } from './files';
 import { metricsWriter, progressReporter } from './progress';
 
 /** A registered adapter method's name: `para`, `lora`, `ia3` (see @para/adapters' registry). */
@@ -142,7 +156,21 @@ export interface TrainFilesOptions {
   weightDecay?: number;
   maxGradNorm?: number;
   resume?: boolean;
+  /**
+   * Train into an OUT that holds an interrupted run's checkpoint, discarding it (without
+   * `resume` or `force` that is an error: the checkpoint is never deleted silently).
+   */
+  force?: boolean;
   strict?: boolean;
+  /** Replace bytes of the data files that are not UTF-8 with U+FFFD (default: an error). */
+  allowInvalidUtf8?: boolean;
+  /**
+   * Bytes one micro-batch's forward and backward pass may take (see `estimateStepMemory`);
+   * default `defaultMemoryLimit()` of the active backend. A larger batch is LIMIT_EXCEEDED.
+   */
+  memoryLimit?: number;
+  /** Recorded in OUT/.para.lock (default: this process's command line). */
+  command?: string;
   evalEvery?: number;
   evalLimit?: number;
   patience?: number;
@@ -173,20 +201,159 @@ export interface TrainFilesResult {
   adapterSaved: boolean;
 }
 
+/**
+ * Bytes the wasm backend can address (its heap is 32-bit): no batch past it can run there.
+ */
+export const WASM_MEMORY_LIMIT = 4 * 2 ** 30;
+
+/**
+ * The default bound on one micro-batch's activation memory: the wasm heap (4 GiB) on wasm,
+ * else half of this machine's memory (`os.totalmem() / 2`). Override with `memoryLimit`.
+ */
+export function defaultMemoryLimit(backend: string = tf.getBackend()): number {
+  return backend === 'wasm' ? WASM_MEMORY_LIMIT : Math.floor(os.totalmem() / 2);
+}
+
+/**
+ * Activation floats kept per token and per layer for the backward pass, in units of the hidden
+ * size (the attention block's inputs, projections, norms and residuals ≈ 16 × hidden, the
+ * feed-forward's ≈ 6 × intermediate, counted via `intermediate / hidden`) — a deliberately
+ * generous round figure, documented so the bound below is predictable.
+ */
+export const ACTIVATION_FACTOR = 16;
+
+/**
+ * Estimated bytes of one forward + backward pass over `rows` sequences of `seqLen` tokens
+ * (float32): per layer `tokens × (ACTIVATION_FACTOR × hidden + 6 × intermediate)` plus the
+ * attention scores `rows × heads × seqLen² × 3`, and the logits with their softmax and gradient
+ * `tokens × vocab × 3`; all × 4 bytes.
+ */
+export function estimateStepMemory(
+  config: {
+    hiddenSize: number;
+    intermediateSize: number;
+    numLayers: number;
+    numHeads: number;
+    vocabSize: number;
+  },
+  rows: number,
+  seqLen: number,
+): number {
+  const tokens = rows * seqLen;
+  const perLayer =
+    tokens * (ACTIVATION_FACTOR * config.hiddenSize + 6 * config.intermediateSize) +
+    rows * config.numHeads * seqLen * seqLen * 3;
+  return 4 * (config.numLayers * perLayer + tokens * config.vocabSize * 3);
+}
+
+function gib(bytes: number): string {
+  return `${(bytes / 2 ** 30).toFixed(2)} GiB`;
+}
+
+/**
+ * LIMIT_EXCEEDED naming `field` when a pass over `rows` × `seqLen` tokens is estimated past
+ * `limit` bytes.
+ */
+export function checkStepMemory(
+  config: Parameters<typeof estimateStepMemory>[0],
+  rows: number,
+  seqLen: number,
+  field: string,
+  limit: number,
+): void {
+  const need = estimateStepMemory(config, rows, seqLen);
+  if (need <= limit) return;
+  const fit = Math.max(1, Math.floor((rows * limit) / need));
+  throw new ParaError(
+    'LIMIT_EXCEEDED',
+    `a batch of ${rows} sequences of up to ${seqLen} tokens needs about ${gib(need)} for one training pass, more than the ${gib(limit)} allowed on the ${tf.getBackend()} backend; lower ${field}${field === 'microBatchSize' ? '' : ' or set microBatchSize (gradients are accumulated over micro-batches)'}`,
+    {
+      field,
+      expected: `at most about ${fit} rows per pass (memoryLimit ${limit} bytes)`,
+      actual: String(rows),
+    },
+  );
+}
+
+/** True for what an allocation failure looks like (RangeError, wasm "out of memory"/abort). */
+export function isOutOfMemory(e: unknown): boolean {
+  if (e instanceof RangeError) return true;
+  const m = e instanceof Error ? e.message : String(e);
+  return /out of memory|Aborted\(|OOM|Cannot allocate|allocation failed|Array buffer allocation|Invalid array length|memory access out of bounds/i.test(
+    m,
+  );
+}
+
+/** An allocation failure in a pass over `rows` rows as LIMIT_EXCEEDED naming `field`. */
+export function outOfMemoryError(e: unknown, field: string, rows: number): ParaError {
+  return new ParaError(
+    'LIMIT_EXCEEDED',
+    `out of memory in a training pass over ${rows} rows (${e instanceof Error ? e.message.split('\n')[0] : String(e)}); lower ${field}${field === 'microBatchSize' ? '' : ' or set microBatchSize (gradients are accumulated over micro-batches)'}`,
+    { field, expected: `a smaller ${field}`, actual: String(rows), cause: e },
+  );
+}
+
 export async function trainAdapterFromFiles(o: TrainFilesOptions): Promise<TrainFilesResult> {
   const log = o.log ?? ((s: string) => process.stderr.write(`${s}\n`));
+  const out = o.out ?? path.join('adapters', `${datasetName(o.data)}-${o.method}`);
+  return withOutLock(out, { log, ...(o.command === undefined ? {} : { command: o.command }) }, () =>
+    trainLocked(o, out, log),
+  );
+}
+
+/** Refuses (or with `force` discards) an earlier run's checkpoint in `out` when not resuming. */
+export async function checkNoInterruptedRun(
+  out: string,
+  o: { resume?: boolean; force?: boolean },
+  log: (s: string) => void,
+): Promise<void> {
+  if (o.resume === true || !(await hasCheckpoint(out))) return;
+  const root = path.join(out, CHECKPOINT_DIR);
+  if (o.force === true) {
+    log(`${root}: discarding the earlier run's checkpoint (force)`);
+    await rm(root, { recursive: true, force: true });
+    return;
+  }
+  let step = '';
+  try {
+    const dir = await latestCheckpoint(out);
+    if (dir !== null) step = ` (${path.basename(dir)})`;
+  } catch {
+    // a damaged pointer is still a checkpoint not to delete silently
+  }
+  throw new ParaError(
+    'INVALID_ARGUMENT',
+    `the output directory holds an interrupted run's checkpoint${step}`,
+    {
+      file: root,
+      field: 'resume',
+      expected: 'resume: true to continue, force: true to discard it',
+      actual: 'neither',
+    },
+  );
+}
+
+async function trainLocked(
+  o: TrainFilesOptions,
+  out: string,
+  log: (s: string) => void,
+): Promise<TrainFilesResult> {
+  await checkNoInterruptedRun(out, o, log);
   const backbone = o.backbone ?? (await loadBackbone(backboneDir(o.model)));
   const owned = o.backbone === undefined;
   const { model, tokenizer } = backbone;
-  const out = o.out ?? path.join('adapters', `${datasetName(o.data)}-${o.method}`);
   let adapter: AnyAdapter | null = null;
   try {
     const maxLength = model.config.maxPositionEmbeddings;
-    const train = await loadDataset(o.data, tokenizer, { maxLength, strict: o.strict ?? false });
+    const dataOptions = {
+      maxLength,
+      strict: o.strict ?? false,
+      allowInvalidUtf8: o.allowInvalidUtf8 ?? false,
+      log,
+    };
+    const train = await loadDataset(o.data, tokenizer, dataOptions);
     const evalData =
-      o.evalData === undefined
-        ? undefined
-        : await loadDataset(o.evalData, tokenizer, { maxLength, strict: o.strict ?? false });
+      o.evalData === undefined ? undefined : await loadDataset(o.evalData, tokenizer, dataOptions);
     for (const d of [train, evalData]) {
       const msg = d === undefined ? null : skippedMessage(d, maxLength);
       if (msg !== null) log(msg);
@@ -196,7 +363,19 @@ export async function trainAdapterFromFiles(o: TrainFilesOptions): Promise<Train
       seed: o.seed ?? 0,
     });
     const a = adapter;
-    await mkdir(out, { recursive: true });
+    const batchSize = o.batchSize ?? FINETUNE_DEFAULTS.batchSize;
+    const passRows = Math.min(o.microBatchSize ?? batchSize, batchSize);
+    const passField = o.microBatchSize === undefined ? 'batchSize' : 'microBatchSize';
+    if (Number.isInteger(passRows) && passRows >= 1) {
+      const longest = train.examples.reduce((m, e) => Math.max(m, e.ids.length), 1);
+      checkStepMemory(
+        model.config,
+        Math.min(passRows, train.examples.length),
+        longest,
+        passField,
+        o.memoryLimit ?? defaultMemoryLimit(),
+      );
+    }
     const meta = {
       kind: 'adapter',
       method: o.method,
@@ -223,7 +402,24 @@ export async function trainAdapterFromFiles(o: TrainFilesOptions): Promise<Train
           field: 'resume',
           expected: 'a previous run of the same command (same --out)',
         });
-      resumeFrom = await loadCheckpoint(dir);
+      // The run's total steps, as finetune() computes them: a saved step past them is refused.
+      let totalSteps = o.steps;
+      if (totalSteps === undefined) {
+        const plan = new ExamplePlan(train.examples, {
+          batchSize: meta.batchSize,
+          microBatchSize: o.microBatchSize ?? meta.batchSize,
+          seed: meta.seed,
+          padId: 0,
+        });
+        totalSteps = Math.max(
+          1,
+          Math.round((o.epochs ?? FINETUNE_DEFAULTS.epochs) * plan.stepsPerEpoch),
+        );
+      }
+      resumeFrom = await loadCheckpoint(dir, {
+        totalSteps,
+        parameters: a.namedParameters(),
+      });
       const saved = resumeFrom.state.meta;
       for (const key of [
         'method',
@@ -302,6 +498,9 @@ export async function trainAdapterFromFiles(o: TrainFilesOptions): Promise<Train
           o.onEvent?.(e);
         },
       });
+    } catch (e) {
+      if (isOutOfMemory(e)) throw outOfMemoryError(e, passField, passRows);
+      throw e;
     } finally {
       progress.close();
       if (resumeFrom !== undefined) disposeCheckpoint(resumeFrom);
@@ -368,6 +567,8 @@ export interface EvalFilesOptions {
   limit?: number;
   strict?: boolean;
   keepPredictions?: boolean;
+  /** Replace bytes of the data file that are not UTF-8 with U+FFFD (default: an error). */
+  allowInvalidUtf8?: boolean;
   backbone?: { dir: string; model: CausalLM; tokenizer: ParaTokenizer };
   log?: (s: string) => void;
 }
@@ -385,6 +586,8 @@ export async function evalFromFiles(
     const data: TokenizedDataset = await loadDataset(o.data, tokenizer, {
       maxLength: model.config.maxPositionEmbeddings,
       strict: o.strict ?? false,
+      allowInvalidUtf8: o.allowInvalidUtf8 ?? false,
+      log,
     });
     const msg = skippedMessage(data, model.config.maxPositionEmbeddings);
     if (msg !== null) log(msg);
