@@ -1,7 +1,17 @@
 /**
  * The model configuration: one plain object describing a LLaMA-family decoder, read from (and
  * written back to) a Hugging Face `config.json`. Supported `model_type`s: `llama` (also
- * SmolLM, TinyLlama, Llama 3.x), `mistral` and `qwen2`.
+ * SmolLM, TinyLlama, Llama 3.x), `mistral`, `qwen2`, `qwen3` (per-head q/k RMSNorm),
+ * `gemma2` and `gemma3_text` (Gemma 3's text model: (1 + w) RMSNorms, sandwich norms, GeGLU,
+ * embeddings × √d, query_pre_attn_scalar, soft-capping, sliding layers interleaved with global
+ * ones, a local RoPE base, qk-norm).
+ *
+ * Sliding-window attention is per layer (`layerTypes`): Mistral's `sliding_window` covers every
+ * layer; Qwen2/Qwen3 need `use_sliding_window` and take `layer_types` (else the layers from
+ * `max_window_layers` on); Gemma's `layer_types` (else `sliding_window_pattern`) interleave
+ * sliding and full layers. A Llama config's `sliding_window` key is ignored, as transformers does.
+ * Every config field that changes the numbers is either implemented or refused with a typed
+ * error naming it.
  *
  * Both config generations are read: transformers 4 (`rope_theta` + `rope_scaling` at the top
  * level, what checkpoints on the Hub carry) and transformers 5 (`rope_parameters`). We write
@@ -10,8 +20,28 @@
 
 import { ParaError } from '@para/core';
 
-export type ModelType = 'llama' | 'mistral' | 'qwen2';
-export const MODEL_TYPES: readonly ModelType[] = ['llama', 'mistral', 'qwen2'];
+export type ModelType = 'llama' | 'mistral' | 'qwen2' | 'qwen3' | 'gemma2' | 'gemma3_text';
+export const MODEL_TYPES: readonly ModelType[] = [
+  'llama',
+  'mistral',
+  'qwen2',
+  'qwen3',
+  'gemma2',
+  'gemma3_text',
+];
+
+/** Attention of one layer: over every earlier slot, or over the last `slidingWindow` slots. */
+export type LayerType = 'full_attention' | 'sliding_attention';
+const LAYER_TYPES: readonly LayerType[] = ['full_attention', 'sliding_attention'];
+
+/** The gated MLP's activation: `silu` (SwiGLU, LLaMA) or `gelu_pytorch_tanh` (GeGLU, Gemma). */
+export type HiddenAct = 'silu' | 'gelu_pytorch_tanh';
+
+/** RoPE of one kind of layer (Gemma 3's sliding layers have their own). */
+export interface RopeConfig {
+  theta: number;
+  scaling: RopeScaling | null;
+}
 
 /** RoPE scaling in HF's spelling (passed unchanged to `@para/ops`' `ropeInvFreq`). */
 export interface RopeScaling {
@@ -56,8 +86,31 @@ export interface ModelConfig {
   /** Stop tokens (HF `eos_token_id`, a number or a list). */
   eosTokenIds: number[];
   padTokenId: number | null;
-  /** Mistral/Qwen2 sliding-window attention width, when the config enables it (else null). */
+  /**
+   * Sliding-window width (keys per query, itself included) of the `sliding_attention` layers,
+   * when the config enables a window (else null, and every layer is full).
+   */
   slidingWindow: number | null;
+  /** Per layer (numLayers entries): full or sliding-window attention. */
+  layerTypes: LayerType[];
+  /** The MLP activation (HF `hidden_act`, Gemma's `hidden_activation`). */
+  hiddenAct: HiddenAct;
+  /** Per-head RMSNorm of q and k over head_dim before RoPE (`q_norm`/`k_norm`: Qwen3, Gemma 3). */
+  qkNorm: boolean;
+  /** Gemma: RMSNorm weights are offsets, applied as `(1 + w)`. */
+  normUnitOffset: boolean;
+  /** Gemma: norms after attention and around the MLP (post_attention / pre_ / post_feedforward). */
+  sandwichNorms: boolean;
+  /** Gemma: the embeddings are multiplied by √hidden_size (in float32, our compute dtype). */
+  embedScale: boolean;
+  /** Gemma: attention scores scaled by `query_pre_attn_scalar^-0.5` (null: `head_dim^-0.5`). */
+  queryPreAttnScalar: number | null;
+  /** Gemma 2: attention scores soft-capped as `cap · tanh(s / cap)` (null: none). */
+  attnLogitSoftcapping: number | null;
+  /** Gemma 2/3: final logits soft-capped the same way (null: none). */
+  finalLogitSoftcapping: number | null;
+  /** Gemma 3: RoPE of the sliding layers (`rope_local_base_freq`); null: the global RoPE. */
+  localRope: RopeConfig | null;
   /** Keys of the source config.json we do not interpret, kept so a save round-trips them. */
   extra?: Record<string, unknown>;
 }
@@ -75,8 +128,11 @@ export type ModelConfigInit = Partial<Omit<ModelConfig, 'bias'>> & {
 /** A config from explicit values, with LLaMA defaults for the rest; validated. */
 export function createConfig(init: ModelConfigInit): ModelConfig {
   const numHeads = init.numHeads;
+  const type = init.modelType ?? 'llama';
+  const gemma = type === 'gemma2' || type === 'gemma3_text';
+  const slidingWindow = init.slidingWindow ?? null;
   const config: ModelConfig = {
-    modelType: init.modelType ?? 'llama',
+    modelType: type,
     vocabSize: init.vocabSize,
     hiddenSize: init.hiddenSize,
     intermediateSize: init.intermediateSize,
@@ -102,7 +158,21 @@ export function createConfig(init: ModelConfigInit): ModelConfig {
     bosTokenId: init.bosTokenId ?? 1,
     eosTokenIds: init.eosTokenIds ?? [2],
     padTokenId: init.padTokenId ?? null,
-    slidingWindow: init.slidingWindow ?? null,
+    slidingWindow,
+    layerTypes:
+      init.layerTypes ??
+      Array.from({ length: init.numLayers }, () =>
+        slidingWindow !== null && type === 'mistral' ? 'sliding_attention' : 'full_attention',
+      ),
+    hiddenAct: init.hiddenAct ?? (gemma ? 'gelu_pytorch_tanh' : 'silu'),
+    qkNorm: init.qkNorm ?? (type === 'qwen3' || type === 'gemma3_text'),
+    normUnitOffset: init.normUnitOffset ?? gemma,
+    sandwichNorms: init.sandwichNorms ?? gemma,
+    embedScale: init.embedScale ?? gemma,
+    queryPreAttnScalar: init.queryPreAttnScalar ?? null,
+    attnLogitSoftcapping: init.attnLogitSoftcapping ?? null,
+    finalLogitSoftcapping: init.finalLogitSoftcapping ?? null,
+    localRope: init.localRope ?? null,
   };
   validateConfig(config, '<config>');
   return config;
@@ -112,6 +182,8 @@ export function createConfig(init: ModelConfigInit): ModelConfig {
 class Problems {
   readonly missing: string[] = [];
   readonly invalid: string[] = [];
+  /** Settings transformers implements and we do not: `field = value (why)`. */
+  readonly unsupportedFields: string[] = [];
   unsupported: string | undefined;
 }
 
@@ -206,6 +278,8 @@ export function parseHfConfig(json: string | unknown, file = 'config.json'): Mod
     return v;
   };
 
+  const gemma = type === 'gemma2' || type === 'gemma3_text';
+  const qwen = type === 'qwen2' || type === 'qwen3';
   const hiddenSize = int('hidden_size');
   const numHeads = int('num_attention_heads');
   const numLayers = int('num_hidden_layers');
@@ -213,7 +287,10 @@ export function parseHfConfig(json: string | unknown, file = 'config.json'): Mod
   let headDim =
     Number.isFinite(hiddenSize) && Number.isFinite(numHeads) ? hiddenSize / numHeads : Number.NaN;
   if (headDimRaw !== undefined && headDimRaw !== null) headDim = int('head_dim');
-  else if (Number.isFinite(headDim) && !Number.isInteger(headDim)) {
+  else if (DEFAULT_HEAD_DIM[type] !== undefined) {
+    // Qwen3 and Gemma configs always carry head_dim in transformers (class defaults 128, 256).
+    headDim = DEFAULT_HEAD_DIM[type] as number;
+  } else if (Number.isFinite(headDim) && !Number.isInteger(headDim)) {
     p.invalid.push(
       `hidden_size / num_attention_heads = ${headDim} (expected an integer, or an explicit head_dim)`,
     );
@@ -227,22 +304,57 @@ export function parseHfConfig(json: string | unknown, file = 'config.json'): Mod
   if (Number.isFinite(headDim) && headDim % 2 !== 0)
     p.invalid.push(`head_dim = ${headDim} (expected an even number for RoPE)`);
 
-  const act = get('hidden_act') ?? 'silu';
-  if (act !== 'silu' && act !== 'swish')
-    p.invalid.push(`hidden_act = ${JSON.stringify(act)} (expected "silu")`);
+  // The MLP activation: Gemma reads hidden_activation (its configs may also carry an unused
+  // hidden_act); the others hidden_act.
+  let hiddenAct: HiddenAct = 'silu';
+  if (gemma) {
+    used.add('hidden_act');
+    const act = get('hidden_activation') ?? 'gelu_pytorch_tanh';
+    if (act !== 'gelu_pytorch_tanh')
+      p.invalid.push(`hidden_activation = ${JSON.stringify(act)} (expected "gelu_pytorch_tanh")`);
+    hiddenAct = 'gelu_pytorch_tanh';
+  } else {
+    const act = get('hidden_act') ?? 'silu';
+    if (act !== 'silu' && act !== 'swish')
+      p.invalid.push(`hidden_act = ${JSON.stringify(act)} (expected "silu")`);
+  }
 
   // RoPE: transformers 5 nests theta and scaling in rope_parameters; 4 keeps them top-level.
+  // Gemma 3 has one RoPE per layer type: v5 nests {full_attention, sliding_attention}; v4 has
+  // rope_theta + rope_scaling (global layers) and rope_local_base_freq (sliding layers).
+  const defaultTheta = type === 'gemma3_text' ? 1e6 : 10000;
   const ropeParams = get('rope_parameters');
   let ropeTheta: number;
   let ropeScaling: RopeScaling | null = null;
+  let localRope: RopeConfig | null = null;
+  const isObject = (v: unknown): v is Record<string, unknown> =>
+    v !== undefined && v !== null && typeof v === 'object' && !Array.isArray(v);
+  const ropeOf = (rp: Record<string, unknown>, where: string, fallback: number): RopeConfig => {
+    const t = rp.rope_theta ?? fallback;
+    let theta = Number.NaN;
+    if (typeof t !== 'number' || !(t > 0))
+      p.invalid.push(`${where}.rope_theta = ${JSON.stringify(t)} (expected a positive number)`);
+    else theta = t;
+    return { theta, scaling: parseRopeScaling(rp, where, p) };
+  };
   if (
-    ropeParams !== undefined &&
-    ropeParams !== null &&
-    typeof ropeParams === 'object' &&
-    !Array.isArray(ropeParams)
+    type === 'gemma3_text' &&
+    isObject(ropeParams) &&
+    (isObject(ropeParams.full_attention) || isObject(ropeParams.sliding_attention))
   ) {
-    const rp = ropeParams as Record<string, unknown>;
-    const t = rp.rope_theta ?? c.rope_theta;
+    const full = ropeOf(
+      isObject(ropeParams.full_attention) ? ropeParams.full_attention : {},
+      'rope_parameters.full_attention',
+      num('rope_theta', 1e6),
+    );
+    ({ theta: ropeTheta, scaling: ropeScaling } = full);
+    localRope = ropeOf(
+      isObject(ropeParams.sliding_attention) ? ropeParams.sliding_attention : {},
+      'rope_parameters.sliding_attention',
+      num('rope_local_base_freq', 10000),
+    );
+  } else if (isObject(ropeParams)) {
+    const t = ropeParams.rope_theta ?? c.rope_theta ?? defaultTheta;
     used.add('rope_theta');
     if (typeof t !== 'number' || !(t > 0)) {
       p.invalid.push(
@@ -250,9 +362,9 @@ export function parseHfConfig(json: string | unknown, file = 'config.json'): Mod
       );
       ropeTheta = Number.NaN;
     } else ropeTheta = t;
-    ropeScaling = parseRopeScaling(rp, 'rope_parameters', p);
+    ropeScaling = parseRopeScaling(ropeParams, 'rope_parameters', p);
   } else {
-    ropeTheta = num('rope_theta', 10000);
+    ropeTheta = num('rope_theta', defaultTheta);
     const rs = get('rope_scaling');
     if (rs !== undefined && rs !== null) {
       if (typeof rs !== 'object' || Array.isArray(rs))
@@ -260,6 +372,9 @@ export function parseHfConfig(json: string | unknown, file = 'config.json'): Mod
       else ropeScaling = parseRopeScaling(rs as Record<string, unknown>, 'rope_scaling', p);
     }
   }
+  if (type === 'gemma3_text' && localRope === null)
+    localRope = { theta: num('rope_local_base_freq', 10000), scaling: null };
+  else used.add('rope_local_base_freq');
 
   let bias: BiasConfig;
   if (type === 'qwen2') {
@@ -284,16 +399,91 @@ export function parseHfConfig(json: string | unknown, file = 'config.json'): Mod
       `eos_token_id = ${JSON.stringify(eosRaw)} (expected a token id or a list of them)`,
     );
 
+  // Sliding windows, as each transformers class reads them.
   let slidingWindow: number | null = null;
-  const sw = get('sliding_window');
-  const useSw = type === 'qwen2' ? bool('use_sliding_window', false) : true;
-  if (type !== 'qwen2') used.add('use_sliding_window');
+  const swRaw = get('sliding_window');
+  const swDefault = gemma ? 4096 : null; // Gemma's class default when the key is absent
+  const sw = swRaw === undefined ? swDefault : swRaw;
+  const useSw = qwen ? bool('use_sliding_window', false) : type !== 'llama';
+  if (!qwen) used.add('use_sliding_window');
   if (useSw && sw !== undefined && sw !== null) {
     if (typeof sw !== 'number' || !Number.isInteger(sw) || sw <= 0)
       p.invalid.push(
         `sliding_window = ${JSON.stringify(sw)} (expected a positive integer or null)`,
       );
     else slidingWindow = sw;
+  }
+  let layerTypes: LayerType[] = [];
+  const ltRaw = get('layer_types');
+  // A per-layer list is built only for a plausible depth: a hostile num_hidden_layers (1e9) must
+  // not allocate here; such a config keeps an empty list and is refused against the weights
+  // file's header (validateCheckpoint) before any per-layer work.
+  const nL = Number.isFinite(numLayers) && numLayers <= MAX_LISTED_LAYERS ? numLayers : 0;
+  if (type === 'llama' || type === 'mistral') {
+    // Mistral: one window for every layer (MistralConfig ignores layer_types with a warning).
+    const t: LayerType = slidingWindow !== null ? 'sliding_attention' : 'full_attention';
+    layerTypes = Array.from({ length: nL }, () => t);
+  } else if (ltRaw !== undefined && ltRaw !== null) {
+    if (
+      !Array.isArray(ltRaw) ||
+      ltRaw.length !== nL ||
+      !ltRaw.every((t) => (LAYER_TYPES as readonly unknown[]).includes(t))
+    ) {
+      const bad = Array.isArray(ltRaw)
+        ? ltRaw.find((t) => !(LAYER_TYPES as readonly unknown[]).includes(t))
+        : undefined;
+      if (bad !== undefined)
+        p.unsupportedFields.push(
+          `layer_types = ${JSON.stringify(bad)} (expected "full_attention" or "sliding_attention")`,
+        );
+      else
+        p.invalid.push(
+          `layer_types = ${JSON.stringify(ltRaw).slice(0, 60)} (expected ${nL} layer types)`,
+        );
+    } else layerTypes = ltRaw as LayerType[];
+    used.add('max_window_layers');
+    used.add('sliding_window_pattern');
+  } else if (qwen) {
+    const mwl = int('max_window_layers', { required: false, min: 0, fallback: 28 });
+    layerTypes = Array.from({ length: nL }, (_, i) =>
+      slidingWindow !== null && i >= mwl ? 'sliding_attention' : 'full_attention',
+    );
+  } else {
+    // Gemma 2: even layers slide; Gemma 3: all but every sliding_window_pattern-th layer.
+    const pattern =
+      type === 'gemma2' ? 2 : int('sliding_window_pattern', { required: false, fallback: 6 });
+    if (type === 'gemma2') used.add('sliding_window_pattern');
+    layerTypes = Array.from({ length: nL }, (_, i) =>
+      (i + 1) % pattern !== 0 ? 'sliding_attention' : 'full_attention',
+    );
+  }
+  if (slidingWindow === null) layerTypes = layerTypes.map(() => 'full_attention');
+  if (type === 'llama') used.delete('sliding_window'); // kept in extra, uninterpreted
+
+  // Gemma's extras.
+  const capping = (key: string, fallback: number | null): number | null => {
+    const v = get(key);
+    if (v === undefined) return fallback;
+    if (v === null) return null;
+    if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) {
+      p.invalid.push(`${key} = ${JSON.stringify(v)} (expected a positive number or null)`);
+      return null;
+    }
+    return v;
+  };
+  let queryPreAttnScalar: number | null = null;
+  let attnLogitSoftcapping: number | null = null;
+  let finalLogitSoftcapping: number | null = null;
+  if (gemma) {
+    queryPreAttnScalar = num('query_pre_attn_scalar', 256);
+    // Gemma 3's attention ignores attn_logit_softcapping (transformers passes no softcap).
+    if (type === 'gemma2') attnLogitSoftcapping = capping('attn_logit_softcapping', 50);
+    else used.add('attn_logit_softcapping');
+    finalLogitSoftcapping = capping('final_logit_softcapping', type === 'gemma2' ? 30 : null);
+    if (bool('use_bidirectional_attention', false))
+      p.unsupportedFields.push(
+        'use_bidirectional_attention = true (bidirectional attention is not implemented)',
+      );
   }
 
   const config: ModelConfig = {
@@ -312,13 +502,23 @@ export function parseHfConfig(json: string | unknown, file = 'config.json'): Mod
       required: false,
       fallback: DEFAULT_MAX_POSITIONS[type],
     }),
-    tieWordEmbeddings: bool('tie_word_embeddings', false),
+    tieWordEmbeddings: bool('tie_word_embeddings', gemma),
     bias,
     initializerRange: num('initializer_range', 0.02),
     bosTokenId: tokenId('bos_token_id'),
     eosTokenIds,
     padTokenId: tokenId('pad_token_id'),
     slidingWindow,
+    layerTypes,
+    hiddenAct,
+    qkNorm: type === 'qwen3' || type === 'gemma3_text',
+    normUnitOffset: gemma,
+    sandwichNorms: gemma,
+    embedScale: gemma,
+    queryPreAttnScalar,
+    attnLogitSoftcapping,
+    finalLogitSoftcapping,
+    localRope,
   };
   for (const k of [
     'hidden_act',
@@ -329,6 +529,17 @@ export function parseHfConfig(json: string | unknown, file = 'config.json'): Mod
     'attention_bias',
   ])
     used.add(k);
+  // Token ids must index the vocabulary.
+  if (Number.isInteger(config.vocabSize)) {
+    const V = config.vocabSize;
+    const out = (key: string, id: number | null) => {
+      if (id !== null && id >= V)
+        p.invalid.push(`${key} = ${id} (expected a token id below vocab_size ${V})`);
+    };
+    out('bos_token_id', config.bosTokenId);
+    out('pad_token_id', config.padTokenId);
+    for (const id of eosTokenIds) out('eos_token_id', id);
+  }
 
   if (p.unsupported !== undefined) {
     throw new ParaError('UNSUPPORTED', `model_type ${p.unsupported} is not supported`, {
@@ -345,8 +556,19 @@ export function parseHfConfig(json: string | unknown, file = 'config.json'): Mod
     throw new ParaError('INVALID_CONFIG', `bad model config: ${parts.join('; ')}`, {
       file,
       field: [...p.missing, ...p.invalid.map((s) => s.split(' ')[0] as string)].join(', '),
-      expected: 'a transformers LlamaConfig / MistralConfig / Qwen2Config',
+      expected: `a transformers ${CONFIG_CLASSES[type]}`,
     });
+  }
+  if (p.unsupportedFields.length > 0) {
+    throw new ParaError(
+      'UNSUPPORTED',
+      `unsupported model setting: ${p.unsupportedFields.join('; ')}`,
+      {
+        file,
+        field: p.unsupportedFields.map((s) => s.split(' ')[0] as string).join(', '),
+        expected: 'settings this implementation computes exactly',
+      },
+    );
   }
   const extra: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(c)) if (!used.has(k)) extra[k] = v;
@@ -405,6 +627,29 @@ export function validateConfig(c: ModelConfig, file: string): void {
   for (const id of c.eosTokenIds)
     if (!(id >= 0 && id < c.vocabSize))
       bad.push(`eos_token_id ${id} (expected < vocab_size ${c.vocabSize})`);
+  if (
+    !Array.isArray(c.layerTypes) ||
+    (c.layerTypes.length !== c.numLayers &&
+      !(c.layerTypes.length === 0 && c.numLayers > MAX_LISTED_LAYERS))
+  )
+    bad.push(`layer_types (expected ${c.numLayers} entries)`);
+  else if (!c.layerTypes.every((t) => (LAYER_TYPES as readonly string[]).includes(t)))
+    bad.push('layer_types (expected "full_attention" or "sliding_attention" each)');
+  else if (c.slidingWindow === null && c.layerTypes.includes('sliding_attention'))
+    bad.push('layer_types (sliding layers need a sliding_window)');
+  if (c.slidingWindow !== null && !(Number.isInteger(c.slidingWindow) && c.slidingWindow > 0))
+    bad.push(`sliding_window = ${c.slidingWindow} (expected a positive integer)`);
+  if (c.hiddenAct !== 'silu' && c.hiddenAct !== 'gelu_pytorch_tanh')
+    bad.push(`hidden_act = ${c.hiddenAct} (expected silu or gelu_pytorch_tanh)`);
+  for (const [name, v] of [
+    ['query_pre_attn_scalar', c.queryPreAttnScalar],
+    ['attn_logit_softcapping', c.attnLogitSoftcapping],
+    ['final_logit_softcapping', c.finalLogitSoftcapping],
+  ] as const)
+    if (v !== null && !(Number.isFinite(v) && v > 0))
+      bad.push(`${name} = ${v} (expected a positive number or null)`);
+  if (c.localRope !== null && !(c.localRope.theta > 0))
+    bad.push(`rope_local_base_freq = ${c.localRope.theta} (expected > 0)`);
   if (bad.length > 0) {
     throw new ParaError('INVALID_CONFIG', `bad model config: ${bad.join('; ')}`, {
       file,
@@ -413,23 +658,49 @@ export function validateConfig(c: ModelConfig, file: string): void {
   }
 }
 
+/** Deeper configs (hostile ones: no real model comes near) get no per-layer list; see parseHfConfig. */
+const MAX_LISTED_LAYERS = 1 << 20;
+
 /** transformers' class defaults for `max_position_embeddings`. */
 const DEFAULT_MAX_POSITIONS: Record<ModelType, number> = {
   llama: 2048,
   mistral: 131072,
   qwen2: 32768,
+  qwen3: 32768,
+  gemma2: 8192,
+  gemma3_text: 131072,
+};
+
+/** transformers' class defaults for `head_dim` where it is not hidden_size / heads. */
+const DEFAULT_HEAD_DIM: Partial<Record<ModelType, number>> = {
+  qwen3: 128,
+  gemma2: 256,
+  gemma3_text: 256,
 };
 
 const ARCHITECTURES: Record<ModelType, string> = {
   llama: 'LlamaForCausalLM',
   mistral: 'MistralForCausalLM',
   qwen2: 'Qwen2ForCausalLM',
+  qwen3: 'Qwen3ForCausalLM',
+  gemma2: 'Gemma2ForCausalLM',
+  gemma3_text: 'Gemma3ForCausalLM',
+};
+
+const CONFIG_CLASSES: Record<ModelType, string> = {
+  llama: 'LlamaConfig',
+  mistral: 'MistralConfig',
+  qwen2: 'Qwen2Config',
+  qwen3: 'Qwen3Config',
+  gemma2: 'Gemma2Config',
+  gemma3_text: 'Gemma3TextConfig',
 };
 
 /** The config as a Hugging Face `config.json` object (transformers 4 spelling, float32 weights). */
 export function toHfConfig(c: ModelConfig): Record<string, unknown> {
   const out: Record<string, unknown> = { ...(c.extra ?? {}) };
   delete out.rope_parameters;
+  const gemma = c.modelType === 'gemma2' || c.modelType === 'gemma3_text';
   Object.assign(out, {
     architectures: [ARCHITECTURES[c.modelType]],
     model_type: c.modelType,
@@ -440,7 +711,7 @@ export function toHfConfig(c: ModelConfig): Record<string, unknown> {
     num_attention_heads: c.numHeads,
     num_key_value_heads: c.numKvHeads,
     head_dim: c.headDim,
-    hidden_act: 'silu',
+    [gemma ? 'hidden_activation' : 'hidden_act']: c.hiddenAct,
     max_position_embeddings: c.maxPositionEmbeddings,
     rms_norm_eps: c.rmsNormEps,
     rope_theta: c.ropeTheta,
@@ -452,15 +723,41 @@ export function toHfConfig(c: ModelConfig): Record<string, unknown> {
     pad_token_id: c.padTokenId,
     torch_dtype: 'float32',
   });
-  if (c.modelType === 'llama') {
-    out.attention_bias = c.bias.q;
-    out.mlp_bias = c.bias.mlp;
-  } else if (c.modelType === 'mistral') {
-    out.attention_bias = c.bias.q;
-    out.sliding_window = c.slidingWindow;
-  } else {
-    out.use_sliding_window = c.slidingWindow !== null;
-    out.sliding_window = c.slidingWindow;
+  switch (c.modelType) {
+    case 'llama':
+      out.attention_bias = c.bias.q;
+      out.mlp_bias = c.bias.mlp;
+      break;
+    case 'mistral':
+      out.attention_bias = c.bias.q;
+      out.sliding_window = c.slidingWindow;
+      break;
+    case 'qwen2':
+    case 'qwen3':
+      if (c.modelType === 'qwen3') out.attention_bias = c.bias.q;
+      out.use_sliding_window = c.slidingWindow !== null;
+      out.sliding_window = c.slidingWindow;
+      out.layer_types = c.layerTypes;
+      break;
+    default:
+      out.attention_bias = c.bias.q;
+      out.sliding_window = c.slidingWindow;
+      out.layer_types = c.layerTypes;
+      out.query_pre_attn_scalar = c.queryPreAttnScalar;
+      out.final_logit_softcapping = c.finalLogitSoftcapping;
+      if (c.modelType === 'gemma2') out.attn_logit_softcapping = c.attnLogitSoftcapping;
+      if (c.modelType === 'gemma3_text' && c.localRope !== null) {
+        if (c.localRope.scaling === null) out.rope_local_base_freq = c.localRope.theta;
+        else {
+          // Only the nested transformers 5 form carries scaling for the sliding layers.
+          delete out.rope_theta;
+          delete out.rope_scaling;
+          out.rope_parameters = {
+            full_attention: { rope_type: 'default', ...c.ropeScaling, rope_theta: c.ropeTheta },
+            sliding_attention: { ...c.localRope.scaling, rope_theta: c.localRope.theta },
+          };
+        }
+      }
   }
   if (c.eosTokenIds.length === 0) out.eos_token_id = null;
   return out;
@@ -481,6 +778,7 @@ export function countParameters(c: ModelConfig): number {
     (b.v ? kvd : 0) +
     (b.o ? d : 0);
   const mlp = 3 * d * c.intermediateSize + (b.mlp ? 2 * c.intermediateSize + d : 0);
-  const perLayer = attn + mlp + 2 * d;
+  const norms = (c.sandwichNorms ? 4 : 2) * d + (c.qkNorm ? 2 * c.headDim : 0);
+  const perLayer = attn + mlp + norms;
   return c.vocabSize * d * (c.tieWordEmbeddings ? 1 : 2) + c.numLayers * perLayer + d;
 }

@@ -4,12 +4,20 @@
  *     h  = x + o_proj(attention(rope(q_proj(n1)), rope(k_proj(n1)), v_proj(n1)))   n1 = rmsNorm(x)
  *     out = h + down_proj(silu(gate_proj(n2)) ⊙ up_proj(n2))                      n2 = rmsNorm(h)
  *
+ * and its relatives, by config flags: Qwen3 and Gemma 3 normalise each head of q and k
+ * (`q_norm`/`k_norm`, RMSNorm over head_dim) before RoPE; Gemma 2/3 (`sandwichNorms`) normalise
+ * the attention output (post_attention_layernorm) and the MLP's input and output
+ * (pre_/post_feedforward_layernorm), use `(1 + w)` RMSNorms, GeGLU (gelu_pytorch_tanh),
+ * `query_pre_attn_scalar^-0.5` as the score scale and (Gemma 2) soft-capped scores. A
+ * `sliding_attention` layer uses the call's sliding-window mask and, for Gemma 3, the local
+ * RoPE tables.
+ *
  * with the adapter sites of `adapter.ts` in between. The same code serves a full forward pass,
  * a prefill (keys and values go into the KV cache) and a decode step (T = 1, attending to the
  * cache).
  */
 
-import { applyRope, attention, type KVCache, linear, rmsNorm, swiglu } from '@para/ops';
+import { applyRope, attention, geglu, type KVCache, linear, rmsNorm, swiglu } from '@para/ops';
 import * as tf from '@tensorflow/tfjs-core';
 import {
   type AdapterContext,
@@ -35,6 +43,13 @@ export interface LayerCall {
   sinSigned?: tf.Tensor;
   /** Additive attention mask `[B, 1, T, S]` (S = T without a cache). */
   mask: tf.Tensor;
+  /**
+   * The same with the sliding window applied, for `sliding_attention` layers (required when the
+   * config has any).
+   */
+  slidingMask?: tf.Tensor;
+  /** RoPE tables of the sliding layers when they have their own RoPE (Gemma 3's local base). */
+  localRope?: { cos: tf.Tensor; sin: tf.Tensor; sinSigned?: tf.Tensor };
   /** The KV cache to append to and attend over (prefill, decode), or null (forward). */
   cache: KVCache | null;
   /** The adapter's hooks for this call, or null (no adapter: no hook is ever called). */
@@ -79,9 +94,19 @@ export function decoderLayer(
   };
 
   // --- attention -------------------------------------------------------------------------
-  const h = rmsNorm(x, w.inputLayernorm, c.rmsNormEps); // [B, T, d]
+  const normOpts = { unitOffset: c.normUnitOffset };
+  const norm = (t: tf.Tensor, weight: tf.Tensor | null, name: string) => {
+    if (weight === null) throw new Error(`internal: layer ${layer} has no ${name}`);
+    return rmsNorm(t, weight, c.rmsNormEps, normOpts);
+  };
+  const h = rmsNorm(x, w.inputLayernorm, c.rmsNormEps, normOpts); // [B, T, d]
   if (plan?.adapter.layerInput !== undefined)
     plan.adapter.layerInput(ctx as AdapterContext<unknown>, h);
+
+  const sliding = c.layerTypes[layer] === 'sliding_attention';
+  const mask = sliding ? call.slidingMask : call.mask;
+  if (mask === undefined) throw new Error('internal: a sliding layer without a sliding mask');
+  const rope = sliding && call.localRope !== undefined ? call.localRope : call;
 
   const q = project('q_proj', h); // [B, T, Hq·hd]
   const k = project('k_proj', h); // [B, T, Hkv·hd]
@@ -92,27 +117,44 @@ export function decoderLayer(
     T === 1
       ? tf.reshape(t, [B, n, 1, c.headDim])
       : tf.transpose(tf.reshape(t, [B, T, n, c.headDim]), [0, 2, 1, 3]);
-  const qh = applyRope(heads(q, c.numHeads), call.cos, call.sin, call.sinSigned); // [B, Hq, T, hd]
-  let kh = applyRope(heads(k, c.numKvHeads), call.cos, call.sin, call.sinSigned); // [B, Hkv, T, hd]
+  let qh = heads(q, c.numHeads); // [B, Hq, T, hd]
+  let kh = heads(k, c.numKvHeads); // [B, Hkv, T, hd]
+  if (c.qkNorm) {
+    qh = norm(qh, w.qNorm, 'q_norm'); // [B, Hq, T, hd], per head over hd
+    kh = norm(kh, w.kNorm, 'k_norm'); // [B, Hkv, T, hd]
+  }
+  qh = applyRope(qh, rope.cos, rope.sin, rope.sinSigned); // [B, Hq, T, hd]
+  kh = applyRope(kh, rope.cos, rope.sin, rope.sinSigned); // [B, Hkv, T, hd]
   let vh = heads(v, c.numKvHeads); // [B, Hkv, T, hd]
   if (call.cache !== null) ({ k: kh, v: vh } = call.cache.append(layer, kh, vh)); // [B, Hkv, S, hd]
-  const att = attention(qh, kh, vh, call.mask); // [B, Hq, T, hd]
+  const att = attention(qh, kh, vh, mask, {
+    scale: c.queryPreAttnScalar === null ? undefined : c.queryPreAttnScalar ** -0.5,
+    softcap: c.attnLogitSoftcapping,
+  }); // [B, Hq, T, hd]
   const merged = tf.reshape(T === 1 ? att : tf.transpose(att, [0, 2, 1, 3]), [
     B,
     T,
     c.numHeads * c.headDim,
   ]); // [B, T, Hq·hd]
-  const x1 = tf.add(x, project('o_proj', merged)); // [B, T, d]
+  let attnOut = project('o_proj', merged); // [B, T, d]
+  if (c.sandwichNorms)
+    attnOut = norm(attnOut, w.postAttentionLayernorm, 'post_attention_layernorm');
+  const x1 = tf.add(x, attnOut); // [B, T, d]
 
-  // --- MLP (SwiGLU) ------------------------------------------------------------------------
-  const h2 = rmsNorm(x1, w.postAttentionLayernorm, c.rmsNormEps); // [B, T, d]
+  // --- MLP (SwiGLU, or Gemma's GeGLU) --------------------------------------------------------
+  const h2 = c.sandwichNorms
+    ? norm(x1, w.preFeedforwardLayernorm, 'pre_feedforward_layernorm')
+    : norm(x1, w.postAttentionLayernorm, 'post_attention_layernorm'); // [B, T, d]
   const gate = project('gate_proj', h2); // [B, T, d_ff]
   const up = project('up_proj', h2); // [B, T, d_ff]
-  let m = swiglu(gate, up); // [B, T, d_ff]
+  let m = c.hiddenAct === 'gelu_pytorch_tanh' ? geglu(gate, up) : swiglu(gate, up); // [B, T, d_ff]
   if (plan?.sites.has('down_proj.input') && plan.adapter.transform !== undefined) {
     m = plan.adapter.transform(ctx as AdapterContext<unknown>, 'down_proj.input', m, m);
   }
   const mScale = rows?.scale('down_proj.input'); // [B, 1, d_ff]
   if (mScale !== undefined) m = tf.mul(m, mScale);
-  return tf.add(x1, project('down_proj', m)); // [B, T, d]
+  let mlpOut = project('down_proj', m); // [B, T, d]
+  if (c.sandwichNorms)
+    mlpOut = norm(mlpOut, w.postFeedforwardLayernorm, 'post_feedforward_layernorm');
+  return tf.add(x1, mlpOut); // [B, T, d]
 }

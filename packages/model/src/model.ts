@@ -232,6 +232,10 @@ export class CausalLM {
   readonly weights: ModelWeights;
   /** RoPE inverse frequencies `[hd/2]` (scaling applied). */
   readonly invFreq: Float32Array;
+  /** Gemma 3: the sliding layers' RoPE inverse frequencies (`rope_local_base_freq`), else null. */
+  readonly localInvFreq: Float32Array | null;
+  /** The sliding-window width when some layer slides (else null: every layer is full). */
+  readonly slidingWindow: number | null;
   /** The tokenizer text generation uses (`loadPretrained` sets it; null: token ids only). */
   tokenizer: ParaTokenizer | null = null;
   /** Where the model was loaded from, as given (`loadPretrained` sets it; adapters record it as `base_model_name_or_path`). */
@@ -246,6 +250,17 @@ export class CausalLM {
       theta: config.ropeTheta,
       scaling: config.ropeScaling as RopeScalingConfig | null,
     });
+    this.localInvFreq =
+      config.localRope === null
+        ? null
+        : ropeInvFreq({
+            headDim: config.headDim,
+            theta: config.localRope.theta,
+            scaling: config.localRope.scaling as RopeScalingConfig | null,
+          });
+    this.slidingWindow = config.layerTypes.includes('sliding_attention')
+      ? config.slidingWindow
+      : null;
   }
 
   /** A new model with seeded HF-style random weights. */
@@ -282,22 +297,38 @@ export class CausalLM {
       let cos: tf.Tensor;
       let sin: tf.Tensor;
       let mask: tf.Tensor;
+      let slidingMask: tf.Tensor | undefined;
+      let positions: number[][] | tf.Tensor;
       let tokenMask: tf.Tensor | null = null;
       if (maskIn === undefined || Array.isArray(maskIn)) {
         // Host path: exact float64 RoPE tables.
         const valid = maskIn ?? Array.from({ length: B }, () => new Array<number>(T).fill(1));
-        ({ cos, sin } = ropeCosSin(positionIdsFromMask(valid), this.invFreq)); // [B, 1, T, hd]
+        positions = positionIdsFromMask(valid); // [B][T]
+        ({ cos, sin } = ropeCosSin(positions, this.invFreq)); // [B, 1, T, hd]
         mask = buildAttentionMask({ keyValid: valid }); // [B, 1, T, T]
+        if (this.slidingWindow !== null)
+          slidingMask = buildAttentionMask({ keyValid: valid, slidingWindow: this.slidingWindow });
         if (options.adapter) tokenMask = tf.tensor2d(valid, [B, T], 'float32'); // [B, T]
       } else {
         const m = tf.cast(maskIn, 'int32'); // [B, T]
-        const positions = tf.add(tf.mul(tf.sub(tf.cumsum(m, 1), 1), m), tf.sub(1, m)); // [B, T] cumsum−1, pads 1
+        positions = tf.add(tf.mul(tf.sub(tf.cumsum(m, 1), 1), m), tf.sub(1, m)); // [B, T] cumsum−1, pads 1
         ({ cos, sin } = ropeCosSin(positions, this.invFreq)); // [B, 1, T, hd]
         mask = buildAttentionMask({ keyValid: m }); // [B, 1, T, T]
+        if (this.slidingWindow !== null)
+          slidingMask = buildAttentionMask({ keyValid: m, slidingWindow: this.slidingWindow });
         if (options.adapter) tokenMask = tf.cast(maskIn, 'float32'); // [B, T]
       }
       const plan = this.plan(options, 'forward', tokenMask, null);
-      const x = this.trunk(idsT, { config: this.config, cos, sin, mask, cache: null, plan }); // [B, T, d]
+      const x = this.trunk(idsT, {
+        config: this.config,
+        cos,
+        sin,
+        mask,
+        slidingMask,
+        localRope: this.localRope(positions),
+        cache: null,
+        plan,
+      }); // [B, T, d]
       return this.head(x); // [B, T, V]
     });
   }
@@ -352,9 +383,19 @@ export class CausalLM {
         const idsT = tf.tensor2d(ids, [B, T], 'int32'); // [B, T]
         const { cos, sin } = ropeCosSin(step.positions, this.invFreq); // [B, 1, T, hd]
         const attnMask = cache.attentionMask(step); // [B, 1, T, T]
+        const slidingMask = this.slidingMaskOf(cache, step); // [B, 1, T, T] or undefined
         const tokenMask = adapter === null ? null : tf.tensor2d(mask, [B, T], 'float32'); // [B, T]
         const plan = this.plan(options, 'prefill', tokenMask, adapterState);
-        let x = this.trunk(idsT, { config: this.config, cos, sin, mask: attnMask, cache, plan }); // [B, T, d]
+        let x = this.trunk(idsT, {
+          config: this.config,
+          cos,
+          sin,
+          mask: attnMask,
+          slidingMask,
+          localRope: this.localRope(step.positions),
+          cache,
+          plan,
+        }); // [B, T, d]
         if (!options.allLogits) x = tf.slice(x, [0, T - 1, 0], [B, 1, this.config.hiddenSize]); // [B, 1, d]
         const logits = this.head(x); // [B, T or 1, V]
         return options.allLogits ? logits : tf.reshape(logits, [B, this.config.vocabSize]); // [B, V]
@@ -416,6 +457,7 @@ export class CausalLM {
       // A decode step: RoPE in its half-swap form, fewer kernel launches (see ropeCosSin).
       const { cos, sin, sinSigned } = ropeCosSin(step.positions, this.invFreq, { signedSin: true }); // [B, 1, 1, hd]
       const attnMask = state.cache.attentionMask(step); // [B, 1, 1, C]
+      const slidingMask = this.slidingMaskOf(state.cache, step); // [B, 1, 1, C] or undefined
       let plan: AdapterPlan<unknown> | null = null;
       if (state.adapter !== null) {
         const tokenMask = tf.tensor2d(
@@ -436,6 +478,8 @@ export class CausalLM {
         sin,
         sinSigned,
         mask: attnMask,
+        slidingMask,
+        localRope: this.localRope(step.positions, true),
         cache: state.cache,
         plan,
       }); // [B, 1, d]
@@ -515,6 +559,8 @@ export class CausalLM {
   /** Embedding → layers, `ids [B, T]` → hidden `[B, T, d]` (before the final norm). */
   private trunk(ids: tf.Tensor, call: LayerCall): tf.Tensor {
     let x = tf.gather(this.weights.embedTokens, ids); // [B, T, d]
+    // Gemma: × √d, the scale rounded to the compute dtype (float32) as HF's embed_scale buffer.
+    if (this.config.embedScale) x = tf.mul(x, tf.scalar(Math.sqrt(this.config.hiddenSize))); // [B, T, d]
     this.weights.layers.forEach((w, i) => {
       x = decoderLayer(x, w, i, call); // [B, T, d]
     });
@@ -523,8 +569,30 @@ export class CausalLM {
 
   /** Final norm and lm_head: `[B, T, d]` → logits `[B, T, V]`. */
   private head(x: tf.Tensor): tf.Tensor {
-    const h = rmsNorm(x, this.weights.norm, this.config.rmsNormEps); // [B, T, d]
-    return linear(h, this.weights.lmHead); // [B, T, V]
+    const c = this.config;
+    const h = rmsNorm(x, this.weights.norm, c.rmsNormEps, { unitOffset: c.normUnitOffset }); // [B, T, d]
+    const logits = linear(h, this.weights.lmHead); // [B, T, V]
+    const cap = c.finalLogitSoftcapping;
+    return cap === null ? logits : tf.mul(tf.tanh(tf.div(logits, cap)), cap); // [B, T, V]
+  }
+
+  /** The sliding layers' mask of a cached step, when some layer slides. */
+  private slidingMaskOf(
+    cache: KVCache,
+    step: ReturnType<KVCache['beginStep']>,
+  ): tf.Tensor | undefined {
+    return this.slidingWindow === null
+      ? undefined
+      : cache.attentionMask(step, { slidingWindow: this.slidingWindow });
+  }
+
+  /** Gemma 3's local RoPE tables `[B, 1, T, hd]` for the sliding layers, or undefined. */
+  private localRope(
+    positions: number[][] | tf.Tensor,
+    signedSin = false,
+  ): LayerCall['localRope'] | undefined {
+    if (this.localInvFreq === null) return undefined;
+    return ropeCosSin(positions, this.localInvFreq, { signedSin });
   }
 
   private plan<R>(
@@ -659,10 +727,10 @@ export class CausalLM {
   }
 
   /**
-   * Positions (real tokens per row) are bounded by max_position_embeddings; slots (padding
-   * included) by a sliding window, which we do not implement.
+   * Positions (real tokens per row) are bounded by max_position_embeddings. Sliding windows
+   * need no bound: older keys are masked per layer (the KV cache keeps full length).
    */
-  private checkLength(realTokens: number, slots: number, field: string): void {
+  private checkLength(realTokens: number, _slots: number, field: string): void {
     const c = this.config;
     if (realTokens > c.maxPositionEmbeddings) {
       throw new ParaError(
@@ -672,17 +740,6 @@ export class CausalLM {
           field: `${field} (max_position_embeddings)`,
           expected: `at most ${c.maxPositionEmbeddings} tokens`,
           actual: String(realTokens),
-        },
-      );
-    }
-    if (c.slidingWindow !== null && slots > c.slidingWindow) {
-      throw new ParaError(
-        'UNSUPPORTED',
-        `a sequence of ${slots} slots exceeds the sliding window, which is not implemented`,
-        {
-          field: `${field} (sliding_window)`,
-          expected: `at most ${c.slidingWindow} slots`,
-          actual: String(slots),
         },
       );
     }

@@ -199,3 +199,193 @@ describe('parseHfConfig', () => {
     ).toBe(true);
   });
 });
+
+describe('parseHfConfig: Qwen3, Gemma 2, Gemma 3 and sliding windows', () => {
+  const arch = (name: string) =>
+    JSON.parse(readFileSync(join(FIXTURES, name, 'config.json'), 'utf8')) as Record<
+      string,
+      unknown
+    >;
+
+  it("applies each transformers class's defaults", () => {
+    const q3 = parseHfConfig({ ...base, model_type: 'qwen3' });
+    expect(q3).toMatchObject({
+      headDim: 128, // Qwen3Config.head_dim, not hidden / heads
+      qkNorm: true,
+      normUnitOffset: false,
+      slidingWindow: null,
+      maxPositionEmbeddings: 32768,
+    });
+    expect(q3.bias).toEqual({ q: false, k: false, v: false, o: false, mlp: false });
+    expect(parseHfConfig({ ...base, model_type: 'qwen3', attention_bias: true }).bias.o).toBe(true);
+    const g2 = parseHfConfig({ ...base, num_hidden_layers: 3, model_type: 'gemma2' });
+    expect(g2).toMatchObject({
+      headDim: 256,
+      hiddenAct: 'gelu_pytorch_tanh',
+      tieWordEmbeddings: true,
+      slidingWindow: 4096,
+      layerTypes: ['sliding_attention', 'full_attention', 'sliding_attention'],
+      queryPreAttnScalar: 256,
+      attnLogitSoftcapping: 50,
+      finalLogitSoftcapping: 30,
+      qkNorm: false,
+      sandwichNorms: true,
+      embedScale: true,
+      localRope: null,
+      maxPositionEmbeddings: 8192,
+    });
+    // An explicit null switches soft-capping off.
+    expect(
+      parseHfConfig({ ...base, model_type: 'gemma2', final_logit_softcapping: null })
+        .finalLogitSoftcapping,
+    ).toBeNull();
+    const g3 = parseHfConfig({ ...base, num_hidden_layers: 7, model_type: 'gemma3_text' });
+    expect(g3).toMatchObject({
+      qkNorm: true,
+      ropeTheta: 1e6,
+      localRope: { theta: 10000, scaling: null },
+      attnLogitSoftcapping: null,
+      finalLogitSoftcapping: null,
+    });
+    // sliding_window_pattern 6: every 6th layer is global.
+    expect(g3.layerTypes.map((t) => t[0])).toEqual(['s', 's', 's', 's', 's', 'f', 's']);
+    expect(
+      parseHfConfig({
+        ...base,
+        num_hidden_layers: 4,
+        model_type: 'gemma3_text',
+        sliding_window_pattern: 2,
+      }).layerTypes.map((t) => t[0]),
+    ).toEqual(['s', 'f', 's', 'f']);
+  });
+
+  it('Gemma 3: the transformers 4 spelling (rope_theta, rope_local_base_freq, rope_scaling) reads as the nested v5 one', () => {
+    const v5 = arch('gemma3-bf16');
+    const { rope_parameters: _r, layer_types: _l, ...rest } = v5;
+    const v4 = {
+      ...rest,
+      rope_theta: 1e6,
+      rope_local_base_freq: 10000,
+      rope_scaling: { rope_type: 'linear', factor: 2 },
+      sliding_window_pattern: 3,
+    };
+    const { extra: _a, ...a } = parseHfConfig(v5);
+    const { extra: _b, ...b } = parseHfConfig(v4);
+    expect(b).toEqual(a);
+  });
+
+  it('sliding windows: Mistral on every layer, Qwen only with use_sliding_window (layer_types, else max_window_layers), a Llama key ignored', () => {
+    expect(parseHfConfig({ ...base, model_type: 'mistral', sliding_window: 8 }).layerTypes).toEqual(
+      ['sliding_attention', 'sliding_attention'],
+    );
+    const q = { ...base, num_hidden_layers: 4, sliding_window: 8, use_sliding_window: true };
+    expect(parseHfConfig({ ...q, model_type: 'qwen2', max_window_layers: 3 }).layerTypes).toEqual([
+      'full_attention',
+      'full_attention',
+      'full_attention',
+      'sliding_attention',
+    ]);
+    expect(
+      parseHfConfig({
+        ...q,
+        model_type: 'qwen3',
+        max_window_layers: 3,
+        layer_types: ['sliding_attention', 'full_attention', 'full_attention', 'full_attention'],
+      }).layerTypes[0],
+    ).toBe('sliding_attention');
+    // use_sliding_window false: no window whatever layer_types say (transformers sets it to None).
+    const off = parseHfConfig({
+      ...q,
+      model_type: 'qwen3',
+      use_sliding_window: false,
+      layer_types: ['sliding_attention', 'full_attention', 'full_attention', 'full_attention'],
+    });
+    expect([off.slidingWindow, off.layerTypes[0]]).toEqual([null, 'full_attention']);
+    const llama = parseHfConfig({ ...base, sliding_window: 16 });
+    expect(llama.slidingWindow).toBeNull();
+    expect(llama.layerTypes).toEqual(['full_attention', 'full_attention']);
+    expect(llama.extra?.sliding_window).toBe(16); // kept, uninterpreted, for a save
+  });
+
+  it('settings transformers implements and we do not are UNSUPPORTED naming the field', () => {
+    const e = error(() =>
+      parseHfConfig(
+        { ...base, model_type: 'gemma3_text', use_bidirectional_attention: true },
+        'g/config.json',
+      ),
+    );
+    expect(isParaError(e, 'UNSUPPORTED')).toBe(true);
+    expect(e.field).toBe('use_bidirectional_attention');
+    expect(e.message).toContain('g/config.json');
+    const e2 = error(() =>
+      parseHfConfig({
+        ...base,
+        model_type: 'gemma2',
+        layer_types: ['chunked_attention', 'full_attention'],
+      }),
+    );
+    expect(isParaError(e2, 'UNSUPPORTED')).toBe(true);
+    expect(e2.field).toBe('layer_types');
+    const e3 = error(() =>
+      parseHfConfig({ ...base, model_type: 'gemma2', hidden_activation: 'gelu' }),
+    );
+    expect(isParaError(e3, 'INVALID_CONFIG')).toBe(true);
+    expect(e3.message).toContain('hidden_activation');
+    const e4 = error(() =>
+      parseHfConfig({ ...base, model_type: 'gemma2', layer_types: ['full_attention'] }),
+    );
+    expect(isParaError(e4, 'INVALID_CONFIG')).toBe(true);
+    expect(e4.message).toContain('layer_types');
+    const e5 = error(() =>
+      parseHfConfig({ ...base, model_type: 'gemma2', attn_logit_softcapping: -1 }),
+    );
+    expect(e5.message).toContain('attn_logit_softcapping');
+  });
+
+  it('pad / bos / eos token ids outside the vocabulary are INVALID_CONFIG naming config.json and the field', () => {
+    for (const [field, value] of [
+      ['pad_token_id', 100],
+      ['pad_token_id', -1],
+      ['bos_token_id', 100],
+      ['bos_token_id', -3],
+      ['eos_token_id', 100],
+      ['eos_token_id', [2, 100]],
+      ['eos_token_id', [-1]],
+    ] as const) {
+      const e = error(() => parseHfConfig({ ...base, [field]: value }, 'm/config.json'));
+      expect(isParaError(e, 'INVALID_CONFIG'), `${field} ${value}`).toBe(true);
+      expect(e.field, `${field} ${value}`).toContain(field);
+      expect(e.message).toContain('m/config.json');
+      expect(e.message).toContain(field);
+    }
+    expect(parseHfConfig({ ...base, pad_token_id: 99, eos_token_id: [0, 99] }).padTokenId).toBe(99);
+  });
+
+  it('toHfConfig → parseHfConfig round-trips the new architectures', () => {
+    for (const cfg of [
+      { ...base, model_type: 'qwen3', attention_bias: true, head_dim: 32 },
+      { ...base, model_type: 'qwen3', use_sliding_window: true, sliding_window: 3 },
+      { ...base, model_type: 'gemma2', attn_logit_softcapping: null, sliding_window: 3 },
+      {
+        ...base,
+        model_type: 'gemma3_text',
+        rope_local_base_freq: 5000,
+        final_logit_softcapping: 7,
+      },
+      {
+        ...base,
+        model_type: 'gemma3_text',
+        rope_parameters: {
+          full_attention: { rope_type: 'default', rope_theta: 1e6 },
+          sliding_attention: { rope_type: 'linear', factor: 2, rope_theta: 1e4 },
+        },
+      },
+    ]) {
+      const c = parseHfConfig(cfg);
+      const back = parseHfConfig(JSON.parse(JSON.stringify(toHfConfig(c))));
+      const { extra: _a, ...x } = c;
+      const { extra: _b, ...y } = back;
+      expect(y, String(cfg.model_type)).toEqual(x);
+    }
+  });
+});

@@ -26,6 +26,11 @@ export function repeatKv(x: tf.Tensor, nRep: number): tf.Tensor {
 export interface AttentionOptions {
   /** Score scale; default `1 / sqrt(hd)`. */
   scale?: number;
+  /**
+   * Gemma 2's attention logit soft-capping: scores become `cap · tanh(scores / cap)` after the
+   * scale and before the mask (HF's eager `softcap`). Default none.
+   */
+  softcap?: number | null;
 }
 
 /**
@@ -92,10 +97,21 @@ export function attention(
       actual: String(scale),
     });
   }
+  const softcap = options.softcap ?? null;
+  if (
+    softcap !== null &&
+    !(typeof softcap === 'number' && Number.isFinite(softcap) && softcap > 0)
+  ) {
+    throw new ParaError('INVALID_ARGUMENT', 'softcap must be a positive number or null', {
+      field: 'softcap',
+      actual: String(softcap),
+    });
+  }
   const nRep = Hq / Hkv;
   return tf.tidy(() => {
     const qg = tf.reshape(q, [B, Hkv, nRep * T, hd]); // [B, Hkv, nRep·T, hd], row r·T + t
     let scores = tf.mul(tf.matMul(qg, k, false, true), scale); // [B, Hkv, nRep·T, S]
+    if (softcap !== null) scores = tf.mul(tf.tanh(tf.div(scores, softcap)), softcap); // [B, Hkv, nRep·T, S]
     if (mask !== null) {
       // Broadcast the mask over the nRep query heads of each group instead of tiling it
       // (a Tile per layer was ~a quarter of a wasm training step).

@@ -32,7 +32,7 @@ export {
   padBatch,
   positionIdsFromMask,
 } from './mask';
-export { rmsNorm } from './rmsnorm';
+export { type RmsNormOptions, rmsNorm } from './rmsnorm';
 export {
   applyRope,
   type RopeCosSin,
@@ -46,4 +46,4 @@ export {
 } from './rope';
 export { type SampleOptions, sampleFromLogits, samplingDistribution } from './sampling';
 export { checkShape, type Dim, describeShape } from './shapes';
-export { silu, swiglu } from './swiglu';
+export { geglu, geluTanh, silu, swiglu } from './swiglu';

@@ -305,10 +305,15 @@ export class KVCache {
   /**
    * The additive attention mask of a step, `[B, 1, T, S]` float32: query t of row b sits in slot
    * `starts[b] + t` and may attend to key slot s iff `s ≤ starts[b] + t` and the slot is valid;
-   * 0 there, {@link MASK_NEGATIVE} elsewhere. The caller disposes it.
+   * 0 there, {@link MASK_NEGATIVE} elsewhere. With `slidingWindow` W (a sliding-window layer),
+   * only slots `s > starts[b] + t - W` too, as transformers' sliding-window mask. The cache
+   * keeps every slot (full length): older keys are masked, not evicted, so one cache serves
+   * full and sliding layers alike. The caller disposes it.
    */
-  attentionMask(step: CacheStep): tf.Tensor {
+  attentionMask(step: CacheStep, options: { slidingWindow?: number | null } = {}): tf.Tensor {
     const { queryLength: T, keyLength: S, keyValid, starts } = step;
+    const W = options.slidingWindow ?? null;
+    if (W !== null) checkPositiveInt(W, 'slidingWindow');
     const B = keyValid.length;
     const out = new Float32Array(B * T * S); // [B, 1, T, S]
     for (let b = 0; b < B; b++) {
@@ -316,8 +321,10 @@ export class KVCache {
       const start = starts[b] as number; // all 0 in the first step of an empty cache (S = T)
       for (let t = 0; t < T; t++) {
         const last = start + t;
+        const first = W === null ? 0 : last - W + 1; // sliding window: slots (last - W, last]
         const base = (b * T + t) * S;
-        for (let s = 0; s < S; s++) out[base + s] = s <= last && row[s] === 1 ? 0 : MASK_NEGATIVE;
+        for (let s = 0; s < S; s++)
+          out[base + s] = s <= last && s >= first && row[s] === 1 ? 0 : MASK_NEGATIVE;
       }
     }
     return tf.tensor4d(out, [B, 1, T, S]);

@@ -130,6 +130,12 @@ export interface AttentionMaskOptions {
   queryLength?: number;
   /** Apply causality (default true). `false` gives a padding-only mask. */
   causal?: boolean;
+  /**
+   * Sliding-window attention (Mistral, Qwen2/3 sliding layers, Gemma's local layers): query slot
+   * `q` sees only key slots `s > q - slidingWindow` (itself and the `slidingWindow - 1` slots
+   * before), as transformers' `sliding_window_overlay`. Default: no window.
+   */
+  slidingWindow?: number | null;
 }
 
 /**
@@ -139,6 +145,9 @@ export interface AttentionMaskOptions {
  */
 export function attentionMask(options: AttentionMaskOptions): tf.Tensor {
   const { keyValid, causal = true } = options;
+  const W = options.slidingWindow ?? null;
+  if (W !== null) checkPositiveInt(W, 'slidingWindow');
+  const inWindow = (q: number, s: number) => W === null || s > q - W;
   if (Array.isArray(keyValid)) {
     const [B, S] = checkValid(keyValid, 'keyValid');
     const T = options.queryLength ?? S;
@@ -156,7 +165,8 @@ export function attentionMask(options: AttentionMaskOptions): tf.Tensor {
       for (let t = 0; t < T; t++) {
         const last = causal ? S - T + t : S - 1;
         const base = (b * T + t) * S;
-        for (let s = 0; s < S; s++) out[base + s] = s <= last && row[s] === 1 ? 0 : MASK_NEGATIVE;
+        for (let s = 0; s < S; s++)
+          out[base + s] = s <= last && row[s] === 1 && inWindow(S - T + t, s) ? 0 : MASK_NEGATIVE;
       }
     }
     return tf.tensor4d(out, [B, 1, T, S]);
@@ -173,7 +183,8 @@ export function attentionMask(options: AttentionMaskOptions): tf.Tensor {
   }
   const allowedCausal = new Float32Array(T * S); // [T, S]
   for (let t = 0; t < T; t++)
-    for (let s = 0; s < S; s++) allowedCausal[t * S + s] = !causal || s <= S - T + t ? 1 : 0;
+    for (let s = 0; s < S; s++)
+      allowedCausal[t * S + s] = (!causal || s <= S - T + t) && inWindow(S - T + t, s) ? 1 : 0;
   return tf.tidy(() => {
     const valid = tf.reshape(tf.cast(keyValid, 'float32'), [B, 1, 1, S]); // [B, 1, 1, S]
     const allowed = tf.mul(tf.tensor4d(allowedCausal, [1, 1, T, S]), valid); // [B, 1, T, S]

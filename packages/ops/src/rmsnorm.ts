@@ -2,15 +2,28 @@ import { ParaError } from '@para/core';
 import * as tf from '@tensorflow/tfjs-core';
 import { checkMinRank, checkShape } from './shapes';
 
+export interface RmsNormOptions {
+  /**
+   * Gemma's `Gemma2RMSNorm` / `Gemma3RMSNorm`: the stored weight is an offset from 1, applied
+   * as `(1 + weight)` (HF computes it in float32 whatever the model dtype, as we always do).
+   */
+  unitOffset?: boolean;
+}
+
 /**
  * RMSNorm (Zhang & Sennrich 2019), as Hugging Face's `LlamaRMSNorm`:
  *
- *     y = x · rsqrt(mean(x², axis = -1) + eps) · weight
+ *     y = x · rsqrt(mean(x², axis = -1) + eps) · weight          (unitOffset: · (1 + weight))
  *
  * over the last axis, in float32. `x` is `[..., d]`, `weight` is `[d]`; the result has x's
  * shape. Differentiable in both `x` and `weight`.
  */
-export function rmsNorm(x: tf.Tensor, weight: tf.Tensor, eps = 1e-6): tf.Tensor {
+export function rmsNorm(
+  x: tf.Tensor,
+  weight: tf.Tensor,
+  eps = 1e-6,
+  options: RmsNormOptions = {},
+): tf.Tensor {
   const shape = checkMinRank(x, 'x', 1, '[..., d]');
   const d = shape[shape.length - 1] as number;
   checkShape(weight, 'weight', [d]);
@@ -24,6 +37,7 @@ export function rmsNorm(x: tf.Tensor, weight: tf.Tensor, eps = 1e-6): tf.Tensor 
     const xf = x.dtype === 'float32' ? x : tf.cast(x, 'float32');
     const meanSquare = tf.mean(tf.square(xf), -1, true); // [..., 1]
     const inv = tf.rsqrt(tf.add(meanSquare, eps)); // [..., 1]
-    return tf.mul(tf.mul(xf, inv), weight); // [..., d]
+    const w = options.unitOffset === true ? tf.add(1, weight) : weight; // [d]
+    return tf.mul(tf.mul(xf, inv), w); // [..., d]
   });
 }

@@ -22,3 +22,27 @@ export function swiglu(gate: tf.Tensor, up: tf.Tensor): tf.Tensor {
   checkSameShape(gate, up, 'up', 'gate');
   return tf.tidy(() => tf.mul(tf.mul(gate, tf.sigmoid(gate)), up)); // [..., d_ff]
 }
+
+/**
+ * GELU in its tanh approximation, as `torch.nn.functional.gelu(x, approximate="tanh")`
+ * (transformers' `gelu_pytorch_tanh`, Gemma's `hidden_activation`):
+ *
+ *     gelu(x) = 0.5 · x · (1 + tanh(sqrt(2/π) · (x + 0.044715 · x³)))
+ */
+export function geluTanh(x: tf.Tensor): tf.Tensor {
+  checkMinRank(x, 'x', 0, 'a tensor');
+  return tf.tidy(() => {
+    const inner = tf.mul(tf.add(x, tf.mul(tf.pow(x, 3), 0.044715)), Math.sqrt(2 / Math.PI));
+    return tf.mul(tf.mul(x, 0.5), tf.add(1, tf.tanh(inner)));
+  });
+}
+
+/**
+ * The GeGLU gate of Gemma's MLP: `geglu(gate, up) = gelu_tanh(gate) ⊙ up`, both `[..., d_ff]`;
+ * the MLP output is `down_proj(geglu(gate_proj(x), up_proj(x)))`. Differentiable in both.
+ */
+export function geglu(gate: tf.Tensor, up: tf.Tensor): tf.Tensor {
+  checkMinRank(gate, 'gate', 1, '[..., d_ff]');
+  checkSameShape(gate, up, 'up', 'gate');
+  return tf.tidy(() => tf.mul(geluTanh(gate), up)); // [..., d_ff]
+}

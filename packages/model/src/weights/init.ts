@@ -1,6 +1,7 @@
 /**
  * Seeded random initialisation, as transformers' `LlamaPreTrainedModel._init_weights`: linear
- * and embedding weights ~ N(0, initializer_range²), biases 0, RMSNorm weights 1, the padding
+ * and embedding weights ~ N(0, initializer_range²), biases 0, RMSNorm weights 1 (0 for Gemma's
+ * `(1 + w)` norms), the padding
  * token's embedding row 0. The same seed gives the same weights on every backend.
  */
 
@@ -18,7 +19,8 @@ export function initWeights(config: ModelConfig, seed: number | string = 0): Mod
     // shift the values of the others.
     const r = rng.fork(name);
     if (name.endsWith('norm.weight'))
-      named[name] = tf.ones(shape); // [d]
+      // Gemma stores (1 + w) norms as w: HF initialises them to 0, i.e. the identity scale.
+      named[name] = config.normUnitOffset ? tf.zeros(shape) : tf.ones(shape); // [d] or [hd]
     else if (name.endsWith('.bias'))
       named[name] = tf.zeros(shape); // [out]
     else if (

@@ -50,6 +50,14 @@ export interface LayerWeights {
   o_proj: Linear;
   /** [d] */
   postAttentionLayernorm: tf.Tensor;
+  /** [hd] per-head RMSNorm of q before RoPE (config.qkNorm: Qwen3, Gemma 3), else null */
+  qNorm: tf.Tensor | null;
+  /** [hd] per-head RMSNorm of k before RoPE, else null */
+  kNorm: tf.Tensor | null;
+  /** [d] Gemma's norm before the MLP (config.sandwichNorms; then postAttentionLayernorm normalises the attention output), else null */
+  preFeedforwardLayernorm: tf.Tensor | null;
+  /** [d] Gemma's norm of the MLP output, else null */
+  postFeedforwardLayernorm: tf.Tensor | null;
   /** [d_ff, d] */
   gate_proj: Linear;
   /** [d_ff, d] */
@@ -129,10 +137,44 @@ export function projectionName(
   return `model.layers.${layer}.${MODULE_OF[p]}.${p}.${what}`;
 }
 
+/** The layer's norms beyond input_layernorm, by HF name suffix, in HF's module order. */
+function layerNormSpecs(c: ModelConfig): {
+  key:
+    | 'qNorm'
+    | 'kNorm'
+    | 'postAttentionLayernorm'
+    | 'preFeedforwardLayernorm'
+    | 'postFeedforwardLayernorm';
+  suffix: string;
+  dim: number;
+}[] {
+  const d = c.hiddenSize;
+  const out: ReturnType<typeof layerNormSpecs> = [];
+  if (c.qkNorm) {
+    out.push({ key: 'qNorm', suffix: 'self_attn.q_norm.weight', dim: c.headDim });
+    out.push({ key: 'kNorm', suffix: 'self_attn.k_norm.weight', dim: c.headDim });
+  }
+  out.push({ key: 'postAttentionLayernorm', suffix: 'post_attention_layernorm.weight', dim: d });
+  if (c.sandwichNorms) {
+    out.push({
+      key: 'preFeedforwardLayernorm',
+      suffix: 'pre_feedforward_layernorm.weight',
+      dim: d,
+    });
+    out.push({
+      key: 'postFeedforwardLayernorm',
+      suffix: 'post_feedforward_layernorm.weight',
+      dim: d,
+    });
+  }
+  return out;
+}
+
 /** Every tensor a checkpoint of this config holds, in HF's module order. */
 export function tensorSpecs(c: ModelConfig): TensorSpec[] {
   const d = c.hiddenSize;
   const specs: TensorSpec[] = [{ name: 'model.embed_tokens.weight', shape: [c.vocabSize, d] }];
+  const norms = layerNormSpecs(c);
   for (let i = 0; i < c.numLayers; i++) {
     specs.push({ name: `model.layers.${i}.input_layernorm.weight`, shape: [d] });
     for (const p of PROJECTIONS) {
@@ -140,7 +182,7 @@ export function tensorSpecs(c: ModelConfig): TensorSpec[] {
       specs.push({ name: projectionName(i, p), shape: [out, inp] });
       if (hasBias(c, p)) specs.push({ name: projectionName(i, p, 'bias'), shape: [out] });
     }
-    specs.push({ name: `model.layers.${i}.post_attention_layernorm.weight`, shape: [d] });
+    for (const n of norms) specs.push({ name: `model.layers.${i}.${n.suffix}`, shape: [n.dim] });
   }
   specs.push({ name: 'model.norm.weight', shape: [d] });
   if (!c.tieWordEmbeddings) specs.push({ name: 'lm_head.weight', shape: [c.vocabSize, d] });
@@ -150,6 +192,7 @@ export function tensorSpecs(c: ModelConfig): TensorSpec[] {
 /** The weights by HF name (lm_head omitted when tied), for saving or inspection. */
 export function namedWeights(c: ModelConfig, w: ModelWeights): Record<string, tf.Tensor> {
   const out: Record<string, tf.Tensor> = { 'model.embed_tokens.weight': w.embedTokens };
+  const norms = layerNormSpecs(c);
   w.layers.forEach((l, i) => {
     out[`model.layers.${i}.input_layernorm.weight`] = l.inputLayernorm;
     for (const p of PROJECTIONS) {
@@ -157,7 +200,11 @@ export function namedWeights(c: ModelConfig, w: ModelWeights): Record<string, tf
       const b = l[p].bias;
       if (b !== null) out[projectionName(i, p, 'bias')] = b;
     }
-    out[`model.layers.${i}.post_attention_layernorm.weight`] = l.postAttentionLayernorm;
+    for (const n of norms) {
+      const t = l[n.key];
+      if (t === null) throw new Error(`internal: layer ${i} has no ${n.suffix}`);
+      out[`model.layers.${i}.${n.suffix}`] = t;
+    }
   });
   out['model.norm.weight'] = w.norm;
   if (!c.tieWordEmbeddings) out['lm_head.weight'] = w.lmHead;
@@ -180,13 +227,18 @@ export function weightsFromNamed(
   });
   const layers: LayerWeights[] = [];
   for (let i = 0; i < c.numLayers; i++) {
+    const norm = (suffix: string, on: boolean) => (on ? get(`model.layers.${i}.${suffix}`) : null);
     layers.push({
       inputLayernorm: get(`model.layers.${i}.input_layernorm.weight`),
       q_proj: linear(i, 'q_proj'),
       k_proj: linear(i, 'k_proj'),
       v_proj: linear(i, 'v_proj'),
       o_proj: linear(i, 'o_proj'),
+      qNorm: norm('self_attn.q_norm.weight', c.qkNorm),
+      kNorm: norm('self_attn.k_norm.weight', c.qkNorm),
       postAttentionLayernorm: get(`model.layers.${i}.post_attention_layernorm.weight`),
+      preFeedforwardLayernorm: norm('pre_feedforward_layernorm.weight', c.sandwichNorms),
+      postFeedforwardLayernorm: norm('post_feedforward_layernorm.weight', c.sandwichNorms),
       gate_proj: linear(i, 'gate_proj'),
       up_proj: linear(i, 'up_proj'),
       down_proj: linear(i, 'down_proj'),
@@ -207,6 +259,8 @@ export function allWeightTensors(w: ModelWeights): tf.Tensor[] {
   for (const l of w.layers) {
     out.add(l.inputLayernorm);
     out.add(l.postAttentionLayernorm);
+    for (const n of [l.qNorm, l.kNorm, l.preFeedforwardLayernorm, l.postFeedforwardLayernorm])
+      if (n !== null && n !== undefined) out.add(n);
     for (const p of PROJECTIONS) {
       out.add(l[p].weight);
       const b = l[p].bias;

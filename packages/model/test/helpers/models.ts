@@ -9,6 +9,21 @@ export const GOLDEN_MODELS = [
   'qwen2-tied-f16',
   'mistral-sharded',
   'smollm-tied',
+  'qwen3-bf16',
+  'qwen3-sliding',
+  'qwen2-sliding',
+  'mistral-sliding',
+  'gemma2-f16',
+  'gemma3-bf16',
+] as const;
+
+/** The fixtures with sliding-window layers (every prompt + generation is longer than the window). */
+export const SLIDING_MODELS = [
+  'qwen3-sliding',
+  'qwen2-sliding',
+  'mistral-sliding',
+  'gemma2-f16',
+  'gemma3-bf16',
 ] as const;
 
 /** A tiny config (GQA, biases optional) for tests that build their own model. */

@@ -1,0 +1,295 @@
+/**
+ * The architectures beyond Llama/Mistral/Qwen2 (Qwen3, Gemma 2, Gemma 3 text) and sliding-window
+ * attention, on the transformers fixtures of goldens/make_goldens_arch.py: cached decoding
+ * equals teacher forcing over sequences longer than the window, rows joining a running batch
+ * decode as alone, save → load is exact, seeded init, and the adapter sites (q, v, the up half
+ * of Gemma's GeGLU) act where they should.
+ */
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import * as tf from '@tensorflow/tfjs-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  type CausalLM,
+  CausalLM as CausalLMClass,
+  createConfig,
+  type LayerWeights,
+  type ModelAdapter,
+  namedWeights,
+  parseHfConfig,
+  toHfConfig,
+} from '../src/index';
+import { loadModel, saveModel } from '../src/node';
+import { expectClose, take, testBackends, useBackend } from './helpers/backends';
+import { FIXTURES, SLIDING_MODELS } from './helpers/models';
+
+const ARCH_MODELS = ['qwen3-bf16', ...SLIDING_MODELS] as const;
+
+/** Prompts and responses: every row's prompt + response (up to 18 slots) exceeds every window (4 or 5). */
+const PROMPTS = [
+  [1, 5, 9, 13, 44, 90, 7, 8, 100],
+  [1, 7, 3],
+  [1, 3, 4, 8, 20, 30, 31],
+];
+const RESPONSES = [
+  [11, 12, 40, 41, 2, 9, 10, 3, 77],
+  [63, 0, 17, 17, 5, 120, 6, 33, 4],
+  [22, 23, 24, 25, 26, 27, 28, 29, 30],
+];
+
+function leftPad(rows: number[][]): { ids: number[][]; mask: number[][] } {
+  const L = Math.max(...rows.map((r) => r.length));
+  return {
+    ids: rows.map((r) => [...new Array(L - r.length).fill(0), ...r]),
+    mask: rows.map((r) => [...new Array(L - r.length).fill(0), ...new Array(r.length).fill(1)]),
+  };
+}
+
+function at(buf: Float32Array, T: number, V: number, b: number, t: number): Float32Array {
+  return buf.subarray((b * T + t) * V, (b * T + t + 1) * V);
+}
+
+describe.each(testBackends())('architectures on %s', (backend) => {
+  const models = new Map<string, CausalLM>();
+  beforeAll(async () => {
+    await useBackend(backend);
+    for (const name of ARCH_MODELS) models.set(name, await loadModel(join(FIXTURES, name)));
+  });
+  afterAll(() => {
+    for (const m of models.values()) m.dispose();
+  });
+
+  it('the fixtures are the architectures they claim', () => {
+    const g2 = (models.get('gemma2-f16') as CausalLM).config;
+    expect(g2.layerTypes).toEqual(['sliding_attention', 'full_attention', 'sliding_attention']);
+    expect([g2.attnLogitSoftcapping, g2.finalLogitSoftcapping, g2.queryPreAttnScalar]).toEqual([
+      2, 3, 24,
+    ]);
+    expect([g2.normUnitOffset, g2.sandwichNorms, g2.embedScale, g2.hiddenAct]).toEqual([
+      true,
+      true,
+      true,
+      'gelu_pytorch_tanh',
+    ]);
+    const g3 = (models.get('gemma3-bf16') as CausalLM).config;
+    expect(g3.layerTypes).toEqual([
+      'sliding_attention',
+      'sliding_attention',
+      'full_attention',
+      'sliding_attention',
+    ]);
+    expect(g3.localRope).toEqual({ theta: 10000, scaling: null });
+    expect([g3.ropeTheta, g3.ropeScaling]).toEqual([1e6, { rope_type: 'linear', factor: 2 }]);
+    expect([g3.qkNorm, g3.attnLogitSoftcapping, g3.finalLogitSoftcapping]).toEqual([true, null, 4]);
+    const q3 = (models.get('qwen3-bf16') as CausalLM).config;
+    expect([q3.qkNorm, q3.headDim, q3.bias.o, q3.slidingWindow]).toEqual([true, 32, true, null]);
+    // v4 config without layer_types: max_window_layers = 1 decides.
+    expect((models.get('qwen3-sliding') as CausalLM).config.layerTypes).toEqual([
+      'full_attention',
+      'sliding_attention',
+      'sliding_attention',
+    ]);
+    expect((models.get('mistral-sliding') as CausalLM).config.layerTypes).toEqual([
+      'sliding_attention',
+      'sliding_attention',
+    ]);
+    expect(tf.getBackend()).toBe(backend);
+  });
+
+  it.each(ARCH_MODELS)(
+    '%s: teacher forcing equals prefill + cached decode past the sliding window',
+    async (name) => {
+      const model = models.get(name) as CausalLM;
+      const V = model.config.vocabSize;
+      const full = PROMPTS.map((p, b) => [...p, ...(RESPONSES[b] as number[])]);
+      const { ids, mask } = leftPad(full);
+      const Tf = (ids[0] as number[]).length;
+      const teacher = await take(model.forward(ids, { attentionMask: mask })); // [B, Tf, V]
+      const { logits: prefillLogits, state } = model.prefill(PROMPTS, { allLogits: true });
+      const Tp = Math.max(...PROMPTS.map((p) => p.length));
+      const pre = await take(prefillLogits); // [B, Tp, V]
+      const R = (RESPONSES[0] as number[]).length;
+      const steps: Float32Array[] = [];
+      for (let r = 0; r < R - 1; r++)
+        steps.push(
+          await take(
+            model.decodeStep(
+              RESPONSES.map((x) => x[r] as number),
+              state,
+            ),
+          ),
+        );
+      state.dispose();
+      PROMPTS.forEach((p, b) => {
+        const offF = Tf - p.length - R;
+        const offP = Tp - p.length;
+        for (let j = 0; j < p.length; j++)
+          expectClose(
+            at(pre, Tp, V, b, offP + j),
+            at(teacher, Tf, V, b, offF + j),
+            1e-4,
+            0,
+            `${name} row ${b} prompt ${j}`,
+          );
+        steps.forEach((s, r) => {
+          expectClose(
+            s.subarray(b * V, (b + 1) * V),
+            at(teacher, Tf, V, b, offF + p.length + r),
+            1e-4,
+            0,
+            `${name} row ${b} step ${r}`,
+          );
+        });
+      });
+    },
+  );
+
+  it.each(SLIDING_MODELS)(
+    '%s: a row inserted into a running batch decodes as it does alone',
+    async (name) => {
+      const model = models.get(name) as CausalLM;
+      const V = model.config.vocabSize;
+      const prompt = PROMPTS[0] as number[];
+      const next = RESPONSES[0] as number[];
+      // Alone.
+      const alone = model.prefill([prompt], { capacity: 32 });
+      alone.logits.dispose();
+      const want: Float32Array[] = [];
+      for (const t of next.slice(0, 6)) want.push(await take(model.decodeStep([t], alone.state)));
+      alone.state.dispose();
+      // A batch whose row 1 runs ahead, then row 0 is released and the prompt joins there.
+      const batch = model.prefill([PROMPTS[1] as number[], PROMPTS[2] as number[]], {
+        capacity: 32,
+      });
+      batch.logits.dispose();
+      for (let i = 0; i < 3; i++) (await take(model.decodeStep([5, 6], batch.state))).fill(0);
+      batch.state.releaseRow(0);
+      const joiner = model.prefill([prompt]);
+      joiner.logits.dispose();
+      batch.state.insertRows(joiner.state, { into: [0] });
+      joiner.state.dispose();
+      for (let i = 0; i < 6; i++) {
+        const got = await take(model.decodeStep([next[i] as number, 7], batch.state));
+        expectClose(got.subarray(0, V), want[i] as Float32Array, 1e-4, 0, `${name} step ${i}`);
+      }
+      batch.state.dispose();
+    },
+  );
+
+  it('a PARA-like identity scale of q, v and up is bit-identical; a scale of up acts on the up half of the GeGLU', async () => {
+    const model = models.get('gemma2-f16') as CausalLM;
+    const ids = [[1, 5, 9, 13, 44, 90, 7, 8, 100]];
+    const base = await take(model.forward(ids));
+    const sitesSeen = new Set<string>();
+    const ones = (factor: number): ModelAdapter => ({
+      sites: [],
+      layerInput(ctx) {
+        for (const site of ['q_proj', 'v_proj', 'up_proj'] as const) {
+          const dim =
+            site === 'up_proj'
+              ? model.config.intermediateSize
+              : (site === 'q_proj' ? model.config.numHeads : model.config.numKvHeads) *
+                model.config.headDim;
+          sitesSeen.add(site);
+          const scale =
+            site === 'up_proj' && factor !== 1
+              ? tf.reshape(tf.linspace(1, factor, dim), [1, 1, dim])
+              : tf.ones([1, 1, dim]);
+          ctx.state.setScale(site, scale); // [1, 1, dim]
+        }
+      },
+    });
+    expect(await take(model.forward(ids, { adapter: ones(1) }))).toEqual(base);
+    expect(sitesSeen).toEqual(new Set(['q_proj', 'v_proj', 'up_proj']));
+    // A per-channel scale of up (1 … 2) equals scaling up_proj's rows: it lands on the up half of
+    // the GeGLU (a uniform one would vanish in Gemma's post-feed-forward norm).
+    const scaled = await take(model.forward(ids, { adapter: ones(2) }));
+    const w = model.weights;
+    const doubled = new CausalLMClass(model.config, {
+      ...w,
+      layers: w.layers.map((l) => ({
+        ...l,
+        up_proj: {
+          weight: tf.mul(
+            l.up_proj.weight,
+            tf.reshape(tf.linspace(1, 2, model.config.intermediateSize), [-1, 1]),
+          ),
+          bias: l.up_proj.bias,
+        },
+      })),
+    });
+    const ref = await take(doubled.forward(ids));
+    for (const l of doubled.weights.layers) l.up_proj.weight.dispose();
+    expectClose(scaled, ref, 1e-4, 1e-5, 'up scale = doubled up_proj');
+    expect(Math.max(...scaled.map((v, i) => Math.abs(v - (base[i] as number))))).toBeGreaterThan(
+      1e-3,
+    );
+  });
+});
+
+describe('architectures: save → load, config round trips, init', () => {
+  let dir: string;
+  beforeAll(async () => {
+    await useBackend('cpu');
+    dir = await mkdtemp(join(tmpdir(), 'para-arch-'));
+  });
+  afterAll(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it.each(ARCH_MODELS)('%s: save → load is exact and config.json round-trips', async (name) => {
+    const model = await loadModel(join(FIXTURES, name));
+    const out = join(dir, name);
+    await saveModel(model, out);
+    const back = await loadModel(out);
+    const { extra: _a, ...c1 } = model.config;
+    const { extra: _b, ...c2 } = back.config;
+    expect(c2).toEqual(c1);
+    const { extra: _c, ...c3 } = parseHfConfig(toHfConfig(model.config));
+    expect(c3).toEqual(c1);
+    const a = namedWeights(model.config, model.weights);
+    const b = namedWeights(back.config, back.weights);
+    expect(Object.keys(b).sort()).toEqual(Object.keys(a).sort());
+    for (const [k, t] of Object.entries(a))
+      expect(await (b[k] as tf.Tensor).data(), k).toEqual(await t.data());
+    const ids = [[1, 2, 3, 4, 5, 6, 7, 8, 9]];
+    expect(await take(back.forward(ids))).toEqual(await take(model.forward(ids)));
+    model.dispose();
+    back.dispose();
+  });
+
+  it('random Gemma / Qwen3 models: (1 + w) norms start at w = 0, q/k norms and sandwich norms exist', async () => {
+    for (const modelType of ['qwen3', 'gemma2', 'gemma3_text'] as const) {
+      const config = createConfig({
+        modelType,
+        vocabSize: 64,
+        hiddenSize: 32,
+        intermediateSize: 48,
+        numLayers: 2,
+        numHeads: 4,
+        numKvHeads: 2,
+        headDim: 16,
+        slidingWindow: 3,
+        layerTypes: ['sliding_attention', 'full_attention'],
+        localRope: modelType === 'gemma3_text' ? { theta: 10000, scaling: null } : null,
+      });
+      const m = CausalLMClass.random(config, 3);
+      const names = Object.keys(namedWeights(config, m.weights));
+      expect(names.includes('model.layers.0.self_attn.q_norm.weight')).toBe(modelType !== 'gemma2');
+      expect(names.includes('model.layers.1.pre_feedforward_layernorm.weight')).toBe(
+        modelType !== 'qwen3',
+      );
+      const n = await (m.weights.layers[0] as LayerWeights).inputLayernorm.data();
+      expect(n[0]).toBe(modelType === 'qwen3' ? 1 : 0);
+      expect(m.numParameters).toBe(
+        Object.values(namedWeights(config, m.weights)).reduce((s, t) => s + t.size, 0),
+      );
+      const r = await m.generate([[1, 2, 3, 4, 5]], { maxNewTokens: 6 });
+      expect(r.tokens[0]?.length).toBeGreaterThan(0);
+      const logits = await take(m.forward([[1, 2, 3, 4, 5, 6, 7]]));
+      expect(logits.every(Number.isFinite)).toBe(true);
+      m.dispose();
+    }
+  });
+});

@@ -1,0 +1,280 @@
+/**
+ * The pieces Qwen3 and Gemma add (issue 14): sliding-window masks (one-shot and in the KV
+ * cache, past the window), attention soft-capping, GeGLU with gelu_pytorch_tanh, and Gemma's
+ * `(1 + w)` RMSNorm — each against a float64 reference.
+ */
+import { isParaError, Rng } from '@para/core/node';
+import * as tf from '@tensorflow/tfjs-core';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { attention, attentionMask, geglu, geluTanh, KVCache, MASK_NEGATIVE, rmsNorm } from '../src';
+import { expectClose, take, testBackends, useBackend } from './helpers/backends';
+import { refRmsNorm } from './helpers/reference';
+
+function refGelu(x: number): number {
+  return 0.5 * x * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (x + 0.044715 * x ** 3)));
+}
+
+/** Attention with soft-capped scores in float64: mask [B, T, S] of allowed pairs. */
+function refCapped(
+  q: Float32Array,
+  k: Float32Array,
+  v: Float32Array,
+  dims: { B: number; Hq: number; Hkv: number; T: number; S: number; hd: number },
+  scale: number,
+  cap: number | null,
+  allowed: (b: number, t: number, s: number) => boolean,
+): Float64Array {
+  const { B, Hq, Hkv, T, S, hd } = dims;
+  const nRep = Hq / Hkv;
+  const out = new Float64Array(B * Hq * T * hd);
+  for (let b = 0; b < B; b++)
+    for (let h = 0; h < Hq; h++)
+      for (let t = 0; t < T; t++) {
+        const kvh = Math.floor(h / nRep);
+        const sc: number[] = [];
+        for (let s = 0; s < S; s++) {
+          let d = 0;
+          for (let j = 0; j < hd; j++)
+            d +=
+              (q[((b * Hq + h) * T + t) * hd + j] as number) *
+              (k[((b * Hkv + kvh) * S + s) * hd + j] as number);
+          let x = d * scale;
+          if (cap !== null) x = cap * Math.tanh(x / cap);
+          sc.push(allowed(b, t, s) ? x : Number.NEGATIVE_INFINITY);
+        }
+        const m = Math.max(...sc);
+        const e = sc.map((x) => (x === Number.NEGATIVE_INFINITY ? 0 : Math.exp(x - m)));
+        const z = e.reduce((a, x) => a + x, 0);
+        for (let j = 0; j < hd; j++) {
+          let acc = 0;
+          for (let s = 0; s < S; s++)
+            acc += ((e[s] as number) / z) * (v[((b * Hkv + kvh) * S + s) * hd + j] as number);
+          out[((b * Hq + h) * T + t) * hd + j] = acc;
+        }
+      }
+  return out;
+}
+
+describe('sliding-window masks (host rules)', () => {
+  beforeAll(async () => {
+    await useBackend('cpu');
+  });
+
+  it('attentionMask with slidingWindow W: key slot s visible from query slot q iff q - W < s ≤ q and valid', async () => {
+    const keyValid = [
+      [0, 0, 1, 1, 1, 1, 1, 1, 1],
+      [1, 1, 1, 1, 1, 0, 1, 1, 1],
+    ];
+    const [B, S, W] = [2, 9, 3];
+    for (const T of [9, 4]) {
+      const host = await take(attentionMask({ keyValid, queryLength: T, slidingWindow: W }));
+      const dev = await take(
+        attentionMask({
+          keyValid: tf.tensor2d(keyValid, [B, S], 'int32'),
+          queryLength: T,
+          slidingWindow: W,
+        }),
+      );
+      expect(Array.from(dev, (x) => x + 0)).toEqual(Array.from(host, (x) => x + 0)); // -0 → 0
+      for (let b = 0; b < B; b++)
+        for (let t = 0; t < T; t++)
+          for (let s = 0; s < S; s++) {
+            const q = S - T + t;
+            const ok = s <= q && s > q - W && (keyValid[b] as number[])[s] === 1;
+            expect(host[(b * T + t) * S + s], `b${b} t${t} s${s}`).toBe(ok ? 0 : MASK_NEGATIVE);
+          }
+    }
+    // No window: the plain causal mask.
+    expect(await take(attentionMask({ keyValid, slidingWindow: null }))).toEqual(
+      await take(attentionMask({ keyValid })),
+    );
+    expect(isParaError(caughtSync(() => attentionMask({ keyValid, slidingWindow: 0 })))).toBe(true);
+  });
+
+  it('KVCache.attentionMask with a window keeps full length and masks slots older than the window, prefill and decode alike', async () => {
+    const W = 4;
+    const cache = new KVCache({
+      numLayers: 1,
+      batchSize: 2,
+      capacity: 16,
+      numKvHeads: 1,
+      headDim: 2,
+    });
+    const kv = (T: number) => tf.zeros([2, 1, T, 2]);
+    // Prefill: row 0 has 2 pads then 5 tokens, row 1 seven tokens.
+    const pre = cache.beginStep([
+      [0, 0, 1, 1, 1, 1, 1],
+      [1, 1, 1, 1, 1, 1, 1],
+    ]);
+    const m0 = await take(cache.attentionMask(pre, { slidingWindow: W }));
+    const full0 = await take(cache.attentionMask(pre));
+    cache.append(0, kv(7), kv(7));
+    const check = (m: Float32Array, step: typeof pre, windowed: boolean) => {
+      const { queryLength: T, keyLength: S } = step;
+      for (let b = 0; b < 2; b++)
+        for (let t = 0; t < T; t++)
+          for (let s = 0; s < S; s++) {
+            const q = (step.starts[b] as number) + t;
+            const ok =
+              s <= q && (!windowed || s > q - W) && (step.keyValid[b] as number[])[s] === 1;
+            expect(m[(b * T + t) * S + s], `b${b} t${t} s${s}`).toBe(ok ? 0 : MASK_NEGATIVE);
+          }
+    };
+    check(m0, pre, true);
+    check(full0, pre, false);
+    // Decode 6 steps (past the window), row 1 idle in step 2.
+    for (let i = 0; i < 6; i++) {
+      const step = cache.beginStep([[1], [i === 2 ? 0 : 1]]);
+      const m = await take(cache.attentionMask(step, { slidingWindow: W }));
+      check(m, step, true);
+      // Exactly min(W, tokens so far) keys visible for an active row with no pads in the window.
+      const visible = Array.from(m)
+        .slice(16, 32)
+        .filter((x) => x === 0).length;
+      if (step.active[1]) expect(visible).toBe(W);
+      cache.append(0, kv(1), kv(1));
+    }
+    cache.dispose();
+  });
+});
+
+function caughtSync(fn: () => unknown): unknown {
+  try {
+    fn();
+  } catch (e) {
+    return e;
+  }
+  return undefined;
+}
+
+for (const backend of testBackends()) {
+  describe(`Gemma and Qwen3 ops on ${backend}`, () => {
+    beforeAll(async () => {
+      await useBackend(backend);
+    });
+
+    it('attention with softcap and a custom scale matches the float64 reference (windowed mask)', async () => {
+      const rng = new Rng(5);
+      const dims = { B: 2, Hq: 4, Hkv: 2, T: 6, S: 6, hd: 8 };
+      const q = rng.normalArray(2 * 4 * 6 * 8, 0, 2);
+      const k = rng.normalArray(2 * 2 * 6 * 8, 0, 2);
+      const v = rng.normalArray(2 * 2 * 6 * 8);
+      const keyValid = [
+        [0, 1, 1, 1, 1, 1],
+        [1, 1, 1, 1, 1, 1],
+      ];
+      const W = 3;
+      const allowed = (b: number, t: number, s: number) =>
+        s <= t && s > t - W && (keyValid[b] as number[])[s] === 1;
+      const mask = attentionMask({ keyValid, slidingWindow: W });
+      const scale = 24 ** -0.5;
+      for (const cap of [null, 1.5]) {
+        const out = await take(
+          attention(
+            tf.tensor4d(q, [2, 4, 6, 8]),
+            tf.tensor4d(k, [2, 2, 6, 8]),
+            tf.tensor4d(v, [2, 2, 6, 8]),
+            mask,
+            { scale, softcap: cap },
+          ),
+        );
+        const ref = refCapped(q, k, v, dims, scale, cap, allowed);
+        // Row 0's slot 0 is padding (fully masked): its output is ignored by design.
+        const keep = (i: number) =>
+          !(Math.floor(i / (6 * 8 * 4)) === 0 && Math.floor(i / 8) % 6 === 0);
+        expectClose(
+          out.filter((_, i) => keep(i)),
+          ref.filter((_, i) => keep(i)),
+          1e-5,
+          1e-5,
+          `cap ${cap}`,
+        );
+      }
+      const capped = await take(
+        attention(
+          tf.tensor4d(q, [2, 4, 6, 8]),
+          tf.tensor4d(k, [2, 2, 6, 8]),
+          tf.tensor4d(v, [2, 2, 6, 8]),
+          mask,
+          { scale, softcap: 0.1 },
+        ),
+      );
+      const uncapped = await take(
+        attention(
+          tf.tensor4d(q, [2, 4, 6, 8]),
+          tf.tensor4d(k, [2, 2, 6, 8]),
+          tf.tensor4d(v, [2, 2, 6, 8]),
+          mask,
+          { scale },
+        ),
+      );
+      expect(
+        Math.max(...capped.map((x, i) => Math.abs(x - (uncapped[i] as number)))),
+      ).toBeGreaterThan(1e-2);
+      expect(
+        isParaError(
+          caughtSync(() =>
+            attention(
+              tf.tensor4d(q, [2, 4, 6, 8]),
+              tf.tensor4d(k, [2, 2, 6, 8]),
+              tf.tensor4d(v, [2, 2, 6, 8]),
+              mask,
+              { softcap: -1 },
+            ),
+          ),
+          'INVALID_ARGUMENT',
+        ),
+      ).toBe(true);
+    });
+
+    it('geluTanh and geglu match gelu_pytorch_tanh; the gradient matches finite differences', async () => {
+      const rng = new Rng(9);
+      const g = rng.normalArray(60, 0, 3);
+      const u = rng.normalArray(60);
+      const y = await take(geluTanh(tf.tensor(g, [6, 10])));
+      expectClose(y, Array.from(g, refGelu), 1e-5, 1e-5, 'gelu');
+      const gg = await take(geglu(tf.tensor(g, [6, 10]), tf.tensor(u, [6, 10])));
+      expectClose(
+        gg,
+        Array.from(g, (x, i) => refGelu(x) * (u[i] as number)),
+        1e-5,
+        1e-5,
+        'geglu',
+      );
+      const grad = await take(tf.grad((x: tf.Tensor) => tf.sum(geluTanh(x)))(tf.tensor1d(g)));
+      const h = 1e-4;
+      expectClose(
+        grad,
+        Array.from(g, (x) => (refGelu(x + h) - refGelu(x - h)) / (2 * h)),
+        1e-3,
+        1e-3,
+        'gelu grad',
+      );
+    });
+
+    it('rmsNorm with unitOffset is x · rsqrt(mean x² + eps) · (1 + w)', async () => {
+      const rng = new Rng(4);
+      const d = 16;
+      const x = rng.normalArray(3 * d, 0, 2);
+      const w = rng.normalArray(d, 0, 0.3);
+      const y = await take(
+        rmsNorm(tf.tensor2d(x, [3, d]), tf.tensor1d(w), 1e-6, { unitOffset: true }),
+      );
+      expectClose(
+        y,
+        refRmsNorm(
+          x,
+          Array.from(w, (v) => 1 + v),
+          d,
+          1e-6,
+        ),
+        1e-5,
+        1e-5,
+      );
+      // Per-head (q_norm over head_dim) on a 4-D tensor.
+      const x4 = rng.normalArray(2 * 3 * 4 * d);
+      const y4 = await take(rmsNorm(tf.tensor4d(x4, [2, 3, 4, d]), tf.tensor1d(w), 1e-6));
+      expectClose(y4, refRmsNorm(x4, w, d, 1e-6), 1e-5, 1e-5);
+    });
+  });
+}
