@@ -3,10 +3,10 @@
  * downloaded): files written, `--resume` equal to an uninterrupted run, and every bad input a
  * clear typed error (exit code 2) naming the file, the line and the field.
  */
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { initBackend } from '@para/core/node';
 import { CausalLM, createConfig, saveModel } from '@para/model/node';
@@ -485,6 +485,165 @@ describe('para pretrain', () => {
     const e = para(['eval', '--data', dev, '--model', out, '--json', '--limit', '4']);
     expect(e.code, e.stderr).toBe(0);
     expect(JSON.parse(e.stdout).n).toBe(4);
+  });
+});
+
+describe('no silent loss of a result (issue 13)', () => {
+  const base = (out: string, data = train) => [
+    'train',
+    '--method',
+    'para',
+    '--data',
+    data,
+    '--model',
+    modelDir,
+    '--out',
+    out,
+    '--steps',
+    '1',
+    '--batch-size',
+    '8',
+    '--r',
+    '2',
+    '--quiet',
+  ];
+
+  it('a second run on an --out another live run holds is LOCKED (train and pretrain), naming the lock, pid and start', async () => {
+    const out = join(work, 'locked');
+    await mkdir(out, { recursive: true });
+    const lock = join(out, '.para.lock');
+    // This test process plays the first run: a live pid on this host.
+    await writeFile(
+      lock,
+      JSON.stringify({
+        pid: process.pid,
+        hostname: hostname(),
+        startedAt: '2026-03-04T05:06:07.000Z',
+        command: 'para train (the first run)',
+      }),
+    );
+    expectTypedError(para(base(out)), 'LOCKED', lock, `pid ${process.pid}`, '2026-03-04T05:06:07');
+    const json = para([...base(out), '--json']);
+    expect(json.code).toBe(2);
+    expect(JSON.parse(json.stderr).error).toMatchObject({
+      code: 'LOCKED',
+      file: lock,
+      field: '--out',
+    });
+    // --force does not get past it either, and nothing of the first run is touched
+    expectTypedError(para([...base(out), '--force']), 'LOCKED', lock);
+    const corpus = join(work, 'locked-corpus.txt');
+    await writeFile(corpus, 'one\ntwo\nthree\n');
+    expectTypedError(
+      para(['pretrain', '--input', corpus, '--out', out, '--config', 'tiny', '--steps', '1']),
+      'LOCKED',
+      lock,
+    );
+    expect(readFileSync(lock, 'utf8')).toContain('the first run');
+    // once that process is gone (a pid that has exited), the lock is stale and taken over
+    const dead = spawnSync(process.execPath, ['-e', '']);
+    await writeFile(
+      lock,
+      JSON.stringify({ pid: dead.pid, hostname: hostname(), startedAt: 'x', command: 'gone' }),
+    );
+    const r = para(base(out));
+    expect(r.code, r.stderr).toBe(0);
+    expect(existsSync(lock)).toBe(false);
+  });
+
+  it("--force passes through: an interrupted run's checkpoint is discarded only with it", () => {
+    const out = join(work, 'forced');
+    const first = para([...base(out), '--steps', '3', '--stop-after', '1']);
+    expect(first.code, first.stderr).toBe(0);
+    expect(existsSync(join(out, 'checkpoints'))).toBe(true);
+    const forced = para([...base(out), '--force']);
+    expect(forced.code, forced.stderr).toBe(0);
+    expect(existsSync(join(out, 'checkpoints'))).toBe(false);
+  });
+
+  it('data that is not UTF-8: INVALID_ENCODING naming file:line, unless --allow-invalid-utf8 (train, eval, pretrain)', async () => {
+    const bad = join(work, 'latin1.jsonl');
+    const text = lines('antonym', 'train', 8);
+    const at = text.indexOf('\n', text.indexOf('\n') + 1) + 1; // line 3
+    const bytes = Buffer.concat([
+      Buffer.from(text.slice(0, at + 14)),
+      Buffer.from([0xe9]),
+      Buffer.from(text.slice(at + 14)),
+    ]);
+    await writeFile(bad, bytes);
+    const out = join(work, 'utf8');
+    expectTypedError(para(base(out, bad)), 'INVALID_ENCODING', `${bad}:3`, 'byte');
+    expect(existsSync(out)).toBe(false);
+    const ok = para([...base(out, bad).filter((a) => a !== '--quiet'), '--allow-invalid-utf8']);
+    expect(ok.code, ok.stderr).toBe(0);
+    expect(ok.stderr).toMatch(/replaced 1 invalid UTF-8 sequence/);
+    expectTypedError(
+      para(['eval', '--data', bad, '--model', modelDir, '--limit', '2']),
+      'INVALID_ENCODING',
+      `${bad}:3`,
+    );
+    const e = para([
+      'eval',
+      '--data',
+      bad,
+      '--model',
+      modelDir,
+      '--limit',
+      '2',
+      '--allow-invalid-utf8',
+      '--json',
+    ]);
+    expect(e.code, e.stderr).toBe(0);
+    const corpus = join(work, 'latin1.txt');
+    await writeFile(corpus, Buffer.from([0x61, 0x0a, 0x62, 0xe9, 0x0a]));
+    expectTypedError(
+      para(['pretrain', '--input', corpus, '--out', join(work, 'pt-utf8'), '--config', 'tiny']),
+      'INVALID_ENCODING',
+      `${corpus}:2`,
+    );
+  });
+
+  it('pretrain --config constructor / toString / __proto__: a typed error listing the presets', () => {
+    for (const name of ['constructor', 'toString', '__proto__']) {
+      const r = para([
+        'pretrain',
+        '--input',
+        train,
+        '--out',
+        join(work, 'preset'),
+        '--config',
+        name,
+        '--json',
+      ]);
+      expect(r.code, r.stderr).toBe(2);
+      const err = JSON.parse(r.stderr.trim().split('\n').pop() as string).error;
+      expect(err).toMatchObject({ code: 'INVALID_ARGUMENT', field: '--config' });
+      expect(err.expected).toContain('small | tiny');
+    }
+  });
+
+  it('--batch-size far past memory on the bundled backbone: LIMIT_EXCEEDED naming --batch-size, no crash', () => {
+    const r = para([
+      'train',
+      '--method',
+      'para',
+      '--data',
+      join(repo, 'data', 'tasks', 'antonym', 'train.jsonl'),
+      '--batch-size',
+      '100000',
+      '--steps',
+      '1',
+      '--out',
+      join(work, 'huge-batch'),
+      '--json',
+    ]);
+    expect(r.code, r.stderr).toBe(2);
+    expect(r.stdout).toBe('');
+    expect(r.stderr).not.toMatch(/\n\s+at /); // no stack trace
+    const err = JSON.parse(r.stderr.trim().split('\n').pop() as string).error;
+    expect(err).toMatchObject({ code: 'LIMIT_EXCEEDED', field: '--batch-size' });
+    expect(err.message).toMatch(/micro/);
+    expect(existsSync(join(work, 'huge-batch'))).toBe(false);
   });
 });
 

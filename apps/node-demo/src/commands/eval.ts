@@ -19,6 +19,7 @@ interface EvalFlags {
   limit?: string;
   batchSize?: string;
   strict?: boolean;
+  allowInvalidUtf8?: boolean;
   show?: string;
   backend?: string;
 }
@@ -42,6 +43,10 @@ export function registerEvalCommand(program: Command): void {
     .option('--limit <n>', 'only the first N examples')
     .option('--batch-size <n>', 'rows per batch (default 32)')
     .option('--strict', 'fail on an example longer than the context instead of skipping it')
+    .option(
+      '--allow-invalid-utf8',
+      'replace bytes of the data file that are not UTF-8 with U+FFFD (default: an error naming the line)',
+    )
     .option('--show <n>', 'print the first N predictions (prompt, reference, output) to stderr')
     .option(
       '-b, --backend <name>',
@@ -57,6 +62,7 @@ export function registerEvalCommand(program: Command): void {
         limit: parseNumber(f.limit, '--limit', 'int'),
         batchSize: parseNumber(f.batchSize, '--batch-size', 'int'),
         strict: f.strict === true,
+        allowInvalidUtf8: f.allowInvalidUtf8 === true,
         keepPredictions: show > 0,
       });
       for (const p of (r.predictions ?? []).slice(0, show)) {

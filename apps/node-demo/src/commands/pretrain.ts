@@ -21,6 +21,8 @@ interface PretrainFlags {
   seed?: string;
   lr?: string;
   resume?: boolean;
+  force?: boolean;
+  allowInvalidUtf8?: boolean;
   keepCheckpoints?: boolean;
   plain?: boolean;
   quiet?: boolean;
@@ -45,6 +47,14 @@ export function registerPretrainCommand(program: Command): void {
     .option('--seed <n>', 'seed of the init, the held-out split and the data order (default 0)')
     .option('--lr <x>', "peak learning rate (default: the recipe's)")
     .option('--resume', 'continue an interrupted run from OUT/checkpoints')
+    .option(
+      '--force',
+      "start afresh in an OUT holding an interrupted run's checkpoint (discarding it)",
+    )
+    .option(
+      '--allow-invalid-utf8',
+      'replace bytes of the inputs that are not UTF-8 with U+FFFD (default: an error naming the line)',
+    )
     .option('--keep-checkpoints', 'keep OUT/checkpoints after the run finishes')
     .option('--plain', 'plain progress lines even on a terminal')
     .option('-q, --quiet', 'no progress output')
@@ -64,6 +74,8 @@ export function registerPretrainCommand(program: Command): void {
         seed: parseNumber(f.seed, '--seed', 'nonneg-int'),
         lr: parseNumber(f.lr, '--lr', 'positive'),
         resume: f.resume === true,
+        force: f.force === true,
+        allowInvalidUtf8: f.allowInvalidUtf8 === true,
         keepCheckpoints: f.keepCheckpoints === true,
         plain: f.plain === true,
         progress: f.quiet !== true,

@@ -8,17 +8,18 @@
  * otherwise); stdout gets one summary line (or `--json`). `--model` defaults to the bundled
  * backbone (assets/backbone).
  */
-import { readdir, rm } from 'node:fs/promises';
+import { readdir } from 'node:fs/promises';
 import * as path from 'node:path';
 import { ParaError } from '@para/core/node';
 import {
   ADAPTER_METHODS,
   BUNDLED_BACKBONE_NAME,
-  CHECKPOINT_DIR,
+  checkOutLock,
   DECAY_KINDS,
   type DecayKind,
   datasetName,
   formatDuration,
+  LOCK_FILE,
   type MethodName,
   trainAdapterFromFiles,
 } from '@para/train/node';
@@ -94,6 +95,7 @@ interface TrainFlags {
   maxGradNorm?: string;
   resume?: boolean;
   strict?: boolean;
+  allowInvalidUtf8?: boolean;
   evalEvery?: string;
   evalLimit?: string;
   patience?: string;
@@ -153,6 +155,10 @@ export function registerTrainCommand(program: Command): void {
       'train into a non-empty --out, replacing what is there (its old checkpoints are removed)',
     )
     .option('--strict', 'fail on an example longer than the context instead of skipping it')
+    .option(
+      '--allow-invalid-utf8',
+      'replace bytes of the data files that are not UTF-8 with U+FFFD (default: an error naming the line)',
+    )
     .option('--eval-every <n>', 'evaluate every N updates (default: 4 times per run)')
     .option('--eval-limit <n>', 'evaluate on the first N dev examples only')
     .option('--patience <n>', 'early stopping: stop after N evaluations without improvement')
@@ -174,17 +180,15 @@ export function registerTrainCommand(program: Command): void {
     )
     .action(async (f: TrainFlags) => {
       const out = f.out ?? path.join('adapters', `${datasetName(f.data as string)}-${f.method}`);
-      if (f.resume !== true && (await nonEmptyDir(out))) {
-        if (f.force !== true) {
-          throw new ParaError('INVALID_ARGUMENT', 'the output directory is not empty', {
-            file: out,
-            field: '--out',
-            expected:
-              'a new or empty directory (--resume continues the run in it, --force trains over it)',
-          });
-        }
-        // An old run's checkpoints must not be what a later --resume picks up.
-        await rm(path.join(out, CHECKPOINT_DIR), { recursive: true, force: true });
+      // A run in progress there: LOCKED (naming its pid), before "not empty" (its files).
+      await checkOutLock(out);
+      if (f.resume !== true && f.force !== true && (await nonEmptyDir(out))) {
+        throw new ParaError('INVALID_ARGUMENT', 'the output directory is not empty', {
+          file: out,
+          field: '--out',
+          expected:
+            'a new or empty directory (--resume continues the run in it, --force trains over it)',
+        });
       }
       await startBackend(f.backend, f.quiet === true);
       if (f.steps !== undefined && f.epochs !== undefined) {
@@ -237,7 +241,11 @@ export function registerTrainCommand(program: Command): void {
         weightDecay: parseNumber(f.weightDecay, '--weight-decay', 'nonneg'),
         maxGradNorm: parseNumber(f.maxGradNorm, '--max-grad-norm', 'nonneg'),
         resume: f.resume === true,
+        // An old run's checkpoints must not be what a later --resume picks up: the library
+        // discards them (under the directory's lock) only with --force.
+        force: f.force === true,
         strict: f.strict === true,
+        allowInvalidUtf8: f.allowInvalidUtf8 === true,
         evalEvery: parseNumber(f.evalEvery, '--eval-every', 'int'),
         evalLimit: parseNumber(f.evalLimit, '--eval-limit', 'int'),
         patience: parseNumber(f.patience, '--patience', 'int'),
@@ -313,10 +321,10 @@ export function registerTrainCommand(program: Command): void {
     });
 }
 
-/** True when `dir` exists and has something in it. */
+/** True when `dir` exists and has something in it (a stale lock file aside). */
 async function nonEmptyDir(dir: string): Promise<boolean> {
   try {
-    return (await readdir(dir)).length > 0;
+    return (await readdir(dir)).some((e) => e !== LOCK_FILE);
   } catch {
     return false;
   }
