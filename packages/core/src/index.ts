@@ -25,6 +25,7 @@ export {
   wasmMatmulFixInstalled,
 } from './backend/wasm-matmul';
 export * from './errors';
+export * from './json';
 export * from './rng';
 export * from './safetensors/index';
 export * from './tensors';

@@ -18,7 +18,7 @@
  * the transformers 4 form, which every transformers version loads.
  */
 
-import { ParaError } from '@para/core';
+import { describeValue, ParaError, parseJsonText } from '@para/core';
 
 export type ModelType = 'llama' | 'mistral' | 'qwen2' | 'qwen3' | 'gemma2' | 'gemma3_text';
 export const MODEL_TYPES: readonly ModelType[] = [
@@ -193,23 +193,12 @@ class Problems {
  */
 export function parseHfConfig(json: string | unknown, file = 'config.json'): ModelConfig {
   let raw: unknown = json;
-  if (typeof json === 'string') {
-    try {
-      raw = JSON.parse(json);
-    } catch (cause) {
-      throw new ParaError('INVALID_JSON', 'config is not valid JSON', {
-        file,
-        expected: 'a JSON object',
-        actual: cause instanceof Error ? cause.message : String(cause),
-        cause,
-      });
-    }
-  }
+  if (typeof json === 'string') raw = parseJsonText(json, file, { what: 'config' });
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
     throw new ParaError('INVALID_CONFIG', 'config is not a JSON object', {
       file,
       expected: 'a JSON object',
-      actual: JSON.stringify(raw)?.slice(0, 40),
+      actual: describeValue(raw, 40),
     });
   }
   const c = raw as Record<string, unknown>;

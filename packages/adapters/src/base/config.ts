@@ -7,7 +7,7 @@
  * what was expected and what was found.
  */
 
-import { ParaError } from '@para/core';
+import { describeValue, ParaError, parseJsonText } from '@para/core';
 import { PROJECTIONS, type ProjectionName } from '@para/model';
 import { RE2JS } from 're2js';
 
@@ -52,10 +52,7 @@ export class ConfigReader {
         file: this.file,
         field: key,
         expected,
-        actual:
-          actual === undefined
-            ? 'nothing'
-            : (JSON.stringify(actual) ?? String(actual)).slice(0, 120),
+        actual: describeValue(actual, 120),
       },
     );
   }
@@ -354,23 +351,12 @@ export function listTargets(
 /** Parses `adapter_config.json` text (or an already-parsed value) into a plain object. */
 export function parseConfigJson(json: string | unknown, file: string): Record<string, unknown> {
   let raw: unknown = json;
-  if (typeof json === 'string') {
-    try {
-      raw = JSON.parse(json);
-    } catch (cause) {
-      throw new ParaError('INVALID_JSON', 'adapter config is not valid JSON', {
-        file,
-        expected: 'a JSON object',
-        actual: cause instanceof Error ? cause.message : String(cause),
-        cause,
-      });
-    }
-  }
+  if (typeof json === 'string') raw = parseJsonText(json, file, { what: 'adapter config' });
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
     throw new ParaError('INVALID_CONFIG', 'adapter config is not a JSON object', {
       file,
       expected: 'a JSON object',
-      actual: JSON.stringify(raw)?.slice(0, 40),
+      actual: describeValue(raw, 40),
     });
   }
   return raw as Record<string, unknown>;

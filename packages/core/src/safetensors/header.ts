@@ -6,6 +6,7 @@
  */
 
 import { ParaError } from '../errors';
+import { describeValue, jsonDepthExceeded, MAX_JSON_DEPTH } from '../json';
 import { DTYPE_BYTES, isSafetensorsDtype, type SafetensorsDtype } from './dtypes';
 
 /** Largest header accepted (the Python library's limit), so garbage cannot allocate gigabytes. */
@@ -119,6 +120,9 @@ function decodeJson(bytes: Uint8Array, file: string): Record<string, unknown> {
   let value: unknown;
   try {
     const text = new TextDecoder('utf-8', { fatal: true }).decode(bytes);
+    const deep = jsonDepthExceeded(text);
+    if (deep >= 0)
+      throw new Error(`nested deeper than ${MAX_JSON_DEPTH} levels at character ${deep}`);
     value = JSON.parse(text);
   } catch (cause) {
     throw new ParaError('INVALID_JSON', 'header is not valid UTF-8 JSON', {
@@ -260,11 +264,7 @@ function isNonNegativeInt(v: unknown): v is number {
 
 /** A short description of a JSON value for error messages. */
 function describe(v: unknown): string {
-  if (v === undefined) return 'nothing';
-  if (typeof v === 'string') return JSON.stringify(v.length > 40 ? `${v.slice(0, 40)}…` : v);
-  const s = JSON.stringify(v);
-  if (s === undefined) return String(v);
-  return s.length > 60 ? `${s.slice(0, 60)}…` : s;
+  return describeValue(v);
 }
 
 /** Orders names by Unicode code point (UTF-8 byte order), as the Rust/Python library sorts. */
