@@ -17,6 +17,12 @@ export interface AddedTokenSpec {
 /** Words at most this long (in byte symbols) are merged by scanning; longer ones use a heap. */
 const SCAN_LIMIT = 48;
 const CACHE_LIMIT = 50_000;
+/**
+ * Longer words are not cached (as the Rust `tokenizers` library, which caches words under 256
+ * characters): one hostile text of many distinct long words would otherwise fill the cache with
+ * megabytes each.
+ */
+const CACHE_MAX_WORD = 256;
 
 export class ByteLevelBpe {
   /** Token id → token string (byte-level characters, or an added token's content). */
@@ -170,8 +176,10 @@ export class ByteLevelBpe {
     const syms: number[] = new Array(bytes.length);
     for (let i = 0; i < bytes.length; i++) syms[i] = this.byteIds[bytes[i]!]!;
     const ids = syms.length <= SCAN_LIMIT ? this.mergeByScan(syms) : this.mergeByHeap(syms);
-    if (this.cache.size >= CACHE_LIMIT) this.cache.clear();
-    this.cache.set(word, ids);
+    if (word.length <= CACHE_MAX_WORD) {
+      if (this.cache.size >= CACHE_LIMIT) this.cache.clear();
+      this.cache.set(word, ids);
+    }
     return ids;
   }
 

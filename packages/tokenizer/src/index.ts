@@ -12,6 +12,7 @@ export {
   GPT2_PRETOKENIZE_PATTERN,
   gpt2Regex,
 } from './byte-level';
+export { type ChatTemplateLimits, DEFAULT_CHAT_TEMPLATE_LIMITS } from './chat-template';
 export {
   type BatchEncoding,
   type ChatMessage,

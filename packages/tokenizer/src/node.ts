@@ -28,11 +28,27 @@ function fsError(e: unknown, file: string, what: string): ParaError {
   });
 }
 
+/**
+ * A file's text, which must be valid UTF-8: `readFile(file, 'utf8')` would quietly turn invalid
+ * bytes into U+FFFD, so a token in a corrupt vocabulary would silently become another token. A
+ * leading byte-order mark is dropped (JSON.parse refuses it; the file is fine otherwise).
+ */
 async function readText(file: string, what: string): Promise<string> {
+  let bytes: Uint8Array;
   try {
-    return await readFile(file, 'utf8');
+    bytes = await readFile(file);
   } catch (e) {
     throw fsError(e, file, what);
+  }
+  try {
+    return new TextDecoder('utf-8', { fatal: true }).decode(bytes);
+  } catch (e) {
+    throw new ParaError('INVALID_ENCODING', `${what} is not valid UTF-8`, {
+      file,
+      expected: 'UTF-8 text',
+      actual: 'bytes that are not UTF-8',
+      cause: e,
+    });
   }
 }
 

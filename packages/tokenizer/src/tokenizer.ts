@@ -4,9 +4,12 @@
  * chat templates rendered by `@huggingface/jinja` the way transformers' `apply_chat_template`
  * does. No Node built-ins: the browser app passes the fetched JSON text.
  */
-import { Template } from '@huggingface/jinja';
+import type { Template } from '@huggingface/jinja';
 import { Tokenizer } from '@huggingface/tokenizers';
 import { ParaError } from '@para/core';
+import { type ChatTemplateLimits, compileChatTemplate, renderChatTemplate } from './chat-template';
+import { installFastBpe } from './fast-bpe';
+import { checkJsonDepth, preview } from './json-guard';
 import { guessSpecialTokenRoles } from './trainer';
 
 export interface ChatMessage {
@@ -53,6 +56,13 @@ export interface ChatTemplateOptions {
   chatTemplate?: string;
   /** Extra variables for the template (transformers' template kwargs: tools, documents, …). */
   variables?: Record<string, unknown>;
+  /**
+   * Bounds on rendering (a template comes from a file and may loop forever or explode): the
+   * longest text or list it may build (default 4 MiB of characters), a work budget (default 2M
+   * steps), the deepest recursion (default 500) and an optional deadline. Reaching one is a
+   * ParaError LIMIT_EXCEEDED naming the template. See chat-template.ts.
+   */
+  limits?: ChatTemplateLimits;
 }
 
 export interface FromJsonOptions {
@@ -82,6 +92,7 @@ function parseJson(input: string | object, what: string, file: string | undefine
       });
     }
   }
+  checkJsonDepth(value, file ?? what);
   if (!isObject(value)) {
     throw new ParaError('INVALID_CONFIG', `${what} must hold a JSON object`, {
       file: file ?? what,
@@ -112,14 +123,35 @@ function cleansUpSpaces(json: Json, config: Json): boolean {
   );
 }
 
-/** Checks the parts of tokenizer.json that `@huggingface/tokenizers` relies on without checking. */
-function validateTokenizerJson(json: Json, file: string): Json {
+/**
+ * Unused ids allowed below the largest model-vocabulary id. `@huggingface/tokenizers` keeps the
+ * vocabulary in an array indexed by id (and walks all of it in `get_vocab`), so `{"a": 1e9}` would
+ * hang; a dense vocabulary has none, a few unusual files have some.
+ */
+const MAX_VOCAB_HOLES = 1024;
+
+interface CheckedTokenizerJson {
+  /** The file, with every pipeline key present, for `@huggingface/tokenizers`. */
+  json: Json;
+  /** Every token (model vocabulary and added tokens) → its id. */
+  ids: Map<string, number>;
+  /** One more than the largest id. */
+  vocabSize: number;
+}
+
+/**
+ * Checks the parts of tokenizer.json that `@huggingface/tokenizers` relies on without checking,
+ * so a malformed or hostile file fails here, naming the field, rather than deep inside the
+ * library (or by silently encoding wrong). Token lookups use Maps, never `obj[token]`, so tokens
+ * named `__proto__` or `constructor` are ordinary tokens.
+ */
+function validateTokenizerJson(json: Json, file: string): CheckedTokenizerJson {
   const bad = (field: string, expected: string, actual: unknown) =>
     new ParaError('INVALID_CONFIG', 'malformed tokenizer.json', {
       file,
       field,
       expected,
-      actual: actual === undefined ? 'nothing' : JSON.stringify(actual)?.slice(0, 80),
+      actual: preview(actual),
     });
   const model = json.model;
   if (!isObject(model)) throw bad('model', 'an object with "type" and "vocab"', model);
@@ -127,51 +159,153 @@ function validateTokenizerJson(json: Json, file: string): Json {
   if (type !== undefined && (typeof type !== 'string' || !MODEL_TYPES.includes(type))) {
     throw bad('model.type', `one of ${MODEL_TYPES.join(', ')}`, type);
   }
-  if (type === 'Unigram' ? !Array.isArray(model.vocab) : !isObject(model.vocab)) {
+  const unigram = type === 'Unigram' || (type === undefined && Array.isArray(model.vocab));
+  if (unigram ? !Array.isArray(model.vocab) : !isObject(model.vocab)) {
     throw bad(
       'model.vocab',
-      type === 'Unigram' ? 'an array of [piece, score]' : 'an object token → id',
+      unigram ? 'an array of [piece, score]' : 'an object token → id',
       model.vocab,
     );
   }
-  if (type === 'BPE') {
-    if (!Array.isArray(model.merges)) throw bad('model.merges', 'an array of merges', model.merges);
-    model.merges.forEach((m, i) => {
-      const ok =
-        typeof m === 'string'
-          ? m.includes(' ')
-          : Array.isArray(m) && m.length === 2 && m.every((x) => typeof x === 'string');
-      if (!ok) throw bad(`model.merges[${i}]`, '"left right" or ["left", "right"]', m);
+  // The model vocabulary, token → id.
+  const modelIds = new Map<string, number>();
+  let modelLen: number;
+  if (unigram) {
+    const pieces = model.vocab as unknown[];
+    pieces.forEach((p, i) => {
+      if (
+        !Array.isArray(p) ||
+        p.length !== 2 ||
+        typeof p[0] !== 'string' ||
+        typeof p[1] !== 'number' ||
+        !Number.isFinite(p[1])
+      ) {
+        throw bad(`model.vocab[${i}]`, '[piece: string, score: number]', p);
+      }
+      modelIds.set(p[0], i); // the last of a repeated piece wins, as in Rust and JS
     });
-  }
-  if (type === 'BPE' || type === 'WordPiece') {
-    for (const [tok, id] of Object.entries(model.vocab as Json)) {
+    modelLen = pieces.length;
+  } else {
+    const entries = Object.entries(model.vocab as Json);
+    modelLen = entries.length;
+    for (const [tok, id] of entries) {
       if (typeof id !== 'number' || !Number.isInteger(id) || id < 0)
         throw bad(`model.vocab[${JSON.stringify(tok)}]`, 'a non-negative integer id', id);
+      if (id >= modelLen + MAX_VOCAB_HOLES)
+        throw bad(
+          `model.vocab[${JSON.stringify(tok)}]`,
+          `an id below ${modelLen + MAX_VOCAB_HOLES} (the vocabulary has ${modelLen} entries; at most ${MAX_VOCAB_HOLES} unused ids)`,
+          id,
+        );
+      modelIds.set(tok, id);
     }
+  }
+  if (type === 'BPE' || (type === undefined && !unigram && model.merges !== undefined)) {
+    validateMerges(model, modelIds, bad);
   }
   const added = json.added_tokens ?? [];
   if (!Array.isArray(added)) throw bad('added_tokens', 'an array', added);
+  // Added-token ids. The Rust `tokenizers` library (serialization.rs, AddedVocabulary::add_tokens)
+  // does not trust the ids in the file: a token whose content is already known keeps that id,
+  // any other gets the next free id (the model vocabulary's size, then one more than the largest
+  // added id), and a file that says otherwise only logs a warning. `@huggingface/tokenizers`
+  // trusts the file instead, so the two would encode differently — and a hostile id (1e9, a
+  // duplicate of another token's id) breaks the JS side. We require the id Rust would assign:
+  // that rules out negative or fractional ids, an id shared by two contents, holes and ids past
+  // the vocabulary, with one rule Python agrees with.
+  const ids = new Map(modelIds);
+  const addedIds = new Map<string, number>();
+  let maxAdded = -1;
   added.forEach((t, i) => {
-    if (
-      !isObject(t) ||
-      typeof t.content !== 'string' ||
-      typeof t.id !== 'number' ||
-      !Number.isInteger(t.id) ||
-      t.id < 0
-    ) {
-      throw bad(`added_tokens[${i}]`, '{ "id": integer, "content": string, … }', t);
+    if (!isObject(t)) throw bad(`added_tokens[${i}]`, '{ "id": integer, "content": string, … }', t);
+    if (typeof t.content !== 'string' || t.content.length === 0)
+      throw bad(`added_tokens[${i}].content`, 'a non-empty string', t.content);
+    if (typeof t.id !== 'number' || !Number.isInteger(t.id) || t.id < 0)
+      throw bad(`added_tokens[${i}].id`, 'a non-negative integer', t.id);
+    const next = maxAdded < 0 || (maxAdded < modelLen && modelLen > 0) ? modelLen : maxAdded + 1;
+    const expected = addedIds.get(t.content) ?? modelIds.get(t.content) ?? next;
+    if (t.id !== expected) {
+      const holder = [...addedIds].find(([, id]) => id === t.id)?.[0];
+      throw bad(
+        `added_tokens[${i}].id`,
+        `${expected}, the id Hugging Face tokenizers gives ${JSON.stringify(t.content)} here${
+          holder !== undefined ? ` (${t.id} is already ${JSON.stringify(holder)})` : ''
+        }`,
+        t.id,
+      );
     }
+    addedIds.set(t.content, t.id);
+    ids.set(t.content, t.id);
+    maxAdded = Math.max(maxAdded, t.id);
   });
   for (const key of PIPELINE_KEYS) {
     const v = json[key];
     if (v !== undefined && v !== null && !(isObject(v) && typeof v.type === 'string'))
       throw bad(key, 'null or an object with "type"', v);
   }
+  let vocabSize = 0;
+  for (const id of ids.values()) vocabSize = Math.max(vocabSize, id + 1);
   // @huggingface/tokenizers wants every pipeline key present (null when unused).
   const out: Json = { ...json, added_tokens: added };
   for (const key of PIPELINE_KEYS) out[key] = json[key] ?? null;
-  return out;
+  return { json: out, ids, vocabSize };
+}
+
+/**
+ * model.merges: all "left right" strings or all ["left", "right"] pairs. A file mixing the two is
+ * refused, as the Rust `tokenizers` library refuses it (its merges are one serde type, a list of
+ * strings or a list of pairs; `@huggingface/tokenizers` looks at merges[0] alone and would split
+ * nothing or the wrong things). A string is split at its one space, as Rust does (exactly two
+ * parts: "ab" and "a  b" are errors). Both parts and the merged token must be in the vocabulary,
+ * as Rust requires (with `continuing_subword_prefix`, the merged token drops the right part's
+ * prefix).
+ */
+function validateMerges(
+  model: Json,
+  vocab: Map<string, number>,
+  bad: (field: string, expected: string, actual: unknown) => ParaError,
+): void {
+  const merges = model.merges;
+  if (!Array.isArray(merges)) throw bad('model.merges', 'an array of merges', merges);
+  if (merges.length === 0) return;
+  const pairs = Array.isArray(merges[0]);
+  const prefix =
+    typeof model.continuing_subword_prefix === 'string' ? model.continuing_subword_prefix : '';
+  merges.forEach((m: unknown, i: number) => {
+    const field = `model.merges[${i}]`;
+    let parts: unknown[];
+    if (pairs) {
+      if (!Array.isArray(m)) {
+        throw bad(
+          field,
+          `["left", "right"], the format of model.merges[0] (a file uses one format)`,
+          m,
+        );
+      }
+      parts = m;
+      if (parts.length !== 2 || !parts.every((x) => typeof x === 'string'))
+        throw bad(field, '["left", "right"]: two strings', m);
+    } else {
+      if (typeof m !== 'string') {
+        throw bad(
+          field,
+          Array.isArray(m)
+            ? '"left right", the format of model.merges[0] (a file uses one format)'
+            : '"left right" or ["left", "right"]',
+          m,
+        );
+      }
+      parts = m.split(' ');
+      if (parts.length !== 2) throw bad(field, '"left right": two parts split by one space', m);
+    }
+    const [a, b] = parts as [string, string];
+    for (const [k, part] of [a, b].entries()) {
+      if (!vocab.has(part)) throw bad(`${field}[${k}]`, 'a token of model.vocab', part);
+    }
+    const merged = a + (prefix !== '' && b.startsWith(prefix) ? b.slice(prefix.length) : b);
+    if (!vocab.has(merged) && !vocab.has(a + b))
+      throw bad(field, `the merged token ${JSON.stringify(merged).slice(0, 40)} in model.vocab`, m);
+  });
 }
 
 /** A special-token field of tokenizer_config.json: a string or an AddedToken object. */
@@ -191,8 +325,84 @@ const SPECIAL_KEYS = [
   'mask_token',
 ] as const;
 
+/**
+ * Checks tokenizer_config.json against the tokenizer: the chat template's shape (it is parsed
+ * when first used, not here: `@huggingface/jinja` parses a subset of Jinja — no `{% generation %}`
+ * for one — and a tokenizer should load for encoding even if its template is beyond that
+ * subset; a template that does not parse is a ParaError INVALID_CONFIG naming this file and the
+ * field when applied), the special tokens (bos, eos, pad, unk, … must be tokens of the
+ * vocabulary: transformers would silently add a missing one as a new token, growing the
+ * vocabulary past the model's embeddings) and `added_tokens_decoder` (integer ids, each the id
+ * the tokenizer gives that content).
+ */
+function validateConfig(config: Json, file: string, ids: Map<string, number>): void {
+  const bad = (
+    field: string,
+    expected: string,
+    actual: unknown,
+    message = 'malformed tokenizer_config.json',
+  ) => new ParaError('INVALID_CONFIG', message, { file, field, expected, actual: preview(actual) });
+  const t = config.chat_template;
+  if (t !== undefined && t !== null && typeof t !== 'string') {
+    if (!Array.isArray(t))
+      throw bad(
+        'chat_template',
+        'a string or a list of { "name", "template" }',
+        t,
+        'bad chat template',
+      );
+    t.forEach((x, i) => {
+      if (!isObject(x) || typeof x.name !== 'string' || typeof x.template !== 'string')
+        throw bad(
+          `chat_template[${i}]`,
+          '{ "name": string, "template": string }',
+          x,
+          'bad chat template',
+        );
+    });
+  }
+  for (const key of SPECIAL_KEYS) {
+    const v = config[key];
+    if (v === undefined || v === null) continue;
+    const s = tokenString(v);
+    if (s === undefined)
+      throw bad(key, 'a string, null or { "content": string }', v, 'bad special token');
+    if (!ids.has(s))
+      throw bad(
+        key,
+        'a token of tokenizer.json (its model.vocab or added_tokens)',
+        s,
+        'special token not in the vocabulary',
+      );
+  }
+  const atd = config.added_tokens_decoder;
+  if (atd !== undefined && atd !== null) {
+    if (!isObject(atd)) throw bad('added_tokens_decoder', 'an object id → { "content": … }', atd);
+    for (const [key, v] of Object.entries(atd)) {
+      const field = `added_tokens_decoder[${JSON.stringify(key)}]`;
+      if (!/^(0|[1-9][0-9]{0,9})$/.test(key))
+        throw bad(field, 'a key that is a non-negative integer token id', key);
+      if (!isObject(v) || typeof v.content !== 'string')
+        throw bad(field, '{ "content": string, … }', v);
+      const id = ids.get(v.content);
+      if (id !== Number(key))
+        throw bad(
+          field,
+          id === undefined
+            ? `${JSON.stringify(v.content)} to be a token of tokenizer.json`
+            : `the key ${id}, the id tokenizer.json gives ${JSON.stringify(v.content)}`,
+          key,
+        );
+    }
+  }
+}
+
 export class ParaTokenizer {
-  /** One more than the largest token id (model vocabulary and added tokens). */
+  /**
+   * One more than the largest token id (model vocabulary and added tokens): the fewest rows an
+   * embedding matrix needs for every id this tokenizer can produce. Compare it with a model's
+   * config.json `vocab_size` (which may be larger: models pad their vocabularies).
+   */
   readonly vocabSize: number;
   bosTokenId?: number;
   eosTokenId?: number;
@@ -210,18 +420,17 @@ export class ParaTokenizer {
 
   private constructor(
     tok: Tokenizer,
-    json: Json,
+    checked: CheckedTokenizerJson,
     config: Json,
     sources: { tokenizer: string; config: string },
   ) {
+    const { json, ids, vocabSize } = checked;
     this.tok = tok;
     this.config = config;
     this.tokenizerSource = sources.tokenizer;
     this.configSource = sources.config;
-    this.ids = tok.get_vocab(true);
-    let max = -1;
-    for (const id of this.ids.values()) max = Math.max(max, id);
-    this.vocabSize = max + 1;
+    this.ids = ids;
+    this.vocabSize = vocabSize;
     const added = (json.added_tokens as { content: string; special?: boolean }[])
       .filter((t) => t.special === true)
       .map((t) => t.content);
@@ -253,36 +462,16 @@ export class ParaTokenizer {
   ): ParaTokenizer {
     const tokenizerSource = options.tokenizerSource ?? 'tokenizer.json';
     const configSource = options.configSource ?? 'tokenizer_config.json';
-    const json = validateTokenizerJson(
-      parseJson(tokenizerJson, 'tokenizer.json', options.tokenizerSource),
+    const checked = validateTokenizerJson(
+      parseJson(tokenizerJson, 'tokenizer.json', tokenizerSource),
       tokenizerSource,
     );
+    const { json } = checked;
     const config =
       tokenizerConfig === undefined
         ? {}
-        : parseJson(tokenizerConfig, 'tokenizer_config.json', options.configSource);
-    if (
-      config.chat_template !== undefined &&
-      typeof config.chat_template !== 'string' &&
-      !Array.isArray(config.chat_template)
-    ) {
-      throw new ParaError('INVALID_CONFIG', 'bad chat template', {
-        file: configSource,
-        field: 'chat_template',
-        expected: 'a string or a list of { name, template }',
-      });
-    }
-    for (const key of SPECIAL_KEYS) {
-      const v = config[key];
-      if (v !== undefined && v !== null && tokenString(v) === undefined) {
-        throw new ParaError('INVALID_CONFIG', 'bad special token', {
-          file: configSource,
-          field: key,
-          expected: 'a string, null or { "content": string }',
-          actual: JSON.stringify(v)?.slice(0, 80),
-        });
-      }
-    }
+        : parseJson(tokenizerConfig, 'tokenizer_config.json', configSource);
+    validateConfig(config, configSource, checked.ids);
     let tok: Tokenizer;
     try {
       tok = new Tokenizer(json, {
@@ -295,7 +484,8 @@ export class ParaTokenizer {
         cause: e,
       });
     }
-    return new ParaTokenizer(tok, json, config, {
+    installFastBpe(tok);
+    return new ParaTokenizer(tok, checked, config, {
       tokenizer: tokenizerSource,
       config: configSource,
     });
@@ -463,11 +653,19 @@ export class ParaTokenizer {
   }
 
   private namedTemplate(name: string): string | undefined {
+    return this.namedTemplateAt(name)?.source;
+  }
+
+  /** The named template of tokenizer_config.json and the field it is in. */
+  private namedTemplateAt(name: string): { source: string; field: string } | undefined {
     const t = this.config.chat_template;
-    if (typeof t === 'string') return name === 'default' ? t : undefined;
+    if (typeof t === 'string')
+      return name === 'default' ? { source: t, field: 'chat_template' } : undefined;
     if (Array.isArray(t)) {
-      const found = t.find((x) => isObject(x) && x.name === name);
-      return isObject(found) && typeof found.template === 'string' ? found.template : undefined;
+      const i = t.findIndex((x) => isObject(x) && x.name === name);
+      const found = t[i];
+      if (isObject(found) && typeof found.template === 'string')
+        return { source: found.template, field: `chat_template[${i}].template` };
     }
     return undefined;
   }
@@ -499,10 +697,13 @@ export class ParaTokenizer {
         expected: 'an array of { role: string, content: string }',
       });
     }
-    const source =
-      opts.chatTemplate === undefined
-        ? this.chatTemplate
-        : (this.namedTemplate(opts.chatTemplate) ?? opts.chatTemplate);
+    const named = this.namedTemplateAt(opts.chatTemplate ?? 'default');
+    const source = named?.source ?? opts.chatTemplate;
+    // Where the template came from, for errors: this file's field, or the caller's option.
+    const origin =
+      named !== undefined
+        ? { file: this.configSource, field: named.field }
+        : { field: 'chatTemplate' };
     if (source === undefined) {
       throw new ParaError('UNSUPPORTED', 'this tokenizer has no chat template', {
         file: this.configSource,
@@ -513,12 +714,12 @@ export class ParaTokenizer {
     let template = this.templates.get(source);
     if (template === undefined) {
       try {
-        template = new Template(source);
+        template = compileChatTemplate(source);
       } catch (e) {
         throw new ParaError(
-          'INVALID_CONFIG',
+          named !== undefined ? 'INVALID_CONFIG' : 'INVALID_ARGUMENT',
           `chat template does not parse: ${(e as Error).message}`,
-          { file: this.configSource, field: 'chat_template', cause: e },
+          { ...origin, cause: e },
         );
       }
       this.templates.set(source, template);
@@ -535,13 +736,19 @@ export class ParaTokenizer {
     }
     let text: string;
     try {
-      text = template.render({
-        ...specials,
-        ...opts.variables,
-        messages,
-        add_generation_prompt: opts.addGenerationPrompt ?? false,
-      });
+      text = renderChatTemplate(
+        template,
+        {
+          ...specials,
+          ...opts.variables,
+          messages,
+          add_generation_prompt: opts.addGenerationPrompt ?? false,
+        },
+        opts.limits,
+        origin,
+      );
     } catch (e) {
+      if (e instanceof ParaError) throw e;
       throw new ParaError('INVALID_ARGUMENT', `chat template failed: ${(e as Error).message}`, {
         field: 'messages',
         cause: e,

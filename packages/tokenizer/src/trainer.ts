@@ -487,11 +487,11 @@ export function trainBpeFromCounts(
 
   // --- tokenizer.json and tokenizer_config.json. ---
   // Special tokens are in the model's vocabulary too (ids 0..k-1), as the Rust trainer writes it.
-  const vocab: Record<string, number> = {};
-  specials.forEach((s, i) => {
-    vocab[s] = i;
-  });
-  for (let i = 0; i < tokenStr.length; i++) vocab[tokenStr[i]!] = i + k;
+  // Built with Object.fromEntries (own data properties), not `vocab[token] = id`: a token named
+  // "__proto__" would otherwise set the object's prototype and be missing from the vocabulary.
+  const vocabEntries: [string, number][] = specials.map((s, i) => [s, i]);
+  for (let i = 0; i < tokenStr.length; i++) vocabEntries.push([tokenStr[i]!, i + k]);
+  const vocab: Record<string, number> = Object.fromEntries(vocabEntries);
   const addedTokens = specials.map((content, id) => ({
     id,
     content,

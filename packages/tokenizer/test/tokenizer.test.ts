@@ -191,8 +191,8 @@ describe('ParaTokenizer on a trained byte-level BPE', () => {
     );
     await expectParaError(
       () => tok.applyChatTemplate([{ role: 'user', content: 'x' }], { chatTemplate: '{% for %}' }),
-      'INVALID_CONFIG',
-      'chat_template',
+      'INVALID_ARGUMENT',
+      'chatTemplate',
     );
   });
 
