@@ -28,17 +28,30 @@ import {
   BUNDLED_BACKBONE_NAME,
   finetune,
   parseJsonl,
+  parseJsonlBytes,
   skippedMessage,
   type TokenizerLike,
   type TrainEvent,
   tokenizeRecords,
 } from '@para/train';
 import * as tf from '@tensorflow/tfjs-core';
+import { type UploadKind, uploadTooLarge } from './limits';
 
 /** The name every adapter made or accepted here records as its base model. */
 export const BACKBONE_NAME = BUNDLED_BACKBONE_NAME;
 /** The tenant that means "no adapter". */
 export const BARE = 'bare';
+
+/** LIMIT_EXCEEDED naming the file when an upload of `kind` is larger than its limit. */
+export function checkUploadSize(kind: UploadKind, bytes: number, file: string): void {
+  const problem = uploadTooLarge(kind, bytes);
+  if (problem !== null) {
+    throw new ParaError('LIMIT_EXCEEDED', 'the file is too large to upload here', {
+      file,
+      ...problem,
+    });
+  }
+}
 
 /** Where the engine reads its static files from (URLs in the browser, files in Node tests). */
 export interface Assets {
@@ -95,8 +108,11 @@ export interface GenerateOutput {
 export interface TrainOptions {
   /** Name of the new tenant. */
   name: string;
-  /** JSONL text, one {"prompt", "completion"} per line. */
-  jsonl: string;
+  /**
+   * JSONL, one {"prompt", "completion"} per line: text, or an uploaded file's bytes (decoded as
+   * strict UTF-8: invalid bytes are an INVALID_ENCODING error naming the line).
+   */
+  jsonl: string | Uint8Array;
   /** The file name, for messages (a bundled task's path or the uploaded file's name). */
   file: string;
   steps: number;
@@ -204,7 +220,15 @@ export class Engine {
     location = name,
   ): Promise<TenantInfo> {
     checkTenantName(name);
-    if (source !== 'bundled') this.checkNotBundled(name);
+    if (source !== 'bundled') {
+      this.checkNotBundled(name);
+      checkUploadSize('adapterConfig', configText.length, `${location}/adapter_config.json`);
+      checkUploadSize(
+        'adapterWeights',
+        weights.byteLength,
+        `${location}/adapter_model.safetensors`,
+      );
+    }
     const adapter = await adapterFromBytes(configText, weights, this.model, {
       name: location,
       baseModelName: BACKBONE_NAME,
@@ -439,7 +463,9 @@ export class Engine {
         expected: 'a positive integer',
         actual: String(o.steps),
       });
-    const records = parseJsonl(o.jsonl, o.file);
+    if (typeof o.jsonl !== 'string') checkUploadSize('jsonl', o.jsonl.byteLength, o.file);
+    const records =
+      typeof o.jsonl === 'string' ? parseJsonl(o.jsonl, o.file) : parseJsonlBytes(o.jsonl, o.file);
     const maxLength = this.model.config.maxPositionEmbeddings;
     const data = tokenizeRecords(this.tokenizer as TokenizerLike, records, o.file, { maxLength });
     const adapter = createAdapter(

@@ -8,6 +8,7 @@ import uPlot from 'uplot';
 import 'uplot/dist/uPlot.min.css';
 import './style.css';
 import type { TenantInfo } from './engine';
+import { refuseLargeUpload } from './limits';
 import type { ErrorData, InitResult, Request, WorkerEvent, WorkerMessage } from './protocol';
 
 // ---- the worker, as promises ------------------------------------------------------------
@@ -294,12 +295,14 @@ $('train-task').addEventListener('change', () => {
   if ($<HTMLSelectElement>('train-task').value !== '') $<HTMLInputElement>('train-file').value = '';
 });
 
-async function trainingData(): Promise<{ jsonl: string; file: string }> {
+async function trainingData(): Promise<{ jsonl: string | Uint8Array; file: string }> {
   const task = $<HTMLSelectElement>('train-task').value;
   if (task === '') {
     const f = $<HTMLInputElement>('train-file').files?.[0];
     if (f === undefined) throw new Error('choose a JSONL file to upload, or a bundled task');
-    return { jsonl: await f.text(), file: f.name };
+    // Checked before reading; sent as bytes so the worker decodes strict UTF-8.
+    refuseLargeUpload('jsonl', f.size, f.name);
+    return { jsonl: new Uint8Array(await f.arrayBuffer()), file: f.name };
   }
   const r = await client.call<'read-task', { file: string; text: string }>('read-task', {
     task,
@@ -405,6 +408,8 @@ $('adapter-upload').addEventListener('click', () =>
         'choose both adapter_config.json and adapter_model.safetensors (one upload, two files)',
       );
     const name = $<HTMLInputElement>('adapter-name').value.trim();
+    refuseLargeUpload('adapterConfig', config.size, config.name);
+    refuseLargeUpload('adapterWeights', weights.size, weights.name);
     setBusy(true);
     try {
       const buf = await weights.arrayBuffer();

@@ -13,7 +13,8 @@ export type Request =
   | {
       type: 'train';
       name: string;
-      jsonl: string;
+      /** Text of a bundled task, or an uploaded file's bytes. */
+      jsonl: string | Uint8Array;
       file: string;
       steps: number;
       lr?: number;

@@ -14,6 +14,7 @@ import { directoryAccess } from '@para/model/node';
 import * as tf from '@tensorflow/tfjs-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type Assets, BARE, Engine } from '../src/engine';
+import { UPLOAD_LIMITS } from '../src/limits';
 
 const staticDir = join(dirname(fileURLToPath(import.meta.url)), '..', 'public', 'static');
 
@@ -195,6 +196,49 @@ describe('web demo engine', () => {
       'name',
     );
     expect(engine.listTenants().map((t) => t.name)).not.toContain('t1');
+  });
+
+  it('hostile uploads: invalid UTF-8, oversize files and a catastrophic regex are typed errors', async () => {
+    const bytes = new TextEncoder().encode(
+      '{"prompt":"a","completion":" b"}\n{"prompt":"\u00e9","completion":" c"}\n',
+    );
+    const bad = new Uint8Array([...bytes.subarray(0, 40), 0xff, 0xfe, ...bytes.subarray(40)]);
+    await expectParaError(
+      engine.train({ name: 't2', jsonl: bad, file: 'latin1.jsonl', steps: 1 }),
+      'INVALID_ENCODING',
+      'latin1.jsonl',
+      'line 2',
+    );
+    await expectParaError(
+      engine.train({
+        name: 't2',
+        jsonl: new Uint8Array(UPLOAD_LIMITS.jsonl + 1),
+        file: 'huge.jsonl',
+        steps: 1,
+      }),
+      'LIMIT_EXCEEDED',
+      'huge.jsonl',
+    );
+    const files = await engine.exportAdapter('arithmetic');
+    await expectParaError(
+      engine.addAdapter(
+        'huge',
+        files.config,
+        new Uint8Array(UPLOAD_LIMITS.adapterWeights + 1),
+        'uploaded',
+        'huge-dir',
+      ),
+      'LIMIT_EXCEEDED',
+      'huge-dir/adapter_model.safetensors',
+    );
+    // A LoRA config with a catastrophic target_modules pattern: refused at once, not a hang.
+    const lora = JSON.stringify({ peft_type: 'LORA', r: 2, target_modules: '(.*.*)*X' });
+    await expectParaError(
+      engine.addAdapter('regex', lora, files.weights, 'uploaded', 'regex-dir'),
+      'INVALID_CONFIG',
+      'target_modules',
+    );
+    expect(engine.listTenants().map((t) => t.name)).not.toContain('t2');
   });
 
   it('bad input: an adapter made for another backbone is refused by name or by shape', async () => {
