@@ -10,6 +10,7 @@ import { ParaError } from '@para/core';
 import { type ChatTemplateLimits, compileChatTemplate, renderChatTemplate } from './chat-template';
 import { installFastBpe } from './fast-bpe';
 import { checkJsonDepth, preview } from './json-guard';
+import { installSafeNormalization } from './safe-normalize';
 import { guessSpecialTokenRoles } from './trainer';
 
 export interface ChatMessage {
@@ -485,6 +486,7 @@ export class ParaTokenizer {
       });
     }
     installFastBpe(tok);
+    installSafeNormalization(tok);
     return new ParaTokenizer(tok, checked, config, {
       tokenizer: tokenizerSource,
       config: configSource,

@@ -14,6 +14,7 @@ import { isParaError, type ParaError } from '@para/core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ByteLevelBpe, ParaTokenizer, trainBpe } from '../src/index';
 import { loadTokenizer } from '../src/node';
+import { orderLongMarkRuns } from '../src/safe-normalize';
 import { generateCorpus, TRICKY_TEXTS } from './helpers/corpus';
 
 const require = createRequire(import.meta.url);
@@ -625,5 +626,68 @@ describe('awkward text to encode', () => {
         );
       }
     }
+  }, 120_000);
+});
+
+describe('Unicode normalization of long runs of combining marks', () => {
+  // Marks of many combining classes, marks that decompose (U+0344, U+0F73), a class-1 overlay
+  // (U+0334) and spacing marks of class 0 (U+093E, U+0BBE), which no mark may cross.
+  const POOL = [
+    '\u0301',
+    '\u0316',
+    '\u0334',
+    '\u0344',
+    '\u0F73',
+    '\u093E',
+    '\u0BBE',
+    '\u05B0',
+    '\u05C1',
+    '\u0327',
+    '\u0345',
+    '\u035C',
+    '\u0E38',
+    '\u302A',
+    '\u1DCE',
+    '\u20D2',
+    '\u0308',
+    '\u0323',
+  ];
+  const rng = (() => {
+    let a = 12345;
+    return () => {
+      a = (a * 1103515245 + 12345) % 2147483648;
+      return a / 2147483648;
+    };
+  })();
+  const marks = (n: number) =>
+    Array.from({ length: n }, () => POOL[Math.floor(rng() * POOL.length)]).join('');
+
+  it('rewriting long runs keeps every normalization form identical', () => {
+    for (let k = 0; k < 20; k++) {
+      const s = `a${marks(40 + k * 50)}bé${marks(33)}\u1100${marks(k)}`;
+      const r = orderLongMarkRuns(s);
+      for (const form of ['NFC', 'NFD', 'NFKC', 'NFKD'] as const)
+        expect(r.normalize(form), `${k} ${form}`).toBe(s.normalize(form));
+    }
+    expect(orderLongMarkRuns('plain text, é, a\u0301\u0316')).toBe('plain text, é, a\u0301\u0316');
+  });
+
+  it('an NFC / NFKC / Sequence tokenizer encodes 100,000 alternating marks as the normalized text', () => {
+    const s = `x${'\u0301\u0316'.repeat(50_000)}y`;
+    const plain = ParaTokenizer.fromJSON(trained.tokenizerJson);
+    for (const normalizer of [
+      { type: 'NFC' },
+      { type: 'NFKC' },
+      { type: 'Sequence', normalizers: [{ type: 'NFD' }, { type: 'Lowercase' }] },
+    ]) {
+      const tok = ParaTokenizer.fromJSON({ ...tj(), normalizer });
+      const form = normalizer.type === 'Sequence' ? 'NFD' : (normalizer.type as 'NFC');
+      const expected = plain.encode(orderLongMarkRuns(s).normalize(form).toLowerCase(), {
+        addSpecialTokens: false,
+      });
+      expect(tok.encode(s, { addSpecialTokens: false })).toEqual(expected);
+    }
+    // The text itself, normalized the slow way, agrees (ICU's quadratic reordering, once).
+    expect(orderLongMarkRuns(s).normalize('NFC')).toBe(s.normalize('NFC'));
   }, 120_000);
 });
