@@ -53,6 +53,7 @@ export {
   estimateStepMemory,
   evalFromFiles,
   loadBackbone,
+  MEMORY_SAFETY_FACTOR,
   type MethodName,
   methodConfig,
   type TrainFilesOptions,
