@@ -4,7 +4,8 @@
  * SmolLM, TinyLlama, Llama 3.x), `mistral`, `qwen2`, `qwen3` (per-head q/k RMSNorm),
  * `gemma2` and `gemma3_text` (Gemma 3's text model: (1 + w) RMSNorms, sandwich norms, GeGLU,
  * embeddings × √d, query_pre_attn_scalar, soft-capping, sliding layers interleaved with global
- * ones, a local RoPE base, qk-norm).
+ * ones, a local RoPE base, qk-norm), `smollm3` (layers without RoPE, `no_rope_layers`) and
+ * `olmo2` (post-norms, qk-norm over the whole projection).
  *
  * Sliding-window attention is per layer (`layerTypes`): Mistral's `sliding_window` covers every
  * layer; Qwen2/Qwen3 need `use_sliding_window` and take `layer_types` (else the layers from
@@ -20,7 +21,15 @@
 
 import { describeValue, ParaError, parseJsonText } from '@para/core';
 
-export type ModelType = 'llama' | 'mistral' | 'qwen2' | 'qwen3' | 'gemma2' | 'gemma3_text';
+export type ModelType =
+  | 'llama'
+  | 'mistral'
+  | 'qwen2'
+  | 'qwen3'
+  | 'gemma2'
+  | 'gemma3_text'
+  | 'smollm3'
+  | 'olmo2';
 export const MODEL_TYPES: readonly ModelType[] = [
   'llama',
   'mistral',
@@ -28,6 +37,8 @@ export const MODEL_TYPES: readonly ModelType[] = [
   'qwen3',
   'gemma2',
   'gemma3_text',
+  'smollm3',
+  'olmo2',
 ];
 
 /** Attention of one layer: over every earlier slot, or over the last `slidingWindow` slots. */
@@ -37,6 +48,21 @@ const LAYER_TYPES: readonly LayerType[] = ['full_attention', 'sliding_attention'
 /** The gated MLP's activation: `silu` (SwiGLU, LLaMA) or `gelu_pytorch_tanh` (GeGLU, Gemma). */
 export type HiddenAct = 'silu' | 'gelu_pytorch_tanh';
 
+/**
+ * RMSNorm of q and k before RoPE: none; per head over head_dim (`q_norm [hd]`: Qwen3, Gemma 3);
+ * or over the whole projection (`q_norm [Hq·hd]`, `k_norm [Hkv·hd]`: OLMo 2).
+ */
+export type QkNorm = 'none' | 'head' | 'projection';
+
+/**
+ * Where a layer's norms sit. `pre` (LLaMA): input_layernorm before attention,
+ * post_attention_layernorm before the MLP. `sandwich` (Gemma 2/3): those two plus norms of the
+ * attention output (post_attention_layernorm) and around the MLP (pre_/post_feedforward).
+ * `post` (OLMo 2): no input norm; the attention and MLP outputs are normalised
+ * (post_attention_layernorm, post_feedforward_layernorm) before the residual add.
+ */
+export type NormLayout = 'pre' | 'sandwich' | 'post';
+
 /** RoPE of one kind of layer (Gemma 3's sliding layers have their own). */
 export interface RopeConfig {
   theta: number;
@@ -45,11 +71,19 @@ export interface RopeConfig {
 
 /** RoPE scaling in HF's spelling (passed unchanged to `@para/ops`' `ropeInvFreq`). */
 export interface RopeScaling {
-  rope_type: 'default' | 'linear' | 'llama3';
+  rope_type: 'default' | 'linear' | 'llama3' | 'yarn';
   factor?: number;
   low_freq_factor?: number;
   high_freq_factor?: number;
+  /** llama3 and yarn (yarn: default max_position_embeddings, as transformers 5 fills it). */
   original_max_position_embeddings?: number;
+  /** yarn's optional settings (transformers' defaults when absent). */
+  attention_factor?: number;
+  beta_fast?: number;
+  beta_slow?: number;
+  mscale?: number;
+  mscale_all_dim?: number;
+  truncate?: boolean;
 }
 
 /** Which linear layers carry a bias (llama: `attention_bias` covers q/k/v/o, `mlp_bias` the MLP; qwen2: q/k/v). */
@@ -95,12 +129,14 @@ export interface ModelConfig {
   layerTypes: LayerType[];
   /** The MLP activation (HF `hidden_act`, Gemma's `hidden_activation`). */
   hiddenAct: HiddenAct;
-  /** Per-head RMSNorm of q and k over head_dim before RoPE (`q_norm`/`k_norm`: Qwen3, Gemma 3). */
-  qkNorm: boolean;
+  /** RMSNorm of q and k before RoPE (see {@link QkNorm}). */
+  qkNorm: QkNorm;
   /** Gemma: RMSNorm weights are offsets, applied as `(1 + w)`. */
   normUnitOffset: boolean;
-  /** Gemma: norms after attention and around the MLP (post_attention / pre_ / post_feedforward). */
-  sandwichNorms: boolean;
+  /** Where the layer norms sit (see {@link NormLayout}). */
+  normLayout: NormLayout;
+  /** SmolLM3: layers that apply no RoPE to q and k (`no_rope_layers` entries 0), ascending. */
+  noRopeLayers: number[];
   /** Gemma: the embeddings are multiplied by √hidden_size (in float32, our compute dtype). */
   embedScale: boolean;
   /** Gemma: attention scores scaled by `query_pre_attn_scalar^-0.5` (null: `head_dim^-0.5`). */
@@ -165,9 +201,16 @@ export function createConfig(init: ModelConfigInit): ModelConfig {
         slidingWindow !== null && type === 'mistral' ? 'sliding_attention' : 'full_attention',
       ),
     hiddenAct: init.hiddenAct ?? (gemma ? 'gelu_pytorch_tanh' : 'silu'),
-    qkNorm: init.qkNorm ?? (type === 'qwen3' || type === 'gemma3_text'),
+    qkNorm:
+      init.qkNorm ??
+      (type === 'qwen3' || type === 'gemma3_text'
+        ? 'head'
+        : type === 'olmo2'
+          ? 'projection'
+          : 'none'),
     normUnitOffset: init.normUnitOffset ?? gemma,
-    sandwichNorms: init.sandwichNorms ?? gemma,
+    normLayout: init.normLayout ?? (gemma ? 'sandwich' : type === 'olmo2' ? 'post' : 'pre'),
+    noRopeLayers: init.noRopeLayers ?? [],
     embedScale: init.embedScale ?? gemma,
     queryPreAttnScalar: init.queryPreAttnScalar ?? null,
     attnLogitSoftcapping: init.attnLogitSoftcapping ?? null,
@@ -311,7 +354,7 @@ export function parseHfConfig(json: string | unknown, file = 'config.json'): Mod
   // RoPE: transformers 5 nests theta and scaling in rope_parameters; 4 keeps them top-level.
   // Gemma 3 has one RoPE per layer type: v5 nests {full_attention, sliding_attention}; v4 has
   // rope_theta + rope_scaling (global layers) and rope_local_base_freq (sliding layers).
-  const defaultTheta = type === 'gemma3_text' ? 1e6 : 10000;
+  const defaultTheta = type === 'gemma3_text' ? 1e6 : type === 'smollm3' ? 2e6 : 10000;
   const ropeParams = get('rope_parameters');
   let ropeTheta: number;
   let ropeScaling: RopeScaling | null = null;
@@ -324,7 +367,7 @@ export function parseHfConfig(json: string | unknown, file = 'config.json'): Mod
     if (typeof t !== 'number' || !(t > 0))
       p.invalid.push(`${where}.rope_theta = ${JSON.stringify(t)} (expected a positive number)`);
     else theta = t;
-    return { theta, scaling: parseRopeScaling(rp, where, p) };
+    return { theta, scaling: parseRopeScaling(rp, where, p, c.partial_rotary_factor) };
   };
   if (
     type === 'gemma3_text' &&
@@ -351,14 +394,20 @@ export function parseHfConfig(json: string | unknown, file = 'config.json'): Mod
       );
       ropeTheta = Number.NaN;
     } else ropeTheta = t;
-    ropeScaling = parseRopeScaling(ropeParams, 'rope_parameters', p);
+    ropeScaling = parseRopeScaling(ropeParams, 'rope_parameters', p, c.partial_rotary_factor);
   } else {
     ropeTheta = num('rope_theta', defaultTheta);
     const rs = get('rope_scaling');
     if (rs !== undefined && rs !== null) {
       if (typeof rs !== 'object' || Array.isArray(rs))
         p.invalid.push(`rope_scaling = ${JSON.stringify(rs)} (expected an object or null)`);
-      else ropeScaling = parseRopeScaling(rs as Record<string, unknown>, 'rope_scaling', p);
+      else
+        ropeScaling = parseRopeScaling(
+          rs as Record<string, unknown>,
+          'rope_scaling',
+          p,
+          c.partial_rotary_factor,
+        );
     }
   }
   if (type === 'gemma3_text' && localRope === null)
@@ -372,7 +421,8 @@ export function parseHfConfig(json: string | unknown, file = 'config.json'): Mod
     used.add('attention_bias');
   } else {
     const ab = bool('attention_bias', false);
-    bias = { q: ab, k: ab, v: ab, o: ab, mlp: type === 'llama' ? bool('mlp_bias', false) : false };
+    const mlpBias = type === 'llama' || type === 'smollm3' ? bool('mlp_bias', false) : false;
+    bias = { q: ab, k: ab, v: ab, o: ab, mlp: mlpBias };
   }
 
   const eosRaw = get('eos_token_id');
@@ -393,8 +443,11 @@ export function parseHfConfig(json: string | unknown, file = 'config.json'): Mod
   const swRaw = get('sliding_window');
   const swDefault = gemma ? 4096 : null; // Gemma's class default when the key is absent
   const sw = swRaw === undefined ? swDefault : swRaw;
-  const useSw = qwen ? bool('use_sliding_window', false) : type !== 'llama';
-  if (!qwen) used.add('use_sliding_window');
+  const useSw =
+    qwen || type === 'smollm3'
+      ? bool('use_sliding_window', false)
+      : type !== 'llama' && type !== 'olmo2';
+  if (!qwen && type !== 'smollm3') used.add('use_sliding_window');
   if (useSw && sw !== undefined && sw !== null) {
     if (typeof sw !== 'number' || !Number.isInteger(sw) || sw <= 0)
       p.invalid.push(
@@ -408,7 +461,31 @@ export function parseHfConfig(json: string | unknown, file = 'config.json'): Mod
   // not allocate here; such a config keeps an empty list and is refused against the weights
   // file's header (validateCheckpoint) before any per-layer work.
   const nL = Number.isFinite(numLayers) && numLayers <= MAX_LISTED_LAYERS ? numLayers : 0;
-  if (type === 'llama' || type === 'mistral') {
+  // SmolLM3: no_rope_layers (1 = RoPE, 0 = none per layer), else every no_rope_layer_interval-th
+  // layer goes without.
+  const noRopeLayers: number[] = [];
+  if (type === 'smollm3') {
+    const nr = get('no_rope_layers');
+    if (nr !== undefined && nr !== null) {
+      if (
+        !Array.isArray(nr) ||
+        nr.length !== nL ||
+        !nr.every((v) => v === 0 || v === 1 || typeof v === 'boolean')
+      )
+        p.invalid.push(
+          `no_rope_layers = ${JSON.stringify(nr).slice(0, 60)} (expected ${nL} entries of 0 or 1)`,
+        );
+      else
+        nr.forEach((v, i) => {
+          if (!v) noRopeLayers.push(i);
+        });
+      used.add('no_rope_layer_interval');
+    } else {
+      const every = int('no_rope_layer_interval', { required: false, fallback: 4 });
+      for (let i = 0; i < nL; i++) if ((i + 1) % every === 0) noRopeLayers.push(i);
+    }
+  }
+  if (type === 'llama' || type === 'mistral' || type === 'olmo2') {
     // Mistral: one window for every layer (MistralConfig ignores layer_types with a warning).
     const t: LayerType = slidingWindow !== null ? 'sliding_attention' : 'full_attention';
     layerTypes = Array.from({ length: nL }, () => t);
@@ -432,6 +509,11 @@ export function parseHfConfig(json: string | unknown, file = 'config.json'): Mod
     } else layerTypes = ltRaw as LayerType[];
     used.add('max_window_layers');
     used.add('sliding_window_pattern');
+  } else if (type === 'smollm3') {
+    // SmolLM3Config: the layers without RoPE slide (when a window is on).
+    layerTypes = Array.from({ length: nL }, (_, i) =>
+      noRopeLayers.includes(i) ? 'sliding_attention' : 'full_attention',
+    );
   } else if (qwen) {
     const mwl = int('max_window_layers', { required: false, min: 0, fallback: 28 });
     layerTypes = Array.from({ length: nL }, (_, i) =>
@@ -484,14 +566,14 @@ export function parseHfConfig(json: string | unknown, file = 'config.json'): Mod
     numHeads,
     numKvHeads,
     headDim,
-    rmsNormEps: num('rms_norm_eps', 1e-6),
+    rmsNormEps: num('rms_norm_eps', type === 'olmo2' ? 1e-5 : 1e-6),
     ropeTheta,
     ropeScaling,
     maxPositionEmbeddings: int('max_position_embeddings', {
       required: false,
       fallback: DEFAULT_MAX_POSITIONS[type],
     }),
-    tieWordEmbeddings: bool('tie_word_embeddings', gemma),
+    tieWordEmbeddings: bool('tie_word_embeddings', gemma || type === 'smollm3'),
     bias,
     initializerRange: num('initializer_range', 0.02),
     bosTokenId: tokenId('bos_token_id'),
@@ -500,9 +582,15 @@ export function parseHfConfig(json: string | unknown, file = 'config.json'): Mod
     slidingWindow,
     layerTypes,
     hiddenAct,
-    qkNorm: type === 'qwen3' || type === 'gemma3_text',
+    qkNorm:
+      type === 'qwen3' || type === 'gemma3_text'
+        ? 'head'
+        : type === 'olmo2'
+          ? 'projection'
+          : 'none',
     normUnitOffset: gemma,
-    sandwichNorms: gemma,
+    normLayout: gemma ? 'sandwich' : type === 'olmo2' ? 'post' : 'pre',
+    noRopeLayers,
     embedScale: gemma,
     queryPreAttnScalar,
     attnLogitSoftcapping,
@@ -518,6 +606,10 @@ export function parseHfConfig(json: string | unknown, file = 'config.json'): Mod
     'attention_bias',
   ])
     used.add(k);
+  // yarn without original_max_position_embeddings: transformers 5 takes max_position_embeddings.
+  for (const rs of [config.ropeScaling, config.localRope?.scaling ?? null])
+    if (rs?.rope_type === 'yarn' && rs.original_max_position_embeddings === undefined)
+      rs.original_max_position_embeddings = config.maxPositionEmbeddings;
   // Token ids must index the vocabulary.
   if (Number.isInteger(config.vocabSize)) {
     const V = config.vocabSize;
@@ -570,26 +662,65 @@ function parseRopeScaling(
   rs: Record<string, unknown>,
   where: string,
   p: Problems,
+  topPartial?: unknown,
 ): RopeScaling | null {
   const type = rs.rope_type ?? rs.type ?? 'default';
   if (type === 'default') return null;
-  if (type !== 'linear' && type !== 'llama3') {
-    p.invalid.push(
-      `${where}.rope_type = ${JSON.stringify(type)} (expected "default", "linear" or "llama3")`,
+  if (type !== 'linear' && type !== 'llama3' && type !== 'yarn') {
+    // dynamic (NTK), longrope, su, ...: transformers implements them, we do not (yet).
+    p.unsupportedFields.push(
+      `${where}.rope_type = ${JSON.stringify(type)} (implemented: "default", "linear", "llama3", "yarn")`,
     );
     return null;
   }
   const need =
-    type === 'linear'
+    type === 'linear' || type === 'yarn'
       ? ['factor']
       : ['factor', 'low_freq_factor', 'high_freq_factor', 'original_max_position_embeddings'];
   const out: RopeScaling = { rope_type: type };
+  const put = (k: string, v: unknown) => {
+    (out as unknown as Record<string, unknown>)[k] = v;
+  };
   for (const k of need) {
     const v = rs[k];
     if (typeof v !== 'number' || !(v > 0))
       p.invalid.push(`${where}.${k} = ${JSON.stringify(v)} (expected a positive number)`);
-    else (out as unknown as Record<string, number>)[k] = v;
+    else put(k, v);
   }
+  if (type === 'yarn') {
+    for (const k of [
+      'original_max_position_embeddings',
+      'attention_factor',
+      'beta_fast',
+      'beta_slow',
+      'mscale',
+      'mscale_all_dim',
+    ]) {
+      const v = rs[k];
+      if (v === undefined || v === null) continue;
+      if (
+        typeof v !== 'number' ||
+        !Number.isFinite(v) ||
+        v < 0 ||
+        (k !== 'mscale' && k !== 'mscale_all_dim' && v === 0)
+      )
+        p.invalid.push(`${where}.${k} = ${JSON.stringify(v)} (expected a positive number)`);
+      else put(k, v);
+    }
+    if (rs.truncate !== undefined && rs.truncate !== null) {
+      if (typeof rs.truncate !== 'boolean')
+        p.invalid.push(
+          `${where}.truncate = ${JSON.stringify(rs.truncate)} (expected true or false)`,
+        );
+      else put('truncate', rs.truncate);
+    }
+  }
+  // transformers' linear / llama3 / yarn rotate only a partial_rotary_factor share of head_dim.
+  const partial = rs.partial_rotary_factor ?? topPartial;
+  if (partial !== undefined && partial !== null && partial !== 1)
+    p.unsupportedFields.push(
+      `${rs.partial_rotary_factor === undefined ? '' : `${where}.`}partial_rotary_factor = ${JSON.stringify(partial)} (partial RoPE is not implemented)`,
+    );
   return out;
 }
 
@@ -628,6 +759,12 @@ export function validateConfig(c: ModelConfig, file: string): void {
     bad.push('layer_types (sliding layers need a sliding_window)');
   if (c.slidingWindow !== null && !(Number.isInteger(c.slidingWindow) && c.slidingWindow > 0))
     bad.push(`sliding_window = ${c.slidingWindow} (expected a positive integer)`);
+  if (!['none', 'head', 'projection'].includes(c.qkNorm))
+    bad.push(`qkNorm = ${c.qkNorm} (expected none, head or projection)`);
+  if (!['pre', 'sandwich', 'post'].includes(c.normLayout))
+    bad.push(`normLayout = ${c.normLayout} (expected pre, sandwich or post)`);
+  if (!c.noRopeLayers.every((i) => Number.isInteger(i) && i >= 0 && i < c.numLayers))
+    bad.push(`no_rope_layers (expected layer indices below ${c.numLayers})`);
   if (c.hiddenAct !== 'silu' && c.hiddenAct !== 'gelu_pytorch_tanh')
     bad.push(`hidden_act = ${c.hiddenAct} (expected silu or gelu_pytorch_tanh)`);
   for (const [name, v] of [
@@ -658,6 +795,8 @@ const DEFAULT_MAX_POSITIONS: Record<ModelType, number> = {
   qwen3: 32768,
   gemma2: 8192,
   gemma3_text: 131072,
+  smollm3: 32768,
+  olmo2: 2048,
 };
 
 /** transformers' class defaults for `head_dim` where it is not hidden_size / heads. */
@@ -674,6 +813,8 @@ const ARCHITECTURES: Record<ModelType, string> = {
   qwen3: 'Qwen3ForCausalLM',
   gemma2: 'Gemma2ForCausalLM',
   gemma3_text: 'Gemma3ForCausalLM',
+  smollm3: 'SmolLM3ForCausalLM',
+  olmo2: 'Olmo2ForCausalLM',
 };
 
 const CONFIG_CLASSES: Record<ModelType, string> = {
@@ -683,6 +824,8 @@ const CONFIG_CLASSES: Record<ModelType, string> = {
   qwen3: 'Qwen3Config',
   gemma2: 'Gemma2Config',
   gemma3_text: 'Gemma3TextConfig',
+  smollm3: 'SmolLM3Config',
+  olmo2: 'Olmo2Config',
 };
 
 /** The config as a Hugging Face `config.json` object (transformers 4 spelling, float32 weights). */
@@ -720,6 +863,19 @@ export function toHfConfig(c: ModelConfig): Record<string, unknown> {
     case 'mistral':
       out.attention_bias = c.bias.q;
       out.sliding_window = c.slidingWindow;
+      break;
+    case 'olmo2':
+      out.attention_bias = c.bias.q;
+      break;
+    case 'smollm3':
+      out.attention_bias = c.bias.q;
+      out.mlp_bias = c.bias.mlp;
+      out.use_sliding_window = c.slidingWindow !== null;
+      out.sliding_window = c.slidingWindow;
+      out.layer_types = c.layerTypes;
+      out.no_rope_layers = Array.from({ length: c.numLayers }, (_, i) =>
+        c.noRopeLayers.includes(i) ? 0 : 1,
+      );
       break;
     case 'qwen2':
     case 'qwen3':
@@ -767,7 +923,8 @@ export function countParameters(c: ModelConfig): number {
     (b.v ? kvd : 0) +
     (b.o ? d : 0);
   const mlp = 3 * d * c.intermediateSize + (b.mlp ? 2 * c.intermediateSize + d : 0);
-  const norms = (c.sandwichNorms ? 4 : 2) * d + (c.qkNorm ? 2 * c.headDim : 0);
+  const qk = c.qkNorm === 'head' ? 2 * c.headDim : c.qkNorm === 'projection' ? qd + kvd : 0;
+  const norms = (c.normLayout === 'sandwich' ? 4 : 2) * d + qk;
   const perLayer = attn + mlp + norms;
   return c.vocabSize * d * (c.tieWordEmbeddings ? 1 : 2) + c.numLayers * perLayer + d;
 }

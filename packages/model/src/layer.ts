@@ -5,10 +5,12 @@
  *     out = h + down_proj(silu(gate_proj(n2)) ⊙ up_proj(n2))                      n2 = rmsNorm(h)
  *
  * and its relatives, by config flags: Qwen3 and Gemma 3 normalise each head of q and k
- * (`q_norm`/`k_norm`, RMSNorm over head_dim) before RoPE; Gemma 2/3 (`sandwichNorms`) normalise
+ * (`q_norm`/`k_norm`, RMSNorm over head_dim) before RoPE; Gemma 2/3 (`normLayout` 'sandwich') normalise
  * the attention output (post_attention_layernorm) and the MLP's input and output
  * (pre_/post_feedforward_layernorm), use `(1 + w)` RMSNorms, GeGLU (gelu_pytorch_tanh),
  * `query_pre_attn_scalar^-0.5` as the score scale and (Gemma 2) soft-capped scores. A
+ * OLMo 2 (`normLayout` 'post') has no input norm and normalises the attention and MLP outputs,
+ * with q_norm/k_norm over the whole projection; SmolLM3's `noRopeLayers` skip RoPE. A
  * `sliding_attention` layer uses the call's sliding-window mask and, for Gemma 3, the local
  * RoPE tables.
  *
@@ -99,7 +101,8 @@ export function decoderLayer(
     if (weight === null) throw new Error(`internal: layer ${layer} has no ${name}`);
     return rmsNorm(t, weight, c.rmsNormEps, normOpts);
   };
-  const h = rmsNorm(x, w.inputLayernorm, c.rmsNormEps, normOpts); // [B, T, d]
+  // OLMo 2 ('post' layout) has no input norm: attention (and PARA's pool) read x itself.
+  const h = c.normLayout === 'post' ? x : norm(x, w.inputLayernorm, 'input_layernorm'); // [B, T, d]
   if (plan?.adapter.layerInput !== undefined)
     plan.adapter.layerInput(ctx as AdapterContext<unknown>, h);
 
@@ -108,8 +111,12 @@ export function decoderLayer(
   if (mask === undefined) throw new Error('internal: a sliding layer without a sliding mask');
   const rope = sliding && call.localRope !== undefined ? call.localRope : call;
 
-  const q = project('q_proj', h); // [B, T, Hq·hd]
-  const k = project('k_proj', h); // [B, T, Hkv·hd]
+  let q = project('q_proj', h); // [B, T, Hq·hd]
+  let k = project('k_proj', h); // [B, T, Hkv·hd]
+  if (c.qkNorm === 'projection') {
+    q = norm(q, w.qNorm, 'q_norm'); // [B, T, Hq·hd], over the whole projection (OLMo 2)
+    k = norm(k, w.kNorm, 'k_norm'); // [B, T, Hkv·hd]
+  }
   const v = project('v_proj', h); // [B, T, Hkv·hd]
   // [B, T, n·hd] → [B, n, T, hd]. With T = 1 (a decode step) the transpose moves no data, so a
   // reshape does it without a kernel launch (launches dominate decode on GPU backends).
@@ -119,12 +126,14 @@ export function decoderLayer(
       : tf.transpose(tf.reshape(t, [B, T, n, c.headDim]), [0, 2, 1, 3]);
   let qh = heads(q, c.numHeads); // [B, Hq, T, hd]
   let kh = heads(k, c.numKvHeads); // [B, Hkv, T, hd]
-  if (c.qkNorm) {
+  if (c.qkNorm === 'head') {
     qh = norm(qh, w.qNorm, 'q_norm'); // [B, Hq, T, hd], per head over hd
     kh = norm(kh, w.kNorm, 'k_norm'); // [B, Hkv, T, hd]
   }
-  qh = applyRope(qh, rope.cos, rope.sin, rope.sinSigned); // [B, Hq, T, hd]
-  kh = applyRope(kh, rope.cos, rope.sin, rope.sinSigned); // [B, Hkv, T, hd]
+  if (!c.noRopeLayers.includes(layer)) {
+    qh = applyRope(qh, rope.cos, rope.sin, rope.sinSigned); // [B, Hq, T, hd]
+    kh = applyRope(kh, rope.cos, rope.sin, rope.sinSigned); // [B, Hkv, T, hd]
+  } // else SmolLM3's no-RoPE layer: q and k carry no position
   let vh = heads(v, c.numKvHeads); // [B, Hkv, T, hd]
   if (call.cache !== null) ({ k: kh, v: vh } = call.cache.append(layer, kh, vh)); // [B, Hkv, S, hd]
   const att = attention(qh, kh, vh, mask, {
@@ -137,14 +146,17 @@ export function decoderLayer(
     c.numHeads * c.headDim,
   ]); // [B, T, Hq·hd]
   let attnOut = project('o_proj', merged); // [B, T, d]
-  if (c.sandwichNorms)
+  if (c.normLayout !== 'pre')
     attnOut = norm(attnOut, w.postAttentionLayernorm, 'post_attention_layernorm');
   const x1 = tf.add(x, attnOut); // [B, T, d]
 
   // --- MLP (SwiGLU, or Gemma's GeGLU) --------------------------------------------------------
-  const h2 = c.sandwichNorms
-    ? norm(x1, w.preFeedforwardLayernorm, 'pre_feedforward_layernorm')
-    : norm(x1, w.postAttentionLayernorm, 'post_attention_layernorm'); // [B, T, d]
+  const h2 =
+    c.normLayout === 'sandwich'
+      ? norm(x1, w.preFeedforwardLayernorm, 'pre_feedforward_layernorm')
+      : c.normLayout === 'post'
+        ? x1
+        : norm(x1, w.postAttentionLayernorm, 'post_attention_layernorm'); // [B, T, d]
   const gate = project('gate_proj', h2); // [B, T, d_ff]
   const up = project('up_proj', h2); // [B, T, d_ff]
   let m = c.hiddenAct === 'gelu_pytorch_tanh' ? geglu(gate, up) : swiglu(gate, up); // [B, T, d_ff]
@@ -154,7 +166,7 @@ export function decoderLayer(
   const mScale = rows?.scale('down_proj.input'); // [B, 1, d_ff]
   if (mScale !== undefined) m = tf.mul(m, mScale);
   let mlpOut = project('down_proj', m); // [B, T, d]
-  if (c.sandwichNorms)
+  if (c.normLayout !== 'pre')
     mlpOut = norm(mlpOut, w.postFeedforwardLayernorm, 'post_feedforward_layernorm');
   return tf.add(x1, mlpOut); // [B, T, d]
 }

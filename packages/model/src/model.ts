@@ -25,6 +25,7 @@ import {
   positionIdsFromMask,
   type RopeScalingConfig,
   rmsNorm,
+  ropeAttentionScaling,
   ropeCosSin,
   ropeInvFreq,
 } from '@para/ops';
@@ -234,6 +235,9 @@ export class CausalLM {
   readonly invFreq: Float32Array;
   /** Gemma 3: the sliding layers' RoPE inverse frequencies (`rope_local_base_freq`), else null. */
   readonly localInvFreq: Float32Array | null;
+  /** The cos/sin scale of the RoPE tables (yarn's attention scaling; 1 otherwise), global and local. */
+  readonly ropeScale: number;
+  readonly localRopeScale: number;
   /** The sliding-window width when some layer slides (else null: every layer is full). */
   readonly slidingWindow: number | null;
   /** The tokenizer text generation uses (`loadPretrained` sets it; null: token ids only). */
@@ -250,6 +254,10 @@ export class CausalLM {
       theta: config.ropeTheta,
       scaling: config.ropeScaling as RopeScalingConfig | null,
     });
+    this.ropeScale = ropeAttentionScaling(config.ropeScaling as RopeScalingConfig | null);
+    this.localRopeScale = ropeAttentionScaling(
+      (config.localRope?.scaling ?? null) as RopeScalingConfig | null,
+    );
     this.localInvFreq =
       config.localRope === null
         ? null
@@ -304,7 +312,7 @@ export class CausalLM {
         // Host path: exact float64 RoPE tables.
         const valid = maskIn ?? Array.from({ length: B }, () => new Array<number>(T).fill(1));
         positions = positionIdsFromMask(valid); // [B][T]
-        ({ cos, sin } = ropeCosSin(positions, this.invFreq)); // [B, 1, T, hd]
+        ({ cos, sin } = ropeCosSin(positions, this.invFreq, { scale: this.ropeScale })); // [B, 1, T, hd]
         mask = buildAttentionMask({ keyValid: valid }); // [B, 1, T, T]
         if (this.slidingWindow !== null)
           slidingMask = buildAttentionMask({ keyValid: valid, slidingWindow: this.slidingWindow });
@@ -312,7 +320,7 @@ export class CausalLM {
       } else {
         const m = tf.cast(maskIn, 'int32'); // [B, T]
         positions = tf.add(tf.mul(tf.sub(tf.cumsum(m, 1), 1), m), tf.sub(1, m)); // [B, T] cumsum−1, pads 1
-        ({ cos, sin } = ropeCosSin(positions, this.invFreq)); // [B, 1, T, hd]
+        ({ cos, sin } = ropeCosSin(positions, this.invFreq, { scale: this.ropeScale })); // [B, 1, T, hd]
         mask = buildAttentionMask({ keyValid: m }); // [B, 1, T, T]
         if (this.slidingWindow !== null)
           slidingMask = buildAttentionMask({ keyValid: m, slidingWindow: this.slidingWindow });
@@ -381,7 +389,7 @@ export class CausalLM {
       const step = cache.beginStep(mask);
       const logits = tf.tidy(() => {
         const idsT = tf.tensor2d(ids, [B, T], 'int32'); // [B, T]
-        const { cos, sin } = ropeCosSin(step.positions, this.invFreq); // [B, 1, T, hd]
+        const { cos, sin } = ropeCosSin(step.positions, this.invFreq, { scale: this.ropeScale }); // [B, 1, T, hd]
         const attnMask = cache.attentionMask(step); // [B, 1, T, T]
         const slidingMask = this.slidingMaskOf(cache, step); // [B, 1, T, T] or undefined
         const tokenMask = adapter === null ? null : tf.tensor2d(mask, [B, T], 'float32'); // [B, T]
@@ -455,7 +463,10 @@ export class CausalLM {
     return tf.tidy(() => {
       const idsT = tf.tensor2d(lastIds, [B, 1], 'int32'); // [B, 1]
       // A decode step: RoPE in its half-swap form, fewer kernel launches (see ropeCosSin).
-      const { cos, sin, sinSigned } = ropeCosSin(step.positions, this.invFreq, { signedSin: true }); // [B, 1, 1, hd]
+      const { cos, sin, sinSigned } = ropeCosSin(step.positions, this.invFreq, {
+        signedSin: true,
+        scale: this.ropeScale,
+      }); // [B, 1, 1, hd]
       const attnMask = state.cache.attentionMask(step); // [B, 1, 1, C]
       const slidingMask = this.slidingMaskOf(state.cache, step); // [B, 1, 1, C] or undefined
       let plan: AdapterPlan<unknown> | null = null;
@@ -592,7 +603,7 @@ export class CausalLM {
     signedSin = false,
   ): LayerCall['localRope'] | undefined {
     if (this.localInvFreq === null) return undefined;
-    return ropeCosSin(positions, this.localInvFreq, { signedSin });
+    return ropeCosSin(positions, this.localInvFreq, { signedSin, scale: this.localRopeScale });
   }
 
   private plan<R>(

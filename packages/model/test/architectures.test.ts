@@ -24,7 +24,7 @@ import { loadModel, saveModel } from '../src/node';
 import { expectClose, take, testBackends, useBackend } from './helpers/backends';
 import { FIXTURES, SLIDING_MODELS } from './helpers/models';
 
-const ARCH_MODELS = ['qwen3-bf16', ...SLIDING_MODELS] as const;
+const ARCH_MODELS = ['qwen3-bf16', 'qwen3-yarn', 'olmo2-bf16', ...SLIDING_MODELS] as const;
 
 /** Prompts and responses: every row's prompt + response (up to 18 slots) exceeds every window (4 or 5). */
 const PROMPTS = [
@@ -66,9 +66,9 @@ describe.each(testBackends())('architectures on %s', (backend) => {
     expect([g2.attnLogitSoftcapping, g2.finalLogitSoftcapping, g2.queryPreAttnScalar]).toEqual([
       2, 3, 24,
     ]);
-    expect([g2.normUnitOffset, g2.sandwichNorms, g2.embedScale, g2.hiddenAct]).toEqual([
+    expect([g2.normUnitOffset, g2.normLayout, g2.embedScale, g2.hiddenAct]).toEqual([
       true,
-      true,
+      'sandwich',
       true,
       'gelu_pytorch_tanh',
     ]);
@@ -81,9 +81,13 @@ describe.each(testBackends())('architectures on %s', (backend) => {
     ]);
     expect(g3.localRope).toEqual({ theta: 10000, scaling: null });
     expect([g3.ropeTheta, g3.ropeScaling]).toEqual([1e6, { rope_type: 'linear', factor: 2 }]);
-    expect([g3.qkNorm, g3.attnLogitSoftcapping, g3.finalLogitSoftcapping]).toEqual([true, null, 4]);
+    expect([g3.qkNorm, g3.attnLogitSoftcapping, g3.finalLogitSoftcapping]).toEqual([
+      'head',
+      null,
+      4,
+    ]);
     const q3 = (models.get('qwen3-bf16') as CausalLM).config;
-    expect([q3.qkNorm, q3.headDim, q3.bias.o, q3.slidingWindow]).toEqual([true, 32, true, null]);
+    expect([q3.qkNorm, q3.headDim, q3.bias.o, q3.slidingWindow]).toEqual(['head', 32, true, null]);
     // v4 config without layer_types: max_window_layers = 1 decides.
     expect((models.get('qwen3-sliding') as CausalLM).config.layerTypes).toEqual([
       'full_attention',
@@ -94,6 +98,30 @@ describe.each(testBackends())('architectures on %s', (backend) => {
       'sliding_attention',
       'sliding_attention',
     ]);
+    const yarn = models.get('qwen3-yarn') as CausalLM;
+    expect(yarn.config.ropeScaling).toEqual({
+      rope_type: 'yarn',
+      factor: 4,
+      original_max_position_embeddings: 64,
+      beta_fast: 16,
+    });
+    expect(yarn.ropeScale).toBeCloseTo(0.1 * Math.log(4) + 1, 12);
+    const smol = (models.get('smollm3') as CausalLM).config;
+    expect([smol.noRopeLayers, smol.layerTypes, smol.bias.mlp, smol.bias.o]).toEqual([
+      [1, 3],
+      ['full_attention', 'sliding_attention', 'full_attention', 'sliding_attention'],
+      true,
+      true,
+    ]);
+    const olmo = models.get('olmo2-bf16') as CausalLM;
+    expect([olmo.config.normLayout, olmo.config.qkNorm, olmo.config.rmsNormEps]).toEqual([
+      'post',
+      'projection',
+      1e-5,
+    ]);
+    expect(olmo.weights.layers[0]?.inputLayernorm).toBeNull();
+    expect(olmo.weights.layers[0]?.qNorm?.shape).toEqual([4 * 16]);
+    expect(olmo.weights.layers[0]?.kNorm?.shape).toEqual([2 * 16]);
     expect(tf.getBackend()).toBe(backend);
   });
 
@@ -259,8 +287,8 @@ describe('architectures: save → load, config round trips, init', () => {
     back.dispose();
   });
 
-  it('random Gemma / Qwen3 models: (1 + w) norms start at w = 0, q/k norms and sandwich norms exist', async () => {
-    for (const modelType of ['qwen3', 'gemma2', 'gemma3_text'] as const) {
+  it('random Qwen3 / Gemma / SmolLM3 / OLMo 2 models: the norms each has, (1 + w) norms start at w = 0, they generate', async () => {
+    for (const modelType of ['qwen3', 'gemma2', 'gemma3_text', 'smollm3', 'olmo2'] as const) {
       const config = createConfig({
         modelType,
         vocabSize: 64,
@@ -276,12 +304,17 @@ describe('architectures: save → load, config round trips, init', () => {
       });
       const m = CausalLMClass.random(config, 3);
       const names = Object.keys(namedWeights(config, m.weights));
-      expect(names.includes('model.layers.0.self_attn.q_norm.weight')).toBe(modelType !== 'gemma2');
-      expect(names.includes('model.layers.1.pre_feedforward_layernorm.weight')).toBe(
-        modelType !== 'qwen3',
+      const gemma = modelType.startsWith('gemma');
+      expect(names.includes('model.layers.0.self_attn.q_norm.weight')).toBe(
+        ['qwen3', 'gemma3_text', 'olmo2'].includes(modelType),
       );
-      const n = await (m.weights.layers[0] as LayerWeights).inputLayernorm.data();
-      expect(n[0]).toBe(modelType === 'qwen3' ? 1 : 0);
+      expect(names.includes('model.layers.1.pre_feedforward_layernorm.weight')).toBe(gemma);
+      expect(names.includes('model.layers.1.post_feedforward_layernorm.weight')).toBe(
+        gemma || modelType === 'olmo2',
+      );
+      expect(names.includes('model.layers.1.input_layernorm.weight')).toBe(modelType !== 'olmo2');
+      const n = await (m.weights.layers[0] as LayerWeights).postAttentionLayernorm.data();
+      expect(n[0]).toBe(gemma ? 0 : 1);
       expect(m.numParameters).toBe(
         Object.values(namedWeights(config, m.weights)).reduce((s, t) => s + t.size, 0),
       );

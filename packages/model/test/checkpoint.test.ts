@@ -136,7 +136,7 @@ describe('checkpoint layout and validation', () => {
     const std = Math.sqrt(vals.reduce((s, x) => s + x * x, 0) / vals.length);
     expect(std).toBeGreaterThan(0.09);
     expect(std).toBeLessThan(0.11);
-    expect(Array.from(await a.layers[1]!.inputLayernorm.data())).toEqual(
+    expect(Array.from(await a.layers[1]!.inputLayernorm!.data())).toEqual(
       new Array(config.hiddenSize).fill(1),
     );
     expect(Array.from(await a.layers[1]!.q_proj.bias!.data())).toEqual(

@@ -108,7 +108,7 @@ describe('parseHfConfig', () => {
         {
           ...rest,
           num_key_value_heads: 3,
-          rope_scaling: { rope_type: 'yarn', factor: 4 },
+          rope_scaling: { rope_type: 'linear' },
           hidden_act: 'gelu',
         },
         'cfg.json',
@@ -118,7 +118,7 @@ describe('parseHfConfig', () => {
     for (const s of [
       'missing hidden_size, vocab_size',
       'num_key_value_heads = 3',
-      'rope_scaling.rope_type = "yarn"',
+      'rope_scaling.factor',
       'hidden_act = "gelu"',
       'cfg.json',
     ])
@@ -211,7 +211,7 @@ describe('parseHfConfig: Qwen3, Gemma 2, Gemma 3 and sliding windows', () => {
     const q3 = parseHfConfig({ ...base, model_type: 'qwen3' });
     expect(q3).toMatchObject({
       headDim: 128, // Qwen3Config.head_dim, not hidden / heads
-      qkNorm: true,
+      qkNorm: 'head',
       normUnitOffset: false,
       slidingWindow: null,
       maxPositionEmbeddings: 32768,
@@ -228,8 +228,8 @@ describe('parseHfConfig: Qwen3, Gemma 2, Gemma 3 and sliding windows', () => {
       queryPreAttnScalar: 256,
       attnLogitSoftcapping: 50,
       finalLogitSoftcapping: 30,
-      qkNorm: false,
-      sandwichNorms: true,
+      qkNorm: 'none',
+      normLayout: 'sandwich',
       embedScale: true,
       localRope: null,
       maxPositionEmbeddings: 8192,
@@ -241,7 +241,7 @@ describe('parseHfConfig: Qwen3, Gemma 2, Gemma 3 and sliding windows', () => {
     ).toBeNull();
     const g3 = parseHfConfig({ ...base, num_hidden_layers: 7, model_type: 'gemma3_text' });
     expect(g3).toMatchObject({
-      qkNorm: true,
+      qkNorm: 'head',
       ropeTheta: 1e6,
       localRope: { theta: 10000, scaling: null },
       attnLogitSoftcapping: null,
@@ -308,6 +308,15 @@ describe('parseHfConfig: Qwen3, Gemma 2, Gemma 3 and sliding windows', () => {
   });
 
   it('settings transformers implements and we do not are UNSUPPORTED naming the field', () => {
+    for (const rope_scaling of [
+      { rope_type: 'dynamic', factor: 2 },
+      { rope_type: 'longrope', short_factor: [1], long_factor: [2] },
+    ]) {
+      const e0 = error(() => parseHfConfig({ ...base, rope_scaling }, 'r/config.json'));
+      expect(isParaError(e0, 'UNSUPPORTED'), rope_scaling.rope_type).toBe(true);
+      expect(e0.field).toBe('rope_scaling.rope_type');
+      expect(e0.message).toContain(`"${rope_scaling.rope_type}"`);
+    }
     const e = error(() =>
       parseHfConfig(
         { ...base, model_type: 'gemma3_text', use_bidirectional_attention: true },
@@ -317,6 +326,17 @@ describe('parseHfConfig: Qwen3, Gemma 2, Gemma 3 and sliding windows', () => {
     expect(isParaError(e, 'UNSUPPORTED')).toBe(true);
     expect(e.field).toBe('use_bidirectional_attention');
     expect(e.message).toContain('g/config.json');
+    // transformers' scaled RoPE types rotate only partial_rotary_factor of head_dim; default ignores it.
+    const ep = error(() =>
+      parseHfConfig({
+        ...base,
+        partial_rotary_factor: 0.5,
+        rope_scaling: { rope_type: 'linear', factor: 2 },
+      }),
+    );
+    expect(isParaError(ep, 'UNSUPPORTED')).toBe(true);
+    expect(ep.field).toBe('partial_rotary_factor');
+    expect(parseHfConfig({ ...base, partial_rotary_factor: 0.5 }).ropeScaling).toBeNull();
     const e2 = error(() =>
       parseHfConfig({
         ...base,
@@ -359,6 +379,61 @@ describe('parseHfConfig: Qwen3, Gemma 2, Gemma 3 and sliding windows', () => {
       expect(e.message).toContain(field);
     }
     expect(parseHfConfig({ ...base, pad_token_id: 99, eos_token_id: [0, 99] }).padTokenId).toBe(99);
+  });
+
+  it('SmolLM3 and OLMo 2 defaults: no_rope_layers from the interval, post-norms, eps 1e-5', () => {
+    const smol = parseHfConfig({ ...base, num_hidden_layers: 8, model_type: 'smollm3' });
+    expect(smol).toMatchObject({
+      noRopeLayers: [3, 7], // no_rope_layer_interval 4
+      ropeTheta: 2e6,
+      tieWordEmbeddings: true,
+      slidingWindow: null,
+      qkNorm: 'none',
+      normLayout: 'pre',
+    });
+    const sw = parseHfConfig({
+      ...base,
+      num_hidden_layers: 4,
+      model_type: 'smollm3',
+      no_rope_layers: [1, 0, 0, 1],
+      use_sliding_window: true,
+      sliding_window: 16,
+    });
+    expect([sw.noRopeLayers, sw.layerTypes.map((t) => t[0])]).toEqual([
+      [1, 2],
+      ['f', 's', 's', 'f'],
+    ]);
+    expect(
+      error(() => parseHfConfig({ ...base, model_type: 'smollm3', no_rope_layers: [1] })).message,
+    ).toContain('no_rope_layers');
+    const olmo = parseHfConfig({ ...base, model_type: 'olmo2', sliding_window: 4 });
+    expect(olmo).toMatchObject({
+      qkNorm: 'projection',
+      normLayout: 'post',
+      rmsNormEps: 1e-5,
+      slidingWindow: null,
+      tieWordEmbeddings: false,
+    });
+  });
+
+  it('yarn RoPE scaling: factor required, the optional settings kept, original_max_position_embeddings defaults to max_position_embeddings', () => {
+    const y = parseHfConfig({
+      ...base,
+      model_type: 'qwen3',
+      max_position_embeddings: 4096,
+      rope_scaling: { rope_type: 'yarn', factor: 4, beta_fast: 16 },
+    });
+    expect(y.ropeScaling).toEqual({
+      rope_type: 'yarn',
+      factor: 4,
+      beta_fast: 16,
+      original_max_position_embeddings: 4096,
+    });
+    expect(
+      error(() => parseHfConfig({ ...base, rope_scaling: { rope_type: 'yarn' } })).message,
+    ).toContain('rope_scaling.factor');
+    const back = parseHfConfig(JSON.parse(JSON.stringify(toHfConfig(y))));
+    expect(back.ropeScaling).toEqual(y.ropeScaling);
   });
 
   it('toHfConfig → parseHfConfig round-trips the new architectures', () => {

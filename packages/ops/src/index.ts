@@ -39,6 +39,7 @@ export {
   type RopeCosSinOptions,
   type RopeOptions,
   type RopeScalingConfig,
+  ropeAttentionScaling,
   ropeCosSin,
   ropeInvFreq,
   rotateHalf,

@@ -24,6 +24,14 @@ export interface RopeScalingConfig {
   low_freq_factor?: number;
   high_freq_factor?: number;
   original_max_position_embeddings?: number;
+  /** yarn: the cos/sin scale (default from `factor`, `mscale`, `mscale_all_dim`). */
+  attention_factor?: number;
+  beta_fast?: number;
+  beta_slow?: number;
+  mscale?: number;
+  mscale_all_dim?: number;
+  /** yarn: round the correction range to whole dimensions (default true). */
+  truncate?: boolean;
   [key: string]: unknown;
 }
 
@@ -70,7 +78,9 @@ function positiveNumber(scaling: RopeScalingConfig, key: string): number {
  *   `f' = (1 - s) · f / factor + s · f`.
  *
  * Each step is rounded to float32 in torch's order so the values match PyTorch's bit for bit
- * up to `pow`'s last-ulp rounding. Other types (`dynamic`, `yarn`, `longrope`, ...) throw
+ * up to `pow`'s last-ulp rounding. `yarn` (transformers' `_compute_yarn_parameters`) blends
+ * interpolated and extrapolated frequencies; its cos/sin scale is {@link ropeAttentionScaling}.
+ * Other types (`dynamic`, `longrope`, ...) throw
  * `UNSUPPORTED` naming `rope_scaling.rope_type`; bad fields throw `INVALID_CONFIG`.
  */
 export function ropeInvFreq(options: RopeOptions): Float32Array {
@@ -153,13 +163,73 @@ export function ropeInvFreq(options: RopeOptions): Float32Array {
       }
       return inv;
     }
+    case 'yarn': {
+      // transformers' _compute_yarn_parameters: frequencies between interpolation (÷ factor)
+      // and extrapolation, ramped over the dimensions between the beta_fast / beta_slow
+      // correction points (Peng et al. 2023). Float32 steps in torch's order.
+      const factor = positiveNumber(scaling, 'factor');
+      const orig = positiveNumber(scaling, 'original_max_position_embeddings');
+      const betaFast = optionalPositive(scaling, 'beta_fast') ?? 32;
+      const betaSlow = optionalPositive(scaling, 'beta_slow') ?? 1;
+      const truncate = scaling.truncate ?? true;
+      const correction = (rot: number) =>
+        (headDim * Math.log(orig / (rot * 2 * Math.PI))) / (2 * Math.log(theta));
+      let low = correction(betaFast);
+      let high = correction(betaSlow);
+      if (truncate) {
+        low = Math.floor(low);
+        high = Math.ceil(high);
+      }
+      low = Math.max(low, 0);
+      high = Math.min(high, headDim - 1);
+      if (low === high) high += 0.001; // transformers: prevents a division by zero
+      const factor32 = f32(factor);
+      const low32 = f32(low);
+      const span32 = f32(high - low);
+      for (let i = 0; i < half; i++) {
+        const pos = f32(theta ** f32((2 * i) / headDim)); // pos_freqs
+        const extrapolation = f32(1 / pos);
+        const interpolation = f32(1 / f32(factor32 * pos));
+        const ramp = Math.min(1, Math.max(0, f32(f32(i - low32) / span32)));
+        const extra = f32(1 - ramp); // inv_freq_extrapolation_factor
+        inv[i] = f32(f32(interpolation * f32(1 - extra)) + f32(extrapolation * extra));
+      }
+      return inv;
+    }
     default:
       throw new ParaError('UNSUPPORTED', `rope_scaling type "${String(type)}" is not supported`, {
         field: 'rope_scaling.rope_type',
-        expected: '"default", "linear" or "llama3"',
+        expected: '"default", "linear", "llama3" or "yarn"',
         actual: JSON.stringify(type),
       });
   }
+}
+
+function optionalPositive(scaling: RopeScalingConfig, key: string): number | undefined {
+  const v = scaling[key];
+  if (v === undefined || v === null) return undefined;
+  return positiveNumber(scaling, key);
+}
+
+/**
+ * The factor transformers multiplies cos and sin by (`attention_scaling`): 1 except for `yarn`,
+ * where it is `attention_factor`, else `get_mscale(factor, mscale) / get_mscale(factor,
+ * mscale_all_dim)` when both are set, else `0.1 · ln(factor) + 1` (1 for factor ≤ 1).
+ * Pass it to {@link ropeCosSin} as `scale`.
+ */
+export function ropeAttentionScaling(scaling: RopeScalingConfig | null | undefined): number {
+  if (scaling === undefined || scaling === null) return 1;
+  const type = scaling.rope_type ?? scaling.type ?? 'default';
+  if (type !== 'yarn') return 1;
+  const given = optionalPositive(scaling, 'attention_factor');
+  if (given !== undefined) return given;
+  const factor = positiveNumber(scaling, 'factor');
+  const mscale = (s: number, m = 1) => (s <= 1 ? 1 : 0.1 * m * Math.log(s) + 1);
+  const m = scaling.mscale;
+  const mAll = scaling.mscale_all_dim;
+  if (typeof m === 'number' && m !== 0 && typeof mAll === 'number' && mAll !== 0)
+    return mscale(factor, m) / mscale(factor, mAll);
+  return mscale(factor);
 }
 
 export interface RopeCosSin {
@@ -179,6 +249,8 @@ export interface RopeCosSin {
 export interface RopeCosSinOptions {
   /** Also return `sinSigned` (default false). */
   signedSin?: boolean;
+  /** Multiply cos and sin by this (yarn's attention scaling, {@link ropeAttentionScaling}); default 1. */
+  scale?: number;
 }
 
 function invFreqArray(invFreq: Float32Array | number[]): Float32Array {
@@ -217,6 +289,14 @@ export function ropeCosSin(
   options: RopeCosSinOptions = {},
 ): RopeCosSin {
   const signed = options.signedSin === true;
+  const scale = options.scale ?? 1;
+  if (typeof scale !== 'number' || !Number.isFinite(scale) || scale <= 0) {
+    throw new ParaError('INVALID_ARGUMENT', 'scale must be a positive number', {
+      field: 'scale',
+      actual: String(scale),
+    });
+  }
+  const scale32 = f32(scale);
   const inv = invFreqArray(invFreq);
   const half = inv.length;
   const hd = 2 * half;
@@ -238,8 +318,9 @@ export function ropeCosSin(
         const base = (b * T + t) * hd;
         for (let j = 0; j < half; j++) {
           const angle = f32(p * (inv[j] as number)); // float32, as HF's float32 matmul
-          const c = Math.cos(angle);
-          const s = Math.sin(angle);
+          // torch: cos in float32, then × attention_scaling in float32
+          const c = scale === 1 ? Math.cos(angle) : f32(f32(Math.cos(angle)) * scale32);
+          const s = scale === 1 ? Math.sin(angle) : f32(f32(Math.sin(angle)) * scale32);
           cos[base + j] = c;
           cos[base + j + half] = c;
           sin[base + j] = s;
@@ -269,12 +350,13 @@ export function ropeCosSin(
     const turns = tf.floor(tf.div(freqs, 2 * Math.PI)); // [B, T, hd/2]
     const reduced = tf.sub(tf.sub(freqs, tf.mul(turns, TWO_PI_HI)), tf.mul(turns, TWO_PI_LO)); // [B, T, hd/2]
     const emb = tf.concat([reduced, reduced], -1); // [B, T, hd]
+    const scaled = (t: tf.Tensor) => (scale === 1 ? t : tf.mul(t, scale32));
     const out: tf.TensorContainerObject & RopeCosSin = {
-      cos: tf.reshape(tf.cos(emb), [B, 1, T, hd]), // [B, 1, T, hd]
-      sin: tf.reshape(tf.sin(emb), [B, 1, T, hd]), // [B, 1, T, hd]
+      cos: tf.reshape(scaled(tf.cos(emb)), [B, 1, T, hd]), // [B, 1, T, hd]
+      sin: tf.reshape(scaled(tf.sin(emb)), [B, 1, T, hd]), // [B, 1, T, hd]
     };
     if (signed) {
-      const halfSin = tf.sin(reduced); // [B, T, hd/2]
+      const halfSin = scaled(tf.sin(reduced)); // [B, T, hd/2]
       out.sinSigned = tf.reshape(tf.concat([tf.neg(halfSin), halfSin], -1), [B, 1, T, hd]); // [B, 1, T, hd]
     }
     return out;

@@ -6,7 +6,18 @@
 import { isParaError, Rng } from '@para/core/node';
 import * as tf from '@tensorflow/tfjs-core';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { attention, attentionMask, geglu, geluTanh, KVCache, MASK_NEGATIVE, rmsNorm } from '../src';
+import {
+  attention,
+  attentionMask,
+  geglu,
+  geluTanh,
+  KVCache,
+  MASK_NEGATIVE,
+  rmsNorm,
+  ropeAttentionScaling,
+  ropeCosSin,
+  ropeInvFreq,
+} from '../src';
 import { expectClose, take, testBackends, useBackend } from './helpers/backends';
 import { refRmsNorm } from './helpers/reference';
 
@@ -135,6 +146,77 @@ describe('sliding-window masks (host rules)', () => {
       cache.append(0, kv(1), kv(1));
     }
     cache.dispose();
+  });
+});
+
+/**
+ * transformers 5.18.0's `_compute_yarn_parameters` (head_dim 32) for two settings, printed by
+ * `ROPE_INIT_FUNCTIONS['yarn'](Qwen3Config(head_dim=32, rope_parameters=...))` (9 digits).
+ */
+const YARN_CASES = [
+  {
+    theta: 10000.0,
+    scaling: {
+      rope_type: 'yarn',
+      factor: 4.0,
+      original_max_position_embeddings: 64,
+      beta_fast: 16.0,
+    },
+    inv: [
+      1.0, 0.477990121, 0.221359432, 0.0978053659, 0.0399999991, 0.0140585322, 0.00790569466,
+      0.00444569858, 0.00249999994, 0.00140585331, 0.000790569466, 0.000444569858, 0.000250000012,
+      0.000140585325, 7.90569466e-5, 4.44569851e-5,
+    ],
+    attentionFactor: 1.138629436111989,
+  },
+  {
+    theta: 1000000.0,
+    scaling: {
+      rope_type: 'yarn',
+      factor: 8.0,
+      original_max_position_embeddings: 4096,
+      mscale: 0.8,
+      mscale_all_dim: 1.0,
+      truncate: false,
+    },
+    inv: [
+      1.0, 0.421696514, 0.177827939, 0.0749894157, 0.0281120818, 0.00894767046, 0.00254728831,
+      0.000557219435, 0.000125000006, 5.2712061e-5, 2.22284925e-5, 9.37367804e-6, 3.95284678e-6,
+      1.66690177e-6, 7.02926684e-7, 2.96421717e-7,
+    ],
+    attentionFactor: 0.9655705682335599,
+  },
+];
+
+describe('yarn RoPE scaling', () => {
+  it('inverse frequencies and attention scaling match transformers', () => {
+    for (const c of YARN_CASES) {
+      const inv = ropeInvFreq({ headDim: 32, theta: c.theta, scaling: c.scaling });
+      expectClose(Array.from(inv), c.inv, 0, 2e-7, JSON.stringify(c.scaling));
+      expect(ropeAttentionScaling(c.scaling)).toBeCloseTo(c.attentionFactor, 12);
+    }
+    expect(ropeAttentionScaling(null)).toBe(1);
+    expect(ropeAttentionScaling({ rope_type: 'linear', factor: 4 })).toBe(1);
+    expect(ropeAttentionScaling({ rope_type: 'yarn', factor: 4, attention_factor: 1.5 })).toBe(1.5);
+  });
+
+  it('ropeCosSin scale multiplies cos and sin (host and device positions)', async () => {
+    const inv = ropeInvFreq({ headDim: 8, theta: 100 });
+    const pos = [[0, 3, 17]];
+    const a = ropeCosSin(pos, inv);
+    const b = ropeCosSin(pos, inv, { scale: 1.25 });
+    const c = ropeCosSin(tf.tensor2d(pos, [1, 3], 'int32'), inv, { scale: 1.25 });
+    const ca = await take(a.cos);
+    const [bc, bs] = [await take(b.cos), await take(b.sin)];
+    expectClose(
+      bc,
+      Array.from(ca, (x) => x * 1.25),
+      1e-6,
+      0,
+    );
+    expectClose(await take(c.cos), bc, 1e-5, 0);
+    expectClose(await take(c.sin), bs, 1e-5, 0);
+    a.sin.dispose();
   });
 });
 

@@ -38,8 +38,8 @@ export const PROJECTIONS: readonly ProjectionName[] = [
 ];
 
 export interface LayerWeights {
-  /** [d] */
-  inputLayernorm: tf.Tensor;
+  /** [d]; null for OLMo 2 (normLayout 'post': no input norm) */
+  inputLayernorm: tf.Tensor | null;
   /** [nHeads·hd, d] */
   q_proj: Linear;
   /** [nKv·hd, d] */
@@ -50,9 +50,9 @@ export interface LayerWeights {
   o_proj: Linear;
   /** [d] */
   postAttentionLayernorm: tf.Tensor;
-  /** [hd] per-head RMSNorm of q before RoPE (config.qkNorm: Qwen3, Gemma 3), else null */
+  /** RMSNorm of q before RoPE: [hd] per head (config.qkNorm 'head': Qwen3, Gemma 3), [Hq·hd] ('projection': OLMo 2), else null */
   qNorm: tf.Tensor | null;
-  /** [hd] per-head RMSNorm of k before RoPE, else null */
+  /** RMSNorm of k before RoPE: [hd] or [Hkv·hd], else null */
   kNorm: tf.Tensor | null;
   /** [d] Gemma's norm before the MLP (config.sandwichNorms; then postAttentionLayernorm normalises the attention output), else null */
   preFeedforwardLayernorm: tf.Tensor | null;
@@ -137,36 +137,39 @@ export function projectionName(
   return `model.layers.${layer}.${MODULE_OF[p]}.${p}.${what}`;
 }
 
-/** The layer's norms beyond input_layernorm, by HF name suffix, in HF's module order. */
-function layerNormSpecs(c: ModelConfig): {
-  key:
-    | 'qNorm'
-    | 'kNorm'
-    | 'postAttentionLayernorm'
-    | 'preFeedforwardLayernorm'
-    | 'postFeedforwardLayernorm';
-  suffix: string;
-  dim: number;
-}[] {
+type NormKey =
+  | 'inputLayernorm'
+  | 'qNorm'
+  | 'kNorm'
+  | 'postAttentionLayernorm'
+  | 'preFeedforwardLayernorm'
+  | 'postFeedforwardLayernorm';
+
+/** A layer's norms the config has, by HF name suffix (input_layernorm first, as HF lists it). */
+function layerNormSpecs(c: ModelConfig): { key: NormKey; suffix: string; dim: number }[] {
   const d = c.hiddenSize;
   const out: ReturnType<typeof layerNormSpecs> = [];
-  if (c.qkNorm) {
-    out.push({ key: 'qNorm', suffix: 'self_attn.q_norm.weight', dim: c.headDim });
-    out.push({ key: 'kNorm', suffix: 'self_attn.k_norm.weight', dim: c.headDim });
+  if (c.normLayout !== 'post')
+    out.push({ key: 'inputLayernorm', suffix: 'input_layernorm.weight', dim: d });
+  if (c.qkNorm !== 'none') {
+    const q = c.qkNorm === 'head' ? c.headDim : c.numHeads * c.headDim;
+    const k = c.qkNorm === 'head' ? c.headDim : c.numKvHeads * c.headDim;
+    out.push({ key: 'qNorm', suffix: 'self_attn.q_norm.weight', dim: q });
+    out.push({ key: 'kNorm', suffix: 'self_attn.k_norm.weight', dim: k });
   }
   out.push({ key: 'postAttentionLayernorm', suffix: 'post_attention_layernorm.weight', dim: d });
-  if (c.sandwichNorms) {
+  if (c.normLayout === 'sandwich')
     out.push({
       key: 'preFeedforwardLayernorm',
       suffix: 'pre_feedforward_layernorm.weight',
       dim: d,
     });
+  if (c.normLayout !== 'pre')
     out.push({
       key: 'postFeedforwardLayernorm',
       suffix: 'post_feedforward_layernorm.weight',
       dim: d,
     });
-  }
   return out;
 }
 
@@ -176,13 +179,15 @@ export function tensorSpecs(c: ModelConfig): TensorSpec[] {
   const specs: TensorSpec[] = [{ name: 'model.embed_tokens.weight', shape: [c.vocabSize, d] }];
   const norms = layerNormSpecs(c);
   for (let i = 0; i < c.numLayers; i++) {
-    specs.push({ name: `model.layers.${i}.input_layernorm.weight`, shape: [d] });
+    const norm = (n: { suffix: string; dim: number }) =>
+      specs.push({ name: `model.layers.${i}.${n.suffix}`, shape: [n.dim] });
+    for (const n of norms) if (n.key === 'inputLayernorm') norm(n);
     for (const p of PROJECTIONS) {
       const [out, inp] = projectionShape(c, p);
       specs.push({ name: projectionName(i, p), shape: [out, inp] });
       if (hasBias(c, p)) specs.push({ name: projectionName(i, p, 'bias'), shape: [out] });
     }
-    for (const n of norms) specs.push({ name: `model.layers.${i}.${n.suffix}`, shape: [n.dim] });
+    for (const n of norms) if (n.key !== 'inputLayernorm') norm(n);
   }
   specs.push({ name: 'model.norm.weight', shape: [d] });
   if (!c.tieWordEmbeddings) specs.push({ name: 'lm_head.weight', shape: [c.vocabSize, d] });
@@ -194,17 +199,18 @@ export function namedWeights(c: ModelConfig, w: ModelWeights): Record<string, tf
   const out: Record<string, tf.Tensor> = { 'model.embed_tokens.weight': w.embedTokens };
   const norms = layerNormSpecs(c);
   w.layers.forEach((l, i) => {
-    out[`model.layers.${i}.input_layernorm.weight`] = l.inputLayernorm;
+    const norm = (n: { key: NormKey; suffix: string }) => {
+      const t = l[n.key];
+      if (t === null) throw new Error(`internal: layer ${i} has no ${n.suffix}`);
+      out[`model.layers.${i}.${n.suffix}`] = t;
+    };
+    for (const n of norms) if (n.key === 'inputLayernorm') norm(n);
     for (const p of PROJECTIONS) {
       out[projectionName(i, p)] = l[p].weight;
       const b = l[p].bias;
       if (b !== null) out[projectionName(i, p, 'bias')] = b;
     }
-    for (const n of norms) {
-      const t = l[n.key];
-      if (t === null) throw new Error(`internal: layer ${i} has no ${n.suffix}`);
-      out[`model.layers.${i}.${n.suffix}`] = t;
-    }
+    for (const n of norms) if (n.key !== 'inputLayernorm') norm(n);
   });
   out['model.norm.weight'] = w.norm;
   if (!c.tieWordEmbeddings) out['lm_head.weight'] = w.lmHead;
@@ -225,20 +231,25 @@ export function weightsFromNamed(
     weight: get(projectionName(i, p)),
     bias: hasBias(c, p) ? get(projectionName(i, p, 'bias')) : null,
   });
+  const norms = layerNormSpecs(c);
   const layers: LayerWeights[] = [];
   for (let i = 0; i < c.numLayers; i++) {
-    const norm = (suffix: string, on: boolean) => (on ? get(`model.layers.${i}.${suffix}`) : null);
+    const byKey: Record<NormKey, tf.Tensor | null> = {
+      inputLayernorm: null,
+      qNorm: null,
+      kNorm: null,
+      postAttentionLayernorm: null,
+      preFeedforwardLayernorm: null,
+      postFeedforwardLayernorm: null,
+    };
+    for (const n of norms) byKey[n.key] = get(`model.layers.${i}.${n.suffix}`);
     layers.push({
-      inputLayernorm: get(`model.layers.${i}.input_layernorm.weight`),
+      ...byKey,
+      postAttentionLayernorm: byKey.postAttentionLayernorm as tf.Tensor,
       q_proj: linear(i, 'q_proj'),
       k_proj: linear(i, 'k_proj'),
       v_proj: linear(i, 'v_proj'),
       o_proj: linear(i, 'o_proj'),
-      qNorm: norm('self_attn.q_norm.weight', c.qkNorm),
-      kNorm: norm('self_attn.k_norm.weight', c.qkNorm),
-      postAttentionLayernorm: get(`model.layers.${i}.post_attention_layernorm.weight`),
-      preFeedforwardLayernorm: norm('pre_feedforward_layernorm.weight', c.sandwichNorms),
-      postFeedforwardLayernorm: norm('post_feedforward_layernorm.weight', c.sandwichNorms),
       gate_proj: linear(i, 'gate_proj'),
       up_proj: linear(i, 'up_proj'),
       down_proj: linear(i, 'down_proj'),
@@ -257,9 +268,14 @@ export function weightsFromNamed(
 export function allWeightTensors(w: ModelWeights): tf.Tensor[] {
   const out = new Set<tf.Tensor>([w.embedTokens, w.norm, w.lmHead]);
   for (const l of w.layers) {
-    out.add(l.inputLayernorm);
     out.add(l.postAttentionLayernorm);
-    for (const n of [l.qNorm, l.kNorm, l.preFeedforwardLayernorm, l.postFeedforwardLayernorm])
+    for (const n of [
+      l.inputLayernorm,
+      l.qNorm,
+      l.kNorm,
+      l.preFeedforwardLayernorm,
+      l.postFeedforwardLayernorm,
+    ])
       if (n !== null && n !== undefined) out.add(n);
     for (const p of PROJECTIONS) {
       out.add(l[p].weight);

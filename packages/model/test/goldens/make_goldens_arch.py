@@ -7,6 +7,9 @@ It writes only its own fixture directories (make_goldens.py's are left alone):
 
   qwen3-bf16        Qwen3: per-head q_norm/k_norm, head_dim 32 != hidden/heads, attention_bias,
                     stored as BF16
+  qwen3-yarn        Qwen3 with yarn RoPE scaling (factor 4, original_max_position_embeddings 64,
+                    beta_fast 16: frequencies ramped between interpolation and extrapolation,
+                    cos/sin scaled by 0.1 ln 4 + 1), F16, transformers 4 config (rope_scaling)
   qwen3-sliding     Qwen3 with use_sliding_window, window 4, max_window_layers 1 (layer 0 full,
                     layers 1-2 sliding); config.json in the transformers 4 spelling without
                     layer_types, so max_window_layers decides
@@ -85,6 +88,24 @@ MODELS = [
         config=Qwen3Config(**COMMON, head_dim=32, attention_bias=True, rope_theta=1000000.0),
         dtype="bfloat16",
         seed=11,
+    ),
+    dict(
+        name="qwen3-yarn",
+        cls=Qwen3ForCausalLM,
+        config=Qwen3Config(
+            **COMMON,
+            head_dim=16,
+            rope_parameters={
+                "rope_type": "yarn",
+                "factor": 4.0,
+                "original_max_position_embeddings": 64,
+                "beta_fast": 16.0,
+                "rope_theta": 10000.0,
+            },
+        ),
+        dtype="float16",
+        seed=19,
+        v4_config=True,
     ),
     dict(
         name="qwen3-sliding",

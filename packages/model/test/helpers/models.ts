@@ -10,11 +10,14 @@ export const GOLDEN_MODELS = [
   'mistral-sharded',
   'smollm-tied',
   'qwen3-bf16',
+  'qwen3-yarn',
   'qwen3-sliding',
   'qwen2-sliding',
   'mistral-sliding',
   'gemma2-f16',
   'gemma3-bf16',
+  'smollm3',
+  'olmo2-bf16',
 ] as const;
 
 /** The fixtures with sliding-window layers (every prompt + generation is longer than the window). */
@@ -24,6 +27,7 @@ export const SLIDING_MODELS = [
   'mistral-sliding',
   'gemma2-f16',
   'gemma3-bf16',
+  'smollm3',
 ] as const;
 
 /** A tiny config (GQA, biases optional) for tests that build their own model. */
