@@ -86,24 +86,30 @@ class BoundedInterpreter extends Interpreter {
   private steps = 0;
   private depth = 0;
   private readonly deadline: number | undefined;
+  private readonly maxSteps: number;
+  private readonly maxDepth: number;
+  private readonly maxOutputChars: number;
 
   constructor(
     env: Environment,
-    private readonly limits: Required<Omit<ChatTemplateLimits, 'timeoutMs'>>,
+    limits: Required<Omit<ChatTemplateLimits, 'timeoutMs'>>,
     timeoutMs: number | undefined,
   ) {
     super(env);
+    this.maxSteps = limits.maxSteps;
+    this.maxDepth = limits.maxDepth;
+    this.maxOutputChars = limits.maxOutputChars;
     this.deadline = timeoutMs === undefined ? undefined : performance.now() + timeoutMs;
   }
 
-  /** Adds `n` steps to the work done; throws when the budget is spent. */
+  /** Adds `n` steps to the work done; throws when the budget is spent or the deadline passed. */
   charge(n: number): void {
     const before = this.steps;
     this.steps += n;
-    if (this.steps > this.limits.maxSteps) {
+    if (this.steps > this.maxSteps) {
       throw new LimitHit(
         'chat template does too much work',
-        `at most ${this.limits.maxSteps} steps (limits.maxSteps)`,
+        `at most ${this.maxSteps} steps (limits.maxSteps)`,
         'more',
       );
     }
@@ -120,12 +126,16 @@ class BoundedInterpreter extends Interpreter {
     statement: Parameters<Interpreter['evaluate']>[0],
     environment: Environment,
   ): ReturnType<Interpreter['evaluate']> {
-    this.charge(statement === (LOOP_MARKER as unknown) ? LOOP_ITERATION_COST : 1);
-    if (++this.depth > this.limits.maxDepth) {
+    if (statement === (LOOP_MARKER as unknown)) this.charge(LOOP_ITERATION_COST);
+    else if (++this.steps > this.maxSteps || this.deadline !== undefined) {
+      this.steps--;
+      this.charge(1);
+    }
+    if (++this.depth > this.maxDepth) {
       this.depth--;
       throw new LimitHit(
         'chat template nests too deeply (runaway recursion?)',
-        `at most ${this.limits.maxDepth} nested evaluations (limits.maxDepth)`,
+        `at most ${this.maxDepth} nested evaluations (limits.maxDepth)`,
         'deeper',
       );
     }
@@ -135,19 +145,20 @@ class BoundedInterpreter extends Interpreter {
     } finally {
       this.depth--;
     }
-    const v = result as unknown as Value;
-    if (v.type === 'StringValue' || v.type === 'ArrayValue' || v.type === 'TupleValue') {
-      const n = (v.value as { length: number }).length;
-      if (n > this.limits.maxOutputChars) {
+    const type = (result as unknown as Value).type;
+    if (type === 'StringValue' || type === 'ArrayValue' || type === 'TupleValue') {
+      const n = ((result as unknown as Value).value as { length: number }).length;
+      if (n > this.maxOutputChars) {
         throw new LimitHit(
-          v.type === 'StringValue'
+          type === 'StringValue'
             ? 'chat template produces too much text'
             : 'chat template builds too long a list',
-          `at most ${this.limits.maxOutputChars} ${v.type === 'StringValue' ? 'characters' : 'items'} (limits.maxOutputChars)`,
+          `at most ${this.maxOutputChars} ${type === 'StringValue' ? 'characters' : 'items'} (limits.maxOutputChars)`,
           String(n),
         );
       }
-      this.charge(v.type === 'StringValue' ? Math.floor(n / STRING_COST_DIVISOR) : n);
+      const cost = type === 'StringValue' ? Math.floor(n / STRING_COST_DIVISOR) : n;
+      if (cost > 0) this.charge(cost);
     }
     return result;
   }

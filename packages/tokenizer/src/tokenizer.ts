@@ -316,6 +316,8 @@ function tokenString(v: unknown): string | undefined {
   return undefined;
 }
 
+const ROLE_KEYS: readonly string[] = ['bos_token', 'eos_token', 'pad_token', 'unk_token'];
+
 const SPECIAL_KEYS = [
   'bos_token',
   'eos_token',
@@ -331,7 +333,7 @@ const SPECIAL_KEYS = [
  * when first used, not here: `@huggingface/jinja` parses a subset of Jinja — no `{% generation %}`
  * for one — and a tokenizer should load for encoding even if its template is beyond that
  * subset; a template that does not parse is a ParaError INVALID_CONFIG naming this file and the
- * field when applied), the special tokens (bos, eos, pad, unk, … must be tokens of the
+ * field when applied), the special tokens (bos, eos, pad and unk must be tokens of the
  * vocabulary: transformers would silently add a missing one as a new token, growing the
  * vocabulary past the model's embeddings) and `added_tokens_decoder` (integer ids, each the id
  * the tokenizer gives that content).
@@ -368,7 +370,9 @@ function validateConfig(config: Json, file: string, ids: Map<string, number>): v
     const s = tokenString(v);
     if (s === undefined)
       throw bad(key, 'a string, null or { "content": string }', v, 'bad special token');
-    if (!ids.has(s))
+    // The four this class resolves to ids; sep/cls/mask are not used here, so a config naming an
+    // unknown one still loads.
+    if (ROLE_KEYS.includes(key) && !ids.has(s))
       throw bad(
         key,
         'a token of tokenizer.json (its model.vocab or added_tokens)',
