@@ -10,7 +10,12 @@ import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { isParaError, type ParaError, writeSafetensorsFile } from '@para/core/node';
+import {
+  isParaError,
+  openSafetensorsFile,
+  type ParaError,
+  writeSafetensorsFile,
+} from '@para/core/node';
 import { saveModel } from '@para/model/node';
 import { saveTokenizer } from '@para/tokenizer/node';
 import * as tf from '@tensorflow/tfjs-core';
@@ -250,6 +255,31 @@ describe('tampered checkpoints', () => {
       expect(e.field).toBe(field);
     } finally {
       await writeFile(stateFile, original);
+    }
+  });
+
+  it('NaN in state.safetensors (a moment or a parameter) → NON_FINITE naming the file and tensor', async () => {
+    const dir = (await latestCheckpoint(out)) as string;
+    const file = join(dir, 'state.safetensors');
+    const intact = await readFile(file);
+    const r = await openSafetensorsFile(file);
+    const all = await r.readAll();
+    await r.close();
+    const name = Object.keys(all).find((n) => n.startsWith('v.')) as string;
+    const values = (await all[name]!.data()) as Float32Array;
+    values[0] = Number.NaN;
+    const shape = all[name]!.shape;
+    all[name]!.dispose();
+    all[name] = tf.tensor(values, shape);
+    await writeSafetensorsFile(file, all);
+    tf.dispose(Object.values(all));
+    try {
+      const e = await caught(() => trainAdapterFromFiles(opts(out, { resume: true })));
+      expect(isParaError(e, 'NON_FINITE'), String(e)).toBe(true);
+      expect(e.file).toBe(file);
+      expect(e.field).toBe(name);
+    } finally {
+      await writeFile(file, intact);
     }
   });
 

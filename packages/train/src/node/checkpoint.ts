@@ -22,6 +22,7 @@ import * as path from 'node:path';
 import {
   openSafetensorsFile,
   ParaError,
+  readFiniteTensor,
   writeFileAtomic,
   writeSafetensorsFile,
 } from '@para/core/node';
@@ -284,12 +285,18 @@ export async function loadCheckpoint(
   const state = checkTrainerState(raw, jsonFile, o);
   const tensorFile = path.join(dir, STATE_TENSORS);
   const reader = await openSafetensorsFile(tensorFile);
-  let tensors: Record<string, tf.Tensor>;
+  // NaN/Inf in the saved parameters or moments can only mean a damaged file (a diverged run
+  // stops before it writes one): refused naming the tensor, not resumed into a NaN loss.
+  const read: [string, tf.Tensor][] = [];
   try {
-    tensors = (await reader.readAll()) as Record<string, tf.Tensor>;
+    for (const name of reader.names()) read.push([name, await readFiniteTensor(reader, name)]);
+  } catch (e) {
+    for (const [, t] of read) t.dispose();
+    throw e;
   } finally {
     await reader.close();
   }
+  const tensors: Record<string, tf.Tensor> = Object.fromEntries(read);
   try {
     for (const [name, p] of o.parameters ?? []) {
       for (const k of ['param', 'm', 'v']) {
