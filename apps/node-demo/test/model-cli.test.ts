@@ -132,7 +132,7 @@ describe('para logits: overflow', () => {
     await writeSafetensorsFile(file, all);
     tf.dispose(Object.values(all));
     const out = para(['logits', '--model', dir, '--ids', '1,2,3']);
-    expect(out.code, out.stderr).not.toBe(0);
+    expect(out.code, out.stderr).toBe(2);
     expect(out.stdout).toBe('');
     expect(out.stderr).toContain('NON_FINITE');
     expect(out.stderr).toContain('position 0');

@@ -6,7 +6,7 @@
  * `--adapter DIR` applies a PARA, LoRA or IA3 adapter (PEFT layout); `--prompt-len N`: PARA's
  * vectors come from the first N ids (default: all of them).
  * Logits that are NaN or infinite (float32 overflow) are not printed: the command fails with
- * NON_FINITE (exit ≠ 0) naming the first position and token.
+ * NON_FINITE (exit 2) naming the first position and token.
  */
 
 import * as path from 'node:path';
