@@ -131,6 +131,9 @@ function cleansUpSpaces(json: Json, config: Json): boolean {
  */
 const MAX_VOCAB_HOLES = 1024;
 
+/** The longest added token (real ones are short; the longest we know are runs of spaces). */
+const MAX_ADDED_TOKEN_LENGTH = 512;
+
 interface CheckedTokenizerJson {
   /** The file, with every pipeline key present, for `@huggingface/tokenizers`. */
   json: Json;
@@ -221,6 +224,14 @@ function validateTokenizerJson(json: Json, file: string): CheckedTokenizerJson {
     if (!isObject(t)) throw bad(`added_tokens[${i}]`, '{ "id": integer, "content": string, … }', t);
     if (typeof t.content !== 'string' || t.content.length === 0)
       throw bad(`added_tokens[${i}].content`, 'a non-empty string', t.content);
+    // Added tokens are matched at every position of every text (a trie walk as deep as the
+    // text matches), so one huge added token makes encoding quadratic.
+    if (t.content.length > MAX_ADDED_TOKEN_LENGTH)
+      throw bad(
+        `added_tokens[${i}].content`,
+        `at most ${MAX_ADDED_TOKEN_LENGTH} characters`,
+        `${t.content.length} characters`,
+      );
     if (typeof t.id !== 'number' || !Number.isInteger(t.id) || t.id < 0)
       throw bad(`added_tokens[${i}].id`, 'a non-negative integer', t.id);
     const next = maxAdded < 0 || (maxAdded < modelLen && modelLen > 0) ? modelLen : maxAdded + 1;
@@ -506,7 +517,48 @@ export class ParaTokenizer {
         actual: typeof text,
       });
     }
-    return this.tok.encode(text, { add_special_tokens: opts.addSpecialTokens ?? true }).ids;
+    const { ids, tokens } = this.guard('encode', () =>
+      this.tok.encode(text, { add_special_tokens: opts.addSpecialTokens ?? true }),
+    );
+    // @huggingface/tokenizers gives `undefined` for a token outside the vocabulary when there
+    // is no unk token (a post-processor naming a missing special token, say).
+    const bad = (ids as (number | undefined)[]).indexOf(undefined);
+    if (bad >= 0) {
+      throw new ParaError('INVALID_CONFIG', 'the tokenizer produced a token it has no id for', {
+        file: this.tokenizerSource,
+        expected: 'every token the pipeline produces in model.vocab or added_tokens',
+        actual: JSON.stringify(tokens[bad])?.slice(0, 80),
+      });
+    }
+    return ids;
+  }
+
+  /**
+   * Runs a `@huggingface/tokenizers` call so that whatever it throws is a ParaError: a runtime
+   * limit (the largest string V8 allows, the stack — a normalizer in the file that multiplies
+   * the text, say) is LIMIT_EXCEEDED, anything else INVALID_CONFIG naming tokenizer.json (the
+   * input was checked, so the fault is in the file's pipeline).
+   */
+  private guard<T>(what: string, f: () => T): T {
+    try {
+      return f();
+    } catch (e) {
+      if (e instanceof ParaError) throw e;
+      const message = e instanceof Error ? e.message : String(e);
+      if (e instanceof RangeError) {
+        throw new ParaError('LIMIT_EXCEEDED', `${what} exhausted a runtime limit: ${message}`, {
+          file: this.tokenizerSource,
+          field: 'text',
+          expected: 'a text the pipeline can process within the JavaScript limits',
+          actual: message,
+          cause: e,
+        });
+      }
+      throw new ParaError('INVALID_CONFIG', `the tokenizer failed to ${what}: ${message}`, {
+        file: this.tokenizerSource,
+        cause: e,
+      });
+    }
   }
 
   /** Tokens (as strings) of `text`, without special tokens added. */
@@ -518,7 +570,7 @@ export class ParaTokenizer {
         actual: typeof text,
       });
     }
-    return this.tok.tokenize(text);
+    return this.guard('tokenize', () => this.tok.tokenize(text));
   }
 
   /** Text of `ids`. Throws INVALID_ARGUMENT for an id that is not in the vocabulary. */
@@ -543,9 +595,11 @@ export class ParaTokenizer {
       }
     }
     if (ids.length === 0) return '';
-    return this.tok.decode(ids as number[], {
-      skip_special_tokens: opts.skipSpecialTokens ?? false,
-    });
+    return this.guard('decode', () =>
+      this.tok.decode(ids as number[], {
+        skip_special_tokens: opts.skipSpecialTokens ?? false,
+      }),
+    );
   }
 
   /** Encodes several texts, with optional truncation and padding (pad id: padTokenId). */

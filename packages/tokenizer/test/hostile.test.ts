@@ -691,3 +691,52 @@ describe('Unicode normalization of long runs of combining marks', () => {
     expect(orderLongMarkRuns(s).normalize('NFC')).toBe(s.normalize('NFC'));
   }, 120_000);
 });
+
+describe('a hostile pipeline fails with typed errors at encode time', () => {
+  it('a normalizer that multiplies the text past the largest JS string: LIMIT_EXCEEDED', () => {
+    const j = tj();
+    j.normalizer = { type: 'Replace', pattern: { String: 'a' }, content: 'x'.repeat(4096) };
+    const tok = ParaTokenizer.fromJSON(j);
+    expect(tok.encode('a', { addSpecialTokens: false }).length).toBeGreaterThan(0);
+    expectError(
+      paraError(() => tok.encode('a'.repeat(140_000))),
+      'LIMIT_EXCEEDED',
+      { file: 'tokenizer.json', field: 'text' },
+    );
+  });
+
+  it('a post-processor adding a special token that is not in the vocabulary: INVALID_CONFIG, not undefined ids', () => {
+    const j = tj();
+    j.post_processor = {
+      type: 'TemplateProcessing',
+      single: [
+        { SpecialToken: { id: '<nope>', type_id: 0 } },
+        { Sequence: { id: 'A', type_id: 0 } },
+      ],
+      pair: [{ Sequence: { id: 'A', type_id: 0 } }, { Sequence: { id: 'B', type_id: 1 } }],
+      special_tokens: { '<nope>': { id: '<nope>', ids: [5], tokens: ['<nope>'] } },
+    };
+    const tok = ParaTokenizer.fromJSON(j);
+    expect(tok.encode('hi', { addSpecialTokens: false }).every(Number.isInteger)).toBe(true);
+    expectError(
+      paraError(() => tok.encode('hi')),
+      'INVALID_CONFIG',
+      {
+        file: 'tokenizer.json',
+        text: '<nope>',
+      },
+    );
+  });
+
+  it('an added token longer than 512 characters is refused at load', () => {
+    const j = tj();
+    j.added_tokens.push({ id: 300, content: `${'a'.repeat(100_000)}b`, special: false });
+    expectError(
+      paraError(() => ParaTokenizer.fromJSON(j)),
+      'INVALID_CONFIG',
+      {
+        field: 'added_tokens[3].content',
+      },
+    );
+  });
+});
