@@ -12,7 +12,7 @@
  * `continuing_subword_suffix` on all but the last. Words shorter than {@link LONG_WORD} (the
  * ones the library caches) still go through the library's loop; a test checks both agree.
  */
-import { BPE, type Tokenizer } from '@huggingface/tokenizers';
+import { BPE, type Tokenizer, Unigram } from '@huggingface/tokenizers';
 
 /** Words at least this long (UTF-16 units) use the fast loop; the library caches shorter ones. */
 export const LONG_WORD = 256;
@@ -143,6 +143,24 @@ export function installFastBpe(tok: Tokenizer): void {
     if (eow !== '') word[word.length - 1] += eow;
     const out = word.length > 1 ? mergeLong(tables, word) : word;
     if (csw !== '') for (let i = 0; i < out.length - 1; i++) out[i] += csw;
+    return out;
+  };
+}
+
+/**
+ * `@huggingface/tokenizers`' Unigram model collects each word's pieces with
+ * `push(...pieces)`, which overflows the stack past ~100,000 pieces (a long text for a
+ * SentencePiece-style tokenizer is one word). Same loop, pushing one at a time.
+ */
+export function installUnigramEncode(tok: Tokenizer): void {
+  const model = (tok as unknown as { model: unknown }).model;
+  if (!(model instanceof Unigram)) return;
+  const m = model as Unigram & { tokenize?: (text: string) => string[] };
+  if (typeof m.tokenize !== 'function') return;
+  const tokenize = m.tokenize.bind(m);
+  m.encode = (tokens: string[]): string[] => {
+    const out: string[] = [];
+    for (const token of tokens) for (const piece of tokenize(token)) out.push(piece);
     return out;
   };
 }

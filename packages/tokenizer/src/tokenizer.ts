@@ -8,7 +8,7 @@ import type { Template } from '@huggingface/jinja';
 import { Tokenizer } from '@huggingface/tokenizers';
 import { ParaError } from '@para/core';
 import { type ChatTemplateLimits, compileChatTemplate, renderChatTemplate } from './chat-template';
-import { installFastBpe } from './fast-bpe';
+import { installFastBpe, installUnigramEncode } from './fast-bpe';
 import { checkJsonDepth, preview } from './json-guard';
 import { installSafeNormalization } from './safe-normalize';
 import { guessSpecialTokenRoles } from './trainer';
@@ -501,6 +501,7 @@ export class ParaTokenizer {
       });
     }
     installFastBpe(tok);
+    installUnigramEncode(tok);
     installSafeNormalization(tok);
     return new ParaTokenizer(tok, checked, config, {
       tokenizer: tokenizerSource,

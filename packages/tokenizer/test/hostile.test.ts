@@ -740,3 +740,29 @@ describe('a hostile pipeline fails with typed errors at encode time', () => {
     );
   });
 });
+
+describe('a Unigram (SentencePiece) model on one long word', () => {
+  it('300,000 pieces from one word encode (no stack overflow from push(...pieces)) and round-trip', () => {
+    const vocab = [
+      ['<unk>', 0],
+      ['▁', -2],
+      ['a', -3],
+      ['aa', -4],
+      ['aaa', -5],
+      ['b', -3],
+      ['ab', -4],
+    ];
+    const tok = ParaTokenizer.fromJSON({
+      model: { type: 'Unigram', unk_id: 0, vocab },
+      normalizer: { type: 'Replace', pattern: { String: ' ' }, content: '▁' },
+      pre_tokenizer: { type: 'Metaspace', replacement: '▁', add_prefix_space: true },
+      decoder: { type: 'Metaspace', replacement: '▁', add_prefix_space: true },
+      added_tokens: [{ id: 0, content: '<unk>', special: true }],
+    });
+    expect(tok.encode('ab aa')).toEqual([1, 6, 1, 3]);
+    const s = 'b'.repeat(300_000); // 300,000 pieces: too many arguments for one push(...)
+    const ids = tok.encode(s);
+    expect(ids.length).toBe(300_001);
+    expect(tok.decode(ids)).toBe(s);
+  }, 120_000);
+});
