@@ -13,6 +13,7 @@ export {
   gpt2Regex,
 } from './byte-level';
 export { type ChatTemplateLimits, DEFAULT_CHAT_TEMPLATE_LIMITS } from './chat-template';
+export { decodeUtf8File, MAX_JSON_DEPTH } from './json-guard';
 export {
   type BatchEncoding,
   type ChatMessage,

@@ -85,3 +85,22 @@ export function preview(v: unknown, max = 80): string {
   const s = out.join('');
   return s.length > max ? `${s.slice(0, max)}…` : s;
 }
+
+/**
+ * The text of a tokenizer file's bytes, which must be valid UTF-8 (a leading byte-order mark is
+ * dropped): a decoder that quietly turns invalid bytes into U+FFFD would turn a token of a
+ * corrupt vocabulary into another token. Throws INVALID_ENCODING naming `file`. No Node
+ * built-ins, so a loader reading files its own way (HTTP, a checkpoint archive) can use it.
+ */
+export function decodeUtf8File(bytes: Uint8Array, file: string): string {
+  try {
+    return new TextDecoder('utf-8', { fatal: true }).decode(bytes);
+  } catch (e) {
+    throw new ParaError('INVALID_ENCODING', 'not valid UTF-8', {
+      file,
+      expected: 'UTF-8 text',
+      actual: 'bytes that are not UTF-8',
+      cause: e,
+    });
+  }
+}

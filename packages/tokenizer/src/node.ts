@@ -7,6 +7,7 @@ import { mkdir, readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { ParaError } from '@para/core';
 import { writeFileAtomic } from '@para/core/node';
+import { decodeUtf8File } from './json-guard';
 import { ParaTokenizer } from './tokenizer';
 import {
   type BpeTrainOptions,
@@ -29,9 +30,9 @@ function fsError(e: unknown, file: string, what: string): ParaError {
 }
 
 /**
- * A file's text, which must be valid UTF-8: `readFile(file, 'utf8')` would quietly turn invalid
- * bytes into U+FFFD, so a token in a corrupt vocabulary would silently become another token. A
- * leading byte-order mark is dropped (JSON.parse refuses it; the file is fine otherwise).
+ * A file's text, which must be valid UTF-8 (INVALID_ENCODING otherwise, see decodeUtf8File):
+ * `readFile(file, 'utf8')` would quietly turn invalid bytes into U+FFFD. A leading byte-order
+ * mark is dropped (JSON.parse refuses it; the file is fine otherwise).
  */
 async function readText(file: string, what: string): Promise<string> {
   let bytes: Uint8Array;
@@ -40,16 +41,7 @@ async function readText(file: string, what: string): Promise<string> {
   } catch (e) {
     throw fsError(e, file, what);
   }
-  try {
-    return new TextDecoder('utf-8', { fatal: true }).decode(bytes);
-  } catch (e) {
-    throw new ParaError('INVALID_ENCODING', `${what} is not valid UTF-8`, {
-      file,
-      expected: 'UTF-8 text',
-      actual: 'bytes that are not UTF-8',
-      cause: e,
-    });
-  }
+  return decodeUtf8File(bytes, file);
 }
 
 async function exists(file: string): Promise<boolean> {

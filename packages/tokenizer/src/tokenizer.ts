@@ -509,7 +509,10 @@ export class ParaTokenizer {
     });
   }
 
-  /** Token ids of `text`. */
+  /**
+   * Token ids of `text`, any JS string: lone surrogates are encoded as U+FFFD (as `TextEncoder`
+   * does; decode gives U+FFFD back), NUL and control characters as themselves.
+   */
   encode(text: string, opts: EncodeOptions = {}): number[] {
     if (typeof text !== 'string') {
       throw new ParaError('INVALID_ARGUMENT', 'encode takes a string', {

@@ -12,7 +12,7 @@ import { Template } from '@huggingface/jinja';
 import { Tokenizer } from '@huggingface/tokenizers';
 import { isParaError, type ParaError } from '@para/core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ByteLevelBpe, ParaTokenizer, trainBpe } from '../src/index';
+import { ByteLevelBpe, decodeUtf8File, ParaTokenizer, trainBpe } from '../src/index';
 import { loadTokenizer } from '../src/node';
 import { orderLongMarkRuns } from '../src/safe-normalize';
 import { generateCorpus, TRICKY_TEXTS } from './helpers/corpus';
@@ -530,6 +530,13 @@ describe('tokenizer files that are not UTF-8', () => {
     // A byte-order mark is fine.
     writeFileSync(join(sub, 'tokenizer_config.json'), `\ufeff${trained.tokenizerConfigText()}`);
     expect((await loadTokenizer(sub)).bosTokenId).toBe(0);
+    // The same check for loaders that read the bytes their own way.
+    expectError(
+      paraError(() => decodeUtf8File(new Uint8Array([0x7b, 0xff, 0x7d]), 'm/tokenizer.json')),
+      'INVALID_ENCODING',
+      { file: 'm/tokenizer.json' },
+    );
+    expect(decodeUtf8File(new Uint8Array([0xef, 0xbb, 0xbf, 0x7b, 0x7d]), 'x')).toBe('{}');
   });
 });
 
