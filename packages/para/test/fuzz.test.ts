@@ -29,48 +29,59 @@ interface Report {
   failure: { case?: number; input?: string; problem: string } | null;
 }
 
+/** Runs one target in a child process; a run that outlives its budget by minutes is killed. */
+function runFuzz(target: string, seconds: number): { status: number | null; report: Report } {
+  const last = join(work, `${target}.last`);
+  const r = spawnSync(
+    process.execPath,
+    [
+      join(here, 'fuzz', 'run.mjs'),
+      '--target',
+      target,
+      '--seconds',
+      String(seconds),
+      '--seed',
+      SEED,
+      '--last',
+      last,
+    ],
+    // The per-case bound is 15 s; a case still running long after the budget is a hang.
+    { encoding: 'utf8', timeout: (seconds + 120) * 1000, maxBuffer: 64 << 20 },
+  );
+  if (r.error !== undefined || r.signal !== null) {
+    let lastCase = '(none)';
+    try {
+      lastCase = readFileSync(last, 'utf8');
+    } catch {}
+    throw new Error(
+      `the fuzz runner was killed (${r.error?.message ?? r.signal}); last case: ${lastCase}`,
+    );
+  }
+  const line = r.stdout.trim().split('\n').pop() ?? '';
+  try {
+    return { status: r.status, report: JSON.parse(line) as Report };
+  } catch {
+    throw new Error(`no report from the fuzz runner (exit ${r.status}):\n${r.stderr}`);
+  }
+}
+
 describe('fuzz: mutated files give success or a typed ParaError', () => {
+  it('the runner fails on an untyped error (its self-check target)', () => {
+    const { status, report } = runFuzz('self-check', 2);
+    expect(status).toBe(1);
+    expect(report.failure?.problem).toContain('untyped TypeError');
+    expect(report.failure?.input).toMatch(/^<\d+ bytes>/);
+  }, 180_000);
+
   it.each(['safetensors', 'checkpoint', 'adapter', 'jsonl', 'tokenizer'])(
     '%s',
     (target) => {
-      const last = join(work, `${target}.last`);
-      const r = spawnSync(
-        process.execPath,
-        [
-          join(here, 'fuzz', 'run.mjs'),
-          '--target',
-          target,
-          '--seconds',
-          String(SECONDS),
-          '--seed',
-          SEED,
-          '--last',
-          last,
-        ],
-        // The per-case bound is 15 s; a case still running long after the budget is a hang.
-        { encoding: 'utf8', timeout: (SECONDS + 120) * 1000, maxBuffer: 64 << 20 },
-      );
-      if (r.error !== undefined || r.signal !== null) {
-        let lastCase = '(none)';
-        try {
-          lastCase = readFileSync(last, 'utf8');
-        } catch {}
-        throw new Error(
-          `the fuzz runner was killed (${r.error?.message ?? r.signal}); last case: ${lastCase}`,
-        );
-      }
-      const line = r.stdout.trim().split('\n').pop() ?? '';
-      let report: Report;
-      try {
-        report = JSON.parse(line) as Report;
-      } catch {
-        throw new Error(`no report from the fuzz runner (exit ${r.status}):\n${r.stderr}`);
-      }
+      const { status, report } = runFuzz(target, SECONDS);
       console.log(
         `fuzz ${target}: ${report.cases} cases (${report.typed} typed errors, ${report.ok} loaded), slowest ${report.maxCaseMs} ms, rss ≤ ${report.maxRssMB} MB`,
       );
       expect(report.failure, JSON.stringify(report.failure, null, 2)).toBeNull();
-      expect(r.status).toBe(0);
+      expect(status).toBe(0);
       expect(report.cases).toBeGreaterThan(10);
     },
     (SECONDS + 180) * 1000,

@@ -19,6 +19,7 @@ import {
   ArrayBufferSource,
   initBackend,
   isParaError,
+  ParaError,
   readFiniteTensor,
   SafetensorsReader,
   serializeSafetensors,
@@ -216,8 +217,18 @@ const targets = {
   },
 };
 
+// The runner's own check (test/fuzz.test.ts): a loader that sometimes throws untyped must fail.
+targets['self-check'] = {
+  arb: mutatedBytes(smallFile),
+  async run(bytes) {
+    if (bytes.length % 3 === 0) throw new TypeError('an untyped error, as a buggy loader throws');
+    if (bytes.length % 3 === 1) throw new ParaError('INVALID_HEADER', 'typed', { file: 'x' });
+  },
+};
+
 // ---- runner ---------------------------------------------------------------------------------
-const selected = TARGET === 'all' ? Object.keys(targets) : TARGET.split(',');
+const selected =
+  TARGET === 'all' ? Object.keys(targets).filter((t) => t !== 'self-check') : TARGET.split(',');
 let failed = false;
 for (const name of selected) {
   const target = targets[name];
