@@ -71,7 +71,7 @@ export interface RopeConfig {
 
 /** RoPE scaling in HF's spelling (passed unchanged to `@para/ops`' `ropeInvFreq`). */
 export interface RopeScaling {
-  rope_type: 'default' | 'linear' | 'llama3' | 'yarn';
+  rope_type: 'default' | 'linear' | 'llama3' | 'yarn' | 'dynamic';
   factor?: number;
   low_freq_factor?: number;
   high_freq_factor?: number;
@@ -666,15 +666,15 @@ function parseRopeScaling(
 ): RopeScaling | null {
   const type = rs.rope_type ?? rs.type ?? 'default';
   if (type === 'default') return null;
-  if (type !== 'linear' && type !== 'llama3' && type !== 'yarn') {
-    // dynamic (NTK), longrope, su, ...: transformers implements them, we do not (yet).
+  if (type !== 'linear' && type !== 'llama3' && type !== 'yarn' && type !== 'dynamic') {
+    // longrope, su, ...: transformers implements them, we do not (yet).
     p.unsupportedFields.push(
-      `${where}.rope_type = ${JSON.stringify(type)} (implemented: "default", "linear", "llama3", "yarn")`,
+      `${where}.rope_type = ${JSON.stringify(type)} (implemented: "default", "linear", "llama3", "yarn", "dynamic")`,
     );
     return null;
   }
   const need =
-    type === 'linear' || type === 'yarn'
+    type === 'linear' || type === 'yarn' || type === 'dynamic'
       ? ['factor']
       : ['factor', 'low_freq_factor', 'high_freq_factor', 'original_max_position_embeddings'];
   const out: RopeScaling = { rope_type: type };

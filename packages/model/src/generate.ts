@@ -83,7 +83,7 @@ function check<R>(model: CausalLM, prompts: number[][], o: GenerateOptions<R>): 
     );
   }
   const longest = Math.max(...prompts.map((p) => p.length));
-  if (longest + maxNewTokens > c.maxPositionEmbeddings + 1) {
+  if (longest + maxNewTokens > model.maxPositions + 1) {
     throw new ParaError(
       'INVALID_ARGUMENT',
       `a prompt of ${longest} tokens plus ${maxNewTokens} new ones is past the model's limit`,

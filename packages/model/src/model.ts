@@ -312,7 +312,7 @@ export class CausalLM {
         // Host path: exact float64 RoPE tables.
         const valid = maskIn ?? Array.from({ length: B }, () => new Array<number>(T).fill(1));
         positions = positionIdsFromMask(valid); // [B][T]
-        ({ cos, sin } = ropeCosSin(positions, this.invFreq, { scale: this.ropeScale })); // [B, 1, T, hd]
+        ({ cos, sin } = this.ropeTables(positions)); // [B, 1, T, hd]
         mask = buildAttentionMask({ keyValid: valid }); // [B, 1, T, T]
         if (this.slidingWindow !== null)
           slidingMask = buildAttentionMask({ keyValid: valid, slidingWindow: this.slidingWindow });
@@ -320,7 +320,7 @@ export class CausalLM {
       } else {
         const m = tf.cast(maskIn, 'int32'); // [B, T]
         positions = tf.add(tf.mul(tf.sub(tf.cumsum(m, 1), 1), m), tf.sub(1, m)); // [B, T] cumsum−1, pads 1
-        ({ cos, sin } = ropeCosSin(positions, this.invFreq, { scale: this.ropeScale })); // [B, 1, T, hd]
+        ({ cos, sin } = this.ropeTables(positions, false, false, T)); // [B, 1, T, hd]
         mask = buildAttentionMask({ keyValid: m }); // [B, 1, T, T]
         if (this.slidingWindow !== null)
           slidingMask = buildAttentionMask({ keyValid: m, slidingWindow: this.slidingWindow });
@@ -333,7 +333,7 @@ export class CausalLM {
         sin,
         mask,
         slidingMask,
-        localRope: this.localRope(positions),
+        localRope: this.localRope(positions, false, T),
         cache: null,
         plan,
       }); // [B, T, d]
@@ -380,7 +380,7 @@ export class CausalLM {
       capacity,
       numKvHeads: c.numKvHeads,
       headDim: c.headDim,
-      maxPositions: c.maxPositionEmbeddings,
+      maxPositions: Number.isFinite(this.maxPositions) ? this.maxPositions : undefined,
     });
     const adapter = options.adapter ?? null;
     const adapterState = adapter === null ? null : new AdapterState(this.config.numLayers, true);
@@ -389,7 +389,7 @@ export class CausalLM {
       const step = cache.beginStep(mask);
       const logits = tf.tidy(() => {
         const idsT = tf.tensor2d(ids, [B, T], 'int32'); // [B, T]
-        const { cos, sin } = ropeCosSin(step.positions, this.invFreq, { scale: this.ropeScale }); // [B, 1, T, hd]
+        const { cos, sin } = this.ropeTables(step.positions); // [B, 1, T, hd]
         const attnMask = cache.attentionMask(step); // [B, 1, T, T]
         const slidingMask = this.slidingMaskOf(cache, step); // [B, 1, T, T] or undefined
         const tokenMask = adapter === null ? null : tf.tensor2d(mask, [B, T], 'float32'); // [B, T]
@@ -463,10 +463,7 @@ export class CausalLM {
     return tf.tidy(() => {
       const idsT = tf.tensor2d(lastIds, [B, 1], 'int32'); // [B, 1]
       // A decode step: RoPE in its half-swap form, fewer kernel launches (see ropeCosSin).
-      const { cos, sin, sinSigned } = ropeCosSin(step.positions, this.invFreq, {
-        signedSin: true,
-        scale: this.ropeScale,
-      }); // [B, 1, 1, hd]
+      const { cos, sin, sinSigned } = this.ropeTables(step.positions, true); // [B, 1, 1, hd]
       const attnMask = state.cache.attentionMask(step); // [B, 1, 1, C]
       const slidingMask = this.slidingMaskOf(state.cache, step); // [B, 1, 1, C] or undefined
       let plan: AdapterPlan<unknown> | null = null;
@@ -601,9 +598,66 @@ export class CausalLM {
   private localRope(
     positions: number[][] | tf.Tensor,
     signedSin = false,
+    tensorLength?: number,
   ): LayerCall['localRope'] | undefined {
     if (this.localInvFreq === null) return undefined;
-    return ropeCosSin(positions, this.localInvFreq, { signedSin, scale: this.localRopeScale });
+    return this.ropeTables(positions, signedSin, true, tensorLength);
+  }
+
+  /**
+   * RoPE tables `[B, 1, T, hd]` for positions (host arrays, or a tensor whose largest position
+   * is below `tensorLength`). With `dynamic` scaling the frequencies depend on the call's
+   * length, largest position + 1, as transformers' `dynamic_rope_update` recomputes them each
+   * forward (so, as there, cached keys keep the frequencies they were computed with).
+   */
+  private ropeTables(
+    positions: number[][] | tf.Tensor,
+    signedSin = false,
+    local = false,
+    tensorLength?: number,
+  ): { cos: tf.Tensor; sin: tf.Tensor; sinSigned?: tf.Tensor } {
+    const scaling = local ? (this.config.localRope?.scaling ?? null) : this.config.ropeScaling;
+    let inv = (local ? this.localInvFreq : this.invFreq) as Float32Array;
+    if (scaling?.rope_type === 'dynamic') {
+      const maxPos = this.config.maxPositionEmbeddings;
+      let seqLen: number;
+      if (Array.isArray(positions)) {
+        seqLen = 1;
+        for (const row of positions) for (const p of row) seqLen = Math.max(seqLen, p + 1);
+      } else if ((tensorLength ?? Number.POSITIVE_INFINITY) <= maxPos) seqLen = maxPos;
+      else {
+        throw new ParaError(
+          'INVALID_ARGUMENT',
+          'dynamic RoPE past max_position_embeddings needs the attention mask as number[][]',
+          {
+            field: 'attentionMask',
+            expected:
+              'a number[][] mask (host positions), or sequences within max_position_embeddings',
+          },
+        );
+      }
+      if (seqLen > maxPos) {
+        inv = ropeInvFreq({
+          headDim: this.config.headDim,
+          theta: local ? (this.config.localRope as { theta: number }).theta : this.config.ropeTheta,
+          scaling: scaling as RopeScalingConfig,
+          seqLen,
+          maxPositions: maxPos,
+        });
+      }
+    }
+    return ropeCosSin(positions, inv, {
+      signedSin,
+      scale: local ? this.localRopeScale : this.ropeScale,
+    });
+  }
+
+  /** The position limit: max_position_embeddings, none with dynamic RoPE (it extends past it). */
+  get maxPositions(): number {
+    const dyn =
+      this.config.ropeScaling?.rope_type === 'dynamic' ||
+      this.config.localRope?.scaling?.rope_type === 'dynamic';
+    return dyn ? Number.POSITIVE_INFINITY : this.config.maxPositionEmbeddings;
   }
 
   private plan<R>(
@@ -743,7 +797,7 @@ export class CausalLM {
    */
   private checkLength(realTokens: number, _slots: number, field: string): void {
     const c = this.config;
-    if (realTokens > c.maxPositionEmbeddings) {
+    if (realTokens > this.maxPositions) {
       throw new ParaError(
         'INVALID_ARGUMENT',
         `a sequence of ${realTokens} tokens is past the model's limit`,

@@ -8,6 +8,7 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { isParaError } from '@para/core/node';
 import * as tf from '@tensorflow/tfjs-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
@@ -21,7 +22,7 @@ import {
   toHfConfig,
 } from '../src/index';
 import { loadModel, saveModel } from '../src/node';
-import { expectClose, take, testBackends, useBackend } from './helpers/backends';
+import { caught, expectClose, take, testBackends, useBackend } from './helpers/backends';
 import { FIXTURES, SLIDING_MODELS } from './helpers/models';
 
 const ARCH_MODELS = ['qwen3-bf16', 'qwen3-yarn', 'olmo2-bf16', ...SLIDING_MODELS] as const;
@@ -204,6 +205,36 @@ describe.each(testBackends())('architectures on %s', (backend) => {
       batch.state.dispose();
     },
   );
+
+  it('dynamic RoPE: no position limit, default frequencies within max_position_embeddings, a tensor mask past it is a typed error', async () => {
+    const model = await loadModel(join(FIXTURES, 'llama-dynamic'));
+    try {
+      expect(model.config.ropeScaling).toEqual({ rope_type: 'dynamic', factor: 2 });
+      expect(model.config.maxPositionEmbeddings).toBe(8);
+      expect(model.maxPositions).toBe(Number.POSITIVE_INFINITY);
+      // Within 8 positions: exactly the unscaled model.
+      const plain = new CausalLMClass(
+        { ...model.config, ropeScaling: null, maxPositionEmbeddings: 64 },
+        model.weights,
+      );
+      const short = [[1, 5, 9, 13, 44, 90, 7, 8]];
+      expect(await take(model.forward(short))).toEqual(await take(plain.forward(short)));
+      const long = [[1, 5, 9, 13, 44, 90, 7, 8, 100, 3, 4]];
+      const a = await take(model.forward(long));
+      const b = await take(plain.forward(long));
+      expect(Math.max(...a.map((x, i) => Math.abs(x - (b[i] as number))))).toBeGreaterThan(1e-3);
+      // 11 positions > 8: generation and cached decoding go on.
+      const out = await model.generate([long[0] as number[]], { maxNewTokens: 4 });
+      expect(out.tokens[0]?.length).toBe(4);
+      const e = await caught(() =>
+        model.forward(long, { attentionMask: tf.ones([1, 11], 'int32') }),
+      );
+      expect(isParaError(e, 'INVALID_ARGUMENT')).toBe(true);
+      expect((e as Error).message).toContain('number[][]');
+    } finally {
+      model.dispose();
+    }
+  });
 
   it('a PARA-like identity scale of q, v and up is bit-identical; a scale of up acts on the up half of the GeGLU', async () => {
     const model = models.get('gemma2-f16') as CausalLM;

@@ -309,7 +309,7 @@ describe('parseHfConfig: Qwen3, Gemma 2, Gemma 3 and sliding windows', () => {
 
   it('settings transformers implements and we do not are UNSUPPORTED naming the field', () => {
     for (const rope_scaling of [
-      { rope_type: 'dynamic', factor: 2 },
+      { rope_type: 'proportional', factor: 2 },
       { rope_type: 'longrope', short_factor: [1], long_factor: [2] },
     ]) {
       const e0 = error(() => parseHfConfig({ ...base, rope_scaling }, 'r/config.json'));

@@ -42,6 +42,13 @@ export interface RopeOptions {
   theta?: number;
   /** HF `rope_scaling`; `null`/absent or type `default` means none. */
   scaling?: RopeScalingConfig | null;
+  /**
+   * `dynamic` (NTK) scaling only: the sequence length of the call (largest position + 1) and
+   * the model's `max_position_embeddings`. Up to maxPositions (or without seqLen) the
+   * frequencies are the default ones; beyond, theta grows with seqLen.
+   */
+  seqLen?: number;
+  maxPositions?: number;
 }
 
 const f32 = Math.fround;
@@ -80,11 +87,13 @@ function positiveNumber(scaling: RopeScalingConfig, key: string): number {
  * Each step is rounded to float32 in torch's order so the values match PyTorch's bit for bit
  * up to `pow`'s last-ulp rounding. `yarn` (transformers' `_compute_yarn_parameters`) blends
  * interpolated and extrapolated frequencies; its cos/sin scale is {@link ropeAttentionScaling}.
- * Other types (`dynamic`, `longrope`, ...) throw
+ * `dynamic` (NTK-aware, transformers' `_compute_dynamic_ntk_parameters`) raises theta once the
+ * call's `seqLen` passes `maxPositions`. Other types (`longrope`, ...) throw
  * `UNSUPPORTED` naming `rope_scaling.rope_type`; bad fields throw `INVALID_CONFIG`.
  */
 export function ropeInvFreq(options: RopeOptions): Float32Array {
-  const { headDim, theta = 10000, scaling } = options;
+  const { headDim, scaling } = options;
+  let theta = options.theta ?? 10000;
   if (
     typeof headDim !== 'number' ||
     !Number.isInteger(headDim) ||
@@ -107,6 +116,28 @@ export function ropeInvFreq(options: RopeOptions): Float32Array {
     );
   }
   const half = headDim / 2;
+  const dynamicType = scaling?.rope_type ?? scaling?.type;
+  if (dynamicType === 'dynamic') {
+    // transformers' _compute_dynamic_ntk_parameters, float32 steps in torch's order (seq_len is
+    // a tensor there, so the base is computed in float32):
+    //   base' = base · ((factor · seq_len / max_pos) − (factor − 1)) ^ (dim / (dim − 2))
+    const factor = positiveNumber(scaling as RopeScalingConfig, 'factor');
+    const maxPos = options.maxPositions;
+    if (options.seqLen === undefined) {
+      // No call length: transformers' init (seq_len = max_position_embeddings), the default.
+    } else if (maxPos === undefined || !(Number.isInteger(maxPos) && maxPos > 0)) {
+      throw configError(
+        'max_position_embeddings',
+        'dynamic RoPE scaling needs max_position_embeddings',
+        'a positive integer',
+        maxPos,
+      );
+    } else if (options.seqLen > maxPos) {
+      const seqLen = options.seqLen;
+      const ratio = f32(f32(f32(f32(factor) * seqLen) / maxPos) - f32(factor - 1));
+      theta = f32(f32(theta) * f32(ratio ** (headDim / (headDim - 2))));
+    }
+  }
   const inv = new Float32Array(half);
   for (let i = 0; i < half; i++) {
     // torch: arange(0, dim, 2).float() / dim ; base ** that ; 1.0 / that  (all float32)
@@ -125,6 +156,7 @@ export function ropeInvFreq(options: RopeOptions): Float32Array {
   const type = scaling.rope_type ?? scaling.type ?? 'default';
   switch (type) {
     case 'default':
+    case 'dynamic': // theta adjusted above
       return inv;
     case 'linear': {
       const factor = f32(positiveNumber(scaling, 'factor'));
@@ -199,7 +231,7 @@ export function ropeInvFreq(options: RopeOptions): Float32Array {
     default:
       throw new ParaError('UNSUPPORTED', `rope_scaling type "${String(type)}" is not supported`, {
         field: 'rope_scaling.rope_type',
-        expected: '"default", "linear", "llama3" or "yarn"',
+        expected: '"default", "linear", "llama3", "yarn" or "dynamic"',
         actual: JSON.stringify(type),
       });
   }

@@ -200,6 +200,27 @@ describe('yarn RoPE scaling', () => {
     expect(ropeAttentionScaling({ rope_type: 'yarn', factor: 4, attention_factor: 1.5 })).toBe(1.5);
   });
 
+  it('dynamic (NTK): default up to max_position_embeddings, theta raised past it (transformers values)', () => {
+    const scaling = { rope_type: 'dynamic', factor: 2 };
+    const base = ropeInvFreq({ headDim: 32, theta: 10000 });
+    expect(ropeInvFreq({ headDim: 32, theta: 10000, scaling })).toEqual(base);
+    expect(ropeInvFreq({ headDim: 32, theta: 10000, scaling, seqLen: 8, maxPositions: 8 })).toEqual(
+      base,
+    );
+    // transformers 5.18.0: ROPE_INIT_FUNCTIONS['dynamic'](LlamaConfig(head_dim=32,
+    // max_position_embeddings=8, ...), seq_len=torch.tensor(20)), 9 digits.
+    const hf = [
+      1.0, 0.512699246, 0.262860507, 0.134768382, 0.0690956414, 0.035425283, 0.018162515,
+      0.00931190792, 0.00477420771, 0.00244773272, 0.00125495065, 0.000643412233, 0.000329876988,
+      0.00016912767, 8.67116323e-5, 4.44569814e-5,
+    ];
+    const got = ropeInvFreq({ headDim: 32, theta: 10000, scaling, seqLen: 20, maxPositions: 8 });
+    expectClose(Array.from(got), hf, 0, 2e-7);
+    expect(() => ropeInvFreq({ headDim: 32, theta: 10000, scaling, seqLen: 20 })).toThrow(
+      'max_position_embeddings',
+    );
+  });
+
   it('ropeCosSin scale multiplies cos and sin (host and device positions)', async () => {
     const inv = ropeInvFreq({ headDim: 8, theta: 100 });
     const pos = [[0, 3, 17]];

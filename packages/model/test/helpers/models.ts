@@ -11,6 +11,7 @@ export const GOLDEN_MODELS = [
   'smollm-tied',
   'qwen3-bf16',
   'qwen3-yarn',
+  'llama-dynamic',
   'qwen3-sliding',
   'qwen2-sliding',
   'mistral-sliding',
