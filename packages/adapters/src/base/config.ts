@@ -270,10 +270,14 @@ export function isProjectionName(entry: string): entry is TargetModule {
   return (ALL_PROJECTIONS as readonly string[]).includes(entry);
 }
 
-/** A compiled `target_modules` pattern: `fullMatch(key)` is Python's `re.fullmatch(pattern, key)`. */
+/**
+ * A compiled module pattern: `fullMatch(key)` is Python's `re.fullmatch(pattern, key)`,
+ * `lookingAt(key)` is `re.match(pattern, key)` (anchored at the start only).
+ */
 export interface ModulePattern {
   readonly source: string;
   fullMatch(key: string): boolean;
+  lookingAt(key: string): boolean;
 }
 
 /** Longer `target_modules` patterns are refused (PEFT's are a few dozen characters). */
@@ -291,7 +295,7 @@ export function compileModulePattern(
   field = 'target_modules',
 ): ModulePattern {
   const bad = (expected: string, code: 'INVALID_CONFIG' | 'LIMIT_EXCEEDED' | 'UNSUPPORTED') =>
-    new ParaError(code, 'bad target_modules pattern', {
+    new ParaError(code, `bad ${field} pattern`, {
       file,
       field,
       expected,
@@ -309,7 +313,11 @@ export function compileModulePattern(
       unsupported ? 'UNSUPPORTED' : 'INVALID_CONFIG',
     );
   }
-  return { source: pattern, fullMatch: (key) => re.matches(key) };
+  return {
+    source: pattern,
+    fullMatch: (key) => re.matches(key),
+    lookingAt: (key) => re.matcher(key).lookingAt(),
+  };
 }
 
 /** Keys of modules other than the projections that `re` fully matches (checked for layers < numLayers). */

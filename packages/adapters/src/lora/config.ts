@@ -4,13 +4,14 @@
  * Implemented: r, lora_alpha, lora_dropout, target_modules (a list of projection names or
  * dotted module paths, "all-linear", or a regex string, each matched as PEFT matches them — see
  * `loraTargets`), layers_to_transform, use_rslora, fan_in_fan_out (ignored for nn.Linear, as PEFT does),
- * init_lora_weights (true | false | "gaussian", used only when creating). Keys whose non-default
- * values change the computation and are not implemented (bias other than "none", use_dora,
- * rank_pattern, alpha_pattern, modules_to_save, ...) are an UNSUPPORTED error; other PEFT
- * bookkeeping keys are ignored.
+ * init_lora_weights (true | false | "gaussian", used only when creating), rank_pattern and
+ * alpha_pattern (per-module r and alpha, PEFT's `get_pattern_key` rule — see
+ * `loraModuleSettings`). Keys whose non-default values change the computation and are not
+ * implemented (bias other than "none", use_dora, modules_to_save, ...) are an UNSUPPORTED
+ * error; other PEFT bookkeeping keys are ignored.
  */
 
-import { ParaError } from '@para/core';
+import { describeValue, ParaError } from '@para/core';
 import type { ModelConfig } from '@para/model';
 import { projectionShape } from '@para/model';
 import {
@@ -44,6 +45,14 @@ export interface LoraConfig extends BaseAdapterConfig {
   use_rslora: boolean;
   /** true: A Kaiming-uniform, B zero (PEFT's default); false: both Kaiming-uniform; "gaussian": A ~ N(0, 1/r), B zero. */
   init_lora_weights: boolean | 'gaussian';
+  /**
+   * Per-module ranks, PEFT's `rank_pattern`: a module whose key (`model.layers.1.self_attn.q_proj`)
+   * Python-`re.match`es `(.*\.)?(KEY)$` takes the value of the first such KEY (in file order),
+   * else `r`. See `loraModuleSettings`.
+   */
+  rank_pattern: Record<string, number>;
+  /** Per-module alphas, PEFT's `alpha_pattern` (matched as `rank_pattern`), else `lora_alpha`. */
+  alpha_pattern: Record<string, number>;
 }
 
 export type LoraConfigInit = Partial<Omit<LoraConfig, 'peft_type'>> & { peft_type?: 'LORA' };
@@ -75,8 +84,6 @@ export function resolveLoraConfig(
   } else targets = c.targetModuleList('target_modules', LORA_DEFAULTS.target_modules, 'LoRA');
   c.onlyDefault('bias', ['none'], '"none" (training base biases is not implemented)');
   c.onlyDefault('use_dora', [false], 'false (DoRA is not implemented)');
-  c.onlyDefault('rank_pattern', [], 'an empty rank_pattern');
-  c.onlyDefault('alpha_pattern', [], 'an empty alpha_pattern');
   c.onlyDefault('modules_to_save', [], 'null (modules_to_save is not implemented)');
   c.onlyDefault('layer_replication', [], 'null (layer_replication is not implemented)');
   c.onlyDefault('lora_bias', [false], 'false (a bias on lora_B is not implemented)');
@@ -110,6 +117,89 @@ export function resolveLoraConfig(
     fan_in_fan_out: c.bool('fan_in_fan_out', false),
     use_rslora: c.bool('use_rslora', false),
     init_lora_weights: init_lora_weights as boolean | 'gaussian',
+    rank_pattern: patternMap(
+      c,
+      'rank_pattern',
+      'a positive integer',
+      (v) => Number.isInteger(v) && v >= 1,
+    ),
+    alpha_pattern: patternMap(c, 'alpha_pattern', 'a positive number', (v) => v > 0),
+  };
+}
+
+/** Longer rank_pattern / alpha_pattern maps are refused (PEFT's have a handful of keys). */
+export const MAX_PATTERN_KEYS = 1024;
+
+/** PEFT's `get_pattern_key` regex for one pattern key: `re.match(rf"(.*\.)?({key})$", module_key)`. */
+function patternRegex(key: string): string {
+  return `(.*\\.)?(${key})$`;
+}
+
+function patternMap(
+  c: ConfigReader,
+  field: 'rank_pattern' | 'alpha_pattern',
+  what: string,
+  ok: (v: number) => boolean,
+): Record<string, number> {
+  if (!c.has(field)) return {};
+  const v = c.raw[field];
+  if (typeof v !== 'object' || Array.isArray(v) || v === null)
+    c.fail(field, `an object mapping module names or regexes to ${what}s`);
+  const entries = Object.entries(v as Record<string, unknown>);
+  if (entries.length > MAX_PATTERN_KEYS)
+    throw new ParaError('LIMIT_EXCEEDED', `${field} has too many keys`, {
+      file: c.file,
+      field,
+      expected: `at most ${MAX_PATTERN_KEYS} keys`,
+      actual: `${entries.length} keys`,
+    });
+  const out: Record<string, number> = {};
+  for (const [key, value] of entries) {
+    if (typeof value !== 'number' || !Number.isFinite(value) || !ok(value)) {
+      throw new ParaError('INVALID_CONFIG', 'invalid adapter setting', {
+        file: c.file,
+        field: `${field}[${JSON.stringify(key)}]`,
+        expected: what,
+        actual: describeValue(value, 60),
+      });
+    }
+    compileModulePattern(patternRegex(key), c.file, `${field}[${JSON.stringify(key)}]`);
+    out[key] = value;
+  }
+  return out;
+}
+
+/** r, alpha and scaling of one adapted module. */
+export interface LoraModuleSettings {
+  r: number;
+  alpha: number;
+  /** alpha/r (alpha/√r with rsLoRA), with this module's r and alpha. */
+  scaling: number;
+}
+
+/**
+ * Each module's r, alpha and scaling, as PEFT's `LoraModel._create_and_replace` picks them:
+ * `get_pattern_key(rank_pattern.keys(), key)` is the first pattern key K (in the file's order)
+ * for which `re.match(rf"(.*\.)?({K})$", key)` succeeds; the module takes `rank_pattern[K]`,
+ * else `r` (alpha likewise). The patterns run on RE2 (linear time); `key` is the module's name
+ * in the transformers model (`model.layers.1.self_attn.q_proj`).
+ */
+export function loraModuleSettings(
+  c: LoraConfig,
+  file = INLINE_CONFIG,
+): (layer: number, module: TargetModule) => LoraModuleSettings {
+  const compile = (field: 'rank_pattern' | 'alpha_pattern') =>
+    Object.entries(c[field]).map(
+      ([k, v]) =>
+        [compileModulePattern(patternRegex(k), file, `${field}[${JSON.stringify(k)}]`), v] as const,
+    );
+  const ranks = compile('rank_pattern');
+  const alphas = compile('alpha_pattern');
+  return (layer, module) => {
+    const key = moduleKey(layer, module);
+    const r = ranks.find(([re]) => re.lookingAt(key))?.[1] ?? c.r;
+    const alpha = alphas.find(([re]) => re.lookingAt(key))?.[1] ?? c.lora_alpha;
+    return { r, alpha, scaling: c.use_rslora ? alpha / Math.sqrt(r) : alpha / r };
   };
 }
 
@@ -128,12 +218,14 @@ export function loraConfigJson(c: LoraConfig): Record<string, unknown> {
     use_rslora: c.use_rslora,
     use_dora: false,
     init_lora_weights: c.init_lora_weights,
+    rank_pattern: { ...c.rank_pattern },
+    alpha_pattern: { ...c.alpha_pattern },
     modules_to_save: null,
     inference_mode: true,
   };
 }
 
-/** alpha/r (or alpha/√r with rsLoRA). */
+/** alpha/r (or alpha/√r with rsLoRA): the scaling of a module no rank_pattern / alpha_pattern key names. */
 export function loraScaling(c: LoraConfig): number {
   return c.use_rslora ? c.lora_alpha / Math.sqrt(c.r) : c.lora_alpha / c.r;
 }
@@ -202,10 +294,11 @@ export function loraTargets(
   return out;
 }
 
-/** Parameters: r·(in + out) per adapted projection. */
+/** Parameters: r·(in + out) per adapted projection (its own r). */
 export function loraParameterCount(c: LoraConfig, m: ModelConfig): number {
+  const settings = loraModuleSettings(c);
   return loraTargets(c, m).reduce((n, t) => {
     const [out, inp] = projectionShape(m, t.module);
-    return n + c.r * (inp + out);
+    return n + settings(t.layer, t.module).r * (inp + out);
   }, 0);
 }

@@ -32,7 +32,7 @@ export const LORA_METHOD: AdapterMethod<LoraConfig, LoraAdapter> = {
           site,
           rows,
           a: tf.transpose(m.A),
-          b: tf.mul(tf.transpose(m.B), adapter.scaling),
+          b: tf.mul(tf.transpose(m.B), m.scaling),
         }); // [in, r], [r, out]
       }
     }

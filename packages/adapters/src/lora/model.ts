@@ -30,6 +30,7 @@ import {
   type LoraConfig,
   type LoraConfigInit,
   loraConfigJson,
+  loraModuleSettings,
   loraScaling,
   loraTargets,
   resolveLoraConfig,
@@ -45,6 +46,10 @@ export interface LoraModule {
   A: tf.Variable;
   /** [out, r] */
   B: tf.Variable;
+  /** This module's rank (rank_pattern, else r). */
+  r: number;
+  /** This module's alpha/r (alpha_pattern and rank_pattern applied; alpha/√r with rsLoRA). */
+  scaling: number;
 }
 
 export interface LoraCreateOptions {
@@ -62,6 +67,7 @@ export function loraTensorSpecs(
   madeFor: ModelConfig = modelConfig,
 ): TensorSpec[] {
   const specs: TensorSpec[] = [];
+  const settings = loraModuleSettings(c);
   for (const { layer, module } of loraTargets(c, {
     ...modelConfig,
     numLayers: Math.max(modelConfig.numLayers, madeFor.numLayers),
@@ -69,7 +75,8 @@ export function loraTensorSpecs(
     if (layer >= modelConfig.numLayers) continue;
     const [out, inp] = projectionShape(modelConfig, module);
     const n = loraTensorNames(layer, module);
-    specs.push({ name: n.A, shape: [c.r, inp] }, { name: n.B, shape: [out, c.r] });
+    const { r } = settings(layer, module);
+    specs.push({ name: n.A, shape: [r, inp] }, { name: n.B, shape: [out, r] });
   }
   return specs;
 }
@@ -82,7 +89,10 @@ export function loraTensorNames(layer: number, module: string): { A: string; B: 
 
 export class LoraAdapter extends PeftAdapter<LoraConfig> {
   readonly peftType = 'LORA' as const;
-  /** alpha / r (alpha / √r with rsLoRA). */
+  /**
+   * alpha / r (alpha / √r with rsLoRA): the scaling of modules that rank_pattern / alpha_pattern
+   * do not name (each module's own is `module(...).scaling`).
+   */
   readonly scaling: number;
   /** Adapted projections by `${layer}.${module}`. */
   private readonly modules = new Map<string, LoraModule>();
@@ -97,10 +107,11 @@ export class LoraAdapter extends PeftAdapter<LoraConfig> {
     this.scaling = loraScaling(config);
     const rng = new Rng(seed);
     this.dropoutRng = rng.fork('dropout');
-    const { r } = config;
+    const settings = loraModuleSettings(config);
     const sites = new Set<TargetModule>();
     const layers = new Set<number>();
     for (const { layer, module } of loraTargets(config, modelConfig)) {
+      const { r, scaling } = settings(layer, module);
       const [out, inp] = projectionShape(modelConfig, module);
       const n = loraTensorNames(layer, module);
       const A =
@@ -113,7 +124,7 @@ export class LoraAdapter extends PeftAdapter<LoraConfig> {
           ? kaimingUniform(rng.fork(n.B), [out, r], r)
           : tf.zeros([out, r]),
       ); // [out, r]
-      this.modules.set(`${layer}.${module}`, { layer, module, A, B });
+      this.modules.set(`${layer}.${module}`, { layer, module, A, B, r, scaling });
       sites.add(module);
       layers.add(layer);
     }
@@ -171,7 +182,7 @@ export class LoraAdapter extends PeftAdapter<LoraConfig> {
 
   /** The unmerged delta of one projection applied to its input: scaling · B A x. `x [..., in]` → `[..., out]`. */
   delta(m: LoraModule, x: tf.Tensor): tf.Tensor {
-    return loraDelta(x, m.A, m.B, this.scaling); // [..., out]
+    return loraDelta(x, m.A, m.B, m.scaling); // [..., out]
   }
 
   get method(): AdapterMethod {
@@ -263,7 +274,7 @@ export class LoraAdapter extends PeftAdapter<LoraConfig> {
       if (lin === undefined)
         throw new Error(`internal: no weight for layer ${m.layer} ${m.module}`);
       const old = lin.weight;
-      lin.weight = tf.tidy(() => tf.add(old, loraDeltaWeight(m.A, m.B, sign * this.scaling))); // [out, in]
+      lin.weight = tf.tidy(() => tf.add(old, loraDeltaWeight(m.A, m.B, sign * m.scaling))); // [out, in]
       old.dispose();
     }
   }
