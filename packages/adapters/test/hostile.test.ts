@@ -6,8 +6,9 @@
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { isParaError, openSafetensorsFile, writeSafetensorsFile } from '@para/core/node';
+import { isParaError } from '@para/core/node';
 import type { CausalLM } from '@para/model';
+import { poisonSafetensors } from '@para/test-utils/files';
 import * as tf from '@tensorflow/tfjs-core';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import {
@@ -140,18 +141,11 @@ describe('non-finite adapter weights', () => {
       const a = createAdapter(model.config, { peft_type: peftType });
       await saveAdapter(a, out);
       a.dispose();
-      const file = join(out, 'adapter_model.safetensors');
-      const r = await openSafetensorsFile(file);
-      const all = await r.readAll();
-      await r.close();
-      const name = Object.keys(all).sort()[0]!;
-      const data = (await all[name]!.data()) as Float32Array;
-      data[0] = Number.NaN;
-      const shape = all[name]!.shape;
-      all[name]!.dispose();
-      all[name] = tf.tensor(data, shape);
-      await writeSafetensorsFile(file, all);
-      tf.dispose(Object.values(all));
+      const name = await poisonSafetensors(
+        join(out, 'adapter_model.safetensors'),
+        () => true,
+        Number.NaN,
+      );
       const before = tf.memory().numTensors;
       const e = await caught(() => loadAdapter(out, model));
       expect(isParaError(e, 'NON_FINITE')).toBe(true);

@@ -5,7 +5,8 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { isParaError, openSafetensorsFile, writeSafetensorsFile } from '@para/core/node';
+import { isParaError } from '@para/core/node';
+import { poisonSafetensors } from '@para/test-utils/files';
 import * as tf from '@tensorflow/tfjs-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CausalLM } from '../src/index';
@@ -28,17 +29,7 @@ async function poisoned(name: string, value: number): Promise<string> {
   const m = CausalLM.random(tinyConfig({ numLayers: 2 }), 1);
   await saveModel(m, out);
   m.dispose();
-  const file = join(out, 'model.safetensors');
-  const r = await openSafetensorsFile(file);
-  const all = await r.readAll();
-  await r.close();
-  const data = (await all[name]!.data()) as Float32Array;
-  data[3] = value;
-  const shape = all[name]!.shape;
-  all[name]!.dispose();
-  all[name] = tf.tensor(data, shape);
-  await writeSafetensorsFile(file, all);
-  tf.dispose(Object.values(all));
+  await poisonSafetensors(join(out, 'model.safetensors'), name, value, 3);
   return out;
 }
 

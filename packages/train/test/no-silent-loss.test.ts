@@ -10,13 +10,9 @@ import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import {
-  isParaError,
-  openSafetensorsFile,
-  type ParaError,
-  writeSafetensorsFile,
-} from '@para/core/node';
+import { isParaError, type ParaError, writeSafetensorsFile } from '@para/core/node';
 import { saveModel } from '@para/model/node';
+import { poisonSafetensors } from '@para/test-utils/files';
 import { saveTokenizer } from '@para/tokenizer/node';
 import * as tf from '@tensorflow/tfjs-core';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -262,17 +258,7 @@ describe('tampered checkpoints', () => {
     const dir = (await latestCheckpoint(out)) as string;
     const file = join(dir, 'state.safetensors');
     const intact = await readFile(file);
-    const r = await openSafetensorsFile(file);
-    const all = await r.readAll();
-    await r.close();
-    const name = Object.keys(all).find((n) => n.startsWith('v.')) as string;
-    const values = (await all[name]!.data()) as Float32Array;
-    values[0] = Number.NaN;
-    const shape = all[name]!.shape;
-    all[name]!.dispose();
-    all[name] = tf.tensor(values, shape);
-    await writeSafetensorsFile(file, all);
-    tf.dispose(Object.values(all));
+    const name = await poisonSafetensors(file, (n) => n.startsWith('v.'), Number.NaN);
     try {
       const e = await caught(() => trainAdapterFromFiles(opts(out, { resume: true })));
       expect(isParaError(e, 'NON_FINITE'), String(e)).toBe(true);
