@@ -9,7 +9,7 @@ import { Tokenizer } from '@huggingface/tokenizers';
 import { ParaError } from '@para/core';
 import { type ChatTemplateLimits, compileChatTemplate, renderChatTemplate } from './chat-template';
 import { installFastBpe, installUnigramEncode } from './fast-bpe';
-import { checkJsonDepth, preview } from './json-guard';
+import { checkJsonDepth, nestedQuantifier, preview } from './json-guard';
 import { installSafeNormalization } from './safe-normalize';
 import { guessSpecialTokenRoles } from './trainer';
 
@@ -255,12 +255,49 @@ function validateTokenizerJson(json: Json, file: string): CheckedTokenizerJson {
     if (v !== undefined && v !== null && !(isObject(v) && typeof v.type === 'string'))
       throw bad(key, 'null or an object with "type"', v);
   }
+  checkPatterns(json, file);
   let vocabSize = 0;
   for (const id of ids.values()) vocabSize = Math.max(vocabSize, id + 1);
   // @huggingface/tokenizers wants every pipeline key present (null when unused).
   const out: Json = { ...json, added_tokens: added };
   for (const key of PIPELINE_KEYS) out[key] = json[key] ?? null;
   return { json: out, ids, vocabSize };
+}
+
+/**
+ * Regular expressions of the pipeline (`{"Regex": …}` in Split pre-tokenizers, Replace
+ * normalizers and decoders): one that can backtrack exponentially is refused with
+ * LIMIT_EXCEEDED naming its field (see nestedQuantifier), since a JS regex cannot be stopped.
+ */
+function checkPatterns(json: Json, file: string): void {
+  const stack: [unknown, string][] = PIPELINE_KEYS.map((k) => [json[k], k]);
+  while (stack.length > 0) {
+    const [v, path] = stack.pop()!;
+    if (typeof v !== 'object' || v === null) continue;
+    if (Array.isArray(v)) {
+      v.forEach((x, i) => {
+        stack.push([x, `${path}[${i}]`]);
+      });
+      continue;
+    }
+    for (const [key, x] of Object.entries(v)) {
+      if (key === 'Regex' && typeof x === 'string') {
+        const problem = nestedQuantifier(x);
+        if (problem !== undefined) {
+          throw new ParaError(
+            'LIMIT_EXCEEDED',
+            'a regular expression that can take exponential time',
+            {
+              file,
+              field: `${path}.Regex`,
+              expected: 'a pattern without a repeated group that itself repeats without bound',
+              actual: `${preview(x)}: ${problem}`,
+            },
+          );
+        }
+      } else stack.push([x, `${path}.${key}`]);
+    }
+  }
 }
 
 /**

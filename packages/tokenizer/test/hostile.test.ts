@@ -13,6 +13,7 @@ import { Tokenizer } from '@huggingface/tokenizers';
 import { isParaError, type ParaError } from '@para/core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ByteLevelBpe, decodeUtf8File, ParaTokenizer, trainBpe } from '../src/index';
+import { nestedQuantifier } from '../src/json-guard';
 import { loadTokenizer } from '../src/node';
 import { orderLongMarkRuns } from '../src/safe-normalize';
 import { generateCorpus, TRICKY_TEXTS } from './helpers/corpus';
@@ -772,4 +773,60 @@ describe('a Unigram (SentencePiece) model on one long word', () => {
     expect(ids.length).toBe(300_001);
     expect(tok.decode(ids)).toBe(s);
   }, 120_000);
+});
+
+describe('regular expressions in the pipeline', () => {
+  const REAL = [
+    // GPT-2, Llama 3, Qwen 2, a GPT-4o-style pattern, digits in threes, a BLOOM-style split.
+    "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+",
+    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+",
+    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+",
+    "[^\\r\\n\\p{L}\\p{N}]?[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]*[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n/]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+",
+    '(?=(\\d{3})+(?!\\d))',
+    ' ?[^(\\s|[.,!?…。，、।۔،])]+',
+    '[(]+',
+  ];
+  const split = (Regex: string) => {
+    const j = tj();
+    j.pre_tokenizer = {
+      type: 'Sequence',
+      pretokenizers: [
+        { type: 'Split', pattern: { Regex }, behavior: 'Isolated', invert: false },
+        j.pre_tokenizer,
+      ],
+    };
+    return j;
+  };
+
+  it('patterns of real tokenizers load', () => {
+    for (const p of REAL) expect(nestedQuantifier(p), p).toBeUndefined();
+    for (const p of REAL.slice(0, 4)) {
+      const tok = ParaTokenizer.fromJSON(split(p));
+      expect(tok.decode(tok.encode("I'll say it: 12345 times", { addSpecialTokens: false }))).toBe(
+        "I'll say it: 12345 times",
+      );
+    }
+  });
+
+  it('a group repeated without bound around a quantifier is refused (it would hang encode)', () => {
+    for (const p of ['(a+)+$', '(\\w+\\s?)*x', '(?:x*){3,}y', '((ab)+c?)+', '(a|b+)*']) {
+      expectError(
+        paraError(() => ParaTokenizer.fromJSON(split(p))),
+        'LIMIT_EXCEEDED',
+        {
+          file: 'tokenizer.json',
+          field: 'pre_tokenizer.pretokenizers[0].pattern.Regex',
+        },
+      );
+    }
+    const j = tj();
+    j.normalizer = { type: 'Replace', pattern: { Regex: '(a*)*b' }, content: '' };
+    expectError(
+      paraError(() => ParaTokenizer.fromJSON(j)),
+      'LIMIT_EXCEEDED',
+      {
+        field: 'normalizer.pattern.Regex',
+      },
+    );
+  });
 });
