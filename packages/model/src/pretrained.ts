@@ -13,7 +13,7 @@ import {
   readWhole,
   urlCheckpointAccess,
 } from '@para/core';
-import { ParaTokenizer } from '@para/tokenizer';
+import { decodeUtf8File, ParaTokenizer } from '@para/tokenizer';
 import { CausalLM } from './model';
 import { loadCheckpoint } from './weights/checkpoint';
 
@@ -31,7 +31,8 @@ export async function loadTokenizerFrom(access: CheckpointAccess): Promise<ParaT
   const read = async (file: string): Promise<string> => {
     const src = await access.open(file);
     try {
-      return new TextDecoder().decode(await readWhole(src, 64 * MAX_HEADER_BYTES));
+      // Strict UTF-8: invalid bytes are INVALID_ENCODING naming the file, not silently replaced.
+      return decodeUtf8File(await readWhole(src, 64 * MAX_HEADER_BYTES), src.name);
     } finally {
       await src.close?.();
     }

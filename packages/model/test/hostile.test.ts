@@ -7,10 +7,11 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { isParaError } from '@para/core/node';
+import { saveTokenizer, trainBpe } from '@para/tokenizer/node';
 import * as tf from '@tensorflow/tfjs-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CausalLM } from '../src/index';
-import { loadModel, saveModel } from '../src/node';
+import { loadModel, loadPretrained, saveModel } from '../src/node';
 import { caught, useBackend } from './helpers/backends';
 import { tinyConfig } from './helpers/models';
 
@@ -43,4 +44,26 @@ describe('a hostile config.json', () => {
       expect(tf.memory().numTensors).toBe(before);
     },
   );
+});
+
+describe('hostile tokenizer files beside a checkpoint', () => {
+  it('tokenizer.json that is not UTF-8 is INVALID_ENCODING naming the file (not replaced silently)', async () => {
+    const out = await mkdtemp(join(dir, 'tok-'));
+    const m = CausalLM.random(tinyConfig({ numLayers: 1, vocabSize: 300 }), 1);
+    await saveModel(m, out);
+    m.dispose();
+    await saveTokenizer(out, trainBpe(['the quick brown fox'], { vocabSize: 300 }));
+    const file = join(out, 'tokenizer.json');
+    const bytes = await readFile(file);
+    const at = bytes.indexOf(0x22); // the first quote: a bad byte inside the first string
+    await writeFile(
+      file,
+      Buffer.concat([bytes.subarray(0, at + 1), Buffer.from([0xff]), bytes.subarray(at + 1)]),
+    );
+    const before = tf.memory().numTensors;
+    const e = await caught(() => loadPretrained(out));
+    expect(isParaError(e, 'INVALID_ENCODING'), String(e)).toBe(true);
+    expect((e as { file: string }).file).toContain('tokenizer.json');
+    expect(tf.memory().numTensors).toBe(before);
+  });
 });
