@@ -1,7 +1,7 @@
 /**
- * Guards for JSON from untrusted files: a nesting bound checked without recursion, and a short,
- * bounded description of a value for error messages (JSON.stringify of a deeply nested value
- * overflows the stack, and of a huge one is huge).
+ * Guards for JSON from untrusted files: a nesting bound checked without recursion (on parsed
+ * values, so objects passed in are covered too; messages describe values with @para/core's
+ * bounded `describeValue`).
  *
  * V8's JSON.parse is not recursive: `[[[[…]]]]` 100,000 levels deep parses fine. What would
  * overflow the stack is the code that walks the result afterwards (ours, JSON.stringify,
@@ -41,49 +41,6 @@ export function checkJsonDepth(value: unknown, file: string): void {
       }
     }
   }
-}
-
-/** A short description of a JSON value (at most ~80 characters), safe on any input. */
-export function preview(v: unknown, max = 80): string {
-  const out: string[] = [];
-  let len = 0;
-  const emit = (s: string) => {
-    out.push(s);
-    len += s.length;
-  };
-  const walk = (x: unknown, depth: number) => {
-    if (len > max) return;
-    if (x === undefined) return emit('nothing');
-    if (typeof x !== 'object' || x === null) {
-      const s =
-        typeof x === 'string'
-          ? JSON.stringify(x.length > max ? `${x.slice(0, max)}…` : x)
-          : String(x);
-      return emit(s);
-    }
-    if (depth >= 3) return emit(Array.isArray(x) ? '[…]' : '{…}');
-    if (Array.isArray(x)) {
-      emit('[');
-      for (let i = 0; i < x.length && len <= max; i++) {
-        if (i > 0) emit(',');
-        walk(x[i], depth + 1);
-      }
-      return emit(']');
-    }
-    emit('{');
-    let first = true;
-    for (const key of Object.keys(x)) {
-      if (len > max) break;
-      if (!first) emit(',');
-      first = false;
-      emit(`${JSON.stringify(key.length > max ? `${key.slice(0, max)}…` : key)}:`);
-      walk((x as Record<string, unknown>)[key], depth + 1);
-    }
-    emit('}');
-  };
-  walk(v, 0);
-  const s = out.join('');
-  return s.length > max ? `${s.slice(0, max)}…` : s;
 }
 
 /**

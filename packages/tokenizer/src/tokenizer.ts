@@ -6,10 +6,10 @@
  */
 import type { Template } from '@huggingface/jinja';
 import { Tokenizer } from '@huggingface/tokenizers';
-import { ParaError } from '@para/core';
+import { describeValue, ParaError } from '@para/core';
 import { type ChatTemplateLimits, compileChatTemplate, renderChatTemplate } from './chat-template';
 import { installFastBpe, installUnigramEncode } from './fast-bpe';
-import { checkJsonDepth, nestedQuantifier, preview } from './json-guard';
+import { checkJsonDepth, nestedQuantifier } from './json-guard';
 import { installSafeNormalization } from './safe-normalize';
 import { guessSpecialTokenRoles } from './trainer';
 
@@ -155,7 +155,7 @@ function validateTokenizerJson(json: Json, file: string): CheckedTokenizerJson {
       file,
       field,
       expected,
-      actual: preview(actual),
+      actual: describeValue(actual, 80),
     });
   const model = json.model;
   if (!isObject(model)) throw bad('model', 'an object with "type" and "vocab"', model);
@@ -291,7 +291,7 @@ function checkPatterns(json: Json, file: string): void {
               file,
               field: `${path}.Regex`,
               expected: 'a pattern without a repeated group that itself repeats without bound',
-              actual: `${preview(x)}: ${problem}`,
+              actual: `${describeValue(x, 80)}: ${problem}`,
             },
           );
         }
@@ -392,7 +392,13 @@ function validateConfig(config: Json, file: string, ids: Map<string, number>): v
     expected: string,
     actual: unknown,
     message = 'malformed tokenizer_config.json',
-  ) => new ParaError('INVALID_CONFIG', message, { file, field, expected, actual: preview(actual) });
+  ) =>
+    new ParaError('INVALID_CONFIG', message, {
+      file,
+      field,
+      expected,
+      actual: describeValue(actual, 80),
+    });
   const t = config.chat_template;
   if (t !== undefined && t !== null && typeof t !== 'string') {
     if (!Array.isArray(t))
