@@ -17,7 +17,14 @@
  */
 
 import { ParaError } from '@para/core';
-import type { AdapterSite, CausalLM, ModelConfig, ProjectionName, TensorSpec } from '@para/model';
+import type {
+  AdapterSite,
+  CausalLM,
+  LayerWeights,
+  ModelConfig,
+  ProjectionName,
+  TensorSpec,
+} from '@para/model';
 import type * as tf from '@tensorflow/tfjs-core';
 import type { PeftAdapter } from './base/adapter';
 import type { BaseAdapterConfig } from './base/config';
@@ -46,10 +53,19 @@ export interface RowLora {
   b: tf.Tensor;
 }
 
+/** Per-row additive biases of one projection (after its scale): row `rows[k]` gets `value[k]`. */
+export interface RowBias {
+  site: ProjectionName;
+  rows: readonly number[];
+  /** `[rows.length, out]` */
+  value: tf.Tensor;
+}
+
 /** What a method adds to one layer of a mixed batch (call inside a tidy). */
 export interface MixedContribution {
   scales?: RowScale[];
   loras?: RowLora[];
+  biases?: RowBias[];
 }
 
 export interface AdapterMethod<
@@ -78,13 +94,15 @@ export interface AdapterMethod<
   owns(adapter: PeftAdapter): adapter is A;
   /**
    * The rows' per-row tensors at `layer` of a mixed-batch prefill: `h [B, T, d]` is the layer's
-   * normalised input, `promptMask [B, T]` 1 at prompt tokens.
+   * normalised input, `promptMask [B, T]` 1 at prompt tokens, `weights` the layer's backbone
+   * weights (DoRA's weight norm reads them).
    */
   mixedLayer(
     groups: readonly MixedGroup<A>[],
     layer: number,
     h: tf.Tensor,
     promptMask: tf.Tensor,
+    weights?: LayerWeights,
   ): MixedContribution;
   /** Folds the adapter into `model`'s weights; absent when the method cannot merge (say why in `mergeError`). */
   merge?(adapter: A, model: CausalLM): void;

@@ -9,8 +9,10 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Rng } from '@para/core';
 import { openSafetensorsFile } from '@para/core/node';
 import { type CausalLM, loadModel } from '@para/model/node';
+import * as tf from '@tensorflow/tfjs-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   type AnyAdapter,
@@ -201,6 +203,216 @@ describe.each(testBackends())('LoRA options vs PEFT on %s', (backend) => {
       }) as LoraAdapter;
       expect(slow.allModules().every((m) => m.r === 8)).toBe(true);
       slow.dispose();
+    });
+  });
+
+  describe('DoRA (use_dora)', () => {
+    it('PEFT DoRA files give PEFT logits: forward, prefill, merged; save → load is exact', async () => {
+      const a = (await loadAdapter(join(FIXTURES, 'lora-dora'), llama)) as LoraAdapter;
+      expect(a.config.use_dora).toBe(true);
+      const names = [...a.namedParameters().keys()];
+      expect(names).toContain(
+        'base_model.model.model.layers.1.self_attn.v_proj.lora_magnitude_vector',
+      );
+      expect(a.module(1, 'v_proj')?.magnitude?.shape).toEqual([16]);
+      expect(a.module(1, 'v_proj')?.scaling).toBe(0.5); // alpha_pattern v_proj: 2
+      const want = g.t['lora-dora_logits'] as Float32Array;
+      expect(maxDiff(want, g.t['lora-rank-pattern_logits'] as Float32Array)).toBeGreaterThan(0.1);
+      expectClose(
+        await take(llama.forward(g.ids, { adapter: a.attach(llama) })),
+        want,
+        1e-4,
+        0,
+        'forward',
+      );
+      // The inference path (a mixed batch of one tenant): last-position logits of the prefill.
+      const V = llama.config.vocabSize;
+      const T = (g.ids[0] as number[]).length;
+      const { logits, state } = llama.prefill(g.ids, { adapter: a.attach(llama) });
+      const pre = await take(logits);
+      state.dispose();
+      for (let b = 0; b < g.ids.length; b++)
+        expectClose(
+          pre.subarray(b * V, (b + 1) * V),
+          want.subarray((b * T + T - 1) * V, (b * T + T) * V),
+          1e-4,
+          0,
+          `prefill row ${b}`,
+        );
+      a.merge(llama);
+      expectClose(
+        await take(llama.forward(g.ids)),
+        g.t['lora-dora_merged_logits'] as Float32Array,
+        1e-4,
+        0,
+        'merged',
+      );
+      a.unmerge(llama);
+      const base = await loadModel(join(FIXTURES, 'base'));
+      expectClose(
+        await take(llama.forward(g.ids)),
+        await take(base.forward(g.ids)),
+        1e-5,
+        0,
+        'unmerged',
+      );
+      base.dispose();
+      await expectRoundTrip(a, llama, join(dir, 'dora'));
+      a.dispose();
+    });
+
+    it("gradients: PEFT's (the norm detached) for A, B and m; finite differences for m", async () => {
+      const a = (await loadAdapter(join(FIXTURES, 'lora-dora'), llama)) as LoraAdapter;
+      const hooks = a.attach(llama);
+      const loss = () => tf.mean(tf.square(llama.forward(g.ids, { adapter: hooks }))) as tf.Scalar;
+      const { value, grads } = tf.variableGrads(loss, a.parameters());
+      const got: Record<string, Float32Array> = {};
+      expect((await take(value))[0]).toBeCloseTo(
+        (g.t['lora-dora_loss'] as Float32Array)[0] as number,
+        5,
+      );
+      for (const [name, v] of a.namedParameters()) {
+        const key = name.endsWith('lora_magnitude_vector') ? `${name}.weight` : name;
+        const want = g.t[`lora-dora_grad.${key}`] as Float32Array;
+        expect(want, key).toBeDefined();
+        got[v.name] = await take(grads[v.name] as tf.Tensor);
+        let scale = 0;
+        for (const x of want) scale = Math.max(scale, Math.abs(x));
+        expect(scale, key).toBeGreaterThan(0);
+        expectClose(got[v.name] as Float32Array, want, 1e-3 * scale + 1e-7, 0, `grad ${key}`);
+      }
+      // m enters only through m / ‖·‖ (the norm does not depend on m): its gradient is the
+      // derivative of the function, so central differences check it directly.
+      const rng = new Rng('dora-fd');
+      const eps = 1e-2;
+      for (const m of a.allModules().slice(0, 4)) {
+        const v = m.magnitude as tf.Variable;
+        const g0 = got[v.name] as Float32Array;
+        const base = (await v.data()) as Float32Array;
+        const i = rng.int(base.length);
+        const at = async (d: number) => {
+          const x = Float32Array.from(base);
+          x[i] = (x[i] as number) + d;
+          const t = tf.tensor(x, v.shape);
+          v.assign(t);
+          t.dispose();
+          return (await take(tf.tidy(loss)))[0] as number;
+        };
+        const fd = ((await at(eps)) - (await at(-eps))) / (2 * eps);
+        const t = tf.tensor(base, v.shape);
+        v.assign(t);
+        t.dispose();
+        const gi = g0[i] as number;
+        expect(Math.abs(gi - fd), `m[${i}] grad ${gi} fd ${fd}`).toBeLessThanOrEqual(
+          0.03 * Math.max(Math.abs(gi), Math.abs(fd)) + 1e-5,
+        );
+      }
+      a.dispose();
+    });
+
+    it('a fresh DoRA adapter is initialised from the backbone (m = ‖W‖) and is the identity', async () => {
+      const a = createAdapter(llama.config, {
+        peft_type: 'LORA',
+        use_dora: true,
+        r: 2,
+        target_modules: ['q_proj', 'down_proj'],
+      }) as LoraAdapter;
+      expect(a.doraInitialized).toBe(false);
+      const e = (await caught(() => a.stateDict())) as { code?: string; field?: string };
+      expect([e.code, e.field]).toEqual(['INVALID_ARGUMENT', 'lora_magnitude_vector']);
+      const hooks = a.attach(llama);
+      expect(a.doraInitialized).toBe(true);
+      const m = a.module(0, 'q_proj')?.magnitude as tf.Variable;
+      const W = llama.weights.layers[0]?.q_proj.weight as tf.Tensor;
+      expectClose(
+        (await m.data()) as Float32Array,
+        await take(tf.tidy(() => tf.norm(W, 'euclidean', 1))),
+        1e-5,
+        0,
+        'm',
+      );
+      expectClose(
+        await take(llama.forward(g.ids, { adapter: hooks })),
+        await take(llama.forward(g.ids)),
+        1e-5,
+        0,
+        'identity',
+      );
+      a.dispose();
+    });
+
+    it('in a mixed batch with PARA and plain LoRA tenants (Llama and biased Qwen2)', async () => {
+      const dora = (await loadAdapter(join(FIXTURES, 'lora-dora'), llama)) as LoraAdapter;
+      const para = ParaAdapter.create(llama.config, { r: 3 }, { seed: 2 });
+      randomize(para, 'para2', 0.3);
+      const lora = await loadAdapter(join(FIXTURES, 'lora'), llama);
+      const prompts = [
+        [1, 5, 9],
+        [1, 7, 30, 31],
+        [1, 8],
+        [1, 40, 41, 42, 43],
+        [1, 11, 12],
+      ];
+      await expectMixedEqualsAlone(llama, [dora, para, null, lora, dora], prompts);
+      // Decode keeps tf.memory() flat (the norms are computed once per adapter and weights).
+      const adapter = mixedAdapter(llama, [dora, lora]);
+      tf.dispose(llama.prefill(prompts.slice(0, 2), { adapter }).logits);
+      const before = tf.memory().numTensors;
+      const run = llama.prefill(prompts.slice(0, 2), { adapter });
+      run.logits.dispose();
+      tf.dispose(llama.decodeStep([3, 4], run.state));
+      const n1 = tf.memory().numTensors;
+      tf.dispose(llama.decodeStep([5, 6], run.state));
+      expect(tf.memory().numTensors).toBe(n1);
+      run.state.dispose();
+      expect(tf.memory().numTensors).toBe(before);
+      for (const x of [dora, para, lora]) x.dispose();
+
+      const qwen = await loadModel(join(FIXTURES, 'base-qwen2'));
+      const qd = (await loadAdapter(join(FIXTURES, 'lora-dora-qwen2'), qwen)) as LoraAdapter;
+      const want = g.t['lora-dora-qwen2_logits'] as Float32Array;
+      expect(maxDiff(want, g.t['base-qwen2_logits'] as Float32Array)).toBeGreaterThan(0.5);
+      expectClose(
+        await take(qwen.forward(g.ids, { adapter: qd.attach(qwen) })),
+        want,
+        1e-4,
+        0,
+        'qwen2 forward',
+      );
+      const V = qwen.config.vocabSize;
+      const T = (g.ids[0] as number[]).length;
+      const { logits, state } = qwen.prefill(g.ids, { adapter: qd.attach(qwen) });
+      const pre = await take(logits);
+      state.dispose();
+      for (let b = 0; b < g.ids.length; b++)
+        expectClose(
+          pre.subarray(b * V, (b + 1) * V),
+          want.subarray((b * T + T - 1) * V, (b * T + T) * V),
+          1e-4,
+          0,
+          `qwen2 prefill ${b}`,
+        );
+      qd.merge(qwen);
+      expectClose(
+        await take(qwen.forward(g.ids)),
+        g.t['lora-dora-qwen2_merged_logits'] as Float32Array,
+        1e-4,
+        0,
+        'qwen2 merged',
+      );
+      qd.unmerge(qwen);
+      const qpara = ParaAdapter.create(qwen.config, { r: 2 }, { seed: 3 });
+      randomize(qpara, 'qpara', 0.3);
+      const qlora = createAdapter(qwen.config, {
+        peft_type: 'LORA',
+        r: 3,
+        target_modules: ['k_proj', 'v_proj'],
+      });
+      randomize(qlora, 'qlora', 0.3);
+      await expectMixedEqualsAlone(qwen, [qd, qpara, null, qlora, qd], prompts);
+      await expectRoundTrip(qd, qwen, join(dir, 'dora-qwen2'));
+      for (const x of [qd, qpara, qlora]) x.dispose();
+      qwen.dispose();
     });
   });
 });

@@ -27,6 +27,10 @@
  *                 (PARA's l_q / l_v / l_u, IA3's vectors, any mix of tenants, one row each)
  *   lora[proj]    { a [B, in, r], b [B, r, out] }: y += (x · a) · b, each row its own factors
  *                 (LoRA rows gathered, Punica's BGMV idea; rows without LoRA all zeros)
+ *   bias[proj]    [B, 1, out]: added after the scale (DoRA keeps the projection's bias outside
+ *                 its magnitude scaling; LoRA's trained biases), rows without one zeros
+ *
+ * so a projection's output is y = (W x + b + (x · a) · b) ⊙ scale + bias.
  *
  * The decoder layer applies them itself at every site, in every phase (see layer.ts), so a
  * decode step calls no hook at all: the tensors an adapter put there at prefill are read back
@@ -40,7 +44,7 @@
  */
 
 import * as tf from '@tensorflow/tfjs-core';
-import type { ProjectionName } from './weights/weights';
+import type { LayerWeights, ProjectionName } from './weights/weights';
 
 /** A projection's output, or (`down_proj.input`) the MLP activation entering down_proj. */
 export type AdapterSite = ProjectionName | 'down_proj.input';
@@ -79,6 +83,8 @@ export interface AdapterContext<R = unknown> {
   readonly tokenMask: tf.Tensor;
   /** This layer's per-row state, applied by the layer at every site (kept from prefill to the decode steps). */
   readonly state: LayerAdapterState;
+  /** This layer's (frozen) backbone weights, read-only (DoRA's weight norm reads them). */
+  readonly weights?: LayerWeights;
 }
 
 export interface ModelAdapter<R = unknown> {
@@ -147,7 +153,21 @@ export class AdapterState {
 export class LayerAdapterState {
   private readonly scales = new Map<AdapterSite, tf.Tensor>();
   private readonly loras = new Map<ProjectionName, LoraRows>();
+  private readonly biases = new Map<ProjectionName, tf.Tensor>();
   constructor(private readonly persistent: boolean) {}
+
+  /** `[B or 1, 1, out]`: added to the projection's output after its scale. */
+  bias(site: AdapterSite): tf.Tensor | undefined {
+    return site === 'down_proj.input' ? undefined : this.biases.get(site);
+  }
+
+  /** Sets (replaces) a projection's per-row additive bias. */
+  setBias(site: ProjectionName, t: tf.Tensor): void {
+    const old = this.biases.get(site);
+    if (old === t) return;
+    this.biases.set(site, this.own(t));
+    this.release(old);
+  }
 
   /** `[B or 1, 1, dim]`: the site's output is multiplied by it. */
   scale(site: AdapterSite): tf.Tensor | undefined {
@@ -177,7 +197,7 @@ export class LayerAdapterState {
   }
 
   get size(): number {
-    return this.scales.size + 2 * this.loras.size;
+    return this.scales.size + 2 * this.loras.size + this.biases.size;
   }
 
   /** See `AdapterState.insertRows`. */
@@ -221,6 +241,19 @@ export class LayerAdapterState {
         return blend(rowsOf(this.scales.get(site), B), theirs); // [B, 1, dim]
       });
       this.setScale(site, next);
+      next.dispose();
+    }
+    for (const site of new Set([...this.biases.keys(), ...from.biases.keys()])) {
+      const next = tf.tidy(() => {
+        const out = ((this.biases.get(site) ?? from.biases.get(site)) as tf.Tensor)
+          .shape[2] as number;
+        const rowsOf = (t: tf.Tensor | undefined, n: number) =>
+          t === undefined ? tf.zeros([n, 1, out]) : t.shape[0] === n ? t : tf.tile(t, [n, 1, 1]);
+        const theirs = from.biases.get(site);
+        const nFrom = Math.max(1, ...fromRows.map((r) => r + 1), theirs?.shape[0] ?? 1);
+        return blend(rowsOf(this.biases.get(site), B), rowsOf(theirs, nFrom)); // [B, 1, out]
+      });
+      this.setBias(site, next);
       next.dispose();
     }
     const projs = new Set<ProjectionName>([...this.loras.keys(), ...from.loras.keys()]);
@@ -268,9 +301,11 @@ export class LayerAdapterState {
         this.release(l.a);
         this.release(l.b);
       }
+      for (const t of this.biases.values()) this.release(t);
     }
     this.scales.clear();
     this.loras.clear();
+    this.biases.clear();
   }
 
   // A clone shares t's data (no copy) and is ours to free, so an adapter may store its own

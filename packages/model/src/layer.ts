@@ -77,11 +77,12 @@ export function decoderLayer(
           request: plan.request,
           tokenMask: plan.tokenMask,
           state: plan.state.layers[layer] as LayerAdapterState,
+          weights: w,
         };
   const rows = ctx?.state ?? null;
 
   // A projection, then the adapter's transform (if it asked for this site), then the per-row
-  // state: y += (x · a) · b (LoRA rows), y ⊙ scale (PARA, IA3 rows).
+  // state: y += (x · a) · b (LoRA rows), y ⊙ scale (PARA, IA3, DoRA rows), + bias (DoRA, LoRA biases).
   const project = (site: AdapterSite & keyof LayerWeights, input: tf.Tensor): tf.Tensor => {
     const lin = w[site] as Linear;
     let y = linear(input, lin.weight, lin.bias); // [B, T, out]
@@ -92,7 +93,9 @@ export function decoderLayer(
     const lora = rows.lora(site);
     if (lora !== undefined) y = tf.add(y, tf.matMul(tf.matMul(input, lora.a), lora.b)); // [B, T, out]
     const scale = rows.scale(site); // [B, 1, out]
-    return scale === undefined ? y : tf.mul(y, scale);
+    if (scale !== undefined) y = tf.mul(y, scale);
+    const bias = rows.bias(site); // [B, 1, out]
+    return bias === undefined ? y : tf.add(y, bias);
   };
 
   // --- attention -------------------------------------------------------------------------

@@ -75,6 +75,13 @@ export abstract class PeftAdapter<C extends BaseAdapterConfig = BaseAdapterConfi
   /** This adapter's entry in the method registry. */
   abstract get method(): AdapterMethod;
 
+  /**
+   * Called with the backbone when the adapter meets it (`attach(model)`, a `MixedBatch` of the
+   * model): a method whose fresh parameters are computed from the backbone's weights (DoRA's
+   * magnitudes, ‖W‖ per row) initialises them here. Default: nothing.
+   */
+  bindModel(_model: CausalLM): void {}
+
   /** Whether the adapter is folded into a model's weights (then it must not also run as an adapter). */
   get isMerged(): boolean {
     return false;
@@ -95,6 +102,7 @@ export abstract class PeftAdapter<C extends BaseAdapterConfig = BaseAdapterConfi
     this.checkAlive();
     const modelConfig = 'config' in model ? model.config : model;
     this.checkModel(modelConfig);
+    if ('config' in model) this.bindModel(model);
     if (this.isMerged) {
       throw new ParaError(
         'INVALID_ARGUMENT',

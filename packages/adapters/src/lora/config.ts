@@ -6,9 +6,14 @@
  * `loraTargets`), layers_to_transform, use_rslora, fan_in_fan_out (ignored for nn.Linear, as PEFT does),
  * init_lora_weights (true | false | "gaussian", used only when creating), rank_pattern and
  * alpha_pattern (per-module r and alpha, PEFT's `get_pattern_key` rule — see
- * `loraModuleSettings`). Keys whose non-default values change the computation and are not
- * implemented (bias other than "none", use_dora, modules_to_save, ...) are an UNSUPPORTED
- * error; other PEFT bookkeeping keys are ignored.
+ * `loraModuleSettings`), use_dora (DoRA: `lora_magnitude_vector` per adapted projection,
+ * PEFT's formula, weight norm detached in training, bias outside the scaling; a fresh
+ * adapter's magnitudes are ‖W‖ of the backbone it is first attached to). Keys whose
+ * non-default values change the computation and are not implemented (bias other than "none",
+ * modules_to_save, lora_bias, layer_replication, exclude_modules, target_parameters,
+ * trainable_token_indices, aLoRA, QA-LoRA, initialisations that rewrite the base weights, and
+ * targets outside the decoder layers' projections such as lm_head / embed_tokens) are an
+ * UNSUPPORTED error; other PEFT bookkeeping keys are ignored.
  */
 
 import { describeValue, ParaError } from '@para/core';
@@ -53,6 +58,12 @@ export interface LoraConfig extends BaseAdapterConfig {
   rank_pattern: Record<string, number>;
   /** Per-module alphas, PEFT's `alpha_pattern` (matched as `rank_pattern`), else `lora_alpha`. */
   alpha_pattern: Record<string, number>;
+  /**
+   * DoRA (Liu et al. 2024, PEFT's `use_dora`): each adapted projection also has a magnitude
+   * vector m `[out]` (`lora_magnitude_vector`) and computes
+   * `y = m / ‖W + s·B·A‖_row ⊙ (W x + s·B·A x) + bias`, the row norm detached in training.
+   */
+  use_dora: boolean;
 }
 
 export type LoraConfigInit = Partial<Omit<LoraConfig, 'peft_type'>> & { peft_type?: 'LORA' };
@@ -83,7 +94,6 @@ export function resolveLoraConfig(
       );
   } else targets = c.targetModuleList('target_modules', LORA_DEFAULTS.target_modules, 'LoRA');
   c.onlyDefault('bias', ['none'], '"none" (training base biases is not implemented)');
-  c.onlyDefault('use_dora', [false], 'false (DoRA is not implemented)');
   c.onlyDefault('modules_to_save', [], 'null (modules_to_save is not implemented)');
   c.onlyDefault('layer_replication', [], 'null (layer_replication is not implemented)');
   c.onlyDefault('lora_bias', [false], 'false (a bias on lora_B is not implemented)');
@@ -117,6 +127,7 @@ export function resolveLoraConfig(
     fan_in_fan_out: c.bool('fan_in_fan_out', false),
     use_rslora: c.bool('use_rslora', false),
     init_lora_weights: init_lora_weights as boolean | 'gaussian',
+    use_dora: c.bool('use_dora', false),
     rank_pattern: patternMap(
       c,
       'rank_pattern',
@@ -216,7 +227,7 @@ export function loraConfigJson(c: LoraConfig): Record<string, unknown> {
     bias: 'none',
     fan_in_fan_out: false,
     use_rslora: c.use_rslora,
-    use_dora: false,
+    use_dora: c.use_dora,
     init_lora_weights: c.init_lora_weights,
     rank_pattern: { ...c.rank_pattern },
     alpha_pattern: { ...c.alpha_pattern },

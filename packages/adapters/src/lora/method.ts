@@ -1,12 +1,15 @@
 /**
  * LoRA in the adapter-method registry. In a mixed batch each LoRA tenant contributes its
  * factors per adapted projection (Aᵀ `[in, r]`, scaling·Bᵀ `[r, out]`); the batch gathers them
- * per row (Punica's BGMV idea), so rows of different tenants decode in one step.
+ * per row (Punica's BGMV idea), so rows of different tenants decode in one step. A DoRA tenant
+ * adds its m / ‖W + s·B·A‖ per site as the rows' scale (the norm computed once per adapter
+ * and weights, see `LoraAdapter.doraFactor`) and, on a biased projection, (1 − f) ⊙ bias as
+ * the rows' bias, so the bias stays outside the magnitude scaling as in PEFT.
  */
 
 import * as tf from '@tensorflow/tfjs-core';
 import type { PeftAdapter } from '../base/adapter';
-import type { AdapterMethod, MixedContribution, RowLora } from '../registry';
+import type { AdapterMethod, MixedContribution, RowBias, RowLora, RowScale } from '../registry';
 import { LORA_DEFAULTS, type LoraConfig, resolveLoraConfig } from './config';
 import { LoraAdapter, loraTensorSpecs } from './model';
 
@@ -21,8 +24,10 @@ export const LORA_METHOD: AdapterMethod<LoraConfig, LoraAdapter> = {
   create: (modelConfig, config, options) => LoraAdapter.fromConfig(modelConfig, config, options),
   tensorSpecs: (config, modelConfig) => loraTensorSpecs(config, modelConfig),
   owns: (a: PeftAdapter): a is LoraAdapter => a instanceof LoraAdapter,
-  mixedLayer(groups, layer): MixedContribution {
+  mixedLayer(groups, layer, _h, _mask, weights): MixedContribution {
     const loras: RowLora[] = [];
+    const scales: RowScale[] = [];
+    const biases: RowBias[] = [];
     for (const { adapter, rows } of groups) {
       for (const site of adapter.sites) {
         if (site === 'down_proj.input') continue;
@@ -34,9 +39,23 @@ export const LORA_METHOD: AdapterMethod<LoraConfig, LoraAdapter> = {
           a: tf.transpose(m.A),
           b: tf.mul(tf.transpose(m.B), m.scaling),
         }); // [in, r], [r, out]
+        if (m.magnitude === null) continue;
+        // DoRA: y = f ⊙ (W x + s·B·A x) + bias, f = m / ‖W + s·B·A‖: the layer computes
+        // (W x + bias + s·B·A x) ⊙ f + (1 − f) ⊙ bias.
+        const lin = weights?.[site];
+        if (lin === undefined) throw new Error('internal: DoRA needs the layer weights');
+        const f = adapter.doraFactor(m, lin.weight); // [out]
+        const n = rows.length;
+        scales.push({ site, rows, value: tf.tile(tf.expandDims(f, 0), [n, 1]) }); // [n, out]
+        if (lin.bias !== null)
+          biases.push({
+            site,
+            rows,
+            value: tf.tile(tf.expandDims(tf.mul(tf.sub(1, f), lin.bias), 0), [n, 1]),
+          }); // [n, out]
       }
     }
-    return { loras };
+    return { loras, scales, biases };
   },
   merge: (adapter, model) => adapter.merge(model),
 };

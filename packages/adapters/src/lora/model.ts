@@ -20,6 +20,7 @@ import type {
   TensorSpec,
 } from '@para/model';
 import { projectionShape } from '@para/model';
+import { linear } from '@para/ops';
 import * as tf from '@tensorflow/tfjs-core';
 import { PeftAdapter, projectionPath } from '../base/adapter';
 import type { TargetModule } from '../base/config';
@@ -35,7 +36,13 @@ import {
   loraTargets,
   resolveLoraConfig,
 } from './config';
-import { loraDelta, loraDeltaWeight, seededDropout } from './layer';
+import {
+  doraWeightNorm,
+  doraWeightNormDetached,
+  loraDelta,
+  loraDeltaWeight,
+  seededDropout,
+} from './layer';
 import { LORA_METHOD } from './method';
 
 /** One adapted projection. */
@@ -50,6 +57,8 @@ export interface LoraModule {
   r: number;
   /** This module's alpha/r (alpha_pattern and rank_pattern applied; alpha/√r with rsLoRA). */
   scaling: number;
+  /** DoRA's magnitude vector `[out]` (`lora_magnitude_vector`), or null without use_dora. */
+  magnitude: tf.Variable | null;
 }
 
 export interface LoraCreateOptions {
@@ -77,14 +86,29 @@ export function loraTensorSpecs(
     const n = loraTensorNames(layer, module);
     const { r } = settings(layer, module);
     specs.push({ name: n.A, shape: [r, inp] }, { name: n.B, shape: [out, r] });
+    if (c.use_dora) specs.push({ name: n.M, shape: [out] });
   }
   return specs;
 }
 
-/** PEFT names: `base_model.model.model.layers.{i}.self_attn.q_proj.lora_A.weight`. */
-export function loraTensorNames(layer: number, module: string): { A: string; B: string } {
+/**
+ * PEFT names: `base_model.model.model.layers.{i}.self_attn.q_proj.lora_A.weight`, `lora_B.weight`,
+ * and DoRA's `lora_magnitude_vector`.
+ */
+export function loraTensorNames(
+  layer: number,
+  module: string,
+): { A: string; B: string; M: string } {
   const p = projectionPath(layer, module);
-  return { A: `${p}.lora_A.weight`, B: `${p}.lora_B.weight` };
+  return { A: `${p}.lora_A.weight`, B: `${p}.lora_B.weight`, M: `${p}.lora_magnitude_vector` };
+}
+
+/** DoRA's weight norm of one module at inference, valid while W, A and B hold these data. */
+interface NormCache {
+  w: object;
+  a: object;
+  b: object;
+  norm: tf.Tensor;
 }
 
 export class LoraAdapter extends PeftAdapter<LoraConfig> {
@@ -101,6 +125,11 @@ export class LoraAdapter extends PeftAdapter<LoraConfig> {
   private readonly dropoutRng: Rng;
   private mergedInto: CausalLM | null = null;
   private hooks: ModelAdapter<AdapterRequest> | null = null;
+  /** DoRA: fresh magnitudes wait for the backbone's weights (`bindModel`). */
+  private doraPending: boolean;
+  private readonly normCache = new Map<string, NormCache>();
+  /** DoRA: m / ‖W + s·B·A‖ of each module while merged (unmerge divides by it). */
+  private readonly mergedFactors = new Map<string, tf.Tensor>();
 
   private constructor(config: LoraConfig, modelConfig: ModelConfig, seed: number | string) {
     super(config, modelConfig);
@@ -124,12 +153,87 @@ export class LoraAdapter extends PeftAdapter<LoraConfig> {
           ? kaimingUniform(rng.fork(n.B), [out, r], r)
           : tf.zeros([out, r]),
       ); // [out, r]
-      this.modules.set(`${layer}.${module}`, { layer, module, A, B, r, scaling });
+      const magnitude = config.use_dora ? this.addParam(n.M, tf.ones([out])) : null; // [out]
+      this.modules.set(`${layer}.${module}`, { layer, module, A, B, r, scaling, magnitude });
       sites.add(module);
       layers.add(layer);
     }
     this.siteList = [...sites];
     this.layerList = [...layers].sort((a, b) => a - b);
+    this.doraPending = config.use_dora;
+  }
+
+  /**
+   * DoRA: a fresh adapter's magnitudes are PEFT's init, `m = ‖W + s·B·A‖` per output row
+   * (‖W‖ with B = 0), read from the backbone the first time the adapter meets it (`attach`,
+   * a `MixedBatch`, `initDora`); loaded magnitudes are kept.
+   */
+  override bindModel(model: CausalLM): void {
+    if (this.doraPending) this.initDora(model);
+  }
+
+  /** Sets every DoRA magnitude to ‖W + s·B·A‖ of `model`'s weights (PEFT's init). */
+  initDora(model: CausalLM): void {
+    this.checkAlive();
+    this.checkModel(model.config);
+    for (const m of this.modules.values()) {
+      if (m.magnitude === null) continue;
+      const W = this.baseLinear(model, m).weight;
+      tf.tidy(() => (m.magnitude as tf.Variable).assign(doraWeightNorm(W, m.A, m.B, m.scaling)));
+    }
+    this.doraPending = false;
+  }
+
+  /** Whether DoRA magnitudes still wait for the backbone (see `bindModel`). */
+  get doraInitialized(): boolean {
+    return !this.doraPending;
+  }
+
+  private baseLinear(model: CausalLM, m: LoraModule): Linear {
+    const lin = model.weights.layers[m.layer]?.[m.module] as Linear | undefined;
+    if (lin === undefined) throw new Error(`internal: no weight for layer ${m.layer} ${m.module}`);
+    return lin;
+  }
+
+  private checkDoraReady(): void {
+    if (this.doraPending) {
+      throw new ParaError(
+        'INVALID_ARGUMENT',
+        "this DoRA adapter's magnitudes are initialised from the backbone's weights: attach it to the model (adapter.attach(model) with the CausalLM, or initDora(model)) first",
+        { field: 'lora_magnitude_vector', expected: 'magnitudes initialised or loaded' },
+      );
+    }
+  }
+
+  override loadStateDict(tensors: Readonly<Record<string, tf.Tensor>>, file?: string): void {
+    super.loadStateDict(tensors, file);
+    this.doraPending = false;
+  }
+
+  override stateDict(): Record<string, tf.Tensor> {
+    this.checkDoraReady();
+    return super.stateDict();
+  }
+
+  /**
+   * DoRA at inference: `m / ‖W + s·B·A‖` `[out]` for weights `W`. The norm is computed once per
+   * (W, A, B) and kept (a training step or a load replaces A's or B's data, and the norm with it).
+   */
+  doraFactor(m: LoraModule, W: tf.Tensor): tf.Tensor {
+    this.checkDoraReady();
+    const key = `${m.layer}.${m.module}`;
+    let c = this.normCache.get(key);
+    if (c === undefined || c.w !== W.dataId || c.a !== m.A.dataId || c.b !== m.B.dataId) {
+      c?.norm.dispose();
+      c = {
+        w: W.dataId,
+        a: m.A.dataId,
+        b: m.B.dataId,
+        norm: tf.keep(tf.tidy(() => doraWeightNorm(W, m.A, m.B, m.scaling))), // [out]
+      };
+      this.normCache.set(key, c);
+    }
+    return tf.div(m.magnitude as tf.Variable, c.norm); // [out]
   }
 
   static create(
@@ -223,11 +327,22 @@ export class LoraAdapter extends PeftAdapter<LoraConfig> {
           );
         const m = this.modules.get(`${ctx.layer}.${site}`);
         if (m === undefined) return y;
-        const input =
-          this.training && ctx.phase === 'forward' && this.config.lora_dropout > 0
-            ? seededDropout(x, this.config.lora_dropout, this.dropoutRng)
-            : x;
-        return tf.add(y, this.delta(m, input)); // [B, T, out]
+        const dropout = this.training && ctx.phase === 'forward' && this.config.lora_dropout > 0;
+        const input = dropout ? seededDropout(x, this.config.lora_dropout, this.dropoutRng) : x;
+        if (m.magnitude === null) return tf.add(y, this.delta(m, input)); // [B, T, out]
+        // DoRA (PEFT's DoraLinearLayer.forward): y + (f - 1) ⊙ W x' + f ⊙ s·B·A x', with
+        // f = m / ‖W + s·B·A‖ (norm detached), x' the dropped-out input; W x' is y less the
+        // bias without dropout, so the bias stays outside the scaling.
+        this.checkDoraReady();
+        const lin = ctx.weights?.[site as TargetModule] as Linear | undefined;
+        if (lin === undefined) throw new Error(`internal: no weights for ${site} in the context`);
+        const f = tf.div(m.magnitude, doraWeightNormDetached(lin.weight, m.A, m.B, m.scaling)); // [out]
+        const base = dropout
+          ? linear(input, lin.weight)
+          : lin.bias === null
+            ? y
+            : tf.sub(y, lin.bias); // [B, T, out]
+        return tf.add(tf.add(y, tf.mul(tf.sub(f, 1), base)), tf.mul(f, this.delta(m, input))); // [B, T, out]
       },
     };
     return this.hooks;
@@ -245,6 +360,7 @@ export class LoraAdapter extends PeftAdapter<LoraConfig> {
         field: 'adapter',
       });
     this.checkModel(model.config);
+    this.bindModel(model);
     this.applyDelta(model, 1);
     this.mergedInto = model;
   }
@@ -268,19 +384,36 @@ export class LoraAdapter extends PeftAdapter<LoraConfig> {
     this.mergedInto = null;
   }
 
+  // LoRA: W ± s·B·A. DoRA (PEFT's merge / unmerge): W ← f ⊙ (W + s·B·A) with
+  // f = m / ‖W + s·B·A‖ per output row, and back W ← W / f − s·B·A with the same f.
   private applyDelta(model: CausalLM, sign: 1 | -1): void {
     for (const m of this.modules.values()) {
-      const lin = model.weights.layers[m.layer]?.[m.module] as Linear | undefined;
-      if (lin === undefined)
-        throw new Error(`internal: no weight for layer ${m.layer} ${m.module}`);
+      const lin = this.baseLinear(model, m);
       const old = lin.weight;
-      lin.weight = tf.tidy(() => tf.add(old, loraDeltaWeight(m.A, m.B, sign * m.scaling))); // [out, in]
+      const key = `${m.layer}.${m.module}`;
+      lin.weight = tf.tidy(() => {
+        if (m.magnitude === null) return tf.add(old, loraDeltaWeight(m.A, m.B, sign * m.scaling));
+        if (sign === 1) {
+          const f = tf.div(m.magnitude, doraWeightNorm(old, m.A, m.B, m.scaling)); // [out]
+          this.mergedFactors.set(key, tf.keep(f));
+          return tf.mul(tf.add(old, loraDeltaWeight(m.A, m.B, m.scaling)), tf.expandDims(f, 1));
+        }
+        const f = this.mergedFactors.get(key) as tf.Tensor;
+        this.mergedFactors.delete(key);
+        const w = tf.sub(tf.div(old, tf.expandDims(f, 1)), loraDeltaWeight(m.A, m.B, m.scaling));
+        f.dispose();
+        return w;
+      }); // [out, in]
       old.dispose();
     }
   }
 
   override dispose(): void {
     this.hooks = null;
+    for (const c of this.normCache.values()) c.norm.dispose();
+    this.normCache.clear();
+    for (const f of this.mergedFactors.values()) f.dispose();
+    this.mergedFactors.clear();
     super.dispose();
   }
 }

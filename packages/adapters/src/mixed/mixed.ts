@@ -10,7 +10,8 @@
  *          broadcast multiply per decode step however many tenants and methods the batch holds.
  *   LoRA   per-row gathered factors A_rows `[B, in, r_max]`, (scaling·B)_rows `[B, r_max, out]`
  *          (ranks zero-padded to the batch's largest, rows without LoRA all zeros): two batched
- *          matmuls per site per decode step.
+ *          matmuls per site per decode step. DoRA rows add their magnitude/‖W + s·B·A‖ as the
+ *          site's scale and, on biased projections, a per-row bias (`[B, 1, out]`, zeros elsewhere).
  *
  * Built once per layer at prefill and kept beside the KV cache; a decode step calls no adapter
  * code at all. Inference only: LoRA dropout never applies here.
@@ -29,7 +30,7 @@ import { projectionShape } from '@para/model';
 import * as tf from '@tensorflow/tfjs-core';
 import { PeftAdapter } from '../base/adapter';
 import { type AdapterRequest, promptMask } from '../base/request';
-import type { AdapterMethod, MixedGroup, RowLora, RowScale } from '../registry';
+import type { AdapterMethod, MixedGroup, RowBias, RowLora, RowScale } from '../registry';
 
 /** Width of the tensor a site carries: a projection's output, or d_ff for down_proj.input. */
 function siteDim(m: ModelConfig, site: AdapterSite): number {
@@ -77,6 +78,7 @@ export class MixedBatch {
       const list = byAdapter.get(a);
       if (list === undefined) {
         a.checkModel(this.modelConfig);
+        if ('config' in model) a.bindModel(model);
         byAdapter.set(a, [b]);
       } else list.push(b);
     });
@@ -121,12 +123,29 @@ export class MixedBatch {
     const mask = promptMask(ctx); // [B, T]
     const scales = new Map<AdapterSite, RowScale[]>();
     const loras = new Map<ProjectionName, RowLora[]>();
+    const biases = new Map<ProjectionName, RowBias[]>();
     for (const { method, groups } of this.groups) {
-      const c = method.mixedLayer(groups, ctx.layer, h, mask);
+      const c = method.mixedLayer(groups, ctx.layer, h, mask, ctx.weights);
       for (const s of c.scales ?? []) scales.set(s.site, [...(scales.get(s.site) ?? []), s]);
       for (const l of c.loras ?? []) loras.set(l.site, [...(loras.get(l.site) ?? []), l]);
+      for (const b of c.biases ?? []) biases.set(b.site, [...(biases.get(b.site) ?? []), b]);
     }
     const B = this.rows.length;
+    for (const [site, pieces] of biases) {
+      const out = projectionShape(this.modelConfig, site)[0];
+      const table: tf.Tensor[] = [tf.zeros([1, out])]; // row 0 of the table: no bias
+      const index = new Int32Array(B);
+      let next = 1;
+      for (const p of pieces) {
+        table.push(p.value); // [n, out]
+        p.rows.forEach((r, k) => {
+          index[r] = next + k;
+        });
+        next += p.rows.length;
+      }
+      const bias = tf.gather(tf.concat(table, 0), tf.tensor1d(index, 'int32')); // [B, out]
+      ctx.state.setBias(site, tf.reshape(bias, [B, 1, out])); // [B, 1, out]
+    }
     for (const [site, pieces] of scales) {
       const dim = siteDim(this.modelConfig, site);
       const table: tf.Tensor[] = [tf.ones([1, dim])]; // row 0 of the table: the identity
