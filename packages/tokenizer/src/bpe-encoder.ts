@@ -5,8 +5,10 @@
  * compression and tests use it to check that a trained tokenizer.json, loaded by
  * `@huggingface/tokenizers`, encodes exactly as the trainer meant.
  */
+
 import { ParaError } from '@para/core';
 import { BYTE_TO_CHAR, CHAR_CODE_TO_BYTE, gpt2Regex, utf8 } from './byte-level';
+import { mergeByRank } from './merge-heap';
 
 export interface AddedTokenSpec {
   id: number;
@@ -207,72 +209,12 @@ export class ByteLevelBpe {
    * merge is O(log n), for long words (a run of 10,000 spaces, a base64 blob).
    */
   private mergeByHeap(syms: number[]): number[] {
-    const n = syms.length;
-    const base = this.base;
     const sym = Int32Array.from(syms);
-    const prev = new Int32Array(n);
-    const next = new Int32Array(n);
-    const alive = new Uint8Array(n).fill(1);
-    for (let i = 0; i < n; i++) {
-      prev[i] = i - 1;
-      next[i] = i + 1 < n ? i + 1 : -1;
-    }
-    // Heap entries: rank * n + position (left symbol's index), smallest first; an entry is
-    // checked when popped (its pair may have changed since it was pushed).
-    const heap: number[] = [];
-    const push = (v: number) => {
-      heap.push(v);
-      let i = heap.length - 1;
-      while (i > 0) {
-        const p = (i - 1) >> 1;
-        if (heap[p]! <= v) break;
-        heap[i] = heap[p]!;
-        i = p;
-      }
-      heap[i] = v;
-    };
-    const pop = (): number => {
-      const top = heap[0]!;
-      const last = heap.pop()!;
-      if (heap.length > 0) {
-        let i = 0;
-        for (;;) {
-          const l = 2 * i + 1;
-          if (l >= heap.length) break;
-          const r = l + 1;
-          const c = r < heap.length && heap[r]! < heap[l]! ? r : l;
-          if (heap[c]! >= last) break;
-          heap[i] = heap[c]!;
-          i = c;
-        }
-        heap[i] = last;
-      }
-      return top;
-    };
-    const consider = (i: number) => {
-      const j = next[i]!;
-      if (j < 0) return;
-      const r = this.ranks.get(sym[i]! * base + sym[j]!);
-      if (r !== undefined) push(r * n + i);
-    };
-    for (let i = 0; i + 1 < n; i++) consider(i);
-    while (heap.length > 0) {
-      const v = pop();
-      const rank = Math.floor(v / n);
-      const i = v - rank * n;
-      const j = next[i]!;
-      if (!alive[i] || j < 0) continue;
-      // Stale if the pair at i is no longer the one this entry was pushed for.
-      if (this.ranks.get(sym[i]! * base + sym[j]!) !== rank) continue;
-      sym[i] = this.mergeResult[rank]!;
-      alive[j] = 0;
-      next[i] = next[j]!;
-      if (next[i]! >= 0) prev[next[i]!] = i;
-      if (prev[i]! >= 0) consider(prev[i]!);
-      consider(i);
-    }
-    const out: number[] = [];
-    for (let i = 0; i >= 0; i = next[i]!) out.push(sym[i]!);
-    return out;
+    const base = this.base;
+    return mergeByRank(
+      sym,
+      (a, b) => this.ranks.get(a * base + b),
+      (rank) => this.mergeResult[rank]!,
+    ).map((i) => sym[i]!);
   }
 }

@@ -12,7 +12,9 @@
  * `continuing_subword_suffix` on all but the last. Words shorter than {@link LONG_WORD} (the
  * ones the library caches) still go through the library's loop; a test checks both agree.
  */
+
 import { BPE, type Tokenizer, Unigram } from '@huggingface/tokenizers';
+import { mergeByRank } from './merge-heap';
 
 /** Words at least this long (UTF-16 units) use the fast loop; the library caches shorter ones. */
 export const LONG_WORD = 256;
@@ -52,74 +54,15 @@ function buildTables(merges: readonly (readonly [string, string])[]): Tables {
 }
 
 function mergeLong(t: Tables, word: string[]): string[] {
-  const n = word.length;
-  const sym = new Int32Array(n);
-  for (let i = 0; i < n; i++) sym[i] = t.index.get(word[i]!) ?? -1;
-  const next = new Int32Array(n);
-  const prev = new Int32Array(n);
-  const alive = new Uint8Array(n).fill(1);
-  for (let i = 0; i < n; i++) {
-    prev[i] = i - 1;
-    next[i] = i + 1 < n ? i + 1 : -1;
-  }
+  const sym = new Int32Array(word.length);
+  for (let i = 0; i < word.length; i++) sym[i] = t.index.get(word[i]!) ?? -1;
   const { ranks, result, size } = t;
-  const rankAt = (i: number): number | undefined => {
-    const j = next[i]!;
-    if (j < 0 || sym[i]! < 0 || sym[j]! < 0) return undefined;
-    return ranks.get(sym[i]! * size + sym[j]!);
-  };
-  const heap: number[] = [];
-  const push = (v: number) => {
-    let i = heap.length;
-    heap.push(v);
-    while (i > 0) {
-      const p = (i - 1) >> 1;
-      if (heap[p]! <= v) break;
-      heap[i] = heap[p]!;
-      i = p;
-    }
-    heap[i] = v;
-  };
-  const pop = (): number => {
-    const top = heap[0]!;
-    const last = heap.pop()!;
-    if (heap.length > 0) {
-      let i = 0;
-      for (;;) {
-        const l = 2 * i + 1;
-        if (l >= heap.length) break;
-        const r = l + 1;
-        const c = r < heap.length && heap[r]! < heap[l]! ? r : l;
-        if (heap[c]! >= last) break;
-        heap[i] = heap[c]!;
-        i = c;
-      }
-      heap[i] = last;
-    }
-    return top;
-  };
-  const consider = (i: number) => {
-    const r = rankAt(i);
-    if (r !== undefined) push(r * n + i);
-  };
-  for (let i = 0; i + 1 < n; i++) consider(i);
-  while (heap.length > 0) {
-    const v = pop();
-    const rank = Math.floor(v / n);
-    const i = v - rank * n;
-    // Stale when the pair at i changed since (a rank names exactly one pair).
-    if (!alive[i] || rankAt(i) !== rank) continue;
-    const j = next[i]!;
-    sym[i] = result[rank]!;
-    alive[j] = 0;
-    next[i] = next[j]!;
-    if (next[i]! >= 0) prev[next[i]!] = i;
-    if (prev[i]! >= 0) consider(prev[i]!);
-    consider(i);
-  }
-  const out: string[] = [];
-  for (let i = 0; i >= 0; i = next[i]!) out.push(sym[i]! >= 0 ? t.strings[sym[i]!]! : word[i]!);
-  return out;
+  const kept = mergeByRank(
+    sym,
+    (a, b) => (a < 0 || b < 0 ? undefined : ranks.get(a * size + b)),
+    (rank) => result[rank]!,
+  );
+  return kept.map((i) => (sym[i]! >= 0 ? t.strings[sym[i]!]! : word[i]!));
 }
 
 /**
