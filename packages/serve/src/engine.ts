@@ -1,0 +1,610 @@
+/**
+ * The serving engine: continuous (iteration-level) batching over ONE running `DecodeState` of
+ * @para/model, with `maxBatch` rows and `maxLen` KV slots per row allocated once.
+ *
+ *   submit(request)  → validated at once (a ParaError for bad input, a ServeError when the
+ *                      queue is full or the engine closes), queued, and answered by a promise;
+ *                      text pieces stream through `onText` as they decode.
+ *   the loop         between two decode steps: retires cancelled / timed-out rows, admits
+ *                      waiting requests into free rows (prefill, then `insertRows`), then runs
+ *                      ONE `decodeStep` for every running row, whatever mix of tenants (PARA,
+ *                      LoRA, IA3, bare) they are, samples each row with its own settings and
+ *                      retires the finished ones (`releaseRow`: stop token, stop string,
+ *                      max_tokens), so short requests never wait for long ones.
+ *
+ * Newcomer prefill: ONE AT A TIME, each newcomer a batch of one with its own adapter
+ * (`mixedAdapter(model, [adapter])`), its KV rows and per-row adapter state (PARA's vectors from
+ * its own prompt, IA3's scales, LoRA's gathered factors) then copied into a free row of the
+ * running state. Why not one padded prefill of all newcomers: (1) a batch of one computes
+ * exactly what the request computes alone (`generate` for one prompt), no padding in its
+ * attention or in PARA's pooling, so a served request's greedy text is the text it gets alone
+ * (tested); (2) the prefill's matmuls are `[T, d] × [d, n]` already, and on the CPU backends
+ * para targets a batched prefill of short prompts gains little while a long padded one makes
+ * every newcomer wait for the longest prompt; (3) the loop yields to the event loop between two
+ * newcomers, so streams of running rows keep flowing. Batched or chunked prefill is a later
+ * optimisation behind the same interface.
+ *
+ * Memory: the running state is created when the first request is admitted (a prefill of
+ * `maxBatch` one-token rows with `maxLen` slots, every row then released) and disposed when the
+ * engine goes idle (no running and no waiting request), so the adapter sites a state
+ * accumulates (a LoRA on o_proj, IA3's down_proj scale) do not cost decode time forever and
+ * `tf.memory().numTensors` returns to its value before the first request.
+ */
+
+import { type AnyAdapter, mixedAdapter } from '@para/adapters';
+import { ParaError, Rng } from '@para/core';
+import type { CausalLM, DecodeState } from '@para/model';
+import { type SampleOptions, sampleFromLogits } from '@para/ops';
+import type * as tf from '@tensorflow/tfjs-core';
+import { ServeError } from './errors';
+import { RequestText, type TextDecoder } from './text';
+
+export type EngineFinishReason = 'stop' | 'length' | 'cancelled' | 'timeout';
+
+export interface EngineOptions {
+  /** Rows decoding at once (default 8). */
+  maxBatch?: number;
+  /** KV slots per row: prompt plus new tokens at most (default min(256, the model's positions)). */
+  maxLen?: number;
+  /** Requests waiting for a row at most; beyond it `submit` throws OVERLOADED (default 64). */
+  maxQueue?: number;
+  /** Default per-request deadline in ms from submission (0 or undefined: none). */
+  timeoutMs?: number;
+  /** Decodes tokens into text (stop strings, `onText`); default `model.tokenizer`. */
+  tokenizer?: (TextDecoder & { eosTokenId?: number }) | null;
+}
+
+export interface CompletionRequest {
+  /** Prompt token ids (non-empty). */
+  prompt: number[];
+  /** The tenant's adapter (PARA, LoRA, IA3, …) or null / undefined for the bare model. */
+  adapter?: AnyAdapter | null;
+  /** New tokens at most (default: every slot the row has left, `maxLen - prompt.length`). */
+  maxTokens?: number;
+  /** 0 = greedy (default). */
+  temperature?: number;
+  topP?: number;
+  topK?: number;
+  /** Sampling seed (default 0); the request samples as `generate` does for one prompt. */
+  seed?: number | string;
+  /** Stop strings (cut from the text). */
+  stop?: string | readonly string[];
+  /** Stop tokens (default: the config's eos ids and the tokenizer's eos). */
+  stopTokens?: readonly number[];
+  /** Completions per prompt: only 1 is served (anything else is refused). */
+  n?: number;
+  /** Cancels the request (its row is freed before the next decode step). */
+  signal?: AbortSignal;
+  /** Deadline in ms from submission (overrides the engine's `timeoutMs`). */
+  timeoutMs?: number;
+  /** Receives each new piece of text (never half a character or part of a stop string). */
+  onText?: (piece: string) => void;
+  /** Receives each new token id (the stop token included). */
+  onToken?: (token: number) => void;
+}
+
+export interface CompletionResult {
+  /** The new text (stop string cut; '' without a tokenizer). */
+  text: string;
+  /** The new token ids (a stop token included). */
+  tokens: number[];
+  finishReason: EngineFinishReason;
+  promptTokens: number;
+  completionTokens: number;
+}
+
+export interface CompletionHandle {
+  id: number;
+  result: Promise<CompletionResult>;
+}
+
+export interface EngineStats {
+  running: number;
+  waiting: number;
+  maxBatch: number;
+  maxLen: number;
+  maxQueue: number;
+  /** Requests finished (any reason) since start. */
+  finished: number;
+  /** Decode steps run since start. */
+  steps: number;
+  closed: boolean;
+}
+
+interface Job {
+  id: number;
+  prompt: number[];
+  adapter: AnyAdapter | null;
+  maxTokens: number;
+  sampling: SampleOptions;
+  text: RequestText;
+  tokens: number[];
+  deadline: number;
+  signal: AbortSignal | undefined;
+  onText: ((piece: string) => void) | undefined;
+  onToken: ((token: number) => void) | undefined;
+  resolve: (r: CompletionResult) => void;
+  reject: (e: unknown) => void;
+  /** The running row, or -1 while waiting. */
+  row: number;
+  settled: boolean;
+  onAbort?: () => void;
+}
+
+function positiveInt(v: unknown, field: string, fallback: number): number {
+  const n = v ?? fallback;
+  if (typeof n !== 'number' || !Number.isInteger(n) || n < 1) {
+    throw new ParaError('INVALID_ARGUMENT', `${field} must be a positive integer`, {
+      field,
+      expected: 'an integer ≥ 1',
+      actual: String(v),
+    });
+  }
+  return n;
+}
+
+/** One turn of the event loop (setImmediate where there is one: no 1 ms timer clamp). */
+const tick = (): Promise<void> =>
+  new Promise((r) => {
+    const g = globalThis as { setImmediate?: (f: () => void) => unknown };
+    if (typeof g.setImmediate === 'function') g.setImmediate(r);
+    else setTimeout(r, 0);
+  });
+
+export class Engine {
+  readonly model: CausalLM;
+  readonly maxBatch: number;
+  readonly maxLen: number;
+  readonly maxQueue: number;
+  readonly timeoutMs: number;
+  private readonly tokenizer: (TextDecoder & { eosTokenId?: number }) | undefined;
+  private readonly defaultStops: number[];
+  private readonly waiting: Job[] = [];
+  /** Row → job (null: free). */
+  private readonly rows: (Job | null)[];
+  private state: DecodeState | null = null;
+  private loop: Promise<void> | null = null;
+  private nextId = 1;
+  private finished = 0;
+  private steps = 0;
+  private closing = false;
+  /** Set by `close` past its deadline: every running row is cancelled. */
+  private cancelRunning = false;
+  /** Newcomers taken off the queue whose prefill is running. */
+  private admitting = 0;
+  private idleWaiters: (() => void)[] = [];
+
+  constructor(model: CausalLM, options: EngineOptions = {}) {
+    this.model = model;
+    this.maxBatch = positiveInt(options.maxBatch, 'maxBatch', 8);
+    const positions = Number.isFinite(model.maxPositions) ? model.maxPositions : 256;
+    this.maxLen = positiveInt(options.maxLen, 'maxLen', Math.min(256, positions));
+    if (this.maxLen > positions) {
+      throw new ParaError('INVALID_ARGUMENT', 'maxLen is past the model’s positions', {
+        field: 'maxLen',
+        expected: `≤ ${positions} (max_position_embeddings)`,
+        actual: String(this.maxLen),
+      });
+    }
+    const q = options.maxQueue ?? 64;
+    if (!Number.isInteger(q) || q < 0) {
+      throw new ParaError('INVALID_ARGUMENT', 'maxQueue must be an integer ≥ 0', {
+        field: 'maxQueue',
+        expected: 'an integer ≥ 0',
+        actual: String(q),
+      });
+    }
+    this.maxQueue = q;
+    const t = options.timeoutMs ?? 0;
+    if (typeof t !== 'number' || !(t >= 0)) {
+      throw new ParaError('INVALID_ARGUMENT', 'timeoutMs must be a number ≥ 0', {
+        field: 'timeoutMs',
+        expected: 'milliseconds ≥ 0 (0: none)',
+        actual: String(t),
+      });
+    }
+    this.timeoutMs = t;
+    const tok = options.tokenizer === null ? undefined : (options.tokenizer ?? model.tokenizer);
+    this.tokenizer = tok ?? undefined;
+    const stops = new Set(model.config.eosTokenIds);
+    if (this.tokenizer?.eosTokenId !== undefined) stops.add(this.tokenizer.eosTokenId);
+    this.defaultStops = [...stops];
+    this.rows = new Array(this.maxBatch).fill(null);
+  }
+
+  stats(): EngineStats {
+    return {
+      running: this.rows.filter((r) => r !== null).length,
+      waiting: this.waiting.length,
+      maxBatch: this.maxBatch,
+      maxLen: this.maxLen,
+      maxQueue: this.maxQueue,
+      finished: this.finished,
+      steps: this.steps,
+      closed: this.closing,
+    };
+  }
+
+  /** Whether a running decode state (the preallocated KV cache) is held now. */
+  get hasState(): boolean {
+    return this.state !== null;
+  }
+
+  /**
+   * Queues a request. Throws at once (nothing queued) a ParaError for bad input, ServeError
+   * OVERLOADED when `maxQueue` requests already wait, CLOSED once `close` was called.
+   */
+  submit(request: CompletionRequest): CompletionHandle {
+    if (this.closing) throw new ServeError('CLOSED', 'the server is shutting down');
+    const job = this.check(request);
+    // Those that will still wait once the free rows are taken.
+    if (this.waiting.length - this.freeRowCount() >= this.maxQueue) {
+      throw new ServeError(
+        'OVERLOADED',
+        `the server is overloaded: ${this.waiting.length} requests wait (max ${this.maxQueue})`,
+        1,
+      );
+    }
+    const result = new Promise<CompletionResult>((resolve, reject) => {
+      job.resolve = resolve;
+      job.reject = reject;
+    });
+    if (job.signal !== undefined) {
+      job.onAbort = () => {
+        // A waiting request leaves the queue at once; a running one at the next step.
+        const i = this.waiting.indexOf(job);
+        if (i >= 0) {
+          this.waiting.splice(i, 1);
+          this.finish(job, 'cancelled');
+        }
+      };
+      job.signal.addEventListener('abort', job.onAbort, { once: true });
+    }
+    this.waiting.push(job);
+    this.kick();
+    return { id: job.id, result };
+  }
+
+  /** Submits and waits for the result. */
+  complete(request: CompletionRequest): Promise<CompletionResult> {
+    try {
+      return this.submit(request).result;
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+
+  /** Resolves when no request runs or waits. */
+  idle(): Promise<void> {
+    if (this.loop === null && this.waiting.length === 0) return Promise.resolve();
+    return new Promise((r) => this.idleWaiters.push(r));
+  }
+
+  /**
+   * Stops admitting (`submit` throws CLOSED), lets the running and waiting requests finish for
+   * up to `deadlineMs`, then cancels the rest (finish reason 'cancelled') and frees the state.
+   */
+  async close(options: { deadlineMs?: number } = {}): Promise<void> {
+    this.closing = true;
+    const deadline = options.deadlineMs ?? 10_000;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timedOut = new Promise<'timeout'>((r) => {
+      timer = setTimeout(() => r('timeout'), deadline);
+    });
+    const outcome = await Promise.race([this.idle().then(() => 'idle' as const), timedOut]);
+    clearTimeout(timer);
+    if (outcome === 'timeout') {
+      for (const job of this.waiting.splice(0)) this.finish(job, 'cancelled');
+      this.cancelRunning = true; // running rows are retired before the next step
+      await this.idle();
+    }
+    this.disposeState();
+  }
+
+  // ---------------------------------------------------------------------------------------
+
+  /** Rows free and not being filled by a newcomer's prefill right now. */
+  private freeRowCount(): number {
+    return this.rows.filter((r) => r === null).length - this.admitting;
+  }
+
+  private check(r: CompletionRequest): Job {
+    if (r === null || typeof r !== 'object') {
+      throw new ParaError('INVALID_ARGUMENT', 'a request must be an object', { field: 'request' });
+    }
+    const c = this.model.config;
+    const p = r.prompt;
+    if (
+      !Array.isArray(p) ||
+      p.length === 0 ||
+      !p.every((t) => Number.isInteger(t) && t >= 0 && t < c.vocabSize)
+    ) {
+      throw new ParaError('INVALID_ARGUMENT', 'the prompt must be a non-empty list of token ids', {
+        field: 'prompt',
+        expected: `token ids in [0, ${c.vocabSize})`,
+      });
+    }
+    if (p.length >= this.maxLen) {
+      throw new ParaError(
+        'INVALID_ARGUMENT',
+        `the prompt has ${p.length} tokens; this server holds ${this.maxLen} per request (prompt and new tokens)`,
+        { field: 'prompt', expected: `fewer than ${this.maxLen} tokens`, actual: String(p.length) },
+      );
+    }
+    if (r.n !== undefined && r.n !== 1) {
+      throw new ParaError('UNSUPPORTED', 'only n = 1 is served (one completion per request)', {
+        field: 'n',
+        expected: '1',
+        actual: String(r.n),
+      });
+    }
+    const room = this.maxLen - p.length;
+    const maxTokens = positiveInt(r.maxTokens, 'max_tokens', room);
+    if (maxTokens > room) {
+      throw new ParaError(
+        'INVALID_ARGUMENT',
+        `the prompt (${p.length} tokens) plus max_tokens (${maxTokens}) is past this server's ${this.maxLen} tokens per request`,
+        { field: 'max_tokens', expected: `≤ ${room}`, actual: String(maxTokens) },
+      );
+    }
+    const temperature = r.temperature ?? 0;
+    const sampling: SampleOptions = {
+      temperature,
+      topK: r.topK ?? 0,
+      topP: r.topP ?? 1,
+      // As `generate` for one prompt: row 0 of `new Rng(seed)`.
+      rng: new Rng(r.seed ?? 0).fork(0),
+    };
+    // Validates temperature / top_k / top_p now (a throwaway generator), not after the prefill.
+    sampleFromLogits([[0]], { ...sampling, rng: new Rng(0) });
+    const stopList =
+      r.stop === undefined ? [] : typeof r.stop === 'string' ? [r.stop] : [...r.stop];
+    if (!stopList.every((s) => typeof s === 'string' && s.length > 0)) {
+      throw new ParaError('INVALID_ARGUMENT', 'stop must be non-empty strings', {
+        field: 'stop',
+        expected: 'a string or a list of non-empty strings',
+      });
+    }
+    if (stopList.length > 0 && this.tokenizer === undefined) {
+      throw new ParaError('UNSUPPORTED', 'stop strings need a tokenizer', { field: 'stop' });
+    }
+    const stopTokens = r.stopTokens ?? this.defaultStops;
+    if (!stopTokens.every((t) => Number.isInteger(t) && t >= 0 && t < c.vocabSize)) {
+      throw new ParaError('INVALID_ARGUMENT', 'stopTokens must be token ids', {
+        field: 'stopTokens',
+        expected: `integers in [0, ${c.vocabSize})`,
+      });
+    }
+    const adapter = r.adapter ?? null;
+    if (adapter !== null) {
+      if (adapter.isDisposed)
+        throw new ParaError('INVALID_ARGUMENT', 'the adapter was disposed', { field: 'adapter' });
+      adapter.checkModel(c);
+    }
+    const t = r.timeoutMs ?? this.timeoutMs;
+    if (typeof t !== 'number' || !(t >= 0)) {
+      throw new ParaError('INVALID_ARGUMENT', 'timeoutMs must be a number ≥ 0', {
+        field: 'timeoutMs',
+      });
+    }
+    return {
+      id: this.nextId++,
+      prompt: [...p],
+      adapter,
+      maxTokens,
+      sampling,
+      text: new RequestText(this.tokenizer, stopList, new Set(stopTokens)),
+      tokens: [],
+      deadline: t > 0 ? Date.now() + t : Number.POSITIVE_INFINITY,
+      signal: r.signal,
+      onText: r.onText,
+      onToken: r.onToken,
+      resolve: () => undefined,
+      reject: () => undefined,
+      row: -1,
+      settled: false,
+    };
+  }
+
+  private kick(): void {
+    if (this.loop !== null) return;
+    this.loop = this.run().finally(() => {
+      this.loop = null;
+      if (this.waiting.length > 0) this.kick();
+      else for (const w of this.idleWaiters.splice(0)) w();
+    });
+  }
+
+  private async run(): Promise<void> {
+    try {
+      while (this.waiting.length > 0 || this.rows.some((r) => r !== null)) {
+        this.retireExpired();
+        await this.admit();
+        if (this.rows.some((r) => r !== null)) await this.step();
+        await tick(); // let I/O (new requests, stream writes, disconnects) run between steps
+      }
+    } catch (e) {
+      // A failure of the step itself (not of one request's input): fail every request in flight.
+      for (const job of this.rows) if (job !== null) this.fail(job, e);
+      for (const job of this.waiting.splice(0)) this.fail(job, e);
+    } finally {
+      this.disposeState();
+    }
+  }
+
+  private expired(job: Job): EngineFinishReason | null {
+    if (job.signal?.aborted || this.cancelRunning) return 'cancelled';
+    if (Date.now() >= job.deadline) return 'timeout';
+    return null;
+  }
+
+  private retireExpired(): void {
+    for (let i = this.waiting.length - 1; i >= 0; i--) {
+      const job = this.waiting[i] as Job;
+      const why = this.expired(job);
+      if (why !== null) {
+        this.waiting.splice(i, 1);
+        this.finish(job, why);
+      }
+    }
+    for (const job of this.rows) {
+      if (job === null) continue;
+      const why = this.expired(job);
+      if (why !== null) this.finish(job, why);
+    }
+  }
+
+  private ensureState(): DecodeState {
+    if (this.state !== null) return this.state;
+    // maxBatch one-token rows, maxLen slots each: the KV cache of the whole run, then every row
+    // is released for newcomers. A mixed batch of bare rows: the state carries adapter state.
+    const B = this.maxBatch;
+    const nulls = new Array<null>(B).fill(null);
+    const { logits, state } = this.model.prefill(
+      nulls.map(() => [0]),
+      { adapter: mixedAdapter(this.model, nulls), request: {}, capacity: this.maxLen },
+    );
+    logits.dispose();
+    for (let b = 0; b < B; b++) state.releaseRow(b);
+    this.state = state as DecodeState;
+    return this.state;
+  }
+
+  private disposeState(): void {
+    if (this.state !== null && this.rows.every((r) => r === null)) {
+      this.state.dispose();
+      this.state = null;
+    }
+  }
+
+  /** Prefills waiting requests one at a time into free rows (see the file comment). */
+  private async admit(): Promise<void> {
+    while (this.waiting.length > 0) {
+      const row = this.rows.indexOf(null);
+      if (row < 0) return;
+      const job = this.waiting.shift() as Job;
+      const why = this.expired(job);
+      if (why !== null) {
+        this.finish(job, why);
+        continue;
+      }
+      let first: Float32Array;
+      let newcomer: DecodeState | undefined;
+      this.admitting++;
+      try {
+        const pre = this.model.prefill([job.prompt], {
+          adapter: mixedAdapter(this.model, [job.adapter]),
+          request: {},
+          capacity: job.prompt.length,
+        });
+        newcomer = pre.state as DecodeState;
+        first = await hostRow(pre.logits);
+      } catch (e) {
+        newcomer?.dispose();
+        this.admitting--;
+        this.fail(job, e);
+        continue;
+      }
+      this.admitting--;
+      try {
+        if (this.accept(job, first)) continue; // finished on its first token: it needs no row
+        this.ensureState().insertRows(newcomer, { into: [row] });
+        this.rows[row] = job;
+        job.row = row;
+      } catch (e) {
+        this.fail(job, e);
+      } finally {
+        newcomer.dispose();
+      }
+      if (this.waiting.length > 0) await tick();
+    }
+  }
+
+  /** One decode step for every running row; finished rows are retired. */
+  private async step(): Promise<void> {
+    const state = this.ensureState();
+    const active = this.rows.map((j) => j !== null);
+    const last = this.rows.map((j) => (j === null ? 0 : (j.tokens[j.tokens.length - 1] as number)));
+    const logits = this.model.decodeStep(last, state, { active });
+    this.steps++;
+    const [B, V] = logits.shape as [number, number];
+    let data: Float32Array;
+    try {
+      data = (await logits.data()) as Float32Array;
+    } finally {
+      logits.dispose();
+    }
+    for (let b = 0; b < B; b++) {
+      const job = this.rows[b];
+      if (job === null || job === undefined || job.settled) continue;
+      try {
+        this.accept(job, data.subarray(b * V, (b + 1) * V));
+      } catch (e) {
+        this.fail(job, e);
+      }
+    }
+  }
+
+  /** Samples the job's next token from its logits; true when the job finished. */
+  private accept(job: Job, logits: Float32Array): boolean {
+    const token = sampleFromLogits([logits], job.sampling)[0] as number;
+    job.tokens.push(token);
+    job.onToken?.(token);
+    job.text.push(token);
+    const length = job.tokens.length >= job.maxTokens;
+    const final = job.text.done || length;
+    const piece = job.text.next(final);
+    if (piece !== '') job.onText?.(piece);
+    if (job.text.done) this.finish(job, 'stop');
+    else if (length) this.finish(job, 'length');
+    return job.settled;
+  }
+
+  private release(job: Job): void {
+    if (job.row >= 0) {
+      this.state?.releaseRow(job.row);
+      this.rows[job.row] = null;
+      job.row = -1;
+    }
+    if (job.onAbort !== undefined) job.signal?.removeEventListener('abort', job.onAbort);
+  }
+
+  private finish(job: Job, reason: EngineFinishReason): void {
+    if (job.settled) return;
+    this.release(job);
+    job.settled = true;
+    this.finished++;
+    if (reason === 'timeout' && job.tokens.length === 0) {
+      job.reject(new ServeError('TIMEOUT', 'the request timed out before its first token'));
+      return;
+    }
+    // Whatever text was held back (part of a stop string that never completed) is shown now.
+    if (reason !== 'stop') {
+      const rest = job.text.next(true);
+      if (rest !== '') job.onText?.(rest);
+    }
+    job.resolve({
+      text: job.text.text,
+      tokens: [...job.tokens],
+      finishReason: reason,
+      promptTokens: job.prompt.length,
+      completionTokens: job.tokens.length,
+    });
+  }
+
+  private fail(job: Job, e: unknown): void {
+    if (job.settled) return;
+    this.release(job);
+    job.settled = true;
+    this.finished++;
+    job.reject(e);
+  }
+}
+
+async function hostRow(logits: tf.Tensor): Promise<Float32Array> {
+  try {
+    return (await logits.data()) as Float32Array;
+  } finally {
+    logits.dispose();
+  }
+}

@@ -1,0 +1,11 @@
+/**
+ * @para/serve for Node: everything in the universal entry, plus adapter directories on disk
+ * (`directorySource`) and the OpenAI-compatible HTTP server (`createServer`, Fastify).
+ */
+
+export * from './index';
+export {
+  type DirectorySourceOptions,
+  directorySource,
+  resolveAdapterDir,
+} from './node/directory';
