@@ -9,3 +9,4 @@ export {
   directorySource,
   resolveAdapterDir,
 } from './node/directory';
+export { createServer, type ParaServer, type ServerOptions } from './node/server';

@@ -1,0 +1,592 @@
+/**
+ * The OpenAI-compatible HTTP server (Fastify): one backbone, many tenants.
+ *
+ *   POST /v1/completions         prompt → text           (stream: server-sent events + [DONE])
+ *   POST /v1/chat/completions    messages → reply        (the tokenizer's chat template)
+ *   GET  /v1/models              the base model and every adapter (with its peft_type)
+ *   GET  /health                 {"status": "ok", running, waiting}
+ *
+ * `model` names the base model (`modelName`) or an adapter of the registry, as in vLLM. Every
+ * body is validated by Fastify's JSON-schema support (Ajv, no type coercion); every error is
+ * OpenAI's error JSON `{"error": {"message", "type", "param", "code"}}`: 400 bad body or
+ * parameter, 401 missing or wrong key (`apiKey`), 404 unknown model or route, 413 body too
+ * large, 429 queue full (Retry-After), 503 shutting down, 504 timed out before the first token;
+ * 500 only for a bug. A client that disconnects cancels its request: its row is freed before the
+ * next decode step.
+ *
+ * Defaults as OpenAI's API: temperature 1, top_p 1, max_tokens 16 for completions and "as many
+ * as fit" for chat; an omitted seed is drawn at random (pass `seed` for reproducible samples;
+ * temperature 0 is greedy). `top_k` is vLLM's extension (-1 or 0: off).
+ */
+
+import { randomInt, randomUUID, timingSafeEqual } from 'node:crypto';
+import { isParaError, type ParaError } from '@para/core';
+import type { CausalLM } from '@para/model';
+import type { ChatMessage, ParaTokenizer } from '@para/tokenizer';
+import Fastify, { type FastifyInstance, type FastifyReply } from 'fastify';
+import {
+  type CompletionRequest,
+  type CompletionResult,
+  Engine,
+  type EngineOptions,
+} from '../engine';
+import { isServeError } from '../errors';
+import { type AdapterLease, type AdapterRegistry, checkAdapterName } from '../registry';
+
+export interface ServerOptions {
+  model: CausalLM;
+  /** The model's tokenizer (default `model.tokenizer`). */
+  tokenizer?: ParaTokenizer;
+  /** The id of the base model in `model` fields and /v1/models (default "para-base"). */
+  modelName?: string;
+  /** Tenants' adapters; none: only the base model is served. */
+  registry?: AdapterRegistry | null;
+  /** The engine, or the options of one the server makes. `close()` closes it either way. */
+  engine?: Engine | EngineOptions;
+  /** When set, every /v1 request needs `Authorization: Bearer <apiKey>`. */
+  apiKey?: string;
+  /** Largest request body in bytes (default 1 MiB). */
+  bodyLimit?: number;
+  /** How long `close()` lets running requests finish before cancelling them (default 10 s). */
+  closeDeadlineMs?: number;
+  /** Fastify's logger option (default off). */
+  logger?: boolean;
+}
+
+export interface ParaServer {
+  app: FastifyInstance;
+  engine: Engine;
+  registry: AdapterRegistry | null;
+  modelName: string;
+  /** Starts listening (default 127.0.0.1, port 8000; port 0: a free port); returns the base URL. */
+  listen(options?: { host?: string; port?: number }): Promise<string>;
+  /** Stops admitting, finishes or cancels running requests within the deadline, closes. */
+  close(): Promise<void>;
+}
+
+type OpenAIErrorType =
+  | 'invalid_request_error'
+  | 'authentication_error'
+  | 'not_found_error'
+  | 'rate_limit_error'
+  | 'server_error';
+
+class HttpError extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+    readonly type: OpenAIErrorType,
+    readonly param: string | null = null,
+    readonly code: string | null = null,
+    readonly headers: Record<string, string> = {},
+  ) {
+    super(message);
+  }
+}
+
+function errorBody(e: HttpError) {
+  return { error: { message: e.message, type: e.type, param: e.param, code: e.code } };
+}
+
+/** Maps a typed error (bad input, full queue, …) to its HTTP form; null for a bug. */
+function httpErrorOf(e: unknown): HttpError | null {
+  if (e instanceof HttpError) return e;
+  if (isServeError(e)) {
+    if (e.code === 'OVERLOADED')
+      return new HttpError(429, e.message, 'rate_limit_error', null, 'overloaded', {
+        'retry-after': String(e.retryAfterSeconds ?? 1),
+      });
+    if (e.code === 'CLOSED') return new HttpError(503, e.message, 'server_error', null, 'closing');
+    return new HttpError(504, e.message, 'server_error', null, 'timeout');
+  }
+  if (isParaError(e)) {
+    const p = e as ParaError;
+    const param = p.field === undefined ? null : paramOf(p.field);
+    if (p.code === 'FILE_NOT_FOUND' && p.field === 'model')
+      return new HttpError(404, p.message, 'not_found_error', 'model', 'model_not_found');
+    if (p.code === 'BACKEND_UNAVAILABLE' || p.code === 'IO_ERROR') return null;
+    const code = p.code === 'UNSUPPORTED' ? 'unsupported' : p.code.toLowerCase();
+    return new HttpError(400, p.message, 'invalid_request_error', param, code);
+  }
+  const f = e as { statusCode?: number; code?: string; message?: string; validation?: unknown };
+  if (typeof f?.statusCode === 'number' && f.statusCode >= 400 && f.statusCode < 500) {
+    return new HttpError(
+      f.statusCode,
+      f.message ?? 'bad request',
+      'invalid_request_error',
+      null,
+      f.code ?? null,
+    );
+  }
+  return null;
+}
+
+/** The engine's field names → OpenAI's parameter names. */
+function paramOf(field: string): string {
+  const map: Record<string, string> = {
+    prompt: 'prompt',
+    maxTokens: 'max_tokens',
+    temperature: 'temperature',
+    topP: 'top_p',
+    topK: 'top_k',
+    stop: 'stop',
+    n: 'n',
+    messages: 'messages',
+  };
+  return map[field] ?? field;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Schemas (Fastify validates every body with these; additional properties are ignored)
+// ---------------------------------------------------------------------------------------------
+
+const stopSchema = {
+  anyOf: [
+    { type: 'string', minLength: 1 },
+    { type: 'array', items: { type: 'string', minLength: 1 }, maxItems: 4 },
+    { type: 'null' },
+  ],
+};
+
+const sampling = {
+  model: { type: 'string', minLength: 1, maxLength: 256 },
+  max_tokens: { anyOf: [{ type: 'integer', minimum: 1 }, { type: 'null' }] },
+  temperature: { anyOf: [{ type: 'number', minimum: 0, maximum: 2 }, { type: 'null' }] },
+  top_p: {
+    anyOf: [{ type: 'number', exclusiveMinimum: 0, maximum: 1 }, { type: 'null' }],
+  },
+  top_k: { anyOf: [{ type: 'integer', minimum: -1 }, { type: 'null' }] },
+  seed: { anyOf: [{ type: 'integer' }, { type: 'null' }] },
+  stop: stopSchema,
+  n: { anyOf: [{ type: 'integer', minimum: 1, maximum: 128 }, { type: 'null' }] },
+  stream: { anyOf: [{ type: 'boolean' }, { type: 'null' }] },
+  stream_options: {
+    anyOf: [
+      {
+        type: 'object',
+        properties: { include_usage: { type: 'boolean' } },
+      },
+      { type: 'null' },
+    ],
+  },
+  user: { type: 'string', maxLength: 256 },
+} as const;
+
+const completionBody = {
+  type: 'object',
+  required: ['model', 'prompt'],
+  properties: {
+    ...sampling,
+    prompt: {
+      anyOf: [
+        { type: 'string' },
+        { type: 'array', items: { type: 'string' }, minItems: 1, maxItems: 1 },
+        { type: 'array', items: { type: 'integer', minimum: 0 }, minItems: 1 },
+      ],
+    },
+    echo: { anyOf: [{ type: 'boolean', const: false }, { type: 'null' }] },
+    logprobs: { anyOf: [{ type: 'integer', const: 0 }, { type: 'null' }] },
+    suffix: { type: 'null' },
+  },
+} as const;
+
+const contentPart = {
+  type: 'object',
+  required: ['type', 'text'],
+  properties: { type: { const: 'text' }, text: { type: 'string' } },
+};
+
+const chatBody = {
+  type: 'object',
+  required: ['model', 'messages'],
+  properties: {
+    ...sampling,
+    max_completion_tokens: { anyOf: [{ type: 'integer', minimum: 1 }, { type: 'null' }] },
+    messages: {
+      type: 'array',
+      minItems: 1,
+      maxItems: 1024,
+      items: {
+        type: 'object',
+        required: ['role', 'content'],
+        properties: {
+          role: { enum: ['system', 'developer', 'user', 'assistant'] },
+          content: {
+            anyOf: [{ type: 'string' }, { type: 'array', items: contentPart, maxItems: 256 }],
+          },
+          name: { type: 'string' },
+        },
+      },
+    },
+    logprobs: { anyOf: [{ type: 'boolean', const: false }, { type: 'null' }] },
+    tools: { anyOf: [{ type: 'array', maxItems: 0 }, { type: 'null' }] },
+  },
+} as const;
+
+interface SamplingBody {
+  model: string;
+  max_tokens?: number | null;
+  temperature?: number | null;
+  top_p?: number | null;
+  top_k?: number | null;
+  seed?: number | null;
+  stop?: string | string[] | null;
+  n?: number | null;
+  stream?: boolean | null;
+  stream_options?: { include_usage?: boolean } | null;
+}
+
+interface CompletionBody extends SamplingBody {
+  prompt: string | string[] | number[];
+}
+
+interface ChatBody extends SamplingBody {
+  max_completion_tokens?: number | null;
+  messages: { role: string; content: string | { type: 'text'; text: string }[] }[];
+}
+
+// ---------------------------------------------------------------------------------------------
+
+function finishReason(r: CompletionResult): 'stop' | 'length' {
+  return r.finishReason === 'stop' ? 'stop' : 'length';
+}
+
+function usage(r: CompletionResult) {
+  return {
+    prompt_tokens: r.promptTokens,
+    completion_tokens: r.completionTokens,
+    total_tokens: r.promptTokens + r.completionTokens,
+  };
+}
+
+function keyMatches(given: string, expected: string): boolean {
+  const a = Buffer.from(given);
+  const b = Buffer.from(expected);
+  return a.length === b.length && timingSafeEqual(a, b);
+}
+
+export async function createServer(options: ServerOptions): Promise<ParaServer> {
+  const model = options.model;
+  const tokenizer = options.tokenizer ?? model.tokenizer;
+  if (tokenizer === undefined || tokenizer === null) {
+    throw new Error('createServer needs the model’s tokenizer (options.tokenizer)');
+  }
+  const tok = tokenizer as ParaTokenizer;
+  const modelName = options.modelName ?? 'para-base';
+  const registry = options.registry ?? null;
+  const engine =
+    options.engine instanceof Engine
+      ? options.engine
+      : new Engine(model, { tokenizer: tok, ...(options.engine ?? {}) });
+  const created = Math.floor(Date.now() / 1000);
+
+  const app = Fastify({
+    logger: options.logger ?? false,
+    bodyLimit: options.bodyLimit ?? 1024 * 1024,
+    ajv: { customOptions: { coerceTypes: false, removeAdditional: false, allErrors: false } },
+    return503OnClosing: true,
+  });
+
+  app.setErrorHandler((error: Error, _request, reply) => {
+    const v = (error as { validation?: { instancePath?: string; params?: unknown }[] }).validation;
+    if (v !== undefined) {
+      const path = v[0]?.instancePath ?? '';
+      const param = path.replace(/^\//, '').split('/')[0] || null;
+      const missing = (v[0]?.params as { missingProperty?: string } | undefined)?.missingProperty;
+      const e = new HttpError(
+        400,
+        error.message,
+        'invalid_request_error',
+        missing ?? param,
+        'invalid_value',
+      );
+      return reply.code(400).send(errorBody(e));
+    }
+    const e =
+      httpErrorOf(error) ??
+      new HttpError(500, 'internal server error', 'server_error', null, 'internal_error');
+    if (e.status === 500) app.log.error(error);
+    return reply.code(e.status).headers(e.headers).send(errorBody(e));
+  });
+
+  app.setNotFoundHandler((request, reply) => {
+    const e = new HttpError(
+      404,
+      `no route ${request.method} ${request.url}`,
+      'not_found_error',
+      null,
+      'unknown_route',
+    );
+    return reply.code(404).send(errorBody(e));
+  });
+
+  if (options.apiKey !== undefined && options.apiKey !== '') {
+    const key = options.apiKey;
+    app.addHook('onRequest', async (request) => {
+      if (!request.url.startsWith('/v1/')) return;
+      const h = request.headers.authorization;
+      const m = typeof h === 'string' ? /^Bearer\s+(.+)$/i.exec(h.trim()) : null;
+      if (m === null || !keyMatches(m[1] as string, key)) {
+        throw new HttpError(
+          401,
+          m === null
+            ? 'missing API key: send Authorization: Bearer <key>'
+            : 'incorrect API key provided',
+          'authentication_error',
+          null,
+          'invalid_api_key',
+        );
+      }
+    });
+  }
+
+  app.get('/health', async () => ({ status: 'ok', ...engine.stats() }));
+
+  app.get('/v1/models', async () => {
+    const data: Record<string, unknown>[] = [
+      {
+        id: modelName,
+        object: 'model',
+        created,
+        owned_by: 'para',
+        root: modelName,
+        parent: null,
+        peft_type: null,
+        max_model_len: engine.maxLen,
+      },
+    ];
+    for (const a of registry === null ? [] : await registry.list()) {
+      if (a.name === modelName) continue;
+      data.push({
+        id: a.name,
+        object: 'model',
+        created,
+        owned_by: 'para',
+        root: modelName,
+        parent: modelName,
+        peft_type: a.peftType,
+        loaded: a.loaded,
+      });
+    }
+    return { object: 'list', data };
+  });
+
+  /** The lease of the named tenant's adapter (null lease: the base model). */
+  async function tenant(name: string): Promise<AdapterLease | null> {
+    if (name === modelName) return null;
+    checkAdapterName(name, 'model');
+    if (registry === null) {
+      throw new HttpError(
+        404,
+        `the model ${JSON.stringify(name)} does not exist`,
+        'not_found_error',
+        'model',
+        'model_not_found',
+      );
+    }
+    return registry.acquire(name);
+  }
+
+  function samplingOf(b: SamplingBody): Omit<CompletionRequest, 'prompt'> {
+    return {
+      ...(b.max_tokens != null ? { maxTokens: b.max_tokens } : {}),
+      temperature: b.temperature ?? 1,
+      topP: b.top_p ?? 1,
+      topK: b.top_k == null || b.top_k < 0 ? 0 : b.top_k,
+      seed: b.seed ?? randomInt(2 ** 31),
+      ...(b.stop != null ? { stop: b.stop } : {}),
+      ...(b.n != null ? { n: b.n } : {}),
+    };
+  }
+
+  /**
+   * Runs one request: acquires the tenant, submits (errors before any byte is sent become
+   * error JSON), streams or answers, and cancels the request if the client goes away.
+   */
+  async function serve(
+    reply: FastifyReply,
+    body: SamplingBody,
+    prompt: number[],
+    extra: Omit<CompletionRequest, 'prompt'>,
+    shape: {
+      object: string;
+      chunkObject: string;
+      prefix: string;
+      full: (text: string, r: CompletionResult) => Record<string, unknown>;
+      delta: (piece: string) => Record<string, unknown>;
+      first?: Record<string, unknown>;
+      last: (r: CompletionResult) => Record<string, unknown>;
+    },
+  ): Promise<unknown> {
+    const lease = await tenant(body.model);
+    const abort = new AbortController();
+    const onClose = () => {
+      if (!reply.raw.writableFinished) abort.abort();
+    };
+    reply.raw.on('close', onClose);
+    const id = `${shape.prefix}-${randomUUID().replace(/-/g, '')}`;
+    const head = { id, created: Math.floor(Date.now() / 1000), model: body.model };
+    const stream = body.stream === true;
+    const startStream = () => {
+      reply.hijack();
+      reply.raw.writeHead(200, {
+        'content-type': 'text/event-stream; charset=utf-8',
+        'cache-control': 'no-cache',
+        connection: 'keep-alive',
+        'x-accel-buffering': 'no',
+      });
+    };
+    const send = (chunk: Record<string, unknown>) => {
+      if (!reply.raw.destroyed)
+        reply.raw.write(
+          `data: ${JSON.stringify({ ...head, object: shape.chunkObject, ...chunk })}\n\n`,
+        );
+    };
+    try {
+      const handle = engine.submit({
+        ...samplingOf(body),
+        ...extra,
+        prompt,
+        adapter: lease?.adapter ?? null,
+        signal: abort.signal,
+        ...(stream
+          ? {
+              onText: (piece: string) => send(shape.delta(piece)),
+            }
+          : {}),
+      });
+      if (stream) {
+        // Admitted: the headers (and chat's role chunk) go out at once. Text pieces are written
+        // by onText as they decode (synchronously in the engine's loop, after this point).
+        startStream();
+        if (shape.first !== undefined) send(shape.first);
+        let result: CompletionResult;
+        try {
+          result = await handle.result;
+        } catch (e) {
+          const err = httpErrorOf(e) ?? new HttpError(500, 'internal error', 'server_error');
+          send(errorBody(err));
+          reply.raw.end('data: [DONE]\n\n');
+          return reply;
+        }
+        send(shape.last(result));
+        if (body.stream_options?.include_usage) send({ choices: [], usage: usage(result) });
+        reply.raw.end('data: [DONE]\n\n');
+        return reply;
+      }
+      const result = await handle.result;
+      return reply.send({ ...head, object: shape.object, ...shape.full(result.text, result) });
+    } finally {
+      reply.raw.off('close', onClose);
+      lease?.release();
+    }
+  }
+
+  app.post<{ Body: CompletionBody }>(
+    '/v1/completions',
+    { schema: { body: completionBody } },
+    async (request, reply) => {
+      const b = request.body;
+      const p = b.prompt;
+      const prompt =
+        typeof p === 'string'
+          ? tok.encode(p)
+          : typeof p[0] === 'string'
+            ? tok.encode(p[0] as string)
+            : (p as number[]);
+      if (prompt.length === 0) {
+        throw new HttpError(
+          400,
+          'the prompt encodes to no tokens',
+          'invalid_request_error',
+          'prompt',
+          'invalid_value',
+        );
+      }
+      return serve(reply, b, prompt, b.max_tokens == null ? { maxTokens: 16 } : {}, {
+        object: 'text_completion',
+        chunkObject: 'text_completion',
+        prefix: 'cmpl',
+        full: (text, r) => ({
+          choices: [{ index: 0, text, logprobs: null, finish_reason: finishReason(r) }],
+          usage: usage(r),
+        }),
+        delta: (piece) => ({
+          choices: [{ index: 0, text: piece, logprobs: null, finish_reason: null }],
+        }),
+        last: (r) => ({
+          choices: [{ index: 0, text: '', logprobs: null, finish_reason: finishReason(r) }],
+        }),
+      });
+    },
+  );
+
+  app.post<{ Body: ChatBody }>(
+    '/v1/chat/completions',
+    { schema: { body: chatBody } },
+    async (request, reply) => {
+      const b = request.body;
+      const messages: ChatMessage[] = b.messages.map((m) => ({
+        role: m.role === 'developer' ? 'system' : m.role,
+        content: typeof m.content === 'string' ? m.content : m.content.map((c) => c.text).join(''),
+      }));
+      const prompt = tok.applyChatTemplate(messages, {
+        addGenerationPrompt: true,
+        tokenize: true,
+      }) as number[];
+      const maxTokens = b.max_completion_tokens ?? b.max_tokens;
+      return serve(reply, b, prompt, maxTokens == null ? {} : { maxTokens }, {
+        object: 'chat.completion',
+        chunkObject: 'chat.completion.chunk',
+        prefix: 'chatcmpl',
+        full: (text, r) => ({
+          choices: [
+            {
+              index: 0,
+              message: { role: 'assistant', content: text },
+              logprobs: null,
+              finish_reason: finishReason(r),
+            },
+          ],
+          usage: usage(r),
+        }),
+        first: {
+          choices: [
+            {
+              index: 0,
+              delta: { role: 'assistant', content: '' },
+              logprobs: null,
+              finish_reason: null,
+            },
+          ],
+        },
+        delta: (piece) => ({
+          choices: [{ index: 0, delta: { content: piece }, logprobs: null, finish_reason: null }],
+        }),
+        last: (r) => ({
+          choices: [{ index: 0, delta: {}, logprobs: null, finish_reason: finishReason(r) }],
+        }),
+      });
+    },
+  );
+
+  let closing: Promise<void> | null = null;
+  return {
+    app,
+    engine,
+    registry,
+    modelName,
+    async listen(o = {}) {
+      return app.listen({ host: o.host ?? '127.0.0.1', port: o.port ?? 8000 });
+    },
+    close() {
+      closing ??= (async () => {
+        const deadlineMs = options.closeDeadlineMs ?? 10_000;
+        // The engine stops admitting (503) and finishes or cancels what runs; Fastify stops
+        // accepting connections and waits for the in-flight handlers, which end with them.
+        await Promise.all([engine.close({ deadlineMs }), app.close()]);
+      })();
+      return closing;
+    },
+  };
+}

@@ -1,0 +1,368 @@
+/**
+ * The HTTP server against the real `openai` npm client (and plain fetch for the error cases),
+ * on a free loopback port: completions and chat, streamed and not, for the base model and each
+ * bundled adapter (greedy text identical to the library's `generate`, which `para generate`
+ * runs), 16 concurrent requests across 4 adapters, the error statuses, path traversal, and a
+ * client that aborts mid-stream.
+ */
+
+import type { AnyAdapter } from '@para/adapters';
+import type { CausalLM } from '@para/model';
+import type { ParaTokenizer } from '@para/tokenizer';
+import OpenAI from 'openai';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  AdapterRegistry,
+  createServer,
+  directorySource,
+  Engine,
+  type ParaServer,
+} from '../src/node';
+import { ADAPTERS, BUNDLED, backbone, bundledAdapter, startBackend } from './helpers';
+
+const KEY = 'sk-test-key';
+let model: CausalLM;
+let tok: ParaTokenizer;
+let server: ParaServer;
+let url: string;
+let client: OpenAI;
+const refAdapters = new Map<string, AnyAdapter | null>();
+
+/** The library's greedy text for one prompt (what `para generate --adapter` prints). */
+async function reference(
+  name: string,
+  input: string | { role: string; content: string }[],
+  maxNewTokens: number,
+): Promise<string> {
+  const a = refAdapters.get(name) ?? null;
+  return model.generate(input as string, {
+    maxNewTokens,
+    ...(a === null ? {} : { adapter: a.attach(model), request: {} }),
+  });
+}
+
+async function post(path: string, body: unknown, headers: Record<string, string> = {}) {
+  const res = await fetch(`${url}${path}`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${KEY}`, ...headers },
+    body: typeof body === 'string' ? body : JSON.stringify(body),
+  });
+  const text = await res.text();
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    json = text;
+  }
+  return { status: res.status, headers: res.headers, json: json as ErrorJson };
+}
+
+interface ErrorJson {
+  error: { message: string; type: string; param: string | null; code: string | null };
+}
+
+function expectOpenAIError(json: ErrorJson, type?: string) {
+  expect(Object.keys(json)).toEqual(['error']);
+  expect(Object.keys(json.error).sort()).toEqual(['code', 'message', 'param', 'type']);
+  expect(typeof json.error.message).toBe('string');
+  if (type !== undefined) expect(json.error.type).toBe(type);
+}
+
+beforeAll(async () => {
+  await startBackend();
+  ({ model, tokenizer: tok } = await backbone());
+  refAdapters.set('para-base', null);
+  for (const n of BUNDLED) refAdapters.set(n, await bundledAdapter(n, model));
+  const registry = new AdapterRegistry(model, directorySource(ADAPTERS));
+  server = await createServer({
+    model,
+    tokenizer: tok,
+    registry,
+    engine: { maxBatch: 4, maxLen: 128, maxQueue: 64 },
+    apiKey: KEY,
+    bodyLimit: 64 * 1024,
+  });
+  url = await server.listen({ port: 0 });
+  client = new OpenAI({ baseURL: `${url}/v1`, apiKey: KEY, maxRetries: 0, timeout: 120_000 });
+});
+
+afterAll(async () => {
+  await server?.close();
+  server?.registry?.dispose();
+  for (const a of refAdapters.values()) a?.dispose();
+  model?.dispose();
+});
+
+describe('OpenAI-compatible server', () => {
+  it('binds 127.0.0.1 and answers /health and /v1/models (base model + adapters with peft_type)', async () => {
+    expect(url).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
+    const h = await fetch(`${url}/health`);
+    expect(h.status).toBe(200);
+    expect(await h.json()).toMatchObject({ status: 'ok' });
+    const models = await client.models.list();
+    const ids = models.data.map((m) => m.id);
+    expect(ids).toEqual(['para-base', ...BUNDLED]);
+    for (const m of models.data.slice(1))
+      expect((m as unknown as { peft_type: string }).peft_type).toBe('PARA');
+  });
+
+  for (const name of ['para-base', ...BUNDLED]) {
+    it(`completions and chat, streamed and not, give the library's greedy text: ${name}`, async () => {
+      const prompt = 'Opposite of hot:';
+      const want = await reference(name, prompt, 12);
+      const r = await client.completions.create({
+        model: name,
+        prompt,
+        max_tokens: 12,
+        temperature: 0,
+      });
+      expect(r.object).toBe('text_completion');
+      expect(r.choices[0]?.text).toBe(want);
+      expect(r.usage?.prompt_tokens).toBe(tok.encode(prompt).length);
+      expect(r.usage?.total_tokens).toBe(
+        (r.usage?.prompt_tokens ?? 0) + (r.usage?.completion_tokens ?? 0),
+      );
+      const s = await client.completions.create({
+        model: name,
+        prompt,
+        max_tokens: 12,
+        temperature: 0,
+        stream: true,
+        stream_options: { include_usage: true },
+      });
+      let text = '';
+      let finish: string | null = null;
+      let usage: OpenAI.CompletionUsage | undefined;
+      for await (const c of s) {
+        text += c.choices[0]?.text ?? '';
+        finish = c.choices[0]?.finish_reason ?? finish;
+        if (c.usage) usage = c.usage;
+      }
+      expect(text).toBe(want);
+      expect(finish).toBe(r.choices[0]?.finish_reason);
+      expect(usage).toEqual(r.usage);
+
+      const messages = [{ role: 'user' as const, content: 'Opposite of hot' }];
+      const chatWant = await reference(name, messages, 10);
+      const c = await client.chat.completions.create({
+        model: name,
+        messages,
+        max_tokens: 10,
+        temperature: 0,
+      });
+      expect(c.object).toBe('chat.completion');
+      expect(c.choices[0]?.message.role).toBe('assistant');
+      expect(c.choices[0]?.message.content).toBe(chatWant);
+      const cs = await client.chat.completions.create({
+        model: name,
+        messages,
+        max_tokens: 10,
+        temperature: 0,
+        stream: true,
+      });
+      let chatText = '';
+      let role: string | undefined;
+      for await (const ch of cs) {
+        expect(ch.object).toBe('chat.completion.chunk');
+        role ??= ch.choices[0]?.delta.role ?? undefined;
+        chatText += ch.choices[0]?.delta.content ?? '';
+      }
+      expect(role).toBe('assistant');
+      expect(chatText).toBe(chatWant);
+    });
+  }
+
+  it('16 concurrent requests across 4 adapters each give the text they give alone', async () => {
+    const prompts = ['Opposite of hot:', 'A cat is a', 'The word dog is a', '2 + 3 ='];
+    const jobs = Array.from({ length: 16 }, (_, i) => ({
+      model: BUNDLED[i % 4] as string,
+      prompt: prompts[Math.floor(i / 4)] as string,
+      stream: i % 2 === 0,
+    }));
+    const wants = await Promise.all(jobs.map((j) => reference(j.model, j.prompt, 10)));
+    const got = await Promise.all(
+      jobs.map(async (j) => {
+        if (!j.stream) {
+          const r = await client.completions.create({
+            model: j.model,
+            prompt: j.prompt,
+            max_tokens: 10,
+            temperature: 0,
+          });
+          return r.choices[0]?.text;
+        }
+        const s = await client.completions.create({
+          model: j.model,
+          prompt: j.prompt,
+          max_tokens: 10,
+          temperature: 0,
+          stream: true,
+        });
+        let t = '';
+        for await (const c of s) t += c.choices[0]?.text ?? '';
+        return t;
+      }),
+    );
+    expect(got).toEqual(wants);
+    expect(new Set(wants).size).toBeGreaterThan(4);
+  });
+
+  it('errors are OpenAI error JSON with the right statuses; bad input is never a 500', async () => {
+    const ok = { model: 'para-base', prompt: 'hi', max_tokens: 2 };
+    // 401: no key, wrong key.
+    let r = await post('/v1/completions', ok, { authorization: '' });
+    expect(r.status).toBe(401);
+    expectOpenAIError(r.json, 'authentication_error');
+    r = await post('/v1/completions', ok, { authorization: 'Bearer nope' });
+    expect(r.status).toBe(401);
+    await expect(
+      new OpenAI({ baseURL: `${url}/v1`, apiKey: 'wrong', maxRetries: 0 }).models.list(),
+    ).rejects.toMatchObject({ status: 401 });
+    // 404: unknown model, unknown route.
+    r = await post('/v1/completions', { ...ok, model: 'no-such-adapter' });
+    expect(r.status).toBe(404);
+    expectOpenAIError(r.json);
+    expect(r.json.error.param).toBe('model');
+    await expect(
+      client.completions.create({ model: 'no-such-adapter', prompt: 'x' }),
+    ).rejects.toMatchObject({ status: 404 });
+    r = await post('/v1/nothing', ok);
+    expect(r.status).toBe(404);
+    expectOpenAIError(r.json);
+    // 400: path traversal and other bad names.
+    for (const model of ['../backbone', '../../assets/backbone', '/etc/passwd', 'a/b', '..']) {
+      r = await post('/v1/completions', { ...ok, model });
+      expect(r.status, model).toBe(400);
+      expectOpenAIError(r.json, 'invalid_request_error');
+      expect(r.json.error.param).toBe('model');
+    }
+    // 400: schema violations (missing, wrong types, out of range), n > 1, too long.
+    const bad: [unknown, string | null][] = [
+      [{ prompt: 'x' }, 'model'],
+      [{ model: 'para-base' }, 'prompt'],
+      [{ ...ok, temperature: '1' }, 'temperature'],
+      [{ ...ok, temperature: 5 }, 'temperature'],
+      [{ ...ok, max_tokens: 0 }, 'max_tokens'],
+      [{ ...ok, max_tokens: 1.5 }, 'max_tokens'],
+      [{ ...ok, top_p: 0 }, 'top_p'],
+      [{ ...ok, prompt: 42 }, 'prompt'],
+      [{ ...ok, stop: [''] }, 'stop'],
+      [{ ...ok, n: 2 }, 'n'],
+      [{ ...ok, max_tokens: 500 }, 'max_tokens'],
+      [{ ...ok, prompt: [999999] }, 'prompt'],
+      [{ ...ok, logprobs: 3 }, 'logprobs'],
+    ];
+    for (const [body, param] of bad) {
+      r = await post('/v1/completions', body);
+      expect(r.status, JSON.stringify(body)).toBe(400);
+      expectOpenAIError(r.json, 'invalid_request_error');
+      expect(r.json.error.param, JSON.stringify(body)).toBe(param);
+    }
+    r = await post('/v1/chat/completions', { model: 'para-base', messages: [{ role: 'x' }] });
+    expect(r.status).toBe(400);
+    expectOpenAIError(r.json);
+    r = await post('/v1/chat/completions', { model: 'para-base', messages: [] });
+    expect(r.status).toBe(400);
+    r = await post('/v1/completions', '{"model": "para-base", "prompt": ');
+    expect(r.status).toBe(400);
+    expectOpenAIError(r.json);
+    r = await post('/v1/completions', '[]');
+    expect(r.status).toBe(400);
+    // 413: body past the limit.
+    r = await post('/v1/completions', { ...ok, prompt: 'x'.repeat(100_000) });
+    expect(r.status).toBe(413);
+    expectOpenAIError(r.json);
+    // 400 through the client too, streamed or not.
+    await expect(
+      client.completions.create({ model: 'para-base', prompt: 'x', n: 2, stream: true }),
+    ).rejects.toMatchObject({ status: 400 });
+    await expect(
+      client.chat.completions.create({
+        model: 'para-base',
+        messages: [{ role: 'user', content: 'x' }],
+        max_tokens: 1000,
+      }),
+    ).rejects.toMatchObject({ status: 400 });
+  });
+
+  it('a client that aborts mid-stream frees its slot; the next request is served', async () => {
+    const before = server.engine.stats().finished;
+    const ctl = new AbortController();
+    const s = await client.completions.create(
+      {
+        model: 'para-base',
+        prompt: 'Opposite of hot:',
+        max_tokens: 100,
+        temperature: 0,
+        stream: true,
+      },
+      { signal: ctl.signal },
+    );
+    let chunks = 0;
+    try {
+      for await (const _c of s) {
+        if (++chunks === 3) ctl.abort();
+      }
+    } catch {
+      // an AbortError, depending on where the client was when it aborted
+    }
+    expect(chunks).toBe(3); // nothing after the abort
+    for (let i = 0; i < 200 && server.engine.stats().finished === before; i++)
+      await new Promise((r) => setTimeout(r, 25));
+    expect(server.engine.stats().running).toBe(0);
+    const want = await reference('pos', 'A cat is a', 6);
+    const r = await client.completions.create({
+      model: 'pos',
+      prompt: 'A cat is a',
+      max_tokens: 6,
+      temperature: 0,
+    });
+    expect(r.choices[0]?.text).toBe(want);
+  });
+});
+
+describe('a full queue and shutdown', () => {
+  it('429 with Retry-After when the queue is full; close() drains then refuses', async () => {
+    const engine = new Engine(model, { tokenizer: tok, maxBatch: 1, maxLen: 128, maxQueue: 1 });
+    const s = await createServer({ model, tokenizer: tok, engine, closeDeadlineMs: 100 });
+    const base = await s.listen({ port: 0 });
+    const prompt = tok.encode('Opposite of hot:');
+    const busy = engine.submit({ prompt, maxTokens: 100, stopTokens: [] });
+    const queued = engine.submit({ prompt, maxTokens: 2 });
+    const res = await fetch(`${base}/v1/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'para-base', prompt: 'hi', max_tokens: 2 }),
+    });
+    expect(res.status).toBe(429);
+    expect(res.headers.get('retry-after')).toBe('1');
+    const j = (await res.json()) as ErrorJson;
+    expectOpenAIError(j, 'rate_limit_error');
+    const c = new OpenAI({ baseURL: `${base}/v1`, apiKey: 'none', maxRetries: 0 });
+    await expect(
+      c.completions.create({ model: 'para-base', prompt: 'hi', max_tokens: 2 }),
+    ).rejects.toMatchObject({ status: 429 });
+    await Promise.all([busy.result, queued.result]);
+    // A stream in flight at close: it ends (cancelled past the deadline) with [DONE].
+    const stream = await c.completions.create({
+      model: 'para-base',
+      prompt: 'Opposite of hot:',
+      max_tokens: 120,
+      temperature: 0,
+      stream: true,
+    });
+    const it = stream[Symbol.asyncIterator]();
+    await it.next();
+    const closed = s.close();
+    let rest = 0;
+    for (;;) {
+      const n = await it.next();
+      if (n.done) break;
+      rest++;
+    }
+    await closed;
+    expect(rest).toBeLessThan(120);
+    expect(() => engine.submit({ prompt })).toThrow(/shutting down/);
+    await expect(fetch(`${base}/health`)).rejects.toThrow();
+  });
+});
