@@ -7,18 +7,21 @@
  * init_lora_weights (true | false | "gaussian", used only when creating), rank_pattern and
  * alpha_pattern (per-module r and alpha, PEFT's `get_pattern_key` rule — see
  * `loraModuleSettings`), use_dora (DoRA: `lora_magnitude_vector` per adapted projection,
- * PEFT's formula, weight norm detached in training, bias outside the scaling; a fresh
- * adapter's magnitudes are ‖W‖ of the backbone it is first attached to). Keys whose
- * non-default values change the computation and are not implemented (bias other than "none",
- * modules_to_save, lora_bias, layer_replication, exclude_modules, target_parameters,
- * trainable_token_indices, aLoRA, QA-LoRA, initialisations that rewrite the base weights, and
- * targets outside the decoder layers' projections such as lm_head / embed_tokens) are an
- * UNSUPPORTED error; other PEFT bookkeeping keys are ignored.
+ * PEFT's formula, weight norm detached in training, bias outside the scaling), bias ("none",
+ * "all": every bias of the backbone trained, "lora_only": those of the adapted projections;
+ * saved as PEFT does, `….base_layer.bias` / `….bias`). A fresh adapter's DoRA magnitudes
+ * (‖W‖) and trained biases (the backbone's) are read from the backbone it is first attached
+ * to. Keys whose non-default values change the computation and are not implemented
+ * (modules_to_save, lora_bias, layer_replication, exclude_modules, target_parameters,
+ * trainable_token_indices, aLoRA, QA-LoRA, BD-LoRA, initialisations that rewrite the base
+ * weights, and targets outside the decoder layers' projections such as lm_head /
+ * embed_tokens, i.e. PEFT's lora_embedding_A/B) are an UNSUPPORTED error; other PEFT
+ * bookkeeping keys are ignored.
  */
 
 import { describeValue, ParaError } from '@para/core';
 import type { ModelConfig } from '@para/model';
-import { projectionShape } from '@para/model';
+import { hasBias, projectionShape } from '@para/model';
 import {
   ALL_PROJECTIONS,
   type BaseAdapterConfig,
@@ -44,7 +47,13 @@ export interface LoraConfig extends BaseAdapterConfig {
   target_modules: string[] | string;
   /** Only these layers (null: all). */
   layers_to_transform: number[] | null;
-  bias: 'none';
+  /**
+   * PEFT's `bias`: "none"; "all" trains every bias of the model (each biased projection of every
+   * layer, adapted or not); "lora_only" the biases of the adapted projections. A trained bias
+   * replaces the backbone's in that projection (saved as `…q_proj.base_layer.bias` for an adapted
+   * projection, `…k_proj.bias` for another). On a backbone without biases there is nothing to train.
+   */
+  bias: 'none' | 'lora_only' | 'all';
   fan_in_fan_out: boolean;
   /** Scaling alpha/√r instead of alpha/r. */
   use_rslora: boolean;
@@ -93,8 +102,11 @@ export function resolveLoraConfig(
         'null when target_modules is a string ("all-linear" or a regex), as PEFT requires',
       );
   } else targets = c.targetModuleList('target_modules', LORA_DEFAULTS.target_modules, 'LoRA');
-  c.onlyDefault('bias', ['none'], '"none" (training base biases is not implemented)');
-  c.onlyDefault('modules_to_save', [], 'null (modules_to_save is not implemented)');
+  c.onlyDefault(
+    'modules_to_save',
+    [],
+    'null (modules_to_save — full copies of lm_head / embed_tokens saved with the adapter — is not implemented: the model has no hooks at the embedding and the head)',
+  );
   c.onlyDefault('layer_replication', [], 'null (layer_replication is not implemented)');
   c.onlyDefault('lora_bias', [false], 'false (a bias on lora_B is not implemented)');
   c.onlyDefault('exclude_modules', [], 'null (exclude_modules is not implemented)');
@@ -123,7 +135,7 @@ export function resolveLoraConfig(
     lora_dropout: c.number('lora_dropout', LORA_DEFAULTS.lora_dropout, 0, 0.999999),
     target_modules: targets,
     layers_to_transform: c.layerList('layers_to_transform'),
-    bias: 'none',
+    bias: c.oneOf('bias', ['none', 'lora_only', 'all'] as const, 'none'),
     fan_in_fan_out: c.bool('fan_in_fan_out', false),
     use_rslora: c.bool('use_rslora', false),
     init_lora_weights: init_lora_weights as boolean | 'gaussian',
@@ -224,7 +236,7 @@ export function loraConfigJson(c: LoraConfig): Record<string, unknown> {
     lora_dropout: c.lora_dropout,
     target_modules: Array.isArray(c.target_modules) ? [...c.target_modules] : c.target_modules,
     layers_to_transform: c.layers_to_transform,
-    bias: 'none',
+    bias: c.bias,
     fan_in_fan_out: false,
     use_rslora: c.use_rslora,
     use_dora: c.use_dora,
@@ -305,11 +317,34 @@ export function loraTargets(
   return out;
 }
 
-/** Parameters: r·(in + out) per adapted projection (its own r). */
+/**
+ * The projections whose bias the adapter trains (PEFT's `bias`, see `LoraConfig.bias`): with
+ * "all" every biased projection of the model, with "lora_only" the biased adapted ones; in layer
+ * order. `adapted`: whether LoRA also adapts it (PEFT then names the bias `base_layer.bias`).
+ */
+export function loraBiasTargets(
+  c: LoraConfig,
+  m: ModelConfig,
+  targets: readonly { layer: number; module: TargetModule }[] = loraTargets(c, m),
+): { layer: number; module: TargetModule; adapted: boolean }[] {
+  if (c.bias === 'none') return [];
+  const adapted = new Set(targets.map((t) => `${t.layer}.${t.module}`));
+  const out: { layer: number; module: TargetModule; adapted: boolean }[] = [];
+  for (let i = 0; i < m.numLayers; i++)
+    for (const p of ALL_PROJECTIONS) {
+      const a = adapted.has(`${i}.${p}`);
+      if (hasBias(m, p) && (a || c.bias === 'all')) out.push({ layer: i, module: p, adapted: a });
+    }
+  return out;
+}
+
+/** Parameters: r·(in + out) per adapted projection (its own r), out per DoRA magnitude and trained bias. */
 export function loraParameterCount(c: LoraConfig, m: ModelConfig): number {
   const settings = loraModuleSettings(c);
-  return loraTargets(c, m).reduce((n, t) => {
+  const targets = loraTargets(c, m);
+  const lora = targets.reduce((n, t) => {
     const [out, inp] = projectionShape(m, t.module);
-    return n + settings(t.layer, t.module).r * (inp + out);
+    return n + settings(t.layer, t.module).r * (inp + out) + (c.use_dora ? out : 0);
   }, 0);
+  return loraBiasTargets(c, m, targets).reduce((n, t) => n + projectionShape(m, t.module)[0], lora);
 }

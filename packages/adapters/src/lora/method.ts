@@ -32,27 +32,32 @@ export const LORA_METHOD: AdapterMethod<LoraConfig, LoraAdapter> = {
       for (const site of adapter.sites) {
         if (site === 'down_proj.input') continue;
         const m = adapter.module(layer, site);
-        if (m === undefined) continue;
-        loras.push({
-          site,
-          rows,
-          a: tf.transpose(m.A),
-          b: tf.mul(tf.transpose(m.B), m.scaling),
-        }); // [in, r], [r, out]
-        if (m.magnitude === null) continue;
-        // DoRA: y = f ⊙ (W x + s·B·A x) + bias, f = m / ‖W + s·B·A‖: the layer computes
-        // (W x + bias + s·B·A x) ⊙ f + (1 − f) ⊙ bias.
-        const lin = weights?.[site];
-        if (lin === undefined) throw new Error('internal: DoRA needs the layer weights');
-        const f = adapter.doraFactor(m, lin.weight); // [out]
-        const n = rows.length;
-        scales.push({ site, rows, value: tf.tile(tf.expandDims(f, 0), [n, 1]) }); // [n, out]
-        if (lin.bias !== null)
-          biases.push({
+        const tb = adapter.trainedBias(layer, site); // [out]
+        if (m === undefined && tb === undefined) continue;
+        if (m !== undefined)
+          loras.push({
             site,
             rows,
-            value: tf.tile(tf.expandDims(tf.mul(tf.sub(1, f), lin.bias), 0), [n, 1]),
-          }); // [n, out]
+            a: tf.transpose(m.A),
+            b: tf.mul(tf.transpose(m.B), m.scaling),
+          }); // [in, r], [r, out]
+        if (m?.magnitude == null && tb === undefined) continue;
+        // The layer computes (W x + b + s·B·A x) ⊙ scale + bias. DoRA wants
+        // f ⊙ (W x + s·B·A x) + b with f = m / ‖W + s·B·A‖ (scale f, bias (1 − f) ⊙ b); a
+        // trained bias b' replaces b (bias b' − f ⊙ b, f = 1 without DoRA).
+        const lin = weights?.[site];
+        if (lin === undefined)
+          throw new Error('internal: DoRA and LoRA biases need the layer weights');
+        const n = rows.length;
+        const f = m?.magnitude == null ? null : adapter.doraFactor(m, lin.weight); // [out]
+        if (f !== null) scales.push({ site, rows, value: tf.tile(tf.expandDims(f, 0), [n, 1]) }); // [n, out]
+        if (lin.bias === null) continue;
+        const scaled = f === null ? lin.bias : tf.mul(f, lin.bias); // [out]
+        biases.push({
+          site,
+          rows,
+          value: tf.tile(tf.expandDims(tf.sub(tb ?? lin.bias, scaled), 0), [n, 1]),
+        }); // [n, out]
       }
     }
     return { loras, scales, biases };

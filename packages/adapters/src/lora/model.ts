@@ -30,6 +30,7 @@ import type { AdapterMethod } from '../registry';
 import {
   type LoraConfig,
   type LoraConfigInit,
+  loraBiasTargets,
   loraConfigJson,
   loraModuleSettings,
   loraScaling,
@@ -88,7 +89,17 @@ export function loraTensorSpecs(
     specs.push({ name: n.A, shape: [r, inp] }, { name: n.B, shape: [out, r] });
     if (c.use_dora) specs.push({ name: n.M, shape: [out] });
   }
+  for (const t of loraBiasTargets(c, modelConfig, loraTargets(c, modelConfig)))
+    specs.push({ name: loraBiasName(t), shape: [projectionShape(modelConfig, t.module)[0]] });
   return specs;
+}
+
+/**
+ * PEFT's name of a trained bias: `base_model.model.model.layers.{i}.self_attn.q_proj.base_layer.bias`
+ * where LoRA wraps the projection, `….k_proj.bias` where it does not.
+ */
+export function loraBiasName(t: { layer: number; module: string; adapted: boolean }): string {
+  return `${projectionPath(t.layer, t.module)}.${t.adapted ? 'base_layer.' : ''}bias`;
 }
 
 /**
@@ -125,8 +136,12 @@ export class LoraAdapter extends PeftAdapter<LoraConfig> {
   private readonly dropoutRng: Rng;
   private mergedInto: CausalLM | null = null;
   private hooks: ModelAdapter<AdapterRequest> | null = null;
-  /** DoRA: fresh magnitudes wait for the backbone's weights (`bindModel`). */
-  private doraPending: boolean;
+  /** Fresh DoRA magnitudes and trained biases wait for the backbone's weights (`bindModel`). */
+  private pending: boolean;
+  /** Trained biases (PEFT's bias "all" / "lora_only") by `${layer}.${module}`, `[out]`. */
+  private readonly biases = new Map<string, tf.Variable>();
+  /** The backbone's biases a merge replaced, by `${layer}.${module}` (unmerge puts them back). */
+  private readonly mergedBiases = new Map<string, tf.Tensor>();
   private readonly normCache = new Map<string, NormCache>();
   /** DoRA: m / ‖W + s·B·A‖ of each module while merged (unmerge divides by it). */
   private readonly mergedFactors = new Map<string, tf.Tensor>();
@@ -158,22 +173,36 @@ export class LoraAdapter extends PeftAdapter<LoraConfig> {
       sites.add(module);
       layers.add(layer);
     }
+    for (const t of loraBiasTargets(config, modelConfig, loraTargets(config, modelConfig))) {
+      const out = projectionShape(modelConfig, t.module)[0];
+      this.biases.set(`${t.layer}.${t.module}`, this.addParam(loraBiasName(t), tf.zeros([out])));
+      sites.add(t.module);
+      layers.add(t.layer);
+    }
     this.siteList = [...sites];
     this.layerList = [...layers].sort((a, b) => a - b);
-    this.doraPending = config.use_dora;
+    this.pending = config.use_dora || this.biases.size > 0;
+  }
+
+  /** The trained bias `[out]` of (layer, module), if the adapter trains it. */
+  trainedBias(layer: number, module: string): tf.Variable | undefined {
+    const v = this.biases.get(`${layer}.${module}`);
+    if (v !== undefined) this.checkDoraReady();
+    return v;
   }
 
   /**
-   * DoRA: a fresh adapter's magnitudes are PEFT's init, `m = ‖W + s·B·A‖` per output row
-   * (‖W‖ with B = 0), read from the backbone the first time the adapter meets it (`attach`,
-   * a `MixedBatch`, `initDora`); loaded magnitudes are kept.
+   * A fresh adapter's DoRA magnitudes and trained biases start from the backbone, as PEFT's do
+   * (`m = ‖W + s·B·A‖` per output row, ‖W‖ with B = 0; a trained bias starts as the backbone's):
+   * read the first time the adapter meets it (`attach`, a `MixedBatch`, `initFromBackbone`).
+   * Loaded values are kept.
    */
   override bindModel(model: CausalLM): void {
-    if (this.doraPending) this.initDora(model);
+    if (this.pending) this.initFromBackbone(model);
   }
 
-  /** Sets every DoRA magnitude to ‖W + s·B·A‖ of `model`'s weights (PEFT's init). */
-  initDora(model: CausalLM): void {
+  /** Sets every DoRA magnitude to ‖W + s·B·A‖ and every trained bias to the bias of `model`. */
+  initFromBackbone(model: CausalLM): void {
     this.checkAlive();
     this.checkModel(model.config);
     for (const m of this.modules.values()) {
@@ -181,33 +210,43 @@ export class LoraAdapter extends PeftAdapter<LoraConfig> {
       const W = this.baseLinear(model, m).weight;
       tf.tidy(() => (m.magnitude as tf.Variable).assign(doraWeightNorm(W, m.A, m.B, m.scaling)));
     }
-    this.doraPending = false;
+    for (const [key, v] of this.biases) {
+      const [layer, module] = key.split('.') as [string, TargetModule];
+      const b = this.baseLinear(model, { layer: Number(layer), module }).bias;
+      if (b === null) throw new Error(`internal: ${key} has no bias in the model`);
+      v.assign(b);
+    }
+    this.pending = false;
   }
 
-  /** Whether DoRA magnitudes still wait for the backbone (see `bindModel`). */
-  get doraInitialized(): boolean {
-    return !this.doraPending;
+  /** Whether the DoRA magnitudes and trained biases hold values (initialised or loaded). */
+  get backboneInitialized(): boolean {
+    return !this.pending;
   }
 
-  private baseLinear(model: CausalLM, m: LoraModule): Linear {
+  private baseLinear(model: CausalLM, m: { layer: number; module: TargetModule }): Linear {
     const lin = model.weights.layers[m.layer]?.[m.module] as Linear | undefined;
     if (lin === undefined) throw new Error(`internal: no weight for layer ${m.layer} ${m.module}`);
     return lin;
   }
 
   private checkDoraReady(): void {
-    if (this.doraPending) {
+    if (this.pending) {
+      const what = this.config.use_dora ? 'DoRA magnitudes' : 'trained biases';
       throw new ParaError(
         'INVALID_ARGUMENT',
-        "this DoRA adapter's magnitudes are initialised from the backbone's weights: attach it to the model (adapter.attach(model) with the CausalLM, or initDora(model)) first",
-        { field: 'lora_magnitude_vector', expected: 'magnitudes initialised or loaded' },
+        `this LoRA adapter's ${what} are initialised from the backbone's weights: attach it to the model (adapter.attach(model) with the CausalLM, or initFromBackbone(model)) first`,
+        {
+          field: this.config.use_dora ? 'lora_magnitude_vector' : 'bias',
+          expected: `${what} initialised or loaded`,
+        },
       );
     }
   }
 
   override loadStateDict(tensors: Readonly<Record<string, tf.Tensor>>, file?: string): void {
     super.loadStateDict(tensors, file);
-    this.doraPending = false;
+    this.pending = false;
   }
 
   override stateDict(): Record<string, tf.Tensor> {
@@ -326,15 +365,20 @@ export class LoraAdapter extends PeftAdapter<LoraConfig> {
             { field: 'adapter' },
           );
         const m = this.modules.get(`${ctx.layer}.${site}`);
-        if (m === undefined) return y;
+        const tb = this.biases.get(`${ctx.layer}.${site}`);
+        if (tb !== undefined) this.checkDoraReady();
+        const lin = ctx.weights?.[site as TargetModule] as Linear | undefined;
+        // A trained bias replaces the backbone's: y − b + b_trained.
+        const withBias = (t: tf.Tensor) =>
+          tb === undefined ? t : tf.add(tf.sub(t, lin?.bias as tf.Tensor), tb); // [B, T, out]
+        if (m === undefined) return withBias(y);
         const dropout = this.training && ctx.phase === 'forward' && this.config.lora_dropout > 0;
         const input = dropout ? seededDropout(x, this.config.lora_dropout, this.dropoutRng) : x;
-        if (m.magnitude === null) return tf.add(y, this.delta(m, input)); // [B, T, out]
+        if (m.magnitude === null) return withBias(tf.add(y, this.delta(m, input))); // [B, T, out]
         // DoRA (PEFT's DoraLinearLayer.forward): y + (f - 1) ⊙ W x' + f ⊙ s·B·A x', with
         // f = m / ‖W + s·B·A‖ (norm detached), x' the dropped-out input; W x' is y less the
         // bias without dropout, so the bias stays outside the scaling.
         this.checkDoraReady();
-        const lin = ctx.weights?.[site as TargetModule] as Linear | undefined;
         if (lin === undefined) throw new Error(`internal: no weights for ${site} in the context`);
         const f = tf.div(m.magnitude, doraWeightNormDetached(lin.weight, m.A, m.B, m.scaling)); // [out]
         const base = dropout
@@ -342,7 +386,10 @@ export class LoraAdapter extends PeftAdapter<LoraConfig> {
           : lin.bias === null
             ? y
             : tf.sub(y, lin.bias); // [B, T, out]
-        return tf.add(tf.add(y, tf.mul(tf.sub(f, 1), base)), tf.mul(f, this.delta(m, input))); // [B, T, out]
+        return tf.add(
+          tf.add(withBias(y), tf.mul(tf.sub(f, 1), base)),
+          tf.mul(f, this.delta(m, input)),
+        ); // [B, T, out]
       },
     };
     return this.hooks;
@@ -406,6 +453,18 @@ export class LoraAdapter extends PeftAdapter<LoraConfig> {
       }); // [out, in]
       old.dispose();
     }
+    for (const [key, v] of this.biases) {
+      const [layer, module] = key.split('.') as [string, TargetModule];
+      const lin = this.baseLinear(model, { layer: Number(layer), module });
+      if (sign === 1) {
+        this.mergedBiases.set(key, lin.bias as tf.Tensor);
+        lin.bias = tf.clone(v); // [out]
+      } else {
+        lin.bias?.dispose();
+        lin.bias = this.mergedBiases.get(key) as tf.Tensor;
+        this.mergedBiases.delete(key);
+      }
+    }
   }
 
   override dispose(): void {
@@ -414,6 +473,7 @@ export class LoraAdapter extends PeftAdapter<LoraConfig> {
     this.normCache.clear();
     for (const f of this.mergedFactors.values()) f.dispose();
     this.mergedFactors.clear();
+    this.biases.clear();
     super.dispose();
   }
 }

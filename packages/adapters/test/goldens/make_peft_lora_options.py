@@ -81,7 +81,7 @@ def save(model, name):
 def perturb(model, what, std=0.5):
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if what(name):
+            if what(name) and p.requires_grad:  # only what the adapter trains (and saves)
                 if "magnitude" in name:
                     p.mul_(1 + 0.3 * torch.randn_like(p))
                 else:
