@@ -1,6 +1,6 @@
 /** Any adapter of any registered method, and creating one from a config of any method. */
 
-import { ParaError } from '@para/core';
+import { describeValue, ParaError } from '@para/core';
 import { countParameters, type ModelConfig } from '@para/model';
 import type { PeftAdapter } from './base/adapter';
 import { INLINE_CONFIG } from './base/config';
@@ -38,14 +38,27 @@ export function createAdapter(
     .reduce((n, t) => n + t.shape.reduce((a, b) => a * b, 1), 0);
   const backbone = countParameters(modelConfig);
   if (size > backbone) {
+    // A per-module rank above `r` (LoRA's rank_pattern) is the likelier culprit.
+    const rank = method.rankKey === null ? null : raw[method.rankKey];
+    const pattern = raw.rank_pattern;
+    const patterned =
+      typeof pattern === 'object' &&
+      pattern !== null &&
+      Object.values(pattern).some((v) => typeof v === 'number' && v > (Number(rank) || 0));
+    const field = patterned ? 'rank_pattern' : (method.rankKey ?? 'target_modules');
     throw new ParaError(
       'INVALID_CONFIG',
       `this ${method.peftType} adapter would have ${size.toLocaleString('en-US')} parameters, more than the ${backbone.toLocaleString('en-US')} of its backbone`,
       {
         file,
-        field: method.rankKey ?? 'target_modules',
+        field,
         expected: 'an adapter smaller than the model it adapts',
-        actual: method.rankKey === null ? undefined : JSON.stringify(raw[method.rankKey]),
+        actual:
+          field === 'rank_pattern'
+            ? describeValue(pattern, 120)
+            : method.rankKey === null
+              ? undefined
+              : JSON.stringify(rank),
       },
     );
   }

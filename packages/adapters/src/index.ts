@@ -59,7 +59,13 @@ export {
   loraTargets,
   resolveLoraConfig,
 } from './lora/config';
-export { loraDelta, loraDeltaWeight, seededDropout } from './lora/layer';
+export {
+  doraWeightNorm,
+  doraWeightNormDetached,
+  loraDelta,
+  loraDeltaWeight,
+  seededDropout,
+} from './lora/layer';
 export { LORA_METHOD } from './lora/method';
 export {
   LoraAdapter,

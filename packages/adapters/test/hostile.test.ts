@@ -70,6 +70,14 @@ describe('hostile adapter configs', () => {
       expect((e as Error).message).toMatch(/more than the [\d,]+ of its backbone/);
       expect((e as { field?: string }).field).toBe('r');
     }
+    const e = await caught(() =>
+      createAdapter(model.config, { peft_type: 'LORA', rank_pattern: { q_proj: 100_000_000 } }),
+    );
+    expect(params).not.toHaveBeenCalled();
+    expect([isParaError(e, 'INVALID_CONFIG'), (e as { field?: string }).field]).toEqual([
+      true,
+      'rank_pattern',
+    ]);
     params.mockRestore();
     expect(tf.memory().numBytes).toBe(before.numBytes);
   });

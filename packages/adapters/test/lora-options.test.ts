@@ -17,6 +17,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   type AnyAdapter,
   createAdapter,
+  doraWeightNorm,
   type LoraAdapter,
   loadAdapter,
   mixedAdapter,
@@ -307,6 +308,62 @@ describe.each(testBackends())('LoRA options vs PEFT on %s', (backend) => {
           0.03 * Math.max(Math.abs(gi), Math.abs(fd)) + 5e-5, // + float32 noise of the loss
         );
       }
+      a.dispose();
+    });
+
+    it('A and B: central differences of the loss with the norm held fixed equal the gradients', async () => {
+      // PEFT's gradient for A and B treats ‖W + s·B·A‖ as a constant. Moving A or B by ±ε while
+      // rescaling m by ‖·‖_new / ‖·‖_old keeps m / ‖·‖ fixed, so these central differences are
+      // exactly the derivative with the norm detached.
+      const a = (await loadAdapter(join(FIXTURES, 'lora-dora'), llama)) as LoraAdapter;
+      const hooks = a.attach(llama);
+      const loss = () => tf.mean(tf.square(llama.forward(g.ids, { adapter: hooks }))) as tf.Scalar;
+      const { value, grads } = tf.variableGrads(loss, a.parameters());
+      value.dispose();
+      const rng = new Rng('dora-fd-ab');
+      const eps = 1e-2;
+      let checked = 0;
+      for (const m of [a.module(0, 'q_proj'), a.module(1, 'down_proj'), a.module(1, 'v_proj')]) {
+        if (m === undefined) throw new Error('missing module');
+        const W = (llama.weights.layers[m.layer] as LayerWeights)[m.module].weight;
+        const mag = m.magnitude as tf.Variable;
+        const mag0 = (await mag.data()) as Float32Array;
+        const n0 = await take(tf.tidy(() => doraWeightNorm(W, m.A, m.B, m.scaling)));
+        for (const v of [m.A, m.B]) {
+          const gv = await take(grads[v.name] as tf.Tensor);
+          const base = (await v.data()) as Float32Array;
+          let imax = 0;
+          for (let i = 0; i < gv.length; i++)
+            if (Math.abs(gv[i] as number) > Math.abs(gv[imax] as number)) imax = i;
+          for (const i of new Set([imax, rng.int(gv.length)])) {
+            const at = async (d: number) => {
+              const x = Float32Array.from(base);
+              x[i] = (x[i] as number) + d;
+              const t = tf.tensor(x, v.shape);
+              v.assign(t);
+              t.dispose();
+              const n1 = await take(tf.tidy(() => doraWeightNorm(W, m.A, m.B, m.scaling)));
+              const mt = tf.tensor(mag0.map((y, k) => (y * (n1[k] as number)) / (n0[k] as number)));
+              mag.assign(mt);
+              mt.dispose();
+              return (await take(tf.tidy(loss)))[0] as number;
+            };
+            const fd = ((await at(eps)) - (await at(-eps))) / (2 * eps);
+            const gi = gv[i] as number;
+            expect(Math.abs(gi - fd), `${v.name}[${i}] grad ${gi} fd ${fd}`).toBeLessThanOrEqual(
+              0.03 * Math.max(Math.abs(gi), Math.abs(fd)) + 5e-5,
+            );
+            checked++;
+          }
+          const t = tf.tensor(base, v.shape);
+          v.assign(t);
+          t.dispose();
+          const mt = tf.tensor(mag0);
+          mag.assign(mt);
+          mt.dispose();
+        }
+      }
+      expect(checked).toBeGreaterThanOrEqual(6);
       a.dispose();
     });
 
