@@ -398,6 +398,53 @@ describe.each(testBackends())('LoRA options vs PEFT on %s', (backend) => {
       a.dispose();
     });
 
+    it('DoRA with lora_dropout: dropout acts in training forwards only (PEFT: W·dropout(x) is rescaled)', async () => {
+      const a = createAdapter(llama.config, {
+        peft_type: 'LORA',
+        use_dora: true,
+        r: 2,
+        lora_dropout: 0.3,
+        target_modules: ['v_proj', 'up_proj'],
+      }) as LoraAdapter;
+      const hooks = a.attach(llama);
+      randomize(a, 'dora-dropout', 0.3);
+      for (const m of a.allModules()) {
+        const t = tf.tidy(() => tf.add(m.magnitude as tf.Variable, 3));
+        (m.magnitude as tf.Variable).assign(t);
+        t.dispose();
+      }
+      const evalA = await take(llama.forward(g.ids, { adapter: hooks }));
+      const noDrop = createAdapter(llama.config, {
+        ...a.toConfigJson(),
+        lora_dropout: 0,
+      }) as LoraAdapter;
+      noDrop.loadStateDict(a.stateDict());
+      expectClose(
+        evalA,
+        await take(llama.forward(g.ids, { adapter: noDrop.attach(llama) })),
+        1e-6,
+        0,
+        'eval',
+      );
+      a.training = true;
+      const t1 = await take(llama.forward(g.ids, { adapter: hooks }));
+      const t2 = await take(llama.forward(g.ids, { adapter: hooks }));
+      expect(maxDiff(t1, evalA)).toBeGreaterThan(1e-3);
+      expect(maxDiff(t1, t2)).toBeGreaterThan(1e-3); // fresh masks each forward
+      const { value, grads } = tf.variableGrads(
+        () => tf.mean(tf.square(llama.forward(g.ids, { adapter: hooks }))) as tf.Scalar,
+        a.parameters(),
+      );
+      value.dispose();
+      for (const v of a.parameters()) {
+        const gv = await take(grads[v.name] as tf.Tensor);
+        expect(gv.every((x) => Number.isFinite(x))).toBe(true);
+      }
+      a.training = false;
+      a.dispose();
+      noDrop.dispose();
+    });
+
     it('in a mixed batch with PARA and plain LoRA tenants (Llama and biased Qwen2)', async () => {
       const dora = (await loadAdapter(join(FIXTURES, 'lora-dora'), llama)) as LoraAdapter;
       const para = ParaAdapter.create(llama.config, { r: 3 }, { seed: 2 });
