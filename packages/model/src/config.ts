@@ -5,7 +5,8 @@
  * `gemma2` and `gemma3_text` (Gemma 3's text model: (1 + w) RMSNorms, sandwich norms, GeGLU,
  * embeddings × √d, query_pre_attn_scalar, soft-capping, sliding layers interleaved with global
  * ones, a local RoPE base, qk-norm), `smollm3` (layers without RoPE, `no_rope_layers`) and
- * `olmo2` (post-norms, qk-norm over the whole projection).
+ * `olmo2` (post-norms, qk-norm over the whole projection) and `phi3` (fused qkv_proj /
+ * gate_up_proj in the checkpoint, partial_rotary_factor, a sliding window on every layer).
  *
  * Sliding-window attention is per layer (`layerTypes`): Mistral's `sliding_window` covers every
  * layer; Qwen2/Qwen3 need `use_sliding_window` and take `layer_types` (else the layers from
@@ -29,7 +30,8 @@ export type ModelType =
   | 'gemma2'
   | 'gemma3_text'
   | 'smollm3'
-  | 'olmo2';
+  | 'olmo2'
+  | 'phi3';
 export const MODEL_TYPES: readonly ModelType[] = [
   'llama',
   'mistral',
@@ -39,6 +41,7 @@ export const MODEL_TYPES: readonly ModelType[] = [
   'gemma3_text',
   'smollm3',
   'olmo2',
+  'phi3',
 ];
 
 /** Attention of one layer: over every earlier slot, or over the last `slidingWindow` slots. */
@@ -71,7 +74,7 @@ export interface RopeConfig {
 
 /** RoPE scaling in HF's spelling (passed unchanged to `@para/ops`' `ropeInvFreq`). */
 export interface RopeScaling {
-  rope_type: 'default' | 'linear' | 'llama3' | 'yarn' | 'dynamic';
+  rope_type: 'default' | 'linear' | 'llama3' | 'yarn' | 'dynamic' | 'longrope';
   factor?: number;
   low_freq_factor?: number;
   high_freq_factor?: number;
@@ -84,6 +87,9 @@ export interface RopeScaling {
   mscale?: number;
   mscale_all_dim?: number;
   truncate?: boolean;
+  /** longrope (Phi-3): per-frequency divisors for short / long sequences, `[rotary_dim / 2]`. */
+  short_factor?: number[];
+  long_factor?: number[];
 }
 
 /** Which linear layers carry a bias (llama: `attention_bias` covers q/k/v/o, `mlp_bias` the MLP; qwen2: q/k/v). */
@@ -137,6 +143,17 @@ export interface ModelConfig {
   normLayout: NormLayout;
   /** SmolLM3: layers that apply no RoPE to q and k (`no_rope_layers` entries 0), ascending. */
   noRopeLayers: number[];
+  /**
+   * Phi-3: RoPE rotates the first `trunc(head_dim · partialRotaryFactor)` dims of each head and
+   * passes the rest through (1: the whole head).
+   */
+  partialRotaryFactor: number;
+  /**
+   * Phi-3: the checkpoint stores q/k/v as one `self_attn.qkv_proj` and gate/up as one
+   * `mlp.gate_up_proj`. In memory they stay separate projections (the adapter sites q, k, v,
+   * gate, up exist as on Llama); loading splits them, saving fuses them again.
+   */
+  fusedProjections: boolean;
   /** Gemma: the embeddings are multiplied by √hidden_size (in float32, our compute dtype). */
   embedScale: boolean;
   /** Gemma: attention scores scaled by `query_pre_attn_scalar^-0.5` (null: `head_dim^-0.5`). */
@@ -211,6 +228,8 @@ export function createConfig(init: ModelConfigInit): ModelConfig {
     normUnitOffset: init.normUnitOffset ?? gemma,
     normLayout: init.normLayout ?? (gemma ? 'sandwich' : type === 'olmo2' ? 'post' : 'pre'),
     noRopeLayers: init.noRopeLayers ?? [],
+    partialRotaryFactor: init.partialRotaryFactor ?? 1,
+    fusedProjections: init.fusedProjections ?? type === 'phi3',
     embedScale: init.embedScale ?? gemma,
     queryPreAttnScalar: init.queryPreAttnScalar ?? null,
     attnLogitSoftcapping: init.attnLogitSoftcapping ?? null,
@@ -355,6 +374,23 @@ export function parseHfConfig(json: string | unknown, file = 'config.json'): Mod
   // Gemma 3 has one RoPE per layer type: v5 nests {full_attention, sliding_attention}; v4 has
   // rope_theta + rope_scaling (global layers) and rope_local_base_freq (sliding layers).
   const defaultTheta = type === 'gemma3_text' ? 1e6 : type === 'smollm3' ? 2e6 : 10000;
+  // partial_rotary_factor: Phi-3 implements it (for its default RoPE); elsewhere transformers'
+  // scaled RoPE types would honour it, which we refuse (parseRopeScaling).
+  const partialCheck = type === 'phi3' ? null : c.partial_rotary_factor;
+  let partialRotaryFactor = 1;
+  if (type === 'phi3') {
+    const rp = c.rope_parameters;
+    const raw =
+      (isObjectValue(rp) ? rp.partial_rotary_factor : undefined) ?? get('partial_rotary_factor');
+    if (raw !== undefined && raw !== null) {
+      if (typeof raw !== 'number' || !(raw > 0 && raw <= 1))
+        p.invalid.push(
+          `partial_rotary_factor = ${JSON.stringify(raw)} (expected a number in (0, 1])`,
+        );
+      else partialRotaryFactor = raw;
+    }
+    used.add('partial_rotary_factor');
+  }
   const ropeParams = get('rope_parameters');
   let ropeTheta: number;
   let ropeScaling: RopeScaling | null = null;
@@ -367,7 +403,7 @@ export function parseHfConfig(json: string | unknown, file = 'config.json'): Mod
     if (typeof t !== 'number' || !(t > 0))
       p.invalid.push(`${where}.rope_theta = ${JSON.stringify(t)} (expected a positive number)`);
     else theta = t;
-    return { theta, scaling: parseRopeScaling(rp, where, p, c.partial_rotary_factor) };
+    return { theta, scaling: parseRopeScaling(rp, where, p, partialCheck) };
   };
   if (
     type === 'gemma3_text' &&
@@ -394,7 +430,7 @@ export function parseHfConfig(json: string | unknown, file = 'config.json'): Mod
       );
       ropeTheta = Number.NaN;
     } else ropeTheta = t;
-    ropeScaling = parseRopeScaling(ropeParams, 'rope_parameters', p, c.partial_rotary_factor);
+    ropeScaling = parseRopeScaling(ropeParams, 'rope_parameters', p, partialCheck);
   } else {
     ropeTheta = num('rope_theta', defaultTheta);
     const rs = get('rope_scaling');
@@ -406,7 +442,7 @@ export function parseHfConfig(json: string | unknown, file = 'config.json'): Mod
           rs as Record<string, unknown>,
           'rope_scaling',
           p,
-          c.partial_rotary_factor,
+          partialCheck,
         );
     }
   }
@@ -415,7 +451,10 @@ export function parseHfConfig(json: string | unknown, file = 'config.json'): Mod
   else used.add('rope_local_base_freq');
 
   let bias: BiasConfig;
-  if (type === 'qwen2') {
+  if (type === 'phi3') {
+    // Phi3: no biases anywhere (Phi3Config has no attention_bias; a stray key stays unread).
+    bias = { q: false, k: false, v: false, o: false, mlp: false };
+  } else if (type === 'qwen2') {
     // Qwen2Attention: q/k/v always have biases, o_proj never; the MLP has none.
     bias = { q: true, k: true, v: true, o: false, mlp: false };
     used.add('attention_bias');
@@ -485,7 +524,7 @@ export function parseHfConfig(json: string | unknown, file = 'config.json'): Mod
       for (let i = 0; i < nL; i++) if ((i + 1) % every === 0) noRopeLayers.push(i);
     }
   }
-  if (type === 'llama' || type === 'mistral' || type === 'olmo2') {
+  if (type === 'llama' || type === 'mistral' || type === 'olmo2' || type === 'phi3') {
     // Mistral: one window for every layer (MistralConfig ignores layer_types with a warning).
     const t: LayerType = slidingWindow !== null ? 'sliding_attention' : 'full_attention';
     layerTypes = Array.from({ length: nL }, () => t);
@@ -566,7 +605,7 @@ export function parseHfConfig(json: string | unknown, file = 'config.json'): Mod
     numHeads,
     numKvHeads,
     headDim,
-    rmsNormEps: num('rms_norm_eps', type === 'olmo2' ? 1e-5 : 1e-6),
+    rmsNormEps: num('rms_norm_eps', type === 'olmo2' || type === 'phi3' ? 1e-5 : 1e-6),
     ropeTheta,
     ropeScaling,
     maxPositionEmbeddings: int('max_position_embeddings', {
@@ -591,6 +630,8 @@ export function parseHfConfig(json: string | unknown, file = 'config.json'): Mod
     normUnitOffset: gemma,
     normLayout: gemma ? 'sandwich' : type === 'olmo2' ? 'post' : 'pre',
     noRopeLayers,
+    partialRotaryFactor,
+    fusedProjections: type === 'phi3',
     embedScale: gemma,
     queryPreAttnScalar,
     attnLogitSoftcapping,
@@ -603,9 +644,17 @@ export function parseHfConfig(json: string | unknown, file = 'config.json'): Mod
     'initializer_range',
     'tie_word_embeddings',
     'mlp_bias',
-    'attention_bias',
+    ...(type === 'phi3' ? [] : ['attention_bias']),
   ])
     used.add(k);
+  // Phi-3 longrope: transformers gives Phi3Config's top-level original_max_position_embeddings
+  // (default 4096) priority over the one in rope_scaling.
+  if (config.ropeScaling?.rope_type === 'longrope') {
+    config.ropeScaling.original_max_position_embeddings = int('original_max_position_embeddings', {
+      required: false,
+      fallback: 4096,
+    });
+  }
   // yarn without original_max_position_embeddings: transformers 5 takes max_position_embeddings.
   for (const rs of [config.ropeScaling, config.localRope?.scaling ?? null])
     if (rs?.rope_type === 'yarn' && rs.original_max_position_embeddings === undefined)
@@ -666,6 +715,35 @@ function parseRopeScaling(
 ): RopeScaling | null {
   const type = rs.rope_type ?? rs.type ?? 'default';
   if (type === 'default') return null;
+  if (topPartial === null) {
+    // Phi-3: transformers accepts default and longrope (and renames su / yarn to longrope).
+    if (type !== 'longrope' && type !== 'su' && type !== 'yarn') {
+      p.unsupportedFields.push(
+        `${where}.rope_type = ${JSON.stringify(type)} (Phi-3 takes "default" or "longrope")`,
+      );
+      return null;
+    }
+    const out: RopeScaling = { rope_type: 'longrope' };
+    for (const k of ['short_factor', 'long_factor'] as const) {
+      const v = rs[k];
+      if (
+        !Array.isArray(v) ||
+        !v.every((x) => typeof x === 'number' && Number.isFinite(x) && x > 0)
+      )
+        p.invalid.push(
+          `${where}.${k} = ${JSON.stringify(v)?.slice(0, 40)} (expected a list of positive numbers)`,
+        );
+      else out[k] = v as number[];
+    }
+    for (const k of ['factor', 'attention_factor'] as const) {
+      const v = rs[k];
+      if (v === undefined || v === null) continue;
+      if (typeof v !== 'number' || !(v > 0))
+        p.invalid.push(`${where}.${k} = ${JSON.stringify(v)} (expected a positive number)`);
+      else out[k] = v;
+    }
+    return out; // original_max_position_embeddings: Phi3Config's top-level field, set by the caller
+  }
   if (type !== 'linear' && type !== 'llama3' && type !== 'yarn' && type !== 'dynamic') {
     // longrope, su, ...: transformers implements them, we do not (yet).
     p.unsupportedFields.push(
@@ -765,6 +843,18 @@ export function validateConfig(c: ModelConfig, file: string): void {
     bad.push(`normLayout = ${c.normLayout} (expected pre, sandwich or post)`);
   if (!c.noRopeLayers.every((i) => Number.isInteger(i) && i >= 0 && i < c.numLayers))
     bad.push(`no_rope_layers (expected layer indices below ${c.numLayers})`);
+  if (!(c.partialRotaryFactor > 0 && c.partialRotaryFactor <= 1))
+    bad.push(`partial_rotary_factor = ${c.partialRotaryFactor} (expected a number in (0, 1])`);
+  else if (Number.isInteger(c.headDim) && (rotaryDim(c) % 2 !== 0 || rotaryDim(c) < 2))
+    bad.push(
+      `partial_rotary_factor = ${c.partialRotaryFactor} (head_dim ${c.headDim} × it must truncate to an even number ≥ 2)`,
+    );
+  if (c.ropeScaling?.rope_type === 'longrope') {
+    const n = rotaryDim(c) / 2;
+    for (const k of ['short_factor', 'long_factor'] as const)
+      if (c.ropeScaling[k]?.length !== n)
+        bad.push(`rope_scaling.${k} (expected ${n} numbers: rotary dims / 2)`);
+  }
   if (c.hiddenAct !== 'silu' && c.hiddenAct !== 'gelu_pytorch_tanh')
     bad.push(`hidden_act = ${c.hiddenAct} (expected silu or gelu_pytorch_tanh)`);
   for (const [name, v] of [
@@ -784,6 +874,15 @@ export function validateConfig(c: ModelConfig, file: string): void {
   }
 }
 
+/** Dims of each head that RoPE rotates: `trunc(head_dim · partial_rotary_factor)`, as transformers. */
+export function rotaryDim(c: ModelConfig): number {
+  return Math.trunc(c.headDim * c.partialRotaryFactor);
+}
+
+function isObjectValue(v: unknown): v is Record<string, unknown> {
+  return v !== undefined && v !== null && typeof v === 'object' && !Array.isArray(v);
+}
+
 /** Deeper configs (hostile ones: no real model comes near) get no per-layer list; see parseHfConfig. */
 const MAX_LISTED_LAYERS = 1 << 20;
 
@@ -797,6 +896,7 @@ const DEFAULT_MAX_POSITIONS: Record<ModelType, number> = {
   gemma3_text: 131072,
   smollm3: 32768,
   olmo2: 2048,
+  phi3: 4096,
 };
 
 /** transformers' class defaults for `head_dim` where it is not hidden_size / heads. */
@@ -815,6 +915,7 @@ const ARCHITECTURES: Record<ModelType, string> = {
   gemma3_text: 'Gemma3ForCausalLM',
   smollm3: 'SmolLM3ForCausalLM',
   olmo2: 'Olmo2ForCausalLM',
+  phi3: 'Phi3ForCausalLM',
 };
 
 const CONFIG_CLASSES: Record<ModelType, string> = {
@@ -826,6 +927,7 @@ const CONFIG_CLASSES: Record<ModelType, string> = {
   gemma3_text: 'Gemma3TextConfig',
   smollm3: 'SmolLM3Config',
   olmo2: 'Olmo2Config',
+  phi3: 'Phi3Config',
 };
 
 /** The config as a Hugging Face `config.json` object (transformers 4 spelling, float32 weights). */
@@ -866,6 +968,12 @@ export function toHfConfig(c: ModelConfig): Record<string, unknown> {
       break;
     case 'olmo2':
       out.attention_bias = c.bias.q;
+      break;
+    case 'phi3':
+      out.sliding_window = c.slidingWindow;
+      out.partial_rotary_factor = c.partialRotaryFactor;
+      if (c.ropeScaling?.rope_type === 'longrope')
+        out.original_max_position_embeddings = c.ropeScaling.original_max_position_embeddings;
       break;
     case 'smollm3':
       out.attention_bias = c.bias.q;

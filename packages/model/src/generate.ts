@@ -135,6 +135,24 @@ export async function* generateStream<R = unknown>(
   options: GenerateOptions<R> = {},
 ): AsyncGenerator<TokenEvent, GenerateResult> {
   const { maxNewTokens, stop, sampling } = check(model, prompts, options);
+  const longest = Math.max(...prompts.map((p) => p.length));
+  const switchAt = model.longropeSwitchAt;
+  if (
+    switchAt !== null &&
+    options.adapter != null &&
+    longest <= switchAt &&
+    longest + maxNewTokens > switchAt + 1
+  ) {
+    throw new ParaError(
+      'UNSUPPORTED',
+      `generating past original_max_position_embeddings (${switchAt}) recomputes the cache with longrope's long factors, which is not implemented with an adapter`,
+      {
+        field: 'rope_scaling (longrope)',
+        expected: `prompt + new tokens ≤ ${switchAt + 1}, or a prompt longer than ${switchAt}, or no adapter`,
+        actual: String(longest + maxNewTokens),
+      },
+    );
+  }
   const B = prompts.length;
   const tokens: number[][] = prompts.map(() => []);
   const finish: (FinishReason | undefined)[] = new Array(B).fill(undefined);
@@ -145,7 +163,7 @@ export async function* generateStream<R = unknown>(
   let logits: tf.Tensor | undefined;
   try {
     // The KV cache is allocated once: the padded prompt plus every new token fits.
-    const capacity = Math.max(...prompts.map((p) => p.length)) + maxNewTokens;
+    const capacity = longest + maxNewTokens;
     ({ logits, state } = model.prefill(prompts, {
       adapter: options.adapter,
       request: options.request,
@@ -184,7 +202,17 @@ export async function* generateStream<R = unknown>(
       }
       // Finished rows are inactive: they write nothing; their logits are ignored.
       const active = finish.map((f) => f === undefined);
-      logits = model.decodeStep(next, state, { active });
+      if (state.length === model.longropeSwitchAt) {
+        // Phi-3 longrope, as transformers' Phi3ForCausalLM.prepare_inputs_for_generation: the
+        // first step past original_max_position_embeddings recomputes the whole cache, so every
+        // key takes the long factors (a plain decode step would keep the short ones).
+        state.dispose();
+        state = undefined;
+        ({ logits, state } = model.prefill(
+          prompts.map((p, b) => [...p, ...(tokens[b] as number[])]),
+          { request: options.request, padTokenId: options.padTokenId, capacity },
+        ));
+      } else logits = model.decodeStep(next, state, { active });
       steps++;
     }
   } finally {

@@ -19,12 +19,18 @@ export {
   type BiasConfig,
   countParameters,
   createConfig,
+  type HiddenAct,
+  type LayerType,
   MODEL_TYPES,
   type ModelConfig,
   type ModelConfigInit,
   type ModelType,
+  type NormLayout,
   parseHfConfig,
+  type QkNorm,
+  type RopeConfig,
   type RopeScaling,
+  rotaryDim,
   toHfConfig,
   validateConfig,
 } from './config';
@@ -72,6 +78,8 @@ export { initWeights } from './weights/init';
 export { type CheckpointFiles, checkpointFiles, type SaveOptions } from './weights/save';
 export {
   allWeightTensors,
+  checkpointTensorSpecs,
+  fromCheckpointTensors,
   hasBias,
   type LayerWeights,
   type Linear,
@@ -83,6 +91,7 @@ export {
   projectionShape,
   type TensorSpec,
   tensorSpecs,
+  toCheckpointTensors,
   weightsFromNamed,
 } from './weights/weights';
 

@@ -134,8 +134,20 @@ export function decoderLayer(
     kh = norm(kh, w.kNorm, 'k_norm'); // [B, Hkv, T, hd]
   }
   if (!c.noRopeLayers.includes(layer)) {
-    qh = applyRope(qh, rope.cos, rope.sin, rope.sinSigned); // [B, Hq, T, hd]
-    kh = applyRope(kh, rope.cos, rope.sin, rope.sinSigned); // [B, Hkv, T, hd]
+    const rot = rope.cos.shape[3] as number; // rotary dims (Phi-3's partial_rotary_factor)
+    const rotate = (t: tf.Tensor) => {
+      if (rot === c.headDim) return applyRope(t, rope.cos, rope.sin, rope.sinSigned);
+      const [b, n, tt] = t.shape as [number, number, number, number];
+      const r = applyRope(
+        tf.slice(t, [0, 0, 0, 0], [b, n, tt, rot]),
+        rope.cos,
+        rope.sin,
+        rope.sinSigned,
+      );
+      return tf.concat([r, tf.slice(t, [0, 0, 0, rot], [b, n, tt, c.headDim - rot])], 3);
+    };
+    qh = rotate(qh); // [B, Hq, T, hd]
+    kh = rotate(kh); // [B, Hkv, T, hd]
   } // else SmolLM3's no-RoPE layer: q and k carry no position
   let vh = heads(v, c.numKvHeads); // [B, Hkv, T, hd]
   if (call.cache !== null) ({ k: kh, v: vh } = call.cache.append(layer, kh, vh)); // [B, Hkv, S, hd]

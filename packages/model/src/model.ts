@@ -32,7 +32,7 @@ import {
 import type { ChatMessage, ParaTokenizer } from '@para/tokenizer';
 import * as tf from '@tensorflow/tfjs-core';
 import { type AdapterPlan, AdapterState, type ForwardPhase, type ModelAdapter } from './adapter';
-import { countParameters, type ModelConfig } from './config';
+import { countParameters, type ModelConfig, rotaryDim } from './config';
 import {
   type GenerateOptions,
   type GenerateResult,
@@ -250,11 +250,14 @@ export class CausalLM {
     this.config = config;
     this.weights = weights;
     this.invFreq = ropeInvFreq({
-      headDim: config.headDim,
+      headDim: rotaryDim(config),
       theta: config.ropeTheta,
       scaling: config.ropeScaling as RopeScalingConfig | null,
     });
-    this.ropeScale = ropeAttentionScaling(config.ropeScaling as RopeScalingConfig | null);
+    this.ropeScale = ropeAttentionScaling(
+      config.ropeScaling as RopeScalingConfig | null,
+      config.maxPositionEmbeddings,
+    );
     this.localRopeScale = ropeAttentionScaling(
       (config.localRope?.scaling ?? null) as RopeScalingConfig | null,
     );
@@ -262,7 +265,7 @@ export class CausalLM {
       config.localRope === null
         ? null
         : ropeInvFreq({
-            headDim: config.headDim,
+            headDim: rotaryDim(config),
             theta: config.localRope.theta,
             scaling: config.localRope.scaling as RopeScalingConfig | null,
           });
@@ -618,17 +621,22 @@ export class CausalLM {
   ): { cos: tf.Tensor; sin: tf.Tensor; sinSigned?: tf.Tensor } {
     const scaling = local ? (this.config.localRope?.scaling ?? null) : this.config.ropeScaling;
     let inv = (local ? this.localInvFreq : this.invFreq) as Float32Array;
-    if (scaling?.rope_type === 'dynamic') {
+    if (scaling?.rope_type === 'dynamic' || scaling?.rope_type === 'longrope') {
       const maxPos = this.config.maxPositionEmbeddings;
+      // dynamic changes past max_position_embeddings, longrope past the original length
+      const threshold =
+        scaling.rope_type === 'dynamic'
+          ? maxPos
+          : (scaling.original_max_position_embeddings as number);
       let seqLen: number;
       if (Array.isArray(positions)) {
         seqLen = 1;
         for (const row of positions) for (const p of row) seqLen = Math.max(seqLen, p + 1);
-      } else if ((tensorLength ?? Number.POSITIVE_INFINITY) <= maxPos) seqLen = maxPos;
+      } else if ((tensorLength ?? Number.POSITIVE_INFINITY) <= threshold) seqLen = threshold;
       else {
         throw new ParaError(
           'INVALID_ARGUMENT',
-          'dynamic RoPE past max_position_embeddings needs the attention mask as number[][]',
+          `${scaling.rope_type} RoPE past ${threshold} positions needs the attention mask as number[][]`,
           {
             field: 'attentionMask',
             expected:
@@ -636,9 +644,9 @@ export class CausalLM {
           },
         );
       }
-      if (seqLen > maxPos) {
+      if (seqLen > threshold) {
         inv = ropeInvFreq({
-          headDim: this.config.headDim,
+          headDim: rotaryDim(this.config),
           theta: local ? (this.config.localRope as { theta: number }).theta : this.config.ropeTheta,
           scaling: scaling as RopeScalingConfig,
           seqLen,
@@ -650,6 +658,17 @@ export class CausalLM {
       signedSin,
       scale: local ? this.localRopeScale : this.ropeScale,
     });
+  }
+
+  /**
+   * Phi-3 longrope: the slot count at which `generate` recomputes the KV cache with the long
+   * factors (original_max_position_embeddings), as transformers' Phi-3 generation does; else
+   * null. A bare `decodeStep` past it switches frequencies for new keys only (cached keys keep
+   * theirs), as transformers' model forward does.
+   */
+  get longropeSwitchAt(): number | null {
+    const rs = this.config.ropeScaling;
+    return rs?.rope_type === 'longrope' ? (rs.original_max_position_embeddings as number) : null;
   }
 
   /** The position limit: max_position_embeddings, none with dynamic RoPE (it extends past it). */

@@ -93,14 +93,18 @@ export async function saveModel(
 ): Promise<CheckpointFiles> {
   const files = checkpointFiles(model.config, model.weights, options);
   try {
-    await mkdir(dir, { recursive: true });
-  } catch (cause) {
-    throw new ParaError('IO_ERROR', 'cannot create the model directory', { file: dir, cause });
+    try {
+      await mkdir(dir, { recursive: true });
+    } catch (cause) {
+      throw new ParaError('IO_ERROR', 'cannot create the model directory', { file: dir, cause });
+    }
+    await writeSafetensorsFile(path.join(dir, 'model.safetensors'), files.tensors, {
+      metadata: files.metadata,
+      dtype: files.dtype,
+    });
+  } finally {
+    for (const t of files.made) t.dispose(); // fused copies (Phi-3), not the model's weights
   }
-  await writeSafetensorsFile(path.join(dir, 'model.safetensors'), files.tensors, {
-    metadata: files.metadata,
-    dtype: files.dtype,
-  });
   await writeFileAtomic(path.join(dir, 'config.json'), files.configJson);
   return files;
 }

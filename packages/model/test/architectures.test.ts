@@ -14,11 +14,13 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   type CausalLM,
   CausalLM as CausalLMClass,
+  checkpointTensorSpecs,
   createConfig,
   type LayerWeights,
   type ModelAdapter,
   namedWeights,
   parseHfConfig,
+  rotaryDim,
   toHfConfig,
 } from '../src/index';
 import { loadModel, saveModel } from '../src/node';
@@ -114,6 +116,23 @@ describe.each(testBackends())('architectures on %s', (backend) => {
       true,
       true,
     ]);
+    const phi = models.get('phi3') as CausalLM;
+    expect([phi.config.fusedProjections, rotaryDim(phi.config), phi.config.headDim]).toEqual([
+      true,
+      8,
+      16,
+    ]);
+    expect(phi.config.layerTypes).toEqual(['sliding_attention', 'sliding_attention']);
+    const fileNames = checkpointTensorSpecs(phi.config).map((t) => t.name);
+    expect(fileNames).toContain('model.layers.1.self_attn.qkv_proj.weight');
+    expect(fileNames).toContain('model.layers.1.mlp.gate_up_proj.weight');
+    expect(
+      fileNames.some((n) => n.endsWith('.q_proj.weight') || n.endsWith('.up_proj.weight')),
+    ).toBe(false);
+    // In memory the projections are separate (the adapter sites exist as on Llama).
+    expect(phi.weights.layers[0]?.q_proj.weight.shape).toEqual([64, 64]);
+    expect(phi.weights.layers[0]?.v_proj.weight.shape).toEqual([32, 64]);
+    expect(phi.weights.layers[0]?.up_proj.weight.shape).toEqual([96, 64]);
     const olmo = models.get('olmo2-bf16') as CausalLM;
     expect([olmo.config.normLayout, olmo.config.qkNorm, olmo.config.rmsNormEps]).toEqual([
       'post',
@@ -236,6 +255,33 @@ describe.each(testBackends())('architectures on %s', (backend) => {
     }
   });
 
+  it('Phi-3 longrope: short factors up to original_max_position_embeddings, generate recomputes the cache at the switch, an adapter across it is refused', async () => {
+    const model = await loadModel(join(FIXTURES, 'phi3-longrope'));
+    try {
+      expect(model.longropeSwitchAt).toBe(12);
+      expect(model.ropeScale).toBeCloseTo(Math.sqrt(1 + Math.log(48 / 12) / Math.log(12)), 12);
+      // A prompt of 13 slots is computed with the long factors from the start: prefill's last
+      // logits equal the teacher-forced forward's.
+      const p = [1, 5, 9, 13, 44, 90, 7, 8, 100, 3, 4, 6, 2];
+      const { logits, state } = model.prefill([p]);
+      state.dispose();
+      const f = await take(model.forward([p]));
+      const V = model.config.vocabSize;
+      expectClose(await take(logits), f.subarray((p.length - 1) * V), 1e-4, 0, 'prefill = forward');
+      const adapter: ModelAdapter = { sites: [] };
+      const e = await caught(() =>
+        model.generate([[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]], { maxNewTokens: 8, adapter }),
+      );
+      expect(isParaError(e, 'UNSUPPORTED')).toBe(true);
+      expect((e as Error).message).toContain('original_max_position_embeddings');
+      // Within the original length (or starting past it) an adapter is fine.
+      const ok = await model.generate([[1, 2, 3]], { maxNewTokens: 4, adapter });
+      expect(ok.tokens[0]?.length).toBe(4);
+    } finally {
+      model.dispose();
+    }
+  });
+
   it('a PARA-like identity scale of q, v and up is bit-identical; a scale of up acts on the up half of the GeGLU', async () => {
     const model = models.get('gemma2-f16') as CausalLM;
     const ids = [[1, 5, 9, 13, 44, 90, 7, 8, 100]];
@@ -319,7 +365,14 @@ describe('architectures: save → load, config round trips, init', () => {
   });
 
   it('random Qwen3 / Gemma / SmolLM3 / OLMo 2 models: the norms each has, (1 + w) norms start at w = 0, they generate', async () => {
-    for (const modelType of ['qwen3', 'gemma2', 'gemma3_text', 'smollm3', 'olmo2'] as const) {
+    for (const modelType of [
+      'qwen3',
+      'gemma2',
+      'gemma3_text',
+      'smollm3',
+      'olmo2',
+      'phi3',
+    ] as const) {
       const config = createConfig({
         modelType,
         vocabSize: 64,

@@ -436,6 +436,81 @@ describe('parseHfConfig: Qwen3, Gemma 2, Gemma 3 and sliding windows', () => {
     expect(back.ropeScaling).toEqual(y.ropeScaling);
   });
 
+  it('Phi-3: partial_rotary_factor (top level or in rope_parameters), no biases, longrope / su refused', () => {
+    const phi = parseHfConfig({
+      ...base,
+      model_type: 'phi3',
+      partial_rotary_factor: 0.75,
+      attention_bias: true, // not a Phi3Config field: transformers ignores it
+      sliding_window: 7,
+    });
+    expect(phi).toMatchObject({
+      partialRotaryFactor: 0.75,
+      fusedProjections: true,
+      rmsNormEps: 1e-5,
+      slidingWindow: 7,
+      maxPositionEmbeddings: 4096,
+    });
+    expect(phi.bias).toEqual({ q: false, k: false, v: false, o: false, mlp: false });
+    expect(
+      parseHfConfig({
+        ...base,
+        model_type: 'phi3',
+        rope_parameters: { rope_type: 'default', rope_theta: 1e4, partial_rotary_factor: 0.5 },
+      }).partialRotaryFactor,
+    ).toBe(0.5);
+    // longrope (su / yarn are its old names in Phi-3 configs); the top-level
+    // original_max_position_embeddings wins, as in Phi3Config (default 4096).
+    const f = [1, 2, 3, 4, 5, 6, 7, 8];
+    for (const rope_scaling of [
+      {
+        rope_type: 'longrope',
+        short_factor: f,
+        long_factor: f,
+        original_max_position_embeddings: 99,
+      },
+      { type: 'su', short_factor: f, long_factor: f },
+      { type: 'yarn', short_factor: f, long_factor: f },
+    ]) {
+      const lr = parseHfConfig({ ...base, model_type: 'phi3', rope_scaling });
+      expect(lr.ropeScaling).toEqual({
+        rope_type: 'longrope',
+        short_factor: f,
+        long_factor: f,
+        original_max_position_embeddings: 4096,
+      });
+    }
+    expect(
+      parseHfConfig({
+        ...base,
+        model_type: 'phi3',
+        original_max_position_embeddings: 64,
+        rope_scaling: { type: 'longrope', short_factor: f, long_factor: f, factor: 2 },
+      }).ropeScaling,
+    ).toMatchObject({ original_max_position_embeddings: 64, factor: 2 });
+    const e = error(() =>
+      parseHfConfig({
+        ...base,
+        model_type: 'phi3',
+        rope_scaling: { rope_type: 'linear', factor: 2 },
+      }),
+    );
+    expect(isParaError(e, 'UNSUPPORTED')).toBe(true);
+    expect(e.field).toBe('rope_scaling.rope_type');
+    // One factor per rotary frequency (head_dim 16 → 8).
+    expect(() =>
+      parseHfConfig({
+        ...base,
+        model_type: 'phi3',
+        rope_scaling: { type: 'longrope', short_factor: [1, 2], long_factor: [1, 2] },
+      }),
+    ).toThrow('short_factor');
+    // head_dim 16 × 0.3 = 4.8 → 4 rotary dims (even): fine; × 0.1 → 1: refused.
+    expect(() =>
+      parseHfConfig({ ...base, model_type: 'phi3', partial_rotary_factor: 0.1 }),
+    ).toThrow('partial_rotary_factor');
+  });
+
   it('toHfConfig → parseHfConfig round-trips the new architectures', () => {
     for (const cfg of [
       { ...base, model_type: 'qwen3', attention_bias: true, head_dim: 32 },

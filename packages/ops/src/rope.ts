@@ -32,6 +32,9 @@ export interface RopeScalingConfig {
   mscale_all_dim?: number;
   /** yarn: round the correction range to whole dimensions (default true). */
   truncate?: boolean;
+  /** longrope (Phi-3): per-frequency divisors `[hd/2]` for short and long sequences. */
+  short_factor?: number[];
+  long_factor?: number[];
   [key: string]: unknown;
 }
 
@@ -88,7 +91,8 @@ function positiveNumber(scaling: RopeScalingConfig, key: string): number {
  * up to `pow`'s last-ulp rounding. `yarn` (transformers' `_compute_yarn_parameters`) blends
  * interpolated and extrapolated frequencies; its cos/sin scale is {@link ropeAttentionScaling}.
  * `dynamic` (NTK-aware, transformers' `_compute_dynamic_ntk_parameters`) raises theta once the
- * call's `seqLen` passes `maxPositions`. Other types (`longrope`, ...) throw
+ * call's `seqLen` passes `maxPositions`; `longrope` (Phi-3) divides by `long_factor` once
+ * `seqLen` passes `original_max_position_embeddings`, else by `short_factor`. Other types (`longrope`, ...) throw
  * `UNSUPPORTED` naming `rope_scaling.rope_type`; bad fields throw `INVALID_CONFIG`.
  */
 export function ropeInvFreq(options: RopeOptions): Float32Array {
@@ -228,10 +232,36 @@ export function ropeInvFreq(options: RopeOptions): Float32Array {
       }
       return inv;
     }
+    case 'longrope': {
+      // transformers' _compute_longrope_parameters: inv_freq = 1 / (ext · base^(2i/dim)), ext
+      // the long factors when the call's length passes original_max_position_embeddings,
+      // else the short ones.
+      const orig = positiveNumber(scaling, 'original_max_position_embeddings');
+      const key =
+        options.seqLen !== undefined && options.seqLen > orig ? 'long_factor' : 'short_factor';
+      const ext = scaling[key];
+      if (
+        !Array.isArray(ext) ||
+        ext.length !== half ||
+        !ext.every((v) => typeof v === 'number' && Number.isFinite(v) && v > 0)
+      ) {
+        throw configError(
+          `rope_scaling.${key}`,
+          `longrope needs ${key} with one positive number per frequency`,
+          `${half} positive numbers`,
+          ext,
+        );
+      }
+      for (let i = 0; i < half; i++) {
+        const pow = f32(theta ** f32((2 * i) / headDim));
+        inv[i] = f32(1 / f32(f32(ext[i] as number) * pow));
+      }
+      return inv;
+    }
     default:
       throw new ParaError('UNSUPPORTED', `rope_scaling type "${String(type)}" is not supported`, {
         field: 'rope_scaling.rope_type',
-        expected: '"default", "linear", "llama3", "yarn" or "dynamic"',
+        expected: '"default", "linear", "llama3", "yarn", "dynamic" or "longrope"',
         actual: JSON.stringify(type),
       });
   }
@@ -249,9 +279,21 @@ function optionalPositive(scaling: RopeScalingConfig, key: string): number | und
  * mscale_all_dim)` when both are set, else `0.1 · ln(factor) + 1` (1 for factor ≤ 1).
  * Pass it to {@link ropeCosSin} as `scale`.
  */
-export function ropeAttentionScaling(scaling: RopeScalingConfig | null | undefined): number {
+export function ropeAttentionScaling(
+  scaling: RopeScalingConfig | null | undefined,
+  maxPositions?: number,
+): number {
   if (scaling === undefined || scaling === null) return 1;
   const type = scaling.rope_type ?? scaling.type ?? 'default';
+  if (type === 'longrope') {
+    // sqrt(1 + ln(factor) / ln(original)), factor defaulting to max_position / original.
+    const given = optionalPositive(scaling, 'attention_factor');
+    if (given !== undefined) return given;
+    const orig = positiveNumber(scaling, 'original_max_position_embeddings');
+    const factor =
+      optionalPositive(scaling, 'factor') ?? (maxPositions === undefined ? 1 : maxPositions / orig);
+    return factor <= 1 ? 1 : Math.sqrt(1 + Math.log(factor) / Math.log(orig));
+  }
   if (type !== 'yarn') return 1;
   const given = optionalPositive(scaling, 'attention_factor');
   if (given !== undefined) return given;

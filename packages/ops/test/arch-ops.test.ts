@@ -221,6 +221,30 @@ describe('yarn RoPE scaling', () => {
     );
   });
 
+  it('longrope (Phi-3): short factors up to the original length, long past it, attention scaling (transformers values)', () => {
+    const scaling = {
+      rope_type: 'longrope',
+      original_max_position_embeddings: 12,
+      short_factor: [1.0, 1.1, 1.3, 1.7, 2.3, 3.1],
+      long_factor: [1.0, 4.0, 16.0, 64.0, 256.0, 1024.0],
+    };
+    // transformers 5.18.0: ROPE_INIT_FUNCTIONS['longrope'](Phi3Config(hidden_size=64, heads=4,
+    // max_position_embeddings=48, original_max_position_embeddings=12, partial_rotary_factor
+    // 0.75, ...)) without and with seq_len=13 (rotary dim 12), 9 digits.
+    const short = [1.0, 0.195857689, 0.0357045271, 0.00588235306, 0.000936710625, 0.000149728701];
+    const long = [1.0, 0.0538608618, 0.00290099275, 0.000156249997, 8.41575911e-6, 4.53280222e-7];
+    const at = (seqLen?: number) =>
+      Array.from(ropeInvFreq({ headDim: 12, theta: 10000, scaling, seqLen }));
+    expectClose(at(), short, 0, 2e-7, 'init');
+    expectClose(at(12), short, 0, 2e-7, 'seq 12');
+    expectClose(at(13), long, 0, 2e-7, 'seq 13');
+    expect(ropeAttentionScaling(scaling, 48)).toBeCloseTo(1.2481529919454024, 12);
+    expect(ropeAttentionScaling({ ...scaling, factor: 1 }, 48)).toBe(1);
+    expect(() =>
+      ropeInvFreq({ headDim: 12, theta: 10000, scaling: { ...scaling, short_factor: [1, 2] } }),
+    ).toThrow('short_factor');
+  });
+
   it('ropeCosSin scale multiplies cos and sin (host and device positions)', async () => {
     const inv = ropeInvFreq({ headDim: 8, theta: 100 });
     const pos = [[0, 3, 17]];

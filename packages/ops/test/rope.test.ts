@@ -101,7 +101,7 @@ describe('ropeInvFreq', () => {
 
   it('rejects unknown scaling types and bad fields with typed errors', () => {
     const e1 = caught(() =>
-      ropeInvFreq({ headDim: 8, scaling: { rope_type: 'longrope', factor: 2 } }),
+      ropeInvFreq({ headDim: 8, scaling: { rope_type: 'proportional', factor: 2 } }),
     );
     expect(isParaError(e1, 'UNSUPPORTED')).toBe(true);
     expect(e1).toMatchObject({ field: 'rope_scaling.rope_type' });

@@ -16,7 +16,12 @@ import {
 } from '@para/core';
 import * as tf from '@tensorflow/tfjs-core';
 import { type ModelConfig, parseHfConfig } from '../config';
-import { type ModelWeights, tensorSpecs, weightsFromNamed } from './weights';
+import {
+  checkpointTensorSpecs,
+  fromCheckpointTensors,
+  type ModelWeights,
+  weightsFromNamed,
+} from './weights';
 
 /** Reads and parses `config.json` from a checkpoint location. */
 export async function readConfig(
@@ -63,9 +68,9 @@ export async function validateCheckpoint(store: TensorStore, config: ModelConfig
   // The header bounds the work: a config that implies far more tensors than the file holds (say
   // num_hidden_layers: 1e9) is refused from a one-layer count, before listing every layer's
   // tensors. A small difference falls through to the one error below that lists them.
-  const base = tensorSpecs({ ...config, numLayers: 0 }).length;
+  const base = checkpointTensorSpecs({ ...config, numLayers: 0 }).length;
   const implied =
-    base + (tensorSpecs({ ...config, numLayers: 1 }).length - base) * config.numLayers;
+    base + (checkpointTensorSpecs({ ...config, numLayers: 1 }).length - base) * config.numLayers;
   const held = store.names().length;
   if (implied > held + 4096) {
     throw new ParaError(
@@ -79,7 +84,7 @@ export async function validateCheckpoint(store: TensorStore, config: ModelConfig
       },
     );
   }
-  const specs = tensorSpecs(config);
+  const specs = checkpointTensorSpecs(config);
   const expected = new Set(specs.map((s) => s.name));
   const missing = specs.filter((s) => !store.has(s.name)).map((s) => s.name);
   const unexpected = store.names().filter((n) => !expected.has(n) && !ignorable(n, config));
@@ -120,12 +125,13 @@ export async function loadWeights(store: TensorStore, config: ModelConfig): Prom
   await validateCheckpoint(store, config);
   const named: Record<string, tf.Tensor> = {};
   try {
-    for (const s of tensorSpecs(config)) named[s.name] = await readFiniteTensor(store, s.name);
+    for (const s of checkpointTensorSpecs(config))
+      named[s.name] = await readFiniteTensor(store, s.name);
   } catch (e) {
     tf.dispose(Object.values(named));
     throw e;
   }
-  return weightsFromNamed(config, named);
+  return weightsFromNamed(config, fromCheckpointTensors(config, named));
 }
 
 /** Config and weights of a checkpoint directory reached through `access`. */

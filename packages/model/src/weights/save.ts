@@ -7,7 +7,7 @@
 import type { FloatStorageDtype } from '@para/core';
 import type * as tf from '@tensorflow/tfjs-core';
 import { type ModelConfig, toHfConfig } from '../config';
-import { type ModelWeights, namedWeights } from './weights';
+import { type ModelWeights, namedWeights, toCheckpointTensors } from './weights';
 
 export interface SaveOptions {
   /** Storage dtype of the weights (default F32). */
@@ -19,6 +19,11 @@ export interface CheckpointFiles {
   configJson: string;
   /** Tensors by HF name (`lm_head.weight` omitted when tied, as transformers saves). */
   tensors: Record<string, tf.Tensor>;
+  /**
+   * Tensors made for the file rather than the model's own (Phi-3's fused qkv_proj /
+   * gate_up_proj): dispose them once written.
+   */
+  made: tf.Tensor[];
   /** safetensors `__metadata__`. */
   metadata: Record<string, string>;
   dtype: FloatStorageDtype;
@@ -39,9 +44,11 @@ export function checkpointFiles(
   const hf = toHfConfig(config);
   hf.torch_dtype = TORCH_DTYPE[dtype];
   if ('dtype' in hf) hf.dtype = TORCH_DTYPE[dtype];
+  const { tensors, made } = toCheckpointTensors(config, namedWeights(config, weights));
   return {
     configJson: `${JSON.stringify(hf, null, 2)}\n`,
-    tensors: namedWeights(config, weights),
+    tensors,
+    made,
     metadata: { format: 'pt' },
     dtype,
   };

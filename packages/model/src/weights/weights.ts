@@ -7,7 +7,7 @@
  * checkpoint's storage dtype.
  */
 
-import type * as tf from '@tensorflow/tfjs-core';
+import * as tf from '@tensorflow/tfjs-core';
 import type { ModelConfig } from '../config';
 
 /** One `nn.Linear`. */
@@ -262,6 +262,115 @@ export function weightsFromNamed(
     norm: get('model.norm.weight'),
     lmHead: c.tieWordEmbeddings ? embedTokens : get('lm_head.weight'),
   };
+}
+
+/**
+ * The tensors as the checkpoint file holds them: `tensorSpecs`, except that Phi-3
+ * (`fusedProjections`) stores `self_attn.qkv_proj.weight` `[(Hq + 2·Hkv)·hd, d]` (rows q, k, v)
+ * and `mlp.gate_up_proj.weight` `[2·d_ff, d]` (rows gate, up) instead of the separate ones.
+ */
+export function checkpointTensorSpecs(c: ModelConfig): TensorSpec[] {
+  const specs = tensorSpecs(c);
+  if (!c.fusedProjections) return specs;
+  const out: TensorSpec[] = [];
+  for (const s of specs) {
+    const m = /^model\.layers\.(\d+)\.(self_attn|mlp)\.(\w+)_proj\.weight$/.exec(s.name);
+    const part = m?.[3];
+    if (m === null || part === undefined || !FUSED_PART.has(`${part}_proj`)) {
+      out.push(s);
+      continue;
+    }
+    const i = Number(m[1]);
+    if (part === 'q')
+      out.push({ name: fusedName(i, 'qkv_proj'), shape: [fusedRows(c, 'qkv_proj'), c.hiddenSize] });
+    else if (part === 'gate')
+      out.push({
+        name: fusedName(i, 'gate_up_proj'),
+        shape: [fusedRows(c, 'gate_up_proj'), c.hiddenSize],
+      });
+  }
+  return out;
+}
+
+const FUSED_PART = new Set(['q_proj', 'k_proj', 'v_proj', 'gate_proj', 'up_proj']);
+const FUSED_OF: Record<'qkv_proj' | 'gate_up_proj', ProjectionName[]> = {
+  qkv_proj: ['q_proj', 'k_proj', 'v_proj'],
+  gate_up_proj: ['gate_proj', 'up_proj'],
+};
+
+function fusedName(layer: number, fused: 'qkv_proj' | 'gate_up_proj'): string {
+  return `model.layers.${layer}.${fused === 'qkv_proj' ? 'self_attn' : 'mlp'}.${fused}.weight`;
+}
+
+function fusedRows(c: ModelConfig, fused: 'qkv_proj' | 'gate_up_proj'): number {
+  return FUSED_OF[fused].reduce((n, p) => n + projectionShape(c, p)[0], 0);
+}
+
+/**
+ * Tensors read from a checkpoint (`checkpointTensorSpecs` names) → `tensorSpecs` names: Phi-3's
+ * fused tensors are split by rows (and disposed); others pass through.
+ */
+export function fromCheckpointTensors(
+  c: ModelConfig,
+  t: Record<string, tf.Tensor>,
+): Record<string, tf.Tensor> {
+  if (!c.fusedProjections) return t;
+  const out: Record<string, tf.Tensor> = { ...t };
+  for (let i = 0; i < c.numLayers; i++) {
+    for (const fused of ['qkv_proj', 'gate_up_proj'] as const) {
+      const name = fusedName(i, fused);
+      const w = out[name];
+      if (w === undefined) throw new Error(`internal: ${name} missing after validation`);
+      const parts = FUSED_OF[fused];
+      const pieces = tf.split(
+        w,
+        parts.map((p) => projectionShape(c, p)[0]),
+        0,
+      ); // [out_p, d] each
+      parts.forEach((p, j) => {
+        out[projectionName(i, p)] = pieces[j] as tf.Tensor;
+      });
+      delete out[name];
+      w.dispose();
+    }
+  }
+  return out;
+}
+
+/**
+ * `namedWeights` → what the checkpoint file holds: Phi-3's projections fused by rows again.
+ * `made` lists the tensors created here (the caller disposes them after writing).
+ */
+export function toCheckpointTensors(
+  c: ModelConfig,
+  named: Record<string, tf.Tensor>,
+): { tensors: Record<string, tf.Tensor>; made: tf.Tensor[] } {
+  if (!c.fusedProjections) return { tensors: named, made: [] };
+  const tensors: Record<string, tf.Tensor> = {};
+  const made: tf.Tensor[] = [];
+  const fusedAt = new Map<string, string>(); // first part's name -> fused name
+  for (let i = 0; i < c.numLayers; i++) {
+    for (const fused of ['qkv_proj', 'gate_up_proj'] as const)
+      fusedAt.set(projectionName(i, FUSED_OF[fused][0] as ProjectionName), fusedName(i, fused));
+  }
+  for (const [name, t] of Object.entries(named)) {
+    const f = fusedAt.get(name);
+    if (f !== undefined) {
+      const i = Number(/^model\.layers\.(\d+)\./.exec(name)?.[1]);
+      const fused = f.endsWith('qkv_proj.weight') ? 'qkv_proj' : 'gate_up_proj';
+      const w = tf.concat(
+        FUSED_OF[fused].map((p) => named[projectionName(i, p)] as tf.Tensor),
+        0,
+      ); // [rows, d]
+      made.push(w);
+      tensors[f] = w;
+      continue;
+    }
+    const m = /\.(\w+_proj)\.weight$/.exec(name);
+    if (m !== null && FUSED_PART.has(m[1] as string)) continue; // inside a fused tensor
+    tensors[name] = t;
+  }
+  return { tensors, made };
 }
 
 /** Every distinct tensor of the weights (the tied head counted once). */

@@ -26,6 +26,16 @@ It writes only its own fixture directories (make_goldens.py's are left alone):
   smollm3           SmolLM3 (F16): 4 layers, no_rope_layer_interval 2 (layers 1 and 3 without RoPE),
                     use_sliding_window with window 4 (transformers makes the no-RoPE layers
                     sliding), attention and MLP biases, tied embeddings
+  phi3              Phi-3: fused qkv_proj and gate_up_proj, partial_rotary_factor 0.5 (RoPE on 8
+                    of 16 head dims), sliding_window 5 on every layer, BF16, transformers 4
+                    config (top-level partial_rotary_factor)
+  phi3-longrope     Phi-3 with longrope (short/long factors, original_max_position_embeddings 12,
+                    max_position_embeddings 48 so attention scaling sqrt(1 + ln 4 / ln 12)),
+                    partial_rotary_factor 0.75: the prompt batch (10 slots) uses the short
+                    factors, generation switches to the long ones at 13 slots; the greedy golden
+                    is the cache-free loop (every key recomputed with the long factors, what
+                    Phi-3's generate means to do; transformers 5.18's generate is wrong there,
+                    its ids are recorded beside)
   olmo2-bf16        OLMo 2: no input norm, post-attention / post-feed-forward norms, q_norm and
                     k_norm over the whole projection, stored as BF16, transformers 4 config
   gemma3-bf16       Gemma 3 text: qk-norm, 4 layers from sliding_window_pattern 3 ([sliding,
@@ -65,6 +75,8 @@ from transformers import (
     Qwen2ForCausalLM,
     Olmo2Config,
     Olmo2ForCausalLM,
+    Phi3Config,
+    Phi3ForCausalLM,
     Qwen3Config,
     Qwen3ForCausalLM,
     SmolLM3Config,
@@ -203,6 +215,36 @@ MODELS = [
         seed=27,
     ),
     dict(
+        name="phi3",
+        cls=Phi3ForCausalLM,
+        config=Phi3Config(
+            **{**COMMON, "pad_token_id": 0},
+            rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.5},
+            sliding_window=5,
+        ),
+        dtype="bfloat16",
+        seed=21,
+        v4_config=True,
+    ),
+    dict(
+        name="phi3-longrope",
+        cls=Phi3ForCausalLM,
+        config=Phi3Config(
+            **{**COMMON, "pad_token_id": 0, "max_position_embeddings": 48},
+            original_max_position_embeddings=12,
+            rope_parameters={
+                "rope_type": "longrope",
+                "rope_theta": 10000.0,
+                "partial_rotary_factor": 0.75,
+                "short_factor": [1.0, 1.1, 1.3, 1.7, 2.3, 3.1],
+                "long_factor": [1.0, 4.0, 16.0, 64.0, 256.0, 1024.0],
+            },
+        ),
+        dtype="float32",
+        seed=25,
+        reference_golden=True,
+    ),
+    dict(
         name="olmo2-bf16",
         cls=Olmo2ForCausalLM,
         config=Olmo2Config(**{**COMMON, "pad_token_id": 0}, rope_theta=500000.0),
@@ -242,6 +284,8 @@ def to_v4(d):
         cfg = json.load(f)
     rp = cfg.pop("rope_parameters")
     cfg["rope_theta"] = rp.pop("rope_theta")
+    if "partial_rotary_factor" in rp:
+        cfg["partial_rotary_factor"] = rp.pop("partial_rotary_factor")
     cfg["rope_scaling"] = rp if rp.get("rope_type", "default") != "default" else None
     cfg["torch_dtype"] = cfg.pop("dtype")
     cfg.pop("layer_types", None)
@@ -291,7 +335,17 @@ def main():
             eos_token_id=eos,
         )
         hf_new = trim_after_eos(gen[:, ids.shape[1]:].tolist(), eos)
-        if spec.get("cached_differs"):
+        if spec.get("reference_golden"):
+            # transformers 5.18's Phi-3 generate is wrong past original_max_position_embeddings:
+            # Phi3ForCausalLM.prepare_inputs_for_generation drops the cache to recompute it
+            # with the long factors, but input_ids are already cut to the last token, so that
+            # token (and every later one: the condition holds again) attends only to itself.
+            # What it means to do (recompute every key with the long factors) is what the
+            # cache-free loop computes, so that is the golden here; generate's ids are recorded.
+            ref_new, margin = greedy_reference(model, ids, mask, eos)
+            spec["hf_generate_new_tokens"] = hf_new
+            hf_new = ref_new
+        elif spec.get("cached_differs"):
             # Dynamic RoPE: transformers' cached generate keeps each key's frequencies, a
             # cache-free loop recomputes them all, so the two differ by design; the golden is
             # generate's, and its margins come from generate's own scores.
@@ -341,6 +395,14 @@ def main():
                     "min_greedy_margin": margin,
                     "sliding_window": sw,
                     "layer_types": lt,
+                    **(
+                        {
+                            "greedy_source": "cache-free greedy loop (transformers generate is wrong here, see make_goldens_arch.py)",
+                            "transformers_generate_new_tokens": spec["hf_generate_new_tokens"],
+                        }
+                        if spec.get("reference_golden")
+                        else {}
+                    ),
                     "versions": {
                         "python": sys.version.split()[0],
                         "torch": torch.__version__,

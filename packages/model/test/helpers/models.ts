@@ -19,6 +19,8 @@ export const GOLDEN_MODELS = [
   'gemma3-bf16',
   'smollm3',
   'olmo2-bf16',
+  'phi3',
+  'phi3-longrope',
 ] as const;
 
 /** The fixtures with sliding-window layers (every prompt + generation is longer than the window). */
@@ -29,6 +31,7 @@ export const SLIDING_MODELS = [
   'gemma2-f16',
   'gemma3-bf16',
   'smollm3',
+  'phi3',
 ] as const;
 
 /** A tiny config (GQA, biases optional) for tests that build their own model. */
