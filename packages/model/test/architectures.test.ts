@@ -282,6 +282,61 @@ describe.each(testBackends())('architectures on %s', (backend) => {
     }
   });
 
+  it.each(['gemma2-f16', 'gemma3-bf16', 'olmo2-bf16', 'phi3', 'smollm3', 'qwen3-yarn'])(
+    '%s: gradients of q, v and up scales (PARA-like) match finite differences',
+    async (name) => {
+      const model = models.get(name) as CausalLM;
+      const c = model.config;
+      const dims = {
+        q_proj: c.numHeads * c.headDim,
+        v_proj: c.numKvHeads * c.headDim,
+        up_proj: c.intermediateSize,
+      };
+      const vars = Object.fromEntries(
+        Object.entries(dims).map(([site, d]) => [
+          site,
+          tf.variable(tf.linspace(0.8, 1.2, d), true, `${name}_${site}_${backend}`),
+        ]),
+      ) as Record<keyof typeof dims, tf.Variable>;
+      const adapter: ModelAdapter = {
+        sites: [],
+        layerInput(ctx) {
+          for (const [site, v] of Object.entries(vars))
+            ctx.state.setScale(site as keyof typeof dims, tf.reshape(v, [1, 1, -1]));
+        },
+      };
+      const ids = [[1, 9, 4, 33, 70, 2, 5, 8]]; // longer than the windows (4, 5)
+      const T = 8;
+      const probe = tf.reshape(tf.linspace(-1, 1, T * c.vocabSize), [1, T, c.vocabSize]); // [1, T, V]
+      const loss = () => tf.sum(tf.mul(model.forward(ids, { adapter }), probe)) as tf.Scalar;
+      const { grads, value } = tf.variableGrads(loss, Object.values(vars));
+      value.dispose();
+      for (const [site, v] of Object.entries(vars)) {
+        const g = await take(grads[v.name] as tf.Tensor);
+        const base = await v.data();
+        const i = Math.floor(base.length / 3);
+        const eps = 1e-2;
+        const at = async (delta: number) => {
+          const x = Float32Array.from(base);
+          x[i] = (x[i] as number) + delta;
+          const t = tf.tensor1d(x);
+          v.assign(t);
+          t.dispose();
+          return (await take(tf.tidy(loss)))[0] as number;
+        };
+        const fd = ((await at(eps)) - (await at(-eps))) / (2 * eps);
+        const restore = tf.tensor1d(base);
+        v.assign(restore);
+        restore.dispose();
+        expect(
+          Math.abs((g[i] as number) - fd),
+          `${name} ${site}: grad ${g[i]} vs fd ${fd}`,
+        ).toBeLessThan(3e-2 * Math.max(1, Math.abs(fd)));
+      }
+      tf.dispose([...Object.values(vars), probe]);
+    },
+  );
+
   it('a PARA-like identity scale of q, v and up is bit-identical; a scale of up acts on the up half of the GeGLU', async () => {
     const model = models.get('gemma2-f16') as CausalLM;
     const ids = [[1, 5, 9, 13, 44, 90, 7, 8, 100]];

@@ -120,7 +120,7 @@ describe('sliding-window masks (host rules)', () => {
     const m0 = await take(cache.attentionMask(pre, { slidingWindow: W }));
     const full0 = await take(cache.attentionMask(pre));
     cache.append(0, kv(7), kv(7));
-    const check = (m: Float32Array, step: typeof pre, windowed: boolean) => {
+    const check = (m: ArrayLike<number>, step: typeof pre, windowed: boolean) => {
       const { queryLength: T, keyLength: S } = step;
       for (let b = 0; b < 2; b++)
         for (let t = 0; t < T; t++)
