@@ -13,6 +13,7 @@ import { registerGenerateCommand } from './commands/generate';
 import { registerInfoCommand } from './commands/info';
 import { registerLogitsCommand } from './commands/logits';
 import { registerPretrainCommand } from './commands/pretrain';
+import { registerServeCommand } from './commands/serve';
 import { registerTokenizerCommand } from './commands/tokenizer';
 import { registerTrainCommand } from './commands/train';
 import {
@@ -52,6 +53,7 @@ export function buildProgram(options: { json?: boolean } = {}): Command {
   registerEvalCommand(program);
   registerDemoCommand(program);
   registerBenchCommand(program);
+  registerServeCommand(program);
   addHelpExamples(program);
   return program;
 }

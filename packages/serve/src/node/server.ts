@@ -425,7 +425,9 @@ export async function createServer(options: ServerOptions): Promise<ParaServer> 
     };
     reply.raw.on('close', onClose);
     const id = `${shape.prefix}-${randomUUID().replace(/-/g, '')}`;
-    const head = { id, created: Math.floor(Date.now() / 1000), model: body.model };
+    const createdAt = Math.floor(Date.now() / 1000);
+    // Keys in OpenAI's order: id, object, created, model, choices, usage.
+    const head = (object: string) => ({ id, object, created: createdAt, model: body.model });
     const stream = body.stream === true;
     const startStream = () => {
       reply.hijack();
@@ -438,9 +440,7 @@ export async function createServer(options: ServerOptions): Promise<ParaServer> 
     };
     const send = (chunk: Record<string, unknown>) => {
       if (!reply.raw.destroyed)
-        reply.raw.write(
-          `data: ${JSON.stringify({ ...head, object: shape.chunkObject, ...chunk })}\n\n`,
-        );
+        reply.raw.write(`data: ${JSON.stringify({ ...head(shape.chunkObject), ...chunk })}\n\n`);
     };
     try {
       const handle = engine.submit({
@@ -475,7 +475,7 @@ export async function createServer(options: ServerOptions): Promise<ParaServer> 
         return reply;
       }
       const result = await handle.result;
-      return reply.send({ ...head, object: shape.object, ...shape.full(result.text, result) });
+      return reply.send({ ...head(shape.object), ...shape.full(result.text, result) });
     } finally {
       reply.raw.off('close', onClose);
       lease?.release();

@@ -1,0 +1,216 @@
+/**
+ * `para serve [--model DIR] [--adapters DIR] [--host H] [--port N] [--max-batch N]
+ * [--max-len N] [--max-queue N] [--max-adapter-memory SIZE] [--timeout-ms MS] [--api-key K]
+ * [--model-name NAME] [--backend NAME]`
+ *
+ * An OpenAI-compatible server (@para/serve) for one backbone and the adapters under a root
+ * directory, each addressed by its directory name in the `model` field. With no flags: the
+ * bundled backbone with the bundled adapters (assets/adapters/*) on 127.0.0.1:8000. Prints a
+ * ready-to-paste curl and an `openai` client snippet once listening; SIGTERM / SIGINT stop it
+ * gracefully (running requests finish or are cancelled within 10 s) and it exits 0.
+ */
+import * as path from 'node:path';
+import { ParaError } from '@para/core/node';
+import { loadPretrained } from '@para/model/node';
+import { AdapterRegistry, createServer, directorySource } from '@para/serve/node';
+import type { Command } from 'commander';
+import { defaultBackboneDir } from '../backbone';
+import { startBackend } from '../backend';
+import { HELP_EXAMPLES } from '../examples';
+import { writeOut } from './logits';
+
+interface ServeFlags {
+  model?: string;
+  adapters?: string;
+  host: string;
+  port: string;
+  maxBatch: string;
+  maxLen?: string;
+  maxQueue: string;
+  maxAdapterMemory: string;
+  timeoutMs: string;
+  apiKey?: string;
+  modelName?: string;
+  backend?: string;
+}
+
+function integer(value: string, flag: string, min: number, max = Number.MAX_SAFE_INTEGER): number {
+  const n = Number(value);
+  if (value.trim() === '' || !Number.isInteger(n) || n < min || n > max)
+    throw new ParaError('INVALID_ARGUMENT', `bad value for ${flag}`, {
+      field: flag,
+      expected: `an integer in [${min}, ${max}]`,
+      actual: JSON.stringify(value),
+    });
+  return n;
+}
+
+/** "512MiB", "1GiB", "300M", "1048576" → bytes. */
+function bytes(value: string, flag: string): number {
+  const m = /^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b)?\s*$/i.exec(value);
+  const units: Record<string, number> = {
+    '': 1,
+    k: 1024,
+    m: 1024 ** 2,
+    g: 1024 ** 3,
+    t: 1024 ** 4,
+  };
+  const n = m === null ? Number.NaN : Number(m[1]) * (units[(m[2] ?? '').toLowerCase()] ?? 1);
+  if (!(n >= 1))
+    throw new ParaError('INVALID_ARGUMENT', `bad value for ${flag}`, {
+      field: flag,
+      expected: 'a size such as 512MiB, 1GiB or a number of bytes',
+      actual: JSON.stringify(value),
+    });
+  return Math.floor(n);
+}
+
+export function registerServeCommand(program: Command): void {
+  // The example `para serve --help` ends with (kept here, beside the command it shows).
+  HELP_EXAMPLES.serve ??= [
+    'para serve',
+    'para serve --adapters adapters --port 8080 --max-batch 16 --api-key "$PARA_API_KEY"',
+  ];
+  program
+    .command('serve')
+    .description(
+      'serve the backbone and its adapters over an OpenAI-compatible HTTP API (continuous batching, many tenants)',
+    )
+    .option(
+      '-m, --model <dir>',
+      'Hugging Face checkpoint directory with tokenizer.json; default: the bundled backbone',
+    )
+    .option(
+      '--adapters <dir>',
+      'root directory of adapter directories (PEFT layout), served by their names; default with no --model: the bundled adapters',
+    )
+    .option('--host <host>', 'interface to bind (0.0.0.0 for every interface)', '127.0.0.1')
+    .option('--port <n>', 'TCP port (0: any free port)', '8000')
+    .option('--max-batch <n>', 'requests decoding at once (KV rows)', '8')
+    .option(
+      '--max-len <n>',
+      'tokens per request, prompt and new (KV slots per row); default min(256, the model’s positions)',
+    )
+    .option('--max-queue <n>', 'requests waiting for a row at most (beyond: HTTP 429)', '64')
+    .option(
+      '--max-adapter-memory <size>',
+      'adapter tensors kept loaded at most (LRU eviction)',
+      '1GiB',
+    )
+    .option('--timeout-ms <ms>', 'per-request deadline (0: none)', '0')
+    .option(
+      '--api-key <key>',
+      'require Authorization: Bearer <key> on /v1 (default: PARA_API_KEY, else none)',
+    )
+    .option(
+      '--model-name <name>',
+      'id of the base model in the API (default: the model directory’s name)',
+    )
+    .option(
+      '-b, --backend <name>',
+      'start this backend (tensorflow, wasm, cpu, webgpu); overrides PARA_BACKEND',
+    )
+    .action(async (opts: ServeFlags) => {
+      const dir = opts.model ?? defaultBackboneDir();
+      const adaptersDir =
+        opts.adapters ??
+        (opts.model === undefined ? path.join(path.dirname(dir), 'adapters') : undefined);
+      const port = integer(opts.port, '--port', 0, 65535);
+      const maxBatch = integer(opts.maxBatch, '--max-batch', 1, 1024);
+      const maxLen = opts.maxLen === undefined ? undefined : integer(opts.maxLen, '--max-len', 2);
+      const maxQueue = integer(opts.maxQueue, '--max-queue', 0);
+      const timeoutMs = integer(opts.timeoutMs, '--timeout-ms', 0);
+      const maxBytes = bytes(opts.maxAdapterMemory, '--max-adapter-memory');
+      const apiKey = opts.apiKey ?? process.env.PARA_API_KEY ?? undefined;
+      const modelName = opts.modelName ?? path.basename(path.resolve(dir));
+
+      await startBackend(opts.backend);
+      const { model, tokenizer } = await loadPretrained(dir);
+      const registry =
+        adaptersDir === undefined
+          ? null
+          : new AdapterRegistry(
+              model,
+              directorySource(adaptersDir, {
+                baseModelName: path.resolve(dir),
+                baseModelMismatch: 'warn',
+                warn: (m) => process.stderr.write(`para serve: warning: ${m}\n`),
+              }),
+              { maxBytes },
+            );
+      let server: Awaited<ReturnType<typeof createServer>>;
+      try {
+        server = await createServer({
+          model,
+          tokenizer,
+          registry,
+          modelName,
+          engine: {
+            maxBatch,
+            maxQueue,
+            timeoutMs,
+            ...(maxLen === undefined ? {} : { maxLen }),
+          },
+          ...(apiKey === undefined || apiKey === '' ? {} : { apiKey }),
+        });
+      } catch (e) {
+        registry?.dispose();
+        model.dispose();
+        throw e;
+      }
+      const stopped = new Promise<string>((resolve) => {
+        process.once('SIGTERM', () => resolve('SIGTERM'));
+        process.once('SIGINT', () => resolve('SIGINT'));
+      });
+      let url: string;
+      try {
+        url = await server.listen({ host: opts.host, port });
+      } catch (e) {
+        await server.close();
+        registry?.dispose();
+        model.dispose();
+        const err = e as NodeJS.ErrnoException;
+        throw new ParaError(
+          'INVALID_ARGUMENT',
+          `cannot listen on ${opts.host}:${port}: ${err.message}`,
+          {
+            field: err.code === 'EADDRINUSE' ? '--port' : '--host',
+            cause: e,
+          },
+        );
+      }
+      const adapters = registry === null ? [] : (await registry.list()).map((a) => a.name);
+      const example = adapters[0] ?? modelName;
+      const auth = apiKey ? ` -H 'authorization: Bearer ${apiKey}'` : '';
+      const body = JSON.stringify({
+        model: example,
+        prompt: 'Opposite of hot:',
+        max_tokens: 8,
+        temperature: 0,
+      });
+      await writeOut(
+        [
+          `para serve: ${modelName}${adapters.length > 0 ? ` with ${adapters.length} adapter${adapters.length > 1 ? 's' : ''} (${adapters.join(', ')})` : ''} on ${url}`,
+          `  max batch ${server.engine.maxBatch}, max len ${server.engine.maxLen}, max queue ${server.engine.maxQueue}${apiKey ? ', API key required' : ''}`,
+          '',
+          'Try it:',
+          `  curl -s ${url}/v1/completions -H 'content-type: application/json'${auth} -d '${body}'`,
+          '',
+          'Or with the openai client (npm i openai):',
+          "  import OpenAI from 'openai';",
+          `  const client = new OpenAI({ baseURL: '${url}/v1', apiKey: '${apiKey ?? 'none'}' });`,
+          `  const r = await client.completions.create({ model: '${example}', prompt: 'Opposite of hot:', max_tokens: 8, temperature: 0 });`,
+          '  console.log(r.choices[0].text);',
+          '',
+          'Ctrl-C (or SIGTERM) stops it.',
+          '',
+        ].join('\n'),
+      );
+      const signal = await stopped;
+      process.stderr.write(`para serve: ${signal}: finishing running requests, then exiting\n`);
+      await server.close();
+      registry?.dispose();
+      model.dispose();
+      process.stderr.write('para serve: stopped\n');
+    });
+}
