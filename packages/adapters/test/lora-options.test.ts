@@ -197,6 +197,20 @@ describe.each(testBackends())('LoRA options vs PEFT on %s', (backend) => {
       const lookaround = await bad({ rank_pattern: { '(?=q)q_proj': 4 } });
       expect(lookaround.code).toBe('UNSUPPORTED');
       expect(lookaround.field).toBe('rank_pattern["(?=q)q_proj"]');
+      // rsLoRA with patterns: alpha / √r with each module's own r and alpha (PEFT's update_layer).
+      const rs = createAdapter(llama.config, {
+        peft_type: 'LORA',
+        r: 8,
+        lora_alpha: 8,
+        use_rslora: true,
+        rank_pattern: { q_proj: 4 },
+        alpha_pattern: { v_proj: 2 },
+      }) as LoraAdapter;
+      expect([rs.module(0, 'q_proj')?.scaling, rs.module(0, 'v_proj')?.scaling]).toEqual([
+        8 / 2,
+        2 / Math.sqrt(8),
+      ]);
+      rs.dispose();
       // A hostile pattern runs in linear time (RE2).
       const slow = createAdapter(llama.config, {
         peft_type: 'LORA',
