@@ -419,6 +419,27 @@ describe('architectures: save → load, config round trips, init', () => {
     back.dispose();
   });
 
+  it.each([
+    ['qwen3-bf16', 'BF16'],
+    ['gemma3-bf16', 'BF16'],
+    ['olmo2-bf16', 'BF16'],
+    ['phi3', 'BF16'],
+    ['gemma2-f16', 'F16'],
+    ['smollm3', 'F16'],
+  ] as const)(
+    '%s: saved again in its storage dtype (%s) it reloads bit-exact',
+    async (name, dtype) => {
+      const model = await loadModel(join(FIXTURES, name));
+      const out = join(dir, `${name}-${dtype}`);
+      await saveModel(model, out, { dtype });
+      const back = await loadModel(out);
+      const ids = [[1, 2, 3, 4, 5, 6, 7, 8, 9]];
+      expect(await take(back.forward(ids))).toEqual(await take(model.forward(ids)));
+      model.dispose();
+      back.dispose();
+    },
+  );
+
   it('random Qwen3 / Gemma / SmolLM3 / OLMo 2 models: the norms each has, (1 + w) norms start at w = 0, they generate', async () => {
     for (const modelType of [
       'qwen3',

@@ -1,9 +1,11 @@
 /**
- * Goldens computed independently by Hugging Face transformers (see goldens/make_goldens.py):
- * five tiny checkpoints (Llama, Llama 3 RoPE scaling in BF16, Qwen2 with biases and tied
- * embeddings in F16, Mistral sharded with linear RoPE scaling, SmolLM-style tied with
- * head_dim ≠ d/heads), their teacher-forced logits over a left-padded batch, and greedy
- * `generate` output. These tests never run Python.
+ * Goldens computed independently by Hugging Face transformers (see goldens/make_goldens.py and
+ * goldens/make_goldens_arch.py): tiny checkpoints (Llama, Llama 3 RoPE scaling in BF16, Qwen2
+ * with biases and tied embeddings in F16, Mistral sharded with linear RoPE scaling, SmolLM-style
+ * tied with head_dim ≠ d/heads; then Qwen3, Qwen3 + yarn, Llama + dynamic RoPE, sliding-window
+ * Qwen2/Qwen3/Mistral, Gemma 2, Gemma 3 text, SmolLM3, OLMo 2, Phi-3 and Phi-3 longrope), their
+ * teacher-forced logits over a left-padded batch, and greedy `generate` output (for
+ * phi3-longrope the cache-free loop; see make_goldens_arch.py). These tests never run Python.
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
