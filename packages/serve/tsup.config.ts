@@ -12,6 +12,6 @@ export default defineConfig({
   // "." is universal (the engine and the registry: no Node built-ins); "./node" adds adapter
   // directories on disk and the Fastify HTTP server.
   platform: 'neutral',
-  external: [/^@tensorflow\//, /^@para\//, /^node:/, 'fastify'],
+  external: [/^@tensorflow\//, /^@para\//, /^node:/, 'fastify', 'prom-client'],
   shims: true,
 });

@@ -115,6 +115,17 @@ describe('para serve', () => {
     expect(text.trimEnd().endsWith('data: [DONE]')).toBe(true);
     expect(await s.exit).toBe(0);
     expect(s.stderr()).toContain('SIGTERM');
+    // Structured logs on stderr: one JSON line per completion.
+    const logs = s
+      .stderr()
+      .split('\n')
+      .filter((l) => l.startsWith('{'))
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(logs.filter((l) => l.msg === 'completion').map((l) => l.model)).toEqual([
+      'antonym',
+      'pos',
+      'backbone',
+    ]);
   });
 
   it('--api-key protects /v1; --model with --adapters serves that root', async () => {
@@ -146,6 +157,7 @@ describe('para serve', () => {
   it('bad flags are typed errors (exit 2)', () => {
     expectTypedError(para(['serve', '--port', 'abc']), 'INVALID_ARGUMENT', '--port');
     expectTypedError(para(['serve', '--max-batch', '0']), 'INVALID_ARGUMENT', '--max-batch');
+    expectTypedError(para(['serve', '--log-level', 'loud']), 'INVALID_ARGUMENT', '--log-level');
     expectTypedError(
       para(['serve', '--max-adapter-memory', 'lots']),
       'INVALID_ARGUMENT',

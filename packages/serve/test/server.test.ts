@@ -321,6 +321,74 @@ describe('OpenAI-compatible server', () => {
   });
 });
 
+describe('operations: /metrics and structured logs', () => {
+  it('GET /metrics is Prometheus text with request, token, latency and adapter-cache metrics', async () => {
+    // Runs on its own as well: a few requests first (after the tests above there are more).
+    for (let i = 0; i < 2; i++)
+      await client.completions.create({
+        model: 'pos',
+        prompt: 'A cat is a',
+        max_tokens: 3,
+        temperature: 0,
+      });
+    await client.chat.completions.create({
+      model: 'pos',
+      messages: [{ role: 'user', content: 'run' }],
+      max_tokens: 3,
+      temperature: 0,
+    });
+    expect((await post('/v1/completions', { model: 'pos', prompt: 'x', n: 2 })).status).toBe(400);
+    const res = await fetch(`${url}/metrics`);
+    expect(res.status).toBe(200);
+    expect(res.headers.get('content-type')).toMatch(/^text\/plain/);
+    const text = await res.text();
+    const value = (line: string): number => {
+      const m = new RegExp(`^${line.replace(/[{}"=]/g, (c) => `\\${c}`)} (\\S+)$`, 'm').exec(text);
+      return m === null ? Number.NaN : Number(m[1]);
+    };
+    expect(value('para_requests_total{endpoint="completions",outcome="length"}')).toBeGreaterThan(
+      0,
+    );
+    expect(value('para_requests_total{endpoint="chat",outcome="length"}')).toBeGreaterThan(0);
+    expect(value('para_requests_total{endpoint="completions",outcome="error"}')).toBeGreaterThan(0);
+    expect(value('para_generated_tokens_total')).toBeGreaterThanOrEqual(9);
+    expect(value('para_prompt_tokens_total')).toBeGreaterThan(10);
+    expect(value('para_time_to_first_token_seconds_count')).toBeGreaterThanOrEqual(3);
+    expect(value('para_inter_token_latency_seconds_count')).toBeGreaterThanOrEqual(6);
+    expect(
+      value('para_request_duration_seconds_count{endpoint="completions"}'),
+    ).toBeGreaterThanOrEqual(3);
+    expect(value('para_requests_running')).toBe(0);
+    expect(value('para_requests_waiting')).toBe(0);
+    expect(value('para_adapter_cache_loads_total')).toBeGreaterThanOrEqual(1);
+    expect(value('para_adapter_cache_hits_total')).toBeGreaterThanOrEqual(2);
+    expect(value('para_adapter_cache_evictions_total')).toBe(0);
+    expect(value('para_adapters_loaded')).toBe(value('para_adapter_cache_loads_total'));
+    expect(value('para_adapter_bytes')).toBeGreaterThan(0);
+    expect(text).toMatch(/^process_resident_memory_bytes \d+/m);
+  });
+
+  it('logs one structured (pino JSON) line per completion', async () => {
+    const lines: string[] = [];
+    const stream = { write: (l: string) => lines.push(l) };
+    const s = await createServer({ model, tokenizer: tok, logger: { level: 'info', stream } });
+    const base = await s.listen({ port: 0 });
+    const res = await fetch(`${base}/v1/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'para-base', prompt: 'hi', max_tokens: 2 }),
+    });
+    expect(res.status).toBe(200);
+    await s.close();
+    const logs = lines.map((l) => JSON.parse(l) as Record<string, unknown>);
+    const done = logs.find((l) => l.msg === 'completion');
+    expect(done).toMatchObject({ model: 'para-base', endpoint: 'completions' });
+    expect(done?.promptTokens).toBe(tok.encode('hi').length);
+    expect(done?.completionTokens).toBe(2);
+    expect(typeof done?.reqId).toBe('string');
+  });
+});
+
 describe('a full queue and shutdown', () => {
   it('429 with Retry-After when the queue is full; close() drains then refuses', async () => {
     const engine = new Engine(model, { tokenizer: tok, maxBatch: 1, maxLen: 128, maxQueue: 1 });

@@ -1,7 +1,7 @@
 /**
  * `para serve [--model DIR] [--adapters DIR] [--host H] [--port N] [--max-batch N]
  * [--max-len N] [--max-queue N] [--max-adapter-memory SIZE] [--timeout-ms MS] [--api-key K]
- * [--model-name NAME] [--backend NAME]`
+ * [--model-name NAME] [--log-level LEVEL] [--backend NAME]`
  *
  * An OpenAI-compatible server (@para/serve) for one backbone and the adapters under a root
  * directory, each addressed by its directory name in the `model` field. With no flags: the
@@ -31,8 +31,11 @@ interface ServeFlags {
   timeoutMs: string;
   apiKey?: string;
   modelName?: string;
+  logLevel: string;
   backend?: string;
 }
+
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
 
 function integer(value: string, flag: string, min: number, max = Number.MAX_SAFE_INTEGER): number {
   const n = Number(value);
@@ -107,6 +110,11 @@ export function registerServeCommand(program: Command): void {
       'id of the base model in the API (default: the model directory’s name)',
     )
     .option(
+      '--log-level <level>',
+      `structured (pino JSON) logs on stderr: ${LOG_LEVELS.join(', ')}`,
+      'info',
+    )
+    .option(
       '-b, --backend <name>',
       'start this backend (tensorflow, wasm, cpu, webgpu); overrides PARA_BACKEND',
     )
@@ -123,6 +131,12 @@ export function registerServeCommand(program: Command): void {
       const maxBytes = bytes(opts.maxAdapterMemory, '--max-adapter-memory');
       const apiKey = opts.apiKey ?? process.env.PARA_API_KEY ?? undefined;
       const modelName = opts.modelName ?? path.basename(path.resolve(dir));
+      if (!LOG_LEVELS.includes(opts.logLevel))
+        throw new ParaError('INVALID_ARGUMENT', 'bad value for --log-level', {
+          field: '--log-level',
+          expected: LOG_LEVELS.join(', '),
+          actual: JSON.stringify(opts.logLevel),
+        });
 
       await startBackend(opts.backend);
       const { model, tokenizer } = await loadPretrained(dir);
@@ -145,6 +159,8 @@ export function registerServeCommand(program: Command): void {
           tokenizer,
           registry,
           modelName,
+          logger:
+            opts.logLevel === 'silent' ? false : { level: opts.logLevel, stream: process.stderr },
           engine: {
             maxBatch,
             maxQueue,
@@ -202,6 +218,7 @@ export function registerServeCommand(program: Command): void {
           `  const r = await client.completions.create({ model: '${example}', prompt: 'Opposite of hot:', max_tokens: 8, temperature: 0 });`,
           '  console.log(r.choices[0].text);',
           '',
+          `Metrics: ${url}/metrics   Health: ${url}/health`,
           'Ctrl-C (or SIGTERM) stops it.',
           '',
         ].join('\n'),

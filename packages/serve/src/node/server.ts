@@ -23,7 +23,12 @@ import { randomInt, randomUUID, timingSafeEqual } from 'node:crypto';
 import { isParaError, type ParaError } from '@para/core';
 import type { CausalLM } from '@para/model';
 import type { ChatMessage, ParaTokenizer } from '@para/tokenizer';
-import Fastify, { type FastifyInstance, type FastifyReply } from 'fastify';
+import Fastify, {
+  type FastifyInstance,
+  type FastifyReply,
+  type FastifyRequest,
+  type FastifyServerOptions,
+} from 'fastify';
 import {
   type CompletionRequest,
   type CompletionResult,
@@ -32,6 +37,7 @@ import {
 } from '../engine';
 import { isServeError } from '../errors';
 import { type AdapterLease, type AdapterRegistry, checkAdapterName } from '../registry';
+import { createMetrics, type ServerMetrics } from './metrics';
 
 export interface ServerOptions {
   model: CausalLM;
@@ -49,8 +55,13 @@ export interface ServerOptions {
   bodyLimit?: number;
   /** How long `close()` lets running requests finish before cancelling them (default 10 s). */
   closeDeadlineMs?: number;
-  /** Fastify's logger option (default off). */
-  logger?: boolean;
+  /**
+   * Structured logs (pino, through Fastify's `logger` option): false (default), true, or pino
+   * options such as `{ level: 'info', stream: process.stderr }`.
+   */
+  logger?: FastifyServerOptions['logger'];
+  /** GET /metrics in Prometheus' text format (default true; not behind `apiKey`). */
+  metrics?: boolean;
 }
 
 export interface ParaServer {
@@ -58,6 +69,8 @@ export interface ParaServer {
   engine: Engine;
   registry: AdapterRegistry | null;
   modelName: string;
+  /** The Prometheus registry of GET /metrics (null when metrics are off). */
+  metrics: ServerMetrics | null;
   /** Starts listening (default 127.0.0.1, port 8000; port 0: a free port); returns the base URL. */
   listen(options?: { host?: string; port?: number }): Promise<string>;
   /** Stops admitting, finishes or cancels running requests within the deadline, closes. */
@@ -342,6 +355,14 @@ export async function createServer(options: ServerOptions): Promise<ParaServer> 
 
   app.get('/health', async () => ({ status: 'ok', ...engine.stats() }));
 
+  const metrics = options.metrics === false ? null : createMetrics(engine, registry);
+  if (metrics !== null) {
+    app.get('/metrics', async (_request, reply) => {
+      const text = await metrics.register.metrics();
+      return reply.header('content-type', metrics.register.contentType).send(text);
+    });
+  }
+
   app.get('/v1/models', async () => {
     const data: Record<string, unknown>[] = [
       {
@@ -404,6 +425,7 @@ export async function createServer(options: ServerOptions): Promise<ParaServer> 
    * error JSON), streams or answers, and cancels the request if the client goes away.
    */
   async function serve(
+    request: FastifyRequest,
     reply: FastifyReply,
     body: SamplingBody,
     prompt: number[],
@@ -418,7 +440,26 @@ export async function createServer(options: ServerOptions): Promise<ParaServer> 
       last: (r: CompletionResult) => Record<string, unknown>;
     },
   ): Promise<unknown> {
+    const endpoint = shape.prefix === 'cmpl' ? 'completions' : 'chat';
+    const stream = body.stream === true;
     const lease = await tenant(body.model);
+    const m = metrics?.begin(endpoint);
+    const log = (r: CompletionResult | null, e?: unknown) => {
+      const outcome = r === null ? 'error' : r.finishReason;
+      m?.end(outcome, prompt.length, r?.completionTokens ?? 0);
+      request.log.info(
+        {
+          model: body.model,
+          endpoint,
+          stream,
+          promptTokens: prompt.length,
+          completionTokens: r?.completionTokens ?? 0,
+          outcome,
+          ...(e === undefined ? {} : { error: (e as Error)?.message ?? String(e) }),
+        },
+        'completion',
+      );
+    };
     const abort = new AbortController();
     const onClose = () => {
       if (!reply.raw.writableFinished) abort.abort();
@@ -428,7 +469,6 @@ export async function createServer(options: ServerOptions): Promise<ParaServer> 
     const createdAt = Math.floor(Date.now() / 1000);
     // Keys in OpenAI's order: id, object, created, model, choices, usage.
     const head = (object: string) => ({ id, object, created: createdAt, model: body.model });
-    const stream = body.stream === true;
     const startStream = () => {
       reply.hijack();
       reply.raw.writeHead(200, {
@@ -443,18 +483,21 @@ export async function createServer(options: ServerOptions): Promise<ParaServer> 
         reply.raw.write(`data: ${JSON.stringify({ ...head(shape.chunkObject), ...chunk })}\n\n`);
     };
     try {
-      const handle = engine.submit({
-        ...samplingOf(body),
-        ...extra,
-        prompt,
-        adapter: lease?.adapter ?? null,
-        signal: abort.signal,
-        ...(stream
-          ? {
-              onText: (piece: string) => send(shape.delta(piece)),
-            }
-          : {}),
-      });
+      let handle: ReturnType<Engine['submit']>;
+      try {
+        handle = engine.submit({
+          ...samplingOf(body),
+          ...extra,
+          prompt,
+          adapter: lease?.adapter ?? null,
+          signal: abort.signal,
+          onToken: () => m?.token(),
+          ...(stream ? { onText: (piece: string) => send(shape.delta(piece)) } : {}),
+        });
+      } catch (e) {
+        log(null, e); // refused at once: bad parameter, queue full, closing
+        throw e;
+      }
       if (stream) {
         // Admitted: the headers (and chat's role chunk) go out at once. Text pieces are written
         // by onText as they decode (synchronously in the engine's loop, after this point).
@@ -464,17 +507,26 @@ export async function createServer(options: ServerOptions): Promise<ParaServer> 
         try {
           result = await handle.result;
         } catch (e) {
+          log(null, e);
           const err = httpErrorOf(e) ?? new HttpError(500, 'internal error', 'server_error');
           send(errorBody(err));
           reply.raw.end('data: [DONE]\n\n');
           return reply;
         }
+        log(result);
         send(shape.last(result));
         if (body.stream_options?.include_usage) send({ choices: [], usage: usage(result) });
         reply.raw.end('data: [DONE]\n\n');
         return reply;
       }
-      const result = await handle.result;
+      let result: CompletionResult;
+      try {
+        result = await handle.result;
+      } catch (e) {
+        log(null, e);
+        throw e;
+      }
+      log(result);
       return reply.send({ ...head(shape.object), ...shape.full(result.text, result) });
     } finally {
       reply.raw.off('close', onClose);
@@ -503,7 +555,7 @@ export async function createServer(options: ServerOptions): Promise<ParaServer> 
           'invalid_value',
         );
       }
-      return serve(reply, b, prompt, b.max_tokens == null ? { maxTokens: 16 } : {}, {
+      return serve(request, reply, b, prompt, b.max_tokens == null ? { maxTokens: 16 } : {}, {
         object: 'text_completion',
         chunkObject: 'text_completion',
         prefix: 'cmpl',
@@ -535,7 +587,7 @@ export async function createServer(options: ServerOptions): Promise<ParaServer> 
         tokenize: true,
       }) as number[];
       const maxTokens = b.max_completion_tokens ?? b.max_tokens;
-      return serve(reply, b, prompt, maxTokens == null ? {} : { maxTokens }, {
+      return serve(request, reply, b, prompt, maxTokens == null ? {} : { maxTokens }, {
         object: 'chat.completion',
         chunkObject: 'chat.completion.chunk',
         prefix: 'chatcmpl',
@@ -576,6 +628,7 @@ export async function createServer(options: ServerOptions): Promise<ParaServer> 
     engine,
     registry,
     modelName,
+    metrics,
     async listen(o = {}) {
       return app.listen({ host: o.host ?? '127.0.0.1', port: o.port ?? 8000 });
     },
