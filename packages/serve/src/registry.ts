@@ -37,6 +37,8 @@ export interface AdapterSource {
   peftType(name: string): Promise<string | null>;
   /** Loads and validates the adapter for `model`; FILE_NOT_FOUND when there is no such adapter. */
   load(name: string, model: CausalLM): Promise<AnyAdapter>;
+  /** Stores a new adapter under `name` (uploads); absent: the source is read-only. */
+  save?(name: string, adapter: AnyAdapter): Promise<void>;
 }
 
 export interface RegistryOptions {
@@ -183,6 +185,47 @@ export class AdapterRegistry {
       bytes: e.bytes,
       inUse: e.refs,
     };
+  }
+
+  /**
+   * Adds a new adapter (an upload, validated by the caller against the model): stored through
+   * the source (`save`; UNSUPPORTED when the source has none) and kept loaded. INVALID_ARGUMENT
+   * when the name is taken.
+   */
+  async install(name: string, adapter: AnyAdapter): Promise<AdapterInfo> {
+    checkAdapterName(name, 'name');
+    if (this.source.save === undefined) {
+      throw new ParaError('UNSUPPORTED', 'this server’s adapters cannot be uploaded', {
+        field: 'name',
+      });
+    }
+    const taken = this.entries.has(name) || (await this.source.list()).includes(name);
+    if (taken) {
+      throw new ParaError('INVALID_ARGUMENT', `an adapter named ${JSON.stringify(name)} exists`, {
+        field: 'name',
+        expected: 'a new name (DELETE unloads an adapter; it does not remove its files)',
+      });
+    }
+    const bytes = adapterBytes(adapter);
+    if (bytes > this.maxBytes) {
+      throw new ParaError(
+        'LIMIT_EXCEEDED',
+        'the adapter is larger than the adapter memory budget',
+        {
+          field: 'adapter_model',
+          expected: `≤ ${this.maxBytes} bytes of adapter tensors`,
+          actual: `${bytes} bytes`,
+        },
+      );
+    }
+    await this.source.save(name, adapter);
+    const e = this.entry(name);
+    e.adapter = adapter;
+    e.bytes = bytes;
+    e.lastUsed = ++this.clock;
+    this.loads++;
+    this.evict(e);
+    return { name, peftType: adapter.peftType, loaded: true, bytes, inUse: 0 };
   }
 
   /** Frees `name`'s tensors (at once if idle, else when its last request ends). False if not loaded. */

@@ -8,10 +8,10 @@
  * FILE_NOT_FOUND (HTTP 404).
  */
 
-import { readdir, readFile, realpath, stat } from 'node:fs/promises';
+import { lstat, readdir, readFile, realpath, stat } from 'node:fs/promises';
 import * as path from 'node:path';
 import { ADAPTER_CONFIG_FILE, type AnyAdapter } from '@para/adapters';
-import { loadAdapter } from '@para/adapters/node';
+import { loadAdapter, saveAdapter } from '@para/adapters/node';
 import { ParaError } from '@para/core';
 import type { CausalLM } from '@para/model';
 import { ADAPTER_NAME_PATTERN, type AdapterSource, checkAdapterName } from '../registry';
@@ -117,6 +117,30 @@ export function directorySource(root: string, options: DirectorySourceOptions = 
         baseModelMismatch: options.baseModelMismatch ?? 'warn',
         warn: options.warn ?? (() => undefined),
       });
+    },
+    async save(name: string, adapter: AnyAdapter): Promise<void> {
+      checkAdapterName(name, 'name');
+      const dir = path.join(absRoot, name);
+      if (!inside(absRoot, dir)) {
+        throw new ParaError(
+          'INVALID_ARGUMENT',
+          'the adapter name points outside the adapters root',
+          {
+            field: 'name',
+          },
+        );
+      }
+      const exists = await lstat(dir).then(
+        () => true,
+        () => false,
+      );
+      if (exists) {
+        throw new ParaError('INVALID_ARGUMENT', `an adapter named ${JSON.stringify(name)} exists`, {
+          field: 'name',
+          file: dir,
+        });
+      }
+      await saveAdapter(adapter, dir); // atomic: a temp directory renamed into place
     },
   };
 }

@@ -4,7 +4,14 @@
  *   POST /v1/completions         prompt → text           (stream: server-sent events + [DONE])
  *   POST /v1/chat/completions    messages → reply        (the tokenizer's chat template)
  *   GET  /v1/models              the base model and every adapter (with its peft_type)
+ *   POST /v1/adapters            {"name"} loads an adapter of the root now; with
+ *                                "adapter_config" (object) and "adapter_model" (base64 of the
+ *                                safetensors file) uploads a new one (validated, saved under the
+ *                                root atomically, loaded)
+ *   DELETE /v1/adapters/{name}   unloads it from memory (its files stay; the next request
+ *                                loads it again)
  *   GET  /health                 {"status": "ok", running, waiting}
+ *   GET  /metrics                Prometheus text (see metrics.ts)
  *
  * `model` names the base model (`modelName`) or an adapter of the registry, as in vLLM. Every
  * body is validated by Fastify's JSON-schema support (Ajv, no type coercion); every error is
@@ -20,7 +27,8 @@
  */
 
 import { randomInt, randomUUID, timingSafeEqual } from 'node:crypto';
-import { isParaError, type ParaError } from '@para/core';
+import { adapterFromBytes } from '@para/adapters';
+import { isParaError, ParaError } from '@para/core';
 import type { CausalLM } from '@para/model';
 import type { ChatMessage, ParaTokenizer } from '@para/tokenizer';
 import Fastify, {
@@ -36,7 +44,12 @@ import {
   type EngineOptions,
 } from '../engine';
 import { isServeError } from '../errors';
-import { type AdapterLease, type AdapterRegistry, checkAdapterName } from '../registry';
+import {
+  ADAPTER_NAME_PATTERN,
+  type AdapterLease,
+  type AdapterRegistry,
+  checkAdapterName,
+} from '../registry';
 import { createMetrics, type ServerMetrics } from './metrics';
 
 export interface ServerOptions {
@@ -53,6 +66,8 @@ export interface ServerOptions {
   apiKey?: string;
   /** Largest request body in bytes (default 1 MiB). */
   bodyLimit?: number;
+  /** Largest POST /v1/adapters body (an upload, base64) in bytes (default 64 MiB). */
+  uploadLimit?: number;
   /** How long `close()` lets running requests finish before cancelling them (default 10 s). */
   closeDeadlineMs?: number;
   /**
@@ -236,6 +251,23 @@ const chatBody = {
   },
 } as const;
 
+const adapterBody = {
+  type: 'object',
+  required: ['name'],
+  properties: {
+    name: { type: 'string', minLength: 1, maxLength: 128 },
+    adapter_config: { type: 'object' },
+    adapter_model: { type: 'string', minLength: 1, contentEncoding: 'base64' },
+  },
+  dependencies: { adapter_config: ['adapter_model'], adapter_model: ['adapter_config'] },
+} as const;
+
+interface AdapterBody {
+  name: string;
+  adapter_config?: Record<string, unknown>;
+  adapter_model?: string;
+}
+
 interface SamplingBody {
   model: string;
   max_tokens?: number | null;
@@ -390,6 +422,74 @@ export async function createServer(options: ServerOptions): Promise<ParaServer> 
       });
     }
     return { object: 'list', data };
+  });
+
+  const noRegistry = () =>
+    new HttpError(
+      404,
+      'this server has no adapters root (start it with one to manage adapters)',
+      'not_found_error',
+      null,
+      'no_adapters',
+    );
+  const adapterJson = (a: { name: string; peftType: string | null; bytes: number }) => ({
+    id: a.name,
+    object: 'model',
+    created,
+    owned_by: 'para',
+    root: modelName,
+    parent: modelName,
+    peft_type: a.peftType,
+    loaded: true,
+    bytes: a.bytes,
+  });
+
+  app.post<{ Body: AdapterBody }>(
+    '/v1/adapters',
+    { schema: { body: adapterBody }, bodyLimit: options.uploadLimit ?? 64 * 1024 * 1024 },
+    async (request) => {
+      if (registry === null) throw noRegistry();
+      const b = request.body;
+      checkAdapterName(b.name, 'name');
+      if (b.name === modelName)
+        throw new ParaError('INVALID_ARGUMENT', 'that is the base model’s name', { field: 'name' });
+      if (b.adapter_config === undefined) return adapterJson(await registry.load(b.name));
+      if (!/^[A-Za-z0-9+/]*={0,2}$/.test(b.adapter_model as string)) {
+        throw new ParaError('INVALID_ARGUMENT', 'adapter_model must be base64', {
+          field: 'adapter_model',
+          expected: 'the base64 of adapter_model.safetensors',
+        });
+      }
+      const weights = Buffer.from(b.adapter_model as string, 'base64');
+      const adapter = await adapterFromBytes(JSON.stringify(b.adapter_config), weights, model, {
+        name: b.name,
+        baseModelMismatch: 'warn',
+        warn: (m) => request.log.warn(m),
+      });
+      try {
+        return adapterJson(await registry.install(b.name, adapter));
+      } catch (e) {
+        adapter.dispose();
+        throw e;
+      }
+    },
+  );
+
+  app.delete<{ Params: { name: string } }>('/v1/adapters/:name', async (request) => {
+    if (registry === null) throw noRegistry();
+    const name = checkAdapterName(request.params.name, 'name');
+    const known = registry.isLoaded(name) || (await registry.source.list()).includes(name);
+    if (!known || !ADAPTER_NAME_PATTERN.test(name)) {
+      throw new HttpError(
+        404,
+        `no adapter named ${JSON.stringify(name)}`,
+        'not_found_error',
+        'name',
+        'model_not_found',
+      );
+    }
+    const unloaded = registry.unload(name);
+    return { id: name, object: 'model', unloaded, loaded: false };
   });
 
   /** The lease of the named tenant's adapter (null lease: the base model). */
