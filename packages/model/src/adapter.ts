@@ -30,7 +30,10 @@
  *   bias[proj]    [B, 1, out]: added after the scale (DoRA keeps the projection's bias outside
  *                 its magnitude scaling; LoRA's trained biases), rows without one zeros
  *
- * so a projection's output is y = (W x + b + (x · a) · b) ⊙ scale + bias.
+ * so a projection's output is y = (W x + b + (x · a) · b) ⊙ scale + bias. Beside the layers,
+ * `AdapterState.embedding` and `.head` (`EdgeAdapterState`) hold per-row replacement tables and
+ * low-rank deltas of the embedding lookup and the output head (PEFT's modules_to_save, LoRA on
+ * embed_tokens / lm_head), filled by `modelInput` and applied by the model in every phase.
  *
  * The decoder layer applies them itself at every site, in every phase (see layer.ts), so a
  * decode step calls no hook at all: the tensors an adapter put there at prefill are read back
@@ -103,6 +106,12 @@ export interface ModelAdapter<R = unknown> {
    * `down_proj.input` it is `y` itself.
    */
   transform?(ctx: AdapterContext<R>, site: AdapterSite, y: tf.Tensor, x: tf.Tensor): tf.Tensor;
+  /**
+   * Called once per call (every phase) before the embedding lookup; typically fills
+   * `ctx.state.embedding` / `ctx.state.head` (see `EdgeAdapterState`), which the model applies
+   * at the lookup and the output head, in every phase.
+   */
+  modelInput?(ctx: ModelInputContext<R>): void;
 }
 
 /**
@@ -112,14 +121,20 @@ export interface ModelAdapter<R = unknown> {
  */
 export class AdapterState {
   readonly layers: LayerAdapterState[];
+  /** Per-row state at the embedding lookup (empty unless an adapter sets it). */
+  readonly embedding: EdgeAdapterState;
+  /** Per-row state at the output head (empty unless an adapter sets it). */
+  readonly head: EdgeAdapterState;
 
   constructor(numLayers: number, persistent: boolean) {
     this.layers = Array.from({ length: numLayers }, () => new LayerAdapterState(persistent));
+    this.embedding = new EdgeAdapterState(persistent);
+    this.head = new EdgeAdapterState(persistent);
   }
 
   /** Every tensor held, for leak checks. */
   get size(): number {
-    return this.layers.reduce((n, l) => n + l.size, 0);
+    return this.layers.reduce((n, l) => n + l.size, this.embedding.size + this.head.size);
   }
 
   /**
@@ -142,10 +157,14 @@ export class AdapterState {
     this.layers.forEach((l, i) => {
       l.insertRows(from.layers[i] as LayerAdapterState, fromRows, toRows, batchSize);
     });
+    this.embedding.insertRows(from.embedding, fromRows, toRows, batchSize);
+    this.head.insertRows(from.head, fromRows, toRows, batchSize);
   }
 
   dispose(): void {
     for (const l of this.layers) l.dispose();
+    this.embedding.dispose();
+    this.head.dispose();
   }
 }
 
@@ -333,4 +352,244 @@ export interface AdapterPlan<R> {
 
 export function layerActive<R>(plan: AdapterPlan<R> | null, layer: number): plan is AdapterPlan<R> {
   return plan !== null && (plan.layers === null || plan.layers.has(layer));
+}
+
+/**
+ * What `ModelAdapter.modelInput` sees: once per call, before the embedding lookup, with the
+ * whole model's state (its `embedding` and `head` are applied by the model, see
+ * `EdgeAdapterState`).
+ */
+export interface ModelInputContext<R = unknown> {
+  readonly phase: ForwardPhase;
+  readonly request: R;
+  /** `[B, T]` float32, as `AdapterContext.tokenMask`. */
+  readonly tokenMask: tf.Tensor;
+  readonly state: AdapterState;
+}
+
+/**
+ * The per-row state at the embedding lookup (`AdapterState.embedding`) or at the output head
+ * (`AdapterState.head`), batch-first like a layer's:
+ *
+ *   tables, rows   replacement weights `[V, d]` (a tenant's own embedding table or lm_head weight,
+ *                  PEFT's modules_to_save); row b uses `tables[rows[b]]` instead of the backbone's
+ *                  (-1: the backbone's). Host indices: one gather / matmul per distinct table.
+ *   lora           per-row low-rank delta. Embedding: `a [B or 1, V, r]` (Aᵀ, gathered by token id),
+ *                  `b [B or 1, r, d]` (scaling·Bᵀ): x += a[b, id] · b. Head: `a [B or 1, d, r]`,
+ *                  `b [B or 1, r, V]`: logits += (h · a) · b. Rows without one: zeros.
+ *
+ * so the embedding is `(rows[b] < 0 ? E : tables[rows[b]])[id] + a[b, id] · b` (before Gemma's √d,
+ * which scales the whole module's output, as PEFT's embed_scale does) and the logits
+ * `h · (rows[b] < 0 ? W : tables[rows[b]])ᵀ + (h · a) · b` (before final soft-capping). Empty
+ * (the default): the model computes exactly what it computes without an adapter.
+ */
+export class EdgeAdapterState {
+  private tableList: tf.Tensor[] = [];
+  private rowList: number[] = [];
+  private loraRows: LoraRows | undefined;
+  constructor(private readonly persistent: boolean) {}
+
+  /** Replacement weights `[V, d]`. */
+  get tables(): readonly tf.Tensor[] {
+    return this.tableList;
+  }
+
+  /** Per batch row, the index in `tables` (-1: the backbone's). */
+  get rows(): readonly number[] {
+    return this.rowList;
+  }
+
+  get lora(): LoraRows | undefined {
+    return this.loraRows;
+  }
+
+  get empty(): boolean {
+    return this.loraRows === undefined && !this.rowList.some((r) => r >= 0);
+  }
+
+  get size(): number {
+    return this.tableList.length + (this.loraRows === undefined ? 0 : 2);
+  }
+
+  /** Sets (replaces) the replacement tables and each row's index in them. */
+  setTables(tables: readonly tf.Tensor[], rows: readonly number[]): void {
+    if (rows.some((r) => !Number.isInteger(r) || r < -1 || r >= tables.length))
+      throw new Error('internal: an edge row names no table');
+    const old = this.tableList;
+    this.tableList = tables.map((t) => this.own(t)); // a clone shares the data: old ones may go
+    for (const t of old) this.release(t);
+    this.rowList = [...rows];
+  }
+
+  /** Sets (replaces) the per-row low-rank delta. */
+  setLora(rows: LoraRows): void {
+    const old = this.loraRows;
+    if (old?.a === rows.a && old?.b === rows.b) return;
+    this.loraRows = { a: this.own(rows.a), b: this.own(rows.b) };
+    this.release(old?.a);
+    this.release(old?.b);
+  }
+
+  /** The embedding lookup: `x = E[ids]` `[B, T, d]` of the backbone → this state's rows. */
+  applyEmbedding(x: tf.Tensor, ids: tf.Tensor): tf.Tensor {
+    const [B, T, d] = x.shape as [number, number, number];
+    let y = this.override(x, B, (w) => tf.gather(w, ids)); // [B, T, d]
+    const l = this.loraRows;
+    if (l !== undefined) {
+      const V = l.a.shape[1] as number;
+      const r = l.a.shape[2] as number;
+      let delta: tf.Tensor;
+      if (l.a.shape[0] === 1) {
+        const rows = tf.gather(tf.reshape(l.a, [V, r]), tf.reshape(ids, [B * T])); // [B·T, r]
+        delta = tf.reshape(tf.matMul(rows, tf.reshape(l.b, [r, d])), [B, T, d]); // [B, T, d]
+      } else {
+        const offset = tf.mul(tf.range(0, B, 1, 'int32'), tf.scalar(V, 'int32')); // [B]
+        const index = tf.add(ids, tf.reshape(offset, [B, 1])); // [B, T]: b·V + id
+        const rows = tf.gather(tf.reshape(l.a, [B * V, r]), index); // [B, T, r]
+        delta = tf.matMul(rows, l.b); // [B, T, d]
+      }
+      y = tf.add(y, delta);
+    }
+    return y;
+  }
+
+  /** The output head: normalised `h [B, T, d]` and the backbone's weight `[V, d]` → logits `[B, T, V]`. */
+  applyHead(h: tf.Tensor, weight: tf.Tensor, head: (w: tf.Tensor) => tf.Tensor): tf.Tensor {
+    const [B, T, d] = h.shape as [number, number, number];
+    const all = this.rowList.length === B && this.rowList.every((r) => r === this.rowList[0]);
+    let y =
+      all && (this.rowList[0] as number) >= 0
+        ? head(this.tableList[this.rowList[0] as number] as tf.Tensor) // every row replaced by one table
+        : this.override(head(weight), B, head); // [B, T, V]
+    const l = this.loraRows;
+    if (l !== undefined) {
+      const r = l.a.shape[2] as number;
+      const V = l.b.shape[2] as number;
+      const delta =
+        l.a.shape[0] === 1
+          ? tf.reshape(
+              tf.matMul(
+                tf.matMul(tf.reshape(h, [B * T, d]), tf.reshape(l.a, [d, r])),
+                tf.reshape(l.b, [r, V]),
+              ),
+              [B, T, V],
+            )
+          : tf.matMul(tf.matMul(h, l.a), l.b); // [B, T, V]
+      y = tf.add(y, delta);
+    }
+    return y;
+  }
+
+  // Rows with a table take `compute(table)`, the others keep `base` [B, T, ·].
+  private override(base: tf.Tensor, B: number, compute: (w: tf.Tensor) => tf.Tensor): tf.Tensor {
+    let y = base;
+    this.tableList.forEach((w, k) => {
+      const mine = this.rowList.map((r) => r === k);
+      if (!mine.some(Boolean)) return;
+      const v = compute(w);
+      y = mine.every(Boolean) ? v : tf.where(tf.tensor(mine, [B, 1, 1], 'bool'), v, y);
+    });
+    return y;
+  }
+
+  /** See `AdapterState.insertRows`: tables are shared by reference, LoRA ranks zero-padded. */
+  insertRows(
+    from: EdgeAdapterState,
+    fromRows: readonly number[],
+    toRows: readonly number[],
+    B: number,
+  ): void {
+    if (this.size === 0 && from.size === 0) return;
+    // Tables: the union, then only those some row uses.
+    const mine = this.rowList.length === B ? [...this.rowList] : new Array<number>(B).fill(-1);
+    const union = [...this.tableList];
+    toRows.forEach((t, i) => {
+      const r = from.rowList[fromRows[i] as number] ?? -1;
+      if (r < 0) {
+        mine[t] = -1;
+        return;
+      }
+      const w = from.tableList[r] as tf.Tensor;
+      let k = union.findIndex((u) => u === w || u.dataId === w.dataId);
+      if (k < 0) k = union.push(w) - 1;
+      mine[t] = k;
+    });
+    const used = union.filter((_, k) => mine.includes(k));
+    this.setTables(
+      used,
+      mine.map((k) => (k < 0 ? -1 : used.indexOf(union[k] as tf.Tensor))),
+    );
+    // LoRA rows.
+    const a0 = this.loraRows;
+    const a1 = from.loraRows;
+    if (a0 === undefined && a1 === undefined) return;
+    const next = tf.tidy(() => {
+      const ref = (a0 ?? a1) as LoraRows;
+      const inp = ref.a.shape[1] as number;
+      const out = ref.b.shape[2] as number;
+      const r = Math.max(a0?.a.shape[2] ?? 0, a1?.a.shape[2] ?? 0);
+      const nFrom = Math.max(1, ...fromRows.map((x) => x + 1), a1?.a.shape[0] ?? 1);
+      const rowsOf = (l: LoraRows | undefined, n: number) => {
+        if (l === undefined) return { a: tf.zeros([n, inp, r]), b: tf.zeros([n, r, out]) };
+        const k = l.a.shape[2] as number;
+        let a = l.a;
+        let b = l.b;
+        if (a.shape[0] !== n) {
+          a = tf.tile(a, [n, 1, 1]);
+          b = tf.tile(b, [n, 1, 1]);
+        }
+        if (k === r) return { a, b };
+        return {
+          a: tf.pad(a, [
+            [0, 0],
+            [0, 0],
+            [0, r - k],
+          ]),
+          b: tf.pad(b, [
+            [0, 0],
+            [0, r - k],
+            [0, 0],
+          ]),
+        };
+      };
+      const src = new Array<number>(B).fill(-1);
+      toRows.forEach((t, i) => {
+        src[t] = fromRows[i] as number;
+      });
+      const pick = tf.tensor1d(
+        src.map((s) => Math.max(s, 0)),
+        'int32',
+      ); // [B]
+      const take = tf.tensor(
+        src.map((s) => s >= 0),
+        [B, 1, 1],
+        'bool',
+      );
+      const m = rowsOf(a0, B);
+      const t = rowsOf(a1, nFrom);
+      return {
+        a: tf.where(take, tf.gather(t.a, pick), m.a),
+        b: tf.where(take, tf.gather(t.b, pick), m.b),
+      }; // [B, in, r], [B, r, out]
+    });
+    this.setLora(next);
+    tf.dispose([next.a, next.b]);
+  }
+
+  dispose(): void {
+    for (const t of this.tableList) this.release(t);
+    this.release(this.loraRows?.a);
+    this.release(this.loraRows?.b);
+    this.tableList = [];
+    this.rowList = [];
+    this.loraRows = undefined;
+  }
+
+  private own(t: tf.Tensor): tf.Tensor {
+    return this.persistent ? tf.keep(tf.clone(t)) : t;
+  }
+
+  private release(t: tf.Tensor | undefined): void {
+    if (this.persistent && t !== undefined && !t.isDisposed) t.dispose();
+  }
 }

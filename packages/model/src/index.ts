@@ -10,10 +10,12 @@ export {
   type AdapterContext,
   type AdapterSite,
   AdapterState,
+  EdgeAdapterState,
   type ForwardPhase,
   LayerAdapterState,
   type LoraRows,
   type ModelAdapter,
+  type ModelInputContext,
 } from './adapter';
 export {
   type BiasConfig,

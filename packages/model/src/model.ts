@@ -340,7 +340,7 @@ export class CausalLM {
         cache: null,
         plan,
       }); // [B, T, d]
-      return this.head(x); // [B, T, V]
+      return this.head(x, plan); // [B, T, V]
     });
   }
 
@@ -408,7 +408,7 @@ export class CausalLM {
           plan,
         }); // [B, T, d]
         if (!options.allLogits) x = tf.slice(x, [0, T - 1, 0], [B, 1, this.config.hiddenSize]); // [B, 1, d]
-        const logits = this.head(x); // [B, T or 1, V]
+        const logits = this.head(x, plan); // [B, T or 1, V]
         return options.allLogits ? logits : tf.reshape(logits, [B, this.config.vocabSize]); // [B, V]
       });
       return { logits, state };
@@ -494,7 +494,7 @@ export class CausalLM {
         cache: state.cache,
         plan,
       }); // [B, 1, d]
-      return tf.reshape(this.head(x), [B, this.config.vocabSize]); // [B, V]
+      return tf.reshape(this.head(x, plan), [B, this.config.vocabSize]); // [B, V]
     });
   }
 
@@ -569,7 +569,17 @@ export class CausalLM {
 
   /** Embedding → layers, `ids [B, T]` → hidden `[B, T, d]` (before the final norm). */
   private trunk(ids: tf.Tensor, call: LayerCall): tf.Tensor {
+    const plan = call.plan;
+    plan?.adapter.modelInput?.({
+      phase: plan.phase,
+      request: plan.request,
+      tokenMask: plan.tokenMask,
+      state: plan.state,
+    });
     let x = tf.gather(this.weights.embedTokens, ids); // [B, T, d]
+    // Per-row embedding tables / LoRA deltas (adapter.ts EdgeAdapterState), before Gemma's √d.
+    if (plan != null && !plan.state.embedding.empty)
+      x = plan.state.embedding.applyEmbedding(x, ids); // [B, T, d]
     // Gemma: × √d, the scale rounded to the compute dtype (float32) as HF's embed_scale buffer.
     if (this.config.embedScale) x = tf.mul(x, tf.scalar(Math.sqrt(this.config.hiddenSize))); // [B, T, d]
     this.weights.layers.forEach((w, i) => {
@@ -579,10 +589,14 @@ export class CausalLM {
   }
 
   /** Final norm and lm_head: `[B, T, d]` → logits `[B, T, V]`. */
-  private head(x: tf.Tensor): tf.Tensor {
+  private head(x: tf.Tensor, plan: AdapterPlan<unknown> | null = null): tf.Tensor {
     const c = this.config;
     const h = rmsNorm(x, this.weights.norm, c.rmsNormEps, { unitOffset: c.normUnitOffset }); // [B, T, d]
-    const logits = linear(h, this.weights.lmHead); // [B, T, V]
+    const edge = plan?.state.head;
+    const logits =
+      edge === undefined || edge.empty
+        ? linear(h, this.weights.lmHead)
+        : edge.applyHead(h, this.weights.lmHead, (w) => linear(h, w)); // [B, T, V]
     const cap = c.finalLogitSoftcapping;
     return cap === null ? logits : tf.mul(tf.tanh(tf.div(logits, cap)), cap); // [B, T, V]
   }
