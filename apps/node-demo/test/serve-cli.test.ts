@@ -159,6 +159,11 @@ describe('para serve', () => {
     expectTypedError(para(['serve', '--max-batch', '0']), 'INVALID_ARGUMENT', '--max-batch');
     expectTypedError(para(['serve', '--log-level', 'loud']), 'INVALID_ARGUMENT', '--log-level');
     expectTypedError(
+      para(['serve', '--keys-file', 'no-such-keys.json']),
+      'FILE_NOT_FOUND',
+      'no-such-keys.json',
+    );
+    expectTypedError(
       para(['serve', '--max-adapter-memory', 'lots']),
       'INVALID_ARGUMENT',
       '--max-adapter-memory',

@@ -9,4 +9,5 @@ export {
   directorySource,
   resolveAdapterDir,
 } from './node/directory';
+export { type ApiKeys, apiKeys, type KeyGrant, loadKeysFile, parseKeys } from './node/keys';
 export { createServer, type ParaServer, type ServerOptions } from './node/server';

@@ -1,6 +1,7 @@
 /**
  * `para serve [--model DIR] [--adapters DIR] [--host H] [--port N] [--max-batch N]
  * [--max-len N] [--max-queue N] [--max-adapter-memory SIZE] [--timeout-ms MS] [--api-key K]
+ * [--keys-file FILE]
  * [--model-name NAME] [--log-level LEVEL] [--backend NAME]`
  *
  * An OpenAI-compatible server (@para/serve) for one backbone and the adapters under a root
@@ -12,7 +13,7 @@
 import * as path from 'node:path';
 import { ParaError } from '@para/core/node';
 import { loadPretrained } from '@para/model/node';
-import { AdapterRegistry, createServer, directorySource } from '@para/serve/node';
+import { AdapterRegistry, createServer, directorySource, loadKeysFile } from '@para/serve/node';
 import type { Command } from 'commander';
 import { defaultBackboneDir } from '../backbone';
 import { startBackend } from '../backend';
@@ -30,6 +31,7 @@ interface ServeFlags {
   maxAdapterMemory: string;
   timeoutMs: string;
   apiKey?: string;
+  keysFile?: string;
   modelName?: string;
   logLevel: string;
   backend?: string;
@@ -106,6 +108,10 @@ export function registerServeCommand(program: Command): void {
       'require Authorization: Bearer <key> on /v1 (default: PARA_API_KEY, else none)',
     )
     .option(
+      '--keys-file <file>',
+      'JSON {"keys": [{"key", "models": [...] | "*", "admin"?}]}: each key may use only its models',
+    )
+    .option(
       '--model-name <name>',
       'id of the base model in the API (default: the model directory’s name)',
     )
@@ -138,6 +144,8 @@ export function registerServeCommand(program: Command): void {
           actual: JSON.stringify(opts.logLevel),
         });
 
+      const keys = opts.keysFile === undefined ? undefined : await loadKeysFile(opts.keysFile);
+
       await startBackend(opts.backend);
       const { model, tokenizer } = await loadPretrained(dir);
       const registry =
@@ -168,6 +176,7 @@ export function registerServeCommand(program: Command): void {
             ...(maxLen === undefined ? {} : { maxLen }),
           },
           ...(apiKey === undefined || apiKey === '' ? {} : { apiKey }),
+          ...(keys === undefined ? {} : { keys }),
         });
       } catch (e) {
         registry?.dispose();
@@ -207,7 +216,7 @@ export function registerServeCommand(program: Command): void {
       await writeOut(
         [
           `para serve: ${modelName}${adapters.length > 0 ? ` with ${adapters.length} adapter${adapters.length > 1 ? 's' : ''} (${adapters.join(', ')})` : ''} on ${url}`,
-          `  max batch ${server.engine.maxBatch}, max len ${server.engine.maxLen}, max queue ${server.engine.maxQueue}${apiKey ? ', API key required' : ''}`,
+          `  max batch ${server.engine.maxBatch}, max len ${server.engine.maxLen}, max queue ${server.engine.maxQueue}${apiKey ? ', API key required' : ''}${keys ? `, ${keys.length} tenant keys` : ''}`,
           '',
           'Try it:',
           `  curl -s ${url}/v1/completions -H 'content-type: application/json'${auth} -d '${body}'`,

@@ -16,7 +16,8 @@
  * `model` names the base model (`modelName`) or an adapter of the registry, as in vLLM. Every
  * body is validated by Fastify's JSON-schema support (Ajv, no type coercion); every error is
  * OpenAI's error JSON `{"error": {"message", "type", "param", "code"}}`: 400 bad body or
- * parameter, 401 missing or wrong key (`apiKey`), 404 unknown model or route, 413 body too
+ * parameter, 401 missing or wrong key (`apiKey`, `keys`), 403 a key not allowed that model (or
+ * adapter management without an admin key), 404 unknown model or route, 413 body too
  * large, 429 queue full (Retry-After), 503 shutting down, 504 timed out before the first token;
  * 500 only for a bug. A client that disconnects cancels its request: its row is freed before the
  * next decode step.
@@ -26,7 +27,7 @@
  * temperature 0 is greedy). `top_k` is vLLM's extension (-1 or 0: off).
  */
 
-import { randomInt, randomUUID, timingSafeEqual } from 'node:crypto';
+import { randomInt, randomUUID } from 'node:crypto';
 import { adapterFromBytes } from '@para/adapters';
 import { isParaError, ParaError } from '@para/core';
 import type { CausalLM } from '@para/model';
@@ -50,6 +51,7 @@ import {
   type AdapterRegistry,
   checkAdapterName,
 } from '../registry';
+import { apiKeys, type KeyGrant } from './keys';
 import { createMetrics, type ServerMetrics } from './metrics';
 
 export interface ServerOptions {
@@ -62,8 +64,14 @@ export interface ServerOptions {
   registry?: AdapterRegistry | null;
   /** The engine, or the options of one the server makes. `close()` closes it either way. */
   engine?: Engine | EngineOptions;
-  /** When set, every /v1 request needs `Authorization: Bearer <apiKey>`. */
+  /** When set, every /v1 request needs `Authorization: Bearer <apiKey>` (or a key of `keys`). */
   apiKey?: string;
+  /**
+   * Per-tenant keys (see keys.ts, `loadKeysFile`): each key may use only its models (403 for
+   * others, and /v1/models lists only those); adapter management needs `admin`. `apiKey` is
+   * an admin key for every model.
+   */
+  keys?: readonly { key: string; grant: KeyGrant }[];
   /** Largest request body in bytes (default 1 MiB). */
   bodyLimit?: number;
   /** Largest POST /v1/adapters body (an upload, base64) in bytes (default 64 MiB). */
@@ -95,6 +103,7 @@ export interface ParaServer {
 type OpenAIErrorType =
   | 'invalid_request_error'
   | 'authentication_error'
+  | 'permission_error'
   | 'not_found_error'
   | 'rate_limit_error'
   | 'server_error';
@@ -304,12 +313,6 @@ function usage(r: CompletionResult) {
   };
 }
 
-function keyMatches(given: string, expected: string): boolean {
-  const a = Buffer.from(given);
-  const b = Buffer.from(expected);
-  return a.length === b.length && timingSafeEqual(a, b);
-}
-
 export async function createServer(options: ServerOptions): Promise<ParaServer> {
   const model = options.model;
   const tokenizer = options.tokenizer ?? model.tokenizer;
@@ -365,13 +368,21 @@ export async function createServer(options: ServerOptions): Promise<ParaServer> 
     return reply.code(404).send(errorBody(e));
   });
 
-  if (options.apiKey !== undefined && options.apiKey !== '') {
-    const key = options.apiKey;
+  const keys = apiKeys([
+    ...(options.apiKey !== undefined && options.apiKey !== ''
+      ? [{ key: options.apiKey, grant: { models: '*', admin: true } as KeyGrant }]
+      : []),
+    ...(options.keys ?? []),
+  ]);
+  /** The grant of each authenticated request (none when the server has no keys). */
+  const grants = new WeakMap<FastifyRequest, KeyGrant>();
+  if (keys.size > 0) {
     app.addHook('onRequest', async (request) => {
       if (!request.url.startsWith('/v1/')) return;
       const h = request.headers.authorization;
       const m = typeof h === 'string' ? /^Bearer\s+(.+)$/i.exec(h.trim()) : null;
-      if (m === null || !keyMatches(m[1] as string, key)) {
+      const grant = m === null ? null : keys.check(m[1] as string);
+      if (grant === null) {
         throw new HttpError(
           401,
           m === null
@@ -382,8 +393,25 @@ export async function createServer(options: ServerOptions): Promise<ParaServer> 
           'invalid_api_key',
         );
       }
+      grants.set(request, grant);
     });
   }
+  const mayUse = (request: FastifyRequest, name: string): boolean => {
+    if (keys.size === 0) return true;
+    const g = grants.get(request);
+    return g !== undefined && (g.models === '*' || g.models.includes(name));
+  };
+  const requireAdmin = (request: FastifyRequest): void => {
+    if (keys.size > 0 && grants.get(request)?.admin !== true) {
+      throw new HttpError(
+        403,
+        'managing adapters needs an admin key',
+        'permission_error',
+        null,
+        'admin_required',
+      );
+    }
+  };
 
   app.get('/health', async () => ({ status: 'ok', ...engine.stats() }));
 
@@ -395,7 +423,7 @@ export async function createServer(options: ServerOptions): Promise<ParaServer> 
     });
   }
 
-  app.get('/v1/models', async () => {
+  app.get('/v1/models', async (request) => {
     const data: Record<string, unknown>[] = [
       {
         id: modelName,
@@ -409,7 +437,7 @@ export async function createServer(options: ServerOptions): Promise<ParaServer> 
       },
     ];
     for (const a of registry === null ? [] : await registry.list()) {
-      if (a.name === modelName) continue;
+      if (a.name === modelName || !mayUse(request, a.name)) continue;
       data.push({
         id: a.name,
         object: 'model',
@@ -421,7 +449,7 @@ export async function createServer(options: ServerOptions): Promise<ParaServer> 
         loaded: a.loaded,
       });
     }
-    return { object: 'list', data };
+    return { object: 'list', data: mayUse(request, modelName) ? data : data.slice(1) };
   });
 
   const noRegistry = () =>
@@ -448,6 +476,7 @@ export async function createServer(options: ServerOptions): Promise<ParaServer> 
     '/v1/adapters',
     { schema: { body: adapterBody }, bodyLimit: options.uploadLimit ?? 64 * 1024 * 1024 },
     async (request) => {
+      requireAdmin(request);
       if (registry === null) throw noRegistry();
       const b = request.body;
       checkAdapterName(b.name, 'name');
@@ -476,6 +505,7 @@ export async function createServer(options: ServerOptions): Promise<ParaServer> 
   );
 
   app.delete<{ Params: { name: string } }>('/v1/adapters/:name', async (request) => {
+    requireAdmin(request);
     if (registry === null) throw noRegistry();
     const name = checkAdapterName(request.params.name, 'name');
     const known = registry.isLoaded(name) || (await registry.source.list()).includes(name);
@@ -493,7 +523,16 @@ export async function createServer(options: ServerOptions): Promise<ParaServer> 
   });
 
   /** The lease of the named tenant's adapter (null lease: the base model). */
-  async function tenant(name: string): Promise<AdapterLease | null> {
+  async function tenant(request: FastifyRequest, name: string): Promise<AdapterLease | null> {
+    if (!mayUse(request, name)) {
+      throw new HttpError(
+        403,
+        `this key may not use the model ${JSON.stringify(name)}`,
+        'permission_error',
+        'model',
+        'model_not_allowed',
+      );
+    }
     if (name === modelName) return null;
     checkAdapterName(name, 'model');
     if (registry === null) {
@@ -542,7 +581,7 @@ export async function createServer(options: ServerOptions): Promise<ParaServer> 
   ): Promise<unknown> {
     const endpoint = shape.prefix === 'cmpl' ? 'completions' : 'chat';
     const stream = body.stream === true;
-    const lease = await tenant(body.model);
+    const lease = await tenant(request, body.model);
     const m = metrics?.begin(endpoint);
     const log = (r: CompletionResult | null, e?: unknown) => {
       const outcome = r === null ? 'error' : r.finishReason;
