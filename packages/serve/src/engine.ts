@@ -81,16 +81,55 @@ export interface CompletionRequest {
   onText?: (piece: string) => void;
   /** Receives each new token id (the stop token included). */
   onToken?: (token: number) => void;
+  /**
+   * Log-probabilities: each new token's log p under the model's distribution (the raw logits'
+   * log-softmax, before temperature / top-k / top-p, as vLLM reports them) and the `logprobs`
+   * most probable alternatives (0–20; undefined: none recorded).
+   */
+  logprobs?: number;
 }
 
 export interface CompletionResult {
   /** The new text (stop string cut; '' without a tokenizer). */
   text: string;
+  /** Per new token, when the request asked for `logprobs`. */
+  logprobs?: TokenLogprob[];
   /** The new token ids (a stop token included). */
   tokens: number[];
   finishReason: EngineFinishReason;
   promptTokens: number;
   completionTokens: number;
+}
+
+export interface TokenLogprob {
+  token: number;
+  logprob: number;
+  /** The most probable tokens at this step, most probable first. */
+  top: { token: number; logprob: number }[];
+}
+
+/** log-softmax of one row of logits at `token`, and the k most probable tokens (float64). */
+export function tokenLogprob(logits: ArrayLike<number>, token: number, k: number): TokenLogprob {
+  let max = Number.NEGATIVE_INFINITY;
+  for (let i = 0; i < logits.length; i++)
+    if ((logits[i] as number) > max) max = logits[i] as number;
+  let sum = 0;
+  for (let i = 0; i < logits.length; i++) sum += Math.exp((logits[i] as number) - max);
+  const lse = max + Math.log(sum);
+  const top: { token: number; logprob: number }[] = [];
+  if (k > 0) {
+    // Insertion into a sorted list of k: O(V·k) with k ≤ 20.
+    for (let i = 0; i < logits.length; i++) {
+      const v = logits[i] as number;
+      if (top.length === k && v <= (top[k - 1] as { logprob: number }).logprob) continue;
+      let at = top.length;
+      while (at > 0 && (top[at - 1] as { logprob: number }).logprob < v) at--;
+      top.splice(at, 0, { token: i, logprob: v });
+      if (top.length > k) top.pop();
+    }
+    for (const t of top) t.logprob -= lse;
+  }
+  return { token, logprob: (logits[token] as number) - lse, top };
 }
 
 export interface CompletionHandle {
@@ -123,6 +162,8 @@ interface Job {
   signal: AbortSignal | undefined;
   onText: ((piece: string) => void) | undefined;
   onToken: ((token: number) => void) | undefined;
+  logprobs: number | undefined;
+  logprobList: TokenLogprob[];
   resolve: (r: CompletionResult) => void;
   reject: (e: unknown) => void;
   /** The running row, or -1 while waiting. */
@@ -381,6 +422,16 @@ export class Engine {
         throw new ParaError('INVALID_ARGUMENT', 'the adapter was disposed', { field: 'adapter' });
       adapter.checkModel(c);
     }
+    if (
+      r.logprobs !== undefined &&
+      !(Number.isInteger(r.logprobs) && r.logprobs >= 0 && r.logprobs <= 20)
+    ) {
+      throw new ParaError('INVALID_ARGUMENT', 'logprobs must be an integer in [0, 20]', {
+        field: 'logprobs',
+        expected: 'the number of alternatives per token, 0–20',
+        actual: String(r.logprobs),
+      });
+    }
     const t = r.timeoutMs ?? this.timeoutMs;
     if (typeof t !== 'number' || !(t >= 0)) {
       throw new ParaError('INVALID_ARGUMENT', 'timeoutMs must be a number ≥ 0', {
@@ -399,6 +450,8 @@ export class Engine {
       signal: r.signal,
       onText: r.onText,
       onToken: r.onToken,
+      logprobs: r.logprobs,
+      logprobList: [],
       resolve: () => undefined,
       reject: () => undefined,
       row: -1,
@@ -549,6 +602,7 @@ export class Engine {
   private accept(job: Job, logits: Float32Array): boolean {
     const token = sampleFromLogits([logits], job.sampling)[0] as number;
     job.tokens.push(token);
+    if (job.logprobs !== undefined) job.logprobList.push(tokenLogprob(logits, token, job.logprobs));
     job.onToken?.(token);
     job.text.push(token);
     const length = job.tokens.length >= job.maxTokens;
@@ -589,6 +643,7 @@ export class Engine {
       finishReason: reason,
       promptTokens: job.prompt.length,
       completionTokens: job.tokens.length,
+      ...(job.logprobs !== undefined ? { logprobs: [...job.logprobList] } : {}),
     });
   }
 

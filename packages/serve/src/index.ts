@@ -13,6 +13,8 @@ export {
   type EngineFinishReason,
   type EngineOptions,
   type EngineStats,
+  type TokenLogprob,
+  tokenLogprob,
 } from './engine';
 export { isServeError, ServeError, type ServeErrorCode } from './errors';
 export {

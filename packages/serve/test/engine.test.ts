@@ -253,6 +253,46 @@ describe('Engine', () => {
     expect(engine.hasState).toBe(false);
   });
 
+  it('logprobs are the log-softmax of the teacher-forced logits, with the top alternatives', async () => {
+    const engine = new Engine(model, { maxBatch: 2, maxLen: 64 });
+    const prompt = tok.encode('Opposite of hot:');
+    const adapter = tenants[1]?.adapter ?? null;
+    const r = await engine.complete({
+      prompt,
+      adapter,
+      maxTokens: 6,
+      temperature: 0.9,
+      seed: 3,
+      stopTokens: [],
+      logprobs: 4,
+    });
+    expect(r.logprobs?.length).toBe(6);
+    // Reference: one teacher-forced forward pass over prompt + new tokens (except the last).
+    const ids = [...prompt, ...r.tokens.slice(0, -1)];
+    // PARA pools the prompt only: the forward pass is told where the prompt ends.
+    const logits = model.forward([ids], {
+      ...(adapter === null
+        ? {}
+        : { adapter: adapter.attach(model), request: { promptLengths: [prompt.length] } }),
+    });
+    const V = model.config.vocabSize;
+    const all = (await logits.data()) as Float32Array;
+    logits.dispose();
+    for (const [s, lp] of (r.logprobs ?? []).entries()) {
+      const row = Array.from(all.subarray((prompt.length - 1 + s) * V, (prompt.length + s) * V));
+      const max = Math.max(...row);
+      const lse = max + Math.log(row.reduce((a, v) => a + Math.exp(v - max), 0));
+      expect(lp.token).toBe(r.tokens[s]);
+      expect(lp.logprob).toBeCloseTo((row[lp.token] as number) - lse, 3);
+      const order = row.map((v, i) => [v, i] as const).sort((a, b) => b[0] - a[0]);
+      expect(lp.top.map((t) => t.token)).toEqual(order.slice(0, 4).map((o) => o[1]));
+      expect(lp.top[0]?.logprob).toBeCloseTo((order[0]?.[0] as number) - lse, 3);
+    }
+    expect(() => engine.submit({ prompt, logprobs: 21 })).toThrow(/logprobs/);
+    expect((await engine.complete({ prompt, maxTokens: 2 })).logprobs).toBeUndefined();
+    await engine.close();
+  });
+
   it('keeps tf.memory().numTensors flat over a few hundred requests of random tenants', async () => {
     const engine = new Engine(model, { maxBatch: 6, maxLen: 32, maxQueue: 1000 });
     const prompts = PROMPTS.map((p) => tok.encode(p));

@@ -250,7 +250,8 @@ describe('OpenAI-compatible server', () => {
       [{ ...ok, n: 2 }, 'n'],
       [{ ...ok, max_tokens: 500 }, 'max_tokens'],
       [{ ...ok, prompt: [999999] }, 'prompt'],
-      [{ ...ok, logprobs: 3 }, 'logprobs'],
+      [{ ...ok, logprobs: 30 }, 'logprobs'],
+      [{ ...ok, logprobs: 2, stream: true }, 'logprobs'],
     ];
     for (const [body, param] of bad) {
       r = await post('/v1/completions', body);
@@ -283,6 +284,43 @@ describe('OpenAI-compatible server', () => {
         max_tokens: 1000,
       }),
     ).rejects.toMatchObject({ status: 400 });
+  });
+
+  it('logprobs: completions (top alternatives per token) and chat (content with bytes)', async () => {
+    const r = await client.completions.create({
+      model: 'antonym',
+      prompt: 'Opposite of hot:',
+      max_tokens: 5,
+      temperature: 0,
+      logprobs: 3,
+    });
+    const lp = r.choices[0]?.logprobs;
+    expect(lp?.tokens?.join('')).toBe(r.choices[0]?.text);
+    expect(lp?.token_logprobs?.length).toBe(lp?.tokens?.length);
+    for (const [i, top] of (lp?.top_logprobs ?? []).entries()) {
+      const values = Object.values(top);
+      expect(values.length).toBeLessThanOrEqual(3);
+      // Greedy: the chosen token is the most probable one.
+      expect(lp?.token_logprobs?.[i]).toBeCloseTo(Math.max(...values), 6);
+      expect(Math.max(...values)).toBeLessThanOrEqual(0);
+    }
+    const c = await client.chat.completions.create({
+      model: 'pos',
+      messages: [{ role: 'user', content: 'run' }],
+      max_tokens: 4,
+      temperature: 0,
+      logprobs: true,
+      top_logprobs: 2,
+    });
+    const content = c.choices[0]?.logprobs?.content ?? [];
+    expect(content.map((t) => t.token).join('')).toBe(c.choices[0]?.message.content);
+    for (const t of content) {
+      expect(t.top_logprobs.length).toBe(2);
+      expect(t.bytes).toEqual([...Buffer.from(t.token, 'utf8')]);
+      expect(t.logprob).toBeCloseTo(t.top_logprobs[0]?.logprob ?? Number.NaN, 6);
+    }
+    const plain = await client.completions.create({ model: 'pos', prompt: 'x', max_tokens: 2 });
+    expect(plain.choices[0]?.logprobs).toBeNull();
   });
 
   it('a client that aborts mid-stream frees its slot; the next request is served', async () => {

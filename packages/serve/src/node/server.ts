@@ -169,6 +169,7 @@ function paramOf(field: string): string {
     stop: 'stop',
     n: 'n',
     messages: 'messages',
+    logprobs: 'logprobs',
   };
   return map[field] ?? field;
 }
@@ -222,7 +223,7 @@ const completionBody = {
       ],
     },
     echo: { anyOf: [{ type: 'boolean', const: false }, { type: 'null' }] },
-    logprobs: { anyOf: [{ type: 'integer', const: 0 }, { type: 'null' }] },
+    logprobs: { anyOf: [{ type: 'integer', minimum: 0, maximum: 20 }, { type: 'null' }] },
     suffix: { type: 'null' },
   },
 } as const;
@@ -255,7 +256,8 @@ const chatBody = {
         },
       },
     },
-    logprobs: { anyOf: [{ type: 'boolean', const: false }, { type: 'null' }] },
+    logprobs: { anyOf: [{ type: 'boolean' }, { type: 'null' }] },
+    top_logprobs: { anyOf: [{ type: 'integer', minimum: 0, maximum: 20 }, { type: 'null' }] },
     tools: { anyOf: [{ type: 'array', maxItems: 0 }, { type: 'null' }] },
   },
 } as const;
@@ -292,10 +294,13 @@ interface SamplingBody {
 
 interface CompletionBody extends SamplingBody {
   prompt: string | string[] | number[];
+  logprobs?: number | null;
 }
 
 interface ChatBody extends SamplingBody {
   max_completion_tokens?: number | null;
+  logprobs?: boolean | null;
+  top_logprobs?: number | null;
   messages: { role: string; content: string | { type: 'text'; text: string }[] }[];
 }
 
@@ -303,6 +308,16 @@ interface ChatBody extends SamplingBody {
 
 function finishReason(r: CompletionResult): 'stop' | 'length' {
   return r.finishReason === 'stop' ? 'stop' : 'length';
+}
+
+/** Log-probabilities are returned in whole (non-streamed) responses only. */
+function noStreamedLogprobs(stream: boolean | null | undefined, asked: boolean): void {
+  if (stream === true && asked) {
+    throw new ParaError('UNSUPPORTED', 'logprobs are returned by non-streamed requests only', {
+      field: 'logprobs',
+      expected: 'stream: false with logprobs',
+    });
+  }
 }
 
 function usage(r: CompletionResult) {
@@ -547,6 +562,54 @@ export async function createServer(options: ServerOptions): Promise<ParaServer> 
     return registry.acquire(name);
   }
 
+  const stopIds = new Set(model.config.eosTokenIds);
+  if (tok.eosTokenId !== undefined) stopIds.add(tok.eosTokenId);
+  const piece = (id: number) => tok.decode([id], { skipSpecialTokens: false });
+  /** The tokens the text shows (a final stop token is not part of it). */
+  const shown = (r: CompletionResult) => {
+    const l = r.logprobs ?? [];
+    const last = l[l.length - 1];
+    return r.finishReason === 'stop' && last !== undefined && stopIds.has(last.token)
+      ? l.slice(0, -1)
+      : l;
+  };
+  const completionLogprobs = (r: CompletionResult) => {
+    if (r.logprobs === undefined) return null;
+    const l = shown(r);
+    const tokens = l.map((t) => piece(t.token));
+    const offsets: number[] = [];
+    let at = 0;
+    for (const t of tokens) {
+      offsets.push(at);
+      at += t.length;
+    }
+    return {
+      tokens,
+      token_logprobs: l.map((t) => t.logprob),
+      top_logprobs: l.map((t) => Object.fromEntries(t.top.map((x) => [piece(x.token), x.logprob]))),
+      text_offset: offsets,
+    };
+  };
+  const bytesOf = (text: string) => [...Buffer.from(text, 'utf8')];
+  const chatLogprobs = (r: CompletionResult) => {
+    if (r.logprobs === undefined) return null;
+    return {
+      content: shown(r).map((t) => {
+        const s = piece(t.token);
+        return {
+          token: s,
+          logprob: t.logprob,
+          bytes: bytesOf(s),
+          top_logprobs: t.top.map((x) => {
+            const xs = piece(x.token);
+            return { token: xs, logprob: x.logprob, bytes: bytesOf(xs) };
+          }),
+        };
+      }),
+      refusal: null,
+    };
+  };
+
   function samplingOf(b: SamplingBody): Omit<CompletionRequest, 'prompt'> {
     return {
       ...(b.max_tokens != null ? { maxTokens: b.max_tokens } : {}),
@@ -694,12 +757,19 @@ export async function createServer(options: ServerOptions): Promise<ParaServer> 
           'invalid_value',
         );
       }
-      return serve(request, reply, b, prompt, b.max_tokens == null ? { maxTokens: 16 } : {}, {
+      noStreamedLogprobs(b.stream, b.logprobs != null);
+      const extra = {
+        ...(b.max_tokens == null ? { maxTokens: 16 } : {}),
+        ...(b.logprobs != null ? { logprobs: b.logprobs } : {}),
+      };
+      return serve(request, reply, b, prompt, extra, {
         object: 'text_completion',
         chunkObject: 'text_completion',
         prefix: 'cmpl',
         full: (text, r) => ({
-          choices: [{ index: 0, text, logprobs: null, finish_reason: finishReason(r) }],
+          choices: [
+            { index: 0, text, logprobs: completionLogprobs(r), finish_reason: finishReason(r) },
+          ],
           usage: usage(r),
         }),
         delta: (piece) => ({
@@ -726,7 +796,17 @@ export async function createServer(options: ServerOptions): Promise<ParaServer> 
         tokenize: true,
       }) as number[];
       const maxTokens = b.max_completion_tokens ?? b.max_tokens;
-      return serve(request, reply, b, prompt, maxTokens == null ? {} : { maxTokens }, {
+      noStreamedLogprobs(b.stream, b.logprobs === true);
+      if (b.top_logprobs != null && b.logprobs !== true) {
+        throw new ParaError('INVALID_ARGUMENT', 'top_logprobs needs logprobs: true', {
+          field: 'top_logprobs',
+        });
+      }
+      const extra = {
+        ...(maxTokens == null ? {} : { maxTokens }),
+        ...(b.logprobs === true ? { logprobs: b.top_logprobs ?? 0 } : {}),
+      };
+      return serve(request, reply, b, prompt, extra, {
         object: 'chat.completion',
         chunkObject: 'chat.completion.chunk',
         prefix: 'chatcmpl',
@@ -735,7 +815,7 @@ export async function createServer(options: ServerOptions): Promise<ParaServer> 
             {
               index: 0,
               message: { role: 'assistant', content: text },
-              logprobs: null,
+              logprobs: chatLogprobs(r),
               finish_reason: finishReason(r),
             },
           ],
