@@ -269,6 +269,12 @@ describe('OpenAI-compatible server', () => {
     expectOpenAIError(r.json);
     r = await post('/v1/completions', '[]');
     expect(r.status).toBe(400);
+    // X-Para-Adapter (load balancers route by it) must agree with the body's model.
+    r = await post('/v1/completions', { ...ok, model: 'pos' }, { 'x-para-adapter': 'antonym' });
+    expect(r.status).toBe(400);
+    expect(r.json.error.code).toBe('adapter_header_mismatch');
+    r = await post('/v1/completions', { ...ok, model: 'pos' }, { 'x-para-adapter': 'pos' });
+    expect(r.status).toBe(200);
     // 413: body past the limit.
     r = await post('/v1/completions', { ...ok, prompt: 'x'.repeat(100_000) });
     expect(r.status).toBe(413);

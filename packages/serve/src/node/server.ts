@@ -13,7 +13,8 @@
  *   GET  /health                 {"status": "ok", running, waiting}
  *   GET  /metrics                Prometheus text (see metrics.ts)
  *
- * `model` names the base model (`modelName`) or an adapter of the registry, as in vLLM. Every
+ * `model` names the base model (`modelName`) or an adapter of the registry, as in vLLM; an
+ * `X-Para-Adapter` header (for load balancers that route by adapter) must name the same. Every
  * body is validated by Fastify's JSON-schema support (Ajv, no type coercion); every error is
  * OpenAI's error JSON `{"error": {"message", "type", "param", "code"}}`: 400 bad body or
  * parameter, 401 missing or wrong key (`apiKey`, `keys`), 403 a key not allowed that model (or
@@ -644,6 +645,17 @@ export async function createServer(options: ServerOptions): Promise<ParaServer> 
   ): Promise<unknown> {
     const endpoint = shape.prefix === 'cmpl' ? 'completions' : 'chat';
     const stream = body.stream === true;
+    // A load balancer may route by this header (the body is opaque to it): it must agree.
+    const routed = request.headers['x-para-adapter'];
+    if (routed !== undefined && routed !== body.model) {
+      throw new HttpError(
+        400,
+        `X-Para-Adapter names ${JSON.stringify(String(routed))} but the body's model is ${JSON.stringify(body.model)}`,
+        'invalid_request_error',
+        'model',
+        'adapter_header_mismatch',
+      );
+    }
     const lease = await tenant(request, body.model);
     const m = metrics?.begin(endpoint);
     const log = (r: CompletionResult | null, e?: unknown) => {
