@@ -33,6 +33,7 @@ import {
   otherModulesMatching,
   type TargetModule,
 } from '../base/config';
+import { expandFusedTargets, fusedTargetList, fusedTargetsAsWritten } from './fused';
 
 export interface LoraConfig extends BaseAdapterConfig {
   peft_type: 'LORA';
@@ -89,7 +90,7 @@ export function resolveLoraConfig(
   init: LoraConfigInit | Readonly<Record<string, unknown>>,
   file = INLINE_CONFIG,
 ): LoraConfig {
-  const c = new ConfigReader(init as Record<string, unknown>, file);
+  const c = new ConfigReader(expandFusedTargets(init as Record<string, unknown>, file), file);
   if (c.has('peft_type') && c.raw.peft_type !== 'LORA') c.fail('peft_type', '"LORA"');
   let targets: string[] | string;
   if (typeof c.raw.target_modules === 'string') {
@@ -133,7 +134,7 @@ export function resolveLoraConfig(
     r: c.positiveInt('r', LORA_DEFAULTS.r),
     lora_alpha: c.number('lora_alpha', LORA_DEFAULTS.lora_alpha, Number.MIN_VALUE),
     lora_dropout: c.number('lora_dropout', LORA_DEFAULTS.lora_dropout, 0, 0.999999),
-    target_modules: targets,
+    target_modules: fusedTargetsAsWritten(init as Record<string, unknown>, targets),
     layers_to_transform: c.layerList('layers_to_transform'),
     bias: c.oneOf('bias', ['none', 'lora_only', 'all'] as const, 'none'),
     fan_in_fan_out: c.bool('fan_in_fan_out', false),
@@ -304,7 +305,8 @@ export function loraTargets(
       out.push({ layer: i, module: p });
     }
   }
-  if (list !== null) out.push(...listTargets(list, m.numLayers, c.layers_to_transform));
+  if (list !== null)
+    out.push(...listTargets(fusedTargetList(list, m, file), m.numLayers, c.layers_to_transform));
   if (out.length === 0) {
     throw new ParaError('INVALID_CONFIG', 'target_modules matches no module of the model', {
       file,

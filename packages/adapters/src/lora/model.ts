@@ -38,6 +38,15 @@ import {
   resolveLoraConfig,
 } from './config';
 import {
+  type FusedCache,
+  type FusedGroups,
+  fusedLoraNames,
+  fuseStateDict,
+  fuseTensorSpecs,
+  loraFusedGroups,
+  splitFusedTensors,
+} from './fused';
+import {
   doraWeightNorm,
   doraWeightNormDetached,
   loraDelta,
@@ -91,7 +100,8 @@ export function loraTensorSpecs(
   }
   for (const t of loraBiasTargets(c, modelConfig, loraTargets(c, modelConfig)))
     specs.push({ name: loraBiasName(t), shape: [projectionShape(modelConfig, t.module)[0]] });
-  return specs;
+  const fused = loraFusedGroups(c, modelConfig, loraTargets(c, modelConfig));
+  return fuseTensorSpecs(fused, specs, modelConfig);
 }
 
 /**
@@ -131,6 +141,9 @@ export class LoraAdapter extends PeftAdapter<LoraConfig> {
   readonly scaling: number;
   /** Adapted projections by `${layer}.${module}`. */
   private readonly modules = new Map<string, LoraModule>();
+  /** Phi-3: the parts of fused qkv_proj / gate_up_proj LoRAs, sharing A (see fused.ts). */
+  private readonly fused: FusedGroups;
+  private readonly fusedCache: FusedCache = new Map();
   private readonly siteList: TargetModule[];
   private readonly layerList: number[];
   private readonly dropoutRng: Rng;
@@ -151,17 +164,21 @@ export class LoraAdapter extends PeftAdapter<LoraConfig> {
     this.scaling = loraScaling(config);
     const rng = new Rng(seed);
     this.dropoutRng = rng.fork('dropout');
+    this.fused = loraFusedGroups(config, modelConfig, loraTargets(config, modelConfig));
+    const sharedA = new Map<string, tf.Variable>();
     const settings = loraModuleSettings(config);
     const sites = new Set<TargetModule>();
     const layers = new Set<number>();
     for (const { layer, module } of loraTargets(config, modelConfig)) {
       const { r, scaling } = settings(layer, module);
       const [out, inp] = projectionShape(modelConfig, module);
-      const n = loraTensorNames(layer, module);
+      const n = fusedLoraNames(this.fused, layer, module) ?? loraTensorNames(layer, module);
       const A =
-        config.init_lora_weights === 'gaussian'
+        sharedA.get(n.A) ??
+        (config.init_lora_weights === 'gaussian'
           ? this.addParam(n.A, rng.fork(n.A).normalTensor([r, inp], 0, 1 / r))
-          : this.addParam(n.A, kaimingUniform(rng.fork(n.A), [r, inp], inp)); // [r, in]
+          : this.addParam(n.A, kaimingUniform(rng.fork(n.A), [r, inp], inp))); // [r, in]
+      sharedA.set(n.A, A);
       const B = this.addParam(
         n.B,
         config.init_lora_weights === false
@@ -245,13 +262,18 @@ export class LoraAdapter extends PeftAdapter<LoraConfig> {
   }
 
   override loadStateDict(tensors: Readonly<Record<string, tf.Tensor>>, file?: string): void {
-    super.loadStateDict(tensors, file);
+    const made: tf.Tensor[] = [];
+    try {
+      super.loadStateDict(splitFusedTensors(this.fused, tensors, this.modelConfig, made), file);
+    } finally {
+      tf.dispose(made);
+    }
     this.pending = false;
   }
 
   override stateDict(): Record<string, tf.Tensor> {
     this.checkDoraReady();
-    return super.stateDict();
+    return fuseStateDict(this.fused, super.stateDict(), this.fusedCache);
   }
 
   /**
@@ -474,6 +496,8 @@ export class LoraAdapter extends PeftAdapter<LoraConfig> {
     for (const f of this.mergedFactors.values()) f.dispose();
     this.mergedFactors.clear();
     this.biases.clear();
+    for (const c of this.fusedCache.values()) c.t.dispose();
+    this.fusedCache.clear();
     super.dispose();
   }
 }
