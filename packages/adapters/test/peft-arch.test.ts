@@ -129,8 +129,8 @@ describe.each(BACKENDS.length > 0 ? BACKENDS : (['cpu'] as const))(
       const st = await openSafetensorsFile(join(dir, 'adapter_model.safetensors'));
       const bytes = await serializeAdapter(a);
       expect(JSON.parse(bytes.config).target_modules).toEqual([
-        'gate_up_proj',
         'down_proj',
+        'gate_up_proj',
         'o_proj',
         'qkv_proj',
       ]);
@@ -158,6 +158,47 @@ describe.each(BACKENDS.length > 0 ? BACKENDS : (['cpu'] as const))(
       );
       back.dispose();
       a.dispose();
+    });
+
+    it('DoRA on the fused modules (magnitudes split by rows) gives PEFT logits; saved back exactly', async () => {
+      const st = await openSafetensorsFile(join(FIXTURES, 'arch-goldens.safetensors'));
+      const idData = await st.readData('input_ids');
+      const want = (await st.readData('phi3_dora_logits')).data as Float32Array;
+      await st.close();
+      const [B, T] = idData.shape as [number, number];
+      const ids = Array.from({ length: B }, (_, b) =>
+        Array.from(idData.data.subarray(b * T, (b + 1) * T)),
+      );
+      const ddir = join(FIXTURES, 'arch-phi3-dora');
+      const a = (await loadAdapter(ddir, phi3)) as LoraAdapter;
+      expect(a.config.use_dora).toBe(true);
+      expect(a.module(1, 'v_proj')?.magnitude?.shape).toEqual([
+        phi3.config.numKvHeads * phi3.config.headDim,
+      ]);
+      expectClose(
+        await take(phi3.forward(ids, { adapter: a.attach(phi3) })),
+        want,
+        1e-4,
+        0,
+        'phi3 dora',
+      );
+      const file = await openSafetensorsFile(join(ddir, 'adapter_model.safetensors'));
+      const saved = a.stateDict();
+      expect(Object.keys(saved).sort()).toEqual([...file.names()].sort());
+      for (const n of file.names())
+        expect(await (saved[n] as tf.Tensor).data(), n).toEqual((await file.readData(n)).data);
+      await file.close();
+      a.dispose();
+    });
+
+    it('"all-linear" on Phi-3 makes PEFT\'s fused LoRAs (the same tensors as PEFT\'s file)', async () => {
+      const ours = LoraAdapter.create(phi3.config, { r: 2, target_modules: 'all-linear' });
+      const st = await openSafetensorsFile(join(dir, 'adapter_model.safetensors'));
+      const specs = ours.tensorSpecs();
+      expect(specs.map((s) => s.name).sort()).toEqual([...st.names()].sort());
+      for (const s of specs) expect(s.shape, s.name).toEqual((await st.info(s.name)).shape);
+      await st.close();
+      ours.dispose();
     });
 
     it('is refused on a model without fused projections, naming target_modules', async () => {

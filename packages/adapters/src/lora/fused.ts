@@ -14,6 +14,9 @@
  * PEFT's); the parts' B are variables under the parts' names (`…q_proj.lora_B.weight`, internal),
  * joined again under PEFT's fused names in `stateDict` and split in `loadStateDict`. The fused
  * names exist only on a model with fused projections (Phi-3): elsewhere they are refused.
+ * "all-linear" on such a model adapts the fused modules too, as PEFT does. Not covered: a regex
+ * target_modules on Phi-3 is matched against the split projections' keys (a pattern naming
+ * qkv_proj matches nothing there: INVALID_CONFIG), and IA3 has no fused targets.
  */
 
 import { ParaError } from '@para/core';
@@ -144,8 +147,14 @@ export function loraFusedGroups(
   targets: readonly { layer: number; module: TargetModule }[],
 ): FusedGroups {
   const out = new Map<string, FusedGroup>();
-  if (!m.fusedProjections || !Array.isArray(c.target_modules)) return out;
-  const list = c.target_modules.filter((e) => entryFusedModule(e) !== null);
+  if (!m.fusedProjections) return out;
+  // "all-linear" on Phi-3 is PEFT's qkv_proj, o_proj, gate_up_proj, down_proj: fused LoRAs.
+  const allLinear =
+    typeof c.target_modules === 'string' && c.target_modules.toLowerCase() === 'all-linear';
+  if (!Array.isArray(c.target_modules) && !allLinear) return out;
+  const list = allLinear
+    ? ['qkv_proj', 'gate_up_proj']
+    : (c.target_modules as string[]).filter((e) => entryFusedModule(e) !== null);
   if (list.length === 0) return out;
   const adapted = new Set(targets.map((t) => `${t.layer}.${t.module}`));
   for (let layer = 0; layer < m.numLayers; layer++)

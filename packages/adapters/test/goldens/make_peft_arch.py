@@ -10,6 +10,8 @@ save_pretrained (README removed, base_model_name_or_path null):
                               B·A ≠ 0) on every projection: q/k/v/o/gate/up/down, and on Phi-3
                               the fused qkv_proj and gate_up_proj (lora_B [fused out, r]) with
                               o_proj and down_proj
+  fixtures/arch-phi3-dora/    Phi-3 only: DoRA r=2 on qkv_proj and gate_up_proj, A and B random,
+                              magnitudes ‖W + s·B·A‖ · (1 + 0.3·N(0, 1))
   fixtures/arch-<name>-ia3/   IA3 on k_proj, v_proj and down_proj (feed-forward), vectors
                               1 + 0.3·N(0, 1) (not for Phi-3, whose k and v live in qkv_proj)
   fixtures/arch-goldens.safetensors
@@ -17,6 +19,7 @@ save_pretrained (README removed, base_model_name_or_path null):
       <name>_base_logits    F32 [B, T, V]
       <name>_lora_logits    F32 [B, T, V]  PeftModel forward
       <name>_ia3_logits     F32 [B, T, V]
+      phi3_dora_logits      F32 [B, T, V]
 
 Run (never from the tests):
   python3 -m venv /tmp/venv-peft && /tmp/venv-peft/bin/pip install torch transformers peft safetensors
@@ -65,6 +68,10 @@ def save(model, name):
     with open(cfg_file) as f:
         cfg = json.load(f)
     cfg["base_model_name_or_path"] = None
+    # PEFT writes target_modules from a set (in hash order): sorted, so a rerun is the same.
+    for k in ["target_modules", "feedforward_modules"]:
+        if isinstance(cfg.get(k), list):
+            cfg[k] = sorted(cfg[k])
     with open(cfg_file, "w") as f:
         json.dump(cfg, f, indent=2, sort_keys=True)
         f.write("\n")
@@ -92,7 +99,26 @@ def main():
         lora = get_peft_model(copy.deepcopy(base), lora_cfg).eval()
         save(lora, f"arch-{name}-lora")
         out[f"{name}_lora_logits"] = logits(lora, ids)
-        if not phi3:
+        if phi3:
+            # DoRA on the fused modules: lora_magnitude_vector [fused out], perturbed from ‖W‖.
+            dora_cfg = LoraConfig(
+                r=2,
+                lora_alpha=4,
+                lora_dropout=0.0,
+                target_modules=["qkv_proj", "gate_up_proj"],
+                init_lora_weights=False,
+                use_dora=True,
+                task_type="CAUSAL_LM",
+            )
+            dora = get_peft_model(copy.deepcopy(base), dora_cfg)
+            with torch.no_grad():
+                for n, p in dora.named_parameters():
+                    if "lora_magnitude_vector" in n:
+                        p.mul_(1 + 0.3 * torch.randn_like(p))
+            dora.eval()
+            save(dora, f"arch-{name}-dora")
+            out[f"{name}_dora_logits"] = logits(dora, ids)
+        else:
             ia3_cfg = IA3Config(
                 target_modules=["k_proj", "v_proj", "down_proj"],
                 feedforward_modules=["down_proj"],
@@ -106,7 +132,7 @@ def main():
             ia3.eval()
             save(ia3, f"arch-{name}-ia3")
             out[f"{name}_ia3_logits"] = logits(ia3, ids)
-        for k in ["lora", "ia3"]:
+        for k in ["lora", "ia3", "dora"]:
             v = out.get(f"{name}_{k}_logits")
             if v is not None:
                 d = float((v - out[f"{name}_base_logits"]).abs().max())
