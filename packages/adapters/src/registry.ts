@@ -8,6 +8,8 @@
  *   create            a fresh, seeded adapter for a backbone
  *   mixedLayer        its rows' contribution to a mixed-tenant batch at one layer: per-row
  *                     scales (`[n, dim]` per site) and/or per-adapter LoRA factors
+ *   mixedEdges        (optional) its rows' replacement tables / LoRA factors at the embedding
+ *                     lookup and the output head
  *   merge             folding the adapter into the backbone's weights, where the method can
  *
  * Tensor names, shapes (the load checks) and trainable parameters are the adapter object's own
@@ -61,6 +63,23 @@ export interface RowBias {
   value: tf.Tensor;
 }
 
+/**
+ * One adapter's part at the embedding lookup or the output head, for the rows it serves: a
+ * replacement weight `[V, d]` (modules_to_save) and/or a low-rank update, `a [in, r]` (Aᵀ; in = V
+ * for the embedding, gathered by token id) and `b [r, out]` (scaling · Bᵀ).
+ */
+export interface RowEdge {
+  rows: readonly number[];
+  table?: tf.Tensor;
+  lora?: { a: tf.Tensor; b: tf.Tensor };
+}
+
+/** What a method adds at the embedding and the head of a mixed batch (call inside a tidy). */
+export interface MixedEdges {
+  embedding?: RowEdge[];
+  head?: RowEdge[];
+}
+
 /** What a method adds to one layer of a mixed batch (call inside a tidy). */
 export interface MixedContribution {
   scales?: RowScale[];
@@ -104,6 +123,8 @@ export interface AdapterMethod<
     promptMask: tf.Tensor,
     weights?: LayerWeights,
   ): MixedContribution;
+  /** The rows' part at the embedding lookup and the output head (absent: none), once per prefill. */
+  mixedEdges?(groups: readonly MixedGroup<A>[]): MixedEdges;
   /** Folds the adapter into `model`'s weights; absent when the method cannot merge (say why in `mergeError`). */
   merge?(adapter: A, model: CausalLM): void;
   /** Why `merge` is impossible for this method. */

@@ -202,7 +202,7 @@ describe('adapter files (PEFT layout)', () => {
       [{ peft_type: 'LORA', target_modules: ['qkv'] }, 'INVALID_CONFIG', 'target_modules'],
       [{ peft_type: 'LORA', target_modules: '.*\\.nothing' }, 'INVALID_CONFIG', 'target_modules'],
       [{ peft_type: 'LORA', bias: 'lora' }, 'INVALID_CONFIG', 'bias'],
-      [{ peft_type: 'LORA', modules_to_save: ['lm_head'] }, 'UNSUPPORTED', 'modules_to_save'],
+      [{ peft_type: 'LORA', modules_to_save: ['norm'] }, 'UNSUPPORTED', 'modules_to_save[0]'],
       [{ peft_type: 'LORA', lora_bias: true }, 'UNSUPPORTED', 'lora_bias'],
       [{ peft_type: 'LORA', init_lora_weights: 'pissa' }, 'UNSUPPORTED', 'init_lora_weights'],
       [{ peft_type: 'LORA', layers_to_transform: [5] }, 'INVALID_CONFIG', 'layers_to_transform'],

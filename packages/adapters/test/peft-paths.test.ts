@@ -178,13 +178,14 @@ describe('target_modules list entries select modules as PEFT does', () => {
         'INVALID_CONFIG',
         'target_modules',
       ],
-      // PEFT adapts these (or refuses the containers); para implements the projections only.
+      // PEFT adapts these (or refuses the containers); para implements the projections,
+      // embed_tokens and lm_head only (lora-edges.test.ts).
       [
-        { peft_type: 'LORA', target_modules: ['q_proj', 'lm_head'] },
+        { peft_type: 'LORA', target_modules: ['q_proj', 'model.norm'] },
         'UNSUPPORTED',
         'target_modules',
       ],
-      [{ peft_type: 'LORA', target_modules: ['embed_tokens'] }, 'UNSUPPORTED', 'target_modules'],
+      [{ peft_type: 'LORA', target_modules: ['rotary_emb'] }, 'UNSUPPORTED', 'target_modules'],
       [{ peft_type: 'LORA', target_modules: ['self_attn'] }, 'UNSUPPORTED', 'target_modules'],
       [{ peft_type: 'LORA', target_modules: '.*' }, 'UNSUPPORTED', 'target_modules'],
       // PEFT: "`layers_to_transform` cannot be used when `target_modules` is a str."

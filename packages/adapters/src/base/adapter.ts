@@ -82,6 +82,12 @@ export abstract class PeftAdapter<C extends BaseAdapterConfig = BaseAdapterConfi
    */
   bindModel(_model: CausalLM): void {}
 
+  /**
+   * Asynchronous preparation for `model` after a load (reads tensor data; `loadAdapter` with a
+   * CausalLM awaits it). Default: nothing.
+   */
+  async prepareFor(_model: CausalLM): Promise<void> {}
+
   /** Whether the adapter is folded into a model's weights (then it must not also run as an adapter). */
   get isMerged(): boolean {
     return false;
@@ -112,18 +118,28 @@ export abstract class PeftAdapter<C extends BaseAdapterConfig = BaseAdapterConfi
     }
     const own = this.trainingHooks();
     let batch: { size: number; hooks: ModelAdapter<AdapterRequest> } | null = null;
+    const batchOf = (B: number) => {
+      if (batch?.size !== B)
+        batch = {
+          size: B,
+          hooks: new MixedBatch(
+            'config' in model ? model : modelConfig,
+            new Array<PeftAdapter>(B).fill(this),
+          ).modelAdapter(),
+        };
+      return batch.hooks;
+    };
     const hooks: ModelAdapter<AdapterRequest> = {
       sites: own.sites,
+      modelInput: (ctx) => {
+        if (ctx.phase === 'forward') return own.modelInput?.(ctx);
+        if (ctx.phase === 'decode') return; // the state was built at prefill
+        batchOf(ctx.tokenMask.shape[0] as number).modelInput?.(ctx);
+      },
       layerInput: (ctx, h) => {
         if (ctx.phase === 'forward') return own.layerInput?.(ctx, h);
         if (ctx.phase === 'decode') return; // the state was built at prefill
-        const B = h.shape[0] as number;
-        if (batch?.size !== B)
-          batch = {
-            size: B,
-            hooks: new MixedBatch(modelConfig, new Array<PeftAdapter>(B).fill(this)).modelAdapter(),
-          };
-        batch.hooks.layerInput?.(ctx, h);
+        batchOf(h.shape[0] as number).layerInput?.(ctx, h);
       },
     };
     const transform = own.transform;

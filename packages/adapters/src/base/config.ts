@@ -144,7 +144,13 @@ export class ConfigReader {
    * among them `base_model.model.model.layers.1.mlp.up_proj`: PEFT matches the base model's
    * module names, not the `base_model.model.` tensor names.
    */
-  targetModuleList(key: string, def: readonly string[], method: string): string[] {
+  targetModuleList(
+    key: string,
+    def: readonly string[],
+    method: string,
+    /** Keys of other modules the method adapts (LoRA: `model.embed_tokens`, `lm_head`). */
+    alsoAdapts: readonly string[] = [],
+  ): string[] {
     if (!this.has(key)) return [...def];
     const v = this.raw[key];
     const expected =
@@ -155,7 +161,10 @@ export class ConfigReader {
       if (typeof m !== 'string' || m === '' || out.includes(m)) this.fail(key, expected);
       out.push(m);
     }
-    const other = out.find((e) => OTHER_MODULES.some((t) => entryCanMatch(e, t)));
+    const edge = (e: string) => alsoAdapts.some((k) => peftListMatch(k, e));
+    const other = out.find(
+      (e) => !edge(e) && OTHER_MODULES.some((t) => !alsoAdapts.includes(t) && entryCanMatch(e, t)),
+    );
     if (other !== undefined) {
       this.fail(
         key,
@@ -163,7 +172,7 @@ export class ConfigReader {
         'UNSUPPORTED',
       );
     }
-    if (!out.some((e) => entryProjections(e).length > 0)) {
+    if (!out.some((e) => entryProjections(e).length > 0 || edge(e))) {
       const prefixed = out.find((e) => e.startsWith('base_model.'));
       this.fail(
         key,
@@ -203,6 +212,16 @@ export class ConfigReader {
     this.fail(key, what, 'UNSUPPORTED');
   }
 }
+
+/**
+ * The modules outside the decoder layers that LoRA can adapt or replace (PEFT's LoRA on
+ * embed_tokens / lm_head, modules_to_save), by short name → key in the transformers model.
+ */
+export type EdgeModule = 'embed_tokens' | 'lm_head';
+export const EDGE_MODULE_KEYS: Readonly<Record<EdgeModule, string>> = {
+  embed_tokens: 'model.embed_tokens',
+  lm_head: 'lm_head',
+};
 
 /** The projections of a decoder layer (HF module names), as `target_modules` spells them. */
 export type TargetModule = ProjectionName;

@@ -136,6 +136,7 @@ async function checkTensorSpecs(
   const expected = new Set(specs.map((s) => s.name));
   for (const s of specs) {
     if (!store.has(s.name)) {
+      if ((s as { optional?: boolean }).optional === true) continue; // e.g. PEFT's saved base layers
       throw new ParaError('TENSOR_NOT_FOUND', `the ${adapter.peftType} config needs this tensor`, {
         file: store.name,
         field: s.name,
@@ -190,7 +191,8 @@ export async function loadAdapterTensors(adapter: AnyAdapter, store: TensorStore
   await checkAdapterTensors(adapter, store);
   const read: Record<string, tf.Tensor> = {};
   try {
-    for (const { name } of adapter.tensorSpecs()) read[name] = await readFiniteTensor(store, name);
+    for (const { name } of adapter.tensorSpecs())
+      if (store.has(name)) read[name] = await readFiniteTensor(store, name); // optional ones may be absent
     adapter.loadStateDict(read, store.name);
   } finally {
     for (const t of Object.values(read)) t.dispose();
@@ -269,7 +271,9 @@ export async function loadAdapterFrom(
   }
   const store = await SafetensorsReader.open(await access.open(ADAPTER_WEIGHTS_FILE));
   try {
-    return await loadChecked(text, src.name, store, modelConfig, options);
+    const adapter = await loadChecked(text, src.name, store, modelConfig, options);
+    if ('config' in model) await adapter.prepareFor(model);
+    return adapter;
   } finally {
     await store.close();
   }
@@ -326,5 +330,13 @@ export async function adapterFromBytes(
   const store = await SafetensorsReader.open(
     new ArrayBufferSource(weights, `${name}/${ADAPTER_WEIGHTS_FILE}`),
   );
-  return loadChecked(config, `${name}/${ADAPTER_CONFIG_FILE}`, store, modelConfig, options);
+  const adapter = await loadChecked(
+    config,
+    `${name}/${ADAPTER_CONFIG_FILE}`,
+    store,
+    modelConfig,
+    options,
+  );
+  if ('config' in model) await adapter.prepareFor(model);
+  return adapter;
 }

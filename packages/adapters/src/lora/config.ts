@@ -9,14 +9,21 @@
  * `loraModuleSettings`), use_dora (DoRA: `lora_magnitude_vector` per adapted projection,
  * PEFT's formula, weight norm detached in training, bias outside the scaling), bias ("none",
  * "all": every bias of the backbone trained, "lora_only": those of the adapted projections;
- * saved as PEFT does, `….base_layer.bias` / `….bias`). A fresh adapter's DoRA magnitudes
- * (‖W‖) and trained biases (the backbone's) are read from the backbone it is first attached
- * to. Keys whose non-default values change the computation and are not implemented
- * (modules_to_save, lora_bias, layer_replication, exclude_modules, target_parameters,
- * trainable_token_indices, aLoRA, QA-LoRA, BD-LoRA, initialisations that rewrite the base
- * weights, and targets outside the decoder layers' projections such as lm_head /
- * embed_tokens, i.e. PEFT's lora_embedding_A/B) are an UNSUPPORTED error; other PEFT
- * bookkeeping keys are ignored.
+ * saved as PEFT does, `….base_layer.bias` / `….bias`), LoRA on `embed_tokens` (PEFT's
+ * `lora_embedding_A` [r, V] / `lora_embedding_B` [d, r]: E[x] + s·(A[:, x])ᵀ Bᵀ) and on
+ * `lm_head` (a LoRA linear on the head) when target_modules names them (see `loraEdgeTargets`;
+ * PEFT's saved `….base_layer.weight` beside them load too), modules_to_save ["lm_head"] /
+ * ["embed_tokens"] (trained full copies, saved as `base_model.model.lm_head.weight` /
+ * `….model.embed_tokens.weight`, used instead of the backbone's module for the adapter's rows;
+ * see `loraSavedModules`). With tied embeddings each module is adapted or copied on its own, as
+ * PEFT does without ensure_weight_tying. A fresh adapter's DoRA magnitudes (‖W‖), trained
+ * biases and modules_to_save copies (the backbone's) are read from the backbone it is first
+ * attached to. Keys whose non-default values change the computation and are not implemented
+ * (lora_bias, layer_replication, exclude_modules, target_parameters, trainable_token_indices,
+ * ensure_weight_tying, aLoRA, QA-LoRA, BD-LoRA, initialisations that rewrite the base weights,
+ * DoRA on embed_tokens / lm_head, modules_to_save of other modules, targets such as model.norm)
+ * are an UNSUPPORTED error; other PEFT bookkeeping keys are ignored. Merging an adapter with
+ * embed_tokens / lm_head parts into the backbone is UNSUPPORTED.
  */
 
 import { describeValue, ParaError } from '@para/core';
@@ -27,6 +34,8 @@ import {
   type BaseAdapterConfig,
   ConfigReader,
   compileModulePattern,
+  EDGE_MODULE_KEYS,
+  type EdgeModule,
   INLINE_CONFIG,
   listTargets,
   moduleKey,
@@ -74,6 +83,13 @@ export interface LoraConfig extends BaseAdapterConfig {
    * `y = m / ‖W + s·B·A‖_row ⊙ (W x + s·B·A x) + bias`, the row norm detached in training.
    */
   use_dora: boolean;
+  /**
+   * PEFT's `modules_to_save`, as written (null: none): `"lm_head"` / `"embed_tokens"` (any
+   * entry PEFT's `key.endswith(entry)` matches to them) train a full copy of that module, saved
+   * with the adapter (`base_model.model.lm_head.weight`, `….model.embed_tokens.weight`) and used
+   * instead of the backbone's for this adapter's rows. See `loraSavedModules`.
+   */
+  modules_to_save: string[] | null;
 }
 
 export type LoraConfigInit = Partial<Omit<LoraConfig, 'peft_type'>> & { peft_type?: 'LORA' };
@@ -102,17 +118,28 @@ export function resolveLoraConfig(
         'layers_to_transform',
         'null when target_modules is a string ("all-linear" or a regex), as PEFT requires',
       );
-  } else targets = c.targetModuleList('target_modules', LORA_DEFAULTS.target_modules, 'LoRA');
+  } else
+    targets = c.targetModuleList(
+      'target_modules',
+      LORA_DEFAULTS.target_modules,
+      'LoRA',
+      Object.values(EDGE_MODULE_KEYS),
+    );
+  const modules_to_save = modulesToSave(c);
   c.onlyDefault(
-    'modules_to_save',
-    [],
-    'null (modules_to_save — full copies of lm_head / embed_tokens saved with the adapter — is not implemented: the model has no hooks at the embedding and the head)',
+    'ensure_weight_tying',
+    [false],
+    'false (ensure_weight_tying is not implemented: with tied embeddings, LoRA on embed_tokens / lm_head and modules_to_save adapt each module on its own, as PEFT does without it)',
   );
   c.onlyDefault('layer_replication', [], 'null (layer_replication is not implemented)');
   c.onlyDefault('lora_bias', [false], 'false (a bias on lora_B is not implemented)');
   c.onlyDefault('exclude_modules', [], 'null (exclude_modules is not implemented)');
   c.onlyDefault('target_parameters', [], 'null (target_parameters is not implemented)');
-  c.onlyDefault('trainable_token_indices', [], 'null (trainable_token_indices is not implemented)');
+  c.onlyDefault(
+    'trainable_token_indices',
+    [],
+    'null (trainable_token_indices is not implemented; modules_to_save ["embed_tokens"] trains the whole embedding)',
+  );
   c.onlyDefault('alora_invocation_tokens', [], 'null (aLoRA is not implemented)');
   c.onlyDefault('use_qalora', [false], 'false (QA-LoRA is not implemented)');
   c.onlyDefault('use_bdlora', [false], 'null or false (not implemented)');
@@ -128,7 +155,7 @@ export function resolveLoraConfig(
       'UNSUPPORTED',
     );
   }
-  return {
+  const config: LoraConfig = {
     peft_type: 'LORA',
     base_model_name_or_path: c.stringOrNull('base_model_name_or_path'),
     r: c.positiveInt('r', LORA_DEFAULTS.r),
@@ -148,7 +175,104 @@ export function resolveLoraConfig(
       (v) => Number.isInteger(v) && v >= 1,
     ),
     alpha_pattern: patternMap(c, 'alpha_pattern', 'a positive number', (v) => v > 0),
+    modules_to_save,
   };
+  edgeChecks(config, file);
+  return config;
+}
+
+/** modules_to_save: null or a list of names PEFT's `key.endswith(name)` matches to lm_head / embed_tokens only. */
+function modulesToSave(c: ConfigReader): string[] | null {
+  if (!c.has('modules_to_save')) return null;
+  const v = c.raw.modules_to_save;
+  const expected = 'null or a list of distinct module names ("lm_head", "embed_tokens")';
+  if (!Array.isArray(v)) c.fail('modules_to_save', expected);
+  const list = v as unknown[];
+  if (list.length === 0) return null;
+  const out: string[] = [];
+  list.forEach((e, i) => {
+    if (typeof e !== 'string' || e === '' || out.includes(e)) c.fail('modules_to_save', expected);
+    const field = `modules_to_save[${i}]`;
+    const other = otherModuleKeys().find((k) => k.endsWith(e));
+    if (other !== undefined)
+      throw new ParaError('UNSUPPORTED', 'unsupported adapter setting', {
+        file: c.file,
+        field,
+        expected: `names of lm_head or embed_tokens (a saved copy of ${other} is not implemented)`,
+        actual: JSON.stringify(e),
+      });
+    if (!Object.values(EDGE_MODULE_KEYS).some((k) => k.endsWith(e)))
+      throw new ParaError('INVALID_CONFIG', 'modules_to_save names no module of the model', {
+        file: c.file,
+        field,
+        expected: '"lm_head" or "embed_tokens"',
+        actual: JSON.stringify(e),
+      });
+    out.push(e);
+  });
+  return out;
+}
+
+/** Keys of modules that are neither lm_head nor embed_tokens (layer 0 standing for every layer). */
+function otherModuleKeys(): string[] {
+  const keys = ['model', 'model.norm', 'model.rotary_emb', 'model.layers', 'model.layers.0'];
+  for (const p of ALL_PROJECTIONS) keys.push(moduleKey(0, p));
+  for (const s of ['self_attn', 'mlp', 'input_layernorm', 'post_attention_layernorm', 'mlp.act_fn'])
+    keys.push(`model.layers.0.${s}`);
+  keys.push('model.layers.0.self_attn.q_norm', 'model.layers.0.self_attn.k_norm');
+  return keys;
+}
+
+/** lm_head / embed_tokens both adapted by LoRA and saved whole, or DoRA on them: refused. */
+function edgeChecks(c: LoraConfig, file: string): void {
+  const lora = loraEdgeTargets(c, file);
+  const saved = loraSavedModules(c);
+  const both = lora.find((e) => saved.includes(e));
+  if (both !== undefined)
+    throw new ParaError('UNSUPPORTED', 'unsupported adapter setting', {
+      file,
+      field: 'modules_to_save',
+      expected: `modules LoRA does not also adapt (${both} is in target_modules too)`,
+      actual: JSON.stringify(c.modules_to_save),
+    });
+  if (c.use_dora && lora.length > 0)
+    throw new ParaError('UNSUPPORTED', 'unsupported adapter setting', {
+      file,
+      field: 'use_dora',
+      expected: `false when target_modules names ${lora[0]} (DoRA on the embedding or the output head is not implemented)`,
+      actual: 'true',
+    });
+}
+
+/**
+ * The modules outside the decoder layers LoRA adapts, as PEFT selects them by their keys
+ * (`model.embed_tokens`, `lm_head`): a list entry equal to the key, or one the key ends with
+ * "." + entry when layers_to_transform is null (PEFT finds no layer index in these keys); a
+ * regex string matching the whole key; "all-linear" leaves out both (PEFT skips the output head).
+ */
+export function loraEdgeTargets(c: LoraConfig, file = INLINE_CONFIG): EdgeModule[] {
+  const out: EdgeModule[] = [];
+  const list = Array.isArray(c.target_modules) ? c.target_modules : null;
+  if (list === null && (c.target_modules as string).toLowerCase() === 'all-linear') return out;
+  const re = list === null ? compileModulePattern(c.target_modules as string, file) : null;
+  for (const [edge, key] of Object.entries(EDGE_MODULE_KEYS) as [EdgeModule, string][]) {
+    const hit =
+      re !== null
+        ? re.fullMatch(key)
+        : (list as string[]).some(
+            (e) => e === key || (c.layers_to_transform === null && key.endsWith(`.${e}`)),
+          );
+    if (hit) out.push(edge);
+  }
+  return out;
+}
+
+/** The modules whose full copies the adapter trains and saves (modules_to_save). */
+export function loraSavedModules(c: LoraConfig): EdgeModule[] {
+  const list = c.modules_to_save ?? [];
+  return (Object.entries(EDGE_MODULE_KEYS) as [EdgeModule, string][])
+    .filter(([, key]) => list.some((e) => key.endsWith(e)))
+    .map(([edge]) => edge);
 }
 
 /** Longer rank_pattern / alpha_pattern maps are refused (PEFT's have a handful of keys). */
@@ -212,6 +336,15 @@ export function loraModuleSettings(
   c: LoraConfig,
   file = INLINE_CONFIG,
 ): (layer: number, module: TargetModule) => LoraModuleSettings {
+  const byKey = loraKeySettings(c, file);
+  return (layer, module) => byKey(moduleKey(layer, module));
+}
+
+/** `loraModuleSettings` by module key (`lm_head`, `model.embed_tokens`, `model.layers.1.self_attn.q_proj`). */
+export function loraKeySettings(
+  c: LoraConfig,
+  file = INLINE_CONFIG,
+): (key: string) => LoraModuleSettings {
   const compile = (field: 'rank_pattern' | 'alpha_pattern') =>
     Object.entries(c[field]).map(
       ([k, v]) =>
@@ -219,8 +352,7 @@ export function loraModuleSettings(
     );
   const ranks = compile('rank_pattern');
   const alphas = compile('alpha_pattern');
-  return (layer, module) => {
-    const key = moduleKey(layer, module);
+  return (key) => {
     const r = ranks.find(([re]) => re.lookingAt(key))?.[1] ?? c.r;
     const alpha = alphas.find(([re]) => re.lookingAt(key))?.[1] ?? c.lora_alpha;
     return { r, alpha, scaling: c.use_rslora ? alpha / Math.sqrt(r) : alpha / r };
@@ -244,7 +376,7 @@ export function loraConfigJson(c: LoraConfig): Record<string, unknown> {
     init_lora_weights: c.init_lora_weights,
     rank_pattern: { ...c.rank_pattern },
     alpha_pattern: { ...c.alpha_pattern },
-    modules_to_save: null,
+    modules_to_save: c.modules_to_save === null ? null : [...c.modules_to_save],
     inference_mode: true,
   };
 }
@@ -276,7 +408,8 @@ export function loraTargets(
       ? compileModulePattern(c.target_modules as string, file)
       : null;
   if (re !== null) {
-    const other = otherModulesMatching(re, m.numLayers);
+    const edgeKeys: string[] = Object.values(EDGE_MODULE_KEYS);
+    const other = otherModulesMatching(re, m.numLayers).filter((k) => !edgeKeys.includes(k));
     if (other.length > 0) {
       throw new ParaError('UNSUPPORTED', 'unsupported adapter setting', {
         file,
@@ -307,7 +440,7 @@ export function loraTargets(
   }
   if (list !== null)
     out.push(...listTargets(fusedTargetList(list, m, file), m.numLayers, c.layers_to_transform));
-  if (out.length === 0) {
+  if (out.length === 0 && loraEdgeTargets(c, file).length === 0) {
     throw new ParaError('INVALID_CONFIG', 'target_modules matches no module of the model', {
       file,
       field: 'target_modules',
@@ -348,5 +481,14 @@ export function loraParameterCount(c: LoraConfig, m: ModelConfig): number {
     const [out, inp] = projectionShape(m, t.module);
     return n + settings(t.layer, t.module).r * (inp + out) + (c.use_dora ? out : 0);
   }, 0);
-  return loraBiasTargets(c, m, targets).reduce((n, t) => n + projectionShape(m, t.module)[0], lora);
+  const byKey = loraKeySettings(c);
+  const V = m.vocabSize;
+  const d = m.hiddenSize;
+  const edges =
+    loraEdgeTargets(c).reduce((n, e) => n + byKey(EDGE_MODULE_KEYS[e]).r * (V + d), 0) +
+    loraSavedModules(c).length * V * d;
+  return loraBiasTargets(c, m, targets).reduce(
+    (n, t) => n + projectionShape(m, t.module)[0],
+    lora + edges,
+  );
 }

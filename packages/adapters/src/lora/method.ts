@@ -9,7 +9,15 @@
 
 import * as tf from '@tensorflow/tfjs-core';
 import type { PeftAdapter } from '../base/adapter';
-import type { AdapterMethod, MixedContribution, RowBias, RowLora, RowScale } from '../registry';
+import type {
+  AdapterMethod,
+  MixedContribution,
+  MixedEdges,
+  RowBias,
+  RowEdge,
+  RowLora,
+  RowScale,
+} from '../registry';
 import { LORA_DEFAULTS, type LoraConfig, resolveLoraConfig } from './config';
 import { LoraAdapter, loraTensorSpecs } from './model';
 
@@ -61,6 +69,25 @@ export const LORA_METHOD: AdapterMethod<LoraConfig, LoraAdapter> = {
       }
     }
     return { loras, scales, biases };
+  },
+  mixedEdges(groups): MixedEdges {
+    const out = { embedding: [] as RowEdge[], head: [] as RowEdge[] };
+    for (const { adapter, rows } of groups) {
+      for (const edge of ['embed_tokens', 'lm_head'] as const) {
+        const table = adapter.replacement(edge);
+        const e = adapter.edge(edge);
+        if (table === undefined && e === undefined) continue;
+        (edge === 'embed_tokens' ? out.embedding : out.head).push({
+          rows,
+          table,
+          lora:
+            e === undefined
+              ? undefined
+              : { a: tf.transpose(e.A), b: tf.mul(tf.transpose(e.B), e.scaling) }, // [in, r], [r, out]
+        });
+      }
+    }
+    return out;
   },
   merge: (adapter, model) => adapter.merge(model),
 };

@@ -13,6 +13,7 @@ import { ParaError, Rng } from '@para/core';
 import type {
   AdapterContext,
   AdapterSite,
+  AdapterState,
   CausalLM,
   Linear,
   ModelAdapter,
@@ -23,7 +24,7 @@ import { projectionShape } from '@para/model';
 import { linear } from '@para/ops';
 import * as tf from '@tensorflow/tfjs-core';
 import { PeftAdapter, projectionPath } from '../base/adapter';
-import type { TargetModule } from '../base/config';
+import { EDGE_MODULE_KEYS, type EdgeModule, type TargetModule } from '../base/config';
 import { kaimingUniform } from '../base/init';
 import type { AdapterRequest } from '../base/request';
 import type { AdapterMethod } from '../registry';
@@ -32,7 +33,10 @@ import {
   type LoraConfigInit,
   loraBiasTargets,
   loraConfigJson,
+  loraEdgeTargets,
+  loraKeySettings,
   loraModuleSettings,
+  loraSavedModules,
   loraScaling,
   loraTargets,
   resolveLoraConfig,
@@ -71,6 +75,56 @@ export interface LoraModule {
   magnitude: tf.Variable | null;
 }
 
+/**
+ * LoRA on the embedding or the output head (PEFT's `lora.Embedding` / `lora.Linear` on lm_head):
+ *
+ *   embed_tokens   E[x] + scaling · (A[:, x])ᵀ Bᵀ    A = lora_embedding_A [r, V], B = lora_embedding_B [d, r]
+ *   lm_head        W h + scaling · B A h             A = lora_A [r, d], B = lora_B [V, r]
+ */
+export interface LoraEdge {
+  edge: EdgeModule;
+  A: tf.Variable;
+  B: tf.Variable;
+  r: number;
+  scaling: number;
+}
+
+/** A tensor spec the file may lack (PEFT's saved base layers, `save_embedding_layers`). */
+export type OptionalTensorSpec = TensorSpec & { optional?: boolean };
+
+/**
+ * PEFT's names at lm_head / embed_tokens: the LoRA factors, the base layer PEFT saves beside them
+ * (`….base_layer.weight`, save_embedding_layers) and a modules_to_save copy (`….weight`).
+ */
+export function loraEdgeNames(edge: EdgeModule): {
+  A: string;
+  B: string;
+  base: string;
+  saved: string;
+} {
+  const p = `base_model.model.${EDGE_MODULE_KEYS[edge]}`;
+  return edge === 'embed_tokens'
+    ? {
+        A: `${p}.lora_embedding_A`,
+        B: `${p}.lora_embedding_B`,
+        base: `${p}.base_layer.weight`,
+        saved: `${p}.weight`,
+      }
+    : {
+        A: `${p}.lora_A.weight`,
+        B: `${p}.lora_B.weight`,
+        base: `${p}.base_layer.weight`,
+        saved: `${p}.weight`,
+      };
+}
+
+/** `[r, in]`, `[out, r]` of an edge's LoRA (in = V for the embedding, d for the head). */
+function edgeShapes(edge: EdgeModule, m: ModelConfig, r: number): { A: number[]; B: number[] } {
+  const V = m.vocabSize;
+  const d = m.hiddenSize;
+  return edge === 'embed_tokens' ? { A: [r, V], B: [d, r] } : { A: [r, d], B: [V, r] };
+}
+
 export interface LoraCreateOptions {
   /** Seed of A (and of B with init_lora_weights false), and of the dropout masks (default 0). */
   seed?: number | string;
@@ -100,6 +154,15 @@ export function loraTensorSpecs(
   }
   for (const t of loraBiasTargets(c, modelConfig, loraTargets(c, modelConfig)))
     specs.push({ name: loraBiasName(t), shape: [projectionShape(modelConfig, t.module)[0]] });
+  const byKey = loraKeySettings(c);
+  const table = [modelConfig.vocabSize, modelConfig.hiddenSize];
+  for (const e of loraEdgeTargets(c)) {
+    const n = loraEdgeNames(e);
+    const sh = edgeShapes(e, modelConfig, byKey(EDGE_MODULE_KEYS[e]).r);
+    specs.push({ name: n.A, shape: sh.A }, { name: n.B, shape: sh.B });
+    specs.push({ name: n.base, shape: table, optional: true } as OptionalTensorSpec);
+  }
+  for (const e of loraSavedModules(c)) specs.push({ name: loraEdgeNames(e).saved, shape: table });
   const fused = loraFusedGroups(c, modelConfig, loraTargets(c, modelConfig));
   return fuseTensorSpecs(fused, specs, modelConfig);
 }
@@ -158,6 +221,14 @@ export class LoraAdapter extends PeftAdapter<LoraConfig> {
   private readonly normCache = new Map<string, NormCache>();
   /** DoRA: m / ‖W + s·B·A‖ of each module while merged (unmerge divides by it). */
   private readonly mergedFactors = new Map<string, tf.Tensor>();
+  /** LoRA on embed_tokens / lm_head. */
+  private readonly edges = new Map<EdgeModule, LoraEdge>();
+  /** modules_to_save: trained full copies `[V, d]` of embed_tokens / lm_head. */
+  private readonly copies = new Map<EdgeModule, tf.Variable>();
+  /** Base layers PEFT saved beside an edge's LoRA (`….base_layer.weight`), as loaded (frozen). */
+  private readonly baseLayers = new Map<EdgeModule, tf.Tensor>();
+  /** Loaded base layers found equal to the backbone's (`bindModel`): no replacement needed. */
+  private readonly baseSame = new Set<EdgeModule>();
 
   private constructor(config: LoraConfig, modelConfig: ModelConfig, seed: number | string) {
     super(config, modelConfig);
@@ -196,9 +267,91 @@ export class LoraAdapter extends PeftAdapter<LoraConfig> {
       sites.add(t.module);
       layers.add(t.layer);
     }
+    const byKey = loraKeySettings(config);
+    for (const edge of loraEdgeTargets(config)) {
+      const { r, scaling } = byKey(EDGE_MODULE_KEYS[edge]);
+      const n = loraEdgeNames(edge);
+      const sh = edgeShapes(edge, modelConfig, r);
+      let A: tf.Variable;
+      let B: tf.Variable;
+      if (edge === 'embed_tokens') {
+        // PEFT: A zeros and B ~ N(0, 1) (true / "gaussian"), both ~ N(0, 1) with false.
+        A = this.addParam(
+          n.A,
+          config.init_lora_weights === false
+            ? rng.fork(n.A).normalTensor(sh.A, 0, 1)
+            : tf.zeros(sh.A),
+        );
+        B = this.addParam(n.B, rng.fork(n.B).normalTensor(sh.B, 0, 1));
+      } else {
+        const inp = modelConfig.hiddenSize;
+        A =
+          config.init_lora_weights === 'gaussian'
+            ? this.addParam(n.A, rng.fork(n.A).normalTensor(sh.A, 0, 1 / r))
+            : this.addParam(n.A, kaimingUniform(rng.fork(n.A), sh.A, inp));
+        B = this.addParam(
+          n.B,
+          config.init_lora_weights === false
+            ? kaimingUniform(rng.fork(n.B), sh.B, r)
+            : tf.zeros(sh.B),
+        );
+      }
+      this.edges.set(edge, { edge, A, B, r, scaling });
+    }
+    for (const edge of loraSavedModules(config)) {
+      const V = modelConfig.vocabSize;
+      this.copies.set(
+        edge,
+        this.addParam(loraEdgeNames(edge).saved, tf.zeros([V, modelConfig.hiddenSize])),
+      );
+    }
     this.siteList = [...sites];
     this.layerList = [...layers].sort((a, b) => a - b);
-    this.pending = config.use_dora || this.biases.size > 0;
+    this.pending = config.use_dora || this.biases.size > 0 || this.copies.size > 0;
+  }
+
+  /** LoRA on embed_tokens / lm_head, if the adapter has it. */
+  edge(edge: EdgeModule): LoraEdge | undefined {
+    return this.edges.get(edge);
+  }
+
+  /**
+   * The weight `[V, d]` this adapter's rows use instead of the backbone's embedding table or
+   * lm_head weight (a modules_to_save copy, or a base layer PEFT saved that differs from the
+   * backbone's), or undefined: the backbone's.
+   */
+  replacement(edge: EdgeModule): tf.Tensor | undefined {
+    const copy = this.copies.get(edge);
+    if (copy !== undefined) {
+      this.checkDoraReady();
+      return copy;
+    }
+    return this.baseSame.has(edge) ? undefined : this.baseLayers.get(edge);
+  }
+
+  /**
+   * Fills the embedding / head state of `state` for B rows all of this adapter (training
+   * forwards): the replacement tables and the LoRA factors, batch dim 1.
+   */
+  private fillEdges(state: AdapterState, B: number): void {
+    for (const edge of ['embed_tokens', 'lm_head'] as const) {
+      const target = edge === 'embed_tokens' ? state.embedding : state.head;
+      const table = this.replacement(edge);
+      if (table !== undefined) target.setTables([table], new Array<number>(B).fill(0));
+      const e = this.edges.get(edge);
+      if (e === undefined) continue;
+      const [r, inp] = e.A.shape as [number, number];
+      const out = e.B.shape[0] as number;
+      target.setLora({
+        a: tf.reshape(tf.transpose(e.A), [1, inp, r]), // [1, in, r]
+        b: tf.reshape(tf.mul(tf.transpose(e.B), e.scaling), [1, r, out]), // [1, r, out]
+      });
+    }
+  }
+
+  /** Whether the adapter touches the embedding or the output head. */
+  get hasEdges(): boolean {
+    return this.edges.size > 0 || this.copies.size > 0 || this.baseLayers.size > 0;
   }
 
   /** The trained bias `[out]` of (layer, module), if the adapter trains it. */
@@ -216,7 +369,28 @@ export class LoraAdapter extends PeftAdapter<LoraConfig> {
    */
   override bindModel(model: CausalLM): void {
     if (this.pending) this.initFromBackbone(model);
+    if (this.baseCheckedFor !== model) this.baseSame.clear(); // checked for another model
   }
+
+  /**
+   * The base layers PEFT saved (`….base_layer.weight`) that equal `model`'s own need no
+   * replacement (no extra gather / head matmul per row): compared here, once per model
+   * (`loadAdapter` with a CausalLM calls it). Until then, or when they differ, the adapter's rows
+   * use the saved ones, as PEFT's load would.
+   */
+  override async prepareFor(model: CausalLM): Promise<void> {
+    this.baseSame.clear();
+    for (const [edge, t] of this.baseLayers) {
+      const w = edge === 'embed_tokens' ? model.weights.embedTokens : model.weights.lmHead;
+      const eq = tf.tidy(() => tf.all(tf.equal(t, w)));
+      const same = (await eq.data())[0] === 1;
+      eq.dispose();
+      if (same) this.baseSame.add(edge);
+    }
+    this.baseCheckedFor = model;
+  }
+
+  private baseCheckedFor: CausalLM | null = null;
 
   /** Sets every DoRA magnitude to ‖W + s·B·A‖ and every trained bias to the bias of `model`. */
   initFromBackbone(model: CausalLM): void {
@@ -233,6 +407,8 @@ export class LoraAdapter extends PeftAdapter<LoraConfig> {
       if (b === null) throw new Error(`internal: ${key} has no bias in the model`);
       v.assign(b);
     }
+    for (const [edge, v] of this.copies)
+      v.assign(edge === 'embed_tokens' ? model.weights.embedTokens : model.weights.lmHead);
     this.pending = false;
   }
 
@@ -249,12 +425,20 @@ export class LoraAdapter extends PeftAdapter<LoraConfig> {
 
   private checkDoraReady(): void {
     if (this.pending) {
-      const what = this.config.use_dora ? 'DoRA magnitudes' : 'trained biases';
+      const what = this.config.use_dora
+        ? 'DoRA magnitudes'
+        : this.biases.size > 0
+          ? 'trained biases'
+          : 'modules_to_save copies';
       throw new ParaError(
         'INVALID_ARGUMENT',
         `this LoRA adapter's ${what} are initialised from the backbone's weights: attach it to the model (adapter.attach(model) with the CausalLM, or initFromBackbone(model)) first`,
         {
-          field: this.config.use_dora ? 'lora_magnitude_vector' : 'bias',
+          field: this.config.use_dora
+            ? 'lora_magnitude_vector'
+            : this.biases.size > 0
+              ? 'bias'
+              : 'modules_to_save',
           expected: `${what} initialised or loaded`,
         },
       );
@@ -263,17 +447,45 @@ export class LoraAdapter extends PeftAdapter<LoraConfig> {
 
   override loadStateDict(tensors: Readonly<Record<string, tf.Tensor>>, file?: string): void {
     const made: tf.Tensor[] = [];
+    const rest = splitFusedTensors(this.fused, tensors, this.modelConfig, made);
+    const bases = new Map<EdgeModule, tf.Tensor>();
+    for (const edge of this.edges.keys()) {
+      const name = loraEdgeNames(edge).base;
+      const t = rest[name];
+      if (t === undefined) continue;
+      delete rest[name];
+      const want = [this.modelConfig.vocabSize, this.modelConfig.hiddenSize];
+      if (t.shape.length !== 2 || t.shape[0] !== want[0] || t.shape[1] !== want[1])
+        throw new ParaError('SHAPE_MISMATCH', 'adapter tensor has the wrong shape for the model', {
+          file,
+          field: name,
+          expected: `[${want.join(', ')}]`,
+          actual: `[${t.shape.join(', ')}]`,
+        });
+      bases.set(edge, t);
+    }
     try {
-      super.loadStateDict(splitFusedTensors(this.fused, tensors, this.modelConfig, made), file);
+      super.loadStateDict(rest, file);
     } finally {
       tf.dispose(made);
     }
+    for (const t of this.baseLayers.values()) t.dispose();
+    this.baseLayers.clear();
+    this.baseSame.clear();
+    this.baseCheckedFor = null;
+    for (const [edge, t] of bases)
+      this.baseLayers.set(
+        edge,
+        tf.keep(t.dtype === 'float32' ? tf.clone(t) : tf.cast(t, 'float32')),
+      );
     this.pending = false;
   }
 
   override stateDict(): Record<string, tf.Tensor> {
     this.checkDoraReady();
-    return fuseStateDict(this.fused, super.stateDict(), this.fusedCache);
+    const out = fuseStateDict(this.fused, super.stateDict(), this.fusedCache);
+    for (const [edge, t] of this.baseLayers) out[loraEdgeNames(edge).base] = t;
+    return out;
   }
 
   /**
@@ -374,6 +586,25 @@ export class LoraAdapter extends PeftAdapter<LoraConfig> {
     this.hooks = {
       sites: this.siteList,
       layers: this.layerList,
+      modelInput: (ctx) => {
+        if (!this.hasEdges) return;
+        if (
+          this.training &&
+          ctx.phase === 'forward' &&
+          this.config.lora_dropout > 0 &&
+          this.edges.has('lm_head')
+        )
+          throw new ParaError(
+            'UNSUPPORTED',
+            "LoRA dropout on lm_head's input is not implemented: train with lora_dropout 0, or without lm_head in target_modules",
+            {
+              field: 'lora_dropout',
+              expected: '0 with lm_head in target_modules',
+              actual: String(this.config.lora_dropout),
+            },
+          );
+        this.fillEdges(ctx.state, ctx.tokenMask.shape[0] as number);
+      },
       transform: (
         ctx: AdapterContext<AdapterRequest>,
         site: AdapterSite,
@@ -428,6 +659,15 @@ export class LoraAdapter extends PeftAdapter<LoraConfig> {
       throw new ParaError('INVALID_ARGUMENT', 'this LoRA adapter is already merged', {
         field: 'adapter',
       });
+    if (this.hasEdges)
+      throw new ParaError(
+        'UNSUPPORTED',
+        'merging LoRA on embed_tokens / lm_head or modules_to_save into the backbone is not implemented: run it unmerged',
+        {
+          field: this.copies.size > 0 ? 'modules_to_save' : 'target_modules',
+          expected: 'an adapter of the decoder layers only',
+        },
+      );
     this.checkModel(model.config);
     this.bindModel(model);
     this.applyDelta(model, 1);
@@ -495,6 +735,8 @@ export class LoraAdapter extends PeftAdapter<LoraConfig> {
     this.normCache.clear();
     for (const f of this.mergedFactors.values()) f.dispose();
     this.mergedFactors.clear();
+    for (const t of this.baseLayers.values()) t.dispose();
+    this.baseLayers.clear();
     this.biases.clear();
     for (const c of this.fusedCache.values()) c.t.dispose();
     this.fusedCache.clear();

@@ -12,6 +12,9 @@
  *          (ranks zero-padded to the batch's largest, rows without LoRA all zeros): two batched
  *          matmuls per site per decode step. DoRA rows add their magnitude/‖W + s·B·A‖ as the
  *          site's scale and, on biased projections, a per-row bias (`[B, 1, out]`, zeros elsewhere).
+ *          LoRA on embed_tokens / lm_head and modules_to_save copies go to the model's embedding
+ *          and head state (`AdapterState.embedding` / `.head`): per-row gathered factors and
+ *          per-row replacement tables (one gather / head matmul per distinct table).
  *
  * Built once per layer at prefill and kept beside the KV cache; a decode step calls no adapter
  * code at all. Inference only: LoRA dropout never applies here.
@@ -22,15 +25,17 @@ import type {
   AdapterContext,
   AdapterSite,
   CausalLM,
+  EdgeAdapterState,
   ModelAdapter,
   ModelConfig,
+  ModelInputContext,
   ProjectionName,
 } from '@para/model';
 import { projectionShape } from '@para/model';
 import * as tf from '@tensorflow/tfjs-core';
 import { PeftAdapter } from '../base/adapter';
 import { type AdapterRequest, promptMask } from '../base/request';
-import type { AdapterMethod, MixedGroup, RowBias, RowLora, RowScale } from '../registry';
+import type { AdapterMethod, MixedGroup, RowBias, RowEdge, RowLora, RowScale } from '../registry';
 
 /** Width of the tensor a site carries: a projection's output, or d_ff for down_proj.input. */
 function siteDim(m: ModelConfig, site: AdapterSite): number {
@@ -101,6 +106,10 @@ export class MixedBatch {
     if (this.hooks !== null) return this.hooks;
     this.hooks = {
       sites: [],
+      modelInput: (ctx: ModelInputContext<AdapterRequest>) => {
+        if (ctx.phase === 'decode') return; // built at prefill
+        this.buildEdges(ctx);
+      },
       layerInput: (ctx: AdapterContext<AdapterRequest>, h: tf.Tensor) => {
         if (ctx.phase === 'decode') return; // everything per-row was built at prefill
         const B = h.shape[0] as number;
@@ -115,6 +124,77 @@ export class MixedBatch {
       },
     };
     return this.hooks;
+  }
+
+  /** Every method's part at the embedding and the head → per-row tables and gathered LoRA factors. */
+  private buildEdges(ctx: ModelInputContext<AdapterRequest>): void {
+    const B = this.rows.length;
+    if ((ctx.tokenMask.shape[0] as number) !== B) {
+      throw new ParaError('SHAPE_MISMATCH', 'the batch does not match the mixed batch rows', {
+        field: 'rows',
+        expected: `${B} rows`,
+        actual: `${ctx.tokenMask.shape[0]} rows`,
+      });
+    }
+    const embedding: RowEdge[] = [];
+    const head: RowEdge[] = [];
+    for (const { method, groups } of this.groups) {
+      const e = method.mixedEdges?.(groups);
+      embedding.push(...(e?.embedding ?? []));
+      head.push(...(e?.head ?? []));
+    }
+    const fill = (target: EdgeAdapterState, pieces: RowEdge[]) => {
+      if (pieces.length === 0) return;
+      const tables: tf.Tensor[] = [];
+      const rowTable = new Array<number>(B).fill(-1);
+      for (const p of pieces) {
+        if (p.table === undefined) continue;
+        let k = tables.indexOf(p.table);
+        if (k < 0) k = tables.push(p.table) - 1;
+        for (const r of p.rows) rowTable[r] = k;
+      }
+      if (tables.length > 0) target.setTables(tables, rowTable);
+      const loras = pieces.filter((p) => p.lora !== undefined) as (RowEdge & {
+        lora: { a: tf.Tensor; b: tf.Tensor };
+      })[];
+      if (loras.length === 0) return;
+      const ref = loras[0] as (typeof loras)[number];
+      const inp = ref.lora.a.shape[0] as number;
+      const out = ref.lora.b.shape[1] as number;
+      const rMax = Math.max(...loras.map((p) => p.lora.a.shape[1] as number));
+      const aTable: tf.Tensor[] = [tf.zeros([1, inp, rMax])]; // table row 0: no LoRA
+      const bTable: tf.Tensor[] = [tf.zeros([1, rMax, out])];
+      const index = new Int32Array(B);
+      loras.forEach((p, j) => {
+        const r = p.lora.a.shape[1] as number;
+        aTable.push(
+          tf.reshape(
+            tf.pad(p.lora.a, [
+              [0, 0],
+              [0, rMax - r],
+            ]),
+            [1, inp, rMax],
+          ),
+        );
+        bTable.push(
+          tf.reshape(
+            tf.pad(p.lora.b, [
+              [0, rMax - r],
+              [0, 0],
+            ]),
+            [1, rMax, out],
+          ),
+        );
+        for (const row of p.rows) index[row] = j + 1;
+      });
+      const idx = tf.tensor1d(index, 'int32');
+      target.setLora({
+        a: tf.gather(tf.concat(aTable, 0), idx),
+        b: tf.gather(tf.concat(bTable, 0), idx),
+      }); // [B, in, r_max], [B, r_max, out]
+    };
+    fill(ctx.state.embedding, embedding);
+    fill(ctx.state.head, head);
   }
 
   /** Every method's contribution at this layer → one scale per site and gathered LoRA factors. */
