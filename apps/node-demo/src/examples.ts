@@ -32,6 +32,10 @@ export const HELP_EXAMPLES: Record<string, string[]> = {
     'para train --method para --data data/tasks/pos/train.jsonl --eval-data data/tasks/pos/dev.jsonl --out adapters/pos-para --steps 300',
   ],
   eval: ['para eval --data data/tasks/pos/test.jsonl --adapter adapters/demo/pos --limit 100'],
+  serve: [
+    'para serve',
+    'para serve --adapters adapters --port 8080 --max-batch 16 --api-key "$PARA_API_KEY"',
+  ],
   demo: ['para demo', 'para demo --tasks pos,category --steps 100'],
   bench: ['para bench model', 'para bench train --json'],
   'bench matmul': ['para bench matmul --skip-stock-training'],

@@ -17,7 +17,6 @@ import { AdapterRegistry, createServer, directorySource, loadKeysFile } from '@p
 import type { Command } from 'commander';
 import { defaultBackboneDir } from '../backbone';
 import { startBackend } from '../backend';
-import { HELP_EXAMPLES } from '../examples';
 import { writeOut } from './logits';
 
 interface ServeFlags {
@@ -71,11 +70,6 @@ function bytes(value: string, flag: string): number {
 }
 
 export function registerServeCommand(program: Command): void {
-  // The example `para serve --help` ends with (kept here, beside the command it shows).
-  HELP_EXAMPLES.serve ??= [
-    'para serve',
-    'para serve --adapters adapters --port 8080 --max-batch 16 --api-key "$PARA_API_KEY"',
-  ];
   program
     .command('serve')
     .description(
