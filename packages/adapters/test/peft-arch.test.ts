@@ -201,7 +201,7 @@ describe.each(BACKENDS.length > 0 ? BACKENDS : (['cpu'] as const))(
       ours.dispose();
     });
 
-    it('is refused on a model without fused projections, naming target_modules', async () => {
+    it('is refused on a model without fused projections, naming target_modules (and for IA3)', async () => {
       for (const e of [
         await caught(() => loadAdapter(dir, qwen3)),
         await caught(() => LoraAdapter.create(qwen3.config, { target_modules: ['qkv_proj'] })),
@@ -218,6 +218,12 @@ describe.each(BACKENDS.length > 0 ? BACKENDS : (['cpu'] as const))(
           }),
         ),
       ).toMatchObject({ code: 'UNSUPPORTED', field: 'rank_pattern' });
+      // PEFT's IA3 on Phi-3 scales the fused qkv_proj: not implemented, and said so.
+      expect(
+        await caught(() =>
+          Ia3Adapter.create(phi3.config, { target_modules: ['qkv_proj', 'down_proj'] } as never),
+        ),
+      ).toMatchObject({ code: 'UNSUPPORTED', field: 'target_modules' });
     });
 
     it('a fresh fused LoRA trains one A: gradients match central differences; a mixed batch equals rows alone', async () => {

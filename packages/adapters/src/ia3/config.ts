@@ -24,6 +24,7 @@ import {
   peftListMatch,
   type TargetModule,
 } from '../base/config';
+import { entryFusedModule } from '../lora/fused';
 
 export interface Ia3Config extends BaseAdapterConfig {
   peft_type: 'IA3';
@@ -54,6 +55,16 @@ export function resolveIa3Config(
 ): Ia3Config {
   const c = new ConfigReader(init as Record<string, unknown>, file);
   if (c.has('peft_type') && c.raw.peft_type !== 'IA3') c.fail('peft_type', '"IA3"');
+  const tm = c.raw.target_modules;
+  const fused = Array.isArray(tm)
+    ? tm.find((e) => typeof e === 'string' && entryFusedModule(e) !== null)
+    : undefined;
+  if (fused !== undefined)
+    c.fail(
+      'target_modules',
+      `separate projections (k_proj, v_proj, down_proj, ...): IA3 on Phi-3's fused module "${fused}" is not implemented`,
+      'UNSUPPORTED',
+    );
   const written = c.targetModuleList('target_modules', IA3_DEFAULTS.target_modules, 'IA3');
   const paths = !written.every(isProjectionName);
   const targets: TargetModule[] = [];
