@@ -225,10 +225,11 @@ describe.each(BACKENDS.length > 0 ? BACKENDS : (['cpu'] as const))(
         const promptLengths = prompts.map((p) => p.length);
         const rng = new Rng(`probe-${name}`);
         const w = new Float32Array(2 * T * V);
-        // Weights on the real positions only (a training loss never reads the padding). With weights
-        // on the left-padding positions too, tf's gradients of layer-0 PARA/LoRA tensors differ
-        // from converged central differences by a few % (seen on every architecture, 2026-12-01):
-        // the logits at padded positions are not differentiated as computed.
+        // Weights on the real positions only (a training loss never reads the padding). A
+        // padded query row attends to no key: its scores plus the additive mask (-1e9, whose float32
+        // ulp is 64) round to exactly -1e9, so its output does not depend on q or k, while autodiff
+        // still passes the softmax gradient through the add: probes on those rows put layer-0 q/k-side
+        // gradients a few % off converged central differences, on every architecture.
         full.forEach((row, b) => {
           for (let t = T - row.length; t < T; t++)
             for (let j = 0; j < V; j++) w[(b * T + t) * V + j] = rng.normal();
