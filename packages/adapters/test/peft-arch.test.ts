@@ -19,6 +19,7 @@ import {
   Ia3Adapter,
   LoraAdapter,
   loadAdapter,
+  loraParameterCount,
   mixedAdapter,
   serializeAdapter,
 } from '../src/node';
@@ -238,6 +239,7 @@ describe.each(BACKENDS.length > 0 ? BACKENDS : (['cpu'] as const))(
         v.assign(t);
         t.dispose();
       }
+      expect(lora.numParameters).toBe(loraParameterCount(lora.config, phi3.config));
       const names = [...lora.namedParameters().keys()];
       expect(names.filter((n) => n.endsWith('lora_A.weight'))).toEqual([
         'base_model.model.model.layers.0.self_attn.qkv_proj.lora_A.weight',

@@ -42,7 +42,12 @@ import {
   otherModulesMatching,
   type TargetModule,
 } from '../base/config';
-import { expandFusedTargets, fusedTargetList, fusedTargetsAsWritten } from './fused';
+import {
+  expandFusedTargets,
+  fusedTargetList,
+  fusedTargetsAsWritten,
+  loraFusedGroups,
+} from './fused';
 
 export interface LoraConfig extends BaseAdapterConfig {
   peft_type: 'LORA';
@@ -487,8 +492,13 @@ export function loraParameterCount(c: LoraConfig, m: ModelConfig): number {
   const edges =
     loraEdgeTargets(c).reduce((n, e) => n + byKey(EDGE_MODULE_KEYS[e]).r * (V + d), 0) +
     loraSavedModules(c).length * V * d;
+  // Phi-3's fused LoRAs: one A [r, d] per fused module, shared by its parts (see fused.ts).
+  const shared = [...new Set(loraFusedGroups(c, m, targets).values())].reduce(
+    (n, g) => n + (g.parts.length - 1) * settings(g.layer, g.parts[0] as TargetModule).r * d,
+    0,
+  );
   return loraBiasTargets(c, m, targets).reduce(
     (n, t) => n + projectionShape(m, t.module)[0],
-    lora + edges,
+    lora + edges - shared,
   );
 }
