@@ -208,7 +208,7 @@ describe.each(testBackends())(
     }
 
     it('PEFT saves the base layers beside LoRA on embed_tokens / lm_head: kept and saved back, used only if they differ', async () => {
-      const a = (await loadAdapter(join(FIXTURES, 'lora-embed-head'), llama)) as LoraAdapter;
+      let a = (await loadAdapter(join(FIXTURES, 'lora-embed-head'), llama)) as LoraAdapter;
       expect(
         Object.keys(a.stateDict())
           .filter((n) => n.includes('base_layer'))
@@ -220,6 +220,10 @@ describe.each(testBackends())(
       // loadAdapter with the model compared them: equal to the backbone's, so no replacement.
       expect(a.replacement('embed_tokens')).toBeUndefined();
       expect(a.replacement('lm_head')).toBeUndefined();
+      // ...and not kept twice: the backbone's own tensor is what is saved back.
+      expect(a.stateDict()['base_model.model.model.embed_tokens.base_layer.weight']).toBe(
+        llama.weights.embedTokens,
+      );
       // Loaded for a model config only: the saved layers are used, as PEFT's load would.
       const b = (await loadAdapter(join(FIXTURES, 'lora-embed-head'), llama.config)) as LoraAdapter;
       expect(b.replacement('lm_head')).toBeDefined();
@@ -232,6 +236,9 @@ describe.each(testBackends())(
       expectClose(await take(mixed.logits), g.t['lora-embed-head_logits'] as Float32Array, 1e-4);
       mixed.state.dispose();
       b.dispose();
+      a.dispose();
+      expect(llama.weights.embedTokens.isDisposed).toBe(false);
+      a = (await loadAdapter(join(FIXTURES, 'lora-embed-head'), llama)) as LoraAdapter;
       expect(a.edge('embed_tokens')?.r).toBe(4);
       expect(a.edge('lm_head')?.r).toBe(2); // rank_pattern {"lm_head": 2}
       expect(a.edge('lm_head')?.scaling).toBe(4);

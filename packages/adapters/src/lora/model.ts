@@ -227,8 +227,13 @@ export class LoraAdapter extends PeftAdapter<LoraConfig> {
   private readonly copies = new Map<EdgeModule, tf.Variable>();
   /** Base layers PEFT saved beside an edge's LoRA (`….base_layer.weight`), as loaded (frozen). */
   private readonly baseLayers = new Map<EdgeModule, tf.Tensor>();
-  /** Loaded base layers found equal to the backbone's (`bindModel`): no replacement needed. */
+  /** Loaded base layers found equal to the backbone's (`prepareFor`): no replacement needed. */
   private readonly baseSame = new Set<EdgeModule>();
+  /**
+   * Base layers equal to a backbone's are not kept twice: the entry in `baseLayers` is then that
+   * model's own tensor (not ours to free), saved back from there.
+   */
+  private readonly baseShared = new Set<EdgeModule>();
 
   private constructor(config: LoraConfig, modelConfig: ModelConfig, seed: number | string) {
     super(config, modelConfig);
@@ -326,7 +331,18 @@ export class LoraAdapter extends PeftAdapter<LoraConfig> {
       this.checkDoraReady();
       return copy;
     }
-    return this.baseSame.has(edge) ? undefined : this.baseLayers.get(edge);
+    if (this.baseSame.has(edge)) return undefined;
+    const t = this.baseLayers.get(edge);
+    if (t?.isDisposed) throw this.sharedBaseGone(edge);
+    return t;
+  }
+
+  private sharedBaseGone(edge: EdgeModule): ParaError {
+    return new ParaError(
+      'INVALID_ARGUMENT',
+      `the saved ${edge} base layer of this adapter was the backbone's own tensor, and that model was disposed`,
+      { field: loraEdgeNames(edge).base, expected: 'the model the adapter was loaded with, alive' },
+    );
   }
 
   /**
@@ -382,10 +398,20 @@ export class LoraAdapter extends PeftAdapter<LoraConfig> {
     this.baseSame.clear();
     for (const [edge, t] of this.baseLayers) {
       const w = edge === 'embed_tokens' ? model.weights.embedTokens : model.weights.lmHead;
+      if (t === w) {
+        this.baseSame.add(edge);
+        continue;
+      }
+      if (t.isDisposed) continue;
       const eq = tf.tidy(() => tf.all(tf.equal(t, w)));
       const same = (await eq.data())[0] === 1;
       eq.dispose();
-      if (same) this.baseSame.add(edge);
+      if (!same) continue;
+      this.baseSame.add(edge);
+      // Not kept twice ([V, d] each): the backbone's tensor stands for it from now on.
+      if (!this.baseShared.has(edge)) t.dispose();
+      this.baseLayers.set(edge, w);
+      this.baseShared.add(edge);
     }
     this.baseCheckedFor = model;
   }
@@ -469,8 +495,9 @@ export class LoraAdapter extends PeftAdapter<LoraConfig> {
     } finally {
       tf.dispose(made);
     }
-    for (const t of this.baseLayers.values()) t.dispose();
+    for (const [edge, t] of this.baseLayers) if (!this.baseShared.has(edge)) t.dispose();
     this.baseLayers.clear();
+    this.baseShared.clear();
     this.baseSame.clear();
     this.baseCheckedFor = null;
     for (const [edge, t] of bases)
@@ -484,7 +511,10 @@ export class LoraAdapter extends PeftAdapter<LoraConfig> {
   override stateDict(): Record<string, tf.Tensor> {
     this.checkDoraReady();
     const out = fuseStateDict(this.fused, super.stateDict(), this.fusedCache);
-    for (const [edge, t] of this.baseLayers) out[loraEdgeNames(edge).base] = t;
+    for (const [edge, t] of this.baseLayers) {
+      if (t.isDisposed) throw this.sharedBaseGone(edge);
+      out[loraEdgeNames(edge).base] = t;
+    }
     return out;
   }
 
@@ -735,8 +765,9 @@ export class LoraAdapter extends PeftAdapter<LoraConfig> {
     this.normCache.clear();
     for (const f of this.mergedFactors.values()) f.dispose();
     this.mergedFactors.clear();
-    for (const t of this.baseLayers.values()) t.dispose();
+    for (const [edge, t] of this.baseLayers) if (!this.baseShared.has(edge)) t.dispose();
     this.baseLayers.clear();
+    this.baseShared.clear();
     this.biases.clear();
     for (const c of this.fusedCache.values()) c.t.dispose();
     this.fusedCache.clear();
