@@ -255,6 +255,32 @@ describe.each(testBackends())(
       a.dispose();
     });
 
+    it('merge folds the embedding / head parts into an untied backbone; unmerge restores it', async () => {
+      const plain = await take(llama.forward(g.ids));
+      const embed = llama.weights.embedTokens;
+      const head = llama.weights.lmHead;
+      for (const name of ['lora-embed-head', 'lora-mts']) {
+        const a = (await loadAdapter(join(FIXTURES, name), llama)) as LoraAdapter;
+        const want = g.t[`${name}_logits`] as Float32Array;
+        a.merge(llama);
+        expect(llama.weights.embedTokens).not.toBe(embed);
+        expect(llama.weights.lmHead).not.toBe(head);
+        expectClose(await take(llama.forward(g.ids)), want, 1e-4, 0, `${name} merged`);
+        a.unmerge(llama);
+        expect(llama.weights.embedTokens).toBe(embed); // the originals, exactly
+        expect(llama.weights.lmHead).toBe(head);
+        expectClose(await take(llama.forward(g.ids)), plain, 1e-5, 0, `${name} unmerged`);
+        expectClose(
+          await take(llama.forward(g.ids, { adapter: a.attach(llama) })),
+          want,
+          1e-4,
+          0,
+          `${name} again`,
+        );
+        a.dispose();
+      }
+    });
+
     it('a fresh adapter is the identity, bit for bit; without one (or with bare rows) nothing changes', async () => {
       const plain = await take(llama.forward(g.ids));
       const bare = await take(llama.forward(g.ids, { adapter: mixedAdapter(llama, [null, null]) }));
@@ -576,10 +602,17 @@ describe.each(testBackends())(
       }) as LoraAdapter;
       expect(only.edge('lm_head')).toBeDefined();
       expect(only.allModules()).toEqual([]);
-      expect(((await caught(() => only.merge(llama))) as { code?: string }).code).toBe(
-        'UNSUPPORTED',
-      );
       only.dispose();
+      // On a tied backbone one tensor is both modules: merging is refused.
+      const onTied = createAdapter(tied.config, {
+        peft_type: 'LORA',
+        target_modules: ['lm_head'],
+      }) as LoraAdapter;
+      expect(await caught(() => onTied.merge(tied))).toMatchObject({
+        code: 'UNSUPPORTED',
+        field: 'target_modules',
+      });
+      onTied.dispose();
       const re = createAdapter(llama.config, {
         peft_type: 'LORA',
         target_modules: '.*(q_proj|embed_tokens)',

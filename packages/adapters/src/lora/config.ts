@@ -23,7 +23,7 @@
  * ensure_weight_tying, aLoRA, QA-LoRA, BD-LoRA, initialisations that rewrite the base weights,
  * DoRA on embed_tokens / lm_head, modules_to_save of other modules, targets such as model.norm)
  * are an UNSUPPORTED error; other PEFT bookkeeping keys are ignored. Merging an adapter with
- * embed_tokens / lm_head parts into the backbone is UNSUPPORTED.
+ * embed_tokens / lm_head parts into a backbone with tied embeddings is UNSUPPORTED.
  */
 
 import { describeValue, ParaError } from '@para/core';

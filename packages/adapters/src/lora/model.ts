@@ -221,6 +221,8 @@ export class LoraAdapter extends PeftAdapter<LoraConfig> {
   private readonly normCache = new Map<string, NormCache>();
   /** DoRA: m / ‖W + s·B·A‖ of each module while merged (unmerge divides by it). */
   private readonly mergedFactors = new Map<string, tf.Tensor>();
+  /** The backbone's embedding table / lm_head weight a merge replaced (unmerge puts them back exactly). */
+  private readonly mergedEdges = new Map<EdgeModule, tf.Tensor>();
   /** LoRA on embed_tokens / lm_head. */
   private readonly edges = new Map<EdgeModule, LoraEdge>();
   /** modules_to_save: trained full copies `[V, d]` of embed_tokens / lm_head. */
@@ -689,18 +691,20 @@ export class LoraAdapter extends PeftAdapter<LoraConfig> {
       throw new ParaError('INVALID_ARGUMENT', 'this LoRA adapter is already merged', {
         field: 'adapter',
       });
-    if (this.hasEdges)
+    if (this.hasEdges && model.config.tieWordEmbeddings)
       throw new ParaError(
         'UNSUPPORTED',
-        'merging LoRA on embed_tokens / lm_head or modules_to_save into the backbone is not implemented: run it unmerged',
+        'merging LoRA on embed_tokens / lm_head or modules_to_save into a backbone with tied embeddings is not implemented (the one tensor would change both modules): run it unmerged',
         {
           field: this.copies.size > 0 ? 'modules_to_save' : 'target_modules',
-          expected: 'an adapter of the decoder layers only',
+          expected:
+            'an adapter of the decoder layers only, or a backbone without tie_word_embeddings',
         },
       );
     this.checkModel(model.config);
     this.bindModel(model);
     this.applyDelta(model, 1);
+    this.mergeEdges(model);
     this.mergedInto = model;
   }
 
@@ -720,7 +724,43 @@ export class LoraAdapter extends PeftAdapter<LoraConfig> {
       );
     }
     this.applyDelta(model, -1);
+    this.unmergeEdges(model);
     this.mergedInto = null;
+  }
+
+  // embed_tokens: E ← (copy or E) + s·(B·A)ᵀ ([V, d]); lm_head: W ← (copy or W) + s·B·A. The
+  // originals are kept (a copy cannot be subtracted back; a saved base layer may share them).
+  private mergeEdges(model: CausalLM): void {
+    for (const edge of ['embed_tokens', 'lm_head'] as const) {
+      const table = this.replacement(edge);
+      const e = this.edges.get(edge);
+      if (table === undefined && e === undefined) continue;
+      const w = model.weights;
+      const orig = edge === 'embed_tokens' ? w.embedTokens : w.lmHead;
+      const merged = tf.tidy(() => {
+        const base = table ?? orig; // [V, d]
+        if (e === undefined) return tf.clone(base);
+        const delta = tf.mul(tf.matMul(e.B, e.A), e.scaling); // embed [d, V], head [V, d]
+        return tf.add(base, edge === 'embed_tokens' ? tf.transpose(delta) : delta); // [V, d]
+      });
+      if (edge === 'embed_tokens') w.embedTokens = merged;
+      else w.lmHead = merged;
+      this.mergedEdges.set(edge, orig);
+    }
+  }
+
+  private unmergeEdges(model: CausalLM): void {
+    const w = model.weights;
+    for (const [edge, orig] of this.mergedEdges) {
+      if (edge === 'embed_tokens') {
+        w.embedTokens.dispose();
+        w.embedTokens = orig;
+      } else {
+        w.lmHead.dispose();
+        w.lmHead = orig;
+      }
+    }
+    this.mergedEdges.clear();
   }
 
   // LoRA: W ± s·B·A. DoRA (PEFT's merge / unmerge): W ← f ⊙ (W + s·B·A) with
