@@ -4,7 +4,8 @@
  * logits (≤ 1e-4). LoRA on every projection (on Phi-3 the fused qkv_proj / gate_up_proj, as
  * PEFT targets them) and IA3 on k, v and down_proj's input. Phi-3's fused LoRA: run as
  * per-projection LoRAs sharing A, saved back under PEFT's fused names bit for bit, trained with
- * one A (finite differences), refused on models without fused projections.
+ * one A (finite differences), refused on models without fused projections. IA3 on the fused
+ * modules: ia3-fused.test.ts.
  */
 
 import { dirname, join } from 'node:path';
@@ -219,10 +220,10 @@ describe.each(BACKENDS.length > 0 ? BACKENDS : (['cpu'] as const))(
           }),
         ),
       ).toMatchObject({ code: 'UNSUPPORTED', field: 'rank_pattern' });
-      // PEFT's IA3 on Phi-3 scales the fused qkv_proj: not implemented, and said so.
+      // IA3 on the fused qkv_proj (ia3-fused.test.ts) exists on Phi-3 only.
       expect(
         await caught(() =>
-          Ia3Adapter.create(phi3.config, { target_modules: ['qkv_proj', 'down_proj'] } as never),
+          Ia3Adapter.create(qwen3.config, { target_modules: ['qkv_proj', 'down_proj'] } as never),
         ),
       ).toMatchObject({ code: 'UNSUPPORTED', field: 'target_modules' });
     });

@@ -9,6 +9,9 @@
  * matched as PEFT matches them. The adapter scales the same projections in every layer, so paths
  * must select each named projection in every layer of the model (checked once the model is
  * known, see `ia3VectorShape`): IA3 on some layers only is UNSUPPORTED.
+ *
+ * On Phi-3, target_modules may name the fused qkv_proj / gate_up_proj (bare names): each is
+ * resolved to its parts, scaled by their rows of PEFT's fused output vector (ia3/fused.ts).
  */
 
 import { ParaError } from '@para/core';
@@ -24,7 +27,8 @@ import {
   peftListMatch,
   type TargetModule,
 } from '../base/config';
-import { entryFusedModule } from '../lora/fused';
+import { expandFusedList } from '../lora/fused';
+import { fusedTargetLists } from './fused';
 
 export interface Ia3Config extends BaseAdapterConfig {
   peft_type: 'IA3';
@@ -37,6 +41,12 @@ export interface Ia3Config extends BaseAdapterConfig {
    * projection names (feedforward_modules null when the file had none); saved back unchanged.
    */
   module_paths?: { target_modules: string[]; feedforward_modules: string[] | null } | null;
+  /**
+   * The lists as adapter_config.json wrote them when target_modules names Phi-3's fused
+   * modules (qkv_proj, gate_up_proj; target_modules above then holds their parts, each scaled
+   * by its rows of the fused vector): saved back unchanged (see ia3/fused.ts).
+   */
+  fused_targets?: { target_modules: string[]; feedforward_modules: string[] | null } | null;
   fan_in_fan_out: boolean;
   /** true: vectors start at 1 (the identity); false: N(0, 1) as PEFT's unset init. */
   init_ia3_weights: boolean;
@@ -53,17 +63,13 @@ export function resolveIa3Config(
   init: Ia3ConfigInit | Readonly<Record<string, unknown>>,
   file = INLINE_CONFIG,
 ): Ia3Config {
-  const c = new ConfigReader(init as Record<string, unknown>, file);
+  let c = new ConfigReader(init as Record<string, unknown>, file);
   if (c.has('peft_type') && c.raw.peft_type !== 'IA3') c.fail('peft_type', '"IA3"');
-  const tm = c.raw.target_modules;
-  const fused = Array.isArray(tm)
-    ? tm.find((e) => typeof e === 'string' && entryFusedModule(e) !== null)
-    : undefined;
-  if (fused !== undefined)
-    c.fail(
-      'target_modules',
-      `separate projections (k_proj, v_proj, down_proj, ...): IA3 on Phi-3's fused module "${fused}" is not implemented`,
-      'UNSUPPORTED',
+  const fusedWritten = fusedTargetLists(c);
+  if (fusedWritten !== null)
+    c = new ConfigReader(
+      { ...c.raw, target_modules: expandFusedList(fusedWritten.target_modules) },
+      file,
     );
   const written = c.targetModuleList('target_modules', IA3_DEFAULTS.target_modules, 'IA3');
   const paths = !written.every(isProjectionName);
@@ -115,6 +121,7 @@ export function resolveIa3Config(
     target_modules: targets,
     feedforward_modules: ff,
     module_paths: paths ? { target_modules: written, feedforward_modules: ffWritten } : null,
+    fused_targets: fusedWritten,
     fan_in_fan_out: c.bool('fan_in_fan_out', false),
     init_ia3_weights: c.bool('init_ia3_weights', true),
   };
@@ -153,16 +160,23 @@ function checkModulePaths(c: Ia3Config, numLayers: number): void {
 
 export function ia3ConfigJson(c: Ia3Config): Record<string, unknown> {
   const mp = c.module_paths;
+  const ft = c.fused_targets;
   return {
     peft_type: 'IA3',
     task_type: 'CAUSAL_LM',
     base_model_name_or_path: c.base_model_name_or_path,
-    target_modules: mp ? [...mp.target_modules] : [...c.target_modules],
-    feedforward_modules: mp
-      ? mp.feedforward_modules === null
-        ? null
-        : [...mp.feedforward_modules]
-      : [...c.feedforward_modules],
+    target_modules: ft
+      ? [...ft.target_modules]
+      : mp
+        ? [...mp.target_modules]
+        : [...c.target_modules],
+    feedforward_modules: ft
+      ? [...(ft.feedforward_modules ?? c.feedforward_modules)]
+      : mp
+        ? mp.feedforward_modules === null
+          ? null
+          : [...mp.feedforward_modules]
+        : [...c.feedforward_modules],
     fan_in_fan_out: false,
     init_ia3_weights: c.init_ia3_weights,
     modules_to_save: null,

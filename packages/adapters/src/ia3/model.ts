@@ -31,17 +31,26 @@ import {
   ia3VectorShape,
   resolveIa3Config,
 } from './config';
+import {
+  fuseIa3Specs,
+  fuseIa3StateDict,
+  type Ia3FusedCache,
+  type Ia3FusedGroup,
+  ia3FusedGroups,
+  splitIa3Fused,
+} from './fused';
 import { ia3Scale, ia3Vector } from './layer';
 import { IA3_METHOD } from './method';
 
 /** Every tensor of an IA3 adapter file for `modelConfig`, by name and shape (nothing allocated). */
 export function ia3TensorSpecs(c: Ia3Config, modelConfig: ModelConfig): TensorSpec[] {
+  const groups = ia3FusedGroups(c, modelConfig);
   const specs: TensorSpec[] = [];
   for (let i = 0; i < modelConfig.numLayers; i++) {
     for (const t of c.target_modules)
       specs.push({ name: ia3TensorName(i, t), shape: ia3VectorShape(c, modelConfig, t).shape });
   }
-  return specs;
+  return fuseIa3Specs(groups, specs, modelConfig);
 }
 
 /** PEFT name of an IA3 vector. */
@@ -62,9 +71,14 @@ export class Ia3Adapter extends PeftAdapter<Ia3Config> {
   private readonly siteList: AdapterSite[];
   private hooks: ModelAdapter<AdapterRequest> | null = null;
   private mergedInto: CausalLM | null = null;
+  /** Phi-3: the fused qkv_proj / gate_up_proj vectors, run as their parts' (see fused.ts). */
+  private readonly fused: Ia3FusedGroup[];
+  private readonly fusedCache: Ia3FusedCache = new Map();
 
   private constructor(config: Ia3Config, modelConfig: ModelConfig, seed: number | string) {
+    const fused = ia3FusedGroups(config, modelConfig); // refused before anything is allocated
     super(config, modelConfig);
+    this.fused = fused;
     const rng = new Rng(seed);
     this.siteList = config.target_modules.map((t) => ia3Site(config, t));
     for (let i = 0; i < modelConfig.numLayers; i++) {
@@ -151,6 +165,26 @@ export class Ia3Adapter extends PeftAdapter<Ia3Config> {
       }
     });
     this.mergedInto = model;
+  }
+
+  override stateDict(): Record<string, tf.Tensor> {
+    return fuseIa3StateDict(this.fused, super.stateDict(), this.fusedCache);
+  }
+
+  override loadStateDict(tensors: Readonly<Record<string, tf.Tensor>>, file?: string): void {
+    const made: tf.Tensor[] = [];
+    const rest = splitIa3Fused(this.fused, tensors, this.modelConfig, made);
+    try {
+      super.loadStateDict(rest, file);
+    } finally {
+      tf.dispose(made);
+    }
+  }
+
+  override dispose(): void {
+    for (const c of this.fusedCache.values()) c.t.dispose();
+    this.fusedCache.clear();
+    super.dispose();
   }
 
   protected trainingHooks(): ModelAdapter<AdapterRequest> {

@@ -16,7 +16,7 @@
  * names exist only on a model with fused projections (Phi-3): elsewhere they are refused.
  * "all-linear" on such a model adapts the fused modules too, as PEFT does. Not covered: a regex
  * target_modules on Phi-3 is matched against the split projections' keys (a pattern naming
- * qkv_proj matches nothing there: INVALID_CONFIG), and IA3 has no fused targets.
+ * qkv_proj matches nothing there: INVALID_CONFIG). IA3's fused output scales: ia3/fused.ts.
  */
 
 import { ParaError } from '@para/core';
