@@ -36,7 +36,7 @@ const MODEL_FIXTURES = join(
   'fixtures',
 );
 const DIR = join(FIXTURES, 'arch-phi3-ia3');
-const BACKENDS = testBackends().filter((b) => b === 'cpu' || b === 'wasm');
+const BACKENDS = testBackends();
 
 describe.each(BACKENDS.length > 0 ? BACKENDS : (['cpu'] as const))(
   'Phi-3 IA3 on the fused qkv_proj / gate_up_proj, %s',

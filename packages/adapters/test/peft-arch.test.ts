@@ -51,7 +51,8 @@ const CASES = [
   ['phi3', 'lora'],
 ] as const;
 
-const BACKENDS = testBackends().filter((b) => b === 'cpu' || b === 'wasm');
+// Every backend: the adapter logits of each architecture are checked against PEFT on webgpu too.
+const BACKENDS = testBackends();
 
 describe.each(BACKENDS.length > 0 ? BACKENDS : (['cpu'] as const))(
   'PEFT adapters on every architecture, %s',
