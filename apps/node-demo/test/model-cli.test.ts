@@ -105,7 +105,7 @@ describe('para logits', () => {
 });
 
 describe('para logits: overflow', () => {
-  it('non-finite logits are a NON_FINITE error (exit 1), never NaN printed as JSON', async () => {
+  it('non-finite logits are a NON_FINITE error (exit 2), never NaN printed as JSON', async () => {
     // Finite weights (so the loader accepts them) large enough that float32 overflows.
     const dir = join(work, 'overflow');
     const config = createConfig({
