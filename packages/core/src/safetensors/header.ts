@@ -138,7 +138,7 @@ function decodeJson(bytes: Uint8Array, file: string): Record<string, unknown> {
       file,
       field: 'header',
       expected: 'a JSON object',
-      actual: describe(value),
+      actual: describeValue(value),
     });
   }
   return value;
@@ -152,7 +152,7 @@ function parseMetadata(value: unknown, file: string): Record<string, string> {
       file,
       field: METADATA_KEY,
       expected: 'an object mapping strings to strings',
-      actual: describe(value),
+      actual: describeValue(value),
     });
   }
   const entries = Object.entries(value);
@@ -162,7 +162,7 @@ function parseMetadata(value: unknown, file: string): Record<string, string> {
         file,
         field: `${METADATA_KEY}.${k}`,
         expected: 'a string',
-        actual: describe(v),
+        actual: describeValue(v),
       });
     }
   }
@@ -176,7 +176,7 @@ function parseEntry(name: string, value: unknown, file: string): TensorEntry {
       file,
       field: name,
       expected,
-      actual: describe(actual),
+      actual: describeValue(actual),
     });
   if (!isPlainObject(value)) throw bad('tensor entry is not an object', 'an object', value);
 
@@ -263,9 +263,6 @@ function isNonNegativeInt(v: unknown): v is number {
 }
 
 /** A short description of a JSON value for error messages. */
-function describe(v: unknown): string {
-  return describeValue(v);
-}
 
 /** Orders names by Unicode code point (UTF-8 byte order), as the Rust/Python library sorts. */
 export function compareNames(a: string, b: string): number {

@@ -190,10 +190,8 @@ const targets = {
       );
     })(),
     async run(bytes) {
-      const records =
-        typeof train.parseJsonlBytes === 'function'
-          ? train.parseJsonlBytes(bytes, 'fuzz.jsonl')
-          : train.parseJsonl(new TextDecoder().decode(bytes), 'fuzz.jsonl');
+      // Bytes, as `para train` and the web demo read them (strict UTF-8).
+      const records = train.parseJsonlBytes(bytes, 'fuzz.jsonl');
       train.tokenizeRecords(tokenizer, records, 'fuzz.jsonl', { maxLength: 64, strict: false });
     },
   },
