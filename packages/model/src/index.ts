@@ -75,6 +75,7 @@ export {
   type TextInput,
   type TextTokenizer,
 } from './text';
+export { type TextDecoder, TokenText } from './token-text';
 export { loadCheckpoint, loadWeights, readConfig, validateCheckpoint } from './weights/checkpoint';
 export { initWeights } from './weights/init';
 export { type CheckpointFiles, checkpointFiles, type SaveOptions } from './weights/save';

@@ -19,6 +19,7 @@ import type { ChatMessage, ParaTokenizer } from '@para/tokenizer';
 import type { GenerateOptions, TokenEvent } from './generate';
 import { generateStream } from './generate';
 import type { CausalLM } from './model';
+import { TokenText } from './token-text';
 
 /** One prompt, several prompts (one batch), or one chat (`{ role, content }` messages). */
 export type TextInput = string | readonly string[] | readonly ChatMessage[];
@@ -106,60 +107,6 @@ function stopList(stop: TextGenerateOptions['stop']): string[] {
   return list;
 }
 
-/** One row's decoded text so far, with stop strings applied. */
-class RowText {
-  private readonly ids: number[] = [];
-  /** Characters already handed out by `next()`. */
-  private emitted = 0;
-  done = false;
-  text = '';
-
-  constructor(
-    private readonly tok: TextTokenizer,
-    private readonly stops: readonly string[],
-    private readonly stopTokens: ReadonlySet<number>,
-    private readonly keepSpecial: boolean,
-  ) {}
-
-  push(token: number): void {
-    if (this.done) return;
-    if (this.stopTokens.has(token) && !this.keepSpecial) {
-      this.done = true;
-      return;
-    }
-    this.ids.push(token);
-    this.text = this.tok.decode(this.ids, { skipSpecialTokens: !this.keepSpecial });
-    for (const s of this.stops) {
-      const at = this.text.indexOf(s);
-      if (at >= 0) {
-        this.text = this.text.slice(0, at);
-        this.done = true;
-      }
-    }
-    if (this.stopTokens.has(token)) this.done = true;
-  }
-
-  /** The text not yet handed out that is safe to show (no half character, no part of a stop string). */
-  next(final: boolean): string {
-    let end = this.text.length;
-    if (!final && !this.done) {
-      if (this.text.endsWith('\uFFFD')) end -= 1; // an incomplete UTF-8 sequence so far
-      for (const s of this.stops) {
-        for (let k = Math.min(s.length - 1, end); k > 0; k--) {
-          if (this.text.slice(end - k, end) === s.slice(0, k)) {
-            end -= k;
-            break;
-          }
-        }
-      }
-    }
-    if (end <= this.emitted) return '';
-    const piece = this.text.slice(this.emitted, end);
-    this.emitted = end;
-    return piece;
-  }
-}
-
 function stopTokenSet(model: CausalLM, tok: TextTokenizer, o: TextGenerateOptions): number[] {
   if (o.stopTokens !== undefined) return o.stopTokens;
   const ids = new Set(model.config.eosTokenIds);
@@ -187,7 +134,7 @@ async function* streamEncoded(
   const stopTokens = stopTokenSet(model, tok, options);
   const stopSet = new Set(stopTokens);
   const rows = prompts.map(
-    () => new RowText(tok, stops, stopSet, options.keepSpecialTokens === true),
+    () => new TokenText(tok, stops, stopSet, options.keepSpecialTokens === true),
   );
   const abort = new AbortController();
   const outer = options.signal;
@@ -206,7 +153,7 @@ async function* streamEncoded(
       const r = await it.next();
       if (r.done) break;
       const e: TokenEvent = r.value;
-      const row = rows[e.row] as RowText;
+      const row = rows[e.row] as TokenText;
       const wasDone = row.done;
       row.push(e.token);
       const piece = row.next(e.finishReason !== undefined || row.done);

@@ -33,11 +33,10 @@
 
 import { type AnyAdapter, mixedAdapter } from '@para/adapters';
 import { ParaError, Rng } from '@para/core';
-import type { CausalLM, DecodeState } from '@para/model';
+import { type CausalLM, type DecodeState, type TextDecoder, TokenText } from '@para/model';
 import { type SampleOptions, sampleFromLogits } from '@para/ops';
 import type * as tf from '@tensorflow/tfjs-core';
 import { ServeError } from './errors';
-import { RequestText, type TextDecoder } from './text';
 
 export type EngineFinishReason = 'stop' | 'length' | 'cancelled' | 'timeout';
 
@@ -77,8 +76,13 @@ export interface CompletionRequest {
   signal?: AbortSignal;
   /** Deadline in ms from submission (overrides the engine's `timeoutMs`). */
   timeoutMs?: number;
-  /** Receives each new piece of text (never half a character or part of a stop string). */
-  onText?: (piece: string) => void;
+  /**
+   * Receives each new piece of text (never half a character or part of a stop string). With
+   * `logprobs`, also the log-probabilities of the tokens the piece completes (those whose text
+   * was held back included; a final stop token excluded); the last call may carry an empty
+   * piece with the last tokens' entries (their text was cut by a stop string).
+   */
+  onText?: (piece: string, logprobs?: TokenLogprob[]) => void;
   /** Receives each new token id (the stop token included). */
   onToken?: (token: number) => void;
   /**
@@ -156,14 +160,16 @@ interface Job {
   adapter: AnyAdapter | null;
   maxTokens: number;
   sampling: SampleOptions;
-  text: RequestText;
+  text: TokenText;
   tokens: number[];
   deadline: number;
   signal: AbortSignal | undefined;
-  onText: ((piece: string) => void) | undefined;
+  onText: ((piece: string, logprobs?: TokenLogprob[]) => void) | undefined;
   onToken: ((token: number) => void) | undefined;
   logprobs: number | undefined;
   logprobList: TokenLogprob[];
+  /** Entries of `logprobList` already handed to `onText`. */
+  logprobsSent: number;
   resolve: (r: CompletionResult) => void;
   reject: (e: unknown) => void;
   /** The running row, or -1 while waiting. */
@@ -444,7 +450,7 @@ export class Engine {
       adapter,
       maxTokens,
       sampling,
-      text: new RequestText(this.tokenizer, stopList, new Set(stopTokens)),
+      text: new TokenText(this.tokenizer, stopList, new Set(stopTokens)),
       tokens: [],
       deadline: t > 0 ? Date.now() + t : Number.POSITIVE_INFINITY,
       signal: r.signal,
@@ -452,6 +458,7 @@ export class Engine {
       onToken: r.onToken,
       logprobs: r.logprobs,
       logprobList: [],
+      logprobsSent: 0,
       resolve: () => undefined,
       reject: () => undefined,
       row: -1,
@@ -607,11 +614,25 @@ export class Engine {
     job.text.push(token);
     const length = job.tokens.length >= job.maxTokens;
     const final = job.text.done || length;
-    const piece = job.text.next(final);
-    if (piece !== '') job.onText?.(piece);
+    this.emit(job, job.text.next(final), final);
     if (job.text.done) this.finish(job, 'stop');
     else if (length) this.finish(job, 'length');
     return job.settled;
+  }
+
+  /** Hands a piece of text (and, with logprobs, its tokens' entries) to the request's onText. */
+  private emit(job: Job, piece: string, final: boolean): void {
+    if (job.onText === undefined) return;
+    if (job.logprobs === undefined) {
+      if (piece !== '') job.onText(piece);
+      return;
+    }
+    // A stop token is not part of the text, nor of its log-probabilities.
+    const shown = job.logprobList.length - (job.text.stoppedByToken ? 1 : 0);
+    if (piece === '' && !(final && shown > job.logprobsSent)) return;
+    const entries = job.logprobList.slice(job.logprobsSent, shown);
+    job.logprobsSent = Math.max(job.logprobsSent, shown);
+    job.onText(piece, entries);
   }
 
   private release(job: Job): void {
@@ -633,10 +654,7 @@ export class Engine {
       return;
     }
     // Whatever text was held back (part of a stop string that never completed) is shown now.
-    if (reason !== 'stop') {
-      const rest = job.text.next(true);
-      if (rest !== '') job.onText?.(rest);
-    }
+    if (reason !== 'stop') this.emit(job, job.text.next(true), true);
     job.resolve({
       text: job.text.text,
       tokens: [...job.tokens],

@@ -29,4 +29,3 @@ export {
   type RegistryOptions,
   type RegistryStats,
 } from './registry';
-export { RequestText, type TextDecoder } from './text';

@@ -251,7 +251,7 @@ describe('OpenAI-compatible server', () => {
       [{ ...ok, max_tokens: 500 }, 'max_tokens'],
       [{ ...ok, prompt: [999999] }, 'prompt'],
       [{ ...ok, logprobs: 30 }, 'logprobs'],
-      [{ ...ok, logprobs: 2, stream: true }, 'logprobs'],
+      [{ ...ok, ignore_eos: 'yes' }, 'ignore_eos'],
     ];
     for (const [body, param] of bad) {
       r = await post('/v1/completions', body);
@@ -327,6 +327,69 @@ describe('OpenAI-compatible server', () => {
     }
     const plain = await client.completions.create({ model: 'pos', prompt: 'x', max_tokens: 2 });
     expect(plain.choices[0]?.logprobs).toBeNull();
+  });
+
+  it('logprobs stream too: the chunks carry what the whole response carries', async () => {
+    for (const model of ['para-base', 'antonym']) {
+      const body = {
+        model,
+        prompt: 'Opposite of cold:',
+        max_tokens: 6,
+        temperature: 0,
+        logprobs: 2,
+      };
+      const whole = (await client.completions.create(body)).choices[0]?.logprobs;
+      const s = await client.completions.create({ ...body, stream: true });
+      const tokens: string[] = [];
+      const values: number[] = [];
+      const offsets: number[] = [];
+      const tops: Record<string, number>[] = [];
+      let text = '';
+      for await (const chunk of s) {
+        const c = chunk.choices[0];
+        text += c?.text ?? '';
+        const l = c?.logprobs;
+        if (l == null) continue;
+        tokens.push(...(l.tokens ?? []));
+        values.push(...(l.token_logprobs ?? []));
+        offsets.push(...(l.text_offset ?? []));
+        tops.push(...(l.top_logprobs ?? []));
+      }
+      expect(tokens, model).toEqual(whole?.tokens);
+      expect(offsets, model).toEqual(whole?.text_offset);
+      expect(tops, model).toEqual(whole?.top_logprobs);
+      expect(values.length).toBe(whole?.token_logprobs?.length);
+      for (const [i, v] of values.entries())
+        expect(v).toBeCloseTo(whole?.token_logprobs?.[i] ?? 0, 5);
+      expect(tokens.join('')).toBe(text);
+    }
+    const chatBody = {
+      model: 'pos',
+      messages: [{ role: 'user' as const, content: 'run' }],
+      max_tokens: 4,
+      temperature: 0,
+      logprobs: true,
+      top_logprobs: 2,
+    };
+    const whole = (await client.chat.completions.create(chatBody)).choices[0]?.logprobs?.content;
+    const streamed: { token: string; bytes: number[] | null }[] = [];
+    for await (const chunk of await client.chat.completions.create({ ...chatBody, stream: true }))
+      for (const t of chunk.choices[0]?.logprobs?.content ?? [])
+        streamed.push({ token: t.token, bytes: t.bytes });
+    expect(streamed).toEqual(whole?.map((t) => ({ token: t.token, bytes: t.bytes })));
+  });
+
+  it('ignore_eos (vLLM’s extension) decodes max_tokens tokens past the eos token', async () => {
+    // The bare model ends "Opposite of hot:" early on eos; with ignore_eos it runs to max_tokens.
+    const ok = { model: 'para-base', prompt: 'Opposite of hot:', temperature: 0 };
+    const stopped = await post('/v1/completions', { ...ok, max_tokens: 40 });
+    expect(stopped.status).toBe(200);
+    const r = await post('/v1/completions', { ...ok, max_tokens: 40, ignore_eos: true });
+    expect(r.status).toBe(200);
+    expect(r.json.usage.completion_tokens).toBe(40);
+    expect(r.json.choices[0].finish_reason).toBe('length');
+    if (stopped.json.choices[0].finish_reason === 'stop')
+      expect(stopped.json.usage.completion_tokens).toBeLessThan(40);
   });
 
   it('a client that aborts mid-stream frees its slot; the next request is served', async () => {

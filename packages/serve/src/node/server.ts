@@ -44,6 +44,7 @@ import {
   type CompletionResult,
   Engine,
   type EngineOptions,
+  type TokenLogprob,
 } from '../engine';
 import { isServeError } from '../errors';
 import {
@@ -209,6 +210,8 @@ const sampling = {
     ],
   },
   user: { type: 'string', maxLength: 256 },
+  // vLLM's extension: keep decoding past the eos token (benchmarks with a fixed output length).
+  ignore_eos: { anyOf: [{ type: 'boolean' }, { type: 'null' }] },
 } as const;
 
 const completionBody = {
@@ -291,6 +294,7 @@ interface SamplingBody {
   n?: number | null;
   stream?: boolean | null;
   stream_options?: { include_usage?: boolean } | null;
+  ignore_eos?: boolean | null;
 }
 
 interface CompletionBody extends SamplingBody {
@@ -309,16 +313,6 @@ interface ChatBody extends SamplingBody {
 
 function finishReason(r: CompletionResult): 'stop' | 'length' {
   return r.finishReason === 'stop' ? 'stop' : 'length';
-}
-
-/** Log-probabilities are returned in whole (non-streamed) responses only. */
-function noStreamedLogprobs(stream: boolean | null | undefined, asked: boolean): void {
-  if (stream === true && asked) {
-    throw new ParaError('UNSUPPORTED', 'logprobs are returned by non-streamed requests only', {
-      field: 'logprobs',
-      expected: 'stream: false with logprobs',
-    });
-  }
 }
 
 function usage(r: CompletionResult) {
@@ -574,12 +568,11 @@ export async function createServer(options: ServerOptions): Promise<ParaServer> 
       ? l.slice(0, -1)
       : l;
   };
-  const completionLogprobs = (r: CompletionResult) => {
-    if (r.logprobs === undefined) return null;
-    const l = shown(r);
+  /** Completions' logprobs object for these tokens; `start`: the text offset of the first. */
+  const completionLogprobs = (l: readonly TokenLogprob[], start = 0) => {
     const tokens = l.map((t) => piece(t.token));
     const offsets: number[] = [];
-    let at = 0;
+    let at = start;
     for (const t of tokens) {
       offsets.push(at);
       at += t.length;
@@ -592,24 +585,22 @@ export async function createServer(options: ServerOptions): Promise<ParaServer> 
     };
   };
   const bytesOf = (text: string) => [...Buffer.from(text, 'utf8')];
-  const chatLogprobs = (r: CompletionResult) => {
-    if (r.logprobs === undefined) return null;
-    return {
-      content: shown(r).map((t) => {
-        const s = piece(t.token);
-        return {
-          token: s,
-          logprob: t.logprob,
-          bytes: bytesOf(s),
-          top_logprobs: t.top.map((x) => {
-            const xs = piece(x.token);
-            return { token: xs, logprob: x.logprob, bytes: bytesOf(xs) };
-          }),
-        };
-      }),
-      refusal: null,
-    };
-  };
+  /** Chat's logprobs object for these tokens. */
+  const chatLogprobs = (l: readonly TokenLogprob[]) => ({
+    content: l.map((t) => {
+      const s = piece(t.token);
+      return {
+        token: s,
+        logprob: t.logprob,
+        bytes: bytesOf(s),
+        top_logprobs: t.top.map((x) => {
+          const xs = piece(x.token);
+          return { token: xs, logprob: x.logprob, bytes: bytesOf(xs) };
+        }),
+      };
+    }),
+    refusal: null,
+  });
 
   function samplingOf(b: SamplingBody): Omit<CompletionRequest, 'prompt'> {
     return {
@@ -620,6 +611,7 @@ export async function createServer(options: ServerOptions): Promise<ParaServer> 
       seed: b.seed ?? randomInt(2 ** 31),
       ...(b.stop != null ? { stop: b.stop } : {}),
       ...(b.n != null ? { n: b.n } : {}),
+      ...(b.ignore_eos === true ? { stopTokens: [] } : {}),
     };
   }
 
@@ -638,7 +630,11 @@ export async function createServer(options: ServerOptions): Promise<ParaServer> 
       chunkObject: string;
       prefix: string;
       full: (text: string, r: CompletionResult) => Record<string, unknown>;
-      delta: (piece: string) => Record<string, unknown>;
+      /** One streamed piece, with its tokens' logprobs when the request asked for them. */
+      delta: (
+        piece: string,
+        logprobs: readonly TokenLogprob[] | undefined,
+      ) => Record<string, unknown>;
       first?: Record<string, unknown>;
       last: (r: CompletionResult) => Record<string, unknown>;
     },
@@ -706,7 +702,12 @@ export async function createServer(options: ServerOptions): Promise<ParaServer> 
           adapter: lease?.adapter ?? null,
           signal: abort.signal,
           onToken: () => m?.token(),
-          ...(stream ? { onText: (piece: string) => send(shape.delta(piece)) } : {}),
+          ...(stream
+            ? {
+                onText: (piece: string, logprobs?: TokenLogprob[]) =>
+                  send(shape.delta(piece, logprobs)),
+              }
+            : {}),
         });
       } catch (e) {
         log(null, e); // refused at once: bad parameter, queue full, closing
@@ -769,24 +770,31 @@ export async function createServer(options: ServerOptions): Promise<ParaServer> 
           'invalid_value',
         );
       }
-      noStreamedLogprobs(b.stream, b.logprobs != null);
       const extra = {
         ...(b.max_tokens == null ? { maxTokens: 16 } : {}),
         ...(b.logprobs != null ? { logprobs: b.logprobs } : {}),
       };
+      let offset = 0; // text offset of the next streamed piece
       return serve(request, reply, b, prompt, extra, {
         object: 'text_completion',
         chunkObject: 'text_completion',
         prefix: 'cmpl',
         full: (text, r) => ({
           choices: [
-            { index: 0, text, logprobs: completionLogprobs(r), finish_reason: finishReason(r) },
+            {
+              index: 0,
+              text,
+              logprobs: r.logprobs === undefined ? null : completionLogprobs(shown(r)),
+              finish_reason: finishReason(r),
+            },
           ],
           usage: usage(r),
         }),
-        delta: (piece) => ({
-          choices: [{ index: 0, text: piece, logprobs: null, finish_reason: null }],
-        }),
+        delta: (piece, l) => {
+          const logprobs = l === undefined ? null : completionLogprobs(l, offset);
+          offset += piece.length;
+          return { choices: [{ index: 0, text: piece, logprobs, finish_reason: null }] };
+        },
         last: (r) => ({
           choices: [{ index: 0, text: '', logprobs: null, finish_reason: finishReason(r) }],
         }),
@@ -808,7 +816,6 @@ export async function createServer(options: ServerOptions): Promise<ParaServer> 
         tokenize: true,
       }) as number[];
       const maxTokens = b.max_completion_tokens ?? b.max_tokens;
-      noStreamedLogprobs(b.stream, b.logprobs === true);
       if (b.top_logprobs != null && b.logprobs !== true) {
         throw new ParaError('INVALID_ARGUMENT', 'top_logprobs needs logprobs: true', {
           field: 'top_logprobs',
@@ -827,7 +834,7 @@ export async function createServer(options: ServerOptions): Promise<ParaServer> 
             {
               index: 0,
               message: { role: 'assistant', content: text },
-              logprobs: chatLogprobs(r),
+              logprobs: r.logprobs === undefined ? null : chatLogprobs(shown(r)),
               finish_reason: finishReason(r),
             },
           ],
@@ -843,8 +850,15 @@ export async function createServer(options: ServerOptions): Promise<ParaServer> 
             },
           ],
         },
-        delta: (piece) => ({
-          choices: [{ index: 0, delta: { content: piece }, logprobs: null, finish_reason: null }],
+        delta: (piece, l) => ({
+          choices: [
+            {
+              index: 0,
+              delta: { content: piece },
+              logprobs: l === undefined ? null : chatLogprobs(l),
+              finish_reason: null,
+            },
+          ],
         }),
         last: (r) => ({
           choices: [{ index: 0, delta: {}, logprobs: null, finish_reason: finishReason(r) }],
