@@ -41,6 +41,10 @@ export const HELP_EXAMPLES: Record<string, string[]> = {
   'bench matmul': ['para bench matmul --skip-stock-training'],
   'bench model': ['para bench model --batch 1,8 --json'],
   'bench multitenant': ['para bench multitenant --batch 8 --rounds 1'],
+  'bench serve': [
+    'para bench serve',
+    'para bench serve --concurrency 8 --rounds 1 --no-sequential',
+  ],
   'bench train': ['para bench train', 'para bench train --quality --tasks pos'],
 };
 

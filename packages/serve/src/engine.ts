@@ -12,21 +12,27 @@
  *                      retires the finished ones (`releaseRow`: stop token, stop string,
  *                      max_tokens), so short requests never wait for long ones.
  *
- * Newcomer prefill: ONE AT A TIME, each newcomer a batch of one with its own adapter
- * (`mixedAdapter(model, [adapter])`), its KV rows and per-row adapter state (PARA's vectors from
- * its own prompt, IA3's scales, LoRA's gathered factors) then copied into a free row of the
- * running state. Why not one padded prefill of all newcomers: (1) a batch of one computes
- * exactly what the request computes alone (`generate` for one prompt), no padding in its
- * attention or in PARA's pooling, so a served request's greedy text is the text it gets alone
- * (tested); (2) the prefill's matmuls are `[T, d] × [d, n]` already, and on the CPU backends
- * para targets a batched prefill of short prompts gains little while a long padded one makes
- * every newcomer wait for the longest prompt; (3) the loop yields to the event loop between two
- * newcomers, so streams of running rows keep flowing. Batched or chunked prefill is a later
- * optimisation behind the same interface.
+ * Newcomer prefill: BATCHED. The newcomers waiting between two steps (as many as there are free
+ * rows, in queue order, up to `maxPrefillTokens` padded tokens) are prefilled as ONE left-padded
+ * batch, each row with its own adapter (`mixedAdapter(model, adapters)`: PARA's vectors pooled
+ * from that row's own prompt tokens only, IA3's scales, LoRA's gathered factors), then their KV
+ * rows and per-row adapter state are copied into free rows of the running state. Why batched,
+ * not one at a time or chunked: on the CPU backends para targets, a prefill of a few short
+ * prompts costs little more than one (its matmuls are `[ΣT, d] × [d, n]` and the per-kernel
+ * overhead is paid once), so under load newcomers join many times faster (measured by `para
+ * bench serve`); a padded row computes what the row computes alone (the model masks padding in
+ * attention, positions and PARA's pooling), so a served request's greedy text is the text it
+ * gets alone (tested). Chunked prefill (vLLM's: a long prompt split across decode steps so
+ * running rows never stall for it) would bound the inter-token latency spikes a long prompt
+ * causes; it is not done yet. A newcomer needs its padded prompt plus its new tokens to fit its
+ * row, so prompts of very different lengths are admitted in separate batches. If a batched
+ * prefill fails, its newcomers go back to the queue and are prefilled one by one, so one bad
+ * request fails alone.
  *
  * Memory: the running state is created when the first request is admitted (a prefill of
- * `maxBatch` one-token rows with `maxLen` slots, every row then released) and disposed when the
- * engine goes idle (no running and no waiting request), so the adapter sites a state
+ * `maxBatch` one-token rows with `maxLen` slots, every row then released) and freed
+ * `keepStateMs` after the engine goes idle (no running and no waiting request), so a steady
+ * trickle of requests does not pay for a new cache each time, while the adapter sites a state
  * accumulates (a LoRA on o_proj, IA3's down_proj scale) do not cost decode time forever and
  * `tf.memory().numTensors` returns to its value before the first request.
  */
@@ -49,6 +55,16 @@ export interface EngineOptions {
   maxQueue?: number;
   /** Default per-request deadline in ms from submission (0 or undefined: none). */
   timeoutMs?: number;
+  /**
+   * Padded prompt tokens one newcomer prefill holds at most (default max(2048, maxLen)): the
+   * waiting requests admitted together are prefilled as one batch up to this size.
+   */
+  maxPrefillTokens?: number;
+  /**
+   * Milliseconds the running state (the preallocated KV cache) is kept once the engine is idle,
+   * so the next request does not pay for a new one (default 2000; 0: freed at once).
+   */
+  keepStateMs?: number;
   /** Decodes tokens into text (stop strings, `onText`); default `model.tokenizer`. */
   tokenizer?: (TextDecoder & { eosTokenId?: number }) | null;
 }
@@ -151,6 +167,8 @@ export interface EngineStats {
   finished: number;
   /** Decode steps run since start. */
   steps: number;
+  /** Newcomer prefills run since start (each admits one or more requests). */
+  prefills: number;
   closed: boolean;
 }
 
@@ -174,6 +192,8 @@ interface Job {
   reject: (e: unknown) => void;
   /** The running row, or -1 while waiting. */
   row: number;
+  /** Prefilled alone (its batched prefill failed). */
+  solo: boolean;
   settled: boolean;
   onAbort?: () => void;
 }
@@ -204,6 +224,9 @@ export class Engine {
   readonly maxLen: number;
   readonly maxQueue: number;
   readonly timeoutMs: number;
+  readonly maxPrefillTokens: number;
+  readonly keepStateMs: number;
+  private disposeTimer: ReturnType<typeof setTimeout> | null = null;
   private readonly tokenizer: (TextDecoder & { eosTokenId?: number }) | undefined;
   private readonly defaultStops: number[];
   private readonly waiting: Job[] = [];
@@ -214,6 +237,7 @@ export class Engine {
   private nextId = 1;
   private finished = 0;
   private steps = 0;
+  private prefills = 0;
   private closing = false;
   /** Set by `close` past its deadline: every running row is cancelled. */
   private cancelRunning = false;
@@ -251,6 +275,20 @@ export class Engine {
       });
     }
     this.timeoutMs = t;
+    this.maxPrefillTokens = positiveInt(
+      options.maxPrefillTokens,
+      'maxPrefillTokens',
+      Math.max(2048, this.maxLen),
+    );
+    const keep = options.keepStateMs ?? 2000;
+    if (typeof keep !== 'number' || !(keep >= 0)) {
+      throw new ParaError('INVALID_ARGUMENT', 'keepStateMs must be a number ≥ 0', {
+        field: 'keepStateMs',
+        expected: 'milliseconds ≥ 0 (0: free the state at once when idle)',
+        actual: String(keep),
+      });
+    }
+    this.keepStateMs = keep;
     const tok = options.tokenizer === null ? undefined : (options.tokenizer ?? model.tokenizer);
     this.tokenizer = tok ?? undefined;
     const stops = new Set(model.config.eosTokenIds);
@@ -268,6 +306,7 @@ export class Engine {
       maxQueue: this.maxQueue,
       finished: this.finished,
       steps: this.steps,
+      prefills: this.prefills,
       closed: this.closing,
     };
   }
@@ -462,6 +501,7 @@ export class Engine {
       resolve: () => undefined,
       reject: () => undefined,
       row: -1,
+      solo: false,
       settled: false,
     };
   }
@@ -488,8 +528,23 @@ export class Engine {
       for (const job of this.rows) if (job !== null) this.fail(job, e);
       for (const job of this.waiting.splice(0)) this.fail(job, e);
     } finally {
-      this.disposeState();
+      this.idleState();
     }
+  }
+
+  /** The engine went idle: the state is freed now or after `keepStateMs` if still idle then. */
+  private idleState(): void {
+    if (this.keepStateMs === 0 || this.closing) {
+      this.disposeState();
+      return;
+    }
+    if (this.state === null || this.disposeTimer !== null) return;
+    const timer = setTimeout(() => {
+      this.disposeTimer = null;
+      if (this.loop === null && this.waiting.length === 0) this.disposeState();
+    }, this.keepStateMs);
+    (timer as { unref?: () => void }).unref?.();
+    this.disposeTimer = timer;
   }
 
   private expired(job: Job): EngineFinishReason | null {
@@ -515,6 +570,10 @@ export class Engine {
   }
 
   private ensureState(): DecodeState {
+    if (this.disposeTimer !== null) {
+      clearTimeout(this.disposeTimer);
+      this.disposeTimer = null;
+    }
     if (this.state !== null) return this.state;
     // maxBatch one-token rows, maxLen slots each: the KV cache of the whole run, then every row
     // is released for newcomers. A mixed batch of bare rows: the state carries adapter state.
@@ -531,52 +590,137 @@ export class Engine {
   }
 
   private disposeState(): void {
+    if (this.disposeTimer !== null) {
+      clearTimeout(this.disposeTimer);
+      this.disposeTimer = null;
+    }
     if (this.state !== null && this.rows.every((r) => r === null)) {
       this.state.dispose();
       this.state = null;
     }
   }
 
-  /** Prefills waiting requests one at a time into free rows (see the file comment). */
-  private async admit(): Promise<void> {
-    while (this.waiting.length > 0) {
-      const row = this.rows.indexOf(null);
-      if (row < 0) return;
-      const job = this.waiting.shift() as Job;
+  /**
+   * Takes the next newcomers off the queue for one prefill: in queue order, as many as there are
+   * free rows, while the padded batch stays within `maxPrefillTokens` and every newcomer's padded
+   * prompt plus its new tokens fits its row (`maxLen` slots). Expired ones are finished here.
+   */
+  private nextGroup(free: number): Job[] {
+    const group: Job[] = [];
+    let longest = 0;
+    while (this.waiting.length > 0 && group.length < free) {
+      const job = this.waiting[0] as Job;
       const why = this.expired(job);
       if (why !== null) {
+        this.waiting.shift();
         this.finish(job, why);
         continue;
       }
-      let first: Float32Array;
-      let newcomer: DecodeState | undefined;
-      this.admitting++;
+      const T = Math.max(longest, job.prompt.length);
+      const fits =
+        group.length === 0 ||
+        (!job.solo &&
+          !(group[0] as Job).solo &&
+          T * (group.length + 1) <= this.maxPrefillTokens &&
+          [...group, job].every((j) => T + j.maxTokens <= this.maxLen));
+      if (!fits) break;
+      this.waiting.shift();
+      group.push(job);
+      longest = T;
+    }
+    return group;
+  }
+
+  /**
+   * Admits waiting requests into free rows: newcomers are prefilled together (one left-padded
+   * batch, each row with its own adapter, see the file comment), take their first token, and
+   * their KV rows and adapter state are copied into free rows of the running state. Until the
+   * queue is empty or no row is free.
+   */
+  private async admit(): Promise<void> {
+    for (;;) {
+      const free: number[] = [];
+      this.rows.forEach((r, i) => {
+        if (r === null) free.push(i);
+      });
+      if (free.length === 0 || this.waiting.length === 0) return;
+      const group = this.nextGroup(free.length);
+      if (group.length === 0) return;
+      this.admitting += group.length;
+      let firsts: Float32Array[] | null = null;
+      let newcomers: DecodeState | undefined;
       try {
-        const pre = this.model.prefill([job.prompt], {
-          adapter: mixedAdapter(this.model, [job.adapter]),
-          request: {},
-          capacity: job.prompt.length,
-        });
-        newcomer = pre.state as DecodeState;
-        first = await hostRow(pre.logits);
+        ({ firsts, state: newcomers } = await this.prefillGroup(group));
       } catch (e) {
-        newcomer?.dispose();
-        this.admitting--;
-        this.fail(job, e);
+        if (group.length === 1) {
+          this.admitting -= 1;
+          this.fail(group[0] as Job, e);
+          continue;
+        }
+        // One bad newcomer must not fail the others: back to the queue, each prefilled alone.
+        this.admitting -= group.length;
+        for (const j of group) j.solo = true;
+        this.waiting.unshift(...group);
         continue;
       }
-      this.admitting--;
+      this.admitting -= group.length;
       try {
-        if (this.accept(job, first)) continue; // finished on its first token: it needs no row
-        this.ensureState().insertRows(newcomer, { into: [row] });
-        this.rows[row] = job;
-        job.row = row;
-      } catch (e) {
-        this.fail(job, e);
+        const fromRows: number[] = [];
+        const into: number[] = [];
+        group.forEach((job, i) => {
+          try {
+            if (this.accept(job, firsts?.[i] as Float32Array)) return; // done on its first token
+          } catch (e) {
+            this.fail(job, e);
+            return;
+          }
+          fromRows.push(i);
+          into.push(free[fromRows.length - 1] as number);
+        });
+        if (fromRows.length > 0) {
+          try {
+            this.ensureState().insertRows(newcomers, { rows: fromRows, into });
+            fromRows.forEach((i, k) => {
+              const job = group[i] as Job;
+              this.rows[into[k] as number] = job;
+              job.row = into[k] as number;
+            });
+          } catch (e) {
+            for (const i of fromRows) this.fail(group[i] as Job, e);
+          }
+        }
       } finally {
-        newcomer.dispose();
+        newcomers.dispose();
       }
       if (this.waiting.length > 0) await tick();
+    }
+  }
+
+  /** One prefill of the group's prompts (left-padded), each row with its own adapter. */
+  private async prefillGroup(
+    group: Job[],
+  ): Promise<{ firsts: Float32Array[]; state: DecodeState }> {
+    const longest = Math.max(...group.map((j) => j.prompt.length));
+    const pre = this.model.prefill(
+      group.map((j) => j.prompt),
+      {
+        adapter: mixedAdapter(
+          this.model,
+          group.map((j) => j.adapter),
+        ),
+        request: {},
+        capacity: longest,
+      },
+    );
+    const state = pre.state as DecodeState;
+    this.prefills++;
+    try {
+      const data = await hostRow(pre.logits);
+      const V = this.model.config.vocabSize;
+      return { firsts: group.map((_, i) => data.subarray(i * V, (i + 1) * V)), state };
+    } catch (e) {
+      state.dispose();
+      throw e;
     }
   }
 

@@ -9,7 +9,7 @@ import { isParaError } from '@para/core';
 import type { CausalLM } from '@para/model';
 import type { ParaTokenizer } from '@para/tokenizer';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Engine, isServeError } from '../src/index';
+import { type CompletionResult, Engine, isServeError } from '../src/index';
 import {
   alone,
   BUNDLED,
@@ -73,6 +73,8 @@ describe('Engine', () => {
       ),
     );
     expect(engine.stats().steps).toBeGreaterThan(0);
+    // Newcomers waiting together were prefilled together (ragged prompts, mixed tenants).
+    expect(engine.stats().prefills).toBeLessThan(jobs.length);
     for (const [i, j] of jobs.entries()) {
       const ref = await alone(model, j.adapter, j.prompt, j.maxTokens, stops);
       const r = results[i];
@@ -253,6 +255,54 @@ describe('Engine', () => {
     expect(engine.hasState).toBe(false);
   });
 
+  it('keeps the running state keepStateMs after going idle, then frees it', async () => {
+    const before = numTensors();
+    const engine = new Engine(model, { maxBatch: 2, maxLen: 32, keepStateMs: 200 });
+    const prompt = tok.encode('Opposite of hot:');
+    await engine.complete({ prompt, maxTokens: 2 });
+    await engine.idle();
+    expect(engine.hasState).toBe(true); // kept for the next request
+    await engine.complete({ prompt, maxTokens: 2 });
+    expect(engine.stats().prefills).toBe(2);
+    // Freed once idle for keepStateMs (polled: no timing assertion).
+    for (let i = 0; i < 600 && engine.hasState; i++) await new Promise((r) => setTimeout(r, 50));
+    expect(engine.hasState).toBe(false);
+    expect(numTensors()).toBe(before);
+    await engine.close();
+  });
+
+  it('a newcomer whose batched prefill fails fails alone; the others are served', async () => {
+    const engine = new Engine(model, { maxBatch: 4, maxLen: 64 });
+    const prompts = PROMPTS.slice(0, 3).map((p) => tok.encode(p));
+    const good = tenants.find((t) => t.adapter !== null)?.adapter ?? null;
+    // The first request is prefilled at once (alone); the next two wait and are prefilled
+    // together. A tenant's adapter disposed after `submit` accepted it makes that prefill throw.
+    const doomed = await bundledAdapter('pos', model);
+    const first = engine.complete({ prompt: prompts[2] as number[], maxTokens: 3 });
+    const results = await Promise.allSettled([
+      engine.complete({ prompt: prompts[0] as number[], adapter: good, maxTokens: 3 }),
+      (() => {
+        const h = engine.complete({
+          prompt: prompts[1] as number[],
+          adapter: doomed,
+          maxTokens: 3,
+        });
+        doomed.dispose();
+        return h;
+      })(),
+      first,
+    ]);
+    expect(results[0]?.status).toBe('fulfilled');
+    expect(results[2]?.status).toBe('fulfilled');
+    expect(results[1]?.status).toBe('rejected');
+    for (const i of [0, 2]) {
+      const r = results[i] as PromiseFulfilledResult<CompletionResult>;
+      const adapter = i === 0 ? good : null;
+      expect(r.value.tokens).toEqual(await alone(model, adapter, prompts[i] as number[], 3, stops));
+    }
+    await engine.close();
+  });
+
   it('logprobs are the log-softmax of the teacher-forced logits, with the top alternatives', async () => {
     const engine = new Engine(model, { maxBatch: 2, maxLen: 64 });
     const prompt = tok.encode('Opposite of hot:');
@@ -294,7 +344,7 @@ describe('Engine', () => {
   });
 
   it('keeps tf.memory().numTensors flat over a few hundred requests of random tenants', async () => {
-    const engine = new Engine(model, { maxBatch: 6, maxLen: 32, maxQueue: 1000 });
+    const engine = new Engine(model, { maxBatch: 6, maxLen: 32, maxQueue: 1000, keepStateMs: 0 });
     const prompts = PROMPTS.map((p) => tok.encode(p));
     await engine.complete({ prompt: prompts[0] as number[], maxTokens: 1 });
     await engine.idle();

@@ -40,7 +40,7 @@ beforeAll(async () => {
     model,
     tokenizer: tok,
     registry: new AdapterRegistry(model, directorySource(root)),
-    engine: { maxBatch: 8, maxLen: 48, maxQueue: 256 },
+    engine: { maxBatch: 8, maxLen: 48, maxQueue: 256, keepStateMs: 0 },
   });
   url = await server.listen({ port: 0 });
   for (const [name, make] of [

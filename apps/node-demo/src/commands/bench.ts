@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import { registerMatmulBench } from './bench-matmul';
 import { registerModelBench } from './bench-model';
 import { registerMultitenantBench } from './bench-multitenant';
+import { registerServeBench } from './bench-serve';
 import { registerTrainBench } from './bench-train';
 
 /**
@@ -13,6 +14,7 @@ export function registerBenchCommand(program: Command): Command {
   registerMatmulBench(bench);
   registerModelBench(bench);
   registerMultitenantBench(bench);
+  registerServeBench(bench);
   registerTrainBench(bench);
   return bench;
 }
