@@ -170,3 +170,54 @@ describe('para serve', () => {
     );
   });
 });
+
+describe('para bench serve', () => {
+  it('--json: tokens/s, requests/s and latency percentiles per (concurrency, variant), the sequential baseline and the ratios', () => {
+    const r = para([
+      'bench',
+      'serve',
+      '--json',
+      '--model',
+      'bundled',
+      '--concurrency',
+      '1,2',
+      '--requests',
+      '1',
+      '--prompt-length',
+      '4',
+      '--new-tokens',
+      '3',
+      '--rounds',
+      '1',
+    ]);
+    expect(r.code, r.stderr).toBe(0);
+    const out = JSON.parse(r.stdout);
+    expect(out.maxBatch).toBe(2);
+    expect(
+      out.phases.map(
+        (p: { concurrency: number; variant: string }) => `${p.concurrency} ${p.variant}`,
+      ),
+    ).toEqual(['1 bare', '1 para', '1 lora', '2 bare', '2 para', '2 lora']);
+    for (const p of out.phases) {
+      expect(p.requests).toBe(p.concurrency); // one request per client
+      expect(p.outputTokensPerSecond).toBeGreaterThan(0);
+      // Every request decoded its 3 tokens (ignore_eos): tokens/s = requests/s × 3.
+      expect(p.outputTokensPerSecond).toBeCloseTo(3 * p.requestsPerSecond, 6);
+      expect(p.ttftMs.p50).toBeGreaterThan(0);
+      expect(p.ttftMs.p99).toBeGreaterThanOrEqual(p.ttftMs.p50);
+      expect(p.itlMs.p99).toBeGreaterThanOrEqual(p.itlMs.p50);
+    }
+    for (const v of ['bare', 'para', 'lora']) expect(out.sequential[v]).toBeGreaterThan(0);
+    expect(out.ratios.concurrency).toBe(2);
+    expect(out.ratios.paraVsBare).toBeGreaterThan(0);
+    expect(out.loraRank).toBe(18); // closest to PARA r=12 on q/v/up at d=256, d_ff=688
+  });
+
+  it('a bad --concurrency is a typed error naming the flag', () => {
+    expectTypedError(
+      para(['bench', 'serve', '--concurrency', '1,x']),
+      'INVALID_ARGUMENT',
+      '--concurrency',
+    );
+  });
+});
