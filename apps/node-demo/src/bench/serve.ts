@@ -242,7 +242,7 @@ export async function runServeBench(options: ServeBenchOptions): Promise<ServeBe
   const concurrency = options.concurrency ?? [1, 8, 32];
   const R = options.requestsPerClient ?? 3;
   const P = options.promptLength ?? 64;
-  const N = options.newTokens ?? 32;
+  const N = options.newTokens ?? 64;
   const rounds = options.rounds ?? 2;
   const paraRank = options.paraRank ?? 12;
   const variants = options.variants ?? SERVE_VARIANTS;

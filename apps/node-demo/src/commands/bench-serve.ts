@@ -89,7 +89,7 @@ export function registerServeBench(bench: Command): void {
     )
     .option('--requests <n>', 'requests per client per phase (default 3)')
     .option('--prompt-length <n>', 'prompt tokens (default 64)')
-    .option('--new-tokens <n>', 'new tokens per request (default 32)')
+    .option('--new-tokens <n>', 'new tokens per request (default 64)')
     .option('--rounds <n>', 'rounds (default 2); each cell reports its best')
     .option('--no-sequential', 'skip the sequential generate baseline')
     .option('--json', 'print JSON')
@@ -112,7 +112,7 @@ export function registerServeBench(bench: Command): void {
         const concurrency = intList(opts.concurrency, '--concurrency', [1, 8, 32]);
         const requestsPerClient = positiveInt(opts.requests, '--requests', 3);
         const promptLength = positiveInt(opts.promptLength, '--prompt-length', 64);
-        const newTokens = positiveInt(opts.newTokens, '--new-tokens', 32);
+        const newTokens = positiveInt(opts.newTokens, '--new-tokens', 64);
         const rounds = positiveInt(opts.rounds, '--rounds', 2);
         const report = await startBackend(opts.backend);
         const bundled = await loadPretrained(

@@ -1,6 +1,6 @@
 /**
  * `para serve [--model DIR] [--adapters DIR] [--host H] [--port N] [--max-batch N]
- * [--max-len N] [--max-queue N] [--max-adapter-memory SIZE] [--timeout-ms MS] [--api-key K]
+ * [--max-len N] [--max-queue N] [--max-prefill-tokens N] [--max-adapter-memory SIZE] [--timeout-ms MS] [--api-key K]
  * [--keys-file FILE]
  * [--model-name NAME] [--log-level LEVEL] [--backend NAME]`
  *
@@ -27,6 +27,7 @@ interface ServeFlags {
   maxBatch: string;
   maxLen?: string;
   maxQueue: string;
+  maxPrefillTokens?: string;
   maxAdapterMemory: string;
   timeoutMs: string;
   apiKey?: string;
@@ -92,6 +93,10 @@ export function registerServeCommand(program: Command): void {
     )
     .option('--max-queue <n>', 'requests waiting for a row at most (beyond: HTTP 429)', '64')
     .option(
+      '--max-prefill-tokens <n>',
+      'padded prompt tokens of one batched prefill of newcomers at most; default max(2048, max len)',
+    )
+    .option(
       '--max-adapter-memory <size>',
       'adapter tensors kept loaded at most (LRU eviction)',
       '1GiB',
@@ -127,6 +132,10 @@ export function registerServeCommand(program: Command): void {
       const maxBatch = integer(opts.maxBatch, '--max-batch', 1, 1024);
       const maxLen = opts.maxLen === undefined ? undefined : integer(opts.maxLen, '--max-len', 2);
       const maxQueue = integer(opts.maxQueue, '--max-queue', 0);
+      const maxPrefillTokens =
+        opts.maxPrefillTokens === undefined
+          ? undefined
+          : integer(opts.maxPrefillTokens, '--max-prefill-tokens', 1);
       const timeoutMs = integer(opts.timeoutMs, '--timeout-ms', 0);
       const maxBytes = bytes(opts.maxAdapterMemory, '--max-adapter-memory');
       const apiKey = opts.apiKey ?? process.env.PARA_API_KEY ?? undefined;
@@ -168,6 +177,7 @@ export function registerServeCommand(program: Command): void {
             maxQueue,
             timeoutMs,
             ...(maxLen === undefined ? {} : { maxLen }),
+            ...(maxPrefillTokens === undefined ? {} : { maxPrefillTokens }),
           },
           ...(apiKey === undefined || apiKey === '' ? {} : { apiKey }),
           ...(keys === undefined ? {} : { keys }),
