@@ -6,10 +6,10 @@
  */
 
 import type { BackendReport } from '@para/core/node';
-import { ParaError } from '@para/core/node';
 import type { Command } from 'commander';
 import { startBackend } from '../backend';
 import { type ModelBenchResult, runModelBench } from '../bench/model';
+import { positiveIntFlag } from '../flags';
 
 export interface ModelBenchOutput extends ModelBenchResult {
   backendDetail: string | undefined;
@@ -37,18 +37,6 @@ export function formatModelBench(r: ModelBenchOutput): string {
   return lines.join('\n');
 }
 
-function positiveInt(value: string | undefined, flag: string, fallback: number): number {
-  if (value === undefined) return fallback;
-  const n = Number(value);
-  if (!/^\d+$/.test(value.trim()) || !Number.isSafeInteger(n) || n < 1)
-    throw new ParaError('INVALID_ARGUMENT', `bad value for ${flag}`, {
-      field: flag,
-      expected: 'a positive integer',
-      actual: JSON.stringify(value),
-    });
-  return n;
-}
-
 export function registerModelBench(bench: Command): void {
   bench
     .command('model')
@@ -74,9 +62,9 @@ export function registerModelBench(bench: Command): void {
         const batchSizes =
           opts.batch === undefined
             ? [1, 32]
-            : opts.batch.split(',').map((b) => positiveInt(b, '--batch', 1));
-        const promptLength = positiveInt(opts.promptLength, '--prompt-length', 64);
-        const decodeSteps = positiveInt(opts.decodeSteps, '--decode-steps', 64);
+            : opts.batch.split(',').map((b) => positiveIntFlag(b, '--batch', 1));
+        const promptLength = positiveIntFlag(opts.promptLength, '--prompt-length', 64);
+        const decodeSteps = positiveIntFlag(opts.decodeSteps, '--decode-steps', 64);
         const report: BackendReport = await startBackend(opts.backend);
         const result = await runModelBench({
           batchSizes,

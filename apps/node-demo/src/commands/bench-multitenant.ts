@@ -7,10 +7,10 @@
  */
 
 import type { BackendReport } from '@para/core/node';
-import { ParaError } from '@para/core/node';
 import type { Command } from 'commander';
 import { startBackend } from '../backend';
 import { type MultitenantBenchResult, runMultitenantBench } from '../bench/multitenant';
+import { positiveIntFlag } from '../flags';
 
 export interface MultitenantBenchOutput extends MultitenantBenchResult {
   backendDetail: string | undefined;
@@ -81,19 +81,6 @@ export function formatMultitenantBench(r: MultitenantBenchOutput): string {
   return lines.join('\n');
 }
 
-function positiveInt(value: string | undefined, flag: string, fallback: number): number {
-  if (value === undefined) return fallback;
-  const n = Number(value);
-  if (!/^\d+$/.test(value.trim()) || !Number.isSafeInteger(n) || n < 1) {
-    throw new ParaError('INVALID_ARGUMENT', `bad value for ${flag}`, {
-      field: flag,
-      expected: 'a positive integer',
-      actual: JSON.stringify(value),
-    });
-  }
-  return n;
-}
-
 export function registerMultitenantBench(bench: Command): void {
   bench
     .command('multitenant')
@@ -123,10 +110,10 @@ export function registerMultitenantBench(bench: Command): void {
         rounds?: string;
         profile?: boolean;
       }) => {
-        const batch = positiveInt(opts.batch, '--batch', 32);
-        const promptLength = positiveInt(opts.promptLength, '--prompt-length', 64);
-        const newTokens = positiveInt(opts.newTokens, '--new-tokens', 64);
-        const rounds = positiveInt(opts.rounds, '--rounds', 2);
+        const batch = positiveIntFlag(opts.batch, '--batch', 32);
+        const promptLength = positiveIntFlag(opts.promptLength, '--prompt-length', 64);
+        const newTokens = positiveIntFlag(opts.newTokens, '--new-tokens', 64);
+        const rounds = positiveIntFlag(opts.rounds, '--rounds', 2);
         const report: BackendReport = await startBackend(opts.backend);
         const result = await runMultitenantBench({
           batch,

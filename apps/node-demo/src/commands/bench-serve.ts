@@ -6,13 +6,13 @@
  * requests served by sequential `generate` calls. See bench/serve.ts for what is timed.
  */
 
-import { ParaError } from '@para/core/node';
 import { CausalLM, createConfig, loadPretrained } from '@para/model/node';
 import type { Command } from 'commander';
 import { defaultBackboneDir } from '../backbone';
 import { startBackend } from '../backend';
 import { BENCH_CONFIG } from '../bench/model';
 import { runServeBench, type ServeBenchResult } from '../bench/serve';
+import { positiveIntFlag, positiveIntListFlag } from '../flags';
 
 export interface ServeBenchOutput extends ServeBenchResult {
   model: string;
@@ -53,25 +53,6 @@ export function formatServeBench(r: ServeBenchOutput): string {
   return lines.join('\n');
 }
 
-function positiveInt(value: string | undefined, flag: string, fallback: number): number {
-  if (value === undefined) return fallback;
-  const n = Number(value);
-  if (!/^\d+$/.test(value.trim()) || !Number.isSafeInteger(n) || n < 1) {
-    throw new ParaError('INVALID_ARGUMENT', `bad value for ${flag}`, {
-      field: flag,
-      expected: 'a positive integer',
-      actual: JSON.stringify(value),
-    });
-  }
-  return n;
-}
-
-function intList(value: string | undefined, flag: string, fallback: number[]): number[] {
-  if (value === undefined) return fallback;
-  const parts = value.split(',');
-  return parts.map((p) => positiveInt(p, flag, 1));
-}
-
 export function registerServeBench(bench: Command): void {
   bench
     .command('serve')
@@ -109,11 +90,11 @@ export function registerServeBench(bench: Command): void {
         json?: boolean;
         backend?: string;
       }) => {
-        const concurrency = intList(opts.concurrency, '--concurrency', [1, 8, 32]);
-        const requestsPerClient = positiveInt(opts.requests, '--requests', 3);
-        const promptLength = positiveInt(opts.promptLength, '--prompt-length', 64);
-        const newTokens = positiveInt(opts.newTokens, '--new-tokens', 64);
-        const rounds = positiveInt(opts.rounds, '--rounds', 2);
+        const concurrency = positiveIntListFlag(opts.concurrency, '--concurrency', [1, 8, 32]);
+        const requestsPerClient = positiveIntFlag(opts.requests, '--requests', 3);
+        const promptLength = positiveIntFlag(opts.promptLength, '--prompt-length', 64);
+        const newTokens = positiveIntFlag(opts.newTokens, '--new-tokens', 64);
+        const rounds = positiveIntFlag(opts.rounds, '--rounds', 2);
         const report = await startBackend(opts.backend);
         const bundled = await loadPretrained(
           opts.model === 'bench' || opts.model === 'bundled' ? defaultBackboneDir() : opts.model,

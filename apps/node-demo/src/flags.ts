@@ -1,0 +1,37 @@
+/** Parsing of numeric CLI flags shared by the commands: a typed error naming the flag. */
+
+import { ParaError } from '@para/core/node';
+
+/** `value` as a positive integer (`fallback` when the flag is absent). */
+export function positiveIntFlag(value: string | undefined, flag: string, fallback: number): number {
+  if (value === undefined) return fallback;
+  const n = Number(value);
+  if (!/^\d+$/.test(value.trim()) || !Number.isSafeInteger(n) || n < 1) {
+    throw new ParaError('INVALID_ARGUMENT', `bad value for ${flag}`, {
+      field: flag,
+      expected: 'a positive integer',
+      actual: JSON.stringify(value),
+    });
+  }
+  return n;
+}
+
+/** A comma-separated list of positive integers (`fallback` when the flag is absent). */
+export function positiveIntListFlag(
+  value: string | undefined,
+  flag: string,
+  fallback: number[],
+): number[] {
+  if (value === undefined) return fallback;
+  return value.split(',').map((part) => {
+    const n = Number(part);
+    if (!/^\d+$/.test(part.trim()) || !Number.isSafeInteger(n) || n < 1) {
+      throw new ParaError('INVALID_ARGUMENT', `bad value for ${flag}`, {
+        field: flag,
+        expected: 'comma-separated positive integers, e.g. 1,8,32',
+        actual: JSON.stringify(value),
+      });
+    }
+    return n;
+  });
+}
