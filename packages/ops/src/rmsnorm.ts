@@ -1,5 +1,6 @@
 import { ParaError } from '@para/core';
 import * as tf from '@tensorflow/tfjs-core';
+import { FUSED_KERNELS, fusedRmsNorm, hasFusedKernel } from './fused';
 import { checkMinRank, checkShape } from './shapes';
 
 export interface RmsNormOptions {
@@ -17,6 +18,9 @@ export interface RmsNormOptions {
  *
  * over the last axis, in float32. `x` is `[..., d]`, `weight` is `[d]`; the result has x's
  * shape. Differentiable in both `x` and `weight`.
+ *
+ * Where the backend registers the fused kernel `ParaRmsNorm` (see `fused.ts`; @para/blas does on
+ * wasm) a float32 weight runs as one kernel, its gradient as one more; otherwise tfjs ops.
  */
 export function rmsNorm(
   x: tf.Tensor,
@@ -33,11 +37,17 @@ export function rmsNorm(
       actual: String(eps),
     });
   }
+  const unitOffset = options.unitOffset === true;
+  if (weight.dtype === 'float32' && x.size > 0 && hasFusedKernel(FUSED_KERNELS.rmsNorm)) {
+    return tf.tidy(() =>
+      fusedRmsNorm(x.dtype === 'float32' ? x : tf.cast(x, 'float32'), weight, eps, unitOffset),
+    );
+  }
   return tf.tidy(() => {
     const xf = x.dtype === 'float32' ? x : tf.cast(x, 'float32');
     const meanSquare = tf.mean(tf.square(xf), -1, true); // [..., 1]
     const inv = tf.rsqrt(tf.add(meanSquare, eps)); // [..., 1]
-    const w = options.unitOffset === true ? tf.add(1, weight) : weight; // [d]
+    const w = unitOffset ? tf.add(1, weight) : weight; // [d]
     return tf.mul(tf.mul(xf, inv), w); // [..., d]
   });
 }

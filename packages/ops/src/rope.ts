@@ -1,5 +1,6 @@
 import { ParaError } from '@para/core';
 import * as tf from '@tensorflow/tfjs-core';
+import { FUSED_KERNELS, fusedRope, hasFusedKernel } from './fused';
 import { checkMatrix, checkShape } from './shapes';
 
 /**
@@ -467,6 +468,9 @@ export function swapHalves(x: tf.Tensor): tf.Tensor {
  * `x` is `[B, H, T, hd]`; `cos`/`sin` are `[B or 1, 1, T, hd]` from {@link ropeCosSin}. Given
  * `sinSigned` (also from ropeCosSin) it computes the same values as `x ⊙ cos + swap_halves(x) ⊙
  * sinSigned`, with fewer kernels. Differentiable in `x`.
+ *
+ * Where the backend registers the fused kernel `ParaRope` (see `fused.ts`; @para/blas does on
+ * wasm) float32 inputs run as one kernel (sinSigned is then not needed), its gradient as one more.
  */
 export function applyRope(
   x: tf.Tensor,
@@ -496,6 +500,15 @@ export function applyRope(
     });
   }
   checkShape(sin, 'sin', cosShape);
+  if (
+    x.dtype === 'float32' &&
+    cos.dtype === 'float32' &&
+    sin.dtype === 'float32' &&
+    x.size > 0 &&
+    hasFusedKernel(FUSED_KERNELS.rope)
+  ) {
+    return fusedRope(x, cos, sin); // [B, H, T, hd]
+  }
   if (sinSigned !== undefined) {
     checkShape(sinSigned, 'sinSigned', cosShape);
     return tf.tidy(() => tf.add(tf.mul(x, cos), tf.mul(swapHalves(x), sinSigned))); // [B, H, T, hd]

@@ -1,4 +1,5 @@
 import * as tf from '@tensorflow/tfjs-core';
+import { FUSED_KERNELS, fusedSwiglu, hasFusedKernel } from './fused';
 import { checkMinRank, checkSameShape } from './shapes';
 
 /**
@@ -16,10 +17,21 @@ export function silu(x: tf.Tensor): tf.Tensor {
  *
  * where `gate = gate_proj(x)` and `up = up_proj(x)`, both `[..., d_ff]`; the MLP output is
  * `down_proj(swiglu(gate, up))`. Differentiable in both inputs.
+ *
+ * Where the backend registers the fused kernel `ParaSwiGlu` (see `fused.ts`; @para/blas does on
+ * wasm) float32 inputs run as one kernel, their gradient as one more; otherwise tfjs ops.
  */
 export function swiglu(gate: tf.Tensor, up: tf.Tensor): tf.Tensor {
   checkMinRank(gate, 'gate', 1, '[..., d_ff]');
   checkSameShape(gate, up, 'up', 'gate');
+  if (
+    gate.dtype === 'float32' &&
+    up.dtype === 'float32' &&
+    gate.size > 0 &&
+    hasFusedKernel(FUSED_KERNELS.swiglu)
+  ) {
+    return fusedSwiglu(gate, up);
+  }
   return tf.tidy(() => tf.mul(tf.mul(gate, tf.sigmoid(gate)), up)); // [..., d_ff]
 }
 

@@ -1,0 +1,171 @@
+import * as tf from '@tensorflow/tfjs-core';
+
+/**
+ * Fused kernels: named tfjs kernels that a backend MAY implement (today @para/blas on wasm, in
+ * native C over the wasm heap; later WGSL on webgpu). The ops of this package call one through
+ * `tf.engine().runKernel` when `tf.getKernel(name, tf.getBackend())` is registered, and otherwise
+ * run their generic tfjs path, unchanged. The gradient of each forward kernel is registered here,
+ * once, backend-neutrally (`tf.registerGradient`): it calls the matching `…Grad` kernel, so any
+ * backend that registers a forward kernel must register its Grad kernel too.
+ *
+ * This is the contract every implementation follows. All tensors are float32, dense and
+ * row-major; every input of a call has its documented shape (the ops check shapes before
+ * dispatching, and dispatch only float32 inputs with at least one element).
+ *
+ * | kernel | inputs | attrs | outputs |
+ * |---|---|---|---|
+ * | `ParaRmsNorm` | `x [..., d]`, `weight [d]` | `eps`, `unitOffset` | `y [..., d]` = x · rsqrt(mean(x², -1) + eps) · w′ |
+ * | `ParaRmsNormGrad` | `dy [..., d]`, `x [..., d]`, `weight [d]` | `eps`, `unitOffset` | `dx [..., d]`, `dweight [d]` |
+ * | `ParaSwiGlu` | `gate [...]`, `up [...]` (same shape) | — | `y [...]` = silu(gate) · up |
+ * | `ParaSwiGluGrad` | `dy`, `gate`, `up` (same shape) | — | `dgate`, `dup` |
+ * | `ParaRope` | `x [B, H, T, hd]`, `cos [B or 1, 1, T, hd]`, `sin` (as cos) | `inverse` | `y [B, H, T, hd]` |
+ *
+ * - RMSNorm: w′ = weight, or (1 + weight) with `unitOffset` (Gemma); the mean of squares and the
+ *   reciprocal square root per row of d, in float32 or better. With r = rsqrt(mean(x²) + eps),
+ *   g = dy · w′: `dx = r · g − x · r³ · mean(g · x)`, `dweight = Σ_rows dy · x · r`.
+ * - SwiGLU: s = σ(gate): `y = gate · s · up`; `dgate = dy · up · s · (1 + gate · (1 − s))`,
+ *   `dup = dy · gate · s`.
+ * - RoPE (HF rotate-half convention, the whole last axis rotates; h = hd / 2, j < h):
+ *   forward (`inverse` false) `y[j] = x[j]·cos[j] − x[j+h]·sin[j]`,
+ *   `y[j+h] = x[j+h]·cos[j+h] + x[j]·sin[j+h]` (= x ⊙ cos + rotate_half(x) ⊙ sin);
+ *   `inverse` true is the transpose (the gradient w.r.t. x):
+ *   `y[j] = x[j]·cos[j] + x[j+h]·sin[j+h]`, `y[j+h] = x[j+h]·cos[j+h] − x[j]·sin[j]`.
+ *   The gradient w.r.t. cos and sin (rarely needed: tables are constants) is computed with
+ *   generic ops, only when asked for.
+ */
+export const FUSED_KERNELS = {
+  rmsNorm: 'ParaRmsNorm',
+  rmsNormGrad: 'ParaRmsNormGrad',
+  swiglu: 'ParaSwiGlu',
+  swigluGrad: 'ParaSwiGluGrad',
+  rope: 'ParaRope',
+} as const;
+
+export type FusedKernelName = (typeof FUSED_KERNELS)[keyof typeof FUSED_KERNELS];
+
+let enabled = true;
+
+/**
+ * Turn dispatch to fused kernels off (or back on) for this process: with `false` every op runs
+ * its generic tfjs path even where a backend registered fused kernels (to compare the two).
+ * Returns the previous setting.
+ */
+export function setFusedKernelsEnabled(on: boolean): boolean {
+  const was = enabled;
+  enabled = on;
+  return was;
+}
+
+/** Whether the active backend has the fused kernel `name` (and dispatch is enabled). */
+export function hasFusedKernel(name: FusedKernelName): boolean {
+  if (!enabled) return false;
+  return tf.getKernel(name, tf.getBackend()) !== undefined;
+}
+
+const registered = new Set<string>();
+
+/** Register a forward kernel's gradient once (lazily: this package has no import side effects). */
+function ensureGradient(config: tf.GradConfig): void {
+  if (registered.has(config.kernelName)) return;
+  registered.add(config.kernelName);
+  if (tf.getGradient(config.kernelName) === undefined) tf.registerGradient(config);
+}
+
+const rmsNormGradient: tf.GradConfig = {
+  kernelName: FUSED_KERNELS.rmsNorm,
+  inputsToSave: ['x', 'weight'],
+  gradFunc: (dy, saved, attrs) => {
+    const [x, weight] = saved as [tf.Tensor, tf.Tensor];
+    // Both outputs at once, outside the per-input thunks (each thunk runs in its own tidy).
+    const [dx, dw] = tf
+      .engine()
+      .runKernel(
+        FUSED_KERNELS.rmsNormGrad,
+        { dy: dy as tf.Tensor, x, weight },
+        attrs as unknown as tf.NamedAttrMap,
+      ) as tf.Tensor[];
+    return { x: () => dx as tf.Tensor, weight: () => dw as tf.Tensor };
+  },
+};
+
+/** `ParaRmsNorm` (its gradient through `ParaRmsNormGrad`). Float32 inputs, x non-empty. */
+export function fusedRmsNorm(
+  x: tf.Tensor,
+  weight: tf.Tensor,
+  eps: number,
+  unitOffset: boolean,
+): tf.Tensor {
+  ensureGradient(rmsNormGradient);
+  return tf
+    .engine()
+    .runKernel(FUSED_KERNELS.rmsNorm, { x, weight }, { eps, unitOffset }) as tf.Tensor;
+}
+
+const swigluGradient: tf.GradConfig = {
+  kernelName: FUSED_KERNELS.swiglu,
+  inputsToSave: ['gate', 'up'],
+  gradFunc: (dy, saved) => {
+    const [gate, up] = saved as [tf.Tensor, tf.Tensor];
+    const [dg, du] = tf
+      .engine()
+      .runKernel(FUSED_KERNELS.swigluGrad, { dy: dy as tf.Tensor, gate, up }) as tf.Tensor[];
+    return { gate: () => dg as tf.Tensor, up: () => du as tf.Tensor };
+  },
+};
+
+/** `ParaSwiGlu` (its gradient through `ParaSwiGluGrad`). Float32, same shape, non-empty. */
+export function fusedSwiglu(gate: tf.Tensor, up: tf.Tensor): tf.Tensor {
+  ensureGradient(swigluGradient);
+  return tf.engine().runKernel(FUSED_KERNELS.swiglu, { gate, up }) as tf.Tensor;
+}
+
+/** Sum `t` down to `shape` (the shape it was broadcast from). */
+function sumTo(t: tf.Tensor, shape: number[]): tf.Tensor {
+  const axes: number[] = [];
+  for (let i = 0; i < t.rank; i++) if (shape[i] === 1 && t.shape[i] !== 1) axes.push(i);
+  return axes.length === 0 ? t : tf.sum(t, axes, true);
+}
+
+/** `[x₁, x₂] → [−x₂, x₁]` over the last axis of a rank-4 tensor. */
+function rotateHalfOf(t: tf.Tensor): tf.Tensor {
+  const [b, n, l, hd] = t.shape as [number, number, number, number];
+  const h = hd / 2;
+  const t1 = tf.slice(t, [0, 0, 0, 0], [b, n, l, h]);
+  const t2 = tf.slice(t, [0, 0, 0, h], [b, n, l, h]);
+  return tf.concat([tf.neg(t2), t1], 3);
+}
+
+const ropeGradient: tf.GradConfig = {
+  kernelName: FUSED_KERNELS.rope,
+  inputsToSave: ['x', 'cos', 'sin'],
+  gradFunc: (dy, saved, attrs) => {
+    const [x, cos, sin] = saved as [tf.Tensor, tf.Tensor, tf.Tensor];
+    const g = dy as tf.Tensor;
+    const inverse = (attrs as { inverse?: boolean } | undefined)?.inverse === true;
+    return {
+      // The transpose of the rotation is the rotation with `inverse` flipped.
+      x: () =>
+        tf
+          .engine()
+          .runKernel(FUSED_KERNELS.rope, { x: g, cos, sin }, { inverse: !inverse }) as tf.Tensor,
+      cos: () => sumTo(tf.mul(g, x), cos.shape),
+      // ∂y/∂sin: forward dy ⊙ rotate_half(x); inverse x ⊙ rotate_half(dy).
+      sin: () =>
+        sumTo(inverse ? tf.mul(x, rotateHalfOf(g)) : tf.mul(g, rotateHalfOf(x)), sin.shape),
+    };
+  },
+};
+
+/**
+ * `ParaRope`: `x ⊙ cos + rotate_half(x) ⊙ sin` (or, `inverse`, its transpose) with x `[B, H, T,
+ * hd]` and cos/sin `[B or 1, 1, T, hd]`, float32, non-empty. Differentiable.
+ */
+export function fusedRope(
+  x: tf.Tensor,
+  cos: tf.Tensor,
+  sin: tf.Tensor,
+  inverse = false,
+): tf.Tensor {
+  ensureGradient(ropeGradient);
+  return tf.engine().runKernel(FUSED_KERNELS.rope, { x, cos, sin }, { inverse }) as tf.Tensor;
+}
