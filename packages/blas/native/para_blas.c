@@ -6,6 +6,8 @@
  *   info()                                  -> { config, corename, threads, napiVersion }
  *   sgemm(a, b, c, m, n, k, transA, transB) -> undefined   (Float32Arrays, row-major, the ceiling)
  *   matmulHeap(heap, params)                -> undefined   (computes on an ArrayBuffer, in place)
+ *   rmsNormHeap, rmsNormGradHeap, swigluHeap, swigluGradHeap, ropeHeap, fusedInfo
+ *                                           (fused kernels on the heap: para_fused.c)
  *
  * matmulHeap reads A and B and writes C directly inside `heap` (the wasm backend's linear
  * memory), at byte offsets given in `params`, a Float64Array laid out as PARAM_* below.
@@ -25,6 +27,9 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+
+/* The fused kernels (para_fused.c) add their functions to the exports. */
+napi_status para_fused_init(napi_env env, napi_value exports);
 
 /* OpenBLAS extensions (declared here too, so a generic cblas.h still compiles). */
 char *openblas_get_config(void);
@@ -485,6 +490,7 @@ static napi_value Init(napi_env env, napi_value exports) {
       {"matmulHeap", NULL, MatmulHeap, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   NAPI_CALL(env, napi_define_properties(env, exports, sizeof props / sizeof props[0], props));
+  NAPI_CALL(env, para_fused_init(env, exports));
   return exports;
 }
 

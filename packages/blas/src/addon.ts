@@ -34,6 +34,19 @@ export interface BlasAddon {
     transB: boolean,
   ): void;
   matmulHeap(heap: ArrayBuffer, params: Float64Array): void;
+  // The fused kernels (native/para_fused.c; absent from binaries built before them).
+  /** params: [x, w, y, rows, d, eps, unitOffset] (byte offsets, then sizes). */
+  rmsNormHeap?(heap: ArrayBuffer, params: Float64Array): void;
+  /** params: [dy, x, w, dx, dw, rows, d, eps, unitOffset]. */
+  rmsNormGradHeap?(heap: ArrayBuffer, params: Float64Array): void;
+  /** params: [gate, up, y, n]. */
+  swigluHeap?(heap: ArrayBuffer, params: Float64Array): void;
+  /** params: [dy, gate, up, dgate, dup, n]. */
+  swigluGradHeap?(heap: ArrayBuffer, params: Float64Array): void;
+  /** params: [x, cos, sin, y, B, H, T, hd, cosBatch, inverse]. */
+  ropeHeap?(heap: ArrayBuffer, params: Float64Array): void;
+  /** The fused kernels' thread pool: its size (calling thread included), and the work below which one thread runs. */
+  fusedInfo?(): { threads: number; parallelMinElements: number };
 }
 
 /** The package root: `src/..` when run from source, `dist/..` when built. */

@@ -3,7 +3,9 @@
  *
  * A Node-API addon over OpenBLAS's CBLAS replaces the wasm backend's `BatchMatMul` and
  * `_FusedMatMul` kernels, computing directly on the wasm heap (batched sgemm with broadcast
- * strides, sgemv for M or N = 1, fused bias and activation). Loading never throws: where the
+ * strides, sgemv for M or N = 1, fused bias and activation), and registers fused kernels that
+ * @para/ops dispatches to (RMSNorm, SwiGLU, RoPE and their gradients, multi-threaded C on the
+ * heap; PARA_FUSED=0 leaves them out). Loading never throws: where the
  * addon or libopenblas cannot load, `loadBlas()` says why and nothing is replaced.
  *
  * ```ts
@@ -23,4 +25,12 @@ export {
   loadBlas,
   sgemm,
 } from './addon';
+export {
+  FUSED_KERNEL_NAMES,
+  fusedKernelsInstalled,
+  fusedKernelsProblem,
+  fusedThreads,
+  installFusedKernels,
+  uninstallFusedKernels,
+} from './fused';
 export { blasKernelsInstalled, installBlasKernels, uninstallBlasKernels } from './kernels';

@@ -8,6 +8,7 @@ import {
   type HeapOperand,
   packSpec,
 } from './addon';
+import { installFusedKernels, uninstallFusedKernels } from './fused';
 
 /*
  * BatchMatMul and _FusedMatMul for tfjs's wasm backend, computed by OpenBLAS directly on the
@@ -17,21 +18,21 @@ import {
  */
 
 /** The part of a tfjs TensorInfo these kernels use. */
-interface TensorInfoLike {
+export interface TensorInfoLike {
   dataId: object;
   shape: number[];
   dtype: string;
 }
 
 /** The part of tfjs-backend-wasm's BackendWasm these kernels use (structural: no import). */
-interface WasmBackendLike {
+export interface WasmBackendLike {
   wasm: { HEAPU8: Uint8Array };
   dataIdMap: { get(dataId: object): { memoryOffset?: number | null } | undefined };
   makeOutput(shape: number[], dtype: 'float32'): TensorInfoLike;
   disposeData(dataId: object, force?: boolean): boolean;
 }
 
-interface KernelArgs {
+export interface KernelArgs {
   inputs: Record<string, TensorInfoLike | undefined>;
   backend: unknown;
   attrs?: Record<string, unknown>;
@@ -132,7 +133,7 @@ function operandStrides(t: TensorInfoLike, plan: Plan): [number, number, number]
   return out;
 }
 
-function isWasmBackend(backend: unknown): backend is WasmBackendLike {
+export function isWasmBackend(backend: unknown): backend is WasmBackendLike {
   const b = backend as Partial<WasmBackendLike> | null;
   return (
     b != null &&
@@ -144,7 +145,7 @@ function isWasmBackend(backend: unknown): backend is WasmBackendLike {
   );
 }
 
-function offsetOf(backend: WasmBackendLike, t: TensorInfoLike): number {
+export function offsetOf(backend: WasmBackendLike, t: TensorInfoLike): number {
   const off = backend.dataIdMap.get(t.dataId)?.memoryOffset;
   if (typeof off !== 'number') throw new Error('@para/blas: tensor has no wasm memory offset');
   return off;
@@ -251,7 +252,8 @@ let installed: Installed | undefined;
 
 /**
  * Replace the wasm backend's BatchMatMul and _FusedMatMul with OpenBLAS-backed kernels (keeping
- * each original's setupFunc, and the original as the fallback). Call after importing
+ * each original's setupFunc, and the original as the fallback), and register the fused kernels
+ * (`installFusedKernels`, unless PARA_FUSED=0). Call after importing
  * '@tensorflow/tfjs-backend-wasm' (before or after `tf.setBackend('wasm')`). Returns false, and
  * changes nothing, when the addon is unavailable or the wasm kernels are not registered.
  */
@@ -276,6 +278,8 @@ export function installBlasKernels(): boolean {
     tf.registerKernel({ ...config, kernelFunc });
   }
   installed = { originals, ours };
+  // The fused kernels @para/ops dispatches to (RMSNorm, SwiGLU, RoPE), unless PARA_FUSED=0.
+  installFusedKernels();
   return true;
 }
 
@@ -290,6 +294,7 @@ export function uninstallBlasKernels(): boolean {
     tf.registerKernel(config);
   }
   installed = undefined;
+  uninstallFusedKernels();
   return true;
 }
 

@@ -1,0 +1,636 @@
+/*
+ * @para/blas: fused float32 kernels for TensorFlow.js's wasm backend (RMSNorm, SwiGLU, RoPE and
+ * their gradients), computed directly on the wasm heap like matmulHeap.
+ *
+ *   rmsNormHeap(heap, params)       params: [x, w, y, rows, d, eps, unitOffset]
+ *   rmsNormGradHeap(heap, params)   params: [dy, x, w, dx, dw, rows, d, eps, unitOffset]
+ *   swigluHeap(heap, params)        params: [gate, up, y, n]
+ *   swigluGradHeap(heap, params)    params: [dy, gate, up, dgate, dup, n]
+ *   ropeHeap(heap, params)          params: [x, cos, sin, y, B, H, T, hd, cosBatch, inverse]
+ *   fusedInfo()                     -> { threads }
+ *
+ * Offsets are byte offsets into `heap` (an ArrayBuffer); every operand is contiguous float32.
+ * Everything is checked against heap.byteLength (4-byte aligned, in bounds, no overflow, outputs
+ * not overlapping inputs or each other) before anything is read or written; a violation throws a
+ * RangeError/TypeError and touches nothing. The math is documented with the kernels' contract in
+ * @para/ops (src/fused.ts).
+ *
+ * Threads: a small pool of threads (libuv's; as many as OpenBLAS uses, or PARA_FUSED_THREADS, at
+ * most MAX_THREADS, the calling thread included) splits rows (or elements) into contiguous ranges; inputs below a few
+ * tens of thousands of elements run on the calling thread alone. Idle workers sleep on a
+ * condition variable (no spinning), and the kernels never run at the same time as an OpenBLAS
+ * call (JavaScript calls them one after another). Loops are plain C the compiler auto-vectorises
+ * (-O3, no -march, so the binary runs on any x86-64; an AVX2 clone of each hot loop is picked at
+ * load time where the CPU has it); exp is a polynomial (Cephes expf's, ~1 ulp)
+ * written so that it vectorises too.
+ */
+/* uv.h needs POSIX declarations that -std=c11 hides. */
+#if defined(__APPLE__)
+#define _DARWIN_C_SOURCE
+#else
+#define _XOPEN_SOURCE 700
+#endif
+#include <math.h>
+#include <node_api.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
+int openblas_get_num_threads(void);
+
+/*
+ * The hot loops are compiled twice on x86-64 Linux with GCC: for AVX2 and for the x86-64
+ * baseline (SSE2), chosen at load time by the CPU (an ifunc). The AVX2 clone is about 2.4x
+ * faster on SwiGLU's exp; both compute the same values (no FMA contraction in ISO C mode).
+ * -DPARA_FUSED_NO_CLONES builds the baseline only.
+ */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__GLIBC__) && \
+    !defined(PARA_FUSED_NO_CLONES)
+#define HOT __attribute__((target_clones("avx2", "default")))
+#else
+#define HOT
+#endif
+
+#define MAX_THREADS 8
+/* Work (in elements) below which a kernel runs on the calling thread only. */
+#define PARALLEL_MIN_ELEMENTS 32768
+#define MAX_VALUE ((double)(1ULL << 50))
+
+/* ---------- thread pool ---------- */
+
+/*
+ * libuv's threads, mutexes and condition variables (exported by the node binary, as N-API is),
+ * rather than pthreads directly: glibc 2.34 moved pthread_* to new symbol versions, and a
+ * prebuild linked against them would not load on older systems (Ubuntu 20.04's glibc 2.31).
+ */
+
+typedef void (*task_fn)(void *ctx, int64_t begin, int64_t end, int tid);
+
+static struct {
+  uv_mutex_t mu;
+  uv_cond_t work_cv;
+  uv_cond_t done_cv;
+  uv_mutex_t busy; /* one parallel_for at a time (Node worker threads share the pool) */
+  int threads;     /* total, calling thread included */
+  uint64_t generation;
+  task_fn fn;
+  void *ctx;
+  int64_t n;
+  int parts;
+  int pending;
+} pool;
+
+static uv_once_t pool_once = UV_ONCE_INIT;
+
+static void pool_worker(void *arg) {
+  const int tid = (int)(intptr_t)arg;
+  uint64_t seen = 0;
+  uv_mutex_lock(&pool.mu);
+  for (;;) {
+    while (pool.generation == seen) uv_cond_wait(&pool.work_cv, &pool.mu);
+    seen = pool.generation;
+    const task_fn fn = pool.fn;
+    void *ctx = pool.ctx;
+    const int64_t n = pool.n;
+    const int parts = pool.parts;
+    uv_mutex_unlock(&pool.mu);
+    if (tid < parts) {
+      const int64_t b = n * tid / parts, e = n * (tid + 1) / parts;
+      if (b < e) fn(ctx, b, e, tid);
+    }
+    uv_mutex_lock(&pool.mu);
+    if (--pool.pending == 0) uv_cond_signal(&pool.done_cv);
+  }
+}
+
+static void pool_start(void) {
+  pool.threads = 1;
+  if (uv_mutex_init(&pool.mu) != 0 || uv_mutex_init(&pool.busy) != 0 || uv_cond_init(&pool.work_cv) != 0 ||
+      uv_cond_init(&pool.done_cv) != 0) {
+    return; /* single-threaded */
+  }
+  int t = openblas_get_num_threads();
+  const char *env = getenv("PARA_FUSED_THREADS");
+  if (env != NULL && *env != '\0') {
+    /* A positive integer (parsed by hand: no libc symbol versions to depend on). */
+    int v = 0, ok = 1;
+    for (const char *c = env; *c != '\0'; c++) {
+      if (*c < '0' || *c > '9' || v > 1000) {
+        ok = 0;
+        break;
+      }
+      v = v * 10 + (*c - '0');
+    }
+    if (ok && v >= 1) t = v;
+  }
+  if (t < 1) t = 1;
+  if (t > MAX_THREADS) t = MAX_THREADS;
+  int created = 1;
+  for (int i = 1; i < t; i++) {
+    uv_thread_t th;
+    uv_thread_options_t opts;
+    opts.flags = UV_THREAD_HAS_STACK_SIZE;
+    opts.stack_size = 1 << 20;
+    if (uv_thread_create_ex(&th, &opts, pool_worker, (void *)(intptr_t)i) != 0) break; /* ids stay contiguous */
+    created++;
+  }
+  pool.threads = created;
+}
+
+static int pool_threads(void) {
+  uv_once(&pool_once, pool_start);
+  return pool.threads;
+}
+
+/*
+ * fn(ctx, begin, end, tid) over [0, n) in up to pool_threads() contiguous parts; `work` is the
+ * total element count, for the single-thread threshold. tid < pool_threads().
+ */
+static void parallel_for(int64_t n, int64_t work, task_fn fn, void *ctx) {
+  if (n <= 0) return;
+  const int t = work >= PARALLEL_MIN_ELEMENTS ? pool_threads() : 1;
+  int parts = t;
+  if (parts > n) parts = (int)n;
+  if (parts <= 1 || uv_mutex_trylock(&pool.busy) != 0) {
+    fn(ctx, 0, n, 0);
+    return;
+  }
+  uv_mutex_lock(&pool.mu);
+  pool.fn = fn;
+  pool.ctx = ctx;
+  pool.n = n;
+  pool.parts = parts;
+  pool.pending = pool.threads - 1;
+  pool.generation++;
+  uv_cond_broadcast(&pool.work_cv);
+  uv_mutex_unlock(&pool.mu);
+  fn(ctx, 0, n / parts, 0);
+  uv_mutex_lock(&pool.mu);
+  while (pool.pending > 0) uv_cond_wait(&pool.done_cv, &pool.mu);
+  uv_mutex_unlock(&pool.mu);
+  uv_mutex_unlock(&pool.busy);
+}
+
+/* ---------- math ---------- */
+
+/*
+ * exp(x) in float32, Cephes expf's range reduction and polynomial (relative error ~1e-7),
+ * branch-free so that loops calling it vectorise. Overflows to +inf above ~88.4, underflow is
+ * clamped at exp(-87.3) ~ 1.2e-38 (callers only use it inside 1 / (1 + exp(-x))); NaN stays NaN.
+ */
+static inline float exp_f(float x) {
+  const int nan_in = x != x;
+  float xc = nan_in ? 0.0f : x;
+  xc = xc < -87.3f ? -87.3f : xc;
+  xc = xc > 88.8f ? 88.8f : xc;
+  const float fn = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f; /* round(x / ln 2) */
+  float r = xc - fn * 0.693359375f;
+  r = r - fn * -2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  const int32_t bits = ((int32_t)fn + 127) << 23; /* 2^n; n = 128 gives +inf */
+  float scale;
+  memcpy(&scale, &bits, sizeof scale);
+  const float y = p * scale;
+  return nan_in ? x : y;
+}
+
+static inline float sigmoid_f(float x) { return 1.0f / (1.0f + exp_f(-x)); }
+
+/* Σ x[j]² in eight float lanes (the compiler turns them into vector registers), summed in double. */
+static inline double sum_squares(const float *x, int64_t d) {
+  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t j = 0;
+  for (; j + 8 <= d; j += 8) {
+    for (int l = 0; l < 8; l++) acc[l] += x[j + l] * x[j + l];
+  }
+  double s = 0;
+  for (; j < d; j++) s += (double)x[j] * (double)x[j];
+  for (int l = 0; l < 8; l++) s += acc[l];
+  return s;
+}
+
+/* Σ a[j] · b[j] · c[j] (c[j] + off: the weight, or 1 + weight), the same way. */
+static inline double sum_triple(const float *a, const float *b, const float *c, float off, int64_t d) {
+  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t j = 0;
+  for (; j + 8 <= d; j += 8) {
+    for (int l = 0; l < 8; l++) acc[l] += a[j + l] * (c[j + l] + off) * b[j + l];
+  }
+  double s = 0;
+  for (; j < d; j++) s += (double)a[j] * (double)(c[j] + off) * (double)b[j];
+  for (int l = 0; l < 8; l++) s += acc[l];
+  return s;
+}
+
+/* ---------- RMSNorm ---------- */
+
+typedef struct {
+  const float *x, *w, *dy;
+  float *y, *dx;
+  double *dw_parts; /* [threads][d] */
+  int64_t d;
+  double eps;
+  float off; /* 0, or 1 with unitOffset */
+} rms_t;
+
+static inline float rms_inv(const float *x, int64_t d, double eps) {
+  return (float)(1.0 / sqrt(sum_squares(x, d) / (double)d + eps));
+}
+
+HOT static void rms_forward_rows(void *vctx, int64_t begin, int64_t end, int tid) {
+  (void)tid;
+  const rms_t *c = (const rms_t *)vctx;
+  const int64_t d = c->d;
+  const float *w = c->w;
+  const float off = c->off;
+  for (int64_t r = begin; r < end; r++) {
+    const float *x = c->x + r * d;
+    float *y = c->y + r * d;
+    const float inv = rms_inv(x, d, c->eps);
+    for (int64_t j = 0; j < d; j++) y[j] = x[j] * inv * (w[j] + off);
+  }
+}
+
+/*
+ * r = rsqrt(mean(x²) + eps), g = dy · w′:  dx = r · g − x · r³ · Σ(g · x) / d;
+ * dw (this thread's part) += dy · x · r.
+ */
+HOT static void rms_backward_rows(void *vctx, int64_t begin, int64_t end, int tid) {
+  const rms_t *c = (const rms_t *)vctx;
+  const int64_t d = c->d;
+  const float *w = c->w;
+  const float off = c->off;
+  double *dw = c->dw_parts + (int64_t)tid * d;
+  for (int64_t r = begin; r < end; r++) {
+    const float *x = c->x + r * d;
+    const float *dy = c->dy + r * d;
+    float *dx = c->dx + r * d;
+    const double ms = sum_squares(x, d) / (double)d + c->eps;
+    const double invd = 1.0 / sqrt(ms);
+    const float inv = (float)invd;
+    const float k = (float)(invd * invd * invd * sum_triple(dy, x, w, off, d) / (double)d);
+    for (int64_t j = 0; j < d; j++) {
+      dx[j] = inv * (dy[j] * (w[j] + off)) - x[j] * k;
+      dw[j] += (double)(dy[j] * x[j] * inv);
+    }
+  }
+}
+
+/* ---------- SwiGLU ---------- */
+
+typedef struct {
+  const float *g, *u, *dy;
+  float *y, *dg, *du;
+} swiglu_t;
+
+HOT static void swiglu_forward_range(void *vctx, int64_t begin, int64_t end, int tid) {
+  (void)tid;
+  const swiglu_t *c = (const swiglu_t *)vctx;
+  const float *g = c->g, *u = c->u;
+  float *y = c->y;
+  for (int64_t i = begin; i < end; i++) {
+    const float s = sigmoid_f(g[i]);
+    y[i] = g[i] * s * u[i];
+  }
+}
+
+HOT static void swiglu_backward_range(void *vctx, int64_t begin, int64_t end, int tid) {
+  (void)tid;
+  const swiglu_t *c = (const swiglu_t *)vctx;
+  const float *g = c->g, *u = c->u, *dy = c->dy;
+  float *dg = c->dg, *du = c->du;
+  for (int64_t i = begin; i < end; i++) {
+    const float s = sigmoid_f(g[i]);
+    const float gs = g[i] * s;
+    du[i] = dy[i] * gs;
+    dg[i] = dy[i] * u[i] * (s + gs * (1.0f - s));
+  }
+}
+
+/* ---------- RoPE ---------- */
+
+typedef struct {
+  const float *x, *cos, *sin;
+  float *y;
+  int64_t h, t, hd;
+  int64_t cos_batch_stride; /* T·hd, or 0 when cos/sin broadcast over the batch */
+  int inverse;
+} rope_t;
+
+/* One row of hd = 2·half: the rotation (or its transpose) of (x1[j], x2[j]) by (c, s). */
+static inline void rope_row(const float *restrict x1, const float *restrict x2, const float *restrict c1,
+                            const float *restrict c2, const float *restrict s1, const float *restrict s2,
+                            float *restrict y1, float *restrict y2, int64_t half, int inverse) {
+  if (!inverse) {
+    for (int64_t j = 0; j < half; j++) {
+      y1[j] = x1[j] * c1[j] - x2[j] * s1[j];
+      y2[j] = x2[j] * c2[j] + x1[j] * s2[j];
+    }
+  } else {
+    for (int64_t j = 0; j < half; j++) {
+      y1[j] = x1[j] * c1[j] + x2[j] * s2[j];
+      y2[j] = x2[j] * c2[j] - x1[j] * s1[j];
+    }
+  }
+}
+
+/* Rows are (b, head, t) in x's order; row r reads the tables at (b, t). */
+HOT static void rope_rows(void *vctx, int64_t begin, int64_t end, int tid) {
+  (void)tid;
+  const rope_t *c = (const rope_t *)vctx;
+  const int64_t hd = c->hd, half = hd / 2, T = c->t, H = c->h;
+  for (int64_t r = begin; r < end; r++) {
+    const int64_t t = r % T, b = r / (T * H);
+    const float *x = c->x + r * hd;
+    float *y = c->y + r * hd;
+    const float *cs = c->cos + b * c->cos_batch_stride + t * hd;
+    const float *sn = c->sin + b * c->cos_batch_stride + t * hd;
+    /* restrict holds: the output never overlaps an input (checked before the call). */
+    rope_row(x, x + half, cs, cs + half, sn, sn + half, y, y + half, half, c->inverse);
+  }
+}
+
+/* ---------- argument checking ---------- */
+
+#define NAPI_CALL(env, call)                                                                   \
+  do {                                                                                         \
+    if ((call) != napi_ok) {                                                                   \
+      const napi_extended_error_info *info_ = NULL;                                            \
+      napi_get_last_error_info((env), &info_);                                                 \
+      bool pending_ = false;                                                                   \
+      napi_is_exception_pending((env), &pending_);                                             \
+      if (!pending_) {                                                                         \
+        napi_throw_error((env), "PARA_BLAS_NAPI",                                              \
+                         info_ && info_->error_message ? info_->error_message : "N-API call failed"); \
+      }                                                                                        \
+      return NULL;                                                                             \
+    }                                                                                          \
+  } while (0)
+
+static napi_value throw_range(napi_env env, const char *msg) {
+  napi_throw_range_error(env, "PARA_BLAS_BOUNDS", msg);
+  return NULL;
+}
+
+static napi_value throw_type(napi_env env, const char *msg) {
+  napi_throw_type_error(env, "PARA_BLAS_ARGS", msg);
+  return NULL;
+}
+
+static int is_count(double v, double max) { return v >= 0 && v <= max && v == floor(v); }
+
+/* heap, params (Float64Array of at least `want` entries). Returns 0 after throwing. */
+static int heap_args(napi_env env, napi_callback_info info, const char *name, size_t want, uint8_t **heap,
+                     size_t *heap_size, const double **params) {
+  size_t argc = 2;
+  napi_value argv[2];
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 2) {
+    throw_type(env, name);
+    return 0;
+  }
+  bool is_ab = false;
+  if (napi_is_arraybuffer(env, argv[0], &is_ab) != napi_ok || !is_ab) {
+    throw_type(env, "fused kernel: heap must be an ArrayBuffer");
+    return 0;
+  }
+  void *data = NULL;
+  if (napi_get_arraybuffer_info(env, argv[0], &data, heap_size) != napi_ok) {
+    throw_type(env, "fused kernel: cannot read the heap");
+    return 0;
+  }
+  bool is_ta = false;
+  napi_typedarray_type type;
+  size_t len = 0;
+  void *pdata = NULL;
+  if (napi_is_typedarray(env, argv[1], &is_ta) != napi_ok || !is_ta ||
+      napi_get_typedarray_info(env, argv[1], &type, &len, &pdata, NULL, NULL) != napi_ok ||
+      type != napi_float64_array) {
+    throw_type(env, "fused kernel: params must be a Float64Array");
+    return 0;
+  }
+  if (len < want) {
+    throw_type(env, "fused kernel: params too short");
+    return 0;
+  }
+  *heap = (uint8_t *)data;
+  *params = (const double *)pdata;
+  return 1;
+}
+
+typedef struct {
+  uint64_t off;
+  uint64_t bytes;
+} span_t;
+
+/* An operand of `elems` float32 at byte offset `off`: aligned, in the heap, no overflow. */
+static int span_ok(double off, uint64_t elems, size_t heap_size, span_t *out) {
+  if (!is_count(off, MAX_VALUE)) return 0;
+  const uint64_t o = (uint64_t)off;
+  uint64_t bytes, end;
+  if (o % 4 != 0) return 0;
+  if (__builtin_mul_overflow(elems, (uint64_t)4, &bytes) || __builtin_add_overflow(o, bytes, &end)) return 0;
+  if (end > heap_size) return 0;
+  out->off = o;
+  out->bytes = bytes;
+  return 1;
+}
+
+static int overlap(span_t a, span_t b) {
+  if (a.bytes == 0 || b.bytes == 0) return 0;
+  return a.off < b.off + b.bytes && b.off < a.off + a.bytes;
+}
+
+/* No output overlaps an input or another output. */
+static int disjoint(const span_t *in, int nin, const span_t *out, int nout) {
+  for (int i = 0; i < nout; i++) {
+    for (int j = 0; j < nin; j++) {
+      if (overlap(out[i], in[j])) return 0;
+    }
+    for (int j = i + 1; j < nout; j++) {
+      if (overlap(out[i], out[j])) return 0;
+    }
+  }
+  return 1;
+}
+
+/* rows, d: integers with rows·d < 2^50. */
+static int dims_ok(double rows, double d, uint64_t *total) {
+  if (!is_count(rows, MAX_VALUE) || !is_count(d, MAX_VALUE)) return 0;
+  return !__builtin_mul_overflow((uint64_t)rows, (uint64_t)d, total) && *total <= (uint64_t)MAX_VALUE;
+}
+
+/* ---------- entry points ---------- */
+
+/* rmsNormHeap(heap, [x, w, y, rows, d, eps, unitOffset]) */
+static napi_value RmsNormHeap(napi_env env, napi_callback_info info) {
+  uint8_t *heap;
+  size_t size;
+  const double *p;
+  if (!heap_args(env, info, "rmsNormHeap(heap, params)", 7, &heap, &size, &p)) return NULL;
+  uint64_t total;
+  if (!dims_ok(p[3], p[4], &total)) return throw_range(env, "rmsNormHeap: rows and d must be non-negative integers");
+  const int64_t rows = (int64_t)p[3], d = (int64_t)p[4];
+  const double eps = p[5];
+  if (!(eps >= 0) || !isfinite(eps)) return throw_range(env, "rmsNormHeap: eps must be finite and >= 0");
+  span_t x, w, y;
+  if (!span_ok(p[0], total, size, &x) || !span_ok(p[1], (uint64_t)d, size, &w) || !span_ok(p[2], total, size, &y)) {
+    return throw_range(env, "rmsNormHeap: an operand lies outside the heap (or is not 4-byte aligned)");
+  }
+  const span_t in[2] = {x, w};
+  if (!disjoint(in, 2, &y, 1)) return throw_range(env, "rmsNormHeap: the output overlaps an input");
+  if (total == 0) return NULL;
+  rms_t c = {(const float *)(heap + x.off), (const float *)(heap + w.off), NULL, (float *)(heap + y.off), NULL,
+             NULL, d, eps, p[6] != 0 ? 1.0f : 0.0f};
+  parallel_for(rows, (int64_t)total, rms_forward_rows, &c);
+  return NULL;
+}
+
+/* rmsNormGradHeap(heap, [dy, x, w, dx, dw, rows, d, eps, unitOffset]) */
+static napi_value RmsNormGradHeap(napi_env env, napi_callback_info info) {
+  uint8_t *heap;
+  size_t size;
+  const double *p;
+  if (!heap_args(env, info, "rmsNormGradHeap(heap, params)", 9, &heap, &size, &p)) return NULL;
+  uint64_t total;
+  if (!dims_ok(p[5], p[6], &total)) return throw_range(env, "rmsNormGradHeap: rows and d must be non-negative integers");
+  const int64_t rows = (int64_t)p[5], d = (int64_t)p[6];
+  const double eps = p[7];
+  if (!(eps >= 0) || !isfinite(eps)) return throw_range(env, "rmsNormGradHeap: eps must be finite and >= 0");
+  span_t dy, x, w, dx, dw;
+  if (!span_ok(p[0], total, size, &dy) || !span_ok(p[1], total, size, &x) || !span_ok(p[2], (uint64_t)d, size, &w) ||
+      !span_ok(p[3], total, size, &dx) || !span_ok(p[4], (uint64_t)d, size, &dw)) {
+    return throw_range(env, "rmsNormGradHeap: an operand lies outside the heap (or is not 4-byte aligned)");
+  }
+  const span_t in[3] = {dy, x, w};
+  const span_t out[2] = {dx, dw};
+  if (!disjoint(in, 3, out, 2)) return throw_range(env, "rmsNormGradHeap: an output overlaps an input or the other output");
+  float *dwp = (float *)(heap + dw.off);
+  if (d == 0) return NULL;
+  if (rows == 0) {
+    memset(dwp, 0, (size_t)d * sizeof(float));
+    return NULL;
+  }
+  const int threads = (int64_t)total >= PARALLEL_MIN_ELEMENTS ? pool_threads() : 1;
+  double *parts = (double *)calloc((size_t)threads * (size_t)d, sizeof(double));
+  if (parts == NULL) {
+    napi_throw_error(env, "PARA_BLAS_NOMEM", "rmsNormGradHeap: out of memory");
+    return NULL;
+  }
+  rms_t c = {(const float *)(heap + x.off), (const float *)(heap + w.off), (const float *)(heap + dy.off), NULL,
+             (float *)(heap + dx.off), parts, d, eps, p[8] != 0 ? 1.0f : 0.0f};
+  parallel_for(rows, threads > 1 ? (int64_t)total : 0, rms_backward_rows, &c);
+  for (int64_t j = 0; j < d; j++) {
+    double s = 0;
+    for (int t = 0; t < threads; t++) s += parts[(int64_t)t * d + j];
+    dwp[j] = (float)s;
+  }
+  free(parts);
+  return NULL;
+}
+
+/* swigluHeap(heap, [gate, up, y, n]) */
+static napi_value SwigluHeap(napi_env env, napi_callback_info info) {
+  uint8_t *heap;
+  size_t size;
+  const double *p;
+  if (!heap_args(env, info, "swigluHeap(heap, params)", 4, &heap, &size, &p)) return NULL;
+  if (!is_count(p[3], MAX_VALUE)) return throw_range(env, "swigluHeap: n must be a non-negative integer");
+  const uint64_t n = (uint64_t)p[3];
+  span_t g, u, y;
+  if (!span_ok(p[0], n, size, &g) || !span_ok(p[1], n, size, &u) || !span_ok(p[2], n, size, &y)) {
+    return throw_range(env, "swigluHeap: an operand lies outside the heap (or is not 4-byte aligned)");
+  }
+  const span_t in[2] = {g, u};
+  if (!disjoint(in, 2, &y, 1)) return throw_range(env, "swigluHeap: the output overlaps an input");
+  swiglu_t c = {(const float *)(heap + g.off), (const float *)(heap + u.off), NULL, (float *)(heap + y.off), NULL,
+                NULL};
+  parallel_for((int64_t)n, (int64_t)n, swiglu_forward_range, &c);
+  return NULL;
+}
+
+/* swigluGradHeap(heap, [dy, gate, up, dgate, dup, n]) */
+static napi_value SwigluGradHeap(napi_env env, napi_callback_info info) {
+  uint8_t *heap;
+  size_t size;
+  const double *p;
+  if (!heap_args(env, info, "swigluGradHeap(heap, params)", 6, &heap, &size, &p)) return NULL;
+  if (!is_count(p[5], MAX_VALUE)) return throw_range(env, "swigluGradHeap: n must be a non-negative integer");
+  const uint64_t n = (uint64_t)p[5];
+  span_t dy, g, u, dg, du;
+  if (!span_ok(p[0], n, size, &dy) || !span_ok(p[1], n, size, &g) || !span_ok(p[2], n, size, &u) ||
+      !span_ok(p[3], n, size, &dg) || !span_ok(p[4], n, size, &du)) {
+    return throw_range(env, "swigluGradHeap: an operand lies outside the heap (or is not 4-byte aligned)");
+  }
+  const span_t in[3] = {dy, g, u};
+  const span_t out[2] = {dg, du};
+  if (!disjoint(in, 3, out, 2)) return throw_range(env, "swigluGradHeap: an output overlaps an input or the other output");
+  swiglu_t c = {(const float *)(heap + g.off), (const float *)(heap + u.off), (const float *)(heap + dy.off), NULL,
+                (float *)(heap + dg.off), (float *)(heap + du.off)};
+  parallel_for((int64_t)n, (int64_t)n, swiglu_backward_range, &c);
+  return NULL;
+}
+
+/* ropeHeap(heap, [x, cos, sin, y, B, H, T, hd, cosBatch, inverse]) */
+static napi_value RopeHeap(napi_env env, napi_callback_info info) {
+  uint8_t *heap;
+  size_t size;
+  const double *p;
+  if (!heap_args(env, info, "ropeHeap(heap, params)", 10, &heap, &size, &p)) return NULL;
+  for (int i = 4; i <= 8; i++) {
+    if (!is_count(p[i], MAX_VALUE)) return throw_range(env, "ropeHeap: B, H, T, hd and cosBatch must be non-negative integers");
+  }
+  const uint64_t B = (uint64_t)p[4], H = (uint64_t)p[5], T = (uint64_t)p[6], hd = (uint64_t)p[7], cb = (uint64_t)p[8];
+  if (hd % 2 != 0) return throw_range(env, "ropeHeap: hd must be even");
+  if (cb != 1 && cb != B) return throw_range(env, "ropeHeap: cosBatch must be 1 or B");
+  uint64_t rows, total, table;
+  if (__builtin_mul_overflow(B, H, &rows) || __builtin_mul_overflow(rows, T, &rows) ||
+      __builtin_mul_overflow(rows, hd, &total) || __builtin_mul_overflow(cb, T, &table) ||
+      __builtin_mul_overflow(table, hd, &table) || total > (uint64_t)MAX_VALUE) {
+    return throw_range(env, "ropeHeap: shape too large");
+  }
+  span_t x, cs, sn, y;
+  if (!span_ok(p[0], total, size, &x) || !span_ok(p[1], table, size, &cs) || !span_ok(p[2], table, size, &sn) ||
+      !span_ok(p[3], total, size, &y)) {
+    return throw_range(env, "ropeHeap: an operand lies outside the heap (or is not 4-byte aligned)");
+  }
+  const span_t in[3] = {x, cs, sn};
+  if (!disjoint(in, 3, &y, 1)) return throw_range(env, "ropeHeap: the output overlaps an input");
+  if (total == 0) return NULL;
+  rope_t c = {(const float *)(heap + x.off), (const float *)(heap + cs.off), (const float *)(heap + sn.off),
+              (float *)(heap + y.off), (int64_t)H, (int64_t)T, (int64_t)hd, cb == 1 ? 0 : (int64_t)(T * hd),
+              p[9] != 0};
+  parallel_for((int64_t)rows, (int64_t)total, rope_rows, &c);
+  return NULL;
+}
+
+static napi_value FusedInfo(napi_env env, napi_callback_info info) {
+  (void)info;
+  napi_value obj, v;
+  NAPI_CALL(env, napi_create_object(env, &obj));
+  NAPI_CALL(env, napi_create_int32(env, pool_threads(), &v));
+  NAPI_CALL(env, napi_set_named_property(env, obj, "threads", v));
+  NAPI_CALL(env, napi_create_int32(env, PARALLEL_MIN_ELEMENTS, &v));
+  NAPI_CALL(env, napi_set_named_property(env, obj, "parallelMinElements", v));
+  return obj;
+}
+
+/* Adds the fused kernels to the addon's exports (called from para_blas.c's Init). */
+napi_status para_fused_init(napi_env env, napi_value exports) {
+  napi_property_descriptor props[] = {
+      {"rmsNormHeap", NULL, RmsNormHeap, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"rmsNormGradHeap", NULL, RmsNormGradHeap, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"swigluHeap", NULL, SwigluHeap, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"swigluGradHeap", NULL, SwigluGradHeap, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"ropeHeap", NULL, RopeHeap, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"fusedInfo", NULL, FusedInfo, NULL, NULL, NULL, napi_enumerable, NULL},
+  };
+  return napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
+}

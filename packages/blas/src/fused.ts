@@ -1,0 +1,423 @@
+import * as tf from '@tensorflow/tfjs-core';
+import { type BlasAddon, blasAddon } from './addon';
+import type { KernelArgs, TensorInfoLike, WasmBackendLike } from './kernels';
+
+/*
+ * Fused kernels for tfjs's wasm backend — ParaRmsNorm, ParaRmsNormGrad, ParaSwiGlu,
+ * ParaSwiGluGrad, ParaRope — computed in C (native/para_fused.c) directly on the wasm heap, as
+ * the matmuls are. Their contract (inputs, attrs, outputs, math) is @para/ops' `fused.ts`, whose
+ * ops call them where they are registered and whose registered gradients call the Grad kernels.
+ * A shared (threaded) heap, which the addon cannot address, is computed by the same math in
+ * JavaScript on the heap's views instead: slower, same answer.
+ */
+
+export const FUSED_KERNEL_NAMES = [
+  'ParaRmsNorm',
+  'ParaRmsNormGrad',
+  'ParaSwiGlu',
+  'ParaSwiGluGrad',
+  'ParaRope',
+] as const;
+
+const size = (shape: number[]) => shape.reduce((a, b) => a * b, 1);
+
+interface HeapBackend extends WasmBackendLike {
+  wasm: { HEAPU8: Uint8Array };
+}
+
+function asWasm(backend: unknown, kernel: string): HeapBackend {
+  const b = backend as Partial<WasmBackendLike> | null;
+  if (
+    b == null ||
+    typeof b.makeOutput !== 'function' ||
+    b.dataIdMap == null ||
+    b.wasm?.HEAPU8 == null
+  )
+    throw new Error(`${kernel}: not the wasm backend`);
+  return b as HeapBackend;
+}
+
+function offset(backend: HeapBackend, t: TensorInfoLike): number {
+  const off = backend.dataIdMap.get(t.dataId)?.memoryOffset;
+  if (typeof off === 'number') return off;
+  if (size(t.shape) === 0) return 0; // nothing is read or written there
+  throw new Error('@para/blas: tensor has no wasm memory offset');
+}
+
+function need(inputs: KernelArgs['inputs'], name: string, kernel: string): TensorInfoLike {
+  const t = inputs[name];
+  if (t === undefined) throw new Error(`${kernel}: missing input "${name}"`);
+  if (t.dtype !== 'float32')
+    throw new Error(`${kernel}: input "${name}" must be float32, got ${t.dtype}`);
+  return t;
+}
+
+function sameShape(a: TensorInfoLike, b: TensorInfoLike, kernel: string, what: string): void {
+  if (a.shape.length !== b.shape.length || a.shape.some((d, i) => d !== b.shape[i]))
+    throw new Error(`${kernel}: ${what} [${b.shape}] does not match [${a.shape}]`);
+}
+
+/**
+ * Allocate the outputs (first: allocation may grow the heap and detach the old buffer), then
+ * compute on the current heap: natively when it is a plain ArrayBuffer, else in JavaScript on
+ * Float32Array views of the shared heap. Outputs are freed when the computation throws.
+ */
+function compute(
+  backend: HeapBackend,
+  shapes: number[][],
+  native: (heap: ArrayBuffer, out: number[]) => void,
+  js: (f32: Float32Array, out: number[]) => void,
+): TensorInfoLike[] {
+  const outs = shapes.map((s) => backend.makeOutput(s, 'float32'));
+  try {
+    const heap = backend.wasm.HEAPU8.buffer;
+    const offs = outs.map((o) => offset(backend, o));
+    if (Object.prototype.toString.call(heap) === '[object ArrayBuffer]')
+      native(heap as ArrayBuffer, offs);
+    else js(new Float32Array(heap), offs);
+  } catch (e) {
+    for (const o of outs) backend.disposeData(o.dataId, true);
+    throw e;
+  }
+  return outs;
+}
+
+// --- the JavaScript versions (shared heap only), on element indices of a Float32Array ---
+
+/** Exported for tests: the fallback's math on plain arrays (element offsets). */
+export const jsFused = {
+  rmsNorm(
+    m: Float32Array,
+    x: number,
+    w: number,
+    y: number,
+    rows: number,
+    d: number,
+    eps: number,
+    off: number,
+  ) {
+    for (let r = 0; r < rows; r++) {
+      let ss = 0;
+      for (let j = 0; j < d; j++) ss += (m[x + r * d + j] as number) ** 2;
+      const inv = Math.fround(1 / Math.sqrt(ss / d + eps));
+      for (let j = 0; j < d; j++)
+        m[y + r * d + j] = (m[x + r * d + j] as number) * inv * ((m[w + j] as number) + off);
+    }
+  },
+  rmsNormGrad(
+    m: Float32Array,
+    dy: number,
+    x: number,
+    w: number,
+    dx: number,
+    dw: number,
+    rows: number,
+    d: number,
+    eps: number,
+    off: number,
+  ) {
+    const acc = new Float64Array(d);
+    for (let r = 0; r < rows; r++) {
+      let ss = 0;
+      let gx = 0;
+      for (let j = 0; j < d; j++) {
+        const xv = m[x + r * d + j] as number;
+        ss += xv * xv;
+        gx += (m[dy + r * d + j] as number) * ((m[w + j] as number) + off) * xv;
+      }
+      const inv = 1 / Math.sqrt(ss / d + eps);
+      const k = (inv * inv * inv * gx) / d;
+      for (let j = 0; j < d; j++) {
+        const xv = m[x + r * d + j] as number;
+        const g = m[dy + r * d + j] as number;
+        m[dx + r * d + j] = inv * g * ((m[w + j] as number) + off) - xv * k;
+        acc[j] = (acc[j] as number) + g * xv * inv;
+      }
+    }
+    for (let j = 0; j < d; j++) m[dw + j] = acc[j] as number;
+  },
+  swiglu(m: Float32Array, g: number, u: number, y: number, n: number) {
+    for (let i = 0; i < n; i++) {
+      const gv = m[g + i] as number;
+      m[y + i] = (gv / (1 + Math.exp(-gv))) * (m[u + i] as number);
+    }
+  },
+  swigluGrad(m: Float32Array, dy: number, g: number, u: number, dg: number, du: number, n: number) {
+    for (let i = 0; i < n; i++) {
+      const gv = m[g + i] as number;
+      const s = 1 / (1 + Math.exp(-gv));
+      const d = m[dy + i] as number;
+      m[du + i] = d * gv * s;
+      m[dg + i] = d * (m[u + i] as number) * (s + gv * s * (1 - s));
+    }
+  },
+  rope(
+    m: Float32Array,
+    x: number,
+    cos: number,
+    sin: number,
+    y: number,
+    dims: { B: number; H: number; T: number; hd: number; cosBatch: number },
+    inverse: boolean,
+  ) {
+    const { B, H, T, hd, cosBatch } = dims;
+    const h = hd / 2;
+    for (let b = 0; b < B; b++)
+      for (let n = 0; n < H; n++)
+        for (let t = 0; t < T; t++) {
+          const xr = x + ((b * H + n) * T + t) * hd;
+          const yr = y + ((b * H + n) * T + t) * hd;
+          const tr = ((cosBatch === 1 ? 0 : b) * T + t) * hd;
+          for (let j = 0; j < h; j++) {
+            const x1 = m[xr + j] as number;
+            const x2 = m[xr + j + h] as number;
+            const c1 = m[cos + tr + j] as number;
+            const c2 = m[cos + tr + j + h] as number;
+            const s1 = m[sin + tr + j] as number;
+            const s2 = m[sin + tr + j + h] as number;
+            m[yr + j] = inverse ? x1 * c1 + x2 * s2 : x1 * c1 - x2 * s1;
+            m[yr + j + h] = inverse ? x2 * c2 - x1 * s1 : x2 * c2 + x1 * s2;
+          }
+        }
+  },
+};
+
+type Native = Required<BlasAddon>;
+
+function rmsNormKernel(addon: Native): tf.KernelFunc {
+  return (args) => {
+    const { inputs, backend: be, attrs } = args as unknown as KernelArgs;
+    const K = 'ParaRmsNorm';
+    const backend = asWasm(be, K);
+    const x = need(inputs, 'x', K);
+    const w = need(inputs, 'weight', K);
+    const d = x.shape[x.shape.length - 1] ?? 1;
+    if (x.shape.length < 1 || w.shape.length !== 1 || w.shape[0] !== d)
+      throw new Error(`${K}: weight [${w.shape}] does not match x [${x.shape}]`);
+    const rows = size(x.shape) / Math.max(d, 1);
+    const eps = Number(attrs?.eps ?? 1e-6);
+    const off = attrs?.unitOffset === true ? 1 : 0;
+    const xo = offset(backend, x);
+    const wo = offset(backend, w);
+    const [y] = compute(
+      backend,
+      [x.shape],
+      (heap, [yo]) =>
+        addon.rmsNormHeap(heap, Float64Array.of(xo, wo, yo as number, rows, d, eps, off)),
+      (m, [yo]) => jsFused.rmsNorm(m, xo / 4, wo / 4, (yo as number) / 4, rows, d, eps, off),
+    );
+    return y as tf.TensorInfo;
+  };
+}
+
+function rmsNormGradKernel(addon: Native): tf.KernelFunc {
+  return (args) => {
+    const { inputs, backend: be, attrs } = args as unknown as KernelArgs;
+    const K = 'ParaRmsNormGrad';
+    const backend = asWasm(be, K);
+    const dy = need(inputs, 'dy', K);
+    const x = need(inputs, 'x', K);
+    const w = need(inputs, 'weight', K);
+    sameShape(x, dy, K, 'dy');
+    const d = x.shape[x.shape.length - 1] ?? 1;
+    if (x.shape.length < 1 || w.shape.length !== 1 || w.shape[0] !== d)
+      throw new Error(`${K}: weight [${w.shape}] does not match x [${x.shape}]`);
+    const rows = size(x.shape) / Math.max(d, 1);
+    const eps = Number(attrs?.eps ?? 1e-6);
+    const off = attrs?.unitOffset === true ? 1 : 0;
+    const [dyo, xo, wo] = [offset(backend, dy), offset(backend, x), offset(backend, w)];
+    return compute(
+      backend,
+      [x.shape, w.shape],
+      (heap, [dxo, dwo]) =>
+        addon.rmsNormGradHeap(
+          heap,
+          Float64Array.of(dyo, xo, wo, dxo as number, dwo as number, rows, d, eps, off),
+        ),
+      (m, [dxo, dwo]) =>
+        jsFused.rmsNormGrad(
+          m,
+          dyo / 4,
+          xo / 4,
+          wo / 4,
+          (dxo as number) / 4,
+          (dwo as number) / 4,
+          rows,
+          d,
+          eps,
+          off,
+        ),
+    ) as tf.TensorInfo[];
+  };
+}
+
+function swigluKernel(addon: Native): tf.KernelFunc {
+  return (args) => {
+    const { inputs, backend: be } = args as unknown as KernelArgs;
+    const K = 'ParaSwiGlu';
+    const backend = asWasm(be, K);
+    const g = need(inputs, 'gate', K);
+    const u = need(inputs, 'up', K);
+    sameShape(g, u, K, 'up');
+    const n = size(g.shape);
+    const [go, uo] = [offset(backend, g), offset(backend, u)];
+    const [y] = compute(
+      backend,
+      [g.shape],
+      (heap, [yo]) => addon.swigluHeap(heap, Float64Array.of(go, uo, yo as number, n)),
+      (m, [yo]) => jsFused.swiglu(m, go / 4, uo / 4, (yo as number) / 4, n),
+    );
+    return y as tf.TensorInfo;
+  };
+}
+
+function swigluGradKernel(addon: Native): tf.KernelFunc {
+  return (args) => {
+    const { inputs, backend: be } = args as unknown as KernelArgs;
+    const K = 'ParaSwiGluGrad';
+    const backend = asWasm(be, K);
+    const dy = need(inputs, 'dy', K);
+    const g = need(inputs, 'gate', K);
+    const u = need(inputs, 'up', K);
+    sameShape(g, u, K, 'up');
+    sameShape(g, dy, K, 'dy');
+    const n = size(g.shape);
+    const [dyo, go, uo] = [offset(backend, dy), offset(backend, g), offset(backend, u)];
+    return compute(
+      backend,
+      [g.shape, g.shape],
+      (heap, [dgo, duo]) =>
+        addon.swigluGradHeap(heap, Float64Array.of(dyo, go, uo, dgo as number, duo as number, n)),
+      (m, [dgo, duo]) =>
+        jsFused.swigluGrad(m, dyo / 4, go / 4, uo / 4, (dgo as number) / 4, (duo as number) / 4, n),
+    ) as tf.TensorInfo[];
+  };
+}
+
+function ropeKernel(addon: Native): tf.KernelFunc {
+  return (args) => {
+    const { inputs, backend: be, attrs } = args as unknown as KernelArgs;
+    const K = 'ParaRope';
+    const backend = asWasm(be, K);
+    const x = need(inputs, 'x', K);
+    const cos = need(inputs, 'cos', K);
+    const sin = need(inputs, 'sin', K);
+    sameShape(cos, sin, K, 'sin');
+    const [B, H, T, hd] = x.shape as [number, number, number, number];
+    const cb = cos.shape[0] as number;
+    if (
+      x.shape.length !== 4 ||
+      hd % 2 !== 0 ||
+      cos.shape.length !== 4 ||
+      (cb !== 1 && cb !== B) ||
+      cos.shape[1] !== 1 ||
+      cos.shape[2] !== T ||
+      cos.shape[3] !== hd
+    )
+      throw new Error(
+        `${K}: x [${x.shape}] with cos [${cos.shape}]: expected [B, H, T, hd] and [B or 1, 1, T, hd], hd even`,
+      );
+    const inverse = attrs?.inverse === true;
+    const [xo, co, so] = [offset(backend, x), offset(backend, cos), offset(backend, sin)];
+    const [y] = compute(
+      backend,
+      [x.shape],
+      (heap, [yo]) =>
+        addon.ropeHeap(
+          heap,
+          Float64Array.of(xo, co, so, yo as number, B, H, T, hd, cb, inverse ? 1 : 0),
+        ),
+      (m, [yo]) =>
+        jsFused.rope(
+          m,
+          xo / 4,
+          co / 4,
+          so / 4,
+          (yo as number) / 4,
+          { B, H, T, hd, cosBatch: cb },
+          inverse,
+        ),
+    );
+    return y as tf.TensorInfo;
+  };
+}
+
+const MAKERS: Record<(typeof FUSED_KERNEL_NAMES)[number], (a: Native) => tf.KernelFunc> = {
+  ParaRmsNorm: rmsNormKernel,
+  ParaRmsNormGrad: rmsNormGradKernel,
+  ParaSwiGlu: swigluKernel,
+  ParaSwiGluGrad: swigluGradKernel,
+  ParaRope: ropeKernel,
+};
+
+function hasFusedFunctions(addon: BlasAddon | undefined): addon is Native {
+  return (
+    addon !== undefined &&
+    typeof addon.rmsNormHeap === 'function' &&
+    typeof addon.rmsNormGradHeap === 'function' &&
+    typeof addon.swigluHeap === 'function' &&
+    typeof addon.swigluGradHeap === 'function' &&
+    typeof addon.ropeHeap === 'function'
+  );
+}
+
+let ours: Map<string, tf.KernelFunc> | undefined;
+
+/** Why `installFusedKernels()` would not install (undefined: it would). */
+export function fusedKernelsProblem(): string | undefined {
+  if (process.env.PARA_FUSED === '0') return 'disabled by PARA_FUSED=0';
+  const addon = blasAddon();
+  if (addon === undefined) return 'the addon is unavailable';
+  if (!hasFusedFunctions(addon)) return 'the loaded binary predates the fused kernels (rebuild it)';
+  // A started wasm backend with a shared (threaded) heap: its own kernels are the better choice.
+  const wasm = tf.findBackend('wasm') as Partial<WasmBackendLike> | null;
+  const heap = wasm?.wasm?.HEAPU8?.buffer;
+  if (heap !== undefined && Object.prototype.toString.call(heap) !== '[object ArrayBuffer]')
+    return 'the wasm heap is shared (threaded wasm)';
+  return undefined;
+}
+
+/**
+ * Register the fused kernels (ParaRmsNorm, ParaRmsNormGrad, ParaSwiGlu, ParaSwiGluGrad,
+ * ParaRope) for the wasm backend; @para/ops then uses them. `installBlasKernels()` calls this.
+ * Returns false, changing nothing, when the addon (or a binary with these kernels) is
+ * unavailable or PARA_FUSED=0 is set. A kernel someone else registered under one of these
+ * names is left in place. Idempotent.
+ */
+export function installFusedKernels(): boolean {
+  if (ours !== undefined) return true;
+  if (fusedKernelsProblem() !== undefined) return false;
+  const addon = blasAddon() as Native;
+  const registered = new Map<string, tf.KernelFunc>();
+  for (const name of FUSED_KERNEL_NAMES) {
+    if (tf.getKernel(name, 'wasm') !== undefined) continue;
+    const kernelFunc = MAKERS[name](addon);
+    tf.registerKernel({ kernelName: name, backendName: 'wasm', kernelFunc });
+    registered.set(name, kernelFunc);
+  }
+  ours = registered;
+  return true;
+}
+
+/** Unregister the fused kernels `installFusedKernels` registered. False if none were installed. */
+export function uninstallFusedKernels(): boolean {
+  if (ours === undefined) return false;
+  for (const [name, fn] of ours) {
+    if (tf.getKernel(name, 'wasm')?.kernelFunc === fn) tf.unregisterKernel(name, 'wasm');
+  }
+  ours = undefined;
+  return true;
+}
+
+/** Whether our fused kernels are the registered ones for wasm now. */
+export function fusedKernelsInstalled(): boolean {
+  if (ours === undefined || ours.size === 0) return false;
+  for (const [name, fn] of ours) if (tf.getKernel(name, 'wasm')?.kernelFunc !== fn) return false;
+  return true;
+}
+
+/** The fused kernels' thread pool (calling thread included), or undefined without the addon. */
+export function fusedThreads(): number | undefined {
+  const addon = blasAddon();
+  return hasFusedFunctions(addon) ? addon.fusedInfo?.().threads : undefined;
+}
