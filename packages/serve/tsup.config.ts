@@ -1,7 +1,12 @@
 import { defineConfig } from 'tsup';
 
 export default defineConfig({
-  entry: { index: 'src/index.ts', node: 'src/node.ts' },
+  // fine-tune-worker: the fine-tuning jobs' child process (forked by src/node/job-process.ts).
+  entry: {
+    index: 'src/index.ts',
+    node: 'src/node.ts',
+    'fine-tune-worker': 'src/node/fine-tune-worker.ts',
+  },
   format: ['esm', 'cjs'],
   dts: true,
   // Shared chunks, so `@para/serve` and `@para/serve/node` share one copy of every class.
@@ -12,6 +17,6 @@ export default defineConfig({
   // "." is universal (the engine and the registry: no Node built-ins); "./node" adds adapter
   // directories on disk and the Fastify HTTP server.
   platform: 'neutral',
-  external: [/^@tensorflow\//, /^@para\//, /^node:/, 'fastify', 'prom-client'],
+  external: [/^@tensorflow\//, /^@para\//, /^@fastify\//, /^node:/, 'fastify', 'prom-client'],
   shims: true,
 });

@@ -53,6 +53,15 @@ import {
   type AdapterRegistry,
   checkAdapterName,
 } from '../registry';
+import {
+  DEFAULT_OWNER,
+  type FineTuning,
+  type FineTuningOptions,
+  fineTunedRegistry,
+  keyOwner,
+  registerFineTuning,
+} from './fine-tuning';
+import { errorBody, HttpError } from './http-error';
 import { apiKeys, type KeyGrant } from './keys';
 import { createMetrics, type ServerMetrics } from './metrics';
 
@@ -87,6 +96,11 @@ export interface ServerOptions {
   logger?: FastifyServerOptions['logger'];
   /** GET /metrics in Prometheus' text format (default true; not behind `apiKey`). */
   metrics?: boolean;
+  /**
+   * OpenAI's Files and fine-tuning API (fine-tuning.ts): uploads, jobs in worker processes, and
+   * their adapters served as `ft:…` models. Absent: those routes do not exist.
+   */
+  fineTuning?: FineTuningOptions;
 }
 
 export interface ParaServer {
@@ -96,35 +110,12 @@ export interface ParaServer {
   modelName: string;
   /** The Prometheus registry of GET /metrics (null when metrics are off). */
   metrics: ServerMetrics | null;
+  /** The files and fine-tuning jobs (null without `fineTuning`). */
+  fineTuning: FineTuning | null;
   /** Starts listening (default 127.0.0.1, port 8000; port 0: a free port); returns the base URL. */
   listen(options?: { host?: string; port?: number }): Promise<string>;
   /** Stops admitting, finishes or cancels running requests within the deadline, closes. */
   close(): Promise<void>;
-}
-
-type OpenAIErrorType =
-  | 'invalid_request_error'
-  | 'authentication_error'
-  | 'permission_error'
-  | 'not_found_error'
-  | 'rate_limit_error'
-  | 'server_error';
-
-class HttpError extends Error {
-  constructor(
-    readonly status: number,
-    message: string,
-    readonly type: OpenAIErrorType,
-    readonly param: string | null = null,
-    readonly code: string | null = null,
-    readonly headers: Record<string, string> = {},
-  ) {
-    super(message);
-  }
-}
-
-function errorBody(e: HttpError) {
-  return { error: { message: e.message, type: e.type, param: e.param, code: e.code } };
 }
 
 /** Maps a typed error (bad input, full queue, …) to its HTTP form; null for a bug. */
@@ -331,7 +322,9 @@ export async function createServer(options: ServerOptions): Promise<ParaServer> 
   }
   const tok = tokenizer as ParaTokenizer;
   const modelName = options.modelName ?? 'para-base';
-  const registry = options.registry ?? null;
+  const registry =
+    options.registry ??
+    (options.fineTuning === undefined ? null : fineTunedRegistry(model, options.fineTuning));
   const engine =
     options.engine instanceof Engine
       ? options.engine
@@ -386,6 +379,8 @@ export async function createServer(options: ServerOptions): Promise<ParaServer> 
   ]);
   /** The grant of each authenticated request (none when the server has no keys). */
   const grants = new WeakMap<FastifyRequest, KeyGrant>();
+  /** The owner of what a request creates (fine-tuning): its key's id. */
+  const owners = new WeakMap<FastifyRequest, string>();
   if (keys.size > 0) {
     app.addHook('onRequest', async (request) => {
       if (!request.url.startsWith('/v1/')) return;
@@ -404,6 +399,7 @@ export async function createServer(options: ServerOptions): Promise<ParaServer> 
         );
       }
       grants.set(request, grant);
+      owners.set(request, keyOwner(m?.[1] as string));
     });
   }
   const mayUse = (request: FastifyRequest, name: string): boolean => {
@@ -422,6 +418,22 @@ export async function createServer(options: ServerOptions): Promise<ParaServer> 
       );
     }
   };
+
+  const fineTuning =
+    options.fineTuning === undefined
+      ? null
+      : await registerFineTuning(
+          app,
+          {
+            modelName,
+            registry,
+            ownerOf: (request) =>
+              keys.size === 0 ? DEFAULT_OWNER : (owners.get(request) ?? DEFAULT_OWNER),
+            mayUse,
+            log: (level, message) => app.log[level](message),
+          },
+          options.fineTuning,
+        );
 
   app.get('/health', async () => ({ status: 'ok', ...engine.stats() }));
 
@@ -447,7 +459,8 @@ export async function createServer(options: ServerOptions): Promise<ParaServer> 
       },
     ];
     for (const a of registry === null ? [] : await registry.list()) {
-      if (a.name === modelName || !mayUse(request, a.name)) continue;
+      if (a.name === modelName || fineTuning?.isJobAdapter(a.name) || !mayUse(request, a.name))
+        continue;
       data.push({
         id: a.name,
         object: 'model',
@@ -459,6 +472,7 @@ export async function createServer(options: ServerOptions): Promise<ParaServer> 
         loaded: a.loaded,
       });
     }
+    if (fineTuning !== null) data.push(...fineTuning.models(request));
     return { object: 'list', data: mayUse(request, modelName) ? data : data.slice(1) };
   });
 
@@ -534,6 +548,9 @@ export async function createServer(options: ServerOptions): Promise<ParaServer> 
 
   /** The lease of the named tenant's adapter (null lease: the base model). */
   async function tenant(request: FastifyRequest, name: string): Promise<AdapterLease | null> {
+    // A fine-tuned model: its owner's only, whatever the keys file grants (fine-tuning.ts).
+    const fineTuned = fineTuning?.resolve(request, name) ?? null;
+    if (fineTuned !== null) return (registry as AdapterRegistry).acquire(fineTuned);
     if (!mayUse(request, name)) {
       throw new HttpError(
         403,
@@ -874,6 +891,7 @@ export async function createServer(options: ServerOptions): Promise<ParaServer> 
     registry,
     modelName,
     metrics,
+    fineTuning,
     async listen(o = {}) {
       return app.listen({ host: o.host ?? '127.0.0.1', port: o.port ?? 8000 });
     },
@@ -882,7 +900,7 @@ export async function createServer(options: ServerOptions): Promise<ParaServer> 
         const deadlineMs = options.closeDeadlineMs ?? 10_000;
         // The engine stops admitting (503) and finishes or cancels what runs; Fastify stops
         // accepting connections and waits for the in-flight handlers, which end with them.
-        await Promise.all([engine.close({ deadlineMs }), app.close()]);
+        await Promise.all([engine.close({ deadlineMs }), app.close(), fineTuning?.close()]);
       })();
       return closing;
     },
