@@ -1,7 +1,7 @@
 /**
  * `para serve [--model DIR] [--adapters DIR] [--host H] [--port N] [--max-batch N]
- * [--max-len N] [--max-queue N] [--max-prefill-tokens N] [--max-adapter-memory SIZE] [--timeout-ms MS] [--api-key K]
- * [--keys-file FILE]
+ * [--max-len N] [--max-queue N] [--max-prefill-tokens N] [--preallocate] [--max-adapter-memory SIZE] [--timeout-ms MS] [--api-key K]
+ * [--keys-file FILE] [--data-dir DIR]
  * [--model-name NAME] [--log-level LEVEL] [--backend NAME]`
  *
  * An OpenAI-compatible server (@para/serve) for one backbone and the adapters under a root
@@ -9,11 +9,24 @@
  * bundled backbone with the bundled adapters (assets/adapters/*) on 127.0.0.1:8000. Prints a
  * ready-to-paste curl and an `openai` client snippet once listening; SIGTERM / SIGINT stop it
  * gracefully (running requests finish or are cancelled within 10 s) and it exits 0.
+ *
+ * Fine-tuning (OpenAI's Files and fine-tuning API, @para/serve's fine-tuning.ts): uploads, jobs
+ * and the fine-tuned adapters live under `--data-dir` (default ./para-data, created on the first
+ * upload); the adapters of DIR/adapters are served beside the `--adapters` root, each tuned
+ * model as `ft:<model>:<suffix>:<id>` for the key that made it. A stop checkpoints running jobs;
+ * the next start resumes them.
  */
 import * as path from 'node:path';
 import { ParaError } from '@para/core/node';
 import { loadPretrained } from '@para/model/node';
-import { AdapterRegistry, createServer, directorySource, loadKeysFile } from '@para/serve/node';
+import {
+  AdapterRegistry,
+  createServer,
+  directorySource,
+  fineTunedAdaptersDir,
+  loadKeysFile,
+  unionSource,
+} from '@para/serve/node';
 import type { Command } from 'commander';
 import { defaultBackboneDir } from '../backbone';
 import { startBackend } from '../backend';
@@ -28,10 +41,12 @@ interface ServeFlags {
   maxLen?: string;
   maxQueue: string;
   maxPrefillTokens?: string;
+  preallocate?: boolean;
   maxAdapterMemory: string;
   timeoutMs: string;
   apiKey?: string;
   keysFile?: string;
+  dataDir: string;
   modelName?: string;
   logLevel: string;
   backend?: string;
@@ -97,6 +112,10 @@ export function registerServeCommand(program: Command): void {
       'padded prompt tokens of one batched prefill of newcomers at most; default max(2048, max len)',
     )
     .option(
+      '--preallocate',
+      'allocate the KV cache for all --max-batch rows at the first request (default: rows as requests need them)',
+    )
+    .option(
       '--max-adapter-memory <size>',
       'adapter tensors kept loaded at most (LRU eviction)',
       '1GiB',
@@ -109,6 +128,11 @@ export function registerServeCommand(program: Command): void {
     .option(
       '--keys-file <file>',
       'JSON {"keys": [{"key", "models": [...] | "*", "admin"?}]}: each key may use only its models',
+    )
+    .option(
+      '--data-dir <dir>',
+      'where uploaded files, fine-tuning jobs and fine-tuned adapters are kept (created on first use)',
+      'para-data',
     )
     .option(
       '--model-name <name>',
@@ -151,18 +175,26 @@ export function registerServeCommand(program: Command): void {
 
       await startBackend(opts.backend);
       const { model, tokenizer } = await loadPretrained(dir);
-      const registry =
-        adaptersDir === undefined
-          ? null
-          : new AdapterRegistry(
-              model,
-              directorySource(adaptersDir, {
-                baseModelName: path.resolve(dir),
-                baseModelMismatch: 'warn',
-                warn: (m) => process.stderr.write(`para serve: warning: ${m}\n`),
-              }),
-              { maxBytes },
-            );
+      const fineTuning = { dataDir: path.resolve(opts.dataDir), modelDir: dir };
+      const sourceOptions = {
+        baseModelName: path.resolve(dir),
+        baseModelMismatch: 'warn' as const,
+        warn: (m: string) => process.stderr.write(`para serve: warning: ${m}\n`),
+      };
+      // The adapters root (POST /v1/adapters uploads go there) and, read-only, the fine-tuned
+      // adapters of the data directory (only finished jobs write there).
+      const { save: _jobsOnly, ...fineTuned } = directorySource(
+        fineTunedAdaptersDir(fineTuning),
+        sourceOptions,
+      );
+      const registry = new AdapterRegistry(
+        model,
+        unionSource([
+          ...(adaptersDir === undefined ? [] : [directorySource(adaptersDir, sourceOptions)]),
+          fineTuned,
+        ]),
+        { maxBytes },
+      );
       let server: Awaited<ReturnType<typeof createServer>>;
       try {
         server = await createServer({
@@ -178,12 +210,14 @@ export function registerServeCommand(program: Command): void {
             timeoutMs,
             ...(maxLen === undefined ? {} : { maxLen }),
             ...(maxPrefillTokens === undefined ? {} : { maxPrefillTokens }),
+            ...(opts.preallocate === true ? { preallocate: true } : {}),
           },
           ...(apiKey === undefined || apiKey === '' ? {} : { apiKey }),
           ...(keys === undefined ? {} : { keys }),
+          fineTuning,
         });
       } catch (e) {
-        registry?.dispose();
+        registry.dispose();
         model.dispose();
         throw e;
       }
@@ -196,7 +230,7 @@ export function registerServeCommand(program: Command): void {
         url = await server.listen({ host: opts.host, port });
       } catch (e) {
         await server.close();
-        registry?.dispose();
+        registry.dispose();
         model.dispose();
         const err = e as NodeJS.ErrnoException;
         throw new ParaError(
@@ -208,7 +242,9 @@ export function registerServeCommand(program: Command): void {
           },
         );
       }
-      const adapters = registry === null ? [] : (await registry.list()).map((a) => a.name);
+      const adapters = (await registry.list())
+        .map((a) => a.name)
+        .filter((n) => !server.fineTuning?.isJobAdapter(n));
       const example = adapters[0] ?? modelName;
       const auth = apiKey ? ` -H 'authorization: Bearer ${apiKey}'` : '';
       const body = JSON.stringify({
@@ -231,6 +267,7 @@ export function registerServeCommand(program: Command): void {
           `  const r = await client.completions.create({ model: '${example}', prompt: 'Opposite of hot:', max_tokens: 8, temperature: 0 });`,
           '  console.log(r.choices[0].text);',
           '',
+          `Fine-tuning: POST ${url}/v1/files, then ${url}/v1/fine_tuning/jobs (data in ${fineTuning.dataDir})`,
           `Metrics: ${url}/metrics   Health: ${url}/health`,
           'Ctrl-C (or SIGTERM) stops it.',
           '',
@@ -239,7 +276,7 @@ export function registerServeCommand(program: Command): void {
       const signal = await stopped;
       process.stderr.write(`para serve: ${signal}: finishing running requests, then exiting\n`);
       await server.close();
-      registry?.dispose();
+      registry.dispose();
       model.dispose();
       process.stderr.write('para serve: stopped\n');
     });
