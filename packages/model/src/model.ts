@@ -349,6 +349,32 @@ export class CausalLM {
   // ---------------------------------------------------------------------------------------
 
   /**
+   * A state of `batchSize` free rows with `capacity` KV slots each and nothing computed: the
+   * running batch of a server, which newcomers join with `insertRows` (their own prefill's rows)
+   * and leave with `releaseRow`. `adapter` / `request` are the hooks and value its decode steps
+   * run with (rows carry their own adapter state in).
+   */
+  emptyState<R = unknown>(
+    batchSize: number,
+    options: { capacity: number; adapter?: ModelAdapter<R> | null; request?: R },
+  ): DecodeState<R> {
+    this.checkAlive();
+    const c = this.config;
+    const cache = new KVCache({
+      numLayers: c.numLayers,
+      batchSize,
+      capacity: options.capacity,
+      numKvHeads: c.numKvHeads,
+      headDim: c.headDim,
+      maxPositions: Number.isFinite(this.maxPositions) ? this.maxPositions : undefined,
+    });
+    for (let b = 0; b < batchSize; b++) cache.releaseRow(b);
+    const adapter = options.adapter ?? null;
+    const adapterState = adapter === null ? null : new AdapterState(c.numLayers, true);
+    return new DecodeState<R>(cache, adapter, options.request as R, adapterState);
+  }
+
+  /**
    * Runs the prompts (ragged `number[][]`, left-padded here; or rectangular with a left-padded
    * `attentionMask`) and returns the logits of each row's last token `[B, V]` (or of every
    * position with `allLogits`) and the state to continue with `decodeStep`. The caller disposes

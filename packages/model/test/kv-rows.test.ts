@@ -228,6 +228,34 @@ describe.each(testBackends())(
       });
     }
 
+    it('emptyState: rows prefilled elsewhere and inserted decode as they do in their own state', async () => {
+      const adapter = promptScaler();
+      const G = 6;
+      const refA = await alone(model, ROW_A, G, adapter);
+      const refN = await alone(model, NEWCOMER, G, adapter);
+      const before = tf.memory().numTensors;
+      const state = model.emptyState(3, { capacity: 24, adapter, request: undefined });
+      expect(state.freeRows()).toEqual([0, 1, 2]);
+      const pre = model.prefill([ROW_A, NEWCOMER], { adapter });
+      const first = await rowsOf(pre.logits);
+      expect(state.insertRows(pre.state, { rows: [0, 1], into: [2, 0] })).toEqual([2, 0]);
+      pre.state.dispose();
+      const got: number[][] = [
+        [argmax(first[0] as Float32Array)],
+        [argmax(first[1] as Float32Array)],
+      ];
+      for (let s = 1; s < G; s++) {
+        const last = [got[1]?.at(-1) ?? 0, 0, got[0]?.at(-1) ?? 0];
+        const rows = await rowsOf(model.decodeStep(last, state, { active: [true, false, true] }));
+        got[0]?.push(argmax(rows[2] as Float32Array));
+        got[1]?.push(argmax(rows[0] as Float32Array));
+      }
+      state.dispose();
+      expect(got[0]).toEqual(refA.tokens);
+      expect(got[1]).toEqual(refN.tokens);
+      expect(tf.memory().numTensors).toBe(before);
+    });
+
     it('typed errors: a full batch, a row longer than the capacity, decoding a released row, mismatched states', async () => {
       const { logits, state } = model.prefill([ROW_A, ROW_B], { capacity: ROW_A.length + 2 });
       logits.dispose();

@@ -29,12 +29,18 @@
  * prefill fails, its newcomers go back to the queue and are prefilled one by one, so one bad
  * request fails alone.
  *
- * Memory: the running state is created when the first request is admitted (a prefill of
- * `maxBatch` one-token rows with `maxLen` slots, every row then released) and freed
- * `keepStateMs` after the engine goes idle (no running and no waiting request), so a steady
- * trickle of requests does not pay for a new cache each time, while the adapter sites a state
- * accumulates (a LoRA on o_proj, IA3's down_proj scale) do not cost decode time forever and
- * `tf.memory().numTensors` returns to its value before the first request.
+ * Memory: the running state (the KV cache, `maxLen` slots per row) has as many rows as the
+ * requests need — a power of two up to `maxBatch` — because a decode step computes every row of
+ * the state, free ones included: one request alone decodes at batch-1 speed, not at
+ * batch-`maxBatch` speed. It grows when newcomers need rows and shrinks when at most a quarter
+ * of its rows run, by copying the running rows into a new state (rare: at bucket boundaries),
+ * so KV memory stays within `maxBatch × maxLen` slots (1.5× that for the moment of a resize).
+ * `preallocate: true` allocates all `maxBatch` rows at the first request instead and keeps
+ * them. The state is freed `keepStateMs` after the engine goes idle (no running and no waiting
+ * request), so a steady trickle of requests does not pay for a new cache each time, while the
+ * adapter sites a state accumulates (a LoRA on o_proj, IA3's down_proj scale) do not cost
+ * decode time forever and `tf.memory().numTensors` returns to its value before the first
+ * request.
  */
 
 import { type AnyAdapter, mixedAdapter } from '@para/adapters';
@@ -65,6 +71,11 @@ export interface EngineOptions {
    * so the next request does not pay for a new one (default 2000; 0: freed at once).
    */
   keepStateMs?: number;
+  /**
+   * Allocate all `maxBatch` rows at the first request and keep that size (default false: the
+   * running state has as many rows as the requests need, a power of two up to `maxBatch`).
+   */
+  preallocate?: boolean;
   /** Decodes tokens into text (stop strings, `onText`); default `model.tokenizer`. */
   tokenizer?: (TextDecoder & { eosTokenId?: number }) | null;
 }
@@ -169,6 +180,10 @@ export interface EngineStats {
   steps: number;
   /** Newcomer prefills run since start (each admits one or more requests). */
   prefills: number;
+  /** Rows of the running state now (0: none; a power of two up to maxBatch). */
+  rows: number;
+  /** Times the running state was created or resized. */
+  resizes: number;
   closed: boolean;
 }
 
@@ -226,18 +241,20 @@ export class Engine {
   readonly timeoutMs: number;
   readonly maxPrefillTokens: number;
   readonly keepStateMs: number;
+  readonly preallocate: boolean;
   private disposeTimer: ReturnType<typeof setTimeout> | null = null;
   private readonly tokenizer: (TextDecoder & { eosTokenId?: number }) | undefined;
   private readonly defaultStops: number[];
   private readonly waiting: Job[] = [];
-  /** Row → job (null: free). */
-  private readonly rows: (Job | null)[];
+  /** Row of the running state → job (null: free); as long as the state has rows (0: none). */
+  private rows: (Job | null)[] = [];
   private state: DecodeState | null = null;
   private loop: Promise<void> | null = null;
   private nextId = 1;
   private finished = 0;
   private steps = 0;
   private prefills = 0;
+  private resizes = 0;
   private closing = false;
   /** Set by `close` past its deadline: every running row is cancelled. */
   private cancelRunning = false;
@@ -289,12 +306,12 @@ export class Engine {
       });
     }
     this.keepStateMs = keep;
+    this.preallocate = options.preallocate === true;
     const tok = options.tokenizer === null ? undefined : (options.tokenizer ?? model.tokenizer);
     this.tokenizer = tok ?? undefined;
     const stops = new Set(model.config.eosTokenIds);
     if (this.tokenizer?.eosTokenId !== undefined) stops.add(this.tokenizer.eosTokenId);
     this.defaultStops = [...stops];
-    this.rows = new Array(this.maxBatch).fill(null);
   }
 
   stats(): EngineStats {
@@ -307,6 +324,8 @@ export class Engine {
       finished: this.finished,
       steps: this.steps,
       prefills: this.prefills,
+      rows: this.rows.length,
+      resizes: this.resizes,
       closed: this.closing,
     };
   }
@@ -391,7 +410,7 @@ export class Engine {
 
   /** Rows free and not being filled by a newcomer's prefill right now. */
   private freeRowCount(): number {
-    return this.rows.filter((r) => r === null).length - this.admitting;
+    return this.maxBatch - this.rows.filter((r) => r !== null).length - this.admitting;
   }
 
   private check(r: CompletionRequest): Job {
@@ -569,24 +588,69 @@ export class Engine {
     }
   }
 
-  private ensureState(): DecodeState {
+  /** Rows a running state of at least `n` rows gets: the next power of two, at most maxBatch. */
+  private bucket(n: number): number {
+    if (this.preallocate) return this.maxBatch;
+    let b = 1;
+    while (b < n) b *= 2;
+    return Math.min(b, this.maxBatch);
+  }
+
+  /**
+   * The running state, with at least `rows` rows. It has as many rows as the requests need
+   * (a power of two up to `maxBatch`, see `bucket`), not always `maxBatch`: a decode step costs
+   * every row of the state, so one request alone decodes at batch-1 speed. Growing or shrinking
+   * copies the running rows into a new state (compacted to the first rows when shrinking).
+   */
+  private ensureState(rows = 1): DecodeState {
     if (this.disposeTimer !== null) {
       clearTimeout(this.disposeTimer);
       this.disposeTimer = null;
     }
-    if (this.state !== null) return this.state;
-    // maxBatch one-token rows, maxLen slots each: the KV cache of the whole run, then every row
-    // is released for newcomers. A mixed batch of bare rows: the state carries adapter state.
-    const B = this.maxBatch;
-    const nulls = new Array<null>(B).fill(null);
-    const { logits, state } = this.model.prefill(
-      nulls.map(() => [0]),
-      { adapter: mixedAdapter(this.model, nulls), request: {}, capacity: this.maxLen },
-    );
-    logits.dispose();
-    for (let b = 0; b < B; b++) state.releaseRow(b);
-    this.state = state as DecodeState;
-    return this.state;
+    if (this.state !== null && this.state.batchSize >= rows) return this.state;
+    this.resize(this.bucket(rows));
+    return this.state as unknown as DecodeState;
+  }
+
+  /** Moves the running rows into a new state of `size` rows (≥ the running rows). */
+  private resize(size: number): void {
+    const fresh = this.model.emptyState(size, {
+      capacity: this.maxLen,
+      // A mixed batch of bare rows: rows bring their own adapter state in (`insertRows`).
+      adapter: mixedAdapter(this.model, new Array<null>(size).fill(null)),
+      request: {},
+    }) as DecodeState;
+    const running: number[] = [];
+    this.rows.forEach((j, i) => {
+      if (j !== null) running.push(i);
+    });
+    const old = this.state;
+    const into = size >= this.rows.length ? running : running.map((_, k) => k);
+    try {
+      if (old !== null && running.length > 0) fresh.insertRows(old, { rows: running, into });
+    } catch (e) {
+      fresh.dispose();
+      throw e;
+    }
+    const rows = new Array<Job | null>(size).fill(null);
+    running.forEach((from, k) => {
+      const job = this.rows[from] as Job;
+      rows[into[k] as number] = job;
+      job.row = into[k] as number;
+    });
+    old?.dispose();
+    this.state = fresh;
+    this.rows = rows;
+    this.resizes++;
+  }
+
+  /** Shrinks the state when at most a quarter of its rows run (and nobody waits). */
+  private maybeShrink(): void {
+    if (this.state === null || this.waiting.length > 0) return;
+    const running = this.rows.filter((r) => r !== null).length;
+    if (running === 0 || running * 4 > this.rows.length) return;
+    const size = this.bucket(running);
+    if (size < this.rows.length) this.resize(size);
   }
 
   private disposeState(): void {
@@ -597,6 +661,7 @@ export class Engine {
     if (this.state !== null && this.rows.every((r) => r === null)) {
       this.state.dispose();
       this.state = null;
+      this.rows = [];
     }
   }
 
@@ -639,11 +704,15 @@ export class Engine {
    */
   private async admit(): Promise<void> {
     for (;;) {
+      if (this.waiting.length === 0) return;
+      const running = this.rows.filter((r) => r !== null).length;
+      if (running >= this.maxBatch) return;
+      // Room for every waiting request (up to maxBatch) before their prefill.
+      this.ensureState(Math.min(this.maxBatch, running + this.waiting.length));
       const free: number[] = [];
       this.rows.forEach((r, i) => {
         if (r === null) free.push(i);
       });
-      if (free.length === 0 || this.waiting.length === 0) return;
       const group = this.nextGroup(free.length);
       if (group.length === 0) return;
       this.admitting += group.length;
@@ -726,6 +795,7 @@ export class Engine {
 
   /** One decode step for every running row; finished rows are retired. */
   private async step(): Promise<void> {
+    this.maybeShrink();
     const state = this.ensureState();
     const active = this.rows.map((j) => j !== null);
     const last = this.rows.map((j) => (j === null ? 0 : (j.tokens[j.tokens.length - 1] as number)));

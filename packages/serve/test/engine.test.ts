@@ -255,6 +255,67 @@ describe('Engine', () => {
     expect(engine.hasState).toBe(false);
   });
 
+  it('sizes the running state to the requests: grows for newcomers, shrinks when rows leave; tokens as alone', async () => {
+    const engine = new Engine(model, { maxBatch: 8, maxLen: 64 });
+    const prompts = PROMPTS.map((p) => tok.encode(p));
+    const long = tenants[1] as (typeof tenants)[number];
+    const sizes: number[] = [];
+    let joined = false;
+    const others: Promise<CompletionResult>[] = [];
+    const first = engine.complete({
+      prompt: prompts[0] as number[],
+      adapter: long.adapter,
+      maxTokens: 14,
+      stopTokens: [],
+      onToken: () => {
+        sizes.push(engine.stats().rows);
+        if (joined) return;
+        joined = true;
+        // Five newcomers of mixed tenants join the running request (8 rows: the next power of two).
+        for (let i = 1; i <= 5; i++) {
+          const t = tenants[(i + 1) % tenants.length] as (typeof tenants)[number];
+          others.push(
+            engine.complete({
+              prompt: prompts[i] as number[],
+              adapter: t.adapter,
+              maxTokens: 2 + i,
+            }),
+          );
+        }
+      },
+    });
+    const r = await first;
+    const rest = await Promise.all(others);
+    expect(sizes[0]).toBe(1); // alone: a state of one row
+    expect(Math.max(...sizes)).toBe(8);
+    // Shrunk once at most a quarter of the rows ran (8 → 2 with two left; 2 rows stay for one).
+    expect(sizes.at(-1)).toBeLessThanOrEqual(2);
+    expect(engine.stats().resizes).toBeGreaterThanOrEqual(3);
+    expect(r.tokens).toEqual(await alone(model, long.adapter, prompts[0] as number[], 14, []));
+    for (const [k, res] of rest.entries()) {
+      const i = k + 1;
+      const t = tenants[(i + 1) % tenants.length] as (typeof tenants)[number];
+      expect(res.tokens, t.name).toEqual(
+        await alone(model, t.adapter, prompts[i] as number[], 2 + i, stops),
+      );
+    }
+    await engine.close();
+  });
+
+  it('preallocate: all maxBatch rows from the first request on', async () => {
+    const engine = new Engine(model, { maxBatch: 4, maxLen: 32, preallocate: true });
+    let rows = 0;
+    await engine.complete({
+      prompt: tok.encode('Opposite of hot:'),
+      maxTokens: 2,
+      onToken: () => {
+        rows = engine.stats().rows;
+      },
+    });
+    expect(rows).toBe(4);
+    await engine.close();
+  });
+
   it('keeps the running state keepStateMs after going idle, then frees it', async () => {
     const before = numTensors();
     const engine = new Engine(model, { maxBatch: 2, maxLen: 32, keepStateMs: 200 });
