@@ -370,15 +370,21 @@ describe('fine-tuning jobs', () => {
     expect(end.fine_tuned_model).toBeNull();
   });
 
-  it('runs one job at a time (the next is queued) at lowered OS priority; cancelling a running job ends its process', async () => {
+  it('runs one job at a time (the next, a LoRA one, is queued) at lowered OS priority; cancelling a running job ends its process', async () => {
     const long = await createJob(a, fileId, { para: { max_steps: 5000, checkpoint_every: 0 } });
-    const next = await createJob(a, fileId, { suffix: 'second', para: { max_steps: 3 } });
+    const next = await createJob(a, fileId, {
+      suffix: 'second',
+      para: { peft_type: 'LORA', r: 4, max_steps: 3 },
+    });
     await until(a, long.id, (j) => j.status === 'running' && j.para.step >= 1);
     expect((await a.fineTuning.jobs.retrieve(next.id)).status).toBe('queued');
     const pids = server?.fineTuning?.jobs.workerPids() ?? [];
     expect(pids).toHaveLength(1);
     const pid = pids[0] as number;
     expect(os.getPriority(pid)).toBe(10);
+    const inUse = await a.files.delete(fileId).catch((x) => x);
+    expect(inUse.status).toBe(400);
+    expect(inUse.error.code).toBe('file_in_use');
     const c = await a.fineTuning.jobs.cancel(long.id);
     expect(c.status).toBe('cancelled');
     expect(() => process.kill(pid, 0)).toThrow(); // gone
@@ -386,6 +392,19 @@ describe('fine-tuning jobs', () => {
     expect(again.status).toBe(400);
     const second = await until(a, next.id, finished);
     expect(second.status).toBe('succeeded');
+    // para's extension chose LoRA: a PEFT LoRA adapter, served with its own greedy text.
+    const loraDir = join(data, 'adapters', second.para.adapter);
+    expect(JSON.parse(await readFile(join(loraDir, 'adapter_config.json'), 'utf8'))).toMatchObject({
+      peft_type: 'LORA',
+      r: 4,
+    });
+    const lr = await a.completions.create({
+      model: second.fine_tuned_model as string,
+      prompt: PROMPT,
+      max_tokens: 4,
+      temperature: 0,
+    });
+    expect(lr.choices[0]?.text).toBe(await reference(loraDir, PROMPT, 4));
     expect((await a.fineTuning.jobs.retrieve(long.id)).status).toBe('cancelled');
     const page = await a.fineTuning.jobs.list({ limit: 2 });
     expect(page.data.map((j) => j.id)).toEqual([next.id, long.id]);
@@ -432,5 +451,48 @@ describe('fine-tuning jobs', () => {
     const files = [];
     for await (const x of a.files.list()) files.push(x.id);
     expect(files).toContain(fileId);
+    expect(await a.files.delete(fileId)).toEqual({ id: fileId, object: 'file', deleted: true });
+    expect((await a.files.retrieve(fileId).catch((x) => x)).status).toBe(404);
+  });
+});
+
+describe('a server without keys', () => {
+  it('has one owner, refuses an upload past its size limit (413) and a non-multipart upload (400)', async () => {
+    const dir = await mkdtemp(join(os.tmpdir(), 'para-ft-open-'));
+    const s = await createServer({
+      model,
+      tokenizer: tok,
+      modelName: MODEL,
+      fineTuning: { dataDir: dir, modelDir: BACKBONE, maxFileBytes: 1024 },
+    });
+    servers.push(s);
+    try {
+      const u = await s.listen({ port: 0 });
+      const c = new OpenAI({ baseURL: `${u}/v1`, apiKey: 'anything', maxRetries: 0 });
+      const small = await upload(c, `${TASK.slice(0, 4).join('\n')}\n`);
+      const other = new OpenAI({ baseURL: `${u}/v1`, apiKey: 'another', maxRetries: 0 });
+      expect((await other.files.retrieve(small.id)).id).toBe(small.id); // no keys: one owner
+      const big = await upload(c, SLICE).catch((x) => x);
+      expect(big.status).toBe(413);
+      expect(Object.keys(big.error).sort()).toEqual(['code', 'message', 'param', 'type']);
+      const json = await fetch(`${u}/v1/files`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ purpose: 'fine-tune' }),
+      });
+      expect(json.status).toBe(400);
+      expect(((await json.json()) as { error: { param: string } }).error.param).toBe('file');
+      const unknown = await fetch(`${u}/v1/fine_tuning/jobs/ftjob-000000000000000000000000`);
+      expect(unknown.status).toBe(404);
+      const traversal = await fetch(`${u}/v1/files/..%2F..%2Fetc%2Fpasswd`);
+      expect(traversal.status).toBe(404);
+      const list = await c.fineTuning.jobs.list();
+      expect(list.data).toEqual([]);
+      expect(list.has_more).toBe(false);
+    } finally {
+      await s.close();
+      s.registry?.dispose();
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -124,6 +124,8 @@ interface StoredJob {
   job: FineTuningJob;
   owner: string;
   checkpoints: JobCheckpoint[];
+  /** Creation order (created_at has a resolution of seconds; ids are random). */
+  seq: number;
 }
 
 interface JobState extends StoredJob {
@@ -207,6 +209,7 @@ export class FineTuningJobs {
   private readonly maxRunning: number;
   private readonly nice: number;
   private readonly idleWaiters: (() => void)[] = [];
+  private seq = 0;
 
   private constructor(readonly options: JobsOptions) {
     this.maxRunning = options.maxRunning ?? 1;
@@ -249,6 +252,7 @@ export class FineTuningJobs {
       loaded.push({
         ...stored,
         checkpoints: stored.checkpoints ?? [],
+        seq: typeof stored.seq === 'number' ? stored.seq : 0,
         dir,
         events,
         writes: Promise.resolve(),
@@ -266,9 +270,10 @@ export class FineTuningJobs {
     } catch {
       // no adapter installed yet
     }
-    loaded.sort((a, b) => a.job.created_at - b.job.created_at || a.job.id.localeCompare(b.job.id));
+    loaded.sort((a, b) => a.seq - b.seq);
     for (const s of loaded) {
       store.jobs.set(s.job.id, s);
+      store.seq = Math.max(store.seq, s.seq);
       if (!UNFINISHED.includes(s.job.status)) continue;
       const was = s.job.status;
       s.job.status = 'queued';
@@ -394,6 +399,7 @@ export class FineTuningJobs {
       job,
       owner,
       checkpoints: [],
+      seq: ++this.seq,
       dir: path.join(this.options.dir, id),
       events: [],
       writes: Promise.resolve(),
@@ -427,7 +433,7 @@ export class FineTuningJobs {
   list(owner: string, o: { after?: string; limit: number }): Page<FineTuningJob> {
     const mine = [...this.jobs.values()]
       .filter((s) => s.owner === owner)
-      .sort((a, b) => b.job.created_at - a.job.created_at || b.job.id.localeCompare(a.job.id))
+      .sort((a, b) => b.seq - a.seq)
       .map((s) => this.view(s));
     return paginate(mine, o.after, o.limit);
   }
@@ -575,7 +581,12 @@ export class FineTuningJobs {
   }
 
   private persist(s: JobState): Promise<void> {
-    const stored: StoredJob = { job: s.job, owner: s.owner, checkpoints: s.checkpoints };
+    const stored: StoredJob = {
+      job: s.job,
+      owner: s.owner,
+      checkpoints: s.checkpoints,
+      seq: s.seq,
+    };
     const text = `${JSON.stringify(stored, null, 2)}\n`;
     s.writes = s.writes
       .then(() => mkdir(s.dir, { recursive: true }))
