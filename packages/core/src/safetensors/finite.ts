@@ -44,3 +44,19 @@ export async function readFiniteTensor(store: TensorStore, name: string): Promis
   if (isFloatDtype(dtype)) requireFinite(data, name, store.name);
   return tf.tensor(data, shape, isFloatDtype(dtype) ? 'float32' : 'int32');
 }
+
+/**
+ * Every tensor of `store` (in `names()` order) through {@link readFiniteTensor}; on failure the
+ * tensors read so far are disposed and the error (NON_FINITE naming the tensor, or the read's
+ * own) is thrown.
+ */
+export async function readAllFinite(store: TensorStore): Promise<tf.NamedTensorMap> {
+  const read: [string, tf.Tensor][] = [];
+  try {
+    for (const name of store.names()) read.push([name, await readFiniteTensor(store, name)]);
+  } catch (e) {
+    tf.dispose(read.map(([, t]) => t));
+    throw e;
+  }
+  return Object.fromEntries(read); // not `out[name] =`: a tensor may be named "__proto__"
+}

@@ -20,7 +20,7 @@ export {
   type NumericArray,
   type SafetensorsDtype,
 } from './dtypes';
-export { findNonFinite, readFiniteTensor, requireFinite } from './finite';
+export { findNonFinite, readAllFinite, readFiniteTensor, requireFinite } from './finite';
 export {
   compareNames,
   MAX_HEADER_BYTES,

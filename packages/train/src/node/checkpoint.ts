@@ -22,7 +22,7 @@ import * as path from 'node:path';
 import {
   openSafetensorsFile,
   ParaError,
-  readFiniteTensor,
+  readAllFinite,
   writeFileAtomic,
   writeSafetensorsFile,
 } from '@para/core/node';
@@ -287,16 +287,12 @@ export async function loadCheckpoint(
   const reader = await openSafetensorsFile(tensorFile);
   // NaN/Inf in the saved parameters or moments can only mean a damaged file (a diverged run
   // stops before it writes one): refused naming the tensor, not resumed into a NaN loss.
-  const read: [string, tf.Tensor][] = [];
+  let tensors: Record<string, tf.Tensor>;
   try {
-    for (const name of reader.names()) read.push([name, await readFiniteTensor(reader, name)]);
-  } catch (e) {
-    for (const [, t] of read) t.dispose();
-    throw e;
+    tensors = await readAllFinite(reader);
   } finally {
     await reader.close();
   }
-  const tensors: Record<string, tf.Tensor> = Object.fromEntries(read);
   try {
     for (const [name, p] of o.parameters ?? []) {
       for (const k of ['param', 'm', 'v']) {
