@@ -372,7 +372,9 @@ describe('fine-tuning jobs', () => {
 
   it('runs one job at a time (the next, a LoRA one, is queued) at lowered OS priority; cancelling a running job ends its process', async () => {
     const long = await createJob(a, fileId, { para: { max_steps: 5000, checkpoint_every: 0 } });
+    const dev = await upload(a, `${TASK.slice(32, 48).join('\n')}\n`, 'dev.jsonl');
     const next = await createJob(a, fileId, {
+      validation_file: dev.id,
       suffix: 'second',
       para: { peft_type: 'LORA', r: 4, max_steps: 3 },
     });
@@ -392,6 +394,15 @@ describe('fine-tuning jobs', () => {
     expect(again.status).toBe(400);
     const second = await until(a, next.id, finished);
     expect(second.status).toBe('succeeded');
+    expect(second.validation_file).toBe(dev.id);
+    const evals = (await allEvents(a, next.id))
+      .map((e) => e.data as { valid_loss?: number; valid_exact_match?: number })
+      .filter((d) => d.valid_loss !== undefined);
+    expect(evals.length).toBeGreaterThan(0);
+    for (const d of evals) {
+      expect(Number.isFinite(d.valid_loss)).toBe(true);
+      expect(d.valid_exact_match).toBeGreaterThanOrEqual(0);
+    }
     // para's extension chose LoRA: a PEFT LoRA adapter, served with its own greedy text.
     const loraDir = join(data, 'adapters', second.para.adapter);
     expect(JSON.parse(await readFile(join(loraDir, 'adapter_config.json'), 'utf8'))).toMatchObject({
