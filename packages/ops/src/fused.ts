@@ -16,6 +16,8 @@ import * as tf from '@tensorflow/tfjs-core';
  * |---|---|---|---|
  * | `ParaRmsNorm` | `x [..., d]`, `weight [d]` | `eps`, `unitOffset` | `y [..., d]` = x · rsqrt(mean(x², -1) + eps) · w′ |
  * | `ParaRmsNormGrad` | `dy [..., d]`, `x [..., d]`, `weight [d]` | `eps`, `unitOffset` | `dx [..., d]`, `dweight [d]` |
+ * | `ParaAddRmsNorm` | `x [..., d]`, `residual [..., d]`, `weight [d]` | `eps`, `unitOffset` | `sum [..., d]` = x + residual, `y [..., d]` = RMSNorm(sum) |
+ * | `ParaAddRmsNormGrad` | `dy [..., d]` (of y), `dsum [..., d]` (of sum), `sum`, `weight [d]` | `eps`, `unitOffset` | `dx [..., d]` (= d residual), `dweight [d]` |
  * | `ParaSwiGlu` | `gate [...]`, `up [...]` (same shape) | — | `y [...]` = silu(gate) · up |
  * | `ParaSwiGluGrad` | `dy`, `gate`, `up` (same shape) | — | `dgate`, `dup` |
  * | `ParaRope` | `x [B, H, T, hd]`, `cos [B or 1, 1, T, hd]`, `sin` (as cos) | `inverse` | `y [B, H, T, hd]` |
@@ -23,6 +25,8 @@ import * as tf from '@tensorflow/tfjs-core';
  * - RMSNorm: w′ = weight, or (1 + weight) with `unitOffset` (Gemma); the mean of squares and the
  *   reciprocal square root per row of d, in float32 or better. With r = rsqrt(mean(x²) + eps),
  *   g = dy · w′: `dx = r · g − x · r³ · mean(g · x)`, `dweight = Σ_rows dy · x · r`.
+ * - Residual add + RMSNorm: the same norm of `sum = x + residual`; the gradient of both addends is
+ *   `dsum + ` the norm's dx at `sum`.
  * - SwiGLU: s = σ(gate): `y = gate · s · up`; `dgate = dy · up · s · (1 + gate · (1 − s))`,
  *   `dup = dy · gate · s`.
  * - RoPE (HF rotate-half convention, the whole last axis rotates; h = hd / 2, j < h):
@@ -36,6 +40,8 @@ import * as tf from '@tensorflow/tfjs-core';
 export const FUSED_KERNELS = {
   rmsNorm: 'ParaRmsNorm',
   rmsNormGrad: 'ParaRmsNormGrad',
+  addRmsNorm: 'ParaAddRmsNorm',
+  addRmsNormGrad: 'ParaAddRmsNormGrad',
   swiglu: 'ParaSwiGlu',
   swigluGrad: 'ParaSwiGluGrad',
   rope: 'ParaRope',
@@ -99,6 +105,51 @@ export function fusedRmsNorm(
   return tf
     .engine()
     .runKernel(FUSED_KERNELS.rmsNorm, { x, weight }, { eps, unitOffset }) as tf.Tensor;
+}
+
+const addRmsNormGradient: tf.GradConfig = {
+  kernelName: FUSED_KERNELS.addRmsNorm,
+  inputsToSave: ['weight'],
+  outputsToSave: [true, false], // sum
+  gradFunc: (dys, saved, attrs) => {
+    const [ds, dy] = dys as tf.Tensor[];
+    const [weight, sum] = saved as [tf.Tensor, tf.Tensor];
+    const [dx, dw] = tf
+      .engine()
+      .runKernel(
+        FUSED_KERNELS.addRmsNormGrad,
+        { dy: dy as tf.Tensor, dsum: ds as tf.Tensor, sum, weight },
+        attrs as unknown as tf.NamedAttrMap,
+      ) as tf.Tensor[];
+    // Both addends get dx: as two tensors (sharing data) so that accumulating one never disposes
+    // the other's.
+    const g = dx as tf.Tensor;
+    return {
+      x: () => tf.reshape(g, g.shape),
+      residual: () => tf.reshape(g, g.shape),
+      weight: () => dw as tf.Tensor,
+    };
+  },
+};
+
+/**
+ * `ParaAddRmsNorm`: `[x + residual, RMSNorm(x + residual)]` (its gradient through
+ * `ParaAddRmsNormGrad`). Float32 inputs of one shape, non-empty.
+ */
+export function fusedAddRmsNorm(
+  x: tf.Tensor,
+  residual: tf.Tensor,
+  weight: tf.Tensor,
+  eps: number,
+  unitOffset: boolean,
+): [tf.Tensor, tf.Tensor] {
+  ensureGradient(addRmsNormGradient);
+  return tf
+    .engine()
+    .runKernel(FUSED_KERNELS.addRmsNorm, { x, residual, weight }, { eps, unitOffset }) as [
+    tf.Tensor,
+    tf.Tensor,
+  ];
 }
 
 const swigluGradient: tf.GradConfig = {

@@ -1,7 +1,16 @@
 import { ParaError } from '@para/core';
 import * as tf from '@tensorflow/tfjs-core';
-import { FUSED_KERNELS, fusedRmsNorm, hasFusedKernel } from './fused';
-import { checkMinRank, checkShape } from './shapes';
+import { FUSED_KERNELS, fusedAddRmsNorm, fusedRmsNorm, hasFusedKernel } from './fused';
+import { checkMinRank, checkSameShape, checkShape } from './shapes';
+
+function checkEps(eps: number): void {
+  if (typeof eps !== 'number' || !(eps >= 0) || !Number.isFinite(eps)) {
+    throw new ParaError('INVALID_ARGUMENT', 'eps must be a finite number ≥ 0', {
+      field: 'eps',
+      actual: String(eps),
+    });
+  }
+}
 
 export interface RmsNormOptions {
   /**
@@ -31,12 +40,7 @@ export function rmsNorm(
   const shape = checkMinRank(x, 'x', 1, '[..., d]');
   const d = shape[shape.length - 1] as number;
   checkShape(weight, 'weight', [d]);
-  if (typeof eps !== 'number' || !(eps >= 0) || !Number.isFinite(eps)) {
-    throw new ParaError('INVALID_ARGUMENT', 'eps must be a finite number ≥ 0', {
-      field: 'eps',
-      actual: String(eps),
-    });
-  }
+  checkEps(eps);
   const unitOffset = options.unitOffset === true;
   if (weight.dtype === 'float32' && x.size > 0 && hasFusedKernel(FUSED_KERNELS.rmsNorm)) {
     return tf.tidy(() =>
@@ -50,4 +54,38 @@ export function rmsNorm(
     const w = unitOffset ? tf.add(1, weight) : weight; // [d]
     return tf.mul(tf.mul(xf, inv), w); // [..., d]
   });
+}
+
+/**
+ * The residual add and the RMSNorm that follows it in a pre-norm decoder layer, as one op:
+ *
+ *     sum = x + residual;   normed = rmsNorm(sum, weight, eps, options)
+ *
+ * `x` and `residual` are `[..., d]` of one shape, `weight` `[d]`; returns `[sum, normed]` with x's
+ * shape (normed in float32), differentiable in x, residual and weight. Where the backend registers
+ * `ParaAddRmsNorm` (see `fused.ts`; @para/blas does on wasm) float32 inputs run as one kernel (and
+ * the gradient, which both addends share, as one more); otherwise `tf.add` then {@link rmsNorm}.
+ */
+export function addRmsNorm(
+  x: tf.Tensor,
+  residual: tf.Tensor,
+  weight: tf.Tensor,
+  eps = 1e-6,
+  options: RmsNormOptions = {},
+): [tf.Tensor, tf.Tensor] {
+  const shape = checkMinRank(x, 'x', 1, '[..., d]');
+  checkSameShape(x, residual, 'residual', 'x');
+  checkShape(weight, 'weight', [shape[shape.length - 1] as number]);
+  checkEps(eps);
+  if (
+    x.dtype === 'float32' &&
+    residual.dtype === 'float32' &&
+    weight.dtype === 'float32' &&
+    x.size > 0 &&
+    hasFusedKernel(FUSED_KERNELS.addRmsNorm)
+  ) {
+    return fusedAddRmsNorm(x, residual, weight, eps, options.unitOffset === true);
+  }
+  const sum = tf.add(x, residual); // [..., d]
+  return [sum, rmsNorm(sum, weight, eps, options)];
 }

@@ -3,6 +3,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { applyRope, rmsNorm, ropeCosSin, ropeInvFreq, swiglu } from '../src';
 import { FUSED_KERNELS, hasFusedKernel, setFusedKernelsEnabled } from '../src/fused';
+import { addRmsNorm } from '../src/rmsnorm';
 import { expectClose, take, testBackends, useBackend } from './helpers/backends';
 
 /*
@@ -85,8 +86,81 @@ function stand(name: string, fn: (a: Args) => tf.TensorInfo | tf.TensorInfo[]): 
   };
 }
 
+/** RMSNorm rows of x [rows·d] with weight w [d] (+1 with off). */
+function normRows(x: Float32Array, w: Float32Array, eps: number, off: number): Float32Array {
+  const d = w.length;
+  const y = new Float32Array(x.length);
+  for (let r = 0; r < x.length / d; r++) {
+    let ss = 0;
+    for (let j = 0; j < d; j++) ss += (x[r * d + j] as number) ** 2;
+    const inv = 1 / Math.sqrt(ss / d + eps);
+    for (let j = 0; j < d; j++)
+      y[r * d + j] = (x[r * d + j] as number) * inv * ((w[j] as number) + off);
+  }
+  return y;
+}
+
+/** Its gradient: [dx, dw]. */
+function normRowsGrad(
+  dy: Float32Array,
+  x: Float32Array,
+  w: Float32Array,
+  eps: number,
+  off: number,
+): [Float32Array, Float32Array] {
+  const d = w.length;
+  const dx = new Float32Array(x.length);
+  const dw = new Float32Array(d);
+  for (let r = 0; r < x.length / d; r++) {
+    let ss = 0;
+    let gx = 0;
+    for (let j = 0; j < d; j++) {
+      ss += (x[r * d + j] as number) ** 2;
+      gx += (dy[r * d + j] as number) * ((w[j] as number) + off) * (x[r * d + j] as number);
+    }
+    const inv = 1 / Math.sqrt(ss / d + eps);
+    for (let j = 0; j < d; j++) {
+      const xv = x[r * d + j] as number;
+      const g = dy[r * d + j] as number;
+      dx[r * d + j] = inv * g * ((w[j] as number) + off) - (xv * inv ** 3 * gx) / d;
+      dw[j] = (dw[j] as number) + g * xv * inv;
+    }
+  }
+  return [dx, dw];
+}
+
 /** Stand-in implementations of the contract in fused.ts, in plain JavaScript on cpu. */
 const STAND_INS: tf.KernelConfig[] = [
+  stand(FUSED_KERNELS.addRmsNorm, ({ inputs, backend, attrs }) => {
+    const x = backend.readSync(inputs.x!.dataId);
+    const res = backend.readSync(inputs.residual!.dataId);
+    const w = backend.readSync(inputs.weight!.dataId);
+    const sum = x.map((v, i) => v + (res[i] as number));
+    const y = normRows(sum, w, attrs?.eps as number, attrs?.unitOffset === true ? 1 : 0);
+    const shape = inputs.x!.shape;
+    return [
+      backend.makeTensorInfo(shape, 'float32', sum),
+      backend.makeTensorInfo(shape, 'float32', y),
+    ];
+  }),
+  stand(FUSED_KERNELS.addRmsNormGrad, ({ inputs, backend, attrs }) => {
+    const [dx, dw] = normRowsGrad(
+      backend.readSync(inputs.dy!.dataId),
+      backend.readSync(inputs.sum!.dataId),
+      backend.readSync(inputs.weight!.dataId),
+      attrs?.eps as number,
+      attrs?.unitOffset === true ? 1 : 0,
+    );
+    const ds = backend.readSync(inputs.dsum!.dataId);
+    return [
+      backend.makeTensorInfo(
+        inputs.sum!.shape,
+        'float32',
+        dx.map((v, i) => v + (ds[i] as number)),
+      ),
+      backend.makeTensorInfo([dw.length], 'float32', dw),
+    ];
+  }),
   stand(FUSED_KERNELS.rmsNorm, ({ inputs, backend, attrs }) => {
     const x = backend.readSync(inputs.x!.dataId);
     const w = backend.readSync(inputs.weight!.dataId);
@@ -228,6 +302,29 @@ describe('fused-kernel dispatch with kernels registered (JavaScript stand-ins on
     tf.tidy(() => rmsNorm(x, tf.cast(w, 'int32'))).dispose();
     expect(calls.get(FUSED_KERNELS.rmsNorm)).toBe(1);
     tf.dispose([x, w, r]);
+  });
+
+  it('addRmsNorm calls ParaAddRmsNorm, its gradient ParaAddRmsNormGrad (shared by both addends)', async () => {
+    const rng = new Rng(6);
+    const x = tf.tensor2d(rng.normalArray(5 * 8, 0, 2), [5, 8]);
+    const res = tf.tensor2d(rng.normalArray(5 * 8), [5, 8]);
+    const w = tf.tensor1d(rng.normalArray(8));
+    const r = tf.tensor2d(rng.normalArray(40), [5, 8]);
+    calls.clear();
+    const { fused, generic } = await both(() => {
+      const [sum, y] = addRmsNorm(x, res, w, 1e-6, { unitOffset: true });
+      const [gx, gr, gw] = tf.grads((a: tf.Tensor, b: tf.Tensor, c: tf.Tensor) => {
+        const [s2, y2] = addRmsNorm(a, b, c, 1e-6, { unitOffset: true });
+        return tf.add(tf.sum(tf.mul(y2, r)), tf.sum(tf.square(s2)));
+      })([x, res, w]);
+      const [gxx] = tf.grads((a: tf.Tensor) => tf.sum(tf.mul(addRmsNorm(a, a, w)[1], r)))([x]);
+      return [sum, y, gx as tf.Tensor, gr as tf.Tensor, gw as tf.Tensor, gxx as tf.Tensor];
+    });
+    expect(calls.get(FUSED_KERNELS.addRmsNorm)).toBe(3);
+    expect(calls.get(FUSED_KERNELS.addRmsNormGrad)).toBe(2);
+    for (let i = 0; i < 6; i++)
+      expectClose(fused[i] as number[], generic[i] as number[], 1e-5, 1e-5);
+    tf.dispose([x, res, w, r]);
   });
 
   it('swiglu calls ParaSwiGlu, its gradient ParaSwiGluGrad', async () => {
