@@ -1,13 +1,15 @@
 /*
- * @para/blas: fused float32 kernels for TensorFlow.js's wasm backend (RMSNorm, SwiGLU, RoPE and
- * their gradients), computed directly on the wasm heap like matmulHeap.
+ * @para/blas: fused float32 kernels for TensorFlow.js's wasm backend (RMSNorm, residual add +
+ * RMSNorm, SwiGLU, RoPE and their gradients), computed directly on the wasm heap like matmulHeap.
  *
  *   rmsNormHeap(heap, params)       params: [x, w, y, rows, d, eps, unitOffset]
  *   rmsNormGradHeap(heap, params)   params: [dy, x, w, dx, dw, rows, d, eps, unitOffset]
+ *   addRmsNormHeap(heap, params)    params: [x, res, w, sum, y, rows, d, eps, unitOffset]
+ *   addRmsNormGradHeap(heap, params) params: [dy, ds, sum, w, dx, dw, rows, d, eps, unitOffset]
  *   swigluHeap(heap, params)        params: [gate, up, y, n]
  *   swigluGradHeap(heap, params)    params: [dy, gate, up, dgate, dup, n]
  *   ropeHeap(heap, params)          params: [x, cos, sin, y, B, H, T, hd, cosBatch, inverse]
- *   fusedInfo()                     -> { threads }
+ *   fusedInfo()                     -> { threads, parallelMinElements }
  *
  * Offsets are byte offsets into `heap` (an ArrayBuffer); every operand is contiguous float32.
  * Everything is checked against heap.byteLength (4-byte aligned, in bounds, no overflow, outputs
@@ -230,11 +232,13 @@ static inline double sum_triple(const float *a, const float *b, const float *c, 
   return s;
 }
 
-/* ---------- RMSNorm ---------- */
+/* ---------- RMSNorm (and residual add + RMSNorm) ---------- */
 
 typedef struct {
   const float *x, *w, *dy;
-  float *y, *dx;
+  const float *res; /* forward with a residual: sum = x + res is normalised (and written) */
+  const float *ds;  /* backward of the add + norm: the sum's own upstream gradient, added to dx */
+  float *y, *dx, *sum;
   double *dw_parts; /* [threads][d] */
   int64_t d;
   double eps;
@@ -254,14 +258,21 @@ HOT static void rms_forward_rows(void *vctx, int64_t begin, int64_t end, int tid
   for (int64_t r = begin; r < end; r++) {
     const float *x = c->x + r * d;
     float *y = c->y + r * d;
+    if (c->res != NULL) {
+      /* sum = x + res, written out, then normalised (read back while it is in cache) */
+      const float *res = c->res + r * d;
+      float *sum = c->sum + r * d;
+      for (int64_t j = 0; j < d; j++) sum[j] = x[j] + res[j];
+      x = sum;
+    }
     const float inv = rms_inv(x, d, c->eps);
     for (int64_t j = 0; j < d; j++) y[j] = x[j] * inv * (w[j] + off);
   }
 }
 
 /*
- * r = rsqrt(mean(x²) + eps), g = dy · w′:  dx = r · g − x · r³ · Σ(g · x) / d;
- * dw (this thread's part) += dy · x · r.
+ * r = rsqrt(mean(x²) + eps), g = dy · w′:  dx = r · g − x · r³ · Σ(g · x) / d (+ ds, the add's
+ * own gradient, for the add + norm); dw (this thread's part) += dy · x · r.
  */
 HOT static void rms_backward_rows(void *vctx, int64_t begin, int64_t end, int tid) {
   const rms_t *c = (const rms_t *)vctx;
@@ -277,9 +288,17 @@ HOT static void rms_backward_rows(void *vctx, int64_t begin, int64_t end, int ti
     const double invd = 1.0 / sqrt(ms);
     const float inv = (float)invd;
     const float k = (float)(invd * invd * invd * sum_triple(dy, x, w, off, d) / (double)d);
-    for (int64_t j = 0; j < d; j++) {
-      dx[j] = inv * (dy[j] * (w[j] + off)) - x[j] * k;
-      dw[j] += (double)(dy[j] * x[j] * inv);
+    if (c->ds == NULL) {
+      for (int64_t j = 0; j < d; j++) {
+        dx[j] = inv * (dy[j] * (w[j] + off)) - x[j] * k;
+        dw[j] += (double)(dy[j] * x[j] * inv);
+      }
+    } else {
+      const float *ds = c->ds + r * d;
+      for (int64_t j = 0; j < d; j++) {
+        dx[j] = ds[j] + (inv * (dy[j] * (w[j] + off)) - x[j] * k);
+        dw[j] += (double)(dy[j] * x[j] * inv);
+      }
     }
   }
 }
@@ -469,49 +488,83 @@ static int dims_ok(double rows, double d, uint64_t *total) {
 
 /* ---------- entry points ---------- */
 
-/* rmsNormHeap(heap, [x, w, y, rows, d, eps, unitOffset]) */
-static napi_value RmsNormHeap(napi_env env, napi_callback_info info) {
+/* dw[j] = Σ over the threads' parts; frees them. */
+static void reduce_dw(double *parts, int threads, int64_t d, float *dw) {
+  for (int64_t j = 0; j < d; j++) {
+    double s = 0;
+    for (int t = 0; t < threads; t++) s += parts[(int64_t)t * d + j];
+    dw[j] = (float)s;
+  }
+  free(parts);
+}
+
+/*
+ * rmsNormHeap(heap, [x, w, y, rows, d, eps, unitOffset])
+ * addRmsNormHeap(heap, [x, res, w, sum, y, rows, d, eps, unitOffset]): sum = x + res, y = norm(sum)
+ */
+static napi_value rms_forward_entry(napi_env env, napi_callback_info info, int with_res) {
+  const char *name = with_res ? "addRmsNormHeap" : "rmsNormHeap";
   uint8_t *heap;
   size_t size;
   const double *p;
-  if (!heap_args(env, info, "rmsNormHeap(heap, params)", 7, &heap, &size, &p)) return NULL;
+  if (!heap_args(env, info, name, with_res ? 9 : 7, &heap, &size, &p)) return NULL;
+  const double *q = with_res ? p + 2 : p; /* q[3..6] = rows, d, eps, unitOffset */
   uint64_t total;
-  if (!dims_ok(p[3], p[4], &total)) return throw_range(env, "rmsNormHeap: rows and d must be non-negative integers");
-  const int64_t rows = (int64_t)p[3], d = (int64_t)p[4];
-  const double eps = p[5];
+  if (!dims_ok(q[3], q[4], &total)) return throw_range(env, "rmsNormHeap: rows and d must be non-negative integers");
+  const int64_t rows = (int64_t)q[3], d = (int64_t)q[4];
+  const double eps = q[5];
   if (!(eps >= 0) || !isfinite(eps)) return throw_range(env, "rmsNormHeap: eps must be finite and >= 0");
-  span_t x, w, y;
-  if (!span_ok(p[0], total, size, &x) || !span_ok(p[1], (uint64_t)d, size, &w) || !span_ok(p[2], total, size, &y)) {
-    return throw_range(env, "rmsNormHeap: an operand lies outside the heap (or is not 4-byte aligned)");
-  }
-  const span_t in[2] = {x, w};
-  if (!disjoint(in, 2, &y, 1)) return throw_range(env, "rmsNormHeap: the output overlaps an input");
+  span_t x, res = {0, 0}, w, sum = {0, 0}, y;
+  const int ok = with_res ? span_ok(p[0], total, size, &x) && span_ok(p[1], total, size, &res) &&
+                                span_ok(p[2], (uint64_t)d, size, &w) && span_ok(p[3], total, size, &sum) &&
+                                span_ok(p[4], total, size, &y)
+                          : span_ok(p[0], total, size, &x) && span_ok(p[1], (uint64_t)d, size, &w) &&
+                                span_ok(p[2], total, size, &y);
+  if (!ok) return throw_range(env, "rmsNormHeap: an operand lies outside the heap (or is not 4-byte aligned)");
+  const span_t in[3] = {x, w, res};
+  const span_t out[2] = {y, sum};
+  if (!disjoint(in, 3, out, 2)) return throw_range(env, "rmsNormHeap: an output overlaps an input or the other output");
   if (total == 0) return NULL;
-  rms_t c = {(const float *)(heap + x.off), (const float *)(heap + w.off), NULL, (float *)(heap + y.off), NULL,
-             NULL, d, eps, p[6] != 0 ? 1.0f : 0.0f};
+  rms_t c = {.x = (const float *)(heap + x.off),
+             .w = (const float *)(heap + w.off),
+             .res = with_res ? (const float *)(heap + res.off) : NULL,
+             .sum = with_res ? (float *)(heap + sum.off) : NULL,
+             .y = (float *)(heap + y.off),
+             .d = d,
+             .eps = eps,
+             .off = q[6] != 0 ? 1.0f : 0.0f};
   parallel_for(rows, (int64_t)total, rms_forward_rows, &c);
   return NULL;
 }
 
-/* rmsNormGradHeap(heap, [dy, x, w, dx, dw, rows, d, eps, unitOffset]) */
-static napi_value RmsNormGradHeap(napi_env env, napi_callback_info info) {
+static napi_value RmsNormHeap(napi_env env, napi_callback_info info) { return rms_forward_entry(env, info, 0); }
+static napi_value AddRmsNormHeap(napi_env env, napi_callback_info info) { return rms_forward_entry(env, info, 1); }
+
+/*
+ * rmsNormGradHeap(heap, [dy, x, w, dx, dw, rows, d, eps, unitOffset])
+ * addRmsNormGradHeap(heap, [dy, ds, sum, w, dx, dw, rows, d, eps, unitOffset]): dx = ds + the
+ * norm's gradient at sum (the gradient of both addends)
+ */
+static napi_value rms_backward_entry(napi_env env, napi_callback_info info, int with_ds) {
+  const char *name = with_ds ? "addRmsNormGradHeap" : "rmsNormGradHeap";
   uint8_t *heap;
   size_t size;
   const double *p;
-  if (!heap_args(env, info, "rmsNormGradHeap(heap, params)", 9, &heap, &size, &p)) return NULL;
+  if (!heap_args(env, info, name, with_ds ? 10 : 9, &heap, &size, &p)) return NULL;
+  const double *q = with_ds ? p + 1 : p; /* q[1..4] = x (or sum), w, dx, dw; q[5..8] = rows, d, eps, unitOffset */
   uint64_t total;
-  if (!dims_ok(p[5], p[6], &total)) return throw_range(env, "rmsNormGradHeap: rows and d must be non-negative integers");
-  const int64_t rows = (int64_t)p[5], d = (int64_t)p[6];
-  const double eps = p[7];
+  if (!dims_ok(q[5], q[6], &total)) return throw_range(env, "rmsNormGradHeap: rows and d must be non-negative integers");
+  const int64_t rows = (int64_t)q[5], d = (int64_t)q[6];
+  const double eps = q[7];
   if (!(eps >= 0) || !isfinite(eps)) return throw_range(env, "rmsNormGradHeap: eps must be finite and >= 0");
-  span_t dy, x, w, dx, dw;
-  if (!span_ok(p[0], total, size, &dy) || !span_ok(p[1], total, size, &x) || !span_ok(p[2], (uint64_t)d, size, &w) ||
-      !span_ok(p[3], total, size, &dx) || !span_ok(p[4], (uint64_t)d, size, &dw)) {
-    return throw_range(env, "rmsNormGradHeap: an operand lies outside the heap (or is not 4-byte aligned)");
-  }
-  const span_t in[3] = {dy, x, w};
+  span_t dy, ds = {0, 0}, x, w, dx, dw;
+  const int ok = span_ok(p[0], total, size, &dy) && (!with_ds || span_ok(p[1], total, size, &ds)) &&
+                 span_ok(q[1], total, size, &x) && span_ok(q[2], (uint64_t)d, size, &w) &&
+                 span_ok(q[3], total, size, &dx) && span_ok(q[4], (uint64_t)d, size, &dw);
+  if (!ok) return throw_range(env, "rmsNormGradHeap: an operand lies outside the heap (or is not 4-byte aligned)");
+  const span_t in[4] = {dy, x, w, ds};
   const span_t out[2] = {dx, dw};
-  if (!disjoint(in, 3, out, 2)) return throw_range(env, "rmsNormGradHeap: an output overlaps an input or the other output");
+  if (!disjoint(in, 4, out, 2)) return throw_range(env, "rmsNormGradHeap: an output overlaps an input or the other output");
   float *dwp = (float *)(heap + dw.off);
   if (d == 0) return NULL;
   if (rows == 0) {
@@ -524,17 +577,22 @@ static napi_value RmsNormGradHeap(napi_env env, napi_callback_info info) {
     napi_throw_error(env, "PARA_BLAS_NOMEM", "rmsNormGradHeap: out of memory");
     return NULL;
   }
-  rms_t c = {(const float *)(heap + x.off), (const float *)(heap + w.off), (const float *)(heap + dy.off), NULL,
-             (float *)(heap + dx.off), parts, d, eps, p[8] != 0 ? 1.0f : 0.0f};
+  rms_t c = {.x = (const float *)(heap + x.off),
+             .w = (const float *)(heap + w.off),
+             .dy = (const float *)(heap + dy.off),
+             .ds = with_ds ? (const float *)(heap + ds.off) : NULL,
+             .dx = (float *)(heap + dx.off),
+             .dw_parts = parts,
+             .d = d,
+             .eps = eps,
+             .off = q[8] != 0 ? 1.0f : 0.0f};
   parallel_for(rows, threads > 1 ? (int64_t)total : 0, rms_backward_rows, &c);
-  for (int64_t j = 0; j < d; j++) {
-    double s = 0;
-    for (int t = 0; t < threads; t++) s += parts[(int64_t)t * d + j];
-    dwp[j] = (float)s;
-  }
-  free(parts);
+  reduce_dw(parts, threads, d, dwp);
   return NULL;
 }
+
+static napi_value RmsNormGradHeap(napi_env env, napi_callback_info info) { return rms_backward_entry(env, info, 0); }
+static napi_value AddRmsNormGradHeap(napi_env env, napi_callback_info info) { return rms_backward_entry(env, info, 1); }
 
 /* swigluHeap(heap, [gate, up, y, n]) */
 static napi_value SwigluHeap(napi_env env, napi_callback_info info) {
@@ -627,6 +685,8 @@ napi_status para_fused_init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       {"rmsNormHeap", NULL, RmsNormHeap, NULL, NULL, NULL, napi_enumerable, NULL},
       {"rmsNormGradHeap", NULL, RmsNormGradHeap, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"addRmsNormHeap", NULL, AddRmsNormHeap, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"addRmsNormGradHeap", NULL, AddRmsNormGradHeap, NULL, NULL, NULL, napi_enumerable, NULL},
       {"swigluHeap", NULL, SwigluHeap, NULL, NULL, NULL, napi_enumerable, NULL},
       {"swigluGradHeap", NULL, SwigluGradHeap, NULL, NULL, NULL, napi_enumerable, NULL},
       {"ropeHeap", NULL, RopeHeap, NULL, NULL, NULL, napi_enumerable, NULL},

@@ -39,6 +39,10 @@ export interface BlasAddon {
   rmsNormHeap?(heap: ArrayBuffer, params: Float64Array): void;
   /** params: [dy, x, w, dx, dw, rows, d, eps, unitOffset]. */
   rmsNormGradHeap?(heap: ArrayBuffer, params: Float64Array): void;
+  /** params: [x, res, w, sum, y, rows, d, eps, unitOffset]: sum = x + res, y = rmsNorm(sum). */
+  addRmsNormHeap?(heap: ArrayBuffer, params: Float64Array): void;
+  /** params: [dy, ds, sum, w, dx, dw, rows, d, eps, unitOffset]: dx = ds + the norm's gradient. */
+  addRmsNormGradHeap?(heap: ArrayBuffer, params: Float64Array): void;
   /** params: [gate, up, y, n]. */
   swigluHeap?(heap: ArrayBuffer, params: Float64Array): void;
   /** params: [dy, gate, up, dgate, dup, n]. */

@@ -3,8 +3,8 @@ import { type BlasAddon, blasAddon } from './addon';
 import type { KernelArgs, TensorInfoLike, WasmBackendLike } from './kernels';
 
 /*
- * Fused kernels for tfjs's wasm backend — ParaRmsNorm, ParaRmsNormGrad, ParaSwiGlu,
- * ParaSwiGluGrad, ParaRope — computed in C (native/para_fused.c) directly on the wasm heap, as
+ * Fused kernels for tfjs's wasm backend — ParaRmsNorm, ParaRmsNormGrad, ParaAddRmsNorm,
+ * ParaAddRmsNormGrad, ParaSwiGlu, ParaSwiGluGrad, ParaRope — computed in C (native/para_fused.c) directly on the wasm heap, as
  * the matmuls are. Their contract (inputs, attrs, outputs, math) is @para/ops' `fused.ts`, whose
  * ops call them where they are registered and whose registered gradients call the Grad kernels.
  * A shared (threaded) heap, which the addon cannot address, is computed by the same math in
@@ -14,6 +14,8 @@ import type { KernelArgs, TensorInfoLike, WasmBackendLike } from './kernels';
 export const FUSED_KERNEL_NAMES = [
   'ParaRmsNorm',
   'ParaRmsNormGrad',
+  'ParaAddRmsNorm',
+  'ParaAddRmsNormGrad',
   'ParaSwiGlu',
   'ParaSwiGluGrad',
   'ParaRope',
@@ -104,6 +106,23 @@ export const jsFused = {
         m[y + r * d + j] = (m[x + r * d + j] as number) * inv * ((m[w + j] as number) + off);
     }
   },
+  /** sum = x + res, then rmsNorm(sum) into y. */
+  addRmsNorm(
+    m: Float32Array,
+    x: number,
+    res: number,
+    w: number,
+    sum: number,
+    y: number,
+    rows: number,
+    d: number,
+    eps: number,
+    off: number,
+  ) {
+    for (let i = 0; i < rows * d; i++) m[sum + i] = (m[x + i] as number) + (m[res + i] as number);
+    jsFused.rmsNorm(m, sum, w, y, rows, d, eps, off);
+  },
+  /** rmsNormGrad, plus ds (element offset, or -1 for none) added to dx. */
   rmsNormGrad(
     m: Float32Array,
     dy: number,
@@ -115,6 +134,7 @@ export const jsFused = {
     d: number,
     eps: number,
     off: number,
+    ds = -1,
   ) {
     const acc = new Float64Array(d);
     for (let r = 0; r < rows; r++) {
@@ -130,7 +150,9 @@ export const jsFused = {
       for (let j = 0; j < d; j++) {
         const xv = m[x + r * d + j] as number;
         const g = m[dy + r * d + j] as number;
-        m[dx + r * d + j] = inv * g * ((m[w + j] as number) + off) - xv * k;
+        m[dx + r * d + j] =
+          (ds < 0 ? 0 : (m[ds + r * d + j] as number)) +
+          (inv * g * ((m[w + j] as number) + off) - xv * k);
         acc[j] = (acc[j] as number) + g * xv * inv;
       }
     }
@@ -251,6 +273,97 @@ function rmsNormGradKernel(addon: Native): tf.KernelFunc {
   };
 }
 
+function checkNorm(x: TensorInfoLike, w: TensorInfoLike, K: string): { rows: number; d: number } {
+  const d = x.shape[x.shape.length - 1] ?? 1;
+  if (x.shape.length < 1 || w.shape.length !== 1 || w.shape[0] !== d)
+    throw new Error(`${K}: weight [${w.shape}] does not match x [${x.shape}]`);
+  return { rows: size(x.shape) / Math.max(d, 1), d };
+}
+
+function addRmsNormKernel(addon: Native): tf.KernelFunc {
+  return (args) => {
+    const { inputs, backend: be, attrs } = args as unknown as KernelArgs;
+    const K = 'ParaAddRmsNorm';
+    const backend = asWasm(be, K);
+    const x = need(inputs, 'x', K);
+    const res = need(inputs, 'residual', K);
+    const w = need(inputs, 'weight', K);
+    sameShape(x, res, K, 'residual');
+    const { rows, d } = checkNorm(x, w, K);
+    const eps = Number(attrs?.eps ?? 1e-6);
+    const off = attrs?.unitOffset === true ? 1 : 0;
+    const [xo, ro, wo] = [offset(backend, x), offset(backend, res), offset(backend, w)];
+    return compute(
+      backend,
+      [x.shape, x.shape],
+      (heap, [so, yo]) =>
+        addon.addRmsNormHeap(
+          heap,
+          Float64Array.of(xo, ro, wo, so as number, yo as number, rows, d, eps, off),
+        ),
+      (m, [so, yo]) =>
+        jsFused.addRmsNorm(
+          m,
+          xo / 4,
+          ro / 4,
+          wo / 4,
+          (so as number) / 4,
+          (yo as number) / 4,
+          rows,
+          d,
+          eps,
+          off,
+        ),
+    ) as tf.TensorInfo[];
+  };
+}
+
+function addRmsNormGradKernel(addon: Native): tf.KernelFunc {
+  return (args) => {
+    const { inputs, backend: be, attrs } = args as unknown as KernelArgs;
+    const K = 'ParaAddRmsNormGrad';
+    const backend = asWasm(be, K);
+    const dy = need(inputs, 'dy', K);
+    const ds = need(inputs, 'dsum', K);
+    const sum = need(inputs, 'sum', K);
+    const w = need(inputs, 'weight', K);
+    sameShape(sum, dy, K, 'dy');
+    sameShape(sum, ds, K, 'dsum');
+    const { rows, d } = checkNorm(sum, w, K);
+    const eps = Number(attrs?.eps ?? 1e-6);
+    const off = attrs?.unitOffset === true ? 1 : 0;
+    const [dyo, dso, so, wo] = [
+      offset(backend, dy),
+      offset(backend, ds),
+      offset(backend, sum),
+      offset(backend, w),
+    ];
+    return compute(
+      backend,
+      [sum.shape, w.shape],
+      (heap, [dxo, dwo]) =>
+        addon.addRmsNormGradHeap(
+          heap,
+          Float64Array.of(dyo, dso, so, wo, dxo as number, dwo as number, rows, d, eps, off),
+        ),
+      (m, [dxo, dwo]) =>
+        jsFused.rmsNormGrad(
+          m,
+          dyo / 4,
+          so / 4,
+          wo / 4,
+          (dxo as number) / 4,
+          (dwo as number) / 4,
+          rows,
+          d,
+          eps,
+          off,
+          dso / 4,
+        ),
+    ) as tf.TensorInfo[];
+  };
+}
+
 function swigluKernel(addon: Native): tf.KernelFunc {
   return (args) => {
     const { inputs, backend: be } = args as unknown as KernelArgs;
@@ -345,6 +458,8 @@ function ropeKernel(addon: Native): tf.KernelFunc {
 const MAKERS: Record<(typeof FUSED_KERNEL_NAMES)[number], (a: Native) => tf.KernelFunc> = {
   ParaRmsNorm: rmsNormKernel,
   ParaRmsNormGrad: rmsNormGradKernel,
+  ParaAddRmsNorm: addRmsNormKernel,
+  ParaAddRmsNormGrad: addRmsNormGradKernel,
   ParaSwiGlu: swigluKernel,
   ParaSwiGluGrad: swigluGradKernel,
   ParaRope: ropeKernel,
@@ -355,6 +470,8 @@ function hasFusedFunctions(addon: BlasAddon | undefined): addon is Native {
     addon !== undefined &&
     typeof addon.rmsNormHeap === 'function' &&
     typeof addon.rmsNormGradHeap === 'function' &&
+    typeof addon.addRmsNormHeap === 'function' &&
+    typeof addon.addRmsNormGradHeap === 'function' &&
     typeof addon.swigluHeap === 'function' &&
     typeof addon.swigluGradHeap === 'function' &&
     typeof addon.ropeHeap === 'function'
@@ -378,8 +495,8 @@ export function fusedKernelsProblem(): string | undefined {
 }
 
 /**
- * Register the fused kernels (ParaRmsNorm, ParaRmsNormGrad, ParaSwiGlu, ParaSwiGluGrad,
- * ParaRope) for the wasm backend; @para/ops then uses them. `installBlasKernels()` calls this.
+ * Register the fused kernels (ParaRmsNorm, ParaRmsNormGrad, ParaAddRmsNorm, ParaAddRmsNormGrad,
+ * ParaSwiGlu, ParaSwiGluGrad, ParaRope) for the wasm backend; @para/ops then uses them. `installBlasKernels()` calls this.
  * Returns false, changing nothing, when the addon (or a binary with these kernels) is
  * unavailable or PARA_FUSED=0 is set. A kernel someone else registered under one of these
  * names is left in place. Idempotent.

@@ -5,6 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 // kernels' contract and the ops that dispatch to them live there).
 import { FUSED_KERNELS, setFusedKernelsEnabled } from '../../ops/src/fused';
 import { applyRope, rmsNorm, ropeCosSin, ropeInvFreq, swiglu } from '../../ops/src/index';
+import { addRmsNorm } from '../../ops/src/rmsnorm';
 import { dot, numericGrad, refRmsNorm, refSwiglu } from '../../ops/test/helpers/reference';
 import { blasAddon } from '../src/addon';
 import { jsFused } from '../src/fused';
@@ -172,6 +173,46 @@ describe.runIf(status.available)('fused native kernels on wasm', () => {
         tf.dispose([x, w, r]);
       });
     }
+  }
+
+  for (const shape of [
+    [1, 1],
+    [7, 3],
+    [2, 3, 257],
+    [300, 257],
+  ]) {
+    it(`addRmsNorm [${shape}]: sum, normed and the gradients of x, residual and weight equal the generic path`, async () => {
+      const n = shape.reduce((a, b) => a * b, 1);
+      const d = shape[shape.length - 1] as number;
+      const x = tf.tensor(scaled(n, 101 + d, 2), shape);
+      const res = tf.tensor(scaled(n, 102 + d, 2), shape);
+      const w = tf.tensor1d(scaled(d, 103 + d, 1));
+      const r1 = tf.tensor(seeded(n, 104 + d), shape);
+      const r2 = tf.tensor(seeded(n, 105 + d), shape);
+      for (const unitOffset of [false, true]) {
+        const { fused, generic } = fusedAndGeneric(() => {
+          const [sum, y] = addRmsNorm(x, res, w, 1e-5, { unitOffset });
+          // Both outputs feed the loss (as in a decoder layer: the sum is the next residual).
+          const f = (a: tf.Tensor, b: tf.Tensor, c: tf.Tensor) => {
+            const [s2, y2] = addRmsNorm(a, b, c, 1e-5, { unitOffset });
+            return tf.add(tf.sum(tf.mul(s2, r1)), tf.sum(tf.mul(y2, r2)));
+          };
+          const [gx, gr, gw] = tf.grads(f)([x, res, w]);
+          // Only the normed output used, and x as both addends.
+          const [gxx] = tf.grads((a: tf.Tensor) => tf.sum(tf.mul(addRmsNorm(a, a, w)[1], r2)))([x]);
+          return [sum, y, gx as tf.Tensor, gr as tf.Tensor, gw as tf.Tensor, gxx as tf.Tensor];
+        });
+        for (const [i, label] of ['sum', 'y', 'dx', 'dresidual', 'dweight', 'dx (x + x)'].entries())
+          expectNear(
+            fused[i] as Float32Array,
+            generic[i] as Float32Array,
+            label === 'dweight' ? 1e-5 * Math.max(1, Math.sqrt(n / d) / 4) : 1e-5,
+            `${label}${unitOffset ? ' unitOffset' : ''}`,
+          );
+      }
+      expect(await kernelsOf(() => addRmsNorm(x, res, w))).toEqual(['ParaAddRmsNorm']);
+      tf.dispose([x, res, w, r1, r2]);
+    });
   }
 
   it('rmsNorm gradients match central finite differences of a float64 reference', () => {
@@ -448,7 +489,8 @@ describe.runIf(status.available)('fused native kernels on wasm', () => {
     const step = () =>
       tf.tidy(() => {
         const [gx, gw] = tf.grads((a: tf.Tensor, b: tf.Tensor) => {
-          const h = rmsNorm(a, b, 1e-6, { unitOffset: true });
+          const [, h0] = addRmsNorm(a, a, b, 1e-6);
+          const h = rmsNorm(h0, b, 1e-6, { unitOffset: true });
           const s = swiglu(h, a);
           const q = applyRope(tf.reshape(s, [2, 1, 5, 16]), cos, sin);
           return tf.sum(q);
@@ -489,6 +531,15 @@ describe.runIf(status.available)('fused native kernels on wasm', () => {
     expect(() =>
       addon.rmsNormGradHeap(heap, Float64Array.of(0, 128, 160, 320, 320, 4, 8, 1e-6, 0)),
     ).toThrow(/overlaps/);
+    expect(() =>
+      addon.addRmsNormHeap(heap, Float64Array.of(0, 32, 64, 96, 96, 1, 8, 1e-6, 0)),
+    ).toThrow(/overlaps/);
+    expect(() =>
+      addon.addRmsNormGradHeap(heap, Float64Array.of(0, 32, 64, 96, 128, 128, 1, 8, 1e-6, 0)),
+    ).toThrow(/overlaps/);
+    expect(() =>
+      addon.addRmsNormHeap(heap, Float64Array.of(0, 32, 64, 96, 1020, 1, 8, 1e-6, 0)),
+    ).toThrow(RangeError);
     expect(() => addon.swigluHeap(heap, Float64Array.of(0, 128, 256, 65))).toThrow(RangeError);
     expect(() => addon.swigluGradHeap(heap, Float64Array.of(0, 64, 128, 192, 200, 16))).toThrow(
       /overlaps/,
@@ -510,12 +561,13 @@ describe.runIf(status.available)('fused native kernels on wasm', () => {
     const addon = blasAddon() as Required<NonNullable<ReturnType<typeof blasAddon>>>;
     const [rows, d] = [9, 257];
     const n = rows * d;
-    // Layout (elements): x/g at 0, w/u at n, dy at 2n, out1 at 3n, out2 at 4n.
+    // Layout (elements): x/g at 0, w/u at n, dy at 2n, out1 at 3n, out2 at 4n, a weight at 5n.
     const fill = () => {
-      const m = new Float32Array(5 * n + 16);
+      const m = new Float32Array(6 * n + 16);
       m.set(scaled(n, 91, 3), 0);
       m.set(scaled(n, 92, 1), n);
       m.set(seeded(n, 93), 2 * n);
+      m.set(scaled(n, 94, 1), 5 * n);
       return m;
     };
     const cases: [string, (m: Float32Array) => void, (h: ArrayBuffer) => void][] = [
@@ -531,6 +583,24 @@ describe.runIf(status.available)('fused native kernels on wasm', () => {
           addon.rmsNormGradHeap(
             h,
             Float64Array.of(8 * n, 0, 4 * n, 12 * n, 16 * n, rows, d, 1e-6, 0),
+          ),
+      ],
+      [
+        'addRmsNorm',
+        (m) => jsFused.addRmsNorm(m, 0, n, 5 * n, 3 * n, 4 * n, rows, d, 1e-6, 1),
+        (h) =>
+          addon.addRmsNormHeap(
+            h,
+            Float64Array.of(0, 4 * n, 20 * n, 12 * n, 16 * n, rows, d, 1e-6, 1),
+          ),
+      ],
+      [
+        'addRmsNormGrad',
+        (m) => jsFused.rmsNormGrad(m, 2 * n, 0, 5 * n, 3 * n, 4 * n, rows, d, 1e-6, 0, n),
+        (h) =>
+          addon.addRmsNormGradHeap(
+            h,
+            Float64Array.of(8 * n, 4 * n, 0, 20 * n, 12 * n, 16 * n, rows, d, 1e-6, 0),
           ),
       ],
       [

@@ -1,0 +1,169 @@
+#!/usr/bin/env node
+// A/B of @para/blas's fused kernels (RMSNorm, SwiGLU, RoPE) in ONE process: every timed call
+// alternates between the fused kernels installed and uninstalled (the generic tfjs ops), so the
+// load of a shared machine hits both sides alike. Prints per-workload medians and off/on ratios.
+//
+//   pnpm build && node packages/blas/scripts/bench-fused.mjs [--rounds 5] [--json]
+//
+// Workloads: `para bench train`'s (PARA r=8, LoRA r=8 on q,v and full fine-tuning on the bundled
+// backbone; 16 task examples and 8 packed rows of 256) and `para bench model`'s (d=512, 8 layers,
+// prompt 64: prefill and 64 decode steps at batch 1 and 32), wasm backend with OpenBLAS. The
+// workspace packages are loaded as the `para` CLI sees them (apps/node-demo's dependencies).
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
+const app = createRequire(join(root, 'apps', 'node-demo', 'package.json'));
+const load = (spec) => import(pathToFileURL(app.resolve(spec)).href);
+const args = process.argv.slice(2);
+const rounds = Number(args[args.indexOf('--rounds') + 1]) || 5;
+const json = args.includes('--json');
+
+const [{ initBackend }, tf, blas, train, adapters, modelPkg] = await Promise.all([
+  load('@para/core/node'),
+  load('@tensorflow/tfjs-core'),
+  load('@para/blas'),
+  load('@para/train/node'),
+  load('@para/adapters/node'),
+  load('@para/model'),
+]);
+await initBackend({ backend: 'wasm' });
+// (Resolved this way the packages load as CommonJS, where @para/core's optional import of
+// @para/blas does not find it: install the kernels here, as @para/core does on the ESM path.)
+blas.installBlasKernels();
+if (!blas.blasKernelsInstalled() || !blas.fusedKernelsInstalled()) {
+  console.error(`fused kernels not installed: ${blas.fusedKernelsProblem() ?? 'unknown'}`);
+  process.exit(1);
+}
+const say = json ? () => {} : (s) => console.log(s);
+say(
+  `wasm + OpenBLAS; fused kernels: ${blas.fusedThreads()} threads; ${rounds} rounds, alternating`,
+);
+
+const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+/**
+ * Time `fn` alternately with the fused kernels on and off; returns the medians (ms). When `fn`
+ * returns a number, that is the time (ms) of the part it timed itself.
+ */
+async function ab(fn) {
+  const t = { on: [], off: [] };
+  const side = async (on) => {
+    if (on) blas.installFusedKernels();
+    else blas.uninstallFusedKernels();
+    const t0 = performance.now();
+    const own = await fn();
+    t[on ? 'on' : 'off'].push(typeof own === 'number' ? own : performance.now() - t0);
+  };
+  await side(true); // warm-up, both sides
+  await side(false);
+  t.on.length = 0;
+  t.off.length = 0;
+  for (let r = 0; r < rounds; r++) {
+    const first = r % 2 === 0;
+    await side(first);
+    await side(!first);
+  }
+  blas.installFusedKernels();
+  return { on: median(t.on), off: median(t.off) };
+}
+
+const results = [];
+function report(label, ms, perSecond) {
+  const row = {
+    label,
+    onMs: ms.on,
+    offMs: ms.off,
+    onPerSec: perSecond / (ms.on / 1000),
+    offPerSec: perSecond / (ms.off / 1000),
+    speedup: ms.off / ms.on,
+  };
+  results.push(row);
+  say(
+    `${label.padEnd(40)} fused ${row.onPerSec.toFixed(1).padStart(8)}  generic ${row.offPerSec.toFixed(1).padStart(8)} tok/s  ×${row.speedup.toFixed(2)}`,
+  );
+}
+
+// --- training updates (as `para bench train`) ---
+const backbone = await train.loadBackbone(join(root, 'assets', 'backbone'));
+const { model, tokenizer } = backbone;
+const data = await train.loadDataset(
+  join(root, 'data', 'tasks', 'antonym', 'train.jsonl'),
+  tokenizer,
+  { maxLength: 256 },
+);
+const pad = model.config.padTokenId ?? 0;
+const taskBatch = train.collate(data.examples.slice(0, 16), pad);
+const rng = (i) => (i * 2654435761) % model.config.vocabSize;
+const windows = Array.from({ length: 8 }, (_, b) =>
+  Array.from({ length: 257 }, (_, t) => 4 + (rng(b * 257 + t) % (model.config.vocabSize - 4))),
+);
+const packed = { ...train.collateWindows(windows), promptLengths: windows.map(() => 128) };
+const setups = [
+  ['PARA r=8', () => adapters.createAdapter(model.config, train.methodConfig('para', 8, null))],
+  [
+    'LoRA r=8 (q,v)',
+    () => adapters.createAdapter(model.config, train.methodConfig('lora', 8, null)),
+  ],
+  ['full fine-tuning', null],
+];
+for (const [method, make] of setups) {
+  const adapter = make?.();
+  const t = adapter ? train.adapterTrainable(model, adapter) : train.fullTrainable(model);
+  const trainer = new train.Trainer(t, { lr: 1e-6, totalSteps: 1000 });
+  for (const [workload, batch] of [
+    ['16 task examples', taskBatch],
+    ['8×256 packed', packed],
+  ]) {
+    const ms = await ab(() => trainer.trainStep([batch]));
+    report(`train ${method}, ${workload}`, ms, batch.tokens);
+  }
+  trainer.dispose();
+  if (adapter) adapter.dispose();
+  else t.model.dispose();
+}
+model.dispose();
+
+// --- prefill and decode (as `para bench model`) ---
+const config = modelPkg.createConfig({
+  vocabSize: 4096,
+  hiddenSize: 512,
+  intermediateSize: 1376,
+  numLayers: 8,
+  numHeads: 8,
+  numKvHeads: 8,
+  maxPositionEmbeddings: 2048,
+});
+const lm = modelPkg.CausalLM.random(config, 0);
+const [P, steps] = [64, 64];
+for (const B of [1, 32]) {
+  const prompts = Array.from({ length: B }, (_, b) =>
+    Array.from({ length: P }, (_, t) => (1 + b * 131 + t * 17) % config.vocabSize),
+  );
+  const prefill = await ab(async () => {
+    const { logits, state } = lm.prefill(prompts, { capacity: P + steps });
+    await logits.data();
+    logits.dispose();
+    state.dispose();
+  });
+  report(`prefill batch ${B} × ${P}`, prefill, B * P);
+  const decode = await ab(async () => {
+    const { logits, state } = lm.prefill(prompts, { capacity: P + steps });
+    logits.dispose();
+    let last = prompts.map((p) => p[P - 1]);
+    const t0 = performance.now();
+    for (let s = 0; s < steps; s++) {
+      const l = lm.decodeStep(last, state); // [B, V] logits of the new token
+      const ids = tf.argMax(tf.reshape(l, [B, -1]), 1);
+      last = Array.from(await ids.data());
+      tf.dispose([l, ids]);
+    }
+    const ms = performance.now() - t0;
+    state.dispose();
+    return ms;
+  });
+  report(`decode batch ${B}, ${steps} steps`, decode, B * steps);
+}
+lm.dispose();
+if (json)
+  console.log(JSON.stringify({ rounds, threads: blas.fusedThreads(), rows: results }, null, 2));
