@@ -1,0 +1,178 @@
+import * as tf from '@tensorflow/tfjs-core';
+import {
+  rmsInvProgram,
+  rmsNormDwProgram,
+  rmsNormDxProgram,
+  rmsNormProgram,
+  ropeProgram,
+  swigluDgateProgram,
+  swigluDupProgram,
+  swigluProgram,
+  type WebGpuProgram,
+} from './programs';
+
+/** What the kernels use of tfjs-backend-webgpu's `WebGPUBackend` (4.22). */
+interface WebGpuBackendLike {
+  runWebGPUProgram(
+    program: WebGpuProgram,
+    inputs: tf.TensorInfo[],
+    outputDtype: tf.DataType,
+    programUniforms?: Uniform[],
+  ): tf.TensorInfo;
+  disposeData(dataId: tf.DataId): boolean;
+}
+
+type KernelArgs = {
+  inputs: Record<string, tf.TensorInfo>;
+  backend: unknown;
+  attrs?: Record<string, unknown>;
+};
+
+/** The same data under another shape (as tfjs's Reshape does, without a kernel call). */
+const view = (t: tf.TensorInfo, shape: number[]): tf.TensorInfo => ({
+  dataId: t.dataId,
+  shape,
+  dtype: t.dtype,
+});
+
+const size = (shape: number[]) => shape.reduce((a, b) => a * b, 1);
+
+function rowsOf(x: tf.TensorInfo): [number, number] {
+  const d = x.shape[x.shape.length - 1] as number;
+  return [size(x.shape) / d, d];
+}
+
+type Uniform = { type: 'int32' | 'float32'; data: number[] };
+/**
+ * Scalar uniforms, one entry each: the backend aligns an entry of n values as a vecn, while the
+ * programs declare scalars (`d : i32, eps : f32`), so never pass several values in one entry.
+ */
+const i32 = (...data: number[]): Uniform[] => data.map((v) => ({ type: 'int32', data: [v] }));
+const f32 = (...data: number[]): Uniform[] => data.map((v) => ({ type: 'float32', data: [v] }));
+
+function rmsNormKernel({ inputs, backend, attrs }: KernelArgs): tf.TensorInfo {
+  const b = backend as WebGpuBackendLike;
+  const { x, weight } = inputs as { x: tf.TensorInfo; weight: tf.TensorInfo };
+  const [rows, d] = rowsOf(x);
+  const out = b.runWebGPUProgram(rmsNormProgram(rows, d), [view(x, [rows, d]), weight], 'float32', [
+    ...i32(rows, d),
+    ...f32(Number(attrs?.eps ?? 1e-6)),
+    ...i32(attrs?.unitOffset === true ? 1 : 0),
+  ]);
+  return view(out, x.shape);
+}
+
+function rmsNormGradKernel({ inputs, backend, attrs }: KernelArgs): tf.TensorInfo[] {
+  const b = backend as WebGpuBackendLike;
+  const { dy, x, weight } = inputs as {
+    dy: tf.TensorInfo;
+    x: tf.TensorInfo;
+    weight: tf.TensorInfo;
+  };
+  const [rows, d] = rowsOf(x);
+  const unit = attrs?.unitOffset === true ? 1 : 0;
+  const x2 = view(x, [rows, d]);
+  const dy2 = view(dy, [rows, d]);
+  const rinv = b.runWebGPUProgram(rmsInvProgram(rows, d), [x2], 'float32', [
+    ...i32(rows, d),
+    ...f32(Number(attrs?.eps ?? 1e-6)),
+  ]);
+  const dx = b.runWebGPUProgram(
+    rmsNormDxProgram(rows, d),
+    [dy2, x2, weight, rinv],
+    'float32',
+    i32(rows, d, unit),
+  );
+  const dw = b.runWebGPUProgram(rmsNormDwProgram(d), [dy2, x2, rinv], 'float32', i32(rows, d));
+  b.disposeData(rinv.dataId);
+  return [view(dx, x.shape), dw];
+}
+
+function swigluKernel({ inputs, backend }: KernelArgs): tf.TensorInfo {
+  const b = backend as WebGpuBackendLike;
+  const { gate, up } = inputs as { gate: tf.TensorInfo; up: tf.TensorInfo };
+  const n = size(gate.shape);
+  const out = b.runWebGPUProgram(swigluProgram(n), [view(gate, [n]), view(up, [n])], 'float32');
+  return view(out, gate.shape);
+}
+
+function swigluGradKernel({ inputs, backend }: KernelArgs): tf.TensorInfo[] {
+  const b = backend as WebGpuBackendLike;
+  const { dy, gate, up } = inputs as { dy: tf.TensorInfo; gate: tf.TensorInfo; up: tf.TensorInfo };
+  const n = size(gate.shape);
+  const [dy1, g1, u1] = [view(dy, [n]), view(gate, [n]), view(up, [n])];
+  const dg = b.runWebGPUProgram(swigluDgateProgram(n), [dy1, g1, u1], 'float32');
+  const du = b.runWebGPUProgram(swigluDupProgram(n), [dy1, g1], 'float32');
+  return [view(dg, gate.shape), view(du, gate.shape)];
+}
+
+function ropeKernel({ inputs, backend, attrs }: KernelArgs): tf.TensorInfo {
+  const b = backend as WebGpuBackendLike;
+  const { x, cos, sin } = inputs as { x: tf.TensorInfo; cos: tf.TensorInfo; sin: tf.TensorInfo };
+  const shape = x.shape as [number, number, number, number];
+  const [, h, t, hd] = shape;
+  const tableBatch = cos.shape[0] as number;
+  const n = size(shape);
+  const out = b.runWebGPUProgram(
+    ropeProgram(shape, attrs?.inverse === true),
+    [view(x, [n]), view(cos, [size(cos.shape)]), view(sin, [size(sin.shape)])],
+    'float32',
+    i32(h, t, hd, tableBatch),
+  );
+  return view(out, x.shape);
+}
+
+/**
+ * The kernels this package registers for `webgpu`, by the names @para/ops dispatches to (its
+ * `FUSED_KERNELS`; the contract — inputs, attrs, outputs, math — is documented in
+ * packages/ops/src/fused.ts).
+ */
+const KERNELS: Record<string, (args: KernelArgs) => tf.TensorInfo | tf.TensorInfo[]> = {
+  ParaRmsNorm: rmsNormKernel,
+  ParaRmsNormGrad: rmsNormGradKernel,
+  ParaSwiGlu: swigluKernel,
+  ParaSwiGluGrad: swigluGradKernel,
+  ParaRope: ropeKernel,
+};
+
+/** Names of the kernels {@link installWebGpuKernels} registers. */
+export const WEBGPU_KERNEL_NAMES: readonly string[] = Object.freeze(Object.keys(KERNELS));
+
+/**
+ * Register the fused WGSL kernels for the `webgpu` backend (idempotent; a name another package
+ * already registered for webgpu is left alone). Call it once after `@tensorflow/tfjs-backend-webgpu`
+ * is imported; @para/ops then dispatches rmsNorm, swiglu and applyRope (and their gradients) to
+ * them whenever webgpu is the active backend. Returns whether every kernel is now ours.
+ */
+export function installWebGpuKernels(): boolean {
+  let all = true;
+  for (const [name, fn] of Object.entries(KERNELS)) {
+    const existing = tf.getKernel(name, 'webgpu');
+    if (existing === undefined) {
+      tf.registerKernel({
+        kernelName: name,
+        backendName: 'webgpu',
+        kernelFunc: fn as unknown as tf.KernelFunc,
+      });
+    } else if (existing.kernelFunc !== (fn as unknown)) {
+      all = false;
+    }
+  }
+  return all;
+}
+
+/** Unregister this package's webgpu kernels (the generic tfjs path runs again). */
+export function uninstallWebGpuKernels(): void {
+  for (const [name, fn] of Object.entries(KERNELS)) {
+    if (tf.getKernel(name, 'webgpu')?.kernelFunc === (fn as unknown)) {
+      tf.unregisterKernel(name, 'webgpu');
+    }
+  }
+}
+
+/** Whether every kernel of this package is registered for webgpu. */
+export function webGpuKernelsInstalled(): boolean {
+  return Object.entries(KERNELS).every(
+    ([name, fn]) => tf.getKernel(name, 'webgpu')?.kernelFunc === (fn as unknown),
+  );
+}

@@ -1,0 +1,291 @@
+/**
+ * WGSL programs for tfjs-backend-webgpu 4.22 (`backend.runWebGPUProgram(program, inputs, dtype,
+ * uniforms)`). The backend prepends to `getUserCode()` the declarations of the output (`result:
+ * array<f32>`), one `var<storage, read> <name>: array<f32>` per entry of `variableNames` (in
+ * order, bound after the output), a `uniforms` struct (NAN, INFINITY, every input's shape and
+ * strides, outShape, outShapeStrides, `size` when `program.size`, then `program.uniforms`) and a
+ * `_start` entry point that calls `main(index)` (index = the flat global invocation index).
+ *
+ * Every dimension is a uniform, never a literal in the code: the backend caches a compiled
+ * pipeline under `shaderKey` + the inputs' ranks and dtypes (not their sizes), so one pipeline
+ * serves every shape. Only the workgroup size is baked in (it is part of the cache key).
+ *
+ * Names of inputs avoid WGSL built-ins (`cos`, `sin`, ...): they become module-scope variables.
+ */
+
+/** What the backend needs of a program (tfjs-backend-webgpu's `WebGPUProgram`). */
+export interface WebGpuProgram {
+  outputShape: number[];
+  shaderKey: string;
+  dispatchLayout: { x: number[]; y?: number[]; z?: number[] };
+  dispatch: [number, number, number];
+  variableNames: string[];
+  uniforms?: string;
+  size?: boolean;
+  workgroupSize: [number, number, number];
+  getUserCode(): string;
+}
+
+const flat = (shape: number[]) => ({ x: shape.map((_, i) => i) });
+
+/** The workgroup of a per-row reduction: 64 lanes, 256 for long rows. A power of two. */
+export function rowWorkgroupSize(d: number): number {
+  return d >= 1024 ? 256 : 64;
+}
+
+/** Tree reduction of `partial` (WG lanes) into partial[0]; every lane reaches every barrier. */
+const treeSum = (buf: string) => `
+  for (var s = WG / 2; s > 0; s = s / 2) {
+    if (tid < s) { ${buf}[tid] = ${buf}[tid] + ${buf}[tid + s]; }
+    workgroupBarrier();
+  }`;
+
+/**
+ * One workgroup per row of `x [rows, d]` (the row index from the workgroup id, so a 2-D dispatch
+ * of many rows works too): lanes stride over the row, a shared-memory tree sum of x², then
+ * `y = x · rsqrt(mean(x²) + eps) · w′`. Rows past `rows` (an oversized dispatch) do no memory
+ * access but still reach every barrier.
+ */
+export function rmsNormProgram(rows: number, d: number): WebGpuProgram {
+  const wg = rowWorkgroupSize(d);
+  return {
+    outputShape: [rows, d],
+    shaderKey: 'para_rmsnorm',
+    dispatchLayout: flat([rows, d]),
+    dispatch: [rows, 1, 1],
+    variableNames: ['xs', 'weight'],
+    uniforms: 'rows : i32, d : i32, eps : f32, unitOffset : i32,',
+    workgroupSize: [wg, 1, 1],
+    getUserCode: () => `
+  const WG = ${wg};
+  var<workgroup> partial : array<f32, ${wg}>;
+  fn main(index : i32) {
+    let row = i32(workgroupId.y * numWorkgroups.x + workgroupId.x);
+    let tid = i32(localId.x);
+    let d = uniforms.d;
+    let n = select(0, d, row < uniforms.rows);
+    let base = row * d;
+    var acc = 0.0;
+    for (var c = tid; c < n; c = c + WG) {
+      let v = xs[base + c];
+      acc = acc + v * v;
+    }
+    partial[tid] = acc;
+    workgroupBarrier();
+    ${treeSum('partial')}
+    let r = inverseSqrt(partial[0] / f32(d) + uniforms.eps);
+    let off = select(0.0, 1.0, uniforms.unitOffset != 0);
+    for (var c = tid; c < n; c = c + WG) {
+      result[base + c] = xs[base + c] * r * (weight[c] + off);
+    }
+  }
+`,
+  };
+}
+
+/** `rinv [rows]` = rsqrt(mean(x²) + eps) per row of `x [rows, d]` (the gradient's first pass). */
+export function rmsInvProgram(rows: number, d: number): WebGpuProgram {
+  const wg = rowWorkgroupSize(d);
+  return {
+    outputShape: [rows],
+    shaderKey: 'para_rmsinv',
+    dispatchLayout: flat([rows]),
+    dispatch: [rows, 1, 1],
+    variableNames: ['xs'],
+    uniforms: 'rows : i32, d : i32, eps : f32,',
+    workgroupSize: [wg, 1, 1],
+    getUserCode: () => `
+  const WG = ${wg};
+  var<workgroup> partial : array<f32, ${wg}>;
+  fn main(index : i32) {
+    let row = i32(workgroupId.y * numWorkgroups.x + workgroupId.x);
+    let tid = i32(localId.x);
+    let d = uniforms.d;
+    let n = select(0, d, row < uniforms.rows);
+    let base = row * d;
+    var acc = 0.0;
+    for (var c = tid; c < n; c = c + WG) {
+      let v = xs[base + c];
+      acc = acc + v * v;
+    }
+    partial[tid] = acc;
+    workgroupBarrier();
+    ${treeSum('partial')}
+    if (tid == 0 && row < uniforms.rows) {
+      result[row] = inverseSqrt(partial[0] / f32(d) + uniforms.eps);
+    }
+  }
+`,
+  };
+}
+
+/**
+ * `dx [rows, d]` of RMSNorm: with r = rinv[row] and g = dy · w′, `dx = r·g − x·r³·mean(g·x)`
+ * (one workgroup per row, a tree sum of g·x).
+ */
+export function rmsNormDxProgram(rows: number, d: number): WebGpuProgram {
+  const wg = rowWorkgroupSize(d);
+  return {
+    outputShape: [rows, d],
+    shaderKey: 'para_rmsnorm_dx',
+    dispatchLayout: flat([rows, d]),
+    dispatch: [rows, 1, 1],
+    variableNames: ['dy', 'xs', 'weight', 'rinv'],
+    uniforms: 'rows : i32, d : i32, unitOffset : i32,',
+    workgroupSize: [wg, 1, 1],
+    getUserCode: () => `
+  const WG = ${wg};
+  var<workgroup> partial : array<f32, ${wg}>;
+  fn main(index : i32) {
+    let row = i32(workgroupId.y * numWorkgroups.x + workgroupId.x);
+    let tid = i32(localId.x);
+    let d = uniforms.d;
+    let live = row < uniforms.rows;
+    let n = select(0, d, live);
+    let base = row * d;
+    let off = select(0.0, 1.0, uniforms.unitOffset != 0);
+    var acc = 0.0;
+    for (var c = tid; c < n; c = c + WG) {
+      acc = acc + dy[base + c] * (weight[c] + off) * xs[base + c];
+    }
+    partial[tid] = acc;
+    workgroupBarrier();
+    ${treeSum('partial')}
+    let r = rinv[select(0, row, live)];
+    let k = r * r * r * (partial[0] / f32(d));
+    for (var c = tid; c < n; c = c + WG) {
+      let g = dy[base + c] * (weight[c] + off);
+      result[base + c] = r * g - xs[base + c] * k;
+    }
+  }
+`,
+  };
+}
+
+/** `dweight [d]` = Σ_rows dy · x · rinv (one invocation per column; `rows` a uniform, summed in order). */
+export function rmsNormDwProgram(d: number): WebGpuProgram {
+  return {
+    outputShape: [d],
+    shaderKey: 'para_rmsnorm_dw',
+    dispatchLayout: flat([d]),
+    dispatch: [Math.ceil(d / 64), 1, 1],
+    variableNames: ['dy', 'xs', 'rinv'],
+    uniforms: 'rows : i32, d : i32,',
+    workgroupSize: [64, 1, 1],
+    getUserCode: () => `
+  fn main(index : i32) {
+    let d = uniforms.d;
+    if (index >= d) { return; }
+    var acc = 0.0;
+    for (var row = 0; row < uniforms.rows; row = row + 1) {
+      let i = row * d + index;
+      acc = acc + dy[i] * xs[i] * rinv[row];
+    }
+    result[index] = acc;
+  }
+`,
+  };
+}
+
+/** An elementwise program over `n` float32 values: `body` sets `v` from index `i`. */
+function elementwise(
+  key: string,
+  n: number,
+  variableNames: string[],
+  body: string,
+  uniforms?: string,
+): WebGpuProgram {
+  const program: WebGpuProgram = {
+    outputShape: [n],
+    shaderKey: key,
+    dispatchLayout: flat([n]),
+    dispatch: [Math.ceil(n / 64), 1, 1],
+    variableNames,
+    size: true,
+    workgroupSize: [64, 1, 1],
+    getUserCode: () => `
+  fn main(index : i32) {
+    if (index >= uniforms.size) { return; }
+    let i = index;
+    ${body}
+    result[i] = v;
+  }
+`,
+  };
+  if (uniforms !== undefined) program.uniforms = uniforms;
+  return program;
+}
+
+/** σ as tfjs-backend-webgpu's Sigmoid: 1 / (1 + exp(−g)). */
+const SIGMOID = 'let s = 1.0 / (1.0 + exp(-1.0 * g));';
+
+/** `y = gate · σ(gate) · up` (the generic path's order of operations). */
+export function swigluProgram(n: number): WebGpuProgram {
+  return elementwise(
+    'para_swiglu',
+    n,
+    ['gate', 'up'],
+    `let g = gate[i]; ${SIGMOID} let v = (g * s) * up[i];`,
+  );
+}
+
+/** `dgate = dy · up · s · (1 + gate · (1 − s))`. */
+export function swigluDgateProgram(n: number): WebGpuProgram {
+  return elementwise(
+    'para_swiglu_dgate',
+    n,
+    ['dy', 'gate', 'up'],
+    `let g = gate[i]; ${SIGMOID} let v = dy[i] * up[i] * s * (1.0 + g * (1.0 - s));`,
+  );
+}
+
+/** `dup = dy · gate · s`. */
+export function swigluDupProgram(n: number): WebGpuProgram {
+  return elementwise(
+    'para_swiglu_dup',
+    n,
+    ['dy', 'gate'],
+    `let g = gate[i]; ${SIGMOID} let v = dy[i] * (g * s);`,
+  );
+}
+
+/**
+ * RoPE, rotate-half, over `x [B, H, T, hd]` with tables `[B or 1, 1, T, hd]` (`tableBatch` 1 or
+ * B, a uniform): forward `y[j] = x[j]·c[j] − x[j+h]·s[j]`, `y[j+h] = x[j+h]·c[j+h] + x[j]·s[j+h]`; inverse
+ * (the transpose) `y[j] = x[j]·c[j] + x[j+h]·s[j+h]`, `y[j+h] = x[j+h]·c[j+h] − x[j]·s[j]`.
+ */
+export function ropeProgram(
+  shape: [number, number, number, number],
+  inverse: boolean,
+): WebGpuProgram {
+  const n = shape[0] * shape[1] * shape[2] * shape[3];
+  const body = inverse
+    ? `
+    if (j < half) {
+      v = xs[i] * cosTable[c] + xs[i + half] * sinTable[c + half];
+    } else {
+      v = xs[i] * cosTable[c] - xs[i - half] * sinTable[c - half];
+    }`
+    : `
+    if (j < half) {
+      v = xs[i] * cosTable[c] - xs[i + half] * sinTable[c];
+    } else {
+      v = xs[i] * cosTable[c] + xs[i - half] * sinTable[c];
+    }`;
+  return elementwise(
+    inverse ? 'para_rope_inv' : 'para_rope',
+    n,
+    ['xs', 'cosTable', 'sinTable'],
+    `
+    let hd = uniforms.hd;
+    let half = hd / 2;
+    let j = i % hd;
+    let t = (i / hd) % uniforms.t;
+    let b = i / (hd * uniforms.t * uniforms.h);
+    let tb = select(0, b, uniforms.tableBatch > 1);
+    let c = (tb * uniforms.t + t) * hd + j;
+    var v = 0.0;
+    ${body}`,
+    'h : i32, t : i32, hd : i32, tableBatch : i32,',
+  );
+}
