@@ -56,6 +56,8 @@ export class JobProcess {
       stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
       serialization: 'json',
       env: process.env,
+      // Not the server's own flags (an inspector port, a loader of a test runner).
+      execArgv: [],
     });
     const pid = this.child.pid;
     if (pid !== undefined) {
