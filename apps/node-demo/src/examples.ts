@@ -36,6 +36,11 @@ export const HELP_EXAMPLES: Record<string, string[]> = {
     'para serve',
     'para serve --adapters adapters --port 8080 --max-batch 16 --api-key "$PARA_API_KEY"',
   ],
+  setup: ['para setup tensorflow'],
+  'setup tensorflow': [
+    'para setup tensorflow',
+    'para setup tensorflow --gpu --cache-dir /data/wheels',
+  ],
   demo: ['para demo', 'para demo --tasks pos,category --steps 100'],
   bench: ['para bench model', 'para bench train --json'],
   'bench matmul': ['para bench matmul --skip-stock-training'],

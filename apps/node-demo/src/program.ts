@@ -14,6 +14,7 @@ import { registerInfoCommand } from './commands/info';
 import { registerLogitsCommand } from './commands/logits';
 import { registerPretrainCommand } from './commands/pretrain';
 import { registerServeCommand } from './commands/serve';
+import { registerSetupCommand } from './commands/setup';
 import { registerTokenizerCommand } from './commands/tokenizer';
 import { registerTrainCommand } from './commands/train';
 import {
@@ -54,6 +55,7 @@ export function buildProgram(options: { json?: boolean } = {}): Command {
   registerDemoCommand(program);
   registerBenchCommand(program);
   registerServeCommand(program);
+  registerSetupCommand(program);
   addHelpExamples(program);
   return program;
 }

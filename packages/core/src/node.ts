@@ -1,14 +1,21 @@
 /**
  * @para/core for Node: everything in the universal entry, plus backend selection with the Node
- * order (tensorflow → wasm → cpu; webgpu through Dawn on request), PARA_BACKEND, and safetensors
- * files read through file handles and written atomically.
+ * order (tensorflow → wasm → cpu; webgpu through Dawn on request), PARA_BACKEND, where
+ * tfjs-node is installed and whether its binding is built, and safetensors files read through
+ * file handles and written atomically.
  */
 import { type BackendReport, type SelectBackendOptions, selectBackendFrom } from './backend/select';
 import { nodeBackendCandidates } from './node/backends';
 
 export * from './index';
-export { importFromApp, installOptionalBlas, nodeBackendCandidates } from './node/backends';
+export {
+  importFromApp,
+  installOptionalBlas,
+  nodeBackendCandidates,
+  tensorflowSetupCommand,
+} from './node/backends';
 export * from './node/safetensors-node';
+export * from './node/tensorflow';
 
 /**
  * Start the best backend on Node. `options.backend` wins, then the PARA_BACKEND environment

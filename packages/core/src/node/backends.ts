@@ -1,8 +1,15 @@
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
+import * as tf from '@tensorflow/tfjs-core';
 import { type BackendCandidate, importOptional, isModuleNotFound } from '../backend/select';
 import { installWasmMatmulFix } from '../backend/wasm-matmul';
+import {
+  locateTfjsNode,
+  TFJS_NODE_PACKAGES,
+  type TfjsNodePackage,
+  tensorflowRuntimeOf,
+} from './tensorflow';
 
 /**
  * Import an optional package as the application sees it. Optional backends are usually
@@ -42,26 +49,7 @@ export function nodeBackendCandidates(): BackendCandidate[] {
     {
       name: 'tensorflow',
       auto: true,
-      async load() {
-        const reasons: string[] = [];
-        for (const [pkg, importer] of [
-          ['@tensorflow/tfjs-node-gpu', () => importFromApp('@tensorflow/tfjs-node-gpu')],
-          ['@tensorflow/tfjs-node', () => importFromApp('@tensorflow/tfjs-node')],
-        ] as const) {
-          try {
-            await importOptional(pkg, importer);
-            return pkg;
-          } catch (e) {
-            const m = (e as Error).message;
-            reasons.push(
-              /tfjs_binding\.node/.test(m)
-                ? `${pkg} is installed but its native library is missing (its install script downloads libtensorflow from outside the npm registry; that download failed or was skipped)`
-                : m,
-            );
-          }
-        }
-        throw new Error(reasons.join('; '));
-      },
+      load: loadTensorflow,
     },
     {
       name: 'wasm',
@@ -100,6 +88,53 @@ export function nodeBackendCandidates(): BackendCandidate[] {
       },
     },
   ];
+}
+
+/** The command that builds a package's binding (README: "The tensorflow backend"). */
+export function tensorflowSetupCommand(pkg: TfjsNodePackage): string {
+  return `pnpm setup:tensorflow${pkg === '@tensorflow/tfjs-node-gpu' ? ' --gpu' : ''}`;
+}
+
+/**
+ * Start the `tensorflow` backend from the first TensorFlow.js Node package that loads
+ * (tfjs-node-gpu, then tfjs-node). A package whose binding file is missing is skipped without
+ * importing it ("not set up"); one that is built but fails to load says why. Returns
+ * `@tensorflow/tfjs-node 4.22.0, TensorFlow 2.21.0, devices: CPU`.
+ */
+async function loadTensorflow(): Promise<string> {
+  // TensorFlow's C++ INFO lines (CPU feature notices) go to stderr when the library loads and
+  // would mix with a command's output; warnings and errors still show. A user's value wins.
+  process.env.TF_CPP_MIN_LOG_LEVEL ??= '1';
+  const reasons: string[] = [];
+  for (const pkg of TFJS_NODE_PACKAGES) {
+    const where = locateTfjsNode(pkg);
+    if (where !== undefined && !where.built) {
+      reasons.push(
+        `${pkg} ${where.version} is installed but not set up (run \`${tensorflowSetupCommand(pkg)}\`)`,
+      );
+      continue;
+    }
+    let mod: { version?: Record<string, string> };
+    try {
+      mod = await importOptional(pkg, () => importFromApp(pkg));
+    } catch (e) {
+      const m = (e as Error).message;
+      reasons.push(
+        /tfjs_binding\.node/.test(m)
+          ? `${pkg} is installed but its native binding is missing (run \`${tensorflowSetupCommand(pkg)}\`)`
+          : m,
+      );
+      continue;
+    }
+    const runtime = tensorflowRuntimeOf(tf.findBackend('tensorflow'));
+    const version = where?.version ?? mod.version?.['tfjs-node'] ?? '';
+    return [
+      `${pkg}${version ? ` ${version}` : ''}`,
+      runtime ? `TensorFlow ${runtime.version}` : 'TensorFlow (version unknown)',
+      `devices: ${runtime?.devices.join(', ') ?? 'unknown'}`,
+    ].join(', ');
+  }
+  throw new Error(reasons.join('; '));
 }
 
 interface DawnAdapterLike {
