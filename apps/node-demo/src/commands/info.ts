@@ -4,9 +4,17 @@ import {
   type BackendReport,
   type BackendStatus,
   initBackend,
+  locateTfjsNode,
   nodeBackendCandidates,
   selectBackendFrom,
+  type TensorflowRuntime,
+  type TensorflowSetupRecord,
+  TFJS_NODE_PACKAGES,
+  type TfjsNodePackage,
+  tensorflowRuntimeOf,
+  tensorflowSetupCommand,
 } from '@para/core/node';
+import * as tf from '@tensorflow/tfjs-core';
 import type { Command } from 'commander';
 import { installedVersion, PARA_VERSION } from '../version';
 
@@ -21,12 +29,59 @@ const PACKAGES = [
   'webgpu',
 ] as const;
 
+/** One TensorFlow.js Node package: installed? its binding built by `para setup tensorflow`? */
+export interface TfjsNodeInfo {
+  name: TfjsNodePackage;
+  version: string | null;
+  /** The native binding file exists. */
+  built: boolean;
+  /** What the setup recorded (deps/para-setup.json), when it built this package. */
+  setup: TensorflowSetupRecord | null;
+  /** The command that builds it. */
+  setupCommand: string;
+}
+
+export interface TensorflowInfo {
+  packages: TfjsNodeInfo[];
+  /** The loaded TensorFlow C library (version, devices), when the backend started or was probed. */
+  runtime: TensorflowRuntime | null;
+  /** Why the tensorflow backend is not in use (null when it is active). */
+  notUsed: string | null;
+}
+
 export interface InfoOutput {
   para: string;
   node: string;
   platform: string;
   packages: Record<string, string | null>;
   backend: BackendReport;
+  tensorflow: TensorflowInfo;
+}
+
+/** The tensorflow section of `para info`: each tfjs-node package's state, the loaded library. */
+export function tensorflowInfo(report: BackendReport): TensorflowInfo {
+  const status = report.backends.find((b) => b.name === 'tensorflow');
+  const packages = TFJS_NODE_PACKAGES.map((name): TfjsNodeInfo => {
+    const where = locateTfjsNode(name);
+    return {
+      name,
+      version: where?.version ?? null,
+      built: where?.built ?? false,
+      setup: where?.setup ?? null,
+      setupCommand: tensorflowSetupCommand(name),
+    };
+  });
+  const loaded = status?.state === 'active' || status?.state === 'available';
+  return {
+    packages,
+    runtime: loaded ? (tensorflowRuntimeOf(tf.findBackend('tensorflow')) ?? null) : null,
+    notUsed:
+      status === undefined || status.state === 'active'
+        ? null
+        : status.state === 'available' || status.state === 'not-tried'
+          ? `${report.active} was asked for (${report.chosenBy === 'env' ? 'PARA_BACKEND' : '--backend'})${status.state === 'not-tried' ? '; not probed' : ''}`
+          : (status.reason ?? 'unavailable'),
+  };
 }
 
 /** True when this run asked for WebGPU itself (`--backend webgpu`, else PARA_BACKEND=webgpu). */
@@ -113,6 +168,7 @@ export async function collectInfo(options: {
     platform: `${process.platform}-${process.arch}`,
     packages: Object.fromEntries(PACKAGES.map((p) => [p, installedVersion(p) ?? null])),
     backend: report,
+    tensorflow: tensorflowInfo(report),
   };
 }
 
@@ -139,7 +195,27 @@ export function formatInfo(info: InfoOutput): string {
       b.state === 'active' || b.state === 'available' ? (b.detail ?? '') : (b.reason ?? '');
     lines.push(`  ${b.name.padEnd(11)} ${b.state.padEnd(12)} ${note}`);
   }
+  lines.push('');
+  lines.push(...formatTensorflow(info.tensorflow));
   return lines.join('\n');
+}
+
+/** The `tensorflow:` block: the loaded library and devices, each package's setup, why not used. */
+export function formatTensorflow(t: TensorflowInfo): string[] {
+  const lines = ['tensorflow (TensorFlow C library through tfjs-node):'];
+  if (t.runtime !== null)
+    lines.push(`  TensorFlow ${t.runtime.version}, devices: ${t.runtime.devices.join(', ')}`);
+  for (const p of t.packages) {
+    let state: string;
+    if (p.version === null) state = 'not installed';
+    else if (p.built && p.setup !== null)
+      state = `set up: TensorFlow ${p.setup.tensorflow} (${p.setup.variant}, ${p.setup.wheel}, built ${p.setup.builtAt.slice(0, 10)})`;
+    else if (p.built) state = 'native binding present (not built by para setup)';
+    else state = `not set up (\`${p.setupCommand}\` builds it)`;
+    lines.push(`  ${p.name.padEnd(26)} ${(p.version ?? '').padEnd(7)} ${state}`);
+  }
+  if (t.notUsed !== null) lines.push(`  not used: ${t.notUsed}`);
+  return lines;
 }
 
 export function registerInfoCommand(program: Command): void {
