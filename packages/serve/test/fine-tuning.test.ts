@@ -383,7 +383,7 @@ describe('fine-tuning jobs', () => {
     const pids = server?.fineTuning?.jobs.workerPids() ?? [];
     expect(pids).toHaveLength(1);
     const pid = pids[0] as number;
-    expect(os.getPriority(pid)).toBe(10);
+    expect(os.getPriority(pid)).toBe(Math.max(10, os.getPriority()));
     const inUse = await a.files.delete(fileId).catch((x) => x);
     expect(inUse.status).toBe(400);
     expect(inUse.error.code).toBe('file_in_use');

@@ -40,8 +40,17 @@ const send = (m: FromWorker): Promise<void> =>
     process.send(m, undefined, {}, () => resolve());
   });
 
-/** Sets `nice` on every thread of this process (Linux: /proc/self/task), else on the process. */
-async function renice(nice: number): Promise<number> {
+/**
+ * Sets `nice` on every thread of this process (Linux: /proc/self/task), else on the process;
+ * never a higher priority than the process has (that needs privileges): max(nice, its own).
+ */
+async function renice(wanted: number): Promise<number> {
+  let nice = wanted;
+  try {
+    nice = Math.max(wanted, os.getPriority());
+  } catch {
+    // keep the wanted value
+  }
   let tids: number[] = [];
   try {
     tids = (await readdir('/proc/self/task')).map(Number).filter((n) => Number.isInteger(n));

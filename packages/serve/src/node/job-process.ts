@@ -62,7 +62,7 @@ export class JobProcess {
     const pid = this.child.pid;
     if (pid !== undefined) {
       try {
-        os.setPriority(pid, spec.nice);
+        os.setPriority(pid, spec.nice); // the worker never ends above the server's own nice
       } catch {
         // the worker lowers its own priority as its first act
       }

@@ -29,6 +29,7 @@
 
 import { randomBytes } from 'node:crypto';
 import { appendFile, mkdir, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, adapterMethod } from '@para/adapters';
 import { writeFileAtomic } from '@para/core/node';
@@ -213,7 +214,8 @@ export class FineTuningJobs {
 
   private constructor(readonly options: JobsOptions) {
     this.maxRunning = options.maxRunning ?? 1;
-    this.nice = options.nice ?? 10;
+    // Never a higher priority than the server's own (lowering nice needs privileges).
+    this.nice = Math.max(options.nice ?? 10, os.getPriority());
   }
 
   /** Loads the jobs under `options.dir` and queues again every unfinished one. */
