@@ -1,5 +1,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import {
+  ATTENTION_MAX_HEAD_DIM,
+  attentionProgram,
   rmsInvProgram,
   rmsNormDwProgram,
   rmsNormDxProgram,
@@ -123,6 +125,40 @@ function ropeKernel({ inputs, backend, attrs }: KernelArgs): tf.TensorInfo {
 }
 
 /**
+ * `ParaDecodeAttention` (this package's own kernel; @para/ops does not call it yet): inputs `q
+ * [B, Hq, T, hd]`, `k`/`v [B, Hkv, S, hd]` (Hq a multiple of Hkv), optionally `mask [B or 1, 1,
+ * T, S]` (additive); attr `scale` (default 1/√hd). Output `[B, Hq, T, hd]`: exactly @para/ops'
+ * `attention(q, k, v, mask, { scale })` (no softcap) in one dispatch. No gradient: for decode
+ * and prefill outside a gradient tape. hd ≤ 256.
+ */
+function attentionKernel({ inputs, backend, attrs }: KernelArgs): tf.TensorInfo {
+  const b = backend as WebGpuBackendLike;
+  const { q, k, v, mask } = inputs as {
+    q: tf.TensorInfo;
+    k: tf.TensorInfo;
+    v: tf.TensorInfo;
+    mask?: tf.TensorInfo;
+  };
+  const [B, hq, t, hd] = q.shape as [number, number, number, number];
+  const [, hkv, S] = k.shape as [number, number, number, number];
+  if (hd > ATTENTION_MAX_HEAD_DIM || hq % hkv !== 0) {
+    throw new Error(
+      `ParaDecodeAttention: head_dim ${hd} (at most ${ATTENTION_MAX_HEAD_DIM}) and ${hq} query heads over ${hkv} kv heads (a multiple) are not supported`,
+    );
+  }
+  const rows = B * hq * t;
+  const scale = attrs?.scale === undefined ? 1 / Math.sqrt(hd) : Number(attrs.scale);
+  const masked = mask !== undefined && mask !== null;
+  const ins = [view(q, [rows * hd]), view(k, [size(k.shape)]), view(v, [size(v.shape)])];
+  if (masked) ins.push(view(mask, [size(mask.shape)]));
+  const out = b.runWebGPUProgram(attentionProgram(rows, hd, masked), ins, 'float32', [
+    ...i32(rows, hq, hkv, t, S, hd, masked ? (mask.shape[0] as number) : 1),
+    ...f32(scale),
+  ]);
+  return view(out, q.shape);
+}
+
+/**
  * The kernels this package registers for `webgpu`, by the names @para/ops dispatches to (its
  * `FUSED_KERNELS`; the contract — inputs, attrs, outputs, math — is documented in
  * packages/ops/src/fused.ts).
@@ -133,6 +169,7 @@ const KERNELS: Record<string, (args: KernelArgs) => tf.TensorInfo | tf.TensorInf
   ParaSwiGlu: swigluKernel,
   ParaSwiGluGrad: swigluGradKernel,
   ParaRope: ropeKernel,
+  ParaDecodeAttention: attentionKernel,
 };
 
 /** Names of the kernels {@link installWebGpuKernels} registers. */

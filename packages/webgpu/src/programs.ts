@@ -289,3 +289,114 @@ export function ropeProgram(
     'h : i32, t : i32, hd : i32, tableBatch : i32,',
   );
 }
+
+/** Keys scored per pass of {@link attentionProgram} (its shared-memory tile, 4 KiB). */
+export const ATTENTION_CHUNK = 1024;
+/** The largest head dimension {@link attentionProgram} handles (4 accumulators per lane). */
+export const ATTENTION_MAX_HEAD_DIM = 256;
+
+/**
+ * Attention of every query row over a (preallocated) cache, all heads, GQA, in one dispatch:
+ * one workgroup of 64 lanes per query row `(b, h, t)` of `q [B, Hq, T, hd]`, against kv head
+ * `h / (Hq / Hkv)` of `k`/`v [B, Hkv, S, hd]`, with an additive `mask [B or 1, 1, T, S]` (or
+ * none). Keys are taken in tiles of {@link ATTENTION_CHUNK}: the lanes score a tile into shared
+ * memory (q·k · scale + mask), then an online softmax (the running max and sum, the
+ * accumulators rescaled by exp(m − m′)) adds the tile's weighted values; lane `tid` owns output
+ * dims tid, tid + 64, ... (hd ≤ {@link ATTENTION_MAX_HEAD_DIM}). Long caches split over tiles
+ * inside the workgroup rather than over workgroups (decode has B·Hq rows: enough workgroups for
+ * small models; a split-K across workgroups is the next step for a GPU with many cores).
+ */
+export function attentionProgram(rows: number, hd: number, masked: boolean): WebGpuProgram {
+  const wg = 64;
+  const units = Math.ceil(hd / wg);
+  const acc = Array.from({ length: units }, (_, u) => u);
+  return {
+    outputShape: [rows, hd],
+    shaderKey: `para_attention_${units}${masked ? '_mask' : ''}`,
+    dispatchLayout: flat([rows, hd]),
+    dispatch: [rows, 1, 1],
+    variableNames: masked ? ['q', 'k', 'v', 'mask'] : ['q', 'k', 'v'],
+    uniforms:
+      'rows : i32, hq : i32, hkv : i32, t : i32, s : i32, hd : i32, maskBatch : i32, scale : f32,',
+    workgroupSize: [wg, 1, 1],
+    getUserCode: () => `
+  const WG = ${wg};
+  const CH = ${ATTENTION_CHUNK};
+  var<workgroup> sc : array<f32, ${ATTENTION_CHUNK}>;
+  var<workgroup> red : array<f32, ${wg}>;
+  fn main(index : i32) {
+    let row = i32(workgroupId.y * numWorkgroups.x + workgroupId.x);
+    let tid = i32(localId.x);
+    let live = row < uniforms.rows;
+    let hd = uniforms.hd;
+    let T = uniforms.t;
+    let S = uniforms.s;
+    let r = select(0, row, live);
+    let t = r % T;
+    let h = (r / T) % uniforms.hq;
+    let b = r / (T * uniforms.hq);
+    let kvh = h / (uniforms.hq / uniforms.hkv);
+    let qBase = r * hd;
+    let kvBase = (b * uniforms.hkv + kvh) * S * hd;
+    let mb = select(0, b, uniforms.maskBatch > 1);
+    let maskBase = (mb * T + t) * S;
+    var m = -3.402823e+38;
+    var l = 0.0;
+    ${acc.map((u) => `var acc${u} = 0.0;`).join('\n    ')}
+    for (var c0 = 0; c0 < S; c0 = c0 + CH) {
+      let n = select(0, min(CH, S - c0), live);
+      // Scores of this tile.
+      for (var i = tid; i < n; i = i + WG) {
+        let kb = kvBase + (c0 + i) * hd;
+        var dot = 0.0;
+        for (var j = 0; j < hd; j = j + 1) {
+          dot = dot + q[qBase + j] * k[kb + j];
+        }
+        ${masked ? 'sc[i] = dot * uniforms.scale + mask[maskBase + c0 + i];' : 'sc[i] = dot * uniforms.scale;'}
+      }
+      workgroupBarrier();
+      var lm = -3.402823e+38;
+      for (var i = tid; i < n; i = i + WG) { lm = max(lm, sc[i]); }
+      red[tid] = lm;
+      workgroupBarrier();
+      for (var s2 = WG / 2; s2 > 0; s2 = s2 / 2) {
+        if (tid < s2) { red[tid] = max(red[tid], red[tid + s2]); }
+        workgroupBarrier();
+      }
+      let newm = max(m, red[0]);
+      workgroupBarrier();
+      let alpha = exp(m - newm);
+      var ls = 0.0;
+      for (var i = tid; i < n; i = i + WG) {
+        let p = exp(sc[i] - newm);
+        sc[i] = p;
+        ls = ls + p;
+      }
+      red[tid] = ls;
+      workgroupBarrier();
+      ${treeSum('red')}
+      l = l * alpha + red[0];
+      ${acc
+        .map(
+          (u) => `{
+        let j = tid + ${u * wg};
+        var a = acc${u} * alpha;
+        if (j < hd) {
+          for (var i = 0; i < n; i = i + 1) {
+            a = a + sc[i] * v[kvBase + (c0 + i) * hd + j];
+          }
+        }
+        acc${u} = a;
+      }`,
+        )
+        .join('\n      ')}
+      m = newm;
+      workgroupBarrier();
+    }
+    if (live) {
+      ${acc.map((u) => `if (tid + ${u * wg} < hd) { result[qBase + tid + ${u * wg}] = acc${u} / l; }`).join('\n      ')}
+    }
+  }
+`,
+  };
+}

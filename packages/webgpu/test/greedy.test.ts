@@ -1,8 +1,8 @@
 import { readdirSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { loadAdapter } from '@para/adapters/node';
+import { type AdapterRequest, loadAdapter } from '@para/adapters/node';
 import { initBackend } from '@para/core/node';
-import { loadPretrained } from '@para/model/node';
+import { type GenerateOptions, loadPretrained } from '@para/model/node';
 import * as tf from '@tensorflow/tfjs-core';
 import { expect, it } from 'vitest';
 import { installWebGpuKernels, webGpuKernelsInstalled } from '../src/index';
@@ -29,11 +29,12 @@ async function decodeAll(): Promise<Record<string, number[][]>> {
     for (const name of ['', ...ADAPTERS]) {
       const adapter = name ? await loadAdapter(`${ASSETS}/adapters/${name}`, model) : undefined;
       try {
-        const result = await model.generate(ids, {
-          maxNewTokens: 12,
-          stopTokens: [],
-          ...(adapter ? { adapter: adapter.attach(model), request: {} } : {}),
-        });
+        const options: GenerateOptions<AdapterRequest> = { maxNewTokens: 12, stopTokens: [] };
+        if (adapter) {
+          options.adapter = adapter.attach(model);
+          options.request = {};
+        }
+        const result = await model.generate(ids, options);
         out[name || 'bare'] = result.tokens;
       } finally {
         (adapter as { dispose?: () => void } | undefined)?.dispose?.();
