@@ -1,7 +1,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { attention } from '../../ops/src/index';
-import { expectNear, seeded, useWebGpu } from './helpers';
+import { expectNear, listed, seeded, useWebGpu } from './helpers';
 
 /** `ParaDecodeAttention` straight through the engine (@para/ops does not dispatch to it yet). */
 function fused(
@@ -26,50 +26,57 @@ function maskOf(Bm: number, T: number, S: number, seed: number): tf.Tensor {
   return tf.tensor4d(m, [Bm, 1, T, S]);
 }
 
-describe('ParaDecodeAttention on webgpu equals @para/ops attention (generic tfjs path)', () => {
-  beforeAll(async () => {
-    await useWebGpu();
-  });
+describe.skipIf(!listed('webgpu'))(
+  'ParaDecodeAttention on webgpu equals @para/ops attention (generic tfjs path)',
+  () => {
+    beforeAll(async () => {
+      await useWebGpu();
+    });
 
-  const cases: [number, number, number, number, number, number][] = [
-    // B, Hq, Hkv, T, S, hd
-    [1, 4, 2, 1, 1, 64],
-    [1, 4, 2, 1, 7, 64],
-    [2, 4, 2, 1, 300, 32],
-    [2, 8, 2, 1, 257, 128],
-    [1, 3, 3, 1, 2100, 64], // three key tiles
-    [2, 4, 4, 3, 33, 64], // T > 1 (prefill rows)
-    [1, 2, 1, 1, 5, 200], // hd past one lane's dims
-  ];
-  for (const [B, Hq, Hkv, T, S, hd] of cases) {
-    for (const maskKind of ['none', 'shared', 'per-row'] as const) {
-      it(`B ${B}, Hq ${Hq}, Hkv ${Hkv}, T ${T}, S ${S}, hd ${hd}, mask ${maskKind}`, async () => {
-        const q = tf.tensor4d(seeded(B * Hq * T * hd, 1 + S + hd, 1), [B, Hq, T, hd]);
-        const k = tf.tensor4d(seeded(B * Hkv * S * hd, 2 + S, 1), [B, Hkv, S, hd]);
-        const v = tf.tensor4d(seeded(B * Hkv * S * hd, 3 + S, 2), [B, Hkv, S, hd]);
-        const mask =
-          maskKind === 'none' ? null : maskOf(maskKind === 'shared' ? 1 : B, T, S, 4 + T);
-        const before = tf.memory().numTensors;
-        const want = attention(q, k, v, mask);
-        const info = await tf.profile(() => fused(q, k, v, mask));
-        const got = info.result as tf.Tensor;
-        expect(info.kernelNames).toEqual(['ParaDecodeAttention']);
-        expect(got.shape).toEqual([B, Hq, T, hd]);
-        expectNear((await got.data()) as Float32Array, (await want.data()) as Float32Array, 'out');
-        tf.dispose([want, got]);
-        expect(tf.memory().numTensors).toBe(before);
-        tf.dispose([q, k, v, ...(mask ? [mask] : [])]);
-      });
+    const cases: [number, number, number, number, number, number][] = [
+      // B, Hq, Hkv, T, S, hd
+      [1, 4, 2, 1, 1, 64],
+      [1, 4, 2, 1, 7, 64],
+      [2, 4, 2, 1, 300, 32],
+      [2, 8, 2, 1, 257, 128],
+      [1, 3, 3, 1, 2100, 64], // three key tiles
+      [2, 4, 4, 3, 33, 64], // T > 1 (prefill rows)
+      [1, 2, 1, 1, 5, 200], // hd past one lane's dims
+    ];
+    for (const [B, Hq, Hkv, T, S, hd] of cases) {
+      for (const maskKind of ['none', 'shared', 'per-row'] as const) {
+        it(`B ${B}, Hq ${Hq}, Hkv ${Hkv}, T ${T}, S ${S}, hd ${hd}, mask ${maskKind}`, async () => {
+          const q = tf.tensor4d(seeded(B * Hq * T * hd, 1 + S + hd, 1), [B, Hq, T, hd]);
+          const k = tf.tensor4d(seeded(B * Hkv * S * hd, 2 + S, 1), [B, Hkv, S, hd]);
+          const v = tf.tensor4d(seeded(B * Hkv * S * hd, 3 + S, 2), [B, Hkv, S, hd]);
+          const mask =
+            maskKind === 'none' ? null : maskOf(maskKind === 'shared' ? 1 : B, T, S, 4 + T);
+          const before = tf.memory().numTensors;
+          const want = attention(q, k, v, mask);
+          const info = await tf.profile(() => fused(q, k, v, mask));
+          const got = info.result as tf.Tensor;
+          expect(info.kernelNames).toEqual(['ParaDecodeAttention']);
+          expect(got.shape).toEqual([B, Hq, T, hd]);
+          expectNear(
+            (await got.data()) as Float32Array,
+            (await want.data()) as Float32Array,
+            'out',
+          );
+          tf.dispose([want, got]);
+          expect(tf.memory().numTensors).toBe(before);
+          tf.dispose([q, k, v, ...(mask ? [mask] : [])]);
+        });
+      }
     }
-  }
 
-  it('takes a scale', async () => {
-    const q = tf.tensor4d(seeded(2 * 16, 9), [1, 2, 1, 16]);
-    const k = tf.tensor4d(seeded(2 * 9 * 16, 10), [1, 2, 9, 16]);
-    const v = tf.tensor4d(seeded(2 * 9 * 16, 11), [1, 2, 9, 16]);
-    const want = attention(q, k, v, null, { scale: 0.7 });
-    const got = fused(q, k, v, null, 0.7);
-    expectNear((await got.data()) as Float32Array, (await want.data()) as Float32Array, 'scaled');
-    tf.dispose([q, k, v, want, got]);
-  });
-});
+    it('takes a scale', async () => {
+      const q = tf.tensor4d(seeded(2 * 16, 9), [1, 2, 1, 16]);
+      const k = tf.tensor4d(seeded(2 * 9 * 16, 10), [1, 2, 9, 16]);
+      const v = tf.tensor4d(seeded(2 * 9 * 16, 11), [1, 2, 9, 16]);
+      const want = attention(q, k, v, null, { scale: 0.7 });
+      const got = fused(q, k, v, null, 0.7);
+      expectNear((await got.data()) as Float32Array, (await want.data()) as Float32Array, 'scaled');
+      tf.dispose([q, k, v, want, got]);
+    });
+  },
+);

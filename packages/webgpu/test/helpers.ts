@@ -4,6 +4,18 @@ import { expect } from 'vitest';
 import { installWebGpuKernels } from '../src/index';
 
 /**
+ * Whether PARA_TEST_BACKENDS (default cpu,wasm,webgpu, as every package's numeric tests) lists
+ * `backend`: this package's tests run on webgpu (the greedy comparison on wasm too) and skip,
+ * saying so, where it is left out. A listed backend that cannot start fails the run.
+ */
+export function listed(backend: string): boolean {
+  return (process.env.PARA_TEST_BACKENDS ?? 'cpu,wasm,webgpu')
+    .split(',')
+    .map((s) => s.trim())
+    .includes(backend);
+}
+
+/**
  * Start the webgpu backend (Dawn in Node) and install this package's kernels. The caller
  * installs them: @para/core's backend start-up does not (yet) call installWebGpuKernels.
  */
