@@ -599,6 +599,8 @@ export async function setupTensorflow(options: SetupOptions = {}): Promise<Setup
       `--module_path=${where.modulePath}`,
       `--napi_build_version=${where.napiBuildVersion}`,
       `--jobs=${Math.max(1, availableParallelism())}`,
+      // gyp itself is Python: the interpreter checked above.
+      `--python=${py}`,
     ],
     where.dir,
     { ...process.env, npm_config_nodedir: nodedir },
