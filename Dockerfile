@@ -53,8 +53,11 @@ COPY --from=build /app /app
 # adapter_config.json, adapter_model.safetensors); POST /v1/adapters writes new ones here, so
 # the node user (uid 1000) needs write access to uploads.
 COPY --from=build --chown=node:node /src/assets/adapters /adapters
+# Uploaded files, fine-tuning jobs and fine-tuned adapters (`--data-dir`): per replica, so mount
+# a volume to keep them across restarts.
+RUN mkdir /data && chown node:node /data
 USER node
-VOLUME ["/adapters"]
+VOLUME ["/adapters", "/data"]
 EXPOSE 8000
 # SIGTERM: running requests finish or are cancelled within 10 s, then exit 0 (give `docker stop`
 # a longer grace period, e.g. `--stop-timeout 15`, to let them finish).
@@ -63,4 +66,4 @@ STOPSIGNAL SIGTERM
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
   CMD ["node", "-e", "fetch('http://127.0.0.1:8000/health').then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
 ENTRYPOINT ["node", "/app/dist/cli.js"]
-CMD ["serve", "--host", "0.0.0.0", "--port", "8000", "--adapters", "/adapters"]
+CMD ["serve", "--host", "0.0.0.0", "--port", "8000", "--adapters", "/adapters", "--data-dir", "/data"]
