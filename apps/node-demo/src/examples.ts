@@ -35,6 +35,7 @@ export const HELP_EXAMPLES: Record<string, string[]> = {
   serve: [
     'para serve',
     'para serve --adapters adapters --port 8080 --max-batch 16 --api-key "$PARA_API_KEY"',
+    'para serve --keys-file keys.json --data-dir /var/lib/para',
   ],
   setup: ['para setup tensorflow'],
   'setup tensorflow': [
