@@ -46,7 +46,7 @@ const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
  * Time `fn` alternately with the fused kernels on and off; returns the medians (ms). When `fn`
  * returns a number, that is the time (ms) of the part it timed itself.
  */
-async function ab(fn) {
+async function ab(fn, perRound = 1) {
   const t = { on: [], off: [] };
   const side = async (on) => {
     if (on) blas.installFusedKernels();
@@ -59,7 +59,7 @@ async function ab(fn) {
   await side(false);
   t.on.length = 0;
   t.off.length = 0;
-  for (let r = 0; r < rounds; r++) {
+  for (let r = 0; r < rounds * perRound; r++) {
     const first = r % 2 === 0;
     await side(first);
     await side(!first);
@@ -69,6 +69,19 @@ async function ab(fn) {
 }
 
 const results = [];
+const kernels = [];
+/** Kernels one call of `fn` launches, fused on and off. */
+async function kernelCounts(fn) {
+  const count = async (on) => {
+    if (on) blas.installFusedKernels();
+    else blas.uninstallFusedKernels();
+    const p = await tf.profile(fn);
+    return p.kernels.length;
+  };
+  const c = { on: await count(true), off: await count(false) };
+  blas.installFusedKernels();
+  return c;
+}
 function report(label, ms, perSecond) {
   const row = {
     label,
@@ -117,6 +130,10 @@ for (const [method, make] of setups) {
   ]) {
     const ms = await ab(() => trainer.trainStep([batch]));
     report(`train ${method}, ${workload}`, ms, batch.tokens);
+    if (method === 'LoRA r=8 (q,v)' && workload === '8×256 packed') {
+      const k = await kernelCounts(() => trainer.trainStep([batch]));
+      kernels.push({ what: `train ${method}, ${workload}: kernels per update`, ...k });
+    }
   }
   trainer.dispose();
   if (adapter) adapter.dispose();
@@ -147,23 +164,51 @@ for (const B of [1, 32]) {
     state.dispose();
   });
   report(`prefill batch ${B} × ${P}`, prefill, B * P);
-  const decode = await ab(async () => {
+  if (B === 1) {
+    const { logits: l0, state: s0 } = lm.prefill(prompts, { capacity: P + 8 });
+    l0.dispose();
+    const k = await kernelCounts(async () => {
+      const l = lm.decodeStep(
+        prompts.map((p) => p[P - 1]),
+        s0,
+      );
+      await l.data();
+      l.dispose();
+    });
+    s0.dispose();
+    kernels.push({ what: 'decode step (8 layers): kernels', ...k });
+  }
+  // Decode: per round a prefill (capacity P + steps, as `para bench model`), then its `steps`
+  // decode steps alternating on/off step by step (finer than whole loops, so a load spike hits
+  // both sides); tokens/s from the median step.
+  const t = { on: [], off: [] };
+  for (let r = 0; r < rounds; r++) {
     const { logits, state } = lm.prefill(prompts, { capacity: P + steps });
     logits.dispose();
     let last = prompts.map((p) => p[P - 1]);
-    const t0 = performance.now();
-    for (let s = 0; s < steps; s++) {
+    for (let i = 0; i < steps; i++) {
+      const on = (i + r) % 2 === 0;
+      if (on) blas.installFusedKernels();
+      else blas.uninstallFusedKernels();
+      const t0 = performance.now();
       const l = lm.decodeStep(last, state); // [B, V] logits of the new token
-      const ids = tf.argMax(tf.reshape(l, [B, -1]), 1);
+      const ids = tf.argMax(l, -1);
       last = Array.from(await ids.data());
+      if (r > 0 || i > 1) t[on ? 'on' : 'off'].push(performance.now() - t0);
       tf.dispose([l, ids]);
     }
-    const ms = performance.now() - t0;
     state.dispose();
-    return ms;
-  });
-  report(`decode batch ${B}, ${steps} steps`, decode, B * steps);
+  }
+  blas.installFusedKernels();
+  report(
+    `decode batch ${B} (median of ${t.on.length} steps per side)`,
+    { on: median(t.on), off: median(t.off) },
+    B,
+  );
 }
 lm.dispose();
+for (const k of kernels) say(`${k.what.padEnd(56)} fused ${k.on}  generic ${k.off}`);
 if (json)
-  console.log(JSON.stringify({ rounds, threads: blas.fusedThreads(), rows: results }, null, 2));
+  console.log(
+    JSON.stringify({ rounds, threads: blas.fusedThreads(), rows: results, kernels }, null, 2),
+  );
