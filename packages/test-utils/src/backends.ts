@@ -18,8 +18,19 @@ export function testBackends(): BackendName[] {
     .map((s) => parseBackendName(s, 'PARA_TEST_BACKENDS'));
 }
 
-/** Switch the engine to `name` (starting it on first use) and check that it is active. */
+/**
+ * Switch the engine to `name` (starting it on first use) and check that it is active. When both
+ * webgpu and tensorflow are listed, tensorflow is started before webgpu's first start: TensorFlow
+ * cannot load once webgpu has brought Mesa's LLVM into the process (see @para/core/node).
+ */
 export async function useBackend(name: BackendName): Promise<void> {
+  if (
+    name === 'webgpu' &&
+    tf.findBackend('webgpu') === null &&
+    tf.findBackend('tensorflow') === null &&
+    testBackends().includes('tensorflow')
+  )
+    await initBackend({ backend: 'tensorflow' });
   if (tf.getBackend() !== name) await initBackend({ backend: name });
   expect(tf.getBackend()).toBe(name);
 }

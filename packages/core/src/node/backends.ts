@@ -1,5 +1,6 @@
+import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import * as tf from '@tensorflow/tfjs-core';
 import { type BackendCandidate, importOptional, isModuleNotFound } from '../backend/select';
@@ -114,6 +115,16 @@ async function loadTensorflow(): Promise<string> {
       );
       continue;
     }
+    const llvm = where?.built ? loadedLlvm() : undefined;
+    if (llvm !== undefined) {
+      // Seen on Mesa 22 llvmpipe: TensorFlow's own LLVM (exported by libtensorflow_framework)
+      // and Mesa's libLLVM in one process segfault while TensorFlow loads. The other order
+      // (tensorflow first, then webgpu) works.
+      reasons.push(
+        `${pkg}: TensorFlow cannot load into this process: ${basename(llvm)} (Mesa's LLVM, loaded with the webgpu backend) is already loaded and crashes it; start tensorflow before webgpu, or in another process`,
+      );
+      continue;
+    }
     let mod: { version?: Record<string, string> };
     try {
       mod = await importOptional(pkg, () => importFromApp(pkg));
@@ -135,6 +146,22 @@ async function loadTensorflow(): Promise<string> {
     ].join(', ');
   }
   throw new Error(reasons.join('; '));
+}
+
+/**
+ * A libLLVM shared library mapped into this process (Linux) before TensorFlow's library, or
+ * undefined (none, or TensorFlow is loaded already: starting it again imports nothing).
+ */
+function loadedLlvm(): string | undefined {
+  if (process.platform !== 'linux') return undefined;
+  let maps: string;
+  try {
+    maps = readFileSync('/proc/self/maps', 'utf8');
+  } catch {
+    return undefined;
+  }
+  if (maps.includes('/libtensorflow_framework.so')) return undefined;
+  return /\S*\/libLLVM[^\s/]*\.so[^\s/]*/.exec(maps)?.[0];
 }
 
 interface DawnAdapterLike {

@@ -16,8 +16,18 @@ export function testBackends(): BackendName[] {
     .map((s) => parseBackendName(s, 'PARA_TEST_BACKENDS'));
 }
 
-/** Switch the engine to `name` (starting it on first use). */
+/**
+ * Switch the engine to `name` (starting it on first use); tensorflow, when listed, starts before
+ * webgpu's first start (it cannot load after webgpu's Mesa LLVM, see src/node/backends.ts).
+ */
 export async function useBackend(name: BackendName): Promise<void> {
+  if (
+    name === 'webgpu' &&
+    tf.findBackend('webgpu') === null &&
+    tf.findBackend('tensorflow') === null &&
+    testBackends().includes('tensorflow')
+  )
+    await selectBackendFrom('node', nodeBackendCandidates(), { backend: 'tensorflow' });
   if (tf.findBackend(name) === null || tf.getBackend() !== name) {
     await selectBackendFrom('node', nodeBackendCandidates(), { backend: name });
   }
