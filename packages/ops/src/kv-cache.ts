@@ -457,9 +457,23 @@ export class KVCache {
         );
       }
     });
+    // Source rows fit whole (their capacity within ours): one write per layer copies every row
+    // straight from the source's storage (no slice: a tfjs Slice per row and layer costs ~10 ms
+    // on wasm, seconds for a batch of newcomers). Slots past a row's cursor come along as
+    // garbage and stay invalid (the flags below).
+    const whole = source.capacity <= this.capacity;
     for (let l = 0; l < this.numLayers; l++) {
       if (this.layers[l] === undefined) this.allocate(l, theirs[0], theirs[1]);
       const src = source.layers[l] as LayerKV;
+      if (whole) {
+        this.write(
+          l,
+          src.k,
+          src.v,
+          fromRows.map((from, i) => ({ src: from, row: toRows[i] as number, start: 0 })),
+        );
+        continue;
+      }
       fromRows.forEach((from, i) => {
         const n = source.cursor[from] as number;
         const H = theirs[0];
