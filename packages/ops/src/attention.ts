@@ -1,5 +1,6 @@
 import { ParaError } from '@para/core';
 import * as tf from '@tensorflow/tfjs-core';
+import { FUSED_KERNELS, fusedAttention, hasFusedKernel, recordingGradients } from './fused';
 import { checkPositiveInt, checkShape, describeShape } from './shapes';
 
 /**
@@ -47,6 +48,12 @@ export interface AttentionOptions {
  * The query heads that share a kv head are folded into the query axis
  * (`[B, Hkv, nRep · T, hd]`) rather than copying k and v nRep times, so both matmuls are plain
  * batched matmuls with equal batch dims (their gradients work on every backend).
+ *
+ * Where the backend registers the fused kernel `ParaAttention` (see `fused.ts`: @para/blas on
+ * wasm, WGSL on webgpu), float32 inputs without softcap run as that one kernel (flash-style: no
+ * `[B, Hq, T, S]` scores tensor). Its gradient runs `ParaAttentionGrad`; a backend that registers
+ * the forward only is used only while no gradient tape is recording (`recordingGradients()`),
+ * otherwise this generic path runs. Through the fused path the mask is a constant (no gradient).
  */
 export function attention(
   q: tf.Tensor,
@@ -106,6 +113,20 @@ export function attention(
       field: 'softcap',
       actual: String(softcap),
     });
+  }
+  if (
+    softcap === null &&
+    q.dtype === 'float32' &&
+    k.dtype === 'float32' &&
+    v.dtype === 'float32' &&
+    (mask === null || mask.dtype === 'float32') &&
+    q.size > 0 &&
+    k.size > 0 &&
+    hasFusedKernel(FUSED_KERNELS.attention)
+  ) {
+    const withGradient = hasFusedKernel(FUSED_KERNELS.attentionGrad);
+    if (withGradient || !recordingGradients())
+      return fusedAttention(q, k, v, mask, scale, withGradient);
   }
   const nRep = Hq / Hkv;
   return tf.tidy(() => {

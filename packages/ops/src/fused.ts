@@ -21,6 +21,8 @@ import * as tf from '@tensorflow/tfjs-core';
  * | `ParaSwiGlu` | `gate [...]`, `up [...]` (same shape) | — | `y [...]` = silu(gate) · up |
  * | `ParaSwiGluGrad` | `dy`, `gate`, `up` (same shape) | — | `dgate`, `dup` |
  * | `ParaRope` | `x [B, H, T, hd]`, `cos [B or 1, 1, T, hd]`, `sin` (as cos) | `inverse` | `y [B, H, T, hd]` |
+ * | `ParaAttention` | `q [B, Hq, T, hd]`, `k [B, Hkv, S, hd]`, `v [B, Hkv, S, hd]`, `mask [B or 1, 1, T, S]` (optional) | `scale` | `out [B, Hq, T, hd]` |
+ * | `ParaAttentionGrad` | `dy [B, Hq, T, hd]`, `q`, `k`, `v`, `mask` (optional) — as the forward | `scale` | `dq [B, Hq, T, hd]`, `dk [B, Hkv, S, hd]`, `dv [B, Hkv, S, hd]` |
  *
  * - RMSNorm: w′ = weight, or (1 + weight) with `unitOffset` (Gemma); the mean of squares and the
  *   reciprocal square root per row of d, in float32 or better. With r = rsqrt(mean(x²) + eps),
@@ -36,6 +38,21 @@ import * as tf from '@tensorflow/tfjs-core';
  *   `y[j] = x[j]·cos[j] + x[j+h]·sin[j+h]`, `y[j+h] = x[j+h]·cos[j+h] − x[j]·sin[j]`.
  *   The gradient w.r.t. cos and sin (rarely needed: tables are constants) is computed with
  *   generic ops, only when asked for.
+ * - Attention (exactly {@link attention} without softcap; Hq a multiple of Hkv, nRep = Hq / Hkv,
+ *   query head h reads kv head floor(h / nRep)): in float32,
+ *   `s[b,h,t,j] = (q[b,h,t,:] · k[b,h/nRep,j,:]) · scale + mask[b|0,0,t,j]` (no mask: + 0),
+ *   `p = softmax_j(s)` (max-subtracted), `out[b,h,t,:] = Σ_j p[b,h,t,j] · v[b,h/nRep,j,:]`.
+ *   The mask is additive and may hold −Infinity or large negatives (`MASK_NEGATIVE`); a row whose
+ *   every score is −Infinity has no defined softmax — the generic path yields NaN there, a fused
+ *   kernel may yield NaN or 0 for that row (not anything else); rows with finite scores must
+ *   match. Implementations need not materialise `[B, Hq, T, S]` (online softmax, flash-style).
+ *   Only the forward output is returned (every backend can implement it); the gradient kernel
+ *   recomputes the softmax statistics. With `P = p`, `dP = dy · vᵀ`, `D[t] = Σ_d dy[t,d] ·
+ *   out[t,d]` (= Σ_j P·dP), `dS = P ⊙ (dP − D)`: `dq = scale · dS · k`, `dk = scale · Σ_group
+ *   dSᵀ · q`, `dv = Σ_group Pᵀ · dy` (the sums run over the nRep query heads of each kv head).
+ *   The mask is a constant: no gradient flows to it through the fused path.
+ *   A backend may register `ParaAttention` without `ParaAttentionGrad` (WebGPU does): then the
+ *   op dispatches to it only while no gradient is being recorded (see {@link recordingGradients}).
  */
 export const FUSED_KERNELS = {
   rmsNorm: 'ParaRmsNorm',
@@ -45,6 +62,8 @@ export const FUSED_KERNELS = {
   swiglu: 'ParaSwiGlu',
   swigluGrad: 'ParaSwiGluGrad',
   rope: 'ParaRope',
+  attention: 'ParaAttention',
+  attentionGrad: 'ParaAttentionGrad',
 } as const;
 
 export type FusedKernelName = (typeof FUSED_KERNELS)[keyof typeof FUSED_KERNELS];
@@ -66,6 +85,18 @@ export function setFusedKernelsEnabled(on: boolean): boolean {
 export function hasFusedKernel(name: FusedKernelName): boolean {
   if (!enabled) return false;
   return tf.getKernel(name, tf.getBackend()) !== undefined;
+}
+
+/**
+ * Whether tfjs is recording a gradient tape now: inside `tf.grad(s)`, `tf.valueAndGrad(s)`,
+ * `tf.variableGrads` or an optimizer's `minimize` (the engine's `gradientDepth > 0`; its private
+ * `isTapeOn()` also requires `kernelDepth === 0`, i.e. not inside a kernel's own forward, which
+ * we ignore: counting those as recording only makes us fall back more often). Ops whose fused
+ * kernel has no gradient kernel on the active backend dispatch only when this is false.
+ */
+export function recordingGradients(): boolean {
+  const state = (tf.engine() as unknown as { state?: { gradientDepth?: number } }).state;
+  return (state?.gradientDepth ?? 0) > 0;
 }
 
 const registered = new Set<string>();
@@ -219,4 +250,48 @@ export function fusedRope(
 ): tf.Tensor {
   ensureGradient(ropeGradient);
   return tf.engine().runKernel(FUSED_KERNELS.rope, { x, cos, sin }, { inverse }) as tf.Tensor;
+}
+
+/**
+ * `ParaAttention`: softmax attention of `q [B, Hq, T, hd]` over `k`/`v [B, Hkv, S, hd]` with an
+ * optional additive `mask [B or 1, 1, T, S]` (see the contract above), float32, non-empty.
+ * Differentiable in q, k and v through `ParaAttentionGrad` when `withGradient` (the caller checks
+ * that the backend registers it); the mask is treated as a constant. The gradient is attached with
+ * `tf.customGrad` rather than `tf.registerGradient` because the mask input is optional (a
+ * registered gradient saves a fixed list of inputs), so the forward kernel itself never needs a
+ * gradient registration and a forward-only backend is fine while nothing records.
+ */
+export function fusedAttention(
+  q: tf.Tensor,
+  k: tf.Tensor,
+  v: tf.Tensor,
+  mask: tf.Tensor | null,
+  scale: number,
+  withGradient: boolean,
+): tf.Tensor {
+  const run = (qq: tf.Tensor, kk: tf.Tensor, vv: tf.Tensor): tf.Tensor => {
+    const inputs: tf.NamedTensorMap =
+      mask === null ? { q: qq, k: kk, v: vv } : { q: qq, k: kk, v: vv, mask };
+    return tf.engine().runKernel(FUSED_KERNELS.attention, inputs, { scale }) as tf.Tensor;
+  };
+  if (!withGradient || !recordingGradients()) return run(q, k, v);
+  const f = tf.customGrad((...args: unknown[]) => {
+    const [qq, kk, vv, save] = args as [tf.Tensor, tf.Tensor, tf.Tensor, tf.GradSaveFunc];
+    // The mask too: tensors made inside the recorded function are disposed before the backward
+    // runs unless saved (a saved tensor is a kept clone).
+    save(mask === null ? [qq, kk, vv] : [qq, kk, vv, mask]);
+    return {
+      value: run(qq, kk, vv), // [B, Hq, T, hd]
+      gradFunc: (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[]) => {
+        const [sq, sk, sv, sm] = saved as [tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor?];
+        const inputs: tf.NamedTensorMap =
+          sm === undefined
+            ? { dy: dy as tf.Tensor, q: sq, k: sk, v: sv }
+            : { dy: dy as tf.Tensor, q: sq, k: sk, v: sv, mask: sm };
+        // dq [B, Hq, T, hd], dk [B, Hkv, S, hd], dv [B, Hkv, S, hd]
+        return tf.engine().runKernel(FUSED_KERNELS.attentionGrad, inputs, { scale }) as tf.Tensor[];
+      },
+    };
+  });
+  return (f as unknown as (q: tf.Tensor, k: tf.Tensor, v: tf.Tensor) => tf.Tensor)(q, k, v);
 }
