@@ -93,6 +93,7 @@ export {
 export { activate, generateVectors, type ParaLayerWeights, paraVectors, pool } from './para/layer';
 export { PARA_METHOD } from './para/method';
 export { ParaAdapter, type ParaCreateOptions, paraTensorNames } from './para/model';
+export { type ParaPromptVectors, paraPromptVectors } from './para/prompt-vectors';
 export type {
   AdapterMethod,
   MixedContribution,
