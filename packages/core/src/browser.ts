@@ -11,6 +11,7 @@ import {
   selectBackendFrom,
 } from './backend/select';
 import { installWasmMatmulFix } from './backend/wasm-matmul';
+import { installWebGpuKernelsFrom, type WebGpuKernelsModule } from './backend/webgpu-kernels';
 
 export * from './index';
 
@@ -23,6 +24,12 @@ export interface BrowserBackendOptions extends SelectBackendOptions {
    * not defined" in every worker), so it is opt-in for pages that serve tfjs unbundled.
    */
   wasmThreads?: boolean;
+  /**
+   * @para/webgpu's fused WGSL kernels, installed when webgpu starts: pass its loader,
+   * `() => import('@para/webgpu')` (@para/core cannot import it itself), or `false` to leave
+   * them out (as PARA_FUSED=0 does in Node). The backend report says which.
+   */
+  webgpuKernels?: (() => Promise<WebGpuKernelsModule>) | false;
 }
 
 /** Browser backends in priority order. */
@@ -44,7 +51,11 @@ export function browserBackendCandidates(options: BrowserBackendOptions = {}): B
           '@tensorflow/tfjs-backend-webgpu',
           () => import('@tensorflow/tfjs-backend-webgpu'),
         );
-        return 'WebGPU';
+        const k = options.webgpuKernels;
+        return `WebGPU; ${await installWebGpuKernelsFrom(
+          k === false ? undefined : k,
+          k === false ? 'webgpuKernels: false' : undefined,
+        )}`;
       },
     },
     {

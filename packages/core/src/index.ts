@@ -24,6 +24,7 @@ export {
   uninstallWasmMatmulFix,
   wasmMatmulFixInstalled,
 } from './backend/wasm-matmul';
+export { installWebGpuKernelsFrom, type WebGpuKernelsModule } from './backend/webgpu-kernels';
 export * from './errors';
 export * from './json';
 export * from './rng';

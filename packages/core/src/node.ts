@@ -11,6 +11,7 @@ export * from './index';
 export {
   importFromApp,
   installOptionalBlas,
+  installOptionalWebGpuKernels,
   nodeBackendCandidates,
   tensorflowSetupCommand,
 } from './node/backends';

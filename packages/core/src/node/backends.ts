@@ -5,6 +5,7 @@ import { pathToFileURL } from 'node:url';
 import * as tf from '@tensorflow/tfjs-core';
 import { type BackendCandidate, importOptional, isModuleNotFound } from '../backend/select';
 import { installWasmMatmulFix } from '../backend/wasm-matmul';
+import { installWebGpuKernelsFrom, type WebGpuKernelsModule } from '../backend/webgpu-kernels';
 import {
   locateTfjsNode,
   TFJS_NODE_PACKAGES,
@@ -85,7 +86,9 @@ export function nodeBackendCandidates(): BackendCandidate[] {
         await importOptional('@tensorflow/tfjs-backend-webgpu', () =>
           importFromApp('@tensorflow/tfjs-backend-webgpu'),
         );
-        return adapter;
+        // @para/webgpu's fused WGSL kernels (RMSNorm, SwiGLU, RoPE, attention, ...) where the
+        // application has the package, unless PARA_FUSED=0.
+        return `${adapter}; ${await installOptionalWebGpuKernels()}`;
       },
     },
   ];
@@ -236,6 +239,18 @@ async function installDawnNavigatorGpu(): Promise<string> {
     return dawnDescription;
   }
   throw new Error(`Dawn found no WebGPU adapter (${failures.join('; ')})`);
+}
+
+/**
+ * Install @para/webgpu's fused WGSL kernels for the webgpu backend when the package loads
+ * (PARA_FUSED=0 turns this off, as it does @para/blas's fused kernels on wasm). Returns the
+ * report's phrase: `fused kernels: @para/webgpu WGSL (ParaRmsNorm, …)`, or why none.
+ */
+export function installOptionalWebGpuKernels(): Promise<string> {
+  return installWebGpuKernelsFrom(
+    () => importFromApp<WebGpuKernelsModule>('@para/webgpu'),
+    process.env.PARA_FUSED === '0' ? 'PARA_FUSED=0' : undefined,
+  );
 }
 
 interface BlasModuleLike {
