@@ -21,6 +21,8 @@ import * as tf from '@tensorflow/tfjs-core';
  * | `ParaSwiGlu` | `gate [...]`, `up [...]` (same shape) | — | `y [...]` = silu(gate) · up |
  * | `ParaSwiGluGrad` | `dy`, `gate`, `up` (same shape) | — | `dgate`, `dup` |
  * | `ParaRope` | `x [B, H, T, hd]`, `cos [B or 1, 1, T, hd]`, `sin` (as cos) | `inverse` | `y [B, H, T, hd]` |
+ * | `ParaSwiGluScaled` (forward only) | `gate [B, T, F]`, `up [B, T, F]`, `scale [B or 1, 1, F]` | — | `y [B, T, F]` = silu(gate) · up · scale |
+ * | `ParaRopeKvWrite` (forward only, writes its cache inputs in place) | `q [B, Hq, T, hd]`, `k`/`v [B, Hkv, T, hd]`, `cos`/`sin [B or 1, 1, T, hd]`, `kCache`/`vCache [B, Hkv, C, hd]`, `slots [B]` int32, optional `qScale [B or 1, 1, Hq·hd]`, `kScale`/`vScale [B or 1, 1, Hkv·hd]` | — | `q′ [B, Hq, T, hd]` = RoPE(q ⊙ qScale); `kCache[b, :, slots[b] + t] = RoPE(k ⊙ kScale)`, `vCache[…] = v ⊙ vScale` for rows with `slots[b] ≥ 0` |
  * | `ParaAttention` | `q [B, Hq, T, hd]`, `k [B, Hkv, S, hd]`, `v [B, Hkv, S, hd]`, `mask [B or 1, 1, T, S]` (optional) | `scale` | `out [B, Hq, T, hd]` |
  * | `ParaAttentionGrad` | `dy [B, Hq, T, hd]`, `q`, `k`, `v`, `mask` (optional) — as the forward | `scale` | `dq [B, Hq, T, hd]`, `dk [B, Hkv, S, hd]`, `dv [B, Hkv, S, hd]` |
  *
@@ -53,6 +55,13 @@ import * as tf from '@tensorflow/tfjs-core';
  *   The mask is a constant: no gradient flows to it through the fused path.
  *   A backend may register `ParaAttention` without `ParaAttentionGrad` (WebGPU does): then the
  *   op dispatches to it only while no gradient is being recorded (see {@link recordingGradients}).
+ * - Forward-only kernels (no Grad kernel; dispatched only while no gradient is recorded):
+ *   `ParaSwiGluScaled` folds PARA's `up` scale or IA3's down_proj-input scale into the gate
+ *   (`swiglu(gate, up, { scale })`). `ParaRopeKvWrite` is the KV cache's append with RoPE
+ *   (`KVCache.appendRotated`): a scale indexes by head and dimension (`scale[b, 0, h · hd + j]`)
+ *   and applies before the rotation; the caches are the KVCache's own storage (fresh, never
+ *   shared), so writing them in place is sound. @para/webgpu implements both; elsewhere the ops
+ *   run their generic path.
  */
 export const FUSED_KERNELS = {
   rmsNorm: 'ParaRmsNorm',
@@ -64,6 +73,8 @@ export const FUSED_KERNELS = {
   rope: 'ParaRope',
   attention: 'ParaAttention',
   attentionGrad: 'ParaAttentionGrad',
+  swigluScaled: 'ParaSwiGluScaled',
+  ropeKvWrite: 'ParaRopeKvWrite',
 } as const;
 
 export type FusedKernelName = (typeof FUSED_KERNELS)[keyof typeof FUSED_KERNELS];
