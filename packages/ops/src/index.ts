@@ -32,7 +32,7 @@ export {
   padBatch,
   positionIdsFromMask,
 } from './mask';
-export { type RmsNormOptions, rmsNorm } from './rmsnorm';
+export { addRmsNorm, type RmsNormOptions, rmsNorm } from './rmsnorm';
 export {
   applyRope,
   type RopeCosSin,
