@@ -1,6 +1,6 @@
 /*
  * @para/blas: fused float32 kernels for TensorFlow.js's wasm backend (RMSNorm, residual add +
- * RMSNorm, SwiGLU, RoPE and their gradients), computed directly on the wasm heap like matmulHeap.
+ * RMSNorm, SwiGLU, RoPE, attention and their gradients), computed directly on the wasm heap like matmulHeap.
  *
  *   rmsNormHeap(heap, params)       params: [x, w, y, rows, d, eps, unitOffset]
  *   rmsNormGradHeap(heap, params)   params: [dy, x, w, dx, dw, rows, d, eps, unitOffset]
@@ -9,6 +9,9 @@
  *   swigluHeap(heap, params)        params: [gate, up, y, n]
  *   swigluGradHeap(heap, params)    params: [dy, gate, up, dgate, dup, n]
  *   ropeHeap(heap, params)          params: [x, cos, sin, y, B, H, T, hd, cosBatch, inverse]
+ *   attentionHeap(heap, params)     params: [q, k, v, mask, out, B, Hq, Hkv, T, S, hd, maskBatch, scale]
+ *   attentionGradHeap(heap, params) params: [dy, q, k, v, mask, dq, dk, dv, B, Hq, Hkv, T, S, hd, maskBatch, scale]
+ *                                   (mask: -1 for none)
  *   fusedInfo()                     -> { threads, parallelMinElements }
  *
  * Offsets are byte offsets into `heap` (an ArrayBuffer); every operand is contiguous float32.
@@ -377,6 +380,172 @@ HOT static void rope_rows(void *vctx, int64_t begin, int64_t end, int tid) {
   }
 }
 
+
+/* ---------- attention (forward and backward; online softmax statistics per query row) ---------- */
+
+/*
+ * Rows are the query rows (b, h, t); row r reads kv head h / nRep of batch b and mask row
+ * (b or 0, t). Per row, scores for all S keys are computed into a scratch row of S floats (one
+ * per thread, never a [B, Hq, T, S] tensor), then max, exp, sum and Σ p·v in two passes over the
+ * keys. Keys whose score lies more than 87 below the row's maximum contribute exp(...) < 1.7e-38
+ * relative to the maximum's 1 and are skipped (the generic path adds those denormal-small terms;
+ * the difference is below float32 resolution of the sum). A row whose every score is −Infinity
+ * yields 0 (the generic path yields NaN there; the contract allows either).
+ */
+typedef struct {
+  const float *q, *k, *v, *mask, *dy;
+  float *out, *dq, *dk, *dv;
+  int64_t hq, hkv, t, s, hd;
+  int64_t mask_batch_stride; /* T·S, or 0 when the mask broadcasts over the batch */
+  float scale;
+  int failed; /* a thread could not allocate its scratch */
+} att_t;
+
+#define ATT_SKIP 87.0f
+
+/* Σ a[j]·b[j] in eight float lanes (vectorised), summed in order at the end. */
+static inline float dot_f(const float *restrict a, const float *restrict b, int64_t n) {
+  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8) {
+    for (int l = 0; l < 8; l++) acc[l] += a[j + l] * b[j + l];
+  }
+  float tail = 0;
+  for (; j < n; j++) tail += a[j] * b[j];
+  return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail;
+}
+
+static inline void axpy_f(float *restrict y, float a, const float *restrict x, int64_t n) {
+  for (int64_t j = 0; j < n; j++) y[j] += a * x[j];
+}
+
+/*
+ * Scores of one query row into sc[0..S) (float32: (q·k)·scale + mask, as the generic path
+ * rounds them), then sc[j] = exp(sc[j] − max) (0 where skipped). Returns 1/Σ; 0 for a row
+ * whose scores are all −Infinity, NaN for a row with a NaN score (sc all 0 then).
+ */
+static inline float att_row_probs(const att_t *c, const float *restrict qr, const float *restrict kh,
+                                  const float *restrict mr, float *restrict sc) {
+  const int64_t S = c->s, hd = c->hd;
+  float m = -INFINITY;
+  int nan = 0;
+  for (int64_t j = 0; j < S; j++) {
+    float x = dot_f(qr, kh + j * hd, hd) * c->scale;
+    if (mr != NULL) x += mr[j];
+    sc[j] = x;
+    nan |= x != x;
+    m = x > m ? x : m;
+  }
+  if (nan || !(m > -INFINITY)) { /* a NaN score (NaN row, as generic), or every score −Infinity */
+    for (int64_t j = 0; j < S; j++) sc[j] = 0;
+    return nan ? NAN : 0.0f;
+  }
+  float sum = 0;
+  for (int64_t j = 0; j < S; j++) {
+    const float z = sc[j] - m;
+    const float e = z < -ATT_SKIP ? 0.0f : exp_f(z);
+    sc[j] = e;
+    sum += e;
+  }
+  return 1.0f / sum;
+}
+
+HOT static void att_forward_rows(void *vctx, int64_t begin, int64_t end, int tid) {
+  (void)tid;
+  att_t *c = (att_t *)vctx;
+  const int64_t T = c->t, S = c->s, hd = c->hd, Hq = c->hq, Hkv = c->hkv, rep = Hq / Hkv;
+  float *sc = (float *)malloc((size_t)S * sizeof(float));
+  if (sc == NULL) {
+    c->failed = 1;
+    return;
+  }
+  for (int64_t r = begin; r < end; r++) {
+    const int64_t t = r % T, h = (r / T) % Hq, b = r / (T * Hq);
+    const int64_t kvo = (b * Hkv + h / rep) * S * hd;
+    const float *qr = c->q + r * hd;
+    const float *mr = c->mask != NULL ? c->mask + b * c->mask_batch_stride + t * S : NULL;
+    float *o = c->out + r * hd;
+    const float inv = att_row_probs(c, qr, c->k + kvo, mr, sc);
+    for (int64_t d = 0; d < hd; d++) o[d] = 0;
+    if (inv != inv) {
+      for (int64_t d = 0; d < hd; d++) o[d] = NAN;
+      continue;
+    }
+    if (inv == 0) continue;
+    const float *vh = c->v + kvo;
+    for (int64_t j = 0; j < S; j++) {
+      const float p = sc[j];
+      if (p != 0) axpy_f(o, p, vh + j * hd, hd);
+    }
+    for (int64_t d = 0; d < hd; d++) o[d] *= inv;
+  }
+  free(sc);
+}
+
+/*
+ * Backward over tasks (b, g), g a kv head: the task owns dk and dv of (b, g) and walks the
+ * nRep·T query rows that read them. Per row: the probabilities again (att_row_probs), then
+ * dp[j] = dy·v[j], D = Σ p·dp, ds = p·(dp − D); dq = scale · Σ ds·k[j], dk[j] += scale·ds·q,
+ * dv[j] += p·dy.
+ */
+HOT static void att_backward_tasks(void *vctx, int64_t begin, int64_t end, int tid) {
+  (void)tid;
+  att_t *c = (att_t *)vctx;
+  const int64_t T = c->t, S = c->s, hd = c->hd, Hq = c->hq, Hkv = c->hkv, rep = Hq / Hkv;
+  float *sc = (float *)malloc((size_t)(2 * S + hd) * sizeof(float));
+  if (sc == NULL) {
+    c->failed = 1;
+    return;
+  }
+  float *dp = sc + S, *acc = sc + 2 * S;
+  for (int64_t task = begin; task < end; task++) {
+    const int64_t b = task / Hkv, g = task % Hkv;
+    const int64_t kvo = (b * Hkv + g) * S * hd;
+    const float *kh = c->k + kvo, *vh = c->v + kvo;
+    float *dkh = c->dk + kvo, *dvh = c->dv + kvo;
+    memset(dkh, 0, (size_t)(S * hd) * sizeof(float));
+    memset(dvh, 0, (size_t)(S * hd) * sizeof(float));
+    for (int64_t h = g * rep; h < (g + 1) * rep; h++) {
+      for (int64_t t = 0; t < T; t++) {
+        const int64_t r = (b * Hq + h) * T + t;
+        const float *qr = c->q + r * hd, *dyr = c->dy + r * hd;
+        const float *mr = c->mask != NULL ? c->mask + b * c->mask_batch_stride + t * S : NULL;
+        float *dqr = c->dq + r * hd;
+        const float inv = att_row_probs(c, qr, kh, mr, sc);
+        for (int64_t d = 0; d < hd; d++) acc[d] = 0;
+        if (inv != inv) {
+          for (int64_t d = 0; d < hd; d++) dqr[d] = NAN;
+          continue;
+        }
+        if (inv == 0) {
+          for (int64_t d = 0; d < hd; d++) dqr[d] = 0;
+          continue;
+        }
+        float D = 0;
+        for (int64_t j = 0; j < S; j++) {
+          if (sc[j] == 0) {
+            dp[j] = 0;
+            continue;
+          }
+          sc[j] *= inv;
+          dp[j] = dot_f(dyr, vh + j * hd, hd);
+          D += sc[j] * dp[j];
+        }
+        for (int64_t j = 0; j < S; j++) {
+          const float p = sc[j];
+          if (p == 0) continue;
+          const float ds = p * (dp[j] - D);
+          axpy_f(acc, ds, kh + j * hd, hd);
+          axpy_f(dkh + j * hd, ds * c->scale, qr, hd);
+          axpy_f(dvh + j * hd, p, dyr, hd);
+        }
+        for (int64_t d = 0; d < hd; d++) dqr[d] = acc[d] * c->scale;
+      }
+    }
+  }
+  free(sc);
+}
+
 /* ---------- argument checking ---------- */
 
 #define NAPI_CALL(env, call)                                                                   \
@@ -669,6 +838,94 @@ static napi_value RopeHeap(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+
+/*
+ * attentionHeap(heap, [q, k, v, mask, out, B, Hq, Hkv, T, S, hd, maskBatch, scale])
+ * attentionGradHeap(heap, [dy, q, k, v, mask, dq, dk, dv, B, Hq, Hkv, T, S, hd, maskBatch, scale])
+ * mask: a byte offset, or -1 for none (maskBatch then ignored); maskBatch 1 or B.
+ */
+static napi_value attention_entry(napi_env env, napi_callback_info info, int grad) {
+  const char *name = grad ? "attentionGradHeap" : "attentionHeap";
+  uint8_t *heap;
+  size_t size;
+  const double *p;
+  if (!heap_args(env, info, name, grad ? 16 : 13, &heap, &size, &p)) return NULL;
+  const double *dm = p + (grad ? 8 : 5); /* B, Hq, Hkv, T, S, hd, maskBatch, scale */
+  for (int i = 0; i < 7; i++) {
+    if (!is_count(dm[i], MAX_VALUE)) return throw_range(env, "attentionHeap: B, Hq, Hkv, T, S, hd and maskBatch must be non-negative integers");
+  }
+  const uint64_t B = (uint64_t)dm[0], Hq = (uint64_t)dm[1], Hkv = (uint64_t)dm[2], T = (uint64_t)dm[3],
+                 S = (uint64_t)dm[4], hd = (uint64_t)dm[5], mb = (uint64_t)dm[6];
+  const double scale = dm[7];
+  if (!isfinite(scale)) return throw_range(env, "attentionHeap: scale must be finite");
+  if (Hkv == 0 || Hq % Hkv != 0) return throw_range(env, "attentionHeap: Hq must be a multiple of Hkv > 0");
+  const int has_mask = (grad ? p[4] : p[3]) >= 0;
+  if (has_mask && mb != 1 && mb != B) return throw_range(env, "attentionHeap: maskBatch must be 1 or B");
+  uint64_t qn, kn, mn, work;
+  if (__builtin_mul_overflow(B, Hq, &qn) || __builtin_mul_overflow(qn, T, &qn) || __builtin_mul_overflow(qn, hd, &qn) ||
+      __builtin_mul_overflow(B, Hkv, &kn) || __builtin_mul_overflow(kn, S, &kn) || __builtin_mul_overflow(kn, hd, &kn) ||
+      __builtin_mul_overflow(has_mask ? mb : 0, T, &mn) || __builtin_mul_overflow(mn, S, &mn) ||
+      __builtin_mul_overflow(qn, S, &work) || qn > (uint64_t)MAX_VALUE || kn > (uint64_t)MAX_VALUE ||
+      work > (uint64_t)MAX_VALUE) {
+    return throw_range(env, "attentionHeap: shape too large");
+  }
+  span_t in[5] = {{0, 0}, {0, 0}, {0, 0}, {0, 0}, {0, 0}}, out[3] = {{0, 0}, {0, 0}, {0, 0}};
+  int ok;
+  if (grad) {
+    ok = span_ok(p[0], qn, size, &in[0]) && span_ok(p[1], qn, size, &in[1]) && span_ok(p[2], kn, size, &in[2]) &&
+         span_ok(p[3], kn, size, &in[3]) && (!has_mask || span_ok(p[4], mn, size, &in[4])) &&
+         span_ok(p[5], qn, size, &out[0]) && span_ok(p[6], kn, size, &out[1]) && span_ok(p[7], kn, size, &out[2]);
+  } else {
+    ok = span_ok(p[0], qn, size, &in[0]) && span_ok(p[1], kn, size, &in[1]) && span_ok(p[2], kn, size, &in[2]) &&
+         (!has_mask || span_ok(p[3], mn, size, &in[3])) && span_ok(p[4], qn, size, &out[0]);
+  }
+  if (!ok) return throw_range(env, "attentionHeap: an operand lies outside the heap (or is not 4-byte aligned)");
+  if (!disjoint(in, 5, out, grad ? 3 : 1)) return throw_range(env, "attentionHeap: an output overlaps an input or another output");
+  att_t c;
+  memset(&c, 0, sizeof c);
+  c.hq = (int64_t)Hq;
+  c.hkv = (int64_t)Hkv;
+  c.t = (int64_t)T;
+  c.s = (int64_t)S;
+  c.hd = (int64_t)hd;
+  c.mask_batch_stride = mb == 1 ? 0 : (int64_t)(T * S);
+  c.scale = (float)scale;
+  const int qi = grad ? 1 : 0;
+  c.q = (const float *)(heap + in[qi].off);
+  c.k = (const float *)(heap + in[qi + 1].off);
+  c.v = (const float *)(heap + in[qi + 2].off);
+  c.mask = has_mask ? (const float *)(heap + in[qi + 3].off) : NULL;
+  if (grad) {
+    c.dy = (const float *)(heap + in[0].off);
+    c.dq = (float *)(heap + out[0].off);
+    c.dk = (float *)(heap + out[1].off);
+    c.dv = (float *)(heap + out[2].off);
+    if (qn > 0) memset(c.dq, 0, (size_t)qn * sizeof(float));
+    if (kn > 0) {
+      memset(c.dk, 0, (size_t)kn * sizeof(float));
+      memset(c.dv, 0, (size_t)kn * sizeof(float));
+    }
+    if (qn == 0 || S == 0) return NULL;
+    parallel_for((int64_t)(B * Hkv), (int64_t)work, att_backward_tasks, &c);
+  } else {
+    c.out = (float *)(heap + out[0].off);
+    if (qn == 0) return NULL;
+    if (S == 0) { /* softmax over no keys: the generic path's NaN */
+      for (uint64_t i = 0; i < qn; i++) c.out[i] = NAN;
+      return NULL;
+    }
+    parallel_for((int64_t)(B * Hq * T), (int64_t)work, att_forward_rows, &c);
+  }
+  if (c.failed) {
+    napi_throw_error(env, "PARA_BLAS_NOMEM", "attentionHeap: out of memory");
+    return NULL;
+  }
+  return NULL;
+}
+
+static napi_value AttentionHeap(napi_env env, napi_callback_info info) { return attention_entry(env, info, 0); }
+static napi_value AttentionGradHeap(napi_env env, napi_callback_info info) { return attention_entry(env, info, 1); }
+
 static napi_value FusedInfo(napi_env env, napi_callback_info info) {
   (void)info;
   napi_value obj, v;
@@ -690,6 +947,8 @@ napi_status para_fused_init(napi_env env, napi_value exports) {
       {"swigluHeap", NULL, SwigluHeap, NULL, NULL, NULL, napi_enumerable, NULL},
       {"swigluGradHeap", NULL, SwigluGradHeap, NULL, NULL, NULL, napi_enumerable, NULL},
       {"ropeHeap", NULL, RopeHeap, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"attentionHeap", NULL, AttentionHeap, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"attentionGradHeap", NULL, AttentionGradHeap, NULL, NULL, NULL, napi_enumerable, NULL},
       {"fusedInfo", NULL, FusedInfo, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   return napi_define_properties(env, exports, sizeof props / sizeof props[0], props);

@@ -50,6 +50,10 @@ export interface BlasAddon {
   /** params: [x, cos, sin, y, B, H, T, hd, cosBatch, inverse]. */
   ropeHeap?(heap: ArrayBuffer, params: Float64Array): void;
   /** The fused kernels' thread pool: its size (calling thread included), and the work below which one thread runs. */
+  /** [q, k, v, mask (-1: none), out, B, Hq, Hkv, T, S, hd, maskBatch, scale] (byte offsets). */
+  attentionHeap?(heap: ArrayBuffer, params: Float64Array): void;
+  /** [dy, q, k, v, mask (-1: none), dq, dk, dv, B, Hq, Hkv, T, S, hd, maskBatch, scale]. */
+  attentionGradHeap?(heap: ArrayBuffer, params: Float64Array): void;
   fusedInfo?(): { threads: number; parallelMinElements: number };
 }
 

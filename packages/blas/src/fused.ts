@@ -4,7 +4,7 @@ import type { KernelArgs, TensorInfoLike, WasmBackendLike } from './kernels';
 
 /*
  * Fused kernels for tfjs's wasm backend — ParaRmsNorm, ParaRmsNormGrad, ParaAddRmsNorm,
- * ParaAddRmsNormGrad, ParaSwiGlu, ParaSwiGluGrad, ParaRope — computed in C (native/para_fused.c) directly on the wasm heap, as
+ * ParaAddRmsNormGrad, ParaSwiGlu, ParaSwiGluGrad, ParaRope, ParaAttention, ParaAttentionGrad — computed in C (native/para_fused.c) directly on the wasm heap, as
  * the matmuls are. Their contract (inputs, attrs, outputs, math) is @para/ops' `fused.ts`, whose
  * ops call them where they are registered and whose registered gradients call the Grad kernels.
  * A shared (threaded) heap, which the addon cannot address, is computed by the same math in
@@ -19,6 +19,8 @@ export const FUSED_KERNEL_NAMES = [
   'ParaSwiGlu',
   'ParaSwiGluGrad',
   'ParaRope',
+  'ParaAttention',
+  'ParaAttentionGrad',
 ] as const;
 
 const size = (shape: number[]) => shape.reduce((a, b) => a * b, 1);
@@ -200,6 +202,135 @@ export const jsFused = {
             m[yr + j] = inverse ? x1 * c1 + x2 * s2 : x1 * c1 - x2 * s1;
             m[yr + j + h] = inverse ? x2 * c2 - x1 * s1 : x2 * c2 + x1 * s2;
           }
+        }
+  },
+};
+
+/** Attention shapes as the kernels read them (mask: element offset, or -1 for none). */
+export interface AttentionDims {
+  B: number;
+  Hq: number;
+  Hkv: number;
+  T: number;
+  S: number;
+  hd: number;
+  maskBatch: number;
+  scale: number;
+}
+
+/** The probabilities of query row (b, h, t) into p (0 where skipped), returning 1/Σ (0: none, NaN). */
+function attentionRowProbs(
+  m: Float32Array,
+  q: number,
+  k: number,
+  mask: number,
+  dims: AttentionDims,
+  b: number,
+  t: number,
+  p: Float32Array,
+): number {
+  const { T, S, hd, maskBatch, scale } = dims;
+  let mx = Number.NEGATIVE_INFINITY;
+  let nan = false;
+  for (let j = 0; j < S; j++) {
+    let dot = 0;
+    for (let d = 0; d < hd; d++) dot += (m[q + d] as number) * (m[k + j * hd + d] as number);
+    let x = Math.fround(Math.fround(dot) * scale);
+    if (mask >= 0)
+      x = Math.fround(x + (m[mask + ((maskBatch === 1 ? 0 : b) * T + t) * S + j] as number));
+    p[j] = x;
+    if (Number.isNaN(x)) nan = true;
+    else if (x > mx) mx = x;
+  }
+  if (nan || mx === Number.NEGATIVE_INFINITY) {
+    p.fill(0);
+    return nan ? Number.NaN : 0;
+  }
+  let sum = 0;
+  for (let j = 0; j < S; j++) {
+    const z = (p[j] as number) - mx;
+    const e = z < -87 ? 0 : Math.exp(z);
+    p[j] = e;
+    sum += e;
+  }
+  return 1 / sum;
+}
+
+/** Exported for tests: the attention fallback's math on plain arrays (element offsets). */
+export const jsAttention = {
+  forward(
+    m: Float32Array,
+    q: number,
+    k: number,
+    v: number,
+    mask: number,
+    out: number,
+    dims: AttentionDims,
+  ) {
+    const { B, Hq, Hkv, T, S, hd } = dims;
+    const rep = Hq / Hkv;
+    const p = new Float32Array(S);
+    for (let b = 0; b < B; b++)
+      for (let h = 0; h < Hq; h++)
+        for (let t = 0; t < T; t++) {
+          const r = (b * Hq + h) * T + t;
+          const kvo = (b * Hkv + Math.floor(h / rep)) * S * hd;
+          const inv = attentionRowProbs(m, q + r * hd, k + kvo, mask, dims, b, t, p);
+          for (let d = 0; d < hd; d++) {
+            let acc = 0;
+            for (let j = 0; j < S; j++)
+              acc += (p[j] as number) * (m[v + kvo + j * hd + d] as number);
+            m[out + r * hd + d] = Number.isNaN(inv) ? Number.NaN : acc * inv;
+          }
+        }
+  },
+  backward(
+    m: Float32Array,
+    dy: number,
+    q: number,
+    k: number,
+    v: number,
+    mask: number,
+    dq: number,
+    dk: number,
+    dv: number,
+    dims: AttentionDims,
+  ) {
+    const { B, Hq, Hkv, T, S, hd, scale } = dims;
+    const rep = Hq / Hkv;
+    const p = new Float32Array(S);
+    const dp = new Float64Array(S);
+    m.fill(0, dk, dk + B * Hkv * S * hd);
+    m.fill(0, dv, dv + B * Hkv * S * hd);
+    for (let b = 0; b < B; b++)
+      for (let h = 0; h < Hq; h++)
+        for (let t = 0; t < T; t++) {
+          const r = (b * Hq + h) * T + t;
+          const kvo = (b * Hkv + Math.floor(h / rep)) * S * hd;
+          const inv = attentionRowProbs(m, q + r * hd, k + kvo, mask, dims, b, t, p);
+          let D = 0;
+          for (let j = 0; j < S; j++) {
+            let s = 0;
+            for (let d = 0; d < hd; d++)
+              s += (m[dy + r * hd + d] as number) * (m[v + kvo + j * hd + d] as number);
+            dp[j] = s;
+            D += (p[j] as number) * inv * s;
+          }
+          const acc = new Float64Array(hd);
+          for (let j = 0; j < S; j++) {
+            const pj = (p[j] as number) * inv;
+            if (!(pj !== 0)) continue;
+            const ds = pj * ((dp[j] as number) - D);
+            for (let d = 0; d < hd; d++) {
+              acc[d] = (acc[d] as number) + ds * (m[k + kvo + j * hd + d] as number);
+              m[dk + kvo + j * hd + d] =
+                (m[dk + kvo + j * hd + d] as number) + ds * scale * (m[q + r * hd + d] as number);
+              m[dv + kvo + j * hd + d] =
+                (m[dv + kvo + j * hd + d] as number) + pj * (m[dy + r * hd + d] as number);
+            }
+          }
+          for (let d = 0; d < hd; d++)
+            m[dq + r * hd + d] = Number.isNaN(inv) ? Number.NaN : (acc[d] as number) * scale;
         }
   },
 };
@@ -455,6 +586,144 @@ function ropeKernel(addon: Native): tf.KernelFunc {
   };
 }
 
+/** Shapes of an attention call (q [B,Hq,T,hd], k/v [B,Hkv,S,hd], mask [B|1,1,T,S]); throws on mismatch. */
+function attentionDims(
+  K: string,
+  q: TensorInfoLike,
+  k: TensorInfoLike,
+  v: TensorInfoLike,
+  mask: TensorInfoLike | undefined,
+  scale: number,
+): AttentionDims {
+  const [B, Hq, T, hd] = q.shape as [number, number, number, number];
+  const [kb, Hkv, S, khd] = k.shape as [number, number, number, number];
+  if (
+    q.shape.length !== 4 ||
+    k.shape.length !== 4 ||
+    kb !== B ||
+    khd !== hd ||
+    Hkv < 1 ||
+    Hq % Hkv !== 0
+  )
+    throw new Error(
+      `${K}: q [${q.shape}] and k [${k.shape}]: expected [B, Hq, T, hd] and [B, Hkv, S, hd], Hkv dividing Hq`,
+    );
+  sameShape(k, v, K, 'v');
+  let maskBatch = 1;
+  if (mask !== undefined) {
+    const mb = mask.shape[0] as number;
+    if (
+      mask.shape.length !== 4 ||
+      (mb !== 1 && mb !== B) ||
+      mask.shape[1] !== 1 ||
+      mask.shape[2] !== T ||
+      mask.shape[3] !== S
+    )
+      throw new Error(`${K}: mask [${mask.shape}] is not [B or 1, 1, ${T}, ${S}]`);
+    maskBatch = mb;
+  }
+  if (!Number.isFinite(scale)) throw new Error(`${K}: scale must be a finite number`);
+  return { B, Hq, Hkv, T, S, hd, maskBatch, scale };
+}
+
+function attentionKernel(addon: Native): tf.KernelFunc {
+  return (args) => {
+    const { inputs, backend: be, attrs } = args as unknown as KernelArgs;
+    const K = 'ParaAttention';
+    const backend = asWasm(be, K);
+    const q = need(inputs, 'q', K);
+    const k = need(inputs, 'k', K);
+    const v = need(inputs, 'v', K);
+    const mask = inputs.mask === undefined ? undefined : need(inputs, 'mask', K);
+    const dims = attentionDims(K, q, k, v, mask, Number(attrs?.scale));
+    const { B, Hq, Hkv, T, S, hd, maskBatch, scale } = dims;
+    const [qo, ko, vo] = [offset(backend, q), offset(backend, k), offset(backend, v)];
+    const mo = mask === undefined ? -1 : offset(backend, mask);
+    const [out] = compute(
+      backend,
+      [q.shape],
+      (heap, [oo]) =>
+        addon.attentionHeap(
+          heap,
+          Float64Array.of(qo, ko, vo, mo, oo as number, B, Hq, Hkv, T, S, hd, maskBatch, scale),
+        ),
+      (m, [oo]) =>
+        jsAttention.forward(
+          m,
+          qo / 4,
+          ko / 4,
+          vo / 4,
+          mo < 0 ? -1 : mo / 4,
+          (oo as number) / 4,
+          dims,
+        ),
+    );
+    return out as tf.TensorInfo;
+  };
+}
+
+function attentionGradKernel(addon: Native): tf.KernelFunc {
+  return (args) => {
+    const { inputs, backend: be, attrs } = args as unknown as KernelArgs;
+    const K = 'ParaAttentionGrad';
+    const backend = asWasm(be, K);
+    const dy = need(inputs, 'dy', K);
+    const q = need(inputs, 'q', K);
+    const k = need(inputs, 'k', K);
+    const v = need(inputs, 'v', K);
+    const mask = inputs.mask === undefined ? undefined : need(inputs, 'mask', K);
+    sameShape(q, dy, K, 'dy');
+    const dims = attentionDims(K, q, k, v, mask, Number(attrs?.scale));
+    const { B, Hq, Hkv, T, S, hd, maskBatch, scale } = dims;
+    const [dyo, qo, ko, vo] = [
+      offset(backend, dy),
+      offset(backend, q),
+      offset(backend, k),
+      offset(backend, v),
+    ];
+    const mo = mask === undefined ? -1 : offset(backend, mask);
+    return compute(
+      backend,
+      [q.shape, k.shape, k.shape],
+      (heap, [dqo, dko, dvo]) =>
+        addon.attentionGradHeap(
+          heap,
+          Float64Array.of(
+            dyo,
+            qo,
+            ko,
+            vo,
+            mo,
+            dqo as number,
+            dko as number,
+            dvo as number,
+            B,
+            Hq,
+            Hkv,
+            T,
+            S,
+            hd,
+            maskBatch,
+            scale,
+          ),
+        ),
+      (m, [dqo, dko, dvo]) =>
+        jsAttention.backward(
+          m,
+          dyo / 4,
+          qo / 4,
+          ko / 4,
+          vo / 4,
+          mo < 0 ? -1 : mo / 4,
+          (dqo as number) / 4,
+          (dko as number) / 4,
+          (dvo as number) / 4,
+          dims,
+        ),
+    ) as tf.TensorInfo[];
+  };
+}
+
 const MAKERS: Record<(typeof FUSED_KERNEL_NAMES)[number], (a: Native) => tf.KernelFunc> = {
   ParaRmsNorm: rmsNormKernel,
   ParaRmsNormGrad: rmsNormGradKernel,
@@ -463,6 +732,8 @@ const MAKERS: Record<(typeof FUSED_KERNEL_NAMES)[number], (a: Native) => tf.Kern
   ParaSwiGlu: swigluKernel,
   ParaSwiGluGrad: swigluGradKernel,
   ParaRope: ropeKernel,
+  ParaAttention: attentionKernel,
+  ParaAttentionGrad: attentionGradKernel,
 };
 
 function hasFusedFunctions(addon: BlasAddon | undefined): addon is Native {
@@ -474,7 +745,9 @@ function hasFusedFunctions(addon: BlasAddon | undefined): addon is Native {
     typeof addon.addRmsNormGradHeap === 'function' &&
     typeof addon.swigluHeap === 'function' &&
     typeof addon.swigluGradHeap === 'function' &&
-    typeof addon.ropeHeap === 'function'
+    typeof addon.ropeHeap === 'function' &&
+    typeof addon.attentionHeap === 'function' &&
+    typeof addon.attentionGradHeap === 'function'
   );
 }
 
@@ -496,7 +769,7 @@ export function fusedKernelsProblem(): string | undefined {
 
 /**
  * Register the fused kernels (ParaRmsNorm, ParaRmsNormGrad, ParaAddRmsNorm, ParaAddRmsNormGrad,
- * ParaSwiGlu, ParaSwiGluGrad, ParaRope) for the wasm backend; @para/ops then uses them. `installBlasKernels()` calls this.
+ * ParaSwiGlu, ParaSwiGluGrad, ParaRope, ParaAttention, ParaAttentionGrad) for the wasm backend; @para/ops then uses them. `installBlasKernels()` calls this.
  * Returns false, changing nothing, when the addon (or a binary with these kernels) is
  * unavailable or PARA_FUSED=0 is set. A kernel someone else registered under one of these
  * names is left in place. Idempotent.

@@ -1,0 +1,420 @@
+import * as tf from '@tensorflow/tfjs-core';
+import '@tensorflow/tfjs-backend-wasm';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+// @para/ops from source (as fused.test.ts): the contract and the op that dispatches live there.
+import { FUSED_KERNELS, recordingGradients, setFusedKernelsEnabled } from '../../ops/src/fused';
+import { attention, attentionMask, MASK_NEGATIVE } from '../../ops/src/index';
+import { dot, numericGrad, refAttention } from '../../ops/test/helpers/reference';
+import { blasAddon } from '../src/addon';
+import { jsAttention } from '../src/fused';
+import { installBlasKernels, uninstallBlasKernels } from '../src/index';
+import { expectAddonLoaded, seeded, status } from './helpers';
+
+it('the addon loads (required with PARA_BLAS_REQUIRED=1; otherwise the rest skip where it cannot)', () => {
+  expectAddonLoaded();
+});
+
+/** |a − e| ≤ tol · (1 + |e|) everywhere; NaN exactly where `nanOk(i)` allows and e is NaN. */
+function expectNear(
+  actual: ArrayLike<number>,
+  expected: ArrayLike<number>,
+  tol: number,
+  label: string,
+) {
+  expect(actual.length, `${label} length`).toBe(expected.length);
+  let worst = 0;
+  let at = -1;
+  for (let i = 0; i < expected.length; i++) {
+    const a = actual[i] as number;
+    const e = expected[i] as number;
+    if (Number.isNaN(e) || Number.isNaN(a)) {
+      if (Number.isNaN(e) !== Number.isNaN(a)) {
+        worst = Number.POSITIVE_INFINITY;
+        at = i;
+        break;
+      }
+      continue;
+    }
+    const d = Math.abs(a - e) / (1 + Math.abs(e));
+    if (!(d <= worst)) {
+      worst = d;
+      at = i;
+    }
+  }
+  expect(
+    worst,
+    `${label}: worst ${worst} at ${at} (${actual[at]} vs ${expected[at]}), tolerance ${tol}`,
+  ).toBeLessThanOrEqual(tol);
+}
+
+const scaled = (n: number, seed: number, s: number) => seeded(n, seed).map((v) => v * s);
+
+async function kernelsOf(fn: () => tf.Tensor | tf.Tensor[]): Promise<string[]> {
+  const info = await tf.profile(() => fn());
+  tf.dispose(info.result as tf.Tensor | tf.Tensor[]);
+  return info.kernelNames;
+}
+
+type MaskKind = 'none' | 'causal' | 'padded' | 'decode' | 'shared';
+
+interface Case {
+  B: number;
+  Hq: number;
+  Hkv: number;
+  T: number;
+  S: number;
+  hd: number;
+  mask: MaskKind;
+}
+
+/** keyValid [B, S] for a kind: 'padded' left-pads row b by 2b + 1 slots (capped below S). */
+function keyValidOf(c: Case): number[][] {
+  return Array.from({ length: c.B }, (_, b) =>
+    Array.from({ length: c.S }, (_, s) =>
+      c.mask === 'padded' || c.mask === 'decode' ? (s < Math.min(2 * b + 1, c.S - 1) ? 0 : 1) : 1,
+    ),
+  );
+}
+
+function maskOf(c: Case): tf.Tensor | null {
+  if (c.mask === 'none') return null;
+  if (c.mask === 'shared') return tf.tensor4d(scaled(c.T * c.S, 99, 3), [1, 1, c.T, c.S]); // [1, 1, T, S]
+  return attentionMask({ keyValid: keyValidOf(c), queryLength: c.T, causal: c.mask !== 'padded' }); // [B, 1, T, S]
+}
+
+function tensorsOf(c: Case, seed = 1) {
+  const q = tf.tensor4d(scaled(c.B * c.Hq * c.T * c.hd, seed, 2), [c.B, c.Hq, c.T, c.hd]); // [B, Hq, T, hd]
+  const k = tf.tensor4d(scaled(c.B * c.Hkv * c.S * c.hd, seed + 1, 2), [c.B, c.Hkv, c.S, c.hd]); // [B, Hkv, S, hd]
+  const v = tf.tensor4d(scaled(c.B * c.Hkv * c.S * c.hd, seed + 2, 1), [c.B, c.Hkv, c.S, c.hd]); // [B, Hkv, S, hd]
+  const w = tf.tensor4d(scaled(c.B * c.Hq * c.T * c.hd, seed + 3, 1), [c.B, c.Hq, c.T, c.hd]); // [B, Hq, T, hd]
+  return { q, k, v, w, mask: maskOf(c) };
+}
+
+/** Forward and the gradients of Σ attention · w w.r.t. q, k, v; fused on or off. */
+function run(c: Case, fused: boolean): Float32Array[] {
+  const was = setFusedKernelsEnabled(fused);
+  const { q, k, v, w, mask } = tensorsOf(c);
+  try {
+    const out = tf.tidy(() => {
+      const y = attention(q, k, v, mask);
+      const g = tf.grads((a: tf.Tensor, b: tf.Tensor, d: tf.Tensor) =>
+        tf.sum(tf.mul(attention(a, b, d, mask), w)),
+      )([q, k, v]);
+      return [y, ...g];
+    });
+    const values = out.map((t) => t.dataSync() as Float32Array);
+    tf.dispose(out);
+    return values;
+  } finally {
+    setFusedKernelsEnabled(was);
+    tf.dispose([q, k, v, w]);
+    if (mask !== null) mask.dispose();
+  }
+}
+
+describe.runIf(status.available)(
+  'fused attention on wasm (ParaAttention, ParaAttentionGrad)',
+  () => {
+    let startTensors = 0;
+
+    beforeAll(async () => {
+      await tf.setBackend('wasm');
+      installBlasKernels();
+      startTensors = tf.memory().numTensors;
+    });
+
+    afterAll(() => {
+      uninstallBlasKernels();
+    });
+
+    it('are registered, and attention runs one kernel forward and one backward', async () => {
+      expect(tf.getKernel(FUSED_KERNELS.attention, 'wasm')).toBeDefined();
+      expect(tf.getKernel(FUSED_KERNELS.attentionGrad, 'wasm')).toBeDefined();
+      const c: Case = { B: 2, Hq: 4, Hkv: 2, T: 5, S: 5, hd: 8, mask: 'causal' };
+      const { q, k, v, w, mask } = tensorsOf(c);
+      expect(await kernelsOf(() => attention(q, k, v, mask))).toEqual(['ParaAttention']);
+      const bwd = await kernelsOf(() =>
+        tf.grads((a: tf.Tensor, b: tf.Tensor, d: tf.Tensor) =>
+          tf.sum(tf.mul(attention(a, b, d, mask), w)),
+        )([q, k, v]),
+      );
+      expect(bwd).toContain('ParaAttentionGrad');
+      expect(bwd.filter((n) => n === 'ParaAttention')).toHaveLength(1);
+      expect(bwd).not.toContain('BatchMatMul');
+      expect(bwd).not.toContain('Softmax');
+      // softcap: the generic path
+      expect(await kernelsOf(() => attention(q, k, v, mask, { softcap: 30 }))).not.toContain(
+        'ParaAttention',
+      );
+      const was = setFusedKernelsEnabled(false);
+      expect(await kernelsOf(() => attention(q, k, v, mask))).toContain('Softmax');
+      setFusedKernelsEnabled(was);
+      tf.dispose([q, k, v, w, mask as tf.Tensor]);
+    });
+
+    // hd 32/64/128 and odd 24 (and 5); GQA 4 and 2; T = 1 over a long S; T = S causal; left
+    // padding (fully masked key slots); B > 1; shared [1, 1, T, S] masks; sizes past the
+    // single-thread threshold.
+    const cases: Case[] = [
+      { B: 1, Hq: 1, Hkv: 1, T: 1, S: 1, hd: 1, mask: 'none' },
+      { B: 1, Hq: 2, Hkv: 1, T: 3, S: 7, hd: 5, mask: 'none' },
+      { B: 2, Hq: 4, Hkv: 4, T: 6, S: 6, hd: 32, mask: 'causal' },
+      { B: 2, Hq: 8, Hkv: 2, T: 16, S: 16, hd: 64, mask: 'causal' },
+      { B: 1, Hq: 4, Hkv: 1, T: 9, S: 9, hd: 128, mask: 'causal' },
+      { B: 3, Hq: 4, Hkv: 1, T: 7, S: 7, hd: 24, mask: 'padded' },
+      { B: 3, Hq: 8, Hkv: 2, T: 11, S: 11, hd: 24, mask: 'decode' },
+      { B: 2, Hq: 8, Hkv: 2, T: 1, S: 300, hd: 64, mask: 'decode' },
+      { B: 1, Hq: 4, Hkv: 1, T: 1, S: 1000, hd: 32, mask: 'none' },
+      { B: 2, Hq: 4, Hkv: 2, T: 3, S: 40, hd: 16, mask: 'decode' },
+      { B: 2, Hq: 6, Hkv: 3, T: 4, S: 9, hd: 12, mask: 'shared' },
+      { B: 4, Hq: 4, Hkv: 2, T: 64, S: 64, hd: 32, mask: 'padded' },
+    ];
+    for (const c of cases) {
+      it(`B${c.B} Hq${c.Hq}/Hkv${c.Hkv} T${c.T} S${c.S} hd${c.hd} mask ${c.mask}: forward and gradients equal the generic path`, () => {
+        const fused = run(c, true);
+        const generic = run(c, false);
+        const names = ['out', 'dq', 'dk', 'dv'];
+        fused.forEach((f, i) => {
+          expectNear(f, generic[i] as Float32Array, 1e-5, names[i] as string);
+        });
+      });
+    }
+
+    it('forward and gradients match a float64 reference and its central finite differences', () => {
+      const c: Case = { B: 2, Hq: 4, Hkv: 2, T: 3, S: 6, hd: 6, mask: 'decode' }; // no fully masked row
+      const dims = { B: c.B, Hq: c.Hq, Hkv: c.Hkv, T: c.T, S: c.S, hd: c.hd };
+      const valid = keyValidOf(c);
+      const allowed = (b: number, t: number, s: number) =>
+        (valid[b] as number[])[s] === 1 && s <= c.S - c.T + t;
+      const { q, k, v, w, mask } = tensorsOf(c, 7);
+      const [qa, ka, va, wa] = [q, k, v, w].map((t) => Float64Array.from(t.dataSync()));
+      const ref = refAttention(
+        qa as Float64Array,
+        ka as Float64Array,
+        va as Float64Array,
+        dims,
+        allowed,
+      );
+      const y = attention(q, k, v, mask);
+      expectNear(y.dataSync(), ref, 1e-5, 'forward vs float64');
+      const [gq, gk, gv] = tf.grads((a: tf.Tensor, b: tf.Tensor, d: tf.Tensor) =>
+        tf.sum(tf.mul(attention(a, b, d, mask), w)),
+      )([q, k, v]) as [tf.Tensor, tf.Tensor, tf.Tensor];
+      const f = (qq: Float64Array, kk: Float64Array, vv: Float64Array) =>
+        dot(refAttention(qq, kk, vv, dims, allowed), wa as Float64Array);
+      const nq = numericGrad(
+        (x) => f(x, ka as Float64Array, va as Float64Array),
+        qa as Float64Array,
+      );
+      const nk = numericGrad(
+        (x) => f(qa as Float64Array, x, va as Float64Array),
+        ka as Float64Array,
+      );
+      const nv = numericGrad(
+        (x) => f(qa as Float64Array, ka as Float64Array, x),
+        va as Float64Array,
+      );
+      expectNear(gq.dataSync(), nq, 2e-5, 'dq vs finite differences');
+      expectNear(gk.dataSync(), nk, 2e-5, 'dk vs finite differences');
+      expectNear(gv.dataSync(), nv, 2e-5, 'dv vs finite differences');
+      tf.dispose([q, k, v, w, mask as tf.Tensor, y, gq, gk, gv]);
+    });
+
+    it('rows with every key masked: MASK_NEGATIVE as the generic path (uniform); −Infinity gives 0, never NaN', () => {
+      const B = 1;
+      const [Hq, Hkv, T, S, hd] = [2, 1, 3, 4, 8];
+      const q = tf.tensor4d(scaled(B * Hq * T * hd, 3, 2), [B, Hq, T, hd]); // [B, Hq, T, hd]
+      const k = tf.tensor4d(scaled(B * Hkv * S * hd, 4, 2), [B, Hkv, S, hd]); // [B, Hkv, S, hd]
+      const v = tf.tensor4d(scaled(B * Hkv * S * hd, 5, 1), [B, Hkv, S, hd]); // [B, Hkv, S, hd]
+      // Row 0 fully masked, row 1 partly, row 2 open.
+      const rows = (neg: number) => [neg, neg, neg, neg, 0, neg, 0, neg, 0, 0, 0, 0];
+      for (const neg of [MASK_NEGATIVE, Number.NEGATIVE_INFINITY]) {
+        const mask = tf.tensor4d(rows(neg), [1, 1, T, S]); // [1, 1, T, S]
+        const fused = attention(q, k, v, mask);
+        const was = setFusedKernelsEnabled(false);
+        const generic = attention(q, k, v, mask);
+        setFusedKernelsEnabled(was);
+        const f = fused.dataSync();
+        const g = generic.dataSync();
+        if (neg === MASK_NEGATIVE) expectNear(f, g, 1e-5, 'MASK_NEGATIVE rows');
+        else {
+          expect(f.every((x) => Number.isFinite(x))).toBe(true);
+          for (let h = 0; h < Hq; h++)
+            for (let d = 0; d < hd; d++) expect(f[(h * T + 0) * hd + d]).toBe(0);
+          // the other rows as the generic path
+          const other = (a: Float32Array) => a.filter((_, i) => Math.floor(i / hd) % T !== 0);
+          expectNear(
+            other(f as Float32Array),
+            other(g as Float32Array),
+            1e-5,
+            '−Infinity other rows',
+          );
+        }
+        const [gq] = tf.grads((a: tf.Tensor) => tf.sum(attention(a, k, v, mask)))([q]);
+        expect((gq as tf.Tensor).dataSync().every((x) => Number.isFinite(x))).toBe(true);
+        tf.dispose([mask, fused, generic, gq as tf.Tensor]);
+      }
+      tf.dispose([q, k, v]);
+    });
+
+    it('a backend with the forward kernel only: dispatched while no tape records, generic under tf.grads', async () => {
+      const c: Case = { B: 1, Hq: 2, Hkv: 1, T: 4, S: 4, hd: 8, mask: 'causal' };
+      const { q, k, v, w, mask } = tensorsOf(c);
+      const grad = tf.getKernel(FUSED_KERNELS.attentionGrad, 'wasm');
+      tf.unregisterKernel(FUSED_KERNELS.attentionGrad, 'wasm');
+      try {
+        expect(recordingGradients()).toBe(false);
+        expect(await kernelsOf(() => attention(q, k, v, mask))).toEqual(['ParaAttention']);
+        let inside = false;
+        const bwd = await kernelsOf(() =>
+          tf.grads((a: tf.Tensor) => {
+            inside = recordingGradients();
+            return tf.sum(tf.mul(attention(a, k, v, mask), w));
+          })([q]),
+        );
+        expect(inside).toBe(true);
+        expect(bwd).not.toContain('ParaAttention');
+        expect(bwd).toContain('Softmax');
+      } finally {
+        if (grad !== undefined) tf.registerKernel(grad);
+      }
+      tf.dispose([q, k, v, w, mask as tf.Tensor]);
+    });
+
+    it('the kernels reject inputs that break the contract', () => {
+      const q = tf.zeros([1, 3, 2, 4]); // [B, Hq, T, hd]
+      const k = tf.zeros([1, 2, 5, 4]); // [B, Hkv, S, hd]: 2 does not divide 3
+      const run = (inputs: tf.NamedTensorMap, scale = 0.5) =>
+        tf.engine().runKernel(FUSED_KERNELS.attention, inputs, { scale });
+      expect(() => run({ q, k, v: k })).toThrow(/Hkv dividing Hq/);
+      const k1 = tf.zeros([1, 1, 5, 4]);
+      const v2 = tf.zeros([1, 1, 6, 4]);
+      expect(() => run({ q, k: k1, v: v2 })).toThrow(/does not match/);
+      const badMask = tf.zeros([1, 1, 2, 4]);
+      expect(() => run({ q, k: k1, v: k1, mask: badMask })).toThrow(/mask/);
+      expect(() => run({ q, k: k1, v: k1 }, Number.NaN)).toThrow(/scale/);
+      const qi = tf.zeros([1, 3, 2, 4], 'int32');
+      expect(() => run({ q: qi, k: k1, v: k1 })).toThrow(/float32/);
+      tf.dispose([q, k, k1, v2, badMask, qi]);
+    });
+
+    it('the addon checks bounds and overlaps before touching the heap', () => {
+      const addon = blasAddon() as Required<NonNullable<ReturnType<typeof blasAddon>>>;
+      const heap = new ArrayBuffer(4096);
+      const f = new Float32Array(heap);
+      f.fill(0.5);
+      // q [1,1,2,4] at 0, k at 64 [1,1,3,4], v at 128, out at 256: fine.
+      const ok = [0, 64, 128, -1, 256, 1, 1, 1, 2, 3, 4, 1, 0.5];
+      addon.attentionHeap(heap, Float64Array.from(ok));
+      expect(f[64]).toBeCloseTo(0.5, 6); // uniform over equal keys: the mean of v
+      f.fill(7);
+      const bad = (i: number, x: number) => {
+        const p = ok.slice();
+        p[i] = x;
+        return Float64Array.from(p);
+      };
+      expect(() => addon.attentionHeap(heap, bad(4, 4090))).toThrow(RangeError);
+      expect(() => addon.attentionHeap(heap, bad(4, 2))).toThrow(RangeError);
+      expect(() => addon.attentionHeap(heap, bad(4, 64))).toThrow(/overlaps/);
+      expect(() => addon.attentionHeap(heap, bad(7, 2))).toThrow(/multiple/);
+      expect(() => addon.attentionHeap(heap, bad(12, Number.POSITIVE_INFINITY))).toThrow(/scale/);
+      expect(() =>
+        addon.attentionHeap(
+          heap,
+          bad(3, 1024).map((x, i) => (i === 11 ? 3 : x)),
+        ),
+      ).toThrow(/maskBatch/);
+      expect(() => addon.attentionHeap(heap, bad(9, 2 ** 30))).toThrow(RangeError);
+      // grad: dq overlapping dk
+      const g = [0, 32, 64, 128, -1, 256, 256, 512, 1, 1, 1, 2, 3, 4, 1, 0.5];
+      expect(() => addon.attentionGradHeap(heap, Float64Array.from(g))).toThrow(/overlaps/);
+      expect(() => addon.attentionGradHeap(heap, new Float64Array(5))).toThrow(TypeError);
+      expect(f.every((x) => x === 7)).toBe(true); // nothing was written by the rejected calls
+    });
+
+    it('the JavaScript fallback (for a shared heap) computes what the native kernels compute', () => {
+      const addon = blasAddon() as Required<NonNullable<ReturnType<typeof blasAddon>>>;
+      const dims = { B: 2, Hq: 4, Hkv: 2, T: 3, S: 6, hd: 5, maskBatch: 2, scale: 0.4 };
+      const nq = 2 * 4 * 3 * 5;
+      const nk = 2 * 2 * 6 * 5;
+      const nm = 2 * 3 * 6;
+      // layout (elements): q, k, v, mask, dy, then outputs
+      const at = { q: 0, k: nq, v: nq + nk, mask: nq + 2 * nk, dy: nq + 2 * nk + nm };
+      const outAt = at.dy + nq;
+      const total = outAt + nq + 2 * nk;
+      const make = () => {
+        const m = new Float32Array(total);
+        m.set(scaled(nq, 1, 2), at.q);
+        m.set(scaled(nk, 2, 2), at.k);
+        m.set(scaled(nk, 3, 1), at.v);
+        const mk = scaled(nm, 4, 1).map((x) => (x < -0.5 ? MASK_NEGATIVE : x));
+        for (let i = 0; i < 6; i++) mk[i] = Number.NEGATIVE_INFINITY; // one fully masked row
+        m.set(mk, at.mask);
+        m.set(scaled(nq, 5, 1), at.dy);
+        return m;
+      };
+      const d = [dims.B, dims.Hq, dims.Hkv, dims.T, dims.S, dims.hd, dims.maskBatch, dims.scale];
+      const nat = make();
+      addon.attentionHeap(
+        nat.buffer,
+        Float64Array.of(0, at.k * 4, at.v * 4, at.mask * 4, outAt * 4, ...d),
+      );
+      const js = make();
+      jsAttention.forward(js, at.q, at.k, at.v, at.mask, outAt, dims);
+      expectNear(nat.subarray(outAt, outAt + nq), js.subarray(outAt, outAt + nq), 1e-6, 'forward');
+      const natG = make();
+      addon.attentionGradHeap(
+        natG.buffer,
+        Float64Array.of(
+          at.dy * 4,
+          0,
+          at.k * 4,
+          at.v * 4,
+          at.mask * 4,
+          outAt * 4,
+          (outAt + nq) * 4,
+          (outAt + nq + nk) * 4,
+          ...d,
+        ),
+      );
+      const jsG = make();
+      jsAttention.backward(
+        jsG,
+        at.dy,
+        at.q,
+        at.k,
+        at.v,
+        at.mask,
+        outAt,
+        outAt + nq,
+        outAt + nq + nk,
+        dims,
+      );
+      expectNear(natG.subarray(outAt), jsG.subarray(outAt), 1e-5, 'gradients');
+    });
+
+    it('tensor counts stay flat over a loop of fused forwards and gradients', () => {
+      const c: Case = { B: 2, Hq: 4, Hkv: 2, T: 6, S: 6, hd: 8, mask: 'padded' };
+      const { q, k, v, w, mask } = tensorsOf(c);
+      const step = () =>
+        tf.tidy(() => {
+          const y = attention(q, k, v, mask);
+          const g = tf.grads((a: tf.Tensor, b: tf.Tensor, d: tf.Tensor) =>
+            tf.sum(tf.mul(attention(a, b, d, mask), w)),
+          )([q, k, v]);
+          return tf.addN([tf.sum(y), ...g.map((t) => tf.sum(t))]);
+        });
+      step().dispose();
+      const before = tf.memory().numTensors;
+      const ids = tf.engine().backend.numDataIds();
+      for (let i = 0; i < 10; i++) step().dispose();
+      expect(tf.memory().numTensors).toBe(before);
+      expect(tf.engine().backend.numDataIds()).toBe(ids);
+      tf.dispose([q, k, v, w, mask as tf.Tensor]);
+    });
+
+    it('leaks no tensors', () => {
+      expect(tf.memory().numTensors).toBe(startTensors);
+    });
+  },
+);
