@@ -108,7 +108,10 @@ describe.runIf(status.available)('fused native kernels on wasm', () => {
     expect(fusedKernelsProblem()).toBeUndefined();
     expect(fusedKernelsInstalled()).toBe(true);
     for (const name of FUSED_KERNEL_NAMES) expect(tf.getKernel(name, 'wasm')).toBeDefined();
-    expect(Object.values(FUSED_KERNELS).sort()).toEqual([...FUSED_KERNEL_NAMES].sort());
+    // Every kernel we register is in the contract (which also lists forward-only kernels other
+    // backends implement, e.g. webgpu's ParaRopeKvWrite).
+    const contract: string[] = Object.values(FUSED_KERNELS);
+    for (const name of FUSED_KERNEL_NAMES) expect(contract).toContain(name);
     const threads = fusedThreads() as number;
     expect(threads).toBeGreaterThanOrEqual(1);
     expect(threads).toBeLessThanOrEqual(Math.max(1, status.threads ?? 1, 8));
