@@ -46,6 +46,7 @@
  * dropout on its shared factors).
  */
 
+import { writeKVSlots } from '@para/ops';
 import * as tf from '@tensorflow/tfjs-core';
 import type { LayerWeights, ProjectionName } from './weights/weights';
 
@@ -173,6 +174,8 @@ export class LayerAdapterState {
   private readonly scales = new Map<AdapterSite, tf.Tensor>();
   private readonly loras = new Map<ProjectionName, LoraRows>();
   private readonly biases = new Map<ProjectionName, tf.Tensor>();
+  /** Tensors held here that are row storage this state allocated (see `insertRows`). */
+  private readonly rowStorage = new WeakSet<tf.Tensor>();
   constructor(private readonly persistent: boolean) {}
 
   /** `[B or 1, 1, out]`: added to the projection's output after its scale. */
@@ -219,98 +222,172 @@ export class LayerAdapterState {
     return this.scales.size + 2 * this.loras.size + this.biases.size;
   }
 
-  /** See `AdapterState.insertRows`. */
+  /**
+   * See `AdapterState.insertRows`. Every per-row tensor of a site becomes `[B, ...]` storage that
+   * this state allocated itself (the first insert at a site computes it: one concat + gather);
+   * later inserts copy only the inserted rows into that storage in place where the backend
+   * allows (ops' `writeKVSlots`, as the KV cache does: O(rows inserted), not O(B)). In-place
+   * writes are sound because such storage is shared with no other tensor: it is a gather's
+   * output held only by this state, and what `scale` / `lora` / `bias` hand out is read within
+   * the step that asked for it. Anything a caller set (`setScale`, ...) is never written to.
+   */
   insertRows(
     from: LayerAdapterState,
     fromRows: readonly number[],
     toRows: readonly number[],
     B: number,
   ): void {
-    // target row -> source row (or -1: keep)
-    const src = new Array<number>(B).fill(-1);
-    toRows.forEach((t, i) => {
-      src[t] = fromRows[i] as number;
-    });
-    const pick = tf.tensor1d(
-      src.map((s) => Math.max(s, 0)),
-      'int32',
-    ); // [B]
-    const take = (shape: number[]) =>
-      tf.tensor(
-        src.map((s) => (s >= 0 ? 1 : 0)),
-        [B, ...shape.slice(1).map(() => 1)],
-        'bool',
+    if (!this.persistent) {
+      throw new Error('internal: insertRows needs a persistent (decode) adapter state');
+    }
+    const nFrom = (t: tf.Tensor | undefined) =>
+      Math.max(1, ...fromRows.map((r) => r + 1), t?.shape[0] ?? 1);
+    const rowsOf = (t: tf.Tensor | undefined, n: number, fill: 0 | 1, shape: number[]) =>
+      t === undefined
+        ? tf.fill([n, ...shape], fill)
+        : t.shape[0] === n
+          ? t
+          : tf.tile(t, [n, ...shape.map(() => 1)]);
+    for (const site of new Set<AdapterSite>([...this.scales.keys(), ...from.scales.keys()])) {
+      const mine = this.scales.get(site);
+      const theirs = from.scales.get(site);
+      const rest = ((mine ?? theirs) as tf.Tensor).shape.slice(1); // [1, dim]
+      const next = this.placeRows(
+        mine,
+        () => rowsOf(mine, B, 1, rest),
+        () => rowsOf(theirs, nFrom(theirs), 1, rest),
+        fromRows,
+        toRows,
+        B,
+      ); // [B, 1, dim]
+      this.setStorage(
+        next,
+        mine,
+        (t) => this.setScale(site, t),
+        () => this.scales.get(site),
       );
-    const blend = (mine: tf.Tensor, theirs: tf.Tensor): tf.Tensor => {
-      const rows = tf.gather(theirs, pick); // [B, ...]
-      return tf.where(take(mine.shape), rows, mine);
-    };
-    const sites = new Set<AdapterSite>([...this.scales.keys(), ...from.scales.keys()]);
-    for (const site of sites) {
-      const next = tf.tidy(() => {
-        const dim = ((this.scales.get(site) ?? from.scales.get(site)) as tf.Tensor)
-          .shape[2] as number;
-        const rowsOf = (t: tf.Tensor | undefined, n: number) =>
-          t === undefined ? tf.ones([n, 1, dim]) : t.shape[0] === n ? t : tf.tile(t, [n, 1, 1]);
-        const theirsRows = from.scales.get(site);
-        const theirs = rowsOf(
-          theirsRows,
-          Math.max(1, ...fromRows.map((r) => r + 1), theirsRows?.shape[0] ?? 1),
-        );
-        return blend(rowsOf(this.scales.get(site), B), theirs); // [B, 1, dim]
-      });
-      this.setScale(site, next);
-      next.dispose();
     }
     for (const site of new Set([...this.biases.keys(), ...from.biases.keys()])) {
-      const next = tf.tidy(() => {
-        const out = ((this.biases.get(site) ?? from.biases.get(site)) as tf.Tensor)
-          .shape[2] as number;
-        const rowsOf = (t: tf.Tensor | undefined, n: number) =>
-          t === undefined ? tf.zeros([n, 1, out]) : t.shape[0] === n ? t : tf.tile(t, [n, 1, 1]);
-        const theirs = from.biases.get(site);
-        const nFrom = Math.max(1, ...fromRows.map((r) => r + 1), theirs?.shape[0] ?? 1);
-        return blend(rowsOf(this.biases.get(site), B), rowsOf(theirs, nFrom)); // [B, 1, out]
-      });
-      this.setBias(site, next);
-      next.dispose();
+      const mine = this.biases.get(site);
+      const theirs = from.biases.get(site);
+      const rest = ((mine ?? theirs) as tf.Tensor).shape.slice(1); // [1, out]
+      const next = this.placeRows(
+        mine,
+        () => rowsOf(mine, B, 0, rest),
+        () => rowsOf(theirs, nFrom(theirs), 0, rest),
+        fromRows,
+        toRows,
+        B,
+      ); // [B, 1, out]
+      this.setStorage(
+        next,
+        mine,
+        (t) => this.setBias(site, t),
+        () => this.biases.get(site),
+      );
     }
-    const projs = new Set<ProjectionName>([...this.loras.keys(), ...from.loras.keys()]);
-    for (const site of projs) {
-      const next = tf.tidy(() => {
-        const mine = this.loras.get(site);
-        const theirs = from.loras.get(site);
-        const ref = (mine ?? theirs) as LoraRows;
-        const inp = ref.a.shape[1] as number;
-        const out = ref.b.shape[2] as number;
-        const r = Math.max(mine?.a.shape[2] ?? 0, theirs?.a.shape[2] ?? 0);
-        const nFrom = theirs?.a.shape[0] ?? Math.max(...fromRows) + 1;
-        const padded = (l: LoraRows | undefined, n: number) => {
-          if (l === undefined) return { a: tf.zeros([n, inp, r]), b: tf.zeros([n, r, out]) };
-          const k = l.a.shape[2] as number;
-          return k === r
-            ? l
-            : {
-                a: tf.pad(l.a, [
-                  [0, 0],
-                  [0, 0],
-                  [0, r - k],
-                ]),
-                b: tf.pad(l.b, [
-                  [0, 0],
-                  [0, r - k],
-                  [0, 0],
-                ]),
-              };
-        };
-        const m = padded(mine, B);
-        const t = padded(theirs, nFrom);
-        return { a: blend(m.a, t.a), b: blend(m.b, t.b) }; // [B, in, r], [B, r, out]
-      });
-      this.setLora(site, next);
-      tf.dispose([next.a, next.b]);
+    for (const site of new Set<ProjectionName>([...this.loras.keys(), ...from.loras.keys()])) {
+      const mine = this.loras.get(site);
+      const theirs = from.loras.get(site);
+      const ref = (mine ?? theirs) as LoraRows;
+      const inp = ref.a.shape[1] as number;
+      const out = ref.b.shape[2] as number;
+      // One rank for every row: the larger of the two (a row of lower rank is zero-padded).
+      const r = Math.max(mine?.a.shape[2] ?? 0, theirs?.a.shape[2] ?? 0);
+      const n = theirs?.a.shape[0] ?? Math.max(...fromRows) + 1;
+      const padded = (l: LoraRows | undefined, rows: number, part: 'a' | 'b') => {
+        if (l === undefined) return tf.zeros(part === 'a' ? [rows, inp, r] : [rows, r, out]);
+        const k = l.a.shape[2] as number;
+        if (k === r) return l[part];
+        return part === 'a'
+          ? tf.pad(l.a, [
+              [0, 0],
+              [0, 0],
+              [0, r - k],
+            ])
+          : tf.pad(l.b, [
+              [0, 0],
+              [0, r - k],
+              [0, 0],
+            ]);
+      };
+      // Mine is written in place only where its rank already is r.
+      const keep = mine !== undefined && mine.a.shape[2] === r ? mine : undefined;
+      const a = this.placeRows(
+        keep?.a,
+        () => padded(mine, B, 'a'),
+        () => padded(theirs, n, 'a'),
+        fromRows,
+        toRows,
+        B,
+      ); // [B, in, r]
+      const b = this.placeRows(
+        keep?.b,
+        () => padded(mine, B, 'b'),
+        () => padded(theirs, n, 'b'),
+        fromRows,
+        toRows,
+        B,
+      ); // [B, r, out]
+      if (a === mine?.a && b === mine?.b) continue;
+      this.setLora(site, { a, b });
+      const now = this.loras.get(site) as LoraRows;
+      this.rowStorage.add(now.a);
+      this.rowStorage.add(now.b);
+      if (a !== mine?.a) a.dispose();
+      if (b !== mine?.b) b.dispose();
     }
-    pick.dispose();
+  }
+
+  /**
+   * `out[toRows[i]] = theirs[fromRows[i]]`, every other row of `out` mine's (`[B, ...rest]`;
+   * theirs `[n, ...rest]`). When `mine` is this state's own row storage of B rows, the rows are
+   * copied into it in place where the backend allows and `mine` itself is returned; otherwise
+   * (or on a backend without in-place writes) a new tensor: one concat and one gather.
+   */
+  private placeRows(
+    mine: tf.Tensor | undefined,
+    mineRows: () => tf.Tensor,
+    theirRows: () => tf.Tensor,
+    fromRows: readonly number[],
+    toRows: readonly number[],
+    B: number,
+  ): tf.Tensor {
+    if (mine !== undefined && this.rowStorage.has(mine) && mine.shape[0] === B) {
+      return tf.tidy(() => {
+        const per = mine.size / B;
+        const theirs = theirRows(); // [n, ...rest]
+        const view = tf.reshape(mine, [B, 1, 1, per]); // shares mine's storage
+        const written = writeKVSlots(
+          view,
+          tf.reshape(theirs, [theirs.shape[0] as number, 1, 1, per]),
+          fromRows.map((s, i) => ({ src: s, row: toRows[i] as number, start: 0 })),
+        );
+        // In place: mine holds the rows now. Functional backends: a new [B, ...rest] tensor.
+        return written === view ? mine : tf.reshape(written, mine.shape);
+      });
+    }
+    return tf.tidy(() => {
+      const index = Array.from({ length: B }, (_, b) => b);
+      toRows.forEach((t, i) => {
+        index[t] = B + (fromRows[i] as number);
+      });
+      const both = tf.concat([mineRows(), theirRows()], 0); // [B + n, ...rest]
+      return tf.gather(both, tf.tensor1d(index, 'int32')); // [B, ...rest]: fresh storage
+    });
+  }
+
+  /** Stores `next` (unless it is `mine`, written in place) as a site's row storage. */
+  private setStorage(
+    next: tf.Tensor,
+    mine: tf.Tensor | undefined,
+    set: (t: tf.Tensor) => void,
+    get: () => tf.Tensor | undefined,
+  ): void {
+    if (next === mine) return;
+    set(next);
+    this.rowStorage.add(get() as tf.Tensor);
+    next.dispose();
   }
 
   dispose(): void {

@@ -256,6 +256,52 @@ describe.each(testBackends())(
       expect(tf.memory().numTensors).toBe(before);
     });
 
+    it('rows inserted one at a time, and a freed row refilled, decode as they do alone (adapter row storage written in place)', async () => {
+      const adapter = promptScaler();
+      const G = 5;
+      const refs = await Promise.all(
+        [ROW_A, NEWCOMER, ROW_B].map((p) => alone(model, p, G, adapter)),
+      );
+      const before = tf.memory().numTensors;
+      const state = model.emptyState(3, { capacity: 24, adapter, request: undefined });
+      const scaleOf = () => state.adapterState?.layers[0]?.scale('q_proj');
+      const join = async (prompt: number[], into: number): Promise<number> => {
+        const pre = model.prefill([prompt], { adapter });
+        const first = (await rowsOf(pre.logits))[0] as Float32Array;
+        expect(state.insertRows(pre.state, { rows: [0], into: [into] })).toEqual([into]);
+        pre.state.dispose();
+        return argmax(first);
+      };
+      // Row 0 first: the site's row storage is made ([3, 1, d]); later inserts write into it.
+      const tokens: number[][] = [[await join(ROW_A, 0)], [], []];
+      const storage = scaleOf();
+      expect(storage?.shape).toEqual([3, 1, model.config.hiddenSize]);
+      tokens[1]?.push(await join(NEWCOMER, 2));
+      if (backend !== 'tensorflow') expect(scaleOf()).toBe(storage); // in place, not a new tensor
+      const step = async (rows: [number, number][]) => {
+        const last = [0, 0, 0];
+        const active = [false, false, false];
+        for (const [t, r] of rows) {
+          last[r] = tokens[t]?.at(-1) as number;
+          active[r] = true;
+        }
+        const out = await rowsOf(model.decodeStep(last, state, { active }));
+        for (const [t, r] of rows) tokens[t]?.push(argmax(out[r] as Float32Array));
+      };
+      for (let s = 1; s < G; s++)
+        await step([
+          [0, 0],
+          [1, 2],
+        ]);
+      // Row 0 leaves; ROW_B takes its slot (overwriting ROW_A's scale row in place).
+      state.releaseRow(0);
+      tokens[2]?.push(await join(ROW_B, 0));
+      for (let s = 1; s < G; s++) await step([[2, 0]]);
+      state.dispose();
+      tokens.forEach((t, i) => expect(t, `row ${i}`).toEqual(refs[i]?.tokens));
+      expect(tf.memory().numTensors).toBe(before);
+    });
+
     it('typed errors: a full batch, a row longer than the capacity, decoding a released row, mismatched states', async () => {
       const { logits, state } = model.prefill([ROW_A, ROW_B], { capacity: ROW_A.length + 2 });
       logits.dispose();
