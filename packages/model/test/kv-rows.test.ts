@@ -298,7 +298,7 @@ describe.each(testBackends())(
       tokens[2]?.push(await join(ROW_B, 0));
       for (let s = 1; s < G; s++) await step([[2, 0]]);
       state.dispose();
-      tokens.forEach((t, i) => expect(t, `row ${i}`).toEqual(refs[i]?.tokens));
+      for (const [i, t] of tokens.entries()) expect(t, `row ${i}`).toEqual(refs[i]?.tokens);
       expect(tf.memory().numTensors).toBe(before);
     });
 
