@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 /**
  * Copies what the web demo serves as static files into public/static/ (git-ignored), and
- * writes public/static/manifest.json listing them:
+ * writes public/static/manifest.json listing them (and `bytes`: the checkpoint bytes the page
+ * loads, for its progress bar):
  *   backbone/      the bundled default backbone (assets/backbone: config, weights, tokenizer)
  *   adapters/<t>/  the bundled tenant adapters (assets/adapters/<t>)
  *   tasks/<t>/     the bundled tenant datasets (data/tasks/<t>/{train,test}.jsonl)
@@ -29,12 +30,13 @@ async function copy(from, to) {
 }
 
 await rm(out, { recursive: true, force: true });
-const manifest = { backbone: 'backbone', adapters: [], tasks: [] };
+const manifest = { backbone: 'backbone', adapters: [], tasks: [], bytes: 0 };
 
 for (const f of ['config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json']) {
   const from = path.join(repo, 'assets', 'backbone', f);
   if (!(await exists(from))) throw new Error(`copy-assets: missing ${from} (the bundled backbone)`);
   await copy(from, path.join(out, 'backbone', f));
+  if (f.endsWith('.safetensors')) manifest.bytes += (await stat(from)).size;
 }
 
 const adapterRoot = path.join(repo, 'assets', 'adapters');
@@ -43,6 +45,7 @@ for (const name of (await exists(adapterRoot)) ? (await readdir(adapterRoot)).so
   if (!(await exists(path.join(dir, 'adapter_config.json')))) continue;
   for (const f of ['adapter_config.json', 'adapter_model.safetensors'])
     await copy(path.join(dir, f), path.join(out, 'adapters', name, f));
+  manifest.bytes += (await stat(path.join(dir, 'adapter_model.safetensors'))).size;
   manifest.adapters.push({ name, dir: `adapters/${name}`, task: name });
 }
 

@@ -11,6 +11,10 @@
  *   train     a PARA adapter fine-tuned on JSONL ({"prompt", "completion"}) with @para/train
  *   export    adapter_config.json + adapter_model.safetensors (PEFT layout, loads in the CLI)
  *   logits    next-token logits after a prompt (the end-to-end test compares them with Node's)
+ *   examples  test-split prompts of a tenant's task, run in one mixed batch (each row its own
+ *             tenant and prompt) with the expected answer and exact match per row
+ *   evaluate  exact match on N test examples (@para/train's evaluateDataset, as `para eval`)
+ *   vectors   the PARA vectors a prompt generates (@para/adapters' paraPromptVectors)
  */
 
 import {
@@ -19,17 +23,23 @@ import {
   createAdapter,
   MixedBatch,
   PARA_METHOD,
+  ParaAdapter,
+  type ParaPromptVectors,
+  paraPromptVectors,
   serializeAdapter,
 } from '@para/adapters';
-import { type CheckpointAccess, ParaError, urlCheckpointAccess } from '@para/core';
+import { type ByteSource, type CheckpointAccess, ParaError, urlCheckpointAccess } from '@para/core';
 import { type CausalLM, loadModelFrom } from '@para/model';
 import { ParaTokenizer } from '@para/tokenizer';
 import {
   BUNDLED_BACKBONE_NAME,
+  evaluateDataset,
   finetune,
+  outputText,
   parseJsonl,
   parseJsonlBytes,
   skippedMessage,
+  stopTokenIds,
   type TokenizerLike,
   type TrainEvent,
   tokenizeRecords,
@@ -68,6 +78,38 @@ export interface Manifest {
   backbone: string;
   adapters: { name: string; dir: string; task: string }[];
   tasks: { name: string; train: string; test: string }[];
+  /** Bytes of the checkpoint files the page loads (backbone + bundled adapters), for progress. */
+  bytes?: number;
+}
+
+/** Loading progress: checkpoint bytes read so far, of `total` (null when the manifest has none). */
+export type LoadProgress = (loaded: number, total: number | null) => void;
+
+/** One row of an examples batch: a tenant, its prompt and (optionally) the expected answer. */
+export interface ExampleRow {
+  tenant: string;
+  prompt: string;
+  expected?: string;
+}
+
+export interface ExampleOutput extends ExampleRow {
+  /** Greedy output, decoded (up to the stop token). */
+  text: string;
+  ids: number[];
+  /** The output as exact match reads it: up to the first newline, trimmed. */
+  answer: string;
+  /** answer === expected (trimmed); null without an expected answer. */
+  correct: boolean | null;
+}
+
+export interface EvaluateOutput {
+  tenant: string;
+  task: string;
+  n: number;
+  exactMatch: number;
+  loss: number;
+  correct: number;
+  ms: number;
 }
 
 export interface TenantInfo {
@@ -75,6 +117,8 @@ export interface TenantInfo {
   method: string;
   parameters: number;
   source: 'bundled' | 'trained' | 'uploaded';
+  /** The bundled task it was made for (bundled tenants; tenants trained here on a bundled task). */
+  task?: string;
 }
 
 export interface ModelInfo {
@@ -122,6 +166,8 @@ export interface TrainOptions {
   seed?: number;
   onEvent?: (e: TrainEvent) => void;
   signal?: AbortSignal;
+  /** The bundled task the data is (recorded on the tenant, so its examples and evaluation use it). */
+  task?: string;
 }
 
 export interface TrainOutput {
@@ -149,12 +195,17 @@ export class Engine {
     readonly manifest: Manifest,
   ) {}
 
-  /** Loads the backbone and tokenizer named by the manifest; the backend must be started. */
-  static async load(assets: Assets): Promise<Engine> {
+  /**
+   * Loads the backbone and tokenizer named by the manifest; the backend must be started.
+   * `onProgress` hears every checkpoint read (backbone, then the bundled adapters).
+   */
+  static async load(plain: Assets, onProgress?: LoadProgress): Promise<Engine> {
     const manifest = parseManifest(
-      await assets.text('manifest.json'),
-      `${assets.location}manifest.json`,
+      await plain.text('manifest.json'),
+      `${plain.location}manifest.json`,
     );
+    const assets =
+      onProgress === undefined ? plain : countingAssets(plain, onProgress, manifest.bytes ?? null);
     const dir = manifest.backbone;
     const tokenizer = ParaTokenizer.fromJSON(
       await assets.text(`${dir}/tokenizer.json`),
@@ -201,7 +252,14 @@ export class Engine {
       const bytes = await src.read(0, await src.size());
       await src.close?.();
       out.push(
-        await this.addAdapter(a.name, config, bytes, 'bundled', `${this.assets.location}${a.dir}`),
+        await this.addAdapter(
+          a.name,
+          config,
+          bytes,
+          'bundled',
+          `${this.assets.location}${a.dir}`,
+          a.task,
+        ),
       );
     }
     return out;
@@ -218,6 +276,7 @@ export class Engine {
     weights: Uint8Array | ArrayBuffer,
     source: TenantInfo['source'],
     location = name,
+    task?: string,
   ): Promise<TenantInfo> {
     checkTenantName(name);
     if (source !== 'bundled') {
@@ -233,7 +292,7 @@ export class Engine {
       name: location,
       baseModelName: BACKBONE_NAME,
     });
-    return this.register(name, adapter, source);
+    return this.register(name, adapter, source, task);
   }
 
   /** Trained and uploaded adapters may replace each other by name, never a bundled tenant. */
@@ -257,13 +316,19 @@ export class Engine {
     this.tenants.delete(name);
   }
 
-  private register(name: string, adapter: AnyAdapter, source: TenantInfo['source']): TenantInfo {
+  private register(
+    name: string,
+    adapter: AnyAdapter,
+    source: TenantInfo['source'],
+    task?: string,
+  ): TenantInfo {
     this.removeTenant(name);
     const info: TenantInfo = {
       name,
       method: adapter.config.peft_type,
       parameters: adapter.numParameters,
       source,
+      ...(task === undefined ? {} : { task }),
     };
     this.tenants.set(name, { info, adapter });
     return info;
@@ -506,7 +571,7 @@ export class Engine {
         };
       }
       return {
-        tenant: this.register(o.name, adapter, 'trained'),
+        tenant: this.register(o.name, adapter, 'trained', o.task),
         reason: result.reason,
         steps: result.step,
         losses,
@@ -516,6 +581,145 @@ export class Engine {
       adapter.dispose();
       throw e;
     }
+  }
+
+  private taskOf(name: string) {
+    const task = this.manifest.tasks.find((t) => t.name === name);
+    if (task === undefined)
+      throw new ParaError('INVALID_ARGUMENT', `no bundled task "${name}"`, {
+        field: 'task',
+        expected: this.manifest.tasks.map((t) => t.name).join(' | '),
+        actual: name,
+      });
+    return task;
+  }
+
+  private readonly splits = new Map<string, { prompt: string; completion: string }[]>();
+
+  /** The records of a bundled task's split (`{"prompt", "completion"}` lines), in file order. */
+  async records(task: string, split: 'train' | 'test' = 'test') {
+    const key = `${task}/${split}`;
+    const cached = this.splits.get(key);
+    if (cached !== undefined) return cached;
+    const file = this.taskOf(task)[split];
+    const records = parseJsonl(await this.assets.text(file), `${this.assets.location}${file}`).map(
+      (r) => {
+        const rec = r as { prompt?: unknown; completion?: unknown };
+        return { prompt: String(rec.prompt ?? ''), completion: String(rec.completion ?? '') };
+      },
+    );
+    this.splits.set(key, records);
+    return records;
+  }
+
+  /**
+   * Several tenants, each on its own prompt, in ONE mixed batch (rows left-padded to the longest
+   * prompt). Greedy decoding stops at EOS or a newline token, and each row's answer is read as
+   * exact match reads it (`para eval`): the text up to the first newline, trimmed.
+   */
+  async runExamples(
+    rows: readonly ExampleRow[],
+    maxNewTokens = 16,
+  ): Promise<{ outputs: ExampleOutput[]; ms: number; tokensPerSec: number }> {
+    if (rows.length === 0)
+      throw new ParaError('INVALID_ARGUMENT', 'pick at least one tenant', {
+        field: 'tenants',
+        expected: 'one or more tenant names',
+      });
+    const prompts = rows.map((r) => this.encodePrompt(r.prompt));
+    const longest = prompts.reduce((m, p) => Math.max(m, p.length), 0);
+    const mixed = new MixedBatch(
+      this.model,
+      rows.map((r) => this.adapterOf(r.tenant)),
+    );
+    const t0 = performance.now();
+    const g = await this.model.generate(prompts, {
+      adapter: mixed.modelAdapter(),
+      request: {},
+      maxNewTokens: Math.min(maxNewTokens, this.model.config.maxPositionEmbeddings - longest),
+      stopTokens: stopTokenIds(this.tokenizer as TokenizerLike),
+    });
+    const ms = performance.now() - t0;
+    const outputs = rows.map((r, b): ExampleOutput => {
+      const ids = g.tokens[b] ?? [];
+      const answer = outputText(this.tokenizer as TokenizerLike, ids);
+      return {
+        ...r,
+        ids,
+        text: this.tokenizer.decode(ids, { skipSpecialTokens: true }),
+        answer,
+        correct: r.expected === undefined ? null : answer === r.expected.trim(),
+      };
+    });
+    const generated = outputs.reduce((s, o) => s + o.ids.length, 0);
+    return { outputs, ms, tokensPerSec: (generated * 1000) / ms };
+  }
+
+  /**
+   * Exact match (and loss) of a tenant ("bare": the backbone alone) on the first `limit`
+   * examples of a bundled task's test split: @para/train's evaluateDataset, the code
+   * `para eval --data … --limit N` runs, with its defaults (batches of 32).
+   */
+  async evaluate(
+    tenant: string,
+    task: string,
+    limit: number,
+    onProgress?: (done: number, total: number) => void,
+  ): Promise<EvaluateOutput> {
+    if (!Number.isInteger(limit) || limit < 1)
+      throw new ParaError('INVALID_ARGUMENT', 'bad number of examples', {
+        field: 'limit',
+        expected: 'a positive integer',
+        actual: String(limit),
+      });
+    const adapter = this.adapterOf(tenant);
+    const file = this.taskOf(task).test;
+    const records = parseJsonl(await this.assets.text(file), `${this.assets.location}${file}`);
+    const data = tokenizeRecords(this.tokenizer as TokenizerLike, records, file, {
+      maxLength: this.model.config.maxPositionEmbeddings,
+    });
+    const t0 = performance.now();
+    const r = await evaluateDataset(this.model, this.tokenizer as TokenizerLike, data, {
+      adapter: adapter === null ? null : adapter.attach(this.model),
+      limit,
+      ...(onProgress === undefined ? {} : { onProgress }),
+    });
+    const exactMatch = r.exact_match ?? 0;
+    return {
+      tenant,
+      task,
+      n: r.n,
+      exactMatch,
+      loss: r.loss,
+      correct: Math.round(exactMatch * r.n),
+      ms: performance.now() - t0,
+    };
+  }
+
+  /** The PARA vectors (l_q, l_v, l_u per layer) a tenant generates for a prompt. */
+  async vectors(tenant: string, prompt: string): Promise<ParaPromptVectors> {
+    const adapter = this.adapterOf(tenant);
+    if (!(adapter instanceof ParaAdapter))
+      throw new ParaError(
+        'INVALID_ARGUMENT',
+        'only a PARA tenant generates vectors from the prompt',
+        {
+          field: 'tenant',
+          expected: 'a PARA tenant',
+          actual: adapter === null ? BARE : `${tenant} (${adapter.config.peft_type})`,
+        },
+      );
+    return paraPromptVectors(this.model, adapter, this.encodePrompt(prompt));
+  }
+
+  /**
+   * A short speed check for choosing a backend: a warm-up generation (compiles kernels), then
+   * `tokens` greedy tokens on the bare backbone without stopping at EOS; decode tokens/s.
+   */
+  async quickBench(tokens = 8, prompt = 'dog (noun):'): Promise<number> {
+    await this.generate({ prompt, tenant: BARE, maxNewTokens: tokens, stopAtEos: false });
+    const r = await this.generate({ prompt, tenant: BARE, maxNewTokens: tokens, stopAtEos: false });
+    return r.tokensPerSec;
   }
 
   /** adapter_config.json text + adapter_model.safetensors bytes of a tenant. */
@@ -595,6 +799,38 @@ export function urlAssets(baseUrl: string): Assets {
           { file: url, expected: 'a 2xx response' },
         );
       return res.text();
+    },
+  };
+}
+
+/** `assets` whose checkpoint reads are counted: `onProgress(bytes so far, total)` after each read. */
+export function countingAssets(
+  assets: Assets,
+  onProgress: LoadProgress,
+  total: number | null,
+): Assets {
+  let loaded = 0;
+  const count = (src: ByteSource): ByteSource => ({
+    name: src.name,
+    size: () => src.size(),
+    async read(offset, length) {
+      const bytes = await src.read(offset, length);
+      loaded += bytes.byteLength;
+      onProgress(loaded, total);
+      return bytes;
+    },
+    ...(src.close === undefined ? {} : { close: () => (src.close as () => Promise<void>)() }),
+  });
+  return {
+    location: assets.location,
+    text: (p) => assets.text(p),
+    dir(p) {
+      const d = assets.dir(p);
+      return {
+        location: d.location,
+        exists: (f) => d.exists(f),
+        open: async (f) => count(await d.open(f)),
+      };
     },
   };
 }

@@ -4,7 +4,7 @@
  * before (generation text, training steps).
  */
 import type { BackendReport } from '@para/core';
-import type { ModelInfo, TenantInfo } from './engine';
+import type { ExampleRow, Manifest, ModelInfo, TenantInfo } from './engine';
 
 export type Request =
   | { type: 'init'; backend?: string; assetBase: string; wasmPaths: string }
@@ -21,25 +21,45 @@ export type Request =
       r?: number;
       batchSize?: number;
       seed?: number;
+      /** The bundled task the data is, if it is one. */
+      task?: string;
     }
   | { type: 'cancel-train' }
   | { type: 'add-adapter'; name: string; config: string; weights: ArrayBuffer; file: string }
   | { type: 'export-adapter'; tenant: string }
   | { type: 'logits'; prompt: string; tenant: string }
   | { type: 'read-task'; task: string; split: 'train' | 'test' }
-  | { type: 'bench'; tokens: number };
+  | { type: 'bench'; tokens: number }
+  /** Decode tokens/s after a warm-up (the page's backend choice). */
+  | { type: 'quick-bench'; tokens: number }
+  | { type: 'examples'; task: string; count: number }
+  | { type: 'run-examples'; rows: ExampleRow[]; maxNewTokens?: number }
+  | { type: 'evaluate'; tenant: string; task: string; limit: number }
+  | { type: 'vectors'; tenant: string; prompt: string };
 
 export interface InitResult {
   report: BackendReport;
   info: ModelInfo;
   tenants: TenantInfo[];
   tasks: string[];
+  manifest: Manifest;
 }
 
 export type WorkerEvent =
   | { kind: 'text'; text: string; tokens: number; tokensPerSec: number }
   | { kind: 'train-start'; totalSteps: number; parameters: number }
-  | { kind: 'train-step'; step: number; totalSteps: number; loss: number; tokensPerSec: number };
+  | {
+      kind: 'train-step';
+      step: number;
+      totalSteps: number;
+      loss: number;
+      tokensPerSec: number;
+      lr: number;
+      etaMs: number;
+      elapsedMs: number;
+    }
+  | { kind: 'load'; loaded: number; total: number | null }
+  | { kind: 'eval-progress'; done: number; total: number };
 
 /** A ParaError (or any error) as plain data. */
 export interface ErrorData {

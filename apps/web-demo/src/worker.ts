@@ -40,13 +40,16 @@ async function handle(id: number, r: Request): Promise<unknown> {
         wasmPaths: r.wasmPaths,
         probe: true,
       });
-      engine = await Engine.load(urlAssets(r.assetBase));
+      engine = await Engine.load(urlAssets(r.assetBase), (loaded, total) =>
+        emit(id, { kind: 'load', loaded, total }),
+      );
       const tenants = await engine.loadBundledAdapters();
       const result: InitResult = {
         report,
         info: engine.info,
         tenants,
         tasks: engine.manifest.tasks.map((t) => t.name),
+        manifest: engine.manifest,
       };
       return result;
     }
@@ -73,6 +76,7 @@ async function handle(id: number, r: Request): Promise<unknown> {
           ...(r.r === undefined ? {} : { r: r.r }),
           ...(r.batchSize === undefined ? {} : { batchSize: r.batchSize }),
           ...(r.seed === undefined ? {} : { seed: r.seed }),
+          ...(r.task === undefined ? {} : { task: r.task }),
           signal: training.signal,
           onEvent: (ev) => {
             if (ev.type === 'start')
@@ -88,6 +92,9 @@ async function handle(id: number, r: Request): Promise<unknown> {
                 totalSteps: ev.totalSteps,
                 loss: ev.loss,
                 tokensPerSec: ev.tokensPerSec,
+                lr: ev.lr,
+                etaMs: ev.etaMs,
+                elapsedMs: ev.elapsedMs,
               });
           },
         });
@@ -106,6 +113,18 @@ async function handle(id: number, r: Request): Promise<unknown> {
       return Array.from(await need().logits(r.prompt, r.tenant));
     case 'bench':
       return need().bench(r.tokens);
+    case 'quick-bench':
+      return need().quickBench(r.tokens);
+    case 'examples':
+      return (await need().records(r.task, 'test')).slice(0, r.count);
+    case 'run-examples':
+      return need().runExamples(r.rows, r.maxNewTokens);
+    case 'evaluate':
+      return need().evaluate(r.tenant, r.task, r.limit, (done, total) =>
+        emit(id, { kind: 'eval-progress', done, total }),
+      );
+    case 'vectors':
+      return need().vectors(r.tenant, r.prompt);
     case 'read-task': {
       const e = need();
       const task = e.manifest.tasks.find((t) => t.name === r.task);
