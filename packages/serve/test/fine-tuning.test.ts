@@ -12,7 +12,7 @@
  * hand: `pnpm --filter @para/serve build`).
  */
 
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import * as os from 'node:os';
 import { join } from 'node:path';
@@ -477,6 +477,50 @@ describe('fine-tuning jobs', () => {
     expect(files).toContain(fileId);
     expect(await a.files.delete(fileId)).toEqual({ id: fileId, object: 'file', deleted: true });
     expect((await a.files.retrieve(fileId).catch((x) => x)).status).toBe(404);
+  });
+
+  it('retrieves and deletes a fine-tuned model (models.retrieve / models.delete), only its owner; metrics count jobs by status', async () => {
+    const ft = done.fine_tuned_model as string;
+    expect(await a.models.retrieve(ft)).toMatchObject({
+      id: ft,
+      object: 'model',
+      peft_type: 'PARA',
+      fine_tuning_job: done.id,
+    });
+    expect(await a.models.retrieve(MODEL)).toMatchObject({ id: MODEL, parent: null });
+    for (const [client, name] of [
+      [b, ft],
+      [a, 'no-such-model'],
+    ] as const) {
+      const e = await client.models.retrieve(name).catch((x) => x);
+      expect(e.status, name).toBe(404);
+      expect(e.error.code).toBe('model_not_found');
+    }
+    expect((await b.models.delete(ft).catch((x) => x)).status).toBe(404); // not B's
+    const base = await a.models.delete(MODEL).catch((x) => x);
+    expect(base.status).toBe(403);
+    expect(base.error.code).toBe('model_not_deletable');
+    const metrics = await fetch(`${url}/metrics`, {
+      headers: { authorization: `Bearer ${KEY_A}` },
+    });
+    const text = await metrics.text();
+    const succeeded = /^para_fine_tuning_jobs\{status="succeeded"\} (\d+)$/m.exec(text);
+    expect(Number(succeeded?.[1])).toBeGreaterThanOrEqual(2);
+    expect(text).toMatch(/^para_fine_tuning_jobs\{status="cancelled"\} 1$/m);
+
+    expect(await a.models.delete(ft)).toEqual({ id: ft, object: 'model', deleted: true });
+    expect(existsSync(join(data, 'adapters', done.para.adapter))).toBe(false);
+    expect((await a.models.list()).data.map((m) => m.id)).not.toContain(ft);
+    const gone = await a.completions
+      .create({ model: ft, prompt: PROMPT, max_tokens: 2 })
+      .catch((x) => x);
+    expect(gone.status).toBe(404);
+    expect((await a.models.delete(ft).catch((x) => x)).status).toBe(404);
+    // The job keeps its fine_tuned_model (as OpenAI's does); the deletion survives a restart.
+    expect((await a.fineTuning.jobs.retrieve(done.id)).fine_tuned_model).toBe(ft);
+    await stop();
+    await start();
+    expect((await a.models.retrieve(ft).catch((x) => x)).status).toBe(404);
   });
 });
 

@@ -90,6 +90,12 @@ export interface FineTuning {
   models(request: FastifyRequest): Record<string, unknown>[];
   /** True for a fine-tuned adapter's directory name (not listed as a plain adapter). */
   isJobAdapter(name: string): boolean;
+  /**
+   * DELETE /v1/models/{model} of a fine-tuned model the request's key owns: deletes it (see
+   * `FineTuningJobs.deleteModel`) and unloads its adapter. null when `name` is no fine-tuned
+   * model at all; a 404 when it is one the key does not own (or already deleted).
+   */
+  deleteModel(request: FastifyRequest, name: string): Promise<{ id: string } | null>;
   /** Stops the running jobs (they resume at the next start); waits for their records. */
   close(): Promise<void>;
 }
@@ -476,8 +482,23 @@ export async function registerFineTuning(
         if (name.startsWith('ft:')) throw notFound(name);
         return null;
       }
-      if (m.owner !== ctx.ownerOf(request) || m.job.status !== 'succeeded') throw notFound(name);
+      if (
+        m.owner !== ctx.ownerOf(request) ||
+        m.job.status !== 'succeeded' ||
+        m.job.para.model_deleted === true
+      )
+        throw notFound(name);
       return m.job.para.adapter;
+    },
+    async deleteModel(request, name) {
+      if (jobs.modelJob(name) === undefined) {
+        if (name.startsWith('ft:')) throw notFound(name);
+        return null;
+      }
+      const job = await jobs.deleteModel(name, ctx.ownerOf(request));
+      if (job === null) throw notFound(name);
+      ctx.registry?.unload(job.para.adapter);
+      return { id: job.fine_tuned_model as string };
     },
     models(request) {
       return jobs.models(ctx.ownerOf(request)).map((j) => ({

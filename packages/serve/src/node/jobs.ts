@@ -74,6 +74,8 @@ export interface ParaJobSettings {
   total_steps: number | null;
   /** How many times the job was resumed after a server restart. */
   restarts: number;
+  /** Set when its owner deleted the fine-tuned model (DELETE /v1/models/{model}). */
+  model_deleted?: boolean;
 }
 
 /** OpenAI's fine-tuning job object, with para's `para` settings. */
@@ -509,11 +511,61 @@ export class FineTuningJobs {
     return false;
   }
 
-  /** The owner's fine-tuned models (succeeded jobs), oldest first. */
+  /** The owner's fine-tuned models (succeeded jobs whose model was not deleted), oldest first. */
   models(owner: string): FineTuningJob[] {
     return [...this.jobs.values()]
-      .filter((s) => s.owner === owner && s.job.status === 'succeeded')
+      .filter((s) => s.owner === owner && s.job.status === 'succeeded' && !s.job.para.model_deleted)
       .map((s) => this.view(s));
+  }
+
+  /**
+   * Deletes the owner's fine-tuned model `name` (its `ft:…` name or its adapter's name), as
+   * OpenAI's DELETE /v1/models/{model}: the adapter directory is renamed aside and removed (the
+   * registry sees a complete adapter or none), and the job records `para.model_deleted`, so the
+   * name resolves to nothing from then on; the job itself keeps its `fine_tuned_model`, as
+   * OpenAI's does. The caller unloads the adapter from the registry (requests already running on
+   * it finish first). Returns the job, or null when the owner has no such model.
+   */
+  async deleteModel(name: string, owner: string): Promise<FineTuningJob | null> {
+    const s = [...this.jobs.values()].find(
+      (j) =>
+        (j.job.fine_tuned_model === name || j.job.para.adapter === name) &&
+        j.owner === owner &&
+        j.job.status === 'succeeded' &&
+        !j.job.para.model_deleted,
+    );
+    if (s === undefined) return null;
+    s.job.para.model_deleted = true;
+    await this.persist(s);
+    const target = path.join(this.options.adaptersDir, s.job.para.adapter);
+    const aside = path.join(
+      this.options.adaptersDir,
+      `.${s.job.para.adapter}.${randomBytes(4).toString('hex')}.deleted`,
+    );
+    try {
+      await rename(target, aside);
+      await rm(aside, { recursive: true, force: true });
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+    }
+    this.event(s, 'info', `Fine-tuned model deleted: ${s.job.fine_tuned_model}`, {
+      model: s.job.fine_tuned_model,
+    });
+    return this.view(s);
+  }
+
+  /** Jobs by status (GET /metrics). */
+  statusCounts(): Record<JobStatus, number> {
+    const counts: Record<JobStatus, number> = {
+      validating_files: 0,
+      queued: 0,
+      running: 0,
+      succeeded: 0,
+      failed: 0,
+      cancelled: 0,
+    };
+    for (const s of this.jobs.values()) counts[s.job.status]++;
+    return counts;
   }
 
   /** Pids of the running workers (tests and benchmarks). */

@@ -10,6 +10,7 @@
  *   para_request_duration_seconds{endpoint}                histogram, submission → end
  *   para_adapter_cache_{hits,loads,evictions}_total        the registry's counters
  *   para_adapters_loaded, para_adapter_bytes               gauges
+ *   para_fine_tuning_jobs{status}                          gauge: jobs by status (with fine-tuning)
  *   process_* / nodejs_*                                   prom-client's default metrics (RSS, …)
  *
  * No per-adapter labels: tenants can be many (label cardinality); the model is in the logs.
@@ -33,9 +34,24 @@ export interface ServerMetrics {
 
 const now = (): number => performance.now() / 1000;
 
-export function createMetrics(engine: Engine, registry: AdapterRegistry | null): ServerMetrics {
+export function createMetrics(
+  engine: Engine,
+  registry: AdapterRegistry | null,
+  jobCounts?: () => Record<string, number>,
+): ServerMetrics {
   const register = new Registry();
   collectDefaultMetrics({ register });
+  if (jobCounts !== undefined) {
+    new Gauge({
+      name: 'para_fine_tuning_jobs',
+      help: 'Fine-tuning jobs by status (validating_files, queued, running, succeeded, failed, cancelled)',
+      labelNames: ['status'] as const,
+      registers: [register],
+      collect() {
+        for (const [status, n] of Object.entries(jobCounts())) this.set({ status }, n);
+      },
+    });
+  }
   new Gauge({
     name: 'para_requests_running',
     help: 'Requests decoding now (KV rows in use)',

@@ -437,7 +437,14 @@ export async function createServer(options: ServerOptions): Promise<ParaServer> 
 
   app.get('/health', async () => ({ status: 'ok', ...engine.stats() }));
 
-  const metrics = options.metrics === false ? null : createMetrics(engine, registry);
+  const metrics =
+    options.metrics === false
+      ? null
+      : createMetrics(
+          engine,
+          registry,
+          fineTuning === null ? undefined : () => fineTuning.jobs.statusCounts(),
+        );
   if (metrics !== null) {
     app.get('/metrics', async (_request, reply) => {
       const text = await metrics.register.metrics();
@@ -445,7 +452,8 @@ export async function createServer(options: ServerOptions): Promise<ParaServer> 
     });
   }
 
-  app.get('/v1/models', async (request) => {
+  /** The models the request's key may use: the base model, the adapters, its fine-tuned models. */
+  async function modelList(request: FastifyRequest): Promise<Record<string, unknown>[]> {
     const data: Record<string, unknown>[] = [
       {
         id: modelName,
@@ -473,8 +481,59 @@ export async function createServer(options: ServerOptions): Promise<ParaServer> 
       });
     }
     if (fineTuning !== null) data.push(...fineTuning.models(request));
-    return { object: 'list', data: mayUse(request, modelName) ? data : data.slice(1) };
-  });
+    return mayUse(request, modelName) ? data : data.slice(1);
+  }
+  const modelNotFound = (name: string) =>
+    new HttpError(
+      404,
+      `the model ${JSON.stringify(name)} does not exist`,
+      'not_found_error',
+      'model',
+      'model_not_found',
+    );
+  const modelParam = {
+    type: 'object',
+    properties: { model: { type: 'string', minLength: 1, maxLength: 256 } },
+    required: ['model'],
+  } as const;
+
+  app.get('/v1/models', async (request) => ({ object: 'list', data: await modelList(request) }));
+
+  // OpenAI's "retrieve model": one entry of the list above, 404 for any other name.
+  app.get<{ Params: { model: string } }>(
+    '/v1/models/:model',
+    { schema: { params: modelParam } },
+    async (request) => {
+      const name = request.params.model;
+      const found = (await modelList(request)).find((m) => m.id === name);
+      if (found === undefined) throw modelNotFound(name);
+      return found;
+    },
+  );
+
+  // OpenAI's "delete a fine-tuned model": only the key that owns it. The base model and the
+  // adapters root's adapters are not deleted this way (adapters: DELETE /v1/adapters/{name}).
+  app.delete<{ Params: { model: string } }>(
+    '/v1/models/:model',
+    { schema: { params: modelParam } },
+    async (request) => {
+      const name = request.params.model;
+      const deleted = fineTuning === null ? null : await fineTuning.deleteModel(request, name);
+      if (deleted !== null) return { id: deleted.id, object: 'model', deleted: true };
+      if ((await modelList(request)).some((m) => m.id === name)) {
+        throw new HttpError(
+          403,
+          name === modelName
+            ? 'the base model cannot be deleted'
+            : `${JSON.stringify(name)} is not a fine-tuned model of this key (an adapter of the adapters root is unloaded with DELETE /v1/adapters/{name})`,
+          'permission_error',
+          'model',
+          'model_not_deletable',
+        );
+      }
+      throw modelNotFound(name);
+    },
+  );
 
   const noRegistry = () =>
     new HttpError(
