@@ -35,6 +35,7 @@
 #else
 #define _XOPEN_SOURCE 700
 #endif
+#include <cblas.h>
 #include <math.h>
 #include <node_api.h>
 #include <stddef.h>
@@ -381,169 +382,409 @@ HOT static void rope_rows(void *vctx, int64_t begin, int64_t end, int tid) {
 }
 
 
-/* ---------- attention (forward and backward; online softmax statistics per query row) ---------- */
+/* ---------- attention (forward and backward; softmax statistics recomputed per query row) ---------- */
 
 /*
- * Rows are the query rows (b, h, t); row r reads kv head h / nRep of batch b and mask row
- * (b or 0, t). Per row, scores for all S keys are computed into a scratch row of S floats (one
- * per thread, never a [B, Hq, T, S] tensor), then max, exp, sum and Σ p·v in two passes over the
- * keys. Keys whose score lies more than 87 below the row's maximum contribute exp(...) < 1.7e-38
- * relative to the maximum's 1 and are skipped (the generic path adds those denormal-small terms;
- * the difference is below float32 resolution of the sum). A row whose every score is −Infinity
- * yields 0 (the generic path yields NaN there; the contract allows either).
+ * The query rows of kv head g in batch b are contiguous in q: rows (b·Hq + g·nRep)·T + i for
+ * i < nRep·T (query head g·nRep + i / T, position t = i % T) — the generic path's folded
+ * [B, Hkv, nRep·T, hd]. They are walked in blocks of up to ATT_R rows that share every key and
+ * value load (a block's R dot products per key, R output rows per value). Per row, scores for
+ * all S keys go into a per-thread scratch row of S floats (never a [B, Hq, T, S] tensor), then
+ * max, exp and Σ, two passes over the keys. Keys whose score lies more than 87 below the row's
+ * maximum (exp < 1.7e-38 of the maximum's 1) are skipped; the generic path adds those
+ * negligible terms. A row whose scores are all −Infinity yields 0 (the generic path: NaN; the
+ * contract allows either); a NaN score gives a NaN row, as the generic path.
  */
 typedef struct {
   const float *q, *k, *v, *mask, *dy;
   float *out, *dq, *dk, *dv;
   int64_t hq, hkv, t, s, hd;
   int64_t mask_batch_stride; /* T·S, or 0 when the mask broadcasts over the batch */
+  int64_t blocks_per_group;  /* ceil(nRep·T / ATT_R) */
   float scale;
   int failed; /* a thread could not allocate its scratch */
 } att_t;
 
+#define ATT_R 4
 #define ATT_SKIP 87.0f
+#define ALWAYS_INLINE inline __attribute__((always_inline))
 
-/* Σ a[j]·b[j] in eight float lanes (vectorised), summed in order at the end. */
-static inline float dot_f(const float *restrict a, const float *restrict b, int64_t n) {
-  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+/* Σ a[j]·b[j] as eight float lanes, reduced pairwise at the end (the same order everywhere). */
+#define LANES_SUM(acc) (((acc)[0] + (acc)[4]) + ((acc)[1] + (acc)[5])) + (((acc)[2] + (acc)[6]) + ((acc)[3] + (acc)[7]))
+
+/* out[r] = a[r] · b for R rows a[r] (R a constant at every call: the loops unroll). */
+static ALWAYS_INLINE void dots_r(const float *const a[ATT_R], const float *restrict b, int64_t n, float out[ATT_R],
+                                 const int R) {
+  float acc[ATT_R][8];
+  for (int r = 0; r < R; r++)
+    for (int l = 0; l < 8; l++) acc[r][l] = 0;
   int64_t j = 0;
   for (; j + 8 <= n; j += 8) {
-    for (int l = 0; l < 8; l++) acc[l] += a[j + l] * b[j + l];
+    for (int r = 0; r < R; r++)
+      for (int l = 0; l < 8; l++) acc[r][l] += a[r][j + l] * b[j + l];
   }
-  float tail = 0;
-  for (; j < n; j++) tail += a[j] * b[j];
-  return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail;
-}
-
-static inline void axpy_f(float *restrict y, float a, const float *restrict x, int64_t n) {
-  for (int64_t j = 0; j < n; j++) y[j] += a * x[j];
+  for (int r = 0; r < R; r++) {
+    float tail = 0;
+    for (int64_t jj = j; jj < n; jj++) tail += a[r][jj] * b[jj];
+    out[r] = LANES_SUM(acc[r]) + tail;
+  }
 }
 
 /*
- * Scores of one query row into sc[0..S) (float32: (q·k)·scale + mask, as the generic path
- * rounds them), then sc[j] = exp(sc[j] − max) (0 where skipped). Returns 1/Σ; 0 for a row
- * whose scores are all −Infinity, NaN for a row with a NaN score (sc all 0 then).
+ * Probabilities of R query rows (qr[r], mask rows mr[r] or NULL) into sc[r·S + j], unnormalised
+ * (exp(s − max), 0 where skipped); inv[r] = 1/Σ, 0 for an all −Infinity row, NaN for a NaN row.
  */
-static inline float att_row_probs(const att_t *c, const float *restrict qr, const float *restrict kh,
-                                  const float *restrict mr, float *restrict sc) {
+static ALWAYS_INLINE void att_probs(const att_t *c, const float *const qr[ATT_R], const float *const mr[ATT_R],
+                                    const float *restrict kh, float *restrict sc, float inv[ATT_R], const int R) {
   const int64_t S = c->s, hd = c->hd;
-  float m = -INFINITY;
-  int nan = 0;
+  float m[ATT_R];
+  int nan[ATT_R];
+  for (int r = 0; r < R; r++) {
+    m[r] = -INFINITY;
+    nan[r] = 0;
+  }
   for (int64_t j = 0; j < S; j++) {
-    float x = dot_f(qr, kh + j * hd, hd) * c->scale;
-    if (mr != NULL) x += mr[j];
-    sc[j] = x;
-    nan |= x != x;
-    m = x > m ? x : m;
+    float d[ATT_R];
+    dots_r(qr, kh + j * hd, hd, d, R);
+    for (int r = 0; r < R; r++) {
+      float x = d[r] * c->scale;
+      if (mr[r] != NULL) x += mr[r][j];
+      sc[r * S + j] = x;
+      nan[r] |= x != x;
+      m[r] = x > m[r] ? x : m[r];
+    }
   }
-  if (nan || !(m > -INFINITY)) { /* a NaN score (NaN row, as generic), or every score −Infinity */
-    for (int64_t j = 0; j < S; j++) sc[j] = 0;
-    return nan ? NAN : 0.0f;
+  for (int r = 0; r < R; r++) {
+    float *row = sc + r * S;
+    if (nan[r] || !(m[r] > -INFINITY)) {
+      for (int64_t j = 0; j < S; j++) row[j] = 0;
+      inv[r] = nan[r] ? NAN : 0.0f;
+      continue;
+    }
+    float sum = 0;
+    const float mx = m[r];
+    for (int64_t j = 0; j < S; j++) {
+      const float z = row[j] - mx;
+      const float e = z < -ATT_SKIP ? 0.0f : exp_f(z);
+      row[j] = e;
+      sum += e;
+    }
+    inv[r] = 1.0f / sum;
   }
-  float sum = 0;
-  for (int64_t j = 0; j < S; j++) {
-    const float z = sc[j] - m;
-    const float e = z < -ATT_SKIP ? 0.0f : exp_f(z);
-    sc[j] = e;
-    sum += e;
-  }
-  return 1.0f / sum;
 }
 
-HOT static void att_forward_rows(void *vctx, int64_t begin, int64_t end, int tid) {
+/* Row pointers of block `blk` of group (b, g): R live rows; returns R. */
+static inline int att_block_rows(const att_t *c, int64_t b, int64_t g, int64_t blk, int64_t row[ATT_R],
+                                 const float *mr[ATT_R]) {
+  const int64_t T = c->t, S = c->s, rows = (c->hq / c->hkv) * T;
+  const int64_t i0 = blk * ATT_R;
+  int R = 0;
+  for (int64_t i = i0; i < i0 + ATT_R && i < rows; i++, R++) {
+    row[R] = (b * c->hq + g * (c->hq / c->hkv)) * T + i;
+    mr[R] = c->mask != NULL ? c->mask + b * c->mask_batch_stride + (i % T) * S : NULL;
+  }
+  return R;
+}
+
+/* o[r][·] += p[r] · v_j for R rows of a local accumulator (restrict: vectorises over d). */
+static ALWAYS_INLINE void axpy_r(float *restrict o, const float p[ATT_R], const float *restrict vj, int64_t hd,
+                                 const int R) {
+  for (int r = 0; r < R; r++) {
+    const float pr = p[r];
+    float *restrict orow = o + r * hd;
+    for (int64_t d = 0; d < hd; d++) orow[d] += pr * vj[d];
+  }
+}
+
+static ALWAYS_INLINE void att_forward_block(const att_t *c, const int64_t row[ATT_R], const float *const mr[ATT_R],
+                                            const float *kh, const float *vh, float *restrict sc,
+                                            float *restrict acc, const int R) {
+  const int64_t S = c->s, hd = c->hd;
+  const float *qr[ATT_R];
+  float inv[ATT_R];
+  for (int r = 0; r < R; r++) qr[r] = c->q + row[r] * hd;
+  for (int64_t d = 0; d < R * hd; d++) acc[d] = 0;
+  att_probs(c, qr, mr, kh, sc, inv, R);
+  for (int64_t j = 0; j < S; j++) {
+    float p[ATT_R];
+    int any = 0;
+    for (int r = 0; r < R; r++) {
+      p[r] = sc[r * S + j];
+      any |= p[r] != 0;
+    }
+    if (any) axpy_r(acc, p, vh + j * hd, hd, R);
+  }
+  for (int r = 0; r < R; r++) {
+    const float s = inv[r];
+    float *o = c->out + row[r] * hd;
+    const float *a = acc + r * hd;
+    for (int64_t d = 0; d < hd; d++) o[d] = s != s ? NAN : a[d] * s;
+  }
+}
+
+HOT static void att_forward_blocks(void *vctx, int64_t begin, int64_t end, int tid) {
   (void)tid;
   att_t *c = (att_t *)vctx;
-  const int64_t T = c->t, S = c->s, hd = c->hd, Hq = c->hq, Hkv = c->hkv, rep = Hq / Hkv;
-  float *sc = (float *)malloc((size_t)S * sizeof(float));
+  const int64_t S = c->s, hd = c->hd;
+  float *sc = (float *)malloc((size_t)(ATT_R * (S + hd)) * sizeof(float));
   if (sc == NULL) {
     c->failed = 1;
     return;
   }
-  for (int64_t r = begin; r < end; r++) {
-    const int64_t t = r % T, h = (r / T) % Hq, b = r / (T * Hq);
-    const int64_t kvo = (b * Hkv + h / rep) * S * hd;
-    const float *qr = c->q + r * hd;
-    const float *mr = c->mask != NULL ? c->mask + b * c->mask_batch_stride + t * S : NULL;
-    float *o = c->out + r * hd;
-    const float inv = att_row_probs(c, qr, c->k + kvo, mr, sc);
-    for (int64_t d = 0; d < hd; d++) o[d] = 0;
-    if (inv != inv) {
-      for (int64_t d = 0; d < hd; d++) o[d] = NAN;
-      continue;
+  float *acc = sc + ATT_R * S;
+  for (int64_t task = begin; task < end; task++) {
+    const int64_t grp = task / c->blocks_per_group, blk = task % c->blocks_per_group;
+    const int64_t b = grp / c->hkv, g = grp % c->hkv;
+    const int64_t kvo = (b * c->hkv + g) * S * hd;
+    int64_t row[ATT_R];
+    const float *mr[ATT_R];
+    const int R = att_block_rows(c, b, g, blk, row, mr);
+    switch (R) {
+      case 4: att_forward_block(c, row, mr, c->k + kvo, c->v + kvo, sc, acc, 4); break;
+      case 3: att_forward_block(c, row, mr, c->k + kvo, c->v + kvo, sc, acc, 3); break;
+      case 2: att_forward_block(c, row, mr, c->k + kvo, c->v + kvo, sc, acc, 2); break;
+      default: att_forward_block(c, row, mr, c->k + kvo, c->v + kvo, sc, acc, 1); break;
     }
-    if (inv == 0) continue;
-    const float *vh = c->v + kvo;
-    for (int64_t j = 0; j < S; j++) {
-      const float p = sc[j];
-      if (p != 0) axpy_f(o, p, vh + j * hd, hd);
-    }
-    for (int64_t d = 0; d < hd; d++) o[d] *= inv;
   }
   free(sc);
 }
 
 /*
- * Backward over tasks (b, g), g a kv head: the task owns dk and dv of (b, g) and walks the
- * nRep·T query rows that read them. Per row: the probabilities again (att_row_probs), then
- * dp[j] = dy·v[j], D = Σ p·dp, ds = p·(dp − D); dq = scale · Σ ds·k[j], dk[j] += scale·ds·q,
- * dv[j] += p·dy.
+ * Backward of one block: the probabilities again, dp[r][j] = dy_r·v_j, D_r = Σ_j p·dp,
+ * ds = p·(dp − D_r); dq_r = scale · Σ_j ds·k_j; dk_j += scale · Σ_r ds·q_r; dv_j += Σ_r p·dy_r.
  */
+/* One key's update of a block: dq[r] += ds[r]·k_j; dk_j += Σ_r dss[r]·q[r]; dv_j += Σ_r p[r]·dy[r]. */
+static ALWAYS_INLINE void att_key_update(float *restrict dkj, float *restrict dvj, float *restrict dq,
+                                         const float *restrict kj, const float *restrict q,
+                                         const float *restrict dy, const float ds[ATT_R], const float dss[ATT_R],
+                                         const float p[ATT_R], int64_t hd, const int R) {
+  for (int r = 0; r < R; r++) {
+    const float a = ds[r];
+    float *restrict dqr = dq + r * hd;
+    for (int64_t d = 0; d < hd; d++) dqr[d] += a * kj[d];
+  }
+  for (int64_t d = 0; d < hd; d++) {
+    float sk = dkj[d], sv = dvj[d];
+    for (int r = 0; r < R; r++) {
+      sk += dss[r] * q[r * hd + d];
+      sv += p[r] * dy[r * hd + d];
+    }
+    dkj[d] = sk;
+    dvj[d] = sv;
+  }
+}
+
+static ALWAYS_INLINE void att_backward_block(const att_t *c, const int64_t row[ATT_R], const float *const mr[ATT_R],
+                                             const float *kh, const float *vh, float *dkh, float *dvh,
+                                             float *restrict sc, float *restrict dp, float *restrict loc,
+                                             const int R) {
+  const int64_t S = c->s, hd = c->hd;
+  const float scale = c->scale;
+  /* loc: the block's q rows, dy rows and dq accumulators, [R][hd] each */
+  float *restrict lq = loc, *restrict ldy = loc + ATT_R * hd, *restrict ldq = loc + 2 * ATT_R * hd;
+  const float *qr[ATT_R], *dyr[ATT_R];
+  float inv[ATT_R], D[ATT_R];
+  for (int r = 0; r < R; r++) {
+    qr[r] = c->q + row[r] * hd;
+    dyr[r] = c->dy + row[r] * hd;
+    memcpy(lq + r * hd, qr[r], (size_t)hd * sizeof(float));
+    memcpy(ldy + r * hd, dyr[r], (size_t)hd * sizeof(float));
+    D[r] = 0;
+  }
+  for (int64_t d = 0; d < R * hd; d++) ldq[d] = 0;
+  att_probs(c, qr, mr, kh, sc, inv, R);
+  int nan_rows = 0;
+  for (int r = 0; r < R; r++) {
+    nan_rows |= inv[r] != inv[r];
+    const float s = inv[r] != inv[r] ? 0.0f : inv[r];
+    for (int64_t j = 0; j < S; j++) sc[r * S + j] *= s;
+  }
+  for (int64_t j = 0; j < S; j++) {
+    int any = 0;
+    for (int r = 0; r < R; r++) any |= sc[r * S + j] != 0;
+    if (!any) {
+      for (int r = 0; r < R; r++) dp[r * S + j] = 0;
+      continue;
+    }
+    float x[ATT_R];
+    dots_r(dyr, vh + j * hd, hd, x, R);
+    for (int r = 0; r < R; r++) {
+      dp[r * S + j] = x[r];
+      D[r] += sc[r * S + j] * x[r];
+    }
+  }
+  for (int64_t j = 0; j < S; j++) {
+    float p[ATT_R], ds[ATT_R], dss[ATT_R];
+    int any = 0;
+    for (int r = 0; r < R; r++) {
+      p[r] = sc[r * S + j];
+      ds[r] = p[r] * (dp[r * S + j] - D[r]);
+      dss[r] = ds[r] * scale;
+      any |= p[r] != 0;
+    }
+    if (any) att_key_update(dkh + j * hd, dvh + j * hd, ldq, kh + j * hd, lq, ldy, ds, dss, p, hd, R);
+  }
+  for (int r = 0; r < R; r++) {
+    const int bad = inv[r] != inv[r];
+    float *dqr = c->dq + row[r] * hd;
+    for (int64_t d = 0; d < hd; d++) dqr[d] = bad ? NAN : ldq[r * hd + d] * scale;
+  }
+  if (nan_rows) { /* a NaN row poisons every key it reads, as in the generic path */
+    for (int64_t j = 0; j < S * hd; j++) {
+      dkh[j] = NAN;
+      dvh[j] = NAN;
+    }
+  }
+}
+
+/* Backward over tasks (b, g): the task owns dk and dv of (b, g) and walks its blocks. */
 HOT static void att_backward_tasks(void *vctx, int64_t begin, int64_t end, int tid) {
   (void)tid;
   att_t *c = (att_t *)vctx;
-  const int64_t T = c->t, S = c->s, hd = c->hd, Hq = c->hq, Hkv = c->hkv, rep = Hq / Hkv;
-  float *sc = (float *)malloc((size_t)(2 * S + hd) * sizeof(float));
+  const int64_t S = c->s, hd = c->hd;
+  float *sc = (float *)malloc((size_t)(ATT_R * (2 * S + 3 * hd)) * sizeof(float));
   if (sc == NULL) {
     c->failed = 1;
     return;
   }
-  float *dp = sc + S, *acc = sc + 2 * S;
+  float *dp = sc + ATT_R * S, *loc = sc + 2 * ATT_R * S;
   for (int64_t task = begin; task < end; task++) {
-    const int64_t b = task / Hkv, g = task % Hkv;
-    const int64_t kvo = (b * Hkv + g) * S * hd;
+    const int64_t b = task / c->hkv, g = task % c->hkv;
+    const int64_t kvo = (b * c->hkv + g) * S * hd;
     const float *kh = c->k + kvo, *vh = c->v + kvo;
     float *dkh = c->dk + kvo, *dvh = c->dv + kvo;
-    memset(dkh, 0, (size_t)(S * hd) * sizeof(float));
-    memset(dvh, 0, (size_t)(S * hd) * sizeof(float));
-    for (int64_t h = g * rep; h < (g + 1) * rep; h++) {
-      for (int64_t t = 0; t < T; t++) {
-        const int64_t r = (b * Hq + h) * T + t;
-        const float *qr = c->q + r * hd, *dyr = c->dy + r * hd;
-        const float *mr = c->mask != NULL ? c->mask + b * c->mask_batch_stride + t * S : NULL;
-        float *dqr = c->dq + r * hd;
-        const float inv = att_row_probs(c, qr, kh, mr, sc);
-        for (int64_t d = 0; d < hd; d++) acc[d] = 0;
-        if (inv != inv) {
-          for (int64_t d = 0; d < hd; d++) dqr[d] = NAN;
-          continue;
-        }
-        if (inv == 0) {
-          for (int64_t d = 0; d < hd; d++) dqr[d] = 0;
-          continue;
-        }
-        float D = 0;
-        for (int64_t j = 0; j < S; j++) {
-          if (sc[j] == 0) {
-            dp[j] = 0;
-            continue;
-          }
-          sc[j] *= inv;
-          dp[j] = dot_f(dyr, vh + j * hd, hd);
-          D += sc[j] * dp[j];
-        }
-        for (int64_t j = 0; j < S; j++) {
-          const float p = sc[j];
-          if (p == 0) continue;
-          const float ds = p * (dp[j] - D);
-          axpy_f(acc, ds, kh + j * hd, hd);
-          axpy_f(dkh + j * hd, ds * c->scale, qr, hd);
-          axpy_f(dvh + j * hd, p, dyr, hd);
-        }
-        for (int64_t d = 0; d < hd; d++) dqr[d] = acc[d] * c->scale;
+    for (int64_t blk = 0; blk < c->blocks_per_group; blk++) {
+      int64_t row[ATT_R];
+      const float *mr[ATT_R];
+      const int R = att_block_rows(c, b, g, blk, row, mr);
+      switch (R) {
+        case 4: att_backward_block(c, row, mr, kh, vh, dkh, dvh, sc, dp, loc, 4); break;
+        case 3: att_backward_block(c, row, mr, kh, vh, dkh, dvh, sc, dp, loc, 3); break;
+        case 2: att_backward_block(c, row, mr, kh, vh, dkh, dvh, sc, dp, loc, 2); break;
+        default: att_backward_block(c, row, mr, kh, vh, dkh, dvh, sc, dp, loc, 1); break;
       }
     }
   }
   free(sc);
+}
+
+
+
+/*
+ * The sgemm path (query blocks of at least ATT_GEMM_MIN_ROWS rows: prefill and training). Per
+ * kv-head group (b, g) and chunk of its M = nRep·T contiguous query rows, a chunk × S scratch
+ * (at most ATT_GEMM_SCRATCH floats; freed after the call — never [B, Hq, T, S]) holds the
+ * scores, then the probabilities; OpenBLAS computes the products on its threads, the pool the
+ * softmax rows:
+ *   forward:  P = softmax(Q Kᵀ · scale + mask);  out = P V
+ *   backward: P again;  dP = dY Vᵀ;  dS = P ⊙ (dP − Σ_j P ⊙ dP) · scale;  dq = dS K;
+ *             dk += dSᵀ Q;  dv += Pᵀ dY
+ */
+#define ATT_GEMM_MIN_ROWS 16
+#define ATT_GEMM_SCRATCH (1 << 22)
+
+typedef struct {
+  float *p, *dp;    /* [rows, S] */
+  const float *mask; /* the group's mask base (row t at + t·S), or NULL */
+  int64_t i0, t, s; /* first row's index within the group; T; S */
+  float scale;
+} att_rows_t;
+
+/* p[i] = softmax(p[i] · scale + mask[t]) in place; all −Infinity: 0; NaN: NaN. */
+HOT static void att_softmax_rows(void *vctx, int64_t begin, int64_t end, int tid) {
+  (void)tid;
+  const att_rows_t *c = (const att_rows_t *)vctx;
+  const int64_t S = c->s;
+  for (int64_t i = begin; i < end; i++) {
+    float *row = c->p + i * S;
+    const float *mr = c->mask != NULL ? c->mask + ((c->i0 + i) % c->t) * S : NULL;
+    float m = -INFINITY;
+    int nan = 0;
+    for (int64_t j = 0; j < S; j++) {
+      float x = row[j] * c->scale;
+      if (mr != NULL) x += mr[j];
+      row[j] = x;
+      nan |= x != x;
+      m = x > m ? x : m;
+    }
+    if (nan || !(m > -INFINITY)) {
+      const float f = nan ? NAN : 0.0f;
+      for (int64_t j = 0; j < S; j++) row[j] = f;
+      continue;
+    }
+    float sum = 0;
+    for (int64_t j = 0; j < S; j++) {
+      const float z = row[j] - m;
+      const float e = z < -ATT_SKIP ? 0.0f : exp_f(z);
+      row[j] = e;
+      sum += e;
+    }
+    const float inv = 1.0f / sum;
+    for (int64_t j = 0; j < S; j++) row[j] *= inv;
+  }
+}
+
+/* dp[i] = p[i] ⊙ (dp[i] − Σ_j p[i]·dp[i]) · scale in place. */
+HOT static void att_dscores_rows(void *vctx, int64_t begin, int64_t end, int tid) {
+  (void)tid;
+  const att_rows_t *c = (const att_rows_t *)vctx;
+  const int64_t S = c->s;
+  for (int64_t i = begin; i < end; i++) {
+    const float *p = c->p + i * S;
+    float *dp = c->dp + i * S;
+    float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int64_t j = 0;
+    for (; j + 8 <= S; j += 8) {
+      for (int l = 0; l < 8; l++) acc[l] += p[j + l] * dp[j + l];
+    }
+    float D = 0;
+    for (; j < S; j++) D += p[j] * dp[j];
+    D += LANES_SUM(acc);
+    for (j = 0; j < S; j++) dp[j] = p[j] * (dp[j] - D) * c->scale;
+  }
+}
+
+/* Returns 0 when out of memory. */
+static int att_gemm(const att_t *c, int grad, int64_t B) {
+  const int64_t Hkv = c->hkv, rep = c->hq / Hkv, T = c->t, S = c->s, hd = c->hd, M = rep * T;
+  int64_t chunk = ATT_GEMM_SCRATCH / (S > 0 ? S : 1);
+  if (chunk < ATT_R) chunk = ATT_R;
+  if (chunk > M) chunk = M;
+  float *p = (float *)malloc((size_t)(chunk * S) * sizeof(float) * (grad ? 2 : 1));
+  if (p == NULL) return 0;
+  float *dp = grad ? p + chunk * S : NULL;
+  for (int64_t b = 0; b < B; b++) {
+    for (int64_t g = 0; g < Hkv; g++) {
+      const int64_t kvo = (b * Hkv + g) * S * hd, qo = (b * c->hq + g * rep) * T * hd;
+      const float *kh = c->k + kvo, *vh = c->v + kvo;
+      for (int64_t i0 = 0; i0 < M; i0 += chunk) {
+        const int64_t n = M - i0 < chunk ? M - i0 : chunk;
+        const float *q = c->q + qo + i0 * hd;
+        att_rows_t r = {p, dp, c->mask != NULL ? c->mask + b * c->mask_batch_stride : NULL, i0, T, S, c->scale};
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)S, (int)hd, 1.0f, q, (int)hd, kh, (int)hd,
+                    0.0f, p, (int)S);
+        parallel_for(n, n * S * 4, att_softmax_rows, &r);
+        if (!grad) {
+          cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)hd, (int)S, 1.0f, p, (int)S, vh, (int)hd,
+                      0.0f, c->out + qo + i0 * hd, (int)hd);
+          continue;
+        }
+        const float *dy = c->dy + qo + i0 * hd;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)S, (int)hd, 1.0f, dy, (int)hd, vh, (int)hd,
+                    0.0f, dp, (int)S);
+        parallel_for(n, n * S * 4, att_dscores_rows, &r);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)hd, (int)S, 1.0f, dp, (int)S, kh, (int)hd,
+                    0.0f, c->dq + qo + i0 * hd, (int)hd);
+        const float beta = i0 == 0 ? 0.0f : 1.0f;
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)S, (int)hd, (int)n, 1.0f, dp, (int)S, q, (int)hd, beta,
+                    c->dk + kvo, (int)hd);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)S, (int)hd, (int)n, 1.0f, p, (int)S, dy, (int)hd,
+                    beta, c->dv + kvo, (int)hd);
+      }
+    }
+  }
+  free(p);
+  return 1;
 }
 
 /* ---------- argument checking ---------- */
@@ -906,7 +1147,11 @@ static napi_value attention_entry(napi_env env, napi_callback_info info, int gra
       memset(c.dv, 0, (size_t)kn * sizeof(float));
     }
     if (qn == 0 || S == 0) return NULL;
-    parallel_for((int64_t)(B * Hkv), (int64_t)work, att_backward_tasks, &c);
+    c.blocks_per_group = ((int64_t)(Hq / Hkv * T) + ATT_R - 1) / ATT_R;
+    if ((int64_t)(Hq / Hkv * T) >= ATT_GEMM_MIN_ROWS && S <= (uint64_t)INT32_MAX && hd <= (uint64_t)INT32_MAX)
+      c.failed = !att_gemm(&c, 1, (int64_t)B);
+    else
+      parallel_for((int64_t)(B * Hkv), (int64_t)work, att_backward_tasks, &c);
   } else {
     c.out = (float *)(heap + out[0].off);
     if (qn == 0) return NULL;
@@ -914,7 +1159,11 @@ static napi_value attention_entry(napi_env env, napi_callback_info info, int gra
       for (uint64_t i = 0; i < qn; i++) c.out[i] = NAN;
       return NULL;
     }
-    parallel_for((int64_t)(B * Hq * T), (int64_t)work, att_forward_rows, &c);
+    c.blocks_per_group = ((int64_t)(Hq / Hkv * T) + ATT_R - 1) / ATT_R;
+    if ((int64_t)(Hq / Hkv * T) >= ATT_GEMM_MIN_ROWS && S <= (uint64_t)INT32_MAX && hd <= (uint64_t)INT32_MAX)
+      c.failed = !att_gemm(&c, 0, (int64_t)B);
+    else
+      parallel_for((int64_t)B * (int64_t)Hkv * c.blocks_per_group, (int64_t)work, att_forward_blocks, &c);
   }
   if (c.failed) {
     napi_throw_error(env, "PARA_BLAS_NOMEM", "attentionHeap: out of memory");

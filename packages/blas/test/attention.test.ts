@@ -220,42 +220,46 @@ describe.runIf(status.available)(
       tf.dispose([q, k, v, w, mask as tf.Tensor, y, gq, gk, gv]);
     });
 
-    it('rows with every key masked: MASK_NEGATIVE as the generic path (uniform); −Infinity gives 0, never NaN', () => {
-      const B = 1;
-      const [Hq, Hkv, T, S, hd] = [2, 1, 3, 4, 8];
-      const q = tf.tensor4d(scaled(B * Hq * T * hd, 3, 2), [B, Hq, T, hd]); // [B, Hq, T, hd]
-      const k = tf.tensor4d(scaled(B * Hkv * S * hd, 4, 2), [B, Hkv, S, hd]); // [B, Hkv, S, hd]
-      const v = tf.tensor4d(scaled(B * Hkv * S * hd, 5, 1), [B, Hkv, S, hd]); // [B, Hkv, S, hd]
-      // Row 0 fully masked, row 1 partly, row 2 open.
-      const rows = (neg: number) => [neg, neg, neg, neg, 0, neg, 0, neg, 0, 0, 0, 0];
-      for (const neg of [MASK_NEGATIVE, Number.NEGATIVE_INFINITY]) {
-        const mask = tf.tensor4d(rows(neg), [1, 1, T, S]); // [1, 1, T, S]
-        const fused = attention(q, k, v, mask);
-        const was = setFusedKernelsEnabled(false);
-        const generic = attention(q, k, v, mask);
-        setFusedKernelsEnabled(was);
-        const f = fused.dataSync();
-        const g = generic.dataSync();
-        if (neg === MASK_NEGATIVE) expectNear(f, g, 1e-5, 'MASK_NEGATIVE rows');
-        else {
-          expect(f.every((x) => Number.isFinite(x))).toBe(true);
-          for (let h = 0; h < Hq; h++)
-            for (let d = 0; d < hd; d++) expect(f[(h * T + 0) * hd + d]).toBe(0);
-          // the other rows as the generic path
-          const other = (a: Float32Array) => a.filter((_, i) => Math.floor(i / hd) % T !== 0);
-          expectNear(
-            other(f as Float32Array),
-            other(g as Float32Array),
-            1e-5,
-            '−Infinity other rows',
+    for (const T of [3, 16])
+      it(`rows with every key masked (T ${T}: the ${T < 8 ? 'row-block' : 'sgemm'} path): MASK_NEGATIVE as the generic path (uniform); −Infinity gives 0, never NaN`, () => {
+        const B = 1;
+        const [Hq, Hkv, S, hd] = [2, 1, 4, 8];
+        const q = tf.tensor4d(scaled(B * Hq * T * hd, 3, 2), [B, Hq, T, hd]); // [B, Hq, T, hd]
+        const k = tf.tensor4d(scaled(B * Hkv * S * hd, 4, 2), [B, Hkv, S, hd]); // [B, Hkv, S, hd]
+        const v = tf.tensor4d(scaled(B * Hkv * S * hd, 5, 1), [B, Hkv, S, hd]); // [B, Hkv, S, hd]
+        // Row 0 fully masked, row 1 partly, row 2 open.
+        const rows = (neg: number) =>
+          Array.from({ length: T * S }, (_, i) =>
+            i < S ? neg : i < 2 * S ? (i % 2 === 0 ? 0 : neg) : 0,
           );
+        for (const neg of [MASK_NEGATIVE, Number.NEGATIVE_INFINITY]) {
+          const mask = tf.tensor4d(rows(neg), [1, 1, T, S]); // [1, 1, T, S]
+          const fused = attention(q, k, v, mask);
+          const was = setFusedKernelsEnabled(false);
+          const generic = attention(q, k, v, mask);
+          setFusedKernelsEnabled(was);
+          const f = fused.dataSync();
+          const g = generic.dataSync();
+          if (neg === MASK_NEGATIVE) expectNear(f, g, 1e-5, 'MASK_NEGATIVE rows');
+          else {
+            expect(f.every((x) => Number.isFinite(x))).toBe(true);
+            for (let h = 0; h < Hq; h++)
+              for (let d = 0; d < hd; d++) expect(f[(h * T + 0) * hd + d]).toBe(0);
+            // the other rows as the generic path
+            const other = (a: Float32Array) => a.filter((_, i) => Math.floor(i / hd) % T !== 0);
+            expectNear(
+              other(f as Float32Array),
+              other(g as Float32Array),
+              1e-5,
+              '−Infinity other rows',
+            );
+          }
+          const [gq] = tf.grads((a: tf.Tensor) => tf.sum(attention(a, k, v, mask)))([q]);
+          expect((gq as tf.Tensor).dataSync().every((x) => Number.isFinite(x))).toBe(true);
+          tf.dispose([mask, fused, generic, gq as tf.Tensor]);
         }
-        const [gq] = tf.grads((a: tf.Tensor) => tf.sum(attention(a, k, v, mask)))([q]);
-        expect((gq as tf.Tensor).dataSync().every((x) => Number.isFinite(x))).toBe(true);
-        tf.dispose([mask, fused, generic, gq as tf.Tensor]);
-      }
-      tf.dispose([q, k, v]);
-    });
+        tf.dispose([q, k, v]);
+      });
 
     it('a backend with the forward kernel only: dispatched while no tape records, generic under tf.grads', async () => {
       const c: Case = { B: 1, Hq: 2, Hkv: 1, T: 4, S: 4, hd: 8, mask: 'causal' };
