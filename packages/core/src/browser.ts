@@ -11,7 +11,11 @@ import {
   selectBackendFrom,
 } from './backend/select';
 import { installWasmMatmulFix } from './backend/wasm-matmul';
-import { installWebGpuKernelsFrom, type WebGpuKernelsModule } from './backend/webgpu-kernels';
+import {
+  installWebGpuKernelsFrom,
+  raiseStorageBufferLimit,
+  type WebGpuKernelsModule,
+} from './backend/webgpu-kernels';
 
 export * from './index';
 
@@ -47,6 +51,8 @@ export function browserBackendCandidates(options: BrowserBackendOptions = {}): B
           );
         const adapter = await gpu.requestAdapter();
         if (adapter === null) throw new Error('WebGPU found no adapter');
+        // The fused kernels bind more storage buffers than WebGPU's default limit of 8.
+        if (typeof options.webgpuKernels === 'function') raiseStorageBufferLimit(gpu);
         await importOptional(
           '@tensorflow/tfjs-backend-webgpu',
           () => import('@tensorflow/tfjs-backend-webgpu'),

@@ -19,7 +19,16 @@
  * cache).
  */
 
-import { applyRope, attention, geglu, type KVCache, linear, rmsNorm, swiglu } from '@para/ops';
+import {
+  addRmsNorm,
+  applyRope,
+  attention,
+  geglu,
+  type KVCache,
+  linear,
+  rmsNorm,
+  swiglu,
+} from '@para/ops';
 import * as tf from '@tensorflow/tfjs-core';
 import {
   type AdapterContext,
@@ -83,20 +92,28 @@ export function decoderLayer(
 
   // A projection, then the adapter's transform (if it asked for this site), then the per-row
   // state: y += (x · a) · b (LoRA rows), y ⊙ scale (PARA, IA3, DoRA rows), + bias (DoRA, LoRA biases).
-  const project = (site: AdapterSite & keyof LayerWeights, input: tf.Tensor): tf.Tensor => {
+  // `projectParts` stops before the scale so that a later kernel can fold it in.
+  type Parts = { y: tf.Tensor; scale?: tf.Tensor; bias?: tf.Tensor };
+  const projectParts = (site: AdapterSite & keyof LayerWeights, input: tf.Tensor): Parts => {
     const lin = w[site] as Linear;
     let y = linear(input, lin.weight, lin.bias); // [B, T, out]
     if (plan?.sites.has(site) && plan.adapter.transform !== undefined) {
       y = plan.adapter.transform(ctx as AdapterContext<unknown>, site, y, input); // [B, T, out]
     }
-    if (rows === null) return y;
+    if (rows === null) return { y };
     const lora = rows.lora(site);
     if (lora !== undefined) y = tf.add(y, tf.matMul(tf.matMul(input, lora.a), lora.b)); // [B, T, out]
-    const scale = rows.scale(site); // [B, 1, out]
-    if (scale !== undefined) y = tf.mul(y, scale);
-    const bias = rows.bias(site); // [B, 1, out]
-    return bias === undefined ? y : tf.add(y, bias);
+    return { y, scale: rows.scale(site), bias: rows.bias(site) }; // scale, bias [B, 1, out]
   };
+  const finish = ({ y, scale, bias }: Parts): tf.Tensor => {
+    const scaled = scale === undefined ? y : tf.mul(y, scale); // [B, T, out]
+    return bias === undefined ? scaled : tf.add(scaled, bias);
+  };
+  const project = (site: AdapterSite & keyof LayerWeights, input: tf.Tensor) =>
+    finish(projectParts(site, input));
+  // The output without its scale, and the scale, where nothing comes after the scale (no bias).
+  const deferScale = (p: Parts): [tf.Tensor, tf.Tensor | undefined] =>
+    p.bias === undefined ? [p.y, p.scale] : [finish(p), undefined];
 
   // --- attention -------------------------------------------------------------------------
   const normOpts = { unitOffset: c.normUnitOffset };
@@ -114,43 +131,76 @@ export function decoderLayer(
   if (mask === undefined) throw new Error('internal: a sliding layer without a sliding mask');
   const rope = sliding && call.localRope !== undefined ? call.localRope : call;
 
-  let q = project('q_proj', h); // [B, T, Hq·hd]
-  let k = project('k_proj', h); // [B, T, Hkv·hd]
-  if (c.qkNorm === 'projection') {
-    q = norm(q, w.qNorm, 'q_norm'); // [B, T, Hq·hd], over the whole projection (OLMo 2)
-    k = norm(k, w.kNorm, 'k_norm'); // [B, T, Hkv·hd]
-  }
-  const v = project('v_proj', h); // [B, T, Hkv·hd]
   // [B, T, n·hd] → [B, n, T, hd]. With T = 1 (a decode step) the transpose moves no data, so a
   // reshape does it without a kernel launch (launches dominate decode on GPU backends).
   const heads = (t: tf.Tensor, n: number) =>
     T === 1
       ? tf.reshape(t, [B, n, 1, c.headDim])
       : tf.transpose(tf.reshape(t, [B, T, n, c.headDim]), [0, 2, 1, 3]);
-  let qh = heads(q, c.numHeads); // [B, Hq, T, hd]
-  let kh = heads(k, c.numKvHeads); // [B, Hkv, T, hd]
-  if (c.qkNorm === 'head') {
-    qh = norm(qh, w.qNorm, 'q_norm'); // [B, Hq, T, hd], per head over hd
-    kh = norm(kh, w.kNorm, 'k_norm'); // [B, Hkv, T, hd]
+  const rotary = !c.noRopeLayers.includes(layer);
+  let qh: tf.Tensor;
+  let kh: tf.Tensor;
+  let vh: tf.Tensor;
+  if (
+    call.cache !== null &&
+    c.qkNorm === 'none' &&
+    rotary &&
+    (rope.cos.shape[3] as number) === c.headDim
+  ) {
+    // With a cache: RoPE of q and k, the q/k/v scales and the cache write in one call
+    // (`appendRotated`: one dispatch on webgpu with @para/webgpu; the same ops as below elsewhere).
+    const [q, qScale] = deferScale(projectParts('q_proj', h)); // [B, T, Hq·hd]
+    const [k, kScale] = deferScale(projectParts('k_proj', h)); // [B, T, Hkv·hd]
+    const [v, vScale] = deferScale(projectParts('v_proj', h)); // [B, T, Hkv·hd]
+    const scales: { q?: tf.Tensor; k?: tf.Tensor; v?: tf.Tensor } = {};
+    if (qScale !== undefined) scales.q = qScale;
+    if (kScale !== undefined) scales.k = kScale;
+    if (vScale !== undefined) scales.v = vScale;
+    ({
+      q: qh,
+      k: kh,
+      v: vh,
+    } = call.cache.appendRotated(
+      layer,
+      heads(q, c.numHeads),
+      heads(k, c.numKvHeads),
+      heads(v, c.numKvHeads),
+      rope,
+      scales,
+    )); // q [B, Hq, T, hd], k/v [B, Hkv, S, hd]
+  } else {
+    let q = project('q_proj', h); // [B, T, Hq·hd]
+    let k = project('k_proj', h); // [B, T, Hkv·hd]
+    if (c.qkNorm === 'projection') {
+      q = norm(q, w.qNorm, 'q_norm'); // [B, T, Hq·hd], over the whole projection (OLMo 2)
+      k = norm(k, w.kNorm, 'k_norm'); // [B, T, Hkv·hd]
+    }
+    const v = project('v_proj', h); // [B, T, Hkv·hd]
+    qh = heads(q, c.numHeads); // [B, Hq, T, hd]
+    kh = heads(k, c.numKvHeads); // [B, Hkv, T, hd]
+    if (c.qkNorm === 'head') {
+      qh = norm(qh, w.qNorm, 'q_norm'); // [B, Hq, T, hd], per head over hd
+      kh = norm(kh, w.kNorm, 'k_norm'); // [B, Hkv, T, hd]
+    }
+    if (rotary) {
+      const rot = rope.cos.shape[3] as number; // rotary dims (Phi-3's partial_rotary_factor)
+      const rotate = (t: tf.Tensor) => {
+        if (rot === c.headDim) return applyRope(t, rope.cos, rope.sin, rope.sinSigned);
+        const [b, n, tt] = t.shape as [number, number, number, number];
+        const r = applyRope(
+          tf.slice(t, [0, 0, 0, 0], [b, n, tt, rot]),
+          rope.cos,
+          rope.sin,
+          rope.sinSigned,
+        );
+        return tf.concat([r, tf.slice(t, [0, 0, 0, rot], [b, n, tt, c.headDim - rot])], 3);
+      };
+      qh = rotate(qh); // [B, Hq, T, hd]
+      kh = rotate(kh); // [B, Hkv, T, hd]
+    } // else SmolLM3's no-RoPE layer: q and k carry no position
+    vh = heads(v, c.numKvHeads); // [B, Hkv, T, hd]
+    if (call.cache !== null) ({ k: kh, v: vh } = call.cache.append(layer, kh, vh)); // [B, Hkv, S, hd]
   }
-  if (!c.noRopeLayers.includes(layer)) {
-    const rot = rope.cos.shape[3] as number; // rotary dims (Phi-3's partial_rotary_factor)
-    const rotate = (t: tf.Tensor) => {
-      if (rot === c.headDim) return applyRope(t, rope.cos, rope.sin, rope.sinSigned);
-      const [b, n, tt] = t.shape as [number, number, number, number];
-      const r = applyRope(
-        tf.slice(t, [0, 0, 0, 0], [b, n, tt, rot]),
-        rope.cos,
-        rope.sin,
-        rope.sinSigned,
-      );
-      return tf.concat([r, tf.slice(t, [0, 0, 0, rot], [b, n, tt, c.headDim - rot])], 3);
-    };
-    qh = rotate(qh); // [B, Hq, T, hd]
-    kh = rotate(kh); // [B, Hkv, T, hd]
-  } // else SmolLM3's no-RoPE layer: q and k carry no position
-  let vh = heads(v, c.numKvHeads); // [B, Hkv, T, hd]
-  if (call.cache !== null) ({ k: kh, v: vh } = call.cache.append(layer, kh, vh)); // [B, Hkv, S, hd]
   const att = attention(qh, kh, vh, mask, {
     scale: c.queryPreAttnScalar === null ? undefined : c.queryPreAttnScalar ** -0.5,
     softcap: c.attnLogitSoftcapping,
@@ -163,23 +213,51 @@ export function decoderLayer(
   let attnOut = project('o_proj', merged); // [B, T, d]
   if (c.normLayout !== 'pre')
     attnOut = norm(attnOut, w.postAttentionLayernorm, 'post_attention_layernorm');
-  const x1 = tf.add(x, attnOut); // [B, T, d]
+  // The residual add and the norm after it in one op (ParaAddRmsNorm where the backend has it).
+  let x1: tf.Tensor; // [B, T, d]
+  let h2: tf.Tensor; // [B, T, d]
+  if (c.normLayout === 'post') {
+    x1 = tf.add(x, attnOut);
+    h2 = x1;
+  } else {
+    const [weight, name] =
+      c.normLayout === 'sandwich'
+        ? [w.preFeedforwardLayernorm, 'pre_feedforward_layernorm']
+        : [w.postAttentionLayernorm, 'post_attention_layernorm'];
+    if (weight === null) throw new Error(`internal: layer ${layer} has no ${name}`);
+    [x1, h2] = addRmsNorm(x, attnOut, weight, c.rmsNormEps, normOpts);
+  }
 
   // --- MLP (SwiGLU, or Gemma's GeGLU) --------------------------------------------------------
-  const h2 =
-    c.normLayout === 'sandwich'
-      ? norm(x1, w.preFeedforwardLayernorm, 'pre_feedforward_layernorm')
-      : c.normLayout === 'post'
-        ? x1
-        : norm(x1, w.postAttentionLayernorm, 'post_attention_layernorm'); // [B, T, d]
   const gate = project('gate_proj', h2); // [B, T, d_ff]
-  const up = project('up_proj', h2); // [B, T, d_ff]
-  let m = c.hiddenAct === 'gelu_pytorch_tanh' ? geglu(gate, up) : swiglu(gate, up); // [B, T, d_ff]
-  if (plan?.sites.has('down_proj.input') && plan.adapter.transform !== undefined) {
-    m = plan.adapter.transform(ctx as AdapterContext<unknown>, 'down_proj.input', m, m);
-  }
+  let m: tf.Tensor; // [B, T, d_ff]
+  const downTransform =
+    plan?.sites.has('down_proj.input') === true && plan.adapter.transform !== undefined;
   const mScale = rows?.scale('down_proj.input'); // [B, 1, d_ff]
-  if (mScale !== undefined) m = tf.mul(m, mScale);
+  let mScaled = false;
+  if (c.hiddenAct === 'gelu_pytorch_tanh') {
+    m = geglu(gate, project('up_proj', h2));
+  } else {
+    // PARA's up scale (and IA3's down_proj-input scale, when no transform comes between) fold
+    // into the gate (ParaSwiGluScaled where the backend has it; the same ops otherwise).
+    const [up, upScale] = deferScale(projectParts('up_proj', h2)); // [B, T, d_ff]
+    const scales: { upScale?: tf.Tensor; outScale?: tf.Tensor } = {};
+    if (upScale !== undefined) scales.upScale = upScale;
+    if (mScale !== undefined && !downTransform) {
+      scales.outScale = mScale;
+      mScaled = true;
+    }
+    m = swiglu(gate, up, scales);
+  }
+  if (downTransform) {
+    m = plan?.adapter.transform?.(
+      ctx as AdapterContext<unknown>,
+      'down_proj.input',
+      m,
+      m,
+    ) as tf.Tensor;
+  }
+  if (mScale !== undefined && !mScaled) m = tf.mul(m, mScale);
   let mlpOut = project('down_proj', m); // [B, T, d]
   if (c.normLayout !== 'pre')
     mlpOut = norm(mlpOut, w.postFeedforwardLayernorm, 'post_feedforward_layernorm');

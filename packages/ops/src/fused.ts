@@ -22,7 +22,7 @@ import * as tf from '@tensorflow/tfjs-core';
  * | `ParaSwiGluGrad` | `dy`, `gate`, `up` (same shape) | — | `dgate`, `dup` |
  * | `ParaRope` | `x [B, H, T, hd]`, `cos [B or 1, 1, T, hd]`, `sin` (as cos) | `inverse` | `y [B, H, T, hd]` |
  * | `ParaSwiGluScaled` (forward only) | `gate [B, T, F]`, `up [B, T, F]`, `scale [B or 1, 1, F]` | — | `y [B, T, F]` = silu(gate) · up · scale |
- * | `ParaRopeKvWrite` (forward only, writes its cache inputs in place) | `q [B, Hq, T, hd]`, `k`/`v [B, Hkv, T, hd]`, `cos`/`sin [B or 1, 1, T, hd]`, `kCache`/`vCache [B, Hkv, C, hd]`, `slots [B]` int32, optional `qScale [B or 1, 1, Hq·hd]`, `kScale`/`vScale [B or 1, 1, Hkv·hd]` | — | `q′ [B, Hq, T, hd]` = RoPE(q ⊙ qScale); `kCache[b, :, slots[b] + t] = RoPE(k ⊙ kScale)`, `vCache[…] = v ⊙ vScale` for rows with `slots[b] ≥ 0` |
+ * | `ParaRopeKvWrite` (forward only, writes its cache inputs in place) | `q [B, Hq, T, hd]`, `k`/`v [B, Hkv, T, hd]`, `cos`/`sin [B or 1, 1, T, hd]`, `kCache`/`vCache [B, Hkv, C, hd]`, optional `qScale [B or 1, 1, Hq·hd]`, `kScale`/`vScale [B or 1, 1, Hkv·hd]` | `slots` (B numbers: a row's first slot, or −1: no write) | `q′ [B, Hq, T, hd]` = RoPE(q ⊙ qScale); `kCache[b, :, slots[b] + t] = RoPE(k ⊙ kScale)`, `vCache[…] = v ⊙ vScale` for rows with `slots[b] ≥ 0` |
  * | `ParaAttention` | `q [B, Hq, T, hd]`, `k [B, Hkv, S, hd]`, `v [B, Hkv, S, hd]`, `mask [B or 1, 1, T, S]` (optional) | `scale` | `out [B, Hq, T, hd]` |
  * | `ParaAttentionGrad` | `dy [B, Hq, T, hd]`, `q`, `k`, `v`, `mask` (optional) — as the forward | `scale` | `dq [B, Hq, T, hd]`, `dk [B, Hkv, S, hd]`, `dv [B, Hkv, S, hd]` |
  *

@@ -1,7 +1,9 @@
 import { ParaError } from '@para/core';
 import * as tf from '@tensorflow/tfjs-core';
+import { FUSED_KERNELS, hasFusedKernel, recordingGradients } from './fused';
 import { type KVWriteMode, type KVWritePath, kvWritePath, writeKVSlots } from './kv-write';
 import { MASK_NEGATIVE } from './mask';
+import { applyRope } from './rope';
 import { checkMatrix, checkPositiveInt, checkShape } from './shapes';
 
 /**
@@ -76,6 +78,24 @@ export interface CacheStep {
   starts: number[];
   /** `[B]` rows that write in this step (idle and free rows do not). */
   active: boolean[];
+}
+
+/** RoPE tables of a step (`ropeCosSin`), `[B or 1, 1, T, hd]`. */
+export interface StepRope {
+  cos: tf.Tensor;
+  sin: tf.Tensor;
+  sinSigned?: tf.Tensor;
+}
+
+/**
+ * Per-row scales of the projections, folded into {@link KVCache.appendRotated}: `q [B or 1, 1,
+ * Hq·hd]`, `k`/`v [B or 1, 1, Hkv·hd]` (PARA's l_q / l_v, IA3's k and v vectors), in the
+ * projection's layout (head h, dimension j at h·hd + j), applied before the rotation.
+ */
+export interface HeadScales {
+  q?: tf.Tensor;
+  k?: tf.Tensor;
+  v?: tf.Tensor;
 }
 
 interface LayerKV {
@@ -364,6 +384,108 @@ export class KVCache {
     if (step.keyLength === T && step.pastLength === 0) return { k: kNew, v: vNew };
     const kv = this.layers[layerIndex] as LayerKV;
     return { k: tf.reshape(kv.k, kv.k.shape), v: tf.reshape(kv.v, kv.v.shape) }; // views [B, Hkv, C, hd]
+  }
+
+  /**
+   * {@link append} with RoPE and the projections' scales folded in: `q [B, Hq, T, hd]` and
+   * `kNew`/`vNew [B, Hkv, T, hd]` as they leave the projections (no RoPE yet), `rope` the step's
+   * tables, `scales` optional per-row vectors ({@link HeadScales}). Returns the rotated (scaled)
+   * q and the views of `append`. Equal to `applyRope(q ⊙ sq)`, `applyRope(k ⊙ sk)`, `append(…,
+   * v ⊙ sv)`; where the backend has `ParaRopeKvWrite` (@para/webgpu), no gradient is recorded and
+   * the cache is written in place, all of it is one dispatch (a decode step: 4+ launches → 1).
+   */
+  appendRotated(
+    layerIndex: number,
+    q: tf.Tensor,
+    kNew: tf.Tensor,
+    vNew: tf.Tensor,
+    rope: StepRope,
+    scales: HeadScales = {},
+  ): { q: tf.Tensor; k: tf.Tensor; v: tf.Tensor } {
+    this.checkAlive();
+    this.checkLayer(layerIndex);
+    const step = this.current;
+    const [B, Hq, T, hd] = checkShape(q, 'q', [this.batchSize, 'Hq', 'T', 'hd']) as [
+      number,
+      number,
+      number,
+      number,
+    ];
+    const Hkv = kNew.shape[1] as number;
+    const headScale = (s: tf.Tensor | undefined, H: number, field: string) => {
+      if (s === undefined) return undefined;
+      const [sb] = checkShape(s, field, [null, 1, H * hd]);
+      if (sb !== B && sb !== 1) {
+        throw new ParaError('SHAPE_MISMATCH', `${field} batch does not match q`, {
+          field,
+          expected: `[${B} or 1, 1, ${H * hd}]`,
+          actual: `[${s.shape.join(', ')}]`,
+        });
+      }
+      return s;
+    };
+    const sq = headScale(scales.q, Hq, 'scales.q');
+    const sk = headScale(scales.k, Hkv, 'scales.k');
+    const sv = headScale(scales.v, Hkv, 'scales.v');
+    const kv = this.layers[layerIndex];
+    const fused =
+      step !== null &&
+      kv !== undefined &&
+      !(step.keyLength === T && step.pastLength === 0) &&
+      this.appended[layerIndex] !== this.stepId &&
+      q.dtype === 'float32' &&
+      kNew.dtype === 'float32' &&
+      vNew.dtype === 'float32' &&
+      rope.cos.dtype === 'float32' &&
+      rope.sin.dtype === 'float32' &&
+      [sq, sk, sv].every((s) => s === undefined || s.dtype === 'float32') &&
+      q.size > 0 &&
+      hasFusedKernel(FUSED_KERNELS.ropeKvWrite) &&
+      !recordingGradients() &&
+      kvWritePath(kv.k, this.writeMode) === 'webgpu';
+    if (!fused) {
+      return tf.tidy(() => {
+        // [B|1, 1, H·hd] → [B|1, H, 1, hd]: the same elementwise products as scaling [B, T, H·hd].
+        const scaled = (t: tf.Tensor, s: tf.Tensor | undefined, H: number) =>
+          s === undefined ? t : tf.mul(t, tf.reshape(s, [s.shape[0] as number, H, 1, hd]));
+        const qr = applyRope(scaled(q, sq, Hq), rope.cos, rope.sin, rope.sinSigned); // [B, Hq, T, hd]
+        const kr = applyRope(scaled(kNew, sk, Hkv), rope.cos, rope.sin, rope.sinSigned); // [B, Hkv, T, hd]
+        const { k, v } = this.append(layerIndex, kr, scaled(vNew, sv, Hkv)); // [B, Hkv, S, hd]
+        return { q: qr, k, v };
+      });
+    }
+    // Same checks as append (shapes against the cache), then one kernel writes every active row.
+    const expected = [this.batchSize, this.numKvHeads ?? 'Hkv', T, this.headDim ?? 'hd'];
+    const dims = new Map<string, number>([['hd', hd]]);
+    checkShape(kNew, 'kNew', expected, dims);
+    checkShape(vNew, 'vNew', expected, dims);
+    const cosShape = checkShape(rope.cos, 'cos', [null, 1, T, hd]);
+    if (cosShape[0] !== B && cosShape[0] !== 1) {
+      throw new ParaError('SHAPE_MISMATCH', 'cos batch does not match q', {
+        field: 'cos',
+        expected: `[${B} or 1, 1, ${T}, ${hd}]`,
+        actual: `[${cosShape.join(', ')}]`,
+      });
+    }
+    checkShape(rope.sin, 'sin', cosShape);
+    const slots = step.active.map((on, b) => (on ? (step.starts[b] as number) : -1)); // [B]
+    const qr = tf.tidy(() => {
+      const inputs: tf.NamedTensorMap = {
+        q,
+        k: kNew,
+        v: vNew,
+        cos: rope.cos,
+        sin: rope.sin,
+        kCache: kv.k,
+        vCache: kv.v,
+      };
+      if (sq !== undefined) inputs.qScale = sq;
+      if (sk !== undefined) inputs.kScale = sk;
+      if (sv !== undefined) inputs.vScale = sv;
+      return tf.engine().runKernel(FUSED_KERNELS.ropeKvWrite, inputs, { slots }) as tf.Tensor; // [B, Hq, T, hd]
+    });
+    this.appended[layerIndex] = this.stepId;
+    return { q: qr, k: tf.reshape(kv.k, kv.k.shape), v: tf.reshape(kv.v, kv.v.shape) }; // views [B, Hkv, C, hd]
   }
 
   /**

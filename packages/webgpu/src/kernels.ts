@@ -1,6 +1,8 @@
 import * as tf from '@tensorflow/tfjs-core';
+import { addRmsNormKernel, ropeKvWriteKernel } from './multi-kernels';
 import {
   ATTENTION_MAX_HEAD_DIM,
+  addRmsNormDxProgram,
   attentionProgram,
   rmsInvProgram,
   rmsNormDwProgram,
@@ -10,6 +12,7 @@ import {
   swigluDgateProgram,
   swigluDupProgram,
   swigluProgram,
+  swigluScaledProgram,
   type WebGpuProgram,
 } from './programs';
 
@@ -90,6 +93,57 @@ function rmsNormGradKernel({ inputs, backend, attrs }: KernelArgs): tf.TensorInf
   return [view(dx, x.shape), dw];
 }
 
+/** `ParaAddRmsNormGrad`: rinv of the sum, dx (+ dsum), dweight — three dispatches (training). */
+function addRmsNormGradKernel({ inputs, backend, attrs }: KernelArgs): tf.TensorInfo[] {
+  const b = backend as WebGpuBackendLike;
+  const { dy, dsum, sum, weight } = inputs as {
+    dy: tf.TensorInfo;
+    dsum: tf.TensorInfo;
+    sum: tf.TensorInfo;
+    weight: tf.TensorInfo;
+  };
+  const [rows, d] = rowsOf(sum);
+  const unit = attrs?.unitOffset === true ? 1 : 0;
+  const s2 = view(sum, [rows, d]);
+  const dy2 = view(dy, [rows, d]);
+  const rinv = b.runWebGPUProgram(rmsInvProgram(rows, d), [s2], 'float32', [
+    ...i32(rows, d),
+    ...f32(Number(attrs?.eps ?? 1e-6)),
+  ]);
+  const dx = b.runWebGPUProgram(
+    addRmsNormDxProgram(rows, d),
+    [dy2, s2, weight, rinv, view(dsum, [rows, d])],
+    'float32',
+    i32(rows, d, unit),
+  );
+  const dw = b.runWebGPUProgram(rmsNormDwProgram(d), [dy2, s2, rinv], 'float32', i32(rows, d));
+  b.disposeData(rinv.dataId);
+  return [view(dx, sum.shape), dw];
+}
+
+/**
+ * `ParaSwiGluScaled` (forward only): `gate [B, T, F]`, `up` (same), `scale [B or 1, 1, F]` →
+ * `silu(gate) · up · scale` in one dispatch.
+ */
+function swigluScaledKernel({ inputs, backend }: KernelArgs): tf.TensorInfo {
+  const b = backend as WebGpuBackendLike;
+  const { gate, up, scale } = inputs as {
+    gate: tf.TensorInfo;
+    up: tf.TensorInfo;
+    scale: tf.TensorInfo;
+  };
+  const n = size(gate.shape);
+  const F = gate.shape[gate.shape.length - 1] as number;
+  const T = gate.shape.length === 3 ? (gate.shape[1] as number) : 1;
+  const out = b.runWebGPUProgram(
+    swigluScaledProgram(n),
+    [view(gate, [n]), view(up, [n]), view(scale, [size(scale.shape)])],
+    'float32',
+    i32(T, F, scale.shape[0] as number),
+  );
+  return view(out, gate.shape);
+}
+
 function swigluKernel({ inputs, backend }: KernelArgs): tf.TensorInfo {
   const b = backend as WebGpuBackendLike;
   const { gate, up } = inputs as { gate: tf.TensorInfo; up: tf.TensorInfo };
@@ -125,7 +179,8 @@ function ropeKernel({ inputs, backend, attrs }: KernelArgs): tf.TensorInfo {
 }
 
 /**
- * `ParaDecodeAttention` (this package's own kernel; @para/ops does not call it yet): inputs `q
+ * `ParaAttention` (forward only; @para/ops' attention() dispatches to it outside gradient
+ * recording): inputs `q
  * [B, Hq, T, hd]`, `k`/`v [B, Hkv, S, hd]` (Hq a multiple of Hkv), optionally `mask [B or 1, 1,
  * T, S]` (additive); attr `scale` (default 1/√hd). Output `[B, Hq, T, hd]`: exactly @para/ops'
  * `attention(q, k, v, mask, { scale })` (no softcap) in one dispatch. No gradient: for decode
@@ -143,7 +198,7 @@ function attentionKernel({ inputs, backend, attrs }: KernelArgs): tf.TensorInfo 
   const [, hkv, S] = k.shape as [number, number, number, number];
   if (hd > ATTENTION_MAX_HEAD_DIM || hq % hkv !== 0) {
     throw new Error(
-      `ParaDecodeAttention: head_dim ${hd} (at most ${ATTENTION_MAX_HEAD_DIM}) and ${hq} query heads over ${hkv} kv heads (a multiple) are not supported`,
+      `ParaAttention: head_dim ${hd} (at most ${ATTENTION_MAX_HEAD_DIM}) and ${hq} query heads over ${hkv} kv heads (a multiple) are not supported`,
     );
   }
   const rows = B * hq * t;
@@ -169,7 +224,11 @@ const KERNELS: Record<string, (args: KernelArgs) => tf.TensorInfo | tf.TensorInf
   ParaSwiGlu: swigluKernel,
   ParaSwiGluGrad: swigluGradKernel,
   ParaRope: ropeKernel,
-  ParaDecodeAttention: attentionKernel,
+  ParaAddRmsNorm: addRmsNormKernel as unknown as (args: KernelArgs) => tf.TensorInfo[],
+  ParaAddRmsNormGrad: addRmsNormGradKernel,
+  ParaSwiGluScaled: swigluScaledKernel,
+  ParaRopeKvWrite: ropeKvWriteKernel as unknown as (args: KernelArgs) => tf.TensorInfo,
+  ParaAttention: attentionKernel,
 };
 
 /** Names of the kernels {@link installWebGpuKernels} registers. */

@@ -400,3 +400,41 @@ export function attentionProgram(rows: number, hd: number, masked: boolean): Web
 `,
   };
 }
+
+/**
+ * `dx [rows, d]` of the residual add + RMSNorm at `sum`: `dsum + r·g − sum·r³·mean(g·sum)` (the
+ * RMSNorm dx of {@link rmsNormDxProgram} plus the gradient that reached `sum` directly).
+ */
+export function addRmsNormDxProgram(rows: number, d: number): WebGpuProgram {
+  const p = rmsNormDxProgram(rows, d);
+  return {
+    ...p,
+    shaderKey: 'para_addrmsnorm_dx',
+    variableNames: ['dy', 'xs', 'weight', 'rinv', 'dsum'],
+    getUserCode: () =>
+      p
+        .getUserCode()
+        .replace(
+          'result[base + c] = r * g - xs[base + c] * k;',
+          'result[base + c] = dsum[base + c] + (r * g - xs[base + c] * k);',
+        ),
+  };
+}
+
+/**
+ * `y [B, T, F] = gate · σ(gate) · up · scale` with `scale [B or 1, 1, F]` (`scaleBatch` 1 or B,
+ * a uniform): SwiGLU with PARA's `up` scale or IA3's down_proj-input scale folded in.
+ */
+export function swigluScaledProgram(n: number): WebGpuProgram {
+  return elementwise(
+    'para_swiglu_scaled',
+    n,
+    ['gate', 'up', 'scale'],
+    `let g = gate[i]; ${SIGMOID}
+    let f = i % uniforms.f;
+    let b = i / (uniforms.f * uniforms.t);
+    let sb = select(0, b, uniforms.scaleBatch > 1);
+    let v = ((g * s) * up[i]) * scale[sb * uniforms.f + f];`,
+    't : i32, f : i32, scaleBatch : i32,',
+  );
+}

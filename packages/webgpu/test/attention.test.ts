@@ -3,7 +3,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { attention } from '../../ops/src/index';
 import { expectNear, listed, seeded, useWebGpu } from './helpers';
 
-/** `ParaDecodeAttention` straight through the engine (@para/ops does not dispatch to it yet). */
+/** `ParaAttention` straight through the engine (@para/ops does not dispatch to it yet). */
 function fused(
   q: tf.Tensor,
   k: tf.Tensor,
@@ -15,7 +15,7 @@ function fused(
   if (mask !== null) inputs.mask = mask;
   return tf
     .engine()
-    .runKernel('ParaDecodeAttention', inputs, scale === undefined ? {} : { scale }) as tf.Tensor;
+    .runKernel('ParaAttention', inputs, scale === undefined ? {} : { scale }) as tf.Tensor;
 }
 
 /** An additive mask [Bm, 1, T, S]: -1e9 (MASK_NEGATIVE) on a seeded third of the keys, never the last. */
@@ -27,7 +27,7 @@ function maskOf(Bm: number, T: number, S: number, seed: number): tf.Tensor {
 }
 
 describe.skipIf(!listed('webgpu'))(
-  'ParaDecodeAttention on webgpu equals @para/ops attention (generic tfjs path)',
+  'ParaAttention on webgpu equals @para/ops attention (generic tfjs path)',
   () => {
     beforeAll(async () => {
       await useWebGpu();
@@ -55,7 +55,7 @@ describe.skipIf(!listed('webgpu'))(
           const want = attention(q, k, v, mask);
           const info = await tf.profile(() => fused(q, k, v, mask));
           const got = info.result as tf.Tensor;
-          expect(info.kernelNames).toEqual(['ParaDecodeAttention']);
+          expect(info.kernelNames).toEqual(['ParaAttention']);
           expect(got.shape).toEqual([B, Hq, T, hd]);
           expectNear(
             (await got.data()) as Float32Array,

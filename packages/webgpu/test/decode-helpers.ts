@@ -2,7 +2,10 @@ import * as tf from '@tensorflow/tfjs-core';
 
 /** What a decode-step measurement says: GPU dispatches and tfjs kernels (Reshape excepted). */
 export interface StepCount {
-  /** `runWebGPUProgram` calls: every compute dispatch, the KV-cache writes included. */
+  /**
+   * Compute dispatches (`GPUComputePassEncoder.dispatchWorkgroups` calls): every program the
+   * backend runs, the KV-cache writes and this package's multi-output kernels included.
+   */
   dispatches: number;
   /** Kernels through the engine (tf.profile), Reshape excluded (it runs no program). */
   kernels: number;
@@ -10,6 +13,10 @@ export interface StepCount {
   byKernel: [string, number][];
   /** Per program shaderKey prefix, for the report. */
   byProgram: [string, number][];
+}
+
+interface Dispatching {
+  dispatchWorkgroups: (...args: unknown[]) => unknown;
 }
 
 interface Countable {
@@ -24,14 +31,20 @@ interface Countable {
 export async function countDecodeStep(run: (n: number) => Promise<unknown>): Promise<StepCount> {
   const backend = tf.backend() as unknown as Countable;
   const original = backend.runWebGPUProgram;
+  const pass = (globalThis as unknown as { GPUComputePassEncoder: { prototype: Dispatching } })
+    .GPUComputePassEncoder.prototype;
+  const dispatch = pass.dispatchWorkgroups;
   const measure = async (n: number) => {
     const programs = new Map<string, number>();
     let dispatches = 0;
     backend.runWebGPUProgram = function (this: unknown, program, ...rest) {
-      dispatches++;
       const key = program.shaderKey.split('_').slice(0, 1).join('_') || program.shaderKey;
       programs.set(key, (programs.get(key) ?? 0) + 1);
       return original.call(this, program, ...rest);
+    };
+    pass.dispatchWorkgroups = function (this: unknown, ...args: unknown[]) {
+      dispatches++;
+      return dispatch.apply(this, args);
     };
     let names: string[];
     try {
@@ -39,6 +52,7 @@ export async function countDecodeStep(run: (n: number) => Promise<unknown>): Pro
       names = info.kernels.map((k) => k.name);
     } finally {
       backend.runWebGPUProgram = original;
+      pass.dispatchWorkgroups = dispatch;
     }
     return { dispatches, names, programs };
   };

@@ -5,8 +5,8 @@ import { initBackend } from '@para/core/node';
 import { type GenerateOptions, loadPretrained } from '@para/model/node';
 import * as tf from '@tensorflow/tfjs-core';
 import { expect, it } from 'vitest';
-import { installWebGpuKernels, webGpuKernelsInstalled } from '../src/index';
-import { listed } from './helpers';
+import { webGpuKernelsInstalled } from '../src/index';
+import { listed, useWebGpu } from './helpers';
 
 const ASSETS = fileURLToPath(new URL('../../../assets', import.meta.url));
 const ADAPTERS = readdirSync(`${ASSETS}/adapters`, { withFileTypes: true })
@@ -54,9 +54,7 @@ it.skipIf(!listed('webgpu') || !listed('wasm'))(
     await initBackend({ backend: 'wasm' });
     expect(tf.getBackend()).toBe('wasm');
     const wasm = await decodeAll();
-    await initBackend({ backend: 'webgpu' });
-    expect(tf.getBackend()).toBe('webgpu');
-    expect(installWebGpuKernels()).toBe(true);
+    await useWebGpu();
     const before = tf.memory().numTensors;
     const webgpu = await decodeAll();
     expect(webGpuKernelsInstalled()).toBe(true);

@@ -1,7 +1,7 @@
 import { initBackend } from '@para/core/node';
 import * as tf from '@tensorflow/tfjs-core';
 import { expect } from 'vitest';
-import { installWebGpuKernels } from '../src/index';
+import { installWebGpuKernels, WEBGPU_KERNEL_NAMES } from '../src/index';
 
 /**
  * Whether PARA_TEST_BACKENDS (default cpu,wasm,webgpu, as every package's numeric tests) lists
@@ -16,12 +16,17 @@ export function listed(backend: string): boolean {
 }
 
 /**
- * Start the webgpu backend (Dawn in Node) and install this package's kernels. The caller
- * installs them: @para/core's backend start-up does not (yet) call installWebGpuKernels.
+ * Start the webgpu backend (Dawn in Node) and install this package's kernels from the sources
+ * under test. @para/core's start-up installs the kernels of the built package (dist, another
+ * module instance); those are unregistered first so that the tests exercise src.
  */
 export async function useWebGpu(): Promise<void> {
   if (tf.getBackend() !== 'webgpu') await initBackend({ backend: 'webgpu' });
   expect(tf.getBackend()).toBe('webgpu');
+  if (!installWebGpuKernels()) {
+    for (const name of WEBGPU_KERNEL_NAMES)
+      if (tf.getKernel(name, 'webgpu') !== undefined) tf.unregisterKernel(name, 'webgpu');
+  }
   expect(installWebGpuKernels()).toBe(true);
 }
 

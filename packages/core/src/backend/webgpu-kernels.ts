@@ -39,3 +39,41 @@ export async function installWebGpuKernelsFrom(
   const names = [...(mod.WEBGPU_KERNEL_NAMES ?? [])].filter((n) => !n.endsWith('Grad'));
   return `fused kernels: @para/webgpu WGSL${all ? '' : ' (some names were taken by other kernels)'} (${names.join(', ')})`;
 }
+
+interface AdapterLike {
+  limits?: { maxStorageBuffersPerShaderStage?: number };
+  requestDevice(descriptor?: { requiredLimits?: Record<string, number> }): Promise<unknown>;
+}
+
+/**
+ * Make `gpu.requestAdapter()`'s adapters request devices with the adapter's own
+ * `maxStorageBuffersPerShaderStage` (tfjs-backend-webgpu asks for the default, 8): @para/webgpu's
+ * fused RoPE + KV-cache write binds up to 11 buffers (q′, the two caches, q, k, v, cos, sin and
+ * the q/k/v scales) and otherwise applies the scales in dispatches of their own. Call before
+ * the webgpu backend requests its device. Changes nothing if the objects cannot be patched.
+ */
+export function raiseStorageBufferLimit(gpu: {
+  requestAdapter(options?: Record<string, unknown>): Promise<unknown>;
+}): void {
+  const request = gpu.requestAdapter.bind(gpu);
+  try {
+    gpu.requestAdapter = async (options?: Record<string, unknown>) => {
+      const adapter = (await request(options)) as AdapterLike | null;
+      const max = adapter?.limits?.maxStorageBuffersPerShaderStage;
+      if (adapter === null || typeof max !== 'number') return adapter;
+      const requestDevice = adapter.requestDevice.bind(adapter);
+      try {
+        adapter.requestDevice = (descriptor = {}) =>
+          requestDevice({
+            ...descriptor,
+            requiredLimits: { ...descriptor.requiredLimits, maxStorageBuffersPerShaderStage: max },
+          });
+      } catch {
+        // a frozen adapter: the default limit
+      }
+      return adapter;
+    };
+  } catch {
+    // a read-only requestAdapter: the default limit
+  }
+}

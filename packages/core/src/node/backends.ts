@@ -5,7 +5,11 @@ import { pathToFileURL } from 'node:url';
 import * as tf from '@tensorflow/tfjs-core';
 import { type BackendCandidate, importOptional, isModuleNotFound } from '../backend/select';
 import { installWasmMatmulFix } from '../backend/wasm-matmul';
-import { installWebGpuKernelsFrom, type WebGpuKernelsModule } from '../backend/webgpu-kernels';
+import {
+  installWebGpuKernelsFrom,
+  raiseStorageBufferLimit,
+  type WebGpuKernelsModule,
+} from '../backend/webgpu-kernels';
 import {
   locateTfjsNode,
   TFJS_NODE_PACKAGES,
@@ -226,6 +230,8 @@ async function installDawnNavigatorGpu(): Promise<string> {
       gpu.requestAdapter = (o: Record<string, unknown> = {}) =>
         request({ ...o, featureLevel: 'compatibility' });
     }
+    // @para/webgpu's fused kernels bind more storage buffers than WebGPU's default limit.
+    if (process.env.PARA_FUSED !== '0') raiseStorageBufferLimit(gpu);
     Object.defineProperty(globalThis, 'navigator', {
       value: { ...(globalThis as { navigator?: object }).navigator, gpu },
       configurable: true,
