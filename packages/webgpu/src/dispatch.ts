@@ -91,8 +91,16 @@ function intArrayVec4s(d: MultiDispatch): number {
   return n;
 }
 
+let limitOverride: number | undefined;
+
+/** Tests: pretend the device allows `n` storage buffers per stage (undefined: the device's). */
+export function overrideStorageBuffersLimit(n: number | undefined): void {
+  limitOverride = n;
+}
+
 /** Storage buffers a dispatch binds (outputs + inputs): at most the device's per-stage limit. */
 export function storageBuffersLimit(backend: unknown): number {
+  if (limitOverride !== undefined) return limitOverride;
   const limits = (backend as { device?: { limits?: { maxStorageBuffersPerShaderStage?: number } } })
     .device?.limits;
   return limits?.maxStorageBuffersPerShaderStage ?? 8;
