@@ -206,6 +206,12 @@ describe('para bench serve', () => {
       expect(p.ttftMs.p50).toBeGreaterThan(0);
       expect(p.ttftMs.p99).toBeGreaterThanOrEqual(p.ttftMs.p50);
       expect(p.itlMs.p99).toBeGreaterThanOrEqual(p.itlMs.p50);
+      // Every request was prefilled and decoded by the engine within the phase.
+      const { prefill, insert, decode } = p.engineShare;
+      expect(prefill).toBeGreaterThan(0);
+      expect(decode).toBeGreaterThan(0);
+      expect(insert).toBeGreaterThanOrEqual(0);
+      expect(prefill + insert + decode).toBeLessThanOrEqual(1.05);
     }
     for (const v of ['bare', 'para', 'lora']) expect(out.sequential[v]).toBeGreaterThan(0);
     expect(out.ratios.concurrency).toBe(2);

@@ -184,6 +184,12 @@ export interface EngineStats {
   rows: number;
   /** Times the running state was created or resized. */
   resizes: number;
+  /**
+   * Wall-clock milliseconds the loop spent since start: prefilling newcomers (their first
+   * logits read back included), copying them into the running state (`insertRows` and
+   * resizes), and in decode steps (logits read back and sampling included).
+   */
+  busyMs: { prefill: number; insert: number; decode: number };
   closed: boolean;
 }
 
@@ -254,6 +260,7 @@ export class Engine {
   private finished = 0;
   private steps = 0;
   private prefills = 0;
+  private readonly busyMs = { prefill: 0, insert: 0, decode: 0 };
   private resizes = 0;
   private closing = false;
   /** Set by `close` past its deadline: every running row is cancelled. */
@@ -326,6 +333,7 @@ export class Engine {
       prefills: this.prefills,
       rows: this.rows.length,
       resizes: this.resizes,
+      busyMs: { ...this.busyMs },
       closed: this.closing,
     };
   }
@@ -614,6 +622,15 @@ export class Engine {
 
   /** Moves the running rows into a new state of `size` rows (≥ the running rows). */
   private resize(size: number): void {
+    const t0 = performance.now();
+    try {
+      this.resizeTo(size);
+    } finally {
+      this.busyMs.insert += performance.now() - t0;
+    }
+  }
+
+  private resizeTo(size: number): void {
     const fresh = this.model.emptyState(size, {
       capacity: this.maxLen,
       // A mixed batch of bare rows: rows bring their own adapter state in (`insertRows`).
@@ -718,9 +735,12 @@ export class Engine {
       this.admitting += group.length;
       let firsts: Float32Array[] | null = null;
       let newcomers: DecodeState | undefined;
+      const t0 = performance.now();
       try {
         ({ firsts, state: newcomers } = await this.prefillGroup(group));
+        this.busyMs.prefill += performance.now() - t0;
       } catch (e) {
+        this.busyMs.prefill += performance.now() - t0;
         if (group.length === 1) {
           this.admitting -= 1;
           this.fail(group[0] as Job, e);
@@ -747,14 +767,17 @@ export class Engine {
           into.push(free[fromRows.length - 1] as number);
         });
         if (fromRows.length > 0) {
+          const t1 = performance.now();
           try {
             this.ensureState().insertRows(newcomers, { rows: fromRows, into });
+            this.busyMs.insert += performance.now() - t1;
             fromRows.forEach((i, k) => {
               const job = group[i] as Job;
               this.rows[into[k] as number] = job;
               job.row = into[k] as number;
             });
           } catch (e) {
+            this.busyMs.insert += performance.now() - t1;
             for (const i of fromRows) this.fail(group[i] as Job, e);
           }
         }
@@ -797,6 +820,15 @@ export class Engine {
   private async step(): Promise<void> {
     this.maybeShrink();
     const state = this.ensureState();
+    const t0 = performance.now();
+    try {
+      await this.decodeRows(state);
+    } finally {
+      this.busyMs.decode += performance.now() - t0;
+    }
+  }
+
+  private async decodeRows(state: DecodeState): Promise<void> {
     const active = this.rows.map((j) => j !== null);
     const last = this.rows.map((j) => (j === null ? 0 : (j.tokens[j.tokens.length - 1] as number)));
     const logits = this.model.decodeStep(last, state, { active });

@@ -42,7 +42,7 @@ import {
   saveAdapter,
 } from '@para/adapters/node';
 import type { CausalLM, ModelConfig } from '@para/model/node';
-import { AdapterRegistry, createServer, directorySource } from '@para/serve/node';
+import { AdapterRegistry, createServer, directorySource, type ParaServer } from '@para/serve/node';
 import type { ParaTokenizer } from '@para/tokenizer';
 import * as tf from '@tensorflow/tfjs-core';
 import { matchingLoraRank } from './multitenant';
@@ -79,6 +79,11 @@ export interface ServePhase {
   requestsPerSecond: number;
   ttftMs: { p50: number; p99: number };
   itlMs: { p50: number; p99: number };
+  /**
+   * Shares of the phase's wall time the server's engine spent prefilling newcomers, copying
+   * them into the running state, and in decode steps (the rest: HTTP, streaming, idle).
+   */
+  engineShare: { prefill: number; insert: number; decode: number };
 }
 
 export interface ServeBenchResult {
@@ -211,10 +216,14 @@ function percentile(values: number[], p: number): number {
   return s[Math.min(s.length - 1, Math.max(0, Math.ceil((p / 100) * s.length) - 1))] as number;
 }
 
+type BusyMs = ReturnType<ParaServer['engine']['stats']>['busyMs'];
+
 function summarise(
   concurrency: number,
   variant: ServeVariant,
   records: RequestRecord[],
+  busy0: BusyMs,
+  busy1: BusyMs,
 ): ServePhase {
   const t0 = Math.min(...records.map((r) => r.start));
   const t1 = Math.max(...records.map((r) => r.end));
@@ -233,6 +242,11 @@ function summarise(
     requestsPerSecond: records.length / seconds,
     ttftMs: { p50: percentile(ttft, 50), p99: percentile(ttft, 99) },
     itlMs: { p50: percentile(itl, 50), p99: percentile(itl, 99) },
+    engineShare: {
+      prefill: (busy1.prefill - busy0.prefill) / 1000 / seconds,
+      insert: (busy1.insert - busy0.insert) / 1000 / seconds,
+      decode: (busy1.decode - busy0.decode) / 1000 / seconds,
+    },
   };
 }
 
@@ -305,8 +319,10 @@ export async function runServeBench(options: ServeBenchOptions): Promise<ServeBe
       for (const [ci, c] of concurrency.entries()) {
         for (let k = 0; k < variants.length; k++) {
           const v = variants[(round + ci + k) % variants.length] as ServeVariant;
+          const busy0 = server.engine.stats().busyMs;
           const records = await runLoad(url, clientsOf(v, c), R, N);
-          const phase = summarise(c, v, records);
+          const busy1 = server.engine.stats().busyMs;
+          const phase = summarise(c, v, records, busy0, busy1);
           phases.push(phase);
           log(
             `round ${round + 1}/${rounds} C=${c} ${v.padEnd(4)}: ${phase.outputTokensPerSecond.toFixed(1)} tok/s, ${phase.requestsPerSecond.toFixed(2)} req/s, TTFT p50 ${phase.ttftMs.p50.toFixed(0)} ms, ITL p50 ${phase.itlMs.p50.toFixed(1)} ms`,

@@ -31,11 +31,12 @@ export function formatServeBench(r: ServeBenchOutput): string {
     `each client its own tenant, ${r.requestsPerClient} streamed requests per client, prompt ${r.promptLength} tokens, ${r.newTokens} new tokens (ignore_eos), greedy; best of ${r.rounds} rounds per cell`,
     `per tenant: PARA r=${r.paraRank} (q/v/up) ${r.parameters.para} params, LoRA q+v r=${r.loraRank} ${r.parameters.lora} params`,
     '',
-    `${'C'.padStart(3)} ${'variant'.padEnd(8)}${'tok/s'.padStart(9)}${'req/s'.padStart(8)}${'TTFT p50'.padStart(10)}${'p99'.padStart(8)}${'ITL p50'.padStart(9)}${'p99'.padStart(8)}   (ms)`,
+    `${'C'.padStart(3)} ${'variant'.padEnd(8)}${'tok/s'.padStart(9)}${'req/s'.padStart(8)}${'TTFT p50'.padStart(10)}${'p99'.padStart(8)}${'ITL p50'.padStart(9)}${'p99'.padStart(8)}   (ms)   engine busy: prefill / insert / decode`,
   ];
+  const pct = (x: number) => `${(100 * x).toFixed(0)}%`;
   for (const p of r.phases) {
     lines.push(
-      `${String(p.concurrency).padStart(3)} ${p.variant.padEnd(8)}${f(p.outputTokensPerSecond).padStart(9)}${f(p.requestsPerSecond, 2).padStart(8)}${f(p.ttftMs.p50, 0).padStart(10)}${f(p.ttftMs.p99, 0).padStart(8)}${f(p.itlMs.p50).padStart(9)}${f(p.itlMs.p99).padStart(8)}`,
+      `${String(p.concurrency).padStart(3)} ${p.variant.padEnd(8)}${f(p.outputTokensPerSecond).padStart(9)}${f(p.requestsPerSecond, 2).padStart(8)}${f(p.ttftMs.p50, 0).padStart(10)}${f(p.ttftMs.p99, 0).padStart(8)}${f(p.itlMs.p50).padStart(9)}${f(p.itlMs.p99).padStart(8)}          ${pct(p.engineShare.prefill)} / ${pct(p.engineShare.insert)} / ${pct(p.engineShare.decode)}`,
     );
   }
   const seq = Object.entries(r.sequential);
