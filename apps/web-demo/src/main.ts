@@ -247,6 +247,8 @@ $('eval-tenant').addEventListener('change', syncEvalTask);
 // ---- loss chart (uPlot) ------------------------------------------------------------------
 
 const lossData: [number[], number[]] = [[], []];
+/** Every progress line of the current run (window.paraDemo.lossChart, for tests). */
+const trainProgress: string[] = [];
 let totalSteps = 1;
 const chartBox = $('train-chart');
 const chartWidth = () => Math.max(240, Math.min(900, chartBox.clientWidth || 640));
@@ -392,9 +394,9 @@ async function chooseBackend(): Promise<{ c: EngineClient; r: InitResult }> {
   const asked = new URLSearchParams(location.search).get('backend');
   const cache = readBenchCache();
   if (asked) {
+    document.body.dataset.bench = 'skipped';
     const s = await startEngine(asked, asked);
     renderReport(s.r.report, cache?.results ?? [], 'asked for with ?backend=');
-    document.body.dataset.bench = 'skipped';
     return s;
   }
   const cachedBest = cache === null ? null : fastest(cache.results);
@@ -624,6 +626,9 @@ async function exampleRows(chosen: string[], k: number): Promise<ExampleRow[]> {
 $('side-by-side').addEventListener('click', () =>
   guarded(async () => {
     setBusy(true);
+    const table = $('side-output');
+    (table.querySelector('tbody') as HTMLTableSectionElement).replaceChildren();
+    $('side-speed').textContent = '';
     try {
       const chosen = [...$('side-tenants').querySelectorAll<HTMLInputElement>('input:checked')].map(
         (i) => i.value,
@@ -674,6 +679,7 @@ $('side-by-side').addEventListener('click', () =>
           return tr;
         }),
       );
+      table.dataset.done = String(Date.now());
       $('side-speed').textContent =
         `${outputs.length} rows in one batch · ${(ms / 1000).toFixed(1)} s · ${tokensPerSec.toFixed(1)} tokens/s`;
     } finally {
@@ -891,6 +897,7 @@ $('train-start').addEventListener('click', () =>
     const status = $('train-status');
     delete status.dataset.done;
     status.textContent = 'preparing…';
+    trainProgress.length = 0;
     try {
       const data = await trainingData();
       const name = $<HTMLInputElement>('train-name').value.trim();
@@ -919,6 +926,7 @@ $('train-start').addEventListener('click', () =>
             $('train-chart').dataset.losses = JSON.stringify(lossData[1]);
             $('train-loss').textContent = e.loss.toFixed(4);
             status.textContent = `step ${e.step} / ${e.totalSteps} · ${fmtInt(e.tokensPerSec)} tokens/s · elapsed ${fmtDuration(e.elapsedMs)} · ETA ${fmtDuration(e.etaMs)} · lr ${e.lr.toExponential(2)}`;
+            trainProgress.push(status.textContent);
           }
         },
       );
@@ -1015,12 +1023,21 @@ declare global {
         binned: [number[][][], number[][][]];
         scale: number;
       } | null;
+      /** The loss chart: the steps plotted, the step axis' tick labels, the run's progress lines. */
+      lossChart(): { steps: number[]; ticks: string[]; progress: string[] };
     };
   }
 }
 window.paraDemo = {
   logits: (prompt, tenant) => engine().call<'logits', number[]>('logits', { prompt, tenant }),
   bench: (tokens) => engine().call('bench', { tokens }),
+  lossChart: () => ({
+    steps: [...lossData[0]],
+    ticks: ((chart.axes[0] as { _values?: (string | number | null)[] })._values ?? [])
+      .filter((v) => v !== null && v !== '')
+      .map(String),
+    progress: [...trainProgress],
+  }),
   heatmap: () =>
     lastHeatmap === null
       ? null
