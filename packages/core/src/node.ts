@@ -5,13 +5,14 @@
  * file handles and written atomically.
  */
 import { type BackendReport, type SelectBackendOptions, selectBackendFrom } from './backend/select';
-import { nodeBackendCandidates } from './node/backends';
+import { type NodeBackendOptions, nodeBackendCandidates } from './node/backends';
 
 export * from './index';
 export {
   importFromApp,
   installOptionalBlas,
   installOptionalWebGpuKernels,
+  type NodeBackendOptions,
   nodeBackendCandidates,
   tensorflowSetupCommand,
 } from './node/backends';
@@ -22,8 +23,10 @@ export * from './node/tensorflow';
  * Start the best backend on Node. `options.backend` wins, then the PARA_BACKEND environment
  * variable; an explicit choice that cannot start throws BACKEND_UNAVAILABLE.
  */
-export function initBackend(options: SelectBackendOptions = {}): Promise<BackendReport> {
-  return selectBackendFrom('node', nodeBackendCandidates(), {
+export function initBackend(
+  options: SelectBackendOptions & NodeBackendOptions = {},
+): Promise<BackendReport> {
+  return selectBackendFrom('node', nodeBackendCandidates(options), {
     envBackend: process.env.PARA_BACKEND,
     ...options,
   });

@@ -50,7 +50,7 @@ export async function importFromApp<T = unknown>(specifier: string): Promise<T> 
  * tfjs-node-gpu, else tfjs-node), then wasm (SIMD), then plain-JS cpu. WebGPU through Dawn (the
  * `webgpu` package) is started only when asked for (`--backend webgpu` / PARA_BACKEND=webgpu).
  */
-export function nodeBackendCandidates(): BackendCandidate[] {
+export function nodeBackendCandidates(options: NodeBackendOptions = {}): BackendCandidate[] {
   return [
     {
       name: 'tensorflow',
@@ -92,7 +92,7 @@ export function nodeBackendCandidates(): BackendCandidate[] {
         );
         // @para/webgpu's fused WGSL kernels (RMSNorm, SwiGLU, RoPE, attention, ...) where the
         // application has the package, unless PARA_FUSED=0.
-        return `${adapter}; ${await installOptionalWebGpuKernels()}`;
+        return `${adapter}; ${await installOptionalWebGpuKernels(options.webgpuKernels)}`;
       },
     },
   ];
@@ -249,14 +249,31 @@ async function installDawnNavigatorGpu(): Promise<string> {
 
 /**
  * Install @para/webgpu's fused WGSL kernels for the webgpu backend when the package loads
- * (PARA_FUSED=0 turns this off, as it does @para/blas's fused kernels on wasm). Returns the
+ * (from `loader`, else from the application; PARA_FUSED=0 turns this off, as it does @para/blas's fused kernels on wasm). Returns the
  * report's phrase: `fused kernels: @para/webgpu WGSL (ParaRmsNorm, …)`, or why none.
  */
-export function installOptionalWebGpuKernels(): Promise<string> {
+export function installOptionalWebGpuKernels(
+  loader?: (() => Promise<WebGpuKernelsModule>) | false,
+): Promise<string> {
+  const disabled =
+    process.env.PARA_FUSED === '0'
+      ? 'PARA_FUSED=0'
+      : loader === false
+        ? 'webgpuKernels: false'
+        : undefined;
   return installWebGpuKernelsFrom(
-    () => importFromApp<WebGpuKernelsModule>('@para/webgpu'),
-    process.env.PARA_FUSED === '0' ? 'PARA_FUSED=0' : undefined,
+    loader || (() => importFromApp<WebGpuKernelsModule>('@para/webgpu')),
+    disabled,
   );
+}
+
+/** Options of the Node backend candidates. */
+export interface NodeBackendOptions {
+  /**
+   * How to load @para/webgpu when webgpu starts: a loader (`() => import('@para/webgpu')`, for a
+   * package that depends on it), `false` for none; default: import it from the application.
+   */
+  webgpuKernels?: (() => Promise<WebGpuKernelsModule>) | false;
 }
 
 interface BlasModuleLike {
