@@ -26,7 +26,10 @@ let started: Promise<BackendReport> | null = null;
 /** Starts the backend once (later calls return the same report). */
 export function ready(options: ReadyOptions = {}): Promise<BackendReport> {
   if (started === null)
-    started = initBackend(options.backend === undefined ? {} : { backend: options.backend });
+    started = initBackend({
+      ...(options.backend === undefined ? {} : { backend: options.backend }),
+      webgpuKernels: () => import('@para/webgpu'), // fused WGSL kernels when webgpu starts
+    });
   return started;
 }
 

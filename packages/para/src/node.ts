@@ -33,9 +33,10 @@ let started: Promise<NodeBackendReport> | null = null;
 export function ready(options: ReadyOptions = {}): Promise<NodeBackendReport> {
   if (started !== null) return started;
   started = (async () => {
-    const report = await initBackend(
-      options.backend === undefined ? {} : { backend: options.backend },
-    );
+    const report = await initBackend({
+      ...(options.backend === undefined ? {} : { backend: options.backend }),
+      webgpuKernels: () => import('@para/webgpu'), // fused WGSL kernels when webgpu starts
+    });
     const matmul = report.active === 'wasm' ? await installOptionalBlas() : null;
     return { ...report, matmul };
   })();
