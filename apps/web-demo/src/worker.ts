@@ -38,6 +38,7 @@ async function handle(id: number, r: Request): Promise<unknown> {
       const report = await initBackend({
         ...(r.backend ? { backend: r.backend } : {}),
         wasmPaths: r.wasmPaths,
+        webgpuKernels: () => import('@para/webgpu'), // @para/webgpu's fused WGSL kernels
         probe: true,
       });
       engine = await Engine.load(urlAssets(r.assetBase), (loaded, total) =>
