@@ -14,6 +14,14 @@
  */
 
 export { type AttentionOptions, attention, repeatKv } from './attention';
+export {
+  FUSED_KERNELS,
+  type FusedKernelName,
+  fusedWeightedCrossEntropy,
+  hasFusedKernel,
+  recordingGradients,
+  setFusedKernelsEnabled,
+} from './fused';
 export { type CacheStep, KVCache, type KVCacheOptions } from './kv-cache';
 export {
   type KVWrite,
