@@ -1,6 +1,6 @@
 /*
  * @para/blas: fused float32 kernels for TensorFlow.js's wasm backend (RMSNorm, residual add +
- * RMSNorm, SwiGLU, RoPE, attention and their gradients), computed directly on the wasm heap like matmulHeap.
+ * RMSNorm, SwiGLU, RoPE, attention, cross-entropy and their gradients), computed directly on the wasm heap like matmulHeap.
  *
  *   rmsNormHeap(heap, params)       params: [x, w, y, rows, d, eps, unitOffset]
  *   rmsNormGradHeap(heap, params)   params: [dy, x, w, dx, dw, rows, d, eps, unitOffset]
@@ -12,6 +12,8 @@
  *   attentionHeap(heap, params)     params: [q, k, v, mask, out, B, Hq, Hkv, T, S, hd, maskBatch, scale]
  *   attentionGradHeap(heap, params) params: [dy, q, k, v, mask, dq, dk, dv, B, Hq, Hkv, T, S, hd, maskBatch, scale]
  *                                   (mask: -1 for none)
+ *   crossEntropyHeap(heap, params)  params: [logits, targets (int32), weights, loss, lse, N, V]
+ *   crossEntropyGradHeap(heap, params) params: [dy, logits, targets, weights, lse, dlogits, N, V]
  *   fusedInfo()                     -> { threads, parallelMinElements }
  *
  * Offsets are byte offsets into `heap` (an ArrayBuffer); every operand is contiguous float32.
@@ -787,6 +789,74 @@ static int att_gemm(const att_t *c, int grad, int64_t B) {
   return 1;
 }
 
+
+/* ---------- cross-entropy from logits (weighted sum of per-row nll) ---------- */
+
+/*
+ * Rows n of logits [N, V]: lse[n] = max + log Σ exp(x − max) (the sum in double), nll[n] =
+ * lse[n] − x[n, target[n]] with the target clamped into [0, V), loss = Σ w[n]·nll[n] (per-thread
+ * partial sums in double, added in thread order). The gradient: dlogits[n, j] = dy·w[n]·(exp(x[n,
+ * j] − lse[n]) − [j = target[n]]).
+ */
+typedef struct {
+  const float *x, *w, *lse_in, *dy;
+  const int32_t *t;
+  float *lse, *dx;
+  double *part; /* [MAX_THREADS] */
+  int64_t v;
+} ce_t;
+
+static inline int64_t ce_target(const int32_t *t, int64_t n, int64_t V) {
+  const int64_t k = t[n];
+  return k < 0 ? 0 : k >= V ? V - 1 : k;
+}
+
+HOT static void ce_forward_rows(void *vctx, int64_t begin, int64_t end, int tid) {
+  ce_t *c = (ce_t *)vctx;
+  const int64_t V = c->v;
+  double acc = 0;
+  for (int64_t n = begin; n < end; n++) {
+    const float *x = c->x + n * V;
+    float m = -INFINITY;
+    int nan = 0;
+    for (int64_t j = 0; j < V; j++) {
+      nan |= x[j] != x[j];
+      m = x[j] > m ? x[j] : m;
+    }
+    float lse;
+    if (nan) lse = NAN;
+    else if (m == INFINITY || m == -INFINITY) lse = NAN; /* the generic path: x − max = ±inf ∓ inf */
+    else {
+      float part[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+      int64_t j = 0;
+      for (; j + 8 <= V; j += 8) {
+        for (int l = 0; l < 8; l++) part[l] += exp_f(x[j + l] - m);
+      }
+      double s = 0;
+      for (; j < V; j++) s += (double)exp_f(x[j] - m);
+      for (int l = 0; l < 8; l++) s += part[l];
+      lse = (float)((double)m + log(s));
+    }
+    c->lse[n] = lse;
+    acc += (double)c->w[n] * ((double)lse - (double)x[ce_target(c->t, n, V)]);
+  }
+  c->part[tid] += acc;
+}
+
+HOT static void ce_backward_rows(void *vctx, int64_t begin, int64_t end, int tid) {
+  (void)tid;
+  const ce_t *c = (const ce_t *)vctx;
+  const int64_t V = c->v;
+  const float dy = c->dy[0];
+  for (int64_t n = begin; n < end; n++) {
+    const float *x = c->x + n * V;
+    float *d = c->dx + n * V;
+    const float g = dy * c->w[n], lse = c->lse_in[n];
+    for (int64_t j = 0; j < V; j++) d[j] = g * exp_f(x[j] - lse);
+    d[ce_target(c->t, n, V)] -= g;
+  }
+}
+
 /* ---------- argument checking ---------- */
 
 #define NAPI_CALL(env, call)                                                                   \
@@ -1175,6 +1245,67 @@ static napi_value attention_entry(napi_env env, napi_callback_info info, int gra
 static napi_value AttentionHeap(napi_env env, napi_callback_info info) { return attention_entry(env, info, 0); }
 static napi_value AttentionGradHeap(napi_env env, napi_callback_info info) { return attention_entry(env, info, 1); }
 
+
+/*
+ * crossEntropyHeap(heap, [logits, targets, weights, loss, lse, N, V])
+ * crossEntropyGradHeap(heap, [dy, logits, targets, weights, lse, dlogits, N, V])
+ * targets int32, everything else float32; loss and dy one element.
+ */
+static napi_value ce_entry(napi_env env, napi_callback_info info, int grad) {
+  const char *name = grad ? "crossEntropyGradHeap" : "crossEntropyHeap";
+  uint8_t *heap;
+  size_t size;
+  const double *p;
+  if (!heap_args(env, info, name, grad ? 8 : 7, &heap, &size, &p)) return NULL;
+  const double *dm = p + (grad ? 6 : 5);
+  uint64_t total;
+  if (!dims_ok(dm[0], dm[1], &total)) return throw_range(env, "crossEntropyHeap: N and V must be non-negative integers");
+  const int64_t N = (int64_t)dm[0], V = (int64_t)dm[1];
+  if (V < 1) return throw_range(env, "crossEntropyHeap: V must be at least 1");
+  ce_t c;
+  memset(&c, 0, sizeof c);
+  c.v = V;
+  if (grad) {
+    span_t dy, x, t, w, lse, dx;
+    if (!span_ok(p[0], 1, size, &dy) || !span_ok(p[1], total, size, &x) || !span_ok(p[2], (uint64_t)N, size, &t) ||
+        !span_ok(p[3], (uint64_t)N, size, &w) || !span_ok(p[4], (uint64_t)N, size, &lse) ||
+        !span_ok(p[5], total, size, &dx))
+      return throw_range(env, "crossEntropyGradHeap: an operand lies outside the heap (or is not 4-byte aligned)");
+    const span_t in[5] = {dy, x, t, w, lse};
+    if (!disjoint(in, 5, &dx, 1)) return throw_range(env, "crossEntropyGradHeap: the output overlaps an input");
+    c.dy = (const float *)(heap + dy.off);
+    c.x = (const float *)(heap + x.off);
+    c.t = (const int32_t *)(heap + t.off);
+    c.w = (const float *)(heap + w.off);
+    c.lse_in = (const float *)(heap + lse.off);
+    c.dx = (float *)(heap + dx.off);
+    parallel_for(N, (int64_t)total, ce_backward_rows, &c);
+    return NULL;
+  }
+  span_t x, t, w, loss, lse;
+  if (!span_ok(p[0], total, size, &x) || !span_ok(p[1], (uint64_t)N, size, &t) || !span_ok(p[2], (uint64_t)N, size, &w) ||
+      !span_ok(p[3], 1, size, &loss) || !span_ok(p[4], (uint64_t)N, size, &lse))
+    return throw_range(env, "crossEntropyHeap: an operand lies outside the heap (or is not 4-byte aligned)");
+  const span_t in[3] = {x, t, w};
+  const span_t out[2] = {loss, lse};
+  if (!disjoint(in, 3, out, 2)) return throw_range(env, "crossEntropyHeap: an output overlaps an input or the other output");
+  double part[MAX_THREADS];
+  for (int i = 0; i < MAX_THREADS; i++) part[i] = 0;
+  c.x = (const float *)(heap + x.off);
+  c.t = (const int32_t *)(heap + t.off);
+  c.w = (const float *)(heap + w.off);
+  c.lse = (float *)(heap + lse.off);
+  c.part = part;
+  parallel_for(N, (int64_t)total, ce_forward_rows, &c);
+  double s = 0;
+  for (int i = 0; i < MAX_THREADS; i++) s += part[i];
+  *(float *)(heap + loss.off) = (float)s;
+  return NULL;
+}
+
+static napi_value CrossEntropyHeap(napi_env env, napi_callback_info info) { return ce_entry(env, info, 0); }
+static napi_value CrossEntropyGradHeap(napi_env env, napi_callback_info info) { return ce_entry(env, info, 1); }
+
 static napi_value FusedInfo(napi_env env, napi_callback_info info) {
   (void)info;
   napi_value obj, v;
@@ -1198,6 +1329,8 @@ napi_status para_fused_init(napi_env env, napi_value exports) {
       {"ropeHeap", NULL, RopeHeap, NULL, NULL, NULL, napi_enumerable, NULL},
       {"attentionHeap", NULL, AttentionHeap, NULL, NULL, NULL, napi_enumerable, NULL},
       {"attentionGradHeap", NULL, AttentionGradHeap, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"crossEntropyHeap", NULL, CrossEntropyHeap, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"crossEntropyGradHeap", NULL, CrossEntropyGradHeap, NULL, NULL, NULL, napi_enumerable, NULL},
       {"fusedInfo", NULL, FusedInfo, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   return napi_define_properties(env, exports, sizeof props / sizeof props[0], props);

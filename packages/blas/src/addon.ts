@@ -54,6 +54,10 @@ export interface BlasAddon {
   attentionHeap?(heap: ArrayBuffer, params: Float64Array): void;
   /** [dy, q, k, v, mask (-1: none), dq, dk, dv, B, Hq, Hkv, T, S, hd, maskBatch, scale]. */
   attentionGradHeap?(heap: ArrayBuffer, params: Float64Array): void;
+  /** [logits, targets (int32), weights, loss, lse, N, V] (byte offsets). */
+  crossEntropyHeap?(heap: ArrayBuffer, params: Float64Array): void;
+  /** [dy, logits, targets, weights, lse, dlogits, N, V]. */
+  crossEntropyGradHeap?(heap: ArrayBuffer, params: Float64Array): void;
   fusedInfo?(): { threads: number; parallelMinElements: number };
 }
 

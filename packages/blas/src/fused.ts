@@ -4,7 +4,7 @@ import type { KernelArgs, TensorInfoLike, WasmBackendLike } from './kernels';
 
 /*
  * Fused kernels for tfjs's wasm backend — ParaRmsNorm, ParaRmsNormGrad, ParaAddRmsNorm,
- * ParaAddRmsNormGrad, ParaSwiGlu, ParaSwiGluGrad, ParaRope, ParaAttention, ParaAttentionGrad — computed in C (native/para_fused.c) directly on the wasm heap, as
+ * ParaAddRmsNormGrad, ParaSwiGlu, ParaSwiGluGrad, ParaRope, ParaAttention, ParaAttentionGrad, ParaCrossEntropy, ParaCrossEntropyGrad — computed in C (native/para_fused.c) directly on the wasm heap, as
  * the matmuls are. Their contract (inputs, attrs, outputs, math) is @para/ops' `fused.ts`, whose
  * ops call them where they are registered and whose registered gradients call the Grad kernels.
  * A shared (threaded) heap, which the addon cannot address, is computed by the same math in
@@ -21,6 +21,8 @@ export const FUSED_KERNEL_NAMES = [
   'ParaRope',
   'ParaAttention',
   'ParaAttentionGrad',
+  'ParaCrossEntropy',
+  'ParaCrossEntropyGrad',
 ] as const;
 
 const size = (shape: number[]) => shape.reduce((a, b) => a * b, 1);
@@ -332,6 +334,65 @@ export const jsAttention = {
           for (let d = 0; d < hd; d++)
             m[dq + r * hd + d] = Number.isNaN(inv) ? Number.NaN : (acc[d] as number) * scale;
         }
+  },
+};
+
+/** Exported for tests: the cross-entropy fallback's math (element offsets; targets as int32 view). */
+export const jsCrossEntropy = {
+  forward(
+    m: Float32Array,
+    i32: Int32Array,
+    x: number,
+    t: number,
+    w: number,
+    loss: number,
+    lse: number,
+    N: number,
+    V: number,
+  ) {
+    let acc = 0;
+    for (let n = 0; n < N; n++) {
+      let mx = Number.NEGATIVE_INFINITY;
+      let nan = false;
+      for (let j = 0; j < V; j++) {
+        const v = m[x + n * V + j] as number;
+        if (Number.isNaN(v)) nan = true;
+        else if (v > mx) mx = v;
+      }
+      let l: number;
+      if (nan || !Number.isFinite(mx)) l = Number.NaN;
+      else {
+        let s = 0;
+        for (let j = 0; j < V; j++) s += Math.exp((m[x + n * V + j] as number) - mx);
+        l = Math.fround(mx + Math.log(s));
+      }
+      m[lse + n] = l;
+      const k = Math.min(Math.max(i32[t + n] as number, 0), V - 1);
+      acc += (m[w + n] as number) * (l - (m[x + n * V + k] as number));
+    }
+    m[loss] = acc;
+  },
+  backward(
+    m: Float32Array,
+    i32: Int32Array,
+    dy: number,
+    x: number,
+    t: number,
+    w: number,
+    lse: number,
+    dx: number,
+    N: number,
+    V: number,
+  ) {
+    const d = m[dy] as number;
+    for (let n = 0; n < N; n++) {
+      const g = d * (m[w + n] as number);
+      const l = m[lse + n] as number;
+      for (let j = 0; j < V; j++)
+        m[dx + n * V + j] = g * Math.exp((m[x + n * V + j] as number) - l);
+      const k = Math.min(Math.max(i32[t + n] as number, 0), V - 1);
+      m[dx + n * V + k] = (m[dx + n * V + k] as number) - g;
+    }
   },
 };
 
@@ -724,6 +785,105 @@ function attentionGradKernel(addon: Native): tf.KernelFunc {
   };
 }
 
+function needInt(inputs: KernelArgs['inputs'], name: string, kernel: string): TensorInfoLike {
+  const t = inputs[name];
+  if (t === undefined) throw new Error(`${kernel}: missing input "${name}"`);
+  if (t.dtype !== 'int32')
+    throw new Error(`${kernel}: input "${name}" must be int32, got ${t.dtype}`);
+  return t;
+}
+
+function ceDims(
+  K: string,
+  x: TensorInfoLike,
+  t: TensorInfoLike,
+  w: TensorInfoLike,
+): { N: number; V: number } {
+  const [N, V] = x.shape as [number, number];
+  if (x.shape.length !== 2 || N < 1 || V < 1)
+    throw new Error(`${K}: logits [${x.shape}] must be [N, V], non-empty`);
+  if (t.shape.length !== 1 || t.shape[0] !== N)
+    throw new Error(`${K}: targets [${t.shape}] is not [${N}]`);
+  if (w.shape.length !== 1 || w.shape[0] !== N)
+    throw new Error(`${K}: weights [${w.shape}] is not [${N}]`);
+  return { N, V };
+}
+
+function crossEntropyKernel(addon: Native): tf.KernelFunc {
+  return (args) => {
+    const { inputs, backend: be } = args as unknown as KernelArgs;
+    const K = 'ParaCrossEntropy';
+    const backend = asWasm(be, K);
+    const x = need(inputs, 'logits', K);
+    const t = needInt(inputs, 'targets', K);
+    const w = need(inputs, 'weights', K);
+    const { N, V } = ceDims(K, x, t, w);
+    const [xo, to, wo] = [offset(backend, x), offset(backend, t), offset(backend, w)];
+    return compute(
+      backend,
+      [[], [N]],
+      (heap, [lo, so]) =>
+        addon.crossEntropyHeap(heap, Float64Array.of(xo, to, wo, lo as number, so as number, N, V)),
+      (m, [lo, so]) =>
+        jsCrossEntropy.forward(
+          m,
+          new Int32Array(m.buffer),
+          xo / 4,
+          to / 4,
+          wo / 4,
+          (lo as number) / 4,
+          (so as number) / 4,
+          N,
+          V,
+        ),
+    ) as tf.TensorInfo[];
+  };
+}
+
+function crossEntropyGradKernel(addon: Native): tf.KernelFunc {
+  return (args) => {
+    const { inputs, backend: be } = args as unknown as KernelArgs;
+    const K = 'ParaCrossEntropyGrad';
+    const backend = asWasm(be, K);
+    const dy = need(inputs, 'dy', K);
+    const x = need(inputs, 'logits', K);
+    const t = needInt(inputs, 'targets', K);
+    const w = need(inputs, 'weights', K);
+    const lse = need(inputs, 'lse', K);
+    const { N, V } = ceDims(K, x, t, w);
+    if (size(dy.shape) !== 1) throw new Error(`${K}: dy [${dy.shape}] must be a scalar`);
+    if (lse.shape.length !== 1 || lse.shape[0] !== N)
+      throw new Error(`${K}: lse [${lse.shape}] is not [${N}]`);
+    const [dyo, xo, to, wo, so] = [
+      offset(backend, dy),
+      offset(backend, x),
+      offset(backend, t),
+      offset(backend, w),
+      offset(backend, lse),
+    ];
+    const [dx] = compute(
+      backend,
+      [x.shape],
+      (heap, [dxo]) =>
+        addon.crossEntropyGradHeap(heap, Float64Array.of(dyo, xo, to, wo, so, dxo as number, N, V)),
+      (m, [dxo]) =>
+        jsCrossEntropy.backward(
+          m,
+          new Int32Array(m.buffer),
+          dyo / 4,
+          xo / 4,
+          to / 4,
+          wo / 4,
+          so / 4,
+          (dxo as number) / 4,
+          N,
+          V,
+        ),
+    );
+    return dx as tf.TensorInfo;
+  };
+}
+
 const MAKERS: Record<(typeof FUSED_KERNEL_NAMES)[number], (a: Native) => tf.KernelFunc> = {
   ParaRmsNorm: rmsNormKernel,
   ParaRmsNormGrad: rmsNormGradKernel,
@@ -734,6 +894,8 @@ const MAKERS: Record<(typeof FUSED_KERNEL_NAMES)[number], (a: Native) => tf.Kern
   ParaRope: ropeKernel,
   ParaAttention: attentionKernel,
   ParaAttentionGrad: attentionGradKernel,
+  ParaCrossEntropy: crossEntropyKernel,
+  ParaCrossEntropyGrad: crossEntropyGradKernel,
 };
 
 function hasFusedFunctions(addon: BlasAddon | undefined): addon is Native {
@@ -747,7 +909,9 @@ function hasFusedFunctions(addon: BlasAddon | undefined): addon is Native {
     typeof addon.swigluGradHeap === 'function' &&
     typeof addon.ropeHeap === 'function' &&
     typeof addon.attentionHeap === 'function' &&
-    typeof addon.attentionGradHeap === 'function'
+    typeof addon.attentionGradHeap === 'function' &&
+    typeof addon.crossEntropyHeap === 'function' &&
+    typeof addon.crossEntropyGradHeap === 'function'
   );
 }
 
@@ -769,7 +933,7 @@ export function fusedKernelsProblem(): string | undefined {
 
 /**
  * Register the fused kernels (ParaRmsNorm, ParaRmsNormGrad, ParaAddRmsNorm, ParaAddRmsNormGrad,
- * ParaSwiGlu, ParaSwiGluGrad, ParaRope, ParaAttention, ParaAttentionGrad) for the wasm backend; @para/ops then uses them. `installBlasKernels()` calls this.
+ * ParaSwiGlu, ParaSwiGluGrad, ParaRope, ParaAttention, ParaAttentionGrad, ParaCrossEntropy, ParaCrossEntropyGrad) for the wasm backend; @para/ops then uses them. `installBlasKernels()` calls this.
  * Returns false, changing nothing, when the addon (or a binary with these kernels) is
  * unavailable or PARA_FUSED=0 is set. A kernel someone else registered under one of these
  * names is left in place. Idempotent.

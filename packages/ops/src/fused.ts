@@ -25,6 +25,8 @@ import * as tf from '@tensorflow/tfjs-core';
  * | `ParaRopeKvWrite` (forward only, writes its cache inputs in place) | `q [B, Hq, T, hd]`, `k`/`v [B, Hkv, T, hd]`, `cos`/`sin [B or 1, 1, T, hd]`, `kCache`/`vCache [B, Hkv, C, hd]`, optional `qScale [B or 1, 1, Hq·hd]`, `kScale`/`vScale [B or 1, 1, Hkv·hd]` | `slots` (B numbers: a row's first slot, or −1: no write) | `q′ [B, Hq, T, hd]` = RoPE(q ⊙ qScale); `kCache[b, :, slots[b] + t] = RoPE(k ⊙ kScale)`, `vCache[…] = v ⊙ vScale` for rows with `slots[b] ≥ 0` |
  * | `ParaAttention` | `q [B, Hq, T, hd]`, `k [B, Hkv, S, hd]`, `v [B, Hkv, S, hd]`, `mask [B or 1, 1, T, S]` (optional) | `scale` | `out [B, Hq, T, hd]` |
  * | `ParaAttentionGrad` | `dy [B, Hq, T, hd]`, `q`, `k`, `v`, `mask` (optional) — as the forward | `scale` | `dq [B, Hq, T, hd]`, `dk [B, Hkv, S, hd]`, `dv [B, Hkv, S, hd]` |
+ * | `ParaCrossEntropy` | `logits [N, V]`, `targets [N]` (int32), `weights [N]` | — | `loss []` = Σ_n weights[n] · nll[n], `lse [N]` = logsumexp(logits[n, :]) |
+ * | `ParaCrossEntropyGrad` | `dy []` (of loss), `logits [N, V]`, `targets [N]`, `weights [N]`, `lse [N]` (the forward's) | — | `dlogits [N, V]` = dy · weights[n] · (exp(logits − lse[n]) − onehot(target[n])) |
  *
  * - RMSNorm: w′ = weight, or (1 + weight) with `unitOffset` (Gemma); the mean of squares and the
  *   reciprocal square root per row of d, in float32 or better. With r = rsqrt(mean(x²) + eps),
@@ -55,6 +57,11 @@ import * as tf from '@tensorflow/tfjs-core';
  *   The mask is a constant: no gradient flows to it through the fused path.
  *   A backend may register `ParaAttention` without `ParaAttentionGrad` (WebGPU does): then the
  *   op dispatches to it only while no gradient is being recorded (see {@link recordingGradients}).
+ * - Cross-entropy (@para/train's `weightedCrossEntropy`): `nll[n] = lse[n] − logits[n, t[n]]`
+ *   with the target clamped into [0, V) (targets at zero-weight positions may hold anything);
+ *   `lse` max-subtracted in float32 or better (a row holding NaN or ±Infinity: NaN, as the
+ *   generic path); the sum over rows in float32 or better. Every row counts, weight 0 included
+ *   (0 · NaN stays NaN, so a non-finite logit is never hidden). V ≥ 1, N ≥ 1.
  * - Forward-only kernels (no Grad kernel; dispatched only while no gradient is recorded):
  *   `ParaSwiGluScaled` folds PARA's `up` scale or IA3's down_proj-input scale into the gate
  *   (`swiglu(gate, up, { scale })`). `ParaRopeKvWrite` is the KV cache's append with RoPE
@@ -73,6 +80,8 @@ export const FUSED_KERNELS = {
   rope: 'ParaRope',
   attention: 'ParaAttention',
   attentionGrad: 'ParaAttentionGrad',
+  crossEntropy: 'ParaCrossEntropy',
+  crossEntropyGrad: 'ParaCrossEntropyGrad',
   swigluScaled: 'ParaSwiGluScaled',
   ropeKvWrite: 'ParaRopeKvWrite',
 } as const;
@@ -305,4 +314,40 @@ export function fusedAttention(
     };
   });
   return (f as unknown as (q: tf.Tensor, k: tf.Tensor, v: tf.Tensor) => tf.Tensor)(q, k, v);
+}
+
+/**
+ * `ParaCrossEntropy`: `Σ_n weights[n] · nll[n]` for `logits [N, V]` float32, `targets [N]` int32,
+ * `weights [N]` float32 (a scalar), differentiable in `logits` through `ParaCrossEntropyGrad`
+ * (the caller checks that both kernels are registered). `targets` and `weights` are data.
+ */
+export function fusedWeightedCrossEntropy(
+  logits: tf.Tensor,
+  targets: tf.Tensor,
+  weights: tf.Tensor,
+): tf.Scalar {
+  const f = tf.customGrad((...args: unknown[]) => {
+    const [x, save] = args as [tf.Tensor, tf.GradSaveFunc];
+    const [loss, lse] = tf
+      .engine()
+      .runKernel(FUSED_KERNELS.crossEntropy, { logits: x, targets, weights }) as [
+      tf.Scalar,
+      tf.Tensor,
+    ];
+    save([x, targets, weights, lse as tf.Tensor]);
+    return {
+      value: loss as tf.Scalar,
+      gradFunc: (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[]) => {
+        const [sx, st, sw, sl] = saved as [tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor];
+        return tf.engine().runKernel(FUSED_KERNELS.crossEntropyGrad, {
+          dy: dy as tf.Tensor,
+          logits: sx,
+          targets: st,
+          weights: sw,
+          lse: sl,
+        }) as tf.Tensor; // [N, V]
+      },
+    };
+  });
+  return (f as unknown as (x: tf.Tensor) => tf.Scalar)(logits);
 }

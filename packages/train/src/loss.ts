@@ -15,9 +15,14 @@
  * logits block, a third of a whole training step). Here the gradient is written out by hand,
  * `∂loss/∂logits[n, :] = weight[n] · (softmax(logits[n, :]) − onehot(target[n]))`, with
  * `tf.customGrad`, using only kernels that are fast on every backend.
+ *
+ * Where the backend registers the fused kernels `ParaCrossEntropy` and `ParaCrossEntropyGrad`
+ * (@para/ops' fused.ts; @para/blas on wasm), float32 logits run as one kernel forward (loss and the
+ * per-row logsumexp) and one backward (the whole `[N, V]` gradient in one pass) instead of ~12.
  */
 
 import { ParaError } from '@para/core';
+import { FUSED_KERNELS, fusedWeightedCrossEntropy, hasFusedKernel } from '@para/ops';
 import * as tf from '@tensorflow/tfjs-core';
 
 /**
@@ -51,6 +56,21 @@ export function weightedCrossEntropy(
       expected: `[${N}]`,
       actual: `[${weights.shape.join(', ')}]`,
     });
+  }
+  if (
+    logits.dtype === 'float32' &&
+    N > 0 &&
+    (logits.shape[1] as number) > 0 &&
+    hasFusedKernel(FUSED_KERNELS.crossEntropy) &&
+    hasFusedKernel(FUSED_KERNELS.crossEntropyGrad)
+  ) {
+    return tf.tidy(() =>
+      fusedWeightedCrossEntropy(
+        logits,
+        targets,
+        weights.dtype === 'float32' ? weights : tf.cast(weights, 'float32'), // [N]
+      ),
+    );
   }
   const f = tf.customGrad(((x: tf.Tensor, save: tf.GradSaveFunc) => {
     const safeTargets = tf.clipByValue(targets, 0, V - 1); // [N] int32

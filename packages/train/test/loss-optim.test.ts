@@ -1,7 +1,84 @@
+import { FUSED_KERNELS, hasFusedKernel, setFusedKernelsEnabled } from '@para/ops';
 import * as tf from '@tensorflow/tfjs-core';
 import { describe, expect, it } from 'vitest';
 import { AdamW, clipScale, globalNorm, makeSchedule, weightedCrossEntropy } from '../src/index';
 import { expectClose, testBackends, useBackend } from './helpers/backends';
+
+/** Value and gradient of weightedCrossEntropy, fused kernels dispatched or not. */
+async function lossAndGrad(
+  x: tf.Tensor,
+  t: tf.Tensor,
+  w: tf.Tensor,
+  fused: boolean,
+): Promise<[Float32Array, Float32Array, string[]]> {
+  const was = setFusedKernelsEnabled(fused);
+  try {
+    const prof = await tf.profile(() => weightedCrossEntropy(x, t, w));
+    const value = (await (prof.result as tf.Tensor).data()) as Float32Array;
+    tf.dispose(prof.result as tf.Tensor);
+    const g = tf.grad((xx: tf.Tensor) => weightedCrossEntropy(xx, t, w))(x);
+    const grad = (await g.data()) as Float32Array;
+    g.dispose();
+    return [value, grad, prof.kernelNames];
+  } finally {
+    setFusedKernelsEnabled(was);
+  }
+}
+
+for (const backend of testBackends().filter((b) => b === 'wasm')) {
+  describe('weightedCrossEntropy through the fused kernels (ParaCrossEntropy, @para/blas on wasm)', () => {
+    it('are registered where @para/blas loaded (skipped, saying so, elsewhere)', async () => {
+      await useBackend(backend);
+      if (!hasFusedKernel(FUSED_KERNELS.crossEntropy))
+        console.warn('ParaCrossEntropy is not registered on wasm here (no @para/blas addon)');
+    });
+    // N × V: small, odd, and past the single-thread threshold; weights with zeros; targets
+    // outside [0, V) at zero-weight positions (clamped).
+    for (const [N, V] of [
+      [1, 2],
+      [7, 13],
+      [33, 257],
+      [300, 4099],
+    ] as const) {
+      it(`[${N}, ${V}]: value and gradient equal the generic path; one kernel forward`, async () => {
+        await useBackend(backend);
+        if (!hasFusedKernel(FUSED_KERNELS.crossEntropy)) return;
+        const x = tf.randomNormal([N, V], 0, 4, 'float32', N + V); // [N, V]
+        const tv = Array.from({ length: N }, (_, n) => (n * 7919) % V);
+        const wv = Array.from({ length: N }, (_, n) => (n % 3 === 1 ? 0 : 1 / N));
+        for (let n = 1; n < N; n += 3) tv[n] = n % 2 === 0 ? -5 : V + 3; // zero weight: anything
+        const t = tf.tensor1d(tv, 'int32'); // [N]
+        const w = tf.tensor1d(wv); // [N]
+        const before = tf.memory().numTensors;
+        const [fv, fg, fk] = await lossAndGrad(x, t, w, true);
+        const [gv, gg, gk] = await lossAndGrad(x, t, w, false);
+        expect(tf.memory().numTensors).toBe(before);
+        // (customGrad's own record is named 'unnamed scope'; it runs no kernel)
+        expect(fk.filter((k) => k !== 'unnamed scope')).toEqual(['ParaCrossEntropy']);
+        expect(gk.length).toBeGreaterThan(5);
+        expectClose(fv, gv, 1e-5, 1e-5, 'loss');
+        expectClose(fg, gg, 1e-6, 1e-5, 'gradient');
+        tf.dispose([x, t, w]);
+      });
+    }
+    it('a non-finite logit gives NaN (weight 0 included), as the generic path', async () => {
+      await useBackend(backend);
+      if (!hasFusedKernel(FUSED_KERNELS.crossEntropy)) return;
+      for (const bad of [Number.NaN, Number.POSITIVE_INFINITY, Number.NEGATIVE_INFINITY]) {
+        const xv = Array.from({ length: 12 }, (_, i) => Math.sin(i));
+        xv[5] = bad; // row 1, weight 0
+        const x = tf.tensor2d(xv, [3, 4]);
+        const t = tf.tensor1d([0, 1, 2], 'int32');
+        const w = tf.tensor1d([0.5, 0, 0.5]);
+        const [fv] = await lossAndGrad(x, t, w, true);
+        const [gv] = await lossAndGrad(x, t, w, false);
+        expect(Number.isNaN(gv[0])).toBe(true);
+        expect(Number.isNaN(fv[0])).toBe(true);
+        tf.dispose([x, t, w]);
+      }
+    });
+  });
+}
 
 for (const backend of testBackends()) {
   describe(`weightedCrossEntropy on ${backend}`, () => {
