@@ -32,7 +32,7 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { AdapterRegistry } from '../registry';
 import { directorySource } from './directory';
 import { FileStore, fileObject } from './files';
-import { HttpError } from './http-error';
+import { HttpError, modelNotFound } from './http-error';
 import { FineTuningJobs, type JobRequest } from './jobs';
 
 export interface FineTuningOptions {
@@ -464,14 +464,7 @@ export async function registerFineTuning(
     },
   );
 
-  const notFound = (name: string) =>
-    new HttpError(
-      404,
-      `the model ${JSON.stringify(name)} does not exist`,
-      'not_found_error',
-      'model',
-      'model_not_found',
-    );
+  const notFound = modelNotFound;
 
   return {
     files,

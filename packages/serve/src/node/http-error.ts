@@ -27,3 +27,14 @@ export class HttpError extends Error {
 export function errorBody(e: HttpError) {
   return { error: { message: e.message, type: e.type, param: e.param, code: e.code } };
 }
+
+/** 404 `model_not_found` for a model name (the base model, an adapter or a fine-tuned model). */
+export function modelNotFound(name: string): HttpError {
+  return new HttpError(
+    404,
+    `the model ${JSON.stringify(name)} does not exist`,
+    'not_found_error',
+    'model',
+    'model_not_found',
+  );
+}

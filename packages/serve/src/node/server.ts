@@ -61,7 +61,7 @@ import {
   keyOwner,
   registerFineTuning,
 } from './fine-tuning';
-import { errorBody, HttpError } from './http-error';
+import { errorBody, HttpError, modelNotFound } from './http-error';
 import { apiKeys, type KeyGrant } from './keys';
 import { createMetrics, type ServerMetrics } from './metrics';
 
@@ -483,14 +483,6 @@ export async function createServer(options: ServerOptions): Promise<ParaServer> 
     if (fineTuning !== null) data.push(...fineTuning.models(request));
     return mayUse(request, modelName) ? data : data.slice(1);
   }
-  const modelNotFound = (name: string) =>
-    new HttpError(
-      404,
-      `the model ${JSON.stringify(name)} does not exist`,
-      'not_found_error',
-      'model',
-      'model_not_found',
-    );
   const modelParam = {
     type: 'object',
     properties: { model: { type: 'string', minLength: 1, maxLength: 256 } },
@@ -621,15 +613,7 @@ export async function createServer(options: ServerOptions): Promise<ParaServer> 
     }
     if (name === modelName) return null;
     checkAdapterName(name, 'model');
-    if (registry === null) {
-      throw new HttpError(
-        404,
-        `the model ${JSON.stringify(name)} does not exist`,
-        'not_found_error',
-        'model',
-        'model_not_found',
-      );
-    }
+    if (registry === null) throw modelNotFound(name);
     return registry.acquire(name);
   }
 
