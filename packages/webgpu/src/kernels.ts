@@ -1,8 +1,10 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { addRmsNormKernel, ropeKvWriteKernel } from './multi-kernels';
 import {
+  ATTENTION_CHUNK,
   ATTENTION_MAX_HEAD_DIM,
   addRmsNormDxProgram,
+  attentionCombineProgram,
   attentionProgram,
   rmsInvProgram,
   rmsNormDwProgram,
@@ -206,11 +208,47 @@ function attentionKernel({ inputs, backend, attrs }: KernelArgs): tf.TensorInfo 
   const masked = mask !== undefined && mask !== null;
   const ins = [view(q, [rows * hd]), view(k, [size(k.shape)]), view(v, [size(v.shape)])];
   if (masked) ins.push(view(mask, [size(mask.shape)]));
-  const out = b.runWebGPUProgram(attentionProgram(rows, hd, masked), ins, 'float32', [
+  const splits = attentionSplits(rows, S);
+  const uniforms = [
     ...i32(rows, hq, hkv, t, S, hd, masked ? (mask.shape[0] as number) : 1),
     ...f32(scale),
-  ]);
+    ...i32(splits),
+  ];
+  if (splits === 0) {
+    const out = b.runWebGPUProgram(attentionProgram(rows, hd, masked), ins, 'float32', uniforms);
+    return view(out, q.shape);
+  }
+  // Split-K: rows × splits workgroups (one key tile each), then one combining pass.
+  const parts = b.runWebGPUProgram(
+    attentionProgram(rows, hd, masked, splits),
+    ins,
+    'float32',
+    uniforms,
+  );
+  const out = b.runWebGPUProgram(
+    attentionCombineProgram(rows, hd),
+    [parts],
+    'float32',
+    i32(hd, splits),
+  );
+  b.disposeData(parts.dataId);
   return view(out, q.shape);
+}
+
+/** Split-K only where few query rows would leave most of a GPU idle over a long cache. */
+const SPLIT_BELOW_ROWS = 128;
+let splitMode: 'auto' | 'never' | 'always' = 'auto';
+
+/** Tests: force (`always`: every cache longer than one tile) or forbid split-K attention. */
+export function overrideAttentionSplit(mode: 'auto' | 'never' | 'always'): void {
+  splitMode = mode;
+}
+
+/** Key tiles per row for split-K (0: one workgroup per row over every tile). */
+function attentionSplits(rows: number, S: number): number {
+  if (S <= ATTENTION_CHUNK || splitMode === 'never') return 0;
+  if (splitMode === 'auto' && rows >= SPLIT_BELOW_ROWS) return 0;
+  return Math.ceil(S / ATTENTION_CHUNK);
 }
 
 /**

@@ -306,18 +306,35 @@ export const ATTENTION_MAX_HEAD_DIM = 256;
  * inside the workgroup rather than over workgroups (decode has B·Hq rows: enough workgroups for
  * small models; a split-K across workgroups is the next step for a GPU with many cores).
  */
-export function attentionProgram(rows: number, hd: number, masked: boolean): WebGpuProgram {
+export function attentionProgram(
+  rows: number,
+  hd: number,
+  masked: boolean,
+  splits = 0,
+): WebGpuProgram {
   const wg = 64;
   const units = Math.ceil(hd / wg);
   const acc = Array.from({ length: units }, (_, u) => u);
+  const split = splits > 0;
+  // Split-K: workgroup (row, part) scores keys [part·CH, part·CH + CH) only and writes its
+  // unnormalised accumulators, running max and sum (hd + 2 values) for attentionCombineProgram.
+  const store = split
+    ? `if (live) {
+      let pBase = (r * uniforms.splits + part) * (hd + 2);
+      ${acc.map((u) => `if (tid + ${u * wg} < hd) { result[pBase + tid + ${u * wg}] = acc${u}; }`).join('\n      ')}
+      if (tid == 0) { result[pBase + hd] = m; result[pBase + hd + 1] = l; }
+    }`
+    : `if (live) {
+      ${acc.map((u) => `if (tid + ${u * wg} < hd) { result[qBase + tid + ${u * wg}] = acc${u} / l; }`).join('\n      ')}
+    }`;
   return {
-    outputShape: [rows, hd],
-    shaderKey: `para_attention_${units}${masked ? '_mask' : ''}`,
-    dispatchLayout: flat([rows, hd]),
-    dispatch: [rows, 1, 1],
+    outputShape: split ? [rows * splits * (hd + 2)] : [rows, hd],
+    shaderKey: `para_attention_${units}${masked ? '_mask' : ''}${split ? '_split' : ''}`,
+    dispatchLayout: flat(split ? [rows * splits * (hd + 2)] : [rows, hd]),
+    dispatch: [rows * Math.max(1, splits), 1, 1],
     variableNames: masked ? ['q', 'k', 'v', 'mask'] : ['q', 'k', 'v'],
     uniforms:
-      'rows : i32, hq : i32, hkv : i32, t : i32, s : i32, hd : i32, maskBatch : i32, scale : f32,',
+      'rows : i32, hq : i32, hkv : i32, t : i32, s : i32, hd : i32, maskBatch : i32, scale : f32, splits : i32,',
     workgroupSize: [wg, 1, 1],
     getUserCode: () => `
   const WG = ${wg};
@@ -325,7 +342,10 @@ export function attentionProgram(rows: number, hd: number, masked: boolean): Web
   var<workgroup> sc : array<f32, ${ATTENTION_CHUNK}>;
   var<workgroup> red : array<f32, ${wg}>;
   fn main(index : i32) {
-    let row = i32(workgroupId.y * numWorkgroups.x + workgroupId.x);
+    let wgi = i32(workgroupId.y * numWorkgroups.x + workgroupId.x);
+    let nsplit = max(1, uniforms.splits);
+    let row = wgi / nsplit;
+    let part = wgi % nsplit;
     let tid = i32(localId.x);
     let live = row < uniforms.rows;
     let hd = uniforms.hd;
@@ -343,8 +363,11 @@ export function attentionProgram(rows: number, hd: number, masked: boolean): Web
     var m = -3.402823e+38;
     var l = 0.0;
     ${acc.map((u) => `var acc${u} = 0.0;`).join('\n    ')}
+    // Every workgroup walks every tile (barriers need uniform control flow, and the workgroup id
+    // is not uniform to WGSL's analysis); with split-K only its own tile has keys.
     for (var c0 = 0; c0 < S; c0 = c0 + CH) {
-      let n = select(0, min(CH, S - c0), live);
+      let mine = uniforms.splits == 0 || c0 / CH == part;
+      let n = select(0, min(CH, S - c0), live && mine);
       // Scores of this tile.
       for (var i = tid; i < n; i = i + WG) {
         let kb = kvBase + (c0 + i) * hd;
@@ -393,9 +416,7 @@ export function attentionProgram(rows: number, hd: number, masked: boolean): Web
       m = newm;
       workgroupBarrier();
     }
-    if (live) {
-      ${acc.map((u) => `if (tid + ${u * wg} < hd) { result[qBase + tid + ${u * wg}] = acc${u} / l; }`).join('\n      ')}
-    }
+    ${store}
   }
 `,
   };
@@ -436,5 +457,34 @@ export function swigluScaledProgram(n: number): WebGpuProgram {
     let sb = select(0, b, uniforms.scaleBatch > 1);
     let v = ((g * s) * up[i]) * scale[sb * uniforms.f + f];`,
     't : i32, f : i32, scaleBatch : i32,',
+  );
+}
+
+/**
+ * Split-K's second pass: `out [rows, hd]` from `parts [rows, splits, hd + 2]` (accumulators, max,
+ * sum per key tile): with M the largest max, `out = Σ acc·e^(m − M) / Σ l·e^(m − M)`.
+ */
+export function attentionCombineProgram(rows: number, hd: number): WebGpuProgram {
+  return elementwise(
+    'para_attention_combine',
+    rows * hd,
+    ['parts'],
+    `
+    let hd = uniforms.hd;
+    let r = i / hd;
+    let j = i % hd;
+    let w = hd + 2;
+    let base = r * uniforms.splits * w;
+    var mm = -3.402823e+38;
+    for (var p = 0; p < uniforms.splits; p = p + 1) { mm = max(mm, parts[base + p * w + hd]); }
+    var num = 0.0;
+    var den = 0.0;
+    for (var p = 0; p < uniforms.splits; p = p + 1) {
+      let e = exp(parts[base + p * w + hd] - mm);
+      num = num + parts[base + p * w + j] * e;
+      den = den + parts[base + p * w + hd + 1] * e;
+    }
+    let v = num / den;`,
+    'hd : i32, splits : i32,',
   );
 }

@@ -1,9 +1,21 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { beforeAll, describe, expect, it } from 'vitest';
+import { setFusedKernelsEnabled } from '../../ops/src/fused';
 import { attention } from '../../ops/src/index';
+import { overrideAttentionSplit } from '../src/kernels';
 import { expectNear, listed, seeded, useWebGpu } from './helpers';
 
-/** `ParaAttention` straight through the engine (@para/ops does not dispatch to it yet). */
+/** @para/ops' generic attention (dispatch to fused kernels off). */
+function generic(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, mask: tf.Tensor | null, scale?: number) {
+  setFusedKernelsEnabled(false);
+  try {
+    return attention(q, k, v, mask, scale === undefined ? {} : { scale });
+  } finally {
+    setFusedKernelsEnabled(true);
+  }
+}
+
+/** `ParaAttention` straight through the engine. */
 function fused(
   q: tf.Tensor,
   k: tf.Tensor,
@@ -45,27 +57,31 @@ describe.skipIf(!listed('webgpu'))(
     ];
     for (const [B, Hq, Hkv, T, S, hd] of cases) {
       for (const maskKind of ['none', 'shared', 'per-row'] as const) {
-        it(`B ${B}, Hq ${Hq}, Hkv ${Hkv}, T ${T}, S ${S}, hd ${hd}, mask ${maskKind}`, async () => {
-          const q = tf.tensor4d(seeded(B * Hq * T * hd, 1 + S + hd, 1), [B, Hq, T, hd]);
-          const k = tf.tensor4d(seeded(B * Hkv * S * hd, 2 + S, 1), [B, Hkv, S, hd]);
-          const v = tf.tensor4d(seeded(B * Hkv * S * hd, 3 + S, 2), [B, Hkv, S, hd]);
-          const mask =
-            maskKind === 'none' ? null : maskOf(maskKind === 'shared' ? 1 : B, T, S, 4 + T);
-          const before = tf.memory().numTensors;
-          const want = attention(q, k, v, mask);
-          const info = await tf.profile(() => fused(q, k, v, mask));
-          const got = info.result as tf.Tensor;
-          expect(info.kernelNames).toEqual(['ParaAttention']);
-          expect(got.shape).toEqual([B, Hq, T, hd]);
-          expectNear(
-            (await got.data()) as Float32Array,
-            (await want.data()) as Float32Array,
-            'out',
-          );
-          tf.dispose([want, got]);
-          expect(tf.memory().numTensors).toBe(before);
-          tf.dispose([q, k, v, ...(mask ? [mask] : [])]);
-        });
+        // Past one key tile: both the split-K pair of dispatches and one workgroup per row.
+        for (const split of S > 1024 ? (['always', 'never'] as const) : (['auto'] as const))
+          it(`B ${B}, Hq ${Hq}, Hkv ${Hkv}, T ${T}, S ${S}, hd ${hd}, mask ${maskKind}${split === 'auto' ? '' : `, split-K ${split}`}`, async () => {
+            const q = tf.tensor4d(seeded(B * Hq * T * hd, 1 + S + hd, 1), [B, Hq, T, hd]);
+            const k = tf.tensor4d(seeded(B * Hkv * S * hd, 2 + S, 1), [B, Hkv, S, hd]);
+            const v = tf.tensor4d(seeded(B * Hkv * S * hd, 3 + S, 2), [B, Hkv, S, hd]);
+            const mask =
+              maskKind === 'none' ? null : maskOf(maskKind === 'shared' ? 1 : B, T, S, 4 + T);
+            const before = tf.memory().numTensors;
+            const want = generic(q, k, v, mask);
+            overrideAttentionSplit(split);
+            const info = await tf.profile(() => fused(q, k, v, mask));
+            overrideAttentionSplit('auto');
+            const got = info.result as tf.Tensor;
+            expect(info.kernelNames).toEqual(['ParaAttention']);
+            expect(got.shape).toEqual([B, Hq, T, hd]);
+            expectNear(
+              (await got.data()) as Float32Array,
+              (await want.data()) as Float32Array,
+              'out',
+            );
+            tf.dispose([want, got]);
+            expect(tf.memory().numTensors).toBe(before);
+            tf.dispose([q, k, v, ...(mask ? [mask] : [])]);
+          });
       }
     }
 
@@ -73,10 +89,29 @@ describe.skipIf(!listed('webgpu'))(
       const q = tf.tensor4d(seeded(2 * 16, 9), [1, 2, 1, 16]);
       const k = tf.tensor4d(seeded(2 * 9 * 16, 10), [1, 2, 9, 16]);
       const v = tf.tensor4d(seeded(2 * 9 * 16, 11), [1, 2, 9, 16]);
-      const want = attention(q, k, v, null, { scale: 0.7 });
+      const want = generic(q, k, v, null, 0.7);
       const got = fused(q, k, v, null, 0.7);
       expectNear((await got.data()) as Float32Array, (await want.data()) as Float32Array, 'scaled');
       tf.dispose([q, k, v, want, got]);
+    });
+
+    it('is what @para/ops attention() dispatches to (outside a tape), and not under one', async () => {
+      const q = tf.tensor4d(seeded(4 * 16, 12), [1, 4, 1, 16]);
+      const k = tf.tensor4d(seeded(2 * 9 * 16, 13), [1, 2, 9, 16]);
+      const v = tf.tensor4d(seeded(2 * 9 * 16, 14), [1, 2, 9, 16]);
+      const info = await tf.profile(() => attention(q, k, v, null));
+      expect(info.kernelNames).toEqual(['ParaAttention']);
+      const want = generic(q, k, v, null);
+      expectNear(
+        (await (info.result as tf.Tensor).data()) as Float32Array,
+        (await want.data()) as Float32Array,
+        'ops',
+      );
+      const taped = await tf.profile(() =>
+        tf.grad((x: tf.Tensor) => tf.sum(attention(x, k, v, null)))(q),
+      );
+      expect(taped.kernelNames).not.toContain('ParaAttention');
+      tf.dispose([q, k, v, want, info.result as tf.Tensor, taped.result as tf.Tensor]);
     });
   },
 );
