@@ -817,6 +817,10 @@ function heatColor(x: number): string {
   return `rgb(${mix(r)},${mix(g)},${mix(b)})`;
 }
 
+$('vec-use-prompt').addEventListener('click', () => {
+  $<HTMLInputElement>('vec-prompt-a').value = $<HTMLTextAreaElement>('prompt').value;
+});
+
 $('vectors').addEventListener('click', () =>
   guarded(async () => {
     setBusy(true);

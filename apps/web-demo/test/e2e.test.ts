@@ -578,7 +578,13 @@ describe.skipIf(chromiumPath === null)('web demo in Chromium', () => {
   });
 
   it('every control is labelled; the page fits a phone and 400% zoom, and works by keyboard', async () => {
-    // The README's screenshot: every part used (examples, evaluation, vectors, a fine-tune).
+    // The README's screenshot: every part used (examples, evaluation, vectors, a fine-tune),
+    // side by side back on each tenant's own example.
+    await page.selectOption(byTestId('side-mode'), 'examples');
+    await page.fill(byTestId('side-example'), '1');
+    await page.fill(byTestId('max-new-tokens'), '8');
+    await page.selectOption(byTestId('vec-tenant'), 'pos');
+    await runSideBySide();
     await page.screenshot({ path: join(app, 'test-results', 'web-demo.png'), fullPage: true });
     const unlabelled = await page.$$eval('input, select, textarea, button', (els) =>
       els
@@ -611,10 +617,15 @@ describe.skipIf(chromiumPath === null)('web demo in Chromium', () => {
     for (const width of [375, 320]) {
       await page.setViewportSize({ width, height: 800 });
       await page.waitForTimeout(300);
-      const over = await page.evaluate(
-        () => document.documentElement.scrollWidth - window.innerWidth,
-      );
-      expect(over, `${width} px`).toBeLessThanOrEqual(0);
+      const { over, wide } = await page.evaluate(() => ({
+        over: document.documentElement.scrollWidth - window.innerWidth,
+        wide: [...document.querySelectorAll('body *')]
+          .filter((e) => e.getBoundingClientRect().right > window.innerWidth + 0.5)
+          .filter((e) => e.closest('.scroll') === null || e.classList.contains('scroll'))
+          .slice(0, 5)
+          .map((e) => `${e.tagName.toLowerCase()}[data-testid=${e.getAttribute('data-testid')}]`),
+      }));
+      expect(over, `${width} px: ${wide.join(', ')}`).toBeLessThanOrEqual(0);
       if (width === 375)
         await page.screenshot({
           path: join(app, 'test-results', 'web-demo-phone.png'),
