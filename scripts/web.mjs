@@ -23,7 +23,7 @@ const { serveWebDemo } = await import('../apps/web-demo/scripts/serve.mjs');
 try {
   const { url } = await serveWebDemo({ port });
   process.stdout.write(
-    `para web demo: ${url}  (Chrome/Edge with WebGPU recommended; Ctrl-C to stop)\n`,
+    `para web demo: ${url}  (the first visit times each backend the browser offers and uses the fastest; ?backend=wasm picks one; Ctrl-C to stop)\n`,
   );
 } catch (e) {
   process.stderr.write(`web: ${e instanceof Error ? e.message : String(e)}\n`);
