@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { installWebGpuKernelsFrom } from '../src/backend/webgpu-kernels';
+import { installWebGpuKernelsFrom, raiseStorageBufferLimit } from '../src/backend/webgpu-kernels';
 
 describe('installWebGpuKernelsFrom (the webgpu start-up hook for @para/webgpu)', () => {
   const module = (all: boolean) => {
@@ -56,5 +56,31 @@ describe('installWebGpuKernelsFrom (the webgpu start-up hook for @para/webgpu)',
     expect(await installWebGpuKernelsFrom(async () => ({}) as never, undefined)).toMatch(
       /has no installWebGpuKernels/,
     );
+  });
+});
+
+describe('raiseStorageBufferLimit', () => {
+  it("makes the adapter's devices ask for its maxStorageBuffersPerShaderStage, keeping other limits", async () => {
+    const asked: unknown[] = [];
+    const adapter = {
+      limits: { maxStorageBuffersPerShaderStage: 16 },
+      requestDevice: async (d?: unknown) => {
+        asked.push(d);
+        return 'device';
+      },
+    };
+    const gpu = { requestAdapter: async () => adapter as unknown };
+    raiseStorageBufferLimit(gpu);
+    const a = (await gpu.requestAdapter()) as typeof adapter;
+    expect(await a.requestDevice({ requiredLimits: { maxBufferSize: 1024 } })).toBe('device');
+    expect(asked).toEqual([
+      { requiredLimits: { maxBufferSize: 1024, maxStorageBuffersPerShaderStage: 16 } },
+    ]);
+  });
+
+  it('passes a missing adapter through', async () => {
+    const gpu = { requestAdapter: async () => null as unknown };
+    raiseStorageBufferLimit(gpu);
+    expect(await gpu.requestAdapter()).toBeNull();
   });
 });
