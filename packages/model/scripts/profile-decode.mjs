@@ -35,7 +35,10 @@ const kernels = async (n) => {
       return original.apply(this, a);
     };
   try {
-    return { names: (await tf.profile(() => run(n))).kernels.map((k) => k.name), n: dispatches - start };
+    return {
+      names: (await tf.profile(() => run(n))).kernels.map((k) => k.name),
+      n: dispatches - start,
+    };
   } finally {
     if (pass) pass.dispatchWorkgroups = original;
   }

@@ -27,10 +27,7 @@ for (const backend of testBackends()) {
       const cases: [tf.Tensor, tf.Tensor][] = tf.tidy(() => [
         [swiglu(gate, up, { upScale: su }), swiglu(gate, tf.mul(up, su))],
         [swiglu(gate, up, { outScale: so }), tf.mul(swiglu(gate, up), so)],
-        [
-          swiglu(gate, up, { upScale: su, outScale: so }),
-          tf.mul(swiglu(gate, tf.mul(up, su)), so),
-        ],
+        [swiglu(gate, up, { upScale: su, outScale: so }), tf.mul(swiglu(gate, tf.mul(up, su)), so)],
       ]);
       // The same ops in the same order: bit-equal on the CPU backends (a GPU may fuse differently).
       const tol = backend === 'cpu' || backend === 'wasm' ? 0 : 1e-6;
