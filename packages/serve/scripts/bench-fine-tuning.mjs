@@ -13,8 +13,10 @@
  * time to first token p50 / p99, and output tokens/s. Phases, every round in turn:
  *
  *   idle      no fine-tuning job
- *   nice 10   a job training (PARA, batch 8, the 32-line pos slice) in its worker at nice 10 (the default)
- *   nice 0    the same job with the worker at nice 0 (what lowering its priority buys)
+ *   yield     a job training (PARA, batch 8, the 32-line pos slice) in its worker with the
+ *             defaults: nice 10, and yielding while requests run (servingShare 0.25)
+ *   no yield  the same job at nice 10 that never yields (servingShare 1: only the OS priority)
+ *   nice 0    the same job at nice 0, never yielding (what neither buys)
  *
  * The job's own speed in each phase (updates/s from its step events) is reported too. Best
  * round per phase (lowest ITL p99) and the median round are printed; `--json` prints all.
@@ -131,8 +133,13 @@ function load(url) {
   });
 }
 
-async function server(nice, data) {
-  const fineTuning = { dataDir: data, modelDir: BACKBONE, workerNice: nice };
+async function server(job, data) {
+  const fineTuning = {
+    dataDir: data,
+    modelDir: BACKBONE,
+    workerNice: job?.nice ?? 10,
+    ...(job?.share === undefined ? {} : { servingShare: job.share }),
+  };
   const registry = new AdapterRegistry(
     model,
     unionSource([
@@ -152,14 +159,14 @@ async function server(nice, data) {
   return { s, url, client: new OpenAI({ baseURL: `${url}/v1`, apiKey: 'none', maxRetries: 0 }) };
 }
 
-/** One measured phase; with `nice`, a job trains throughout. */
-async function phase(nice) {
+/** One measured phase; with `job` ({name, nice, share}), a job trains throughout. */
+async function phase(spec) {
   const data = await mkdtemp(path.join(tmpdir(), 'para-bench-ft-'));
-  const { s, url, client } = await server(nice ?? 10, data);
+  const { s, url, client } = await server(spec, data);
   try {
     await load(url); // warm-up: adapters loaded, state allocated
     let job = null;
-    if (nice !== null) {
+    if (spec !== null) {
       const f = await client.files.create({
         file: await toFile(Buffer.from(`${slice}\n`), 'pos.jsonl'),
         purpose: 'fine-tune',
@@ -191,7 +198,7 @@ async function phase(nice) {
       await client.fineTuning.jobs.cancel(job.id);
     }
     return {
-      phase: nice === null ? 'idle' : `nice ${nice}`,
+      phase: spec === null ? 'idle' : spec.name,
       itlP50: pct(r.itl, 50),
       itlP99: pct(r.itl, 99),
       ttftP50: pct(r.ttft, 50),
@@ -207,13 +214,18 @@ async function phase(nice) {
   }
 }
 
+const PHASES = [
+  { name: 'yield', nice: 10 },
+  { name: 'no yield', nice: 10, share: 1 },
+  { name: 'nice 0', nice: 0, share: 1 },
+];
 const all = [];
 for (let round = 0; round < rounds; round++) {
   // Rotate the order so machine load hits the phases alike.
-  const order = [null, 10, 0];
-  for (let i = 0; i < round % 3; i++) order.push(order.shift());
-  for (const nice of order) {
-    const p = { round, ...(await phase(nice)) };
+  const order = [null, ...PHASES];
+  for (let i = 0; i < round % order.length; i++) order.push(order.shift());
+  for (const spec of order) {
+    const p = { round, ...(await phase(spec)) };
     all.push(p);
     process.stderr.write(`${JSON.stringify(p)}\n`);
   }
@@ -231,7 +243,7 @@ if (json) {
     '',
     `${'phase'.padEnd(9)}${'round'.padStart(7)}${'ITL p50'.padStart(9)}${'p99'.padStart(8)}${'TTFT p50'.padStart(10)}${'p99'.padStart(8)}${'tok/s'.padStart(8)}${'job upd/s'.padStart(11)}`,
   ];
-  for (const name of ['idle', 'nice 10', 'nice 0']) {
+  for (const name of ['idle', ...PHASES.map((p) => p.name)]) {
     const ps = all.filter((p) => p.phase === name).sort((a, b) => a.itlP99 - b.itlP99);
     for (const [label, p] of [
       ['best', ps[0]],

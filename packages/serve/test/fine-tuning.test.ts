@@ -323,6 +323,38 @@ describe('fine-tuning jobs', () => {
     expect(ids).not.toContain(done.para.adapter);
   });
 
+  it('a job trained while requests are being served yields between its updates (and still succeeds)', async () => {
+    const f = await upload(a, `${TASK.slice(0, 16).join('\n')}\n`, 'yield.jsonl');
+    let serving = true;
+    let served = 0;
+    const traffic = (async () => {
+      while (serving) {
+        await a.completions.create({
+          model: MODEL,
+          prompt: PROMPT,
+          max_tokens: 100,
+          temperature: 0,
+          ignore_eos: true,
+        } as OpenAI.CompletionCreateParamsNonStreaming);
+        served++;
+      }
+    })();
+    try {
+      const job = await createJob(a, f.id, { suffix: 'yield', para: { max_steps: 4 } });
+      const end = await until(a, job.id, finished);
+      expect(end.status, JSON.stringify(end.error)).toBe('succeeded');
+      const completed = (await allEvents(a, job.id)).find(
+        (e) => e.message === 'The job has successfully completed',
+      );
+      // Requests ran throughout, so the worker paused after at least one of its updates.
+      expect((completed?.data as { serving_pauses?: number }).serving_pauses).toBeGreaterThan(0);
+    } finally {
+      serving = false;
+      await traffic;
+    }
+    expect(served).toBeGreaterThan(0);
+  });
+
   it('isolates tenants: another key gets 404 for the file, the job and the model, and does not see them listed', async () => {
     const ft = done.fine_tuned_model as string;
     for (const p of [

@@ -11,6 +11,9 @@
  *   updates, and when stopped); a job that was running when the server went away resumes from
  *   the latest one (`resume: true`) with the same settings, or starts afresh when none was
  *   written yet. A finished run whose adapter is already in OUT is not trained again.
+ * - Yielding: while the server says it is serving (`serving` messages), the worker pauses
+ *   after each update, for stepTime · (1/servingShare − 1) (at most 10 s) or until serving goes
+ *   idle, so decode steps get the cores most of the time and training still advances.
  * - It exits when its parent goes away (IPC disconnect), so a killed server never leaves a
  *   trainer behind holding OUT's lock.
  */
@@ -130,6 +133,7 @@ async function run(spec: WorkerJobSpec, stop: AbortSignal): Promise<void> {
   const report = await initBackend({ backend: spec.backend, probe: false });
   await renice(spec.nice);
   await send({ type: 'ready', pid: process.pid, nice, backend: report.active });
+  const yieldToServing = yielder(spec.servingShare ?? 1, stop);
   const summaryFile = path.join(spec.out, 'train_summary.json');
   const configFile = path.join(spec.out, ADAPTER_CONFIG_FILE);
   // A run that finished (adapter and summary written) before the server went away is not
@@ -140,7 +144,7 @@ async function run(spec: WorkerJobSpec, stop: AbortSignal): Promise<void> {
     (await isFile(path.join(spec.out, ADAPTER_WEIGHTS_FILE)));
   const resume =
     !finished && (await hasCheckpoint(spec.out)) && (await latestCheckpoint(spec.out)) !== null;
-  let result: Omit<WorkerResult, 'peftType'>;
+  let result: Omit<WorkerResult, 'peftType' | 'servingPauses' | 'servingPauseMs'>;
   if (finished) {
     await send({
       type: 'log',
@@ -181,6 +185,7 @@ async function run(spec: WorkerJobSpec, stop: AbortSignal): Promise<void> {
       onEvent: (e) => {
         const w = wireEvent(e);
         if (w !== null) void send({ type: 'event', event: w });
+        return yieldToServing(e);
       },
       signal: stop,
     });
@@ -204,7 +209,10 @@ async function run(spec: WorkerJobSpec, stop: AbortSignal): Promise<void> {
     const config = JSON.parse(await readFile(configFile, 'utf8')) as { peft_type?: unknown };
     if (typeof config.peft_type === 'string') peftType = config.peft_type;
   }
-  await send({ type: 'done', result: { ...result, peftType } });
+  await send({
+    type: 'done',
+    result: { ...result, peftType, servingPauses: serving.pauses, servingPauseMs: serving.pauseMs },
+  });
 }
 
 /** The typed error as the job's `error` object (`param` names the file it came from, if any). */
@@ -248,6 +256,40 @@ function jobError(
   };
 }
 
+/** What the server last said about serving, and who waits for it to go idle. */
+const serving = { busy: false, idle: [] as (() => void)[], pauses: 0, pauseMs: 0 };
+
+/**
+ * An onEvent hook that yields between updates while the server serves: after a `step` event it
+ * waits stepTime · (1/share − 1) ms (at most 10 s), ending early when serving goes idle or the
+ * job is stopped.
+ */
+function yielder(share: number, stop: AbortSignal): (e: TrainEvent) => Promise<void> | undefined {
+  let last = performance.now();
+  return (e) => {
+    if (e.type !== 'step') return undefined;
+    const now = performance.now();
+    const stepMs = now - last;
+    last = now;
+    if (!serving.busy || share >= 1 || stop.aborted) return undefined;
+    const pause = Math.min(10_000, stepMs * (1 / share - 1));
+    serving.pauses++;
+    return new Promise<void>((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        stop.removeEventListener('abort', done);
+        serving.idle = serving.idle.filter((f) => f !== done);
+        serving.pauseMs += performance.now() - now;
+        last = performance.now(); // the pause is not the next update's time
+        resolve();
+      };
+      const timer = setTimeout(done, pause);
+      stop.addEventListener('abort', done);
+      serving.idle.push(done);
+    });
+  };
+}
+
 function main(): void {
   const stop = new AbortController();
   let spec: WorkerJobSpec | null = null;
@@ -255,6 +297,11 @@ function main(): void {
   process.on('message', (m: ToWorker) => {
     if (m.type === 'stop') {
       stop.abort();
+      return;
+    }
+    if (m.type === 'serving') {
+      serving.busy = m.busy;
+      if (!m.busy) for (const wake of serving.idle.splice(0)) wake();
       return;
     }
     if (m.type !== 'start' || spec !== null) return;

@@ -26,6 +26,7 @@ import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import * as path from 'node:path';
 import multipart from '@fastify/multipart';
+import { ParaError } from '@para/core';
 import type { CausalLM } from '@para/model';
 import * as tf from '@tensorflow/tfjs-core';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
@@ -57,6 +58,12 @@ export interface FineTuningOptions {
   maxRunningJobs?: number;
   /** The training processes' nice value (default 10: serving keeps the cores). */
   workerNice?: number;
+  /**
+   * While requests are being served, the share of wall time a job may spend training (default
+   * 0.25): after each update the worker pauses until serving goes idle, or for 3× the update's
+   * time at the default. 1: never yields (then only `workerNice` protects serving).
+   */
+  servingShare?: number;
   /** The worker script (default: the package's dist/fine-tune-worker.js). */
   workerEntry?: string;
   /** The tfjs backend the workers start (default: the server's, `tf.getBackend()`). */
@@ -75,6 +82,8 @@ export interface FineTuningContext {
   ownerOf(request: FastifyRequest): string;
   /** Whether the request's key may use a model of the keys file (the base model, adapters). */
   mayUse(request: FastifyRequest, name: string): boolean;
+  /** Whether requests are running or waiting now (training yields while they are). */
+  serving?: () => boolean;
   log?: (level: 'info' | 'warn' | 'error', message: string) => void;
 }
 
@@ -262,6 +271,14 @@ export async function registerFineTuning(
   options: FineTuningOptions,
 ): Promise<FineTuning> {
   const dataDir = path.resolve(options.dataDir);
+  const share = options.servingShare;
+  if (share !== undefined && !(typeof share === 'number' && share > 0 && share <= 1)) {
+    throw new ParaError('INVALID_ARGUMENT', 'servingShare must be a number in (0, 1]', {
+      field: 'servingShare',
+      expected: 'a share of time, e.g. 0.25 (1: training never yields to serving)',
+      actual: String(share),
+    });
+  }
   const adaptersDir = fineTunedAdaptersDir(options);
   const maxFileBytes = options.maxFileBytes ?? 32 * 1024 * 1024;
   const files = await FileStore.open(path.join(dataDir, 'files'), { maxBytes: maxFileBytes });
@@ -275,6 +292,8 @@ export async function registerFineTuning(
     backend: options.backend ?? tf.getBackend(),
     ...(options.maxRunningJobs === undefined ? {} : { maxRunning: options.maxRunningJobs }),
     ...(options.workerNice === undefined ? {} : { nice: options.workerNice }),
+    ...(options.servingShare === undefined ? {} : { servingShare: options.servingShare }),
+    ...(ctx.serving === undefined ? {} : { serving: ctx.serving }),
     ...(options.workerEntry === undefined ? {} : { workerEntry: options.workerEntry }),
     ...(options.evalLimit === undefined ? {} : { evalLimit: options.evalLimit }),
     nameTaken: async (name) =>

@@ -120,6 +120,18 @@ export class JobProcess {
     return this.child.pid;
   }
 
+  /** Tells the worker whether the server is serving requests now (it yields while it is). */
+  setServing(busy: boolean): void {
+    if (this.ended || !this.child.connected) return;
+    try {
+      // With a callback a failed write (EPIPE: the worker sent `done` and exited) is reported
+      // there, not as the process's 'error' event, which would fail the job.
+      this.child.send({ type: 'serving', busy }, () => undefined);
+    } catch {
+      // the channel closed: it is exiting
+    }
+  }
+
   get running(): boolean {
     return !this.ended;
   }
@@ -129,7 +141,7 @@ export class JobProcess {
     if (this.ended) return;
     const exited = new Promise<void>((r) => this.child.once('exit', () => r()));
     try {
-      if (this.child.connected) this.child.send({ type: 'stop' });
+      if (this.child.connected) this.child.send({ type: 'stop' }, () => undefined);
     } catch {
       // the channel closed: it is exiting
     }

@@ -174,6 +174,10 @@ export interface JobsOptions {
   maxRunning?: number;
   /** The workers' nice value (default 10). */
   nice?: number;
+  /** Whether the server has requests running or waiting now (the workers yield while it does). */
+  serving?: () => boolean;
+  /** The share of time a worker trains while the server is serving (default 0.25; 1: never yields). */
+  servingShare?: number;
   /** The worker script (default: dist/fine-tune-worker.js). */
   workerEntry?: string;
   /** Validation examples evaluated at most per evaluation (default 200). */
@@ -698,6 +702,7 @@ export class FineTuningJobs {
         checkpointEvery: job.para.checkpoint_every,
         evalLimit: this.options.evalLimit ?? 200,
         nice: this.nice,
+        servingShare: this.options.servingShare ?? 0.25,
       },
       {
         onReady: (info) =>
@@ -716,6 +721,35 @@ export class FineTuningJobs {
         },
       },
     );
+    s.process.setServing(this.servingNow);
+    this.watchServing();
+  }
+
+  /** The serving state the workers were last told. */
+  private servingNow = false;
+  private servingTimer: ReturnType<typeof setInterval> | null = null;
+
+  /**
+   * While a worker runs, samples whether the server is serving (every 20 ms: a decode step
+   * takes longer) and tells the workers when that changes, so they yield the cores to it.
+   */
+  private watchServing(): void {
+    const serving = this.options.serving;
+    if (serving === undefined || this.servingTimer !== null) return;
+    const timer = setInterval(() => {
+      const workers = [...this.jobs.values()].filter((j) => j.process !== null);
+      if (workers.length === 0) {
+        clearInterval(timer);
+        this.servingTimer = null;
+        return;
+      }
+      const busy = serving();
+      if (busy === this.servingNow) return;
+      this.servingNow = busy;
+      for (const j of workers) j.process?.setServing(busy);
+    }, 20);
+    timer.unref?.();
+    this.servingTimer = timer;
   }
 
   private onWorkerEvent(s: JobState, e: WorkerEvent): void {
@@ -845,6 +879,9 @@ export class FineTuningJobs {
       step: r.step,
       train_loss: r.lastLoss,
       trained_tokens: r.tokensSeen,
+      // In this process's run (a resumed job: since its restart).
+      serving_pauses: r.servingPauses ?? 0,
+      serving_pause_ms: Math.round(r.servingPauseMs ?? 0),
     });
     await this.persist(s);
   }

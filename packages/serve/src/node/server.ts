@@ -430,6 +430,10 @@ export async function createServer(options: ServerOptions): Promise<ParaServer> 
             ownerOf: (request) =>
               keys.size === 0 ? DEFAULT_OWNER : (owners.get(request) ?? DEFAULT_OWNER),
             mayUse,
+            serving: () => {
+              const s = engine.stats();
+              return s.running + s.waiting > 0;
+            },
             log: (level, message) => app.log[level](message),
           },
           options.fineTuning,

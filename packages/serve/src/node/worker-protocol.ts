@@ -34,9 +34,22 @@ export interface WorkerJobSpec {
   evalLimit: number;
   /** The worker's OS priority (nice, -20..19; higher is lower priority). */
   nice: number;
+  /**
+   * While the server is serving requests, the share of wall time the worker may spend in
+   * training steps (0 < share ≤ 1): after each update it pauses (stepTime · (1/share − 1), at
+   * most 10 s) until serving goes idle. 1: it never yields.
+   */
+  servingShare: number;
 }
 
-export type ToWorker = { type: 'start'; spec: WorkerJobSpec } | { type: 'stop' };
+/**
+ * `serving`: whether the server has requests running or waiting now (sent when it changes, and
+ * once after `start`).
+ */
+export type ToWorker =
+  | { type: 'start'; spec: WorkerJobSpec }
+  | { type: 'stop' }
+  | { type: 'serving'; busy: boolean };
 
 /** A training event, flattened for the wire (see TrainEvent in @para/train). */
 export type WorkerEvent =
@@ -71,6 +84,9 @@ export interface WorkerResult {
   /** The adapter's peft_type (as saved). */
   peftType: string;
   parameters: number;
+  /** Pauses the worker took between updates to yield to serving, and their total ms. */
+  servingPauses: number;
+  servingPauseMs: number;
 }
 
 export type FromWorker =

@@ -182,7 +182,8 @@ export interface TrainFilesOptions {
   quiet?: boolean;
   /** Setup messages (default stderr). */
   log?: (s: string) => void;
-  onEvent?: (e: TrainEvent) => void;
+  /** Called on every event; training waits for a returned promise (e.g. to yield the CPU). */
+  onEvent?: (e: TrainEvent) => void | Promise<void>;
   /** Reuse an already loaded backbone (the demo trains several tenants on one). */
   backbone?: { dir: string; model: CausalLM; tokenizer: ParaTokenizer };
   /** Stop after this step (tests of resuming). */
@@ -503,7 +504,7 @@ async function trainLocked(
         onEvent: (e) => {
           metrics(e);
           progress.onEvent(e);
-          o.onEvent?.(e);
+          return o.onEvent?.(e);
         },
       });
     } catch (e) {
