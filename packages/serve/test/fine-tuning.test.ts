@@ -347,7 +347,9 @@ describe('fine-tuning jobs', () => {
         (e) => e.message === 'The job has successfully completed',
       );
       // Requests ran throughout, so the worker paused after at least one of its updates.
-      expect((completed?.data as { serving_pauses?: number }).serving_pauses).toBeGreaterThan(0);
+      expect(
+        (completed?.data as { serving_pauses?: number } | undefined)?.serving_pauses,
+      ).toBeGreaterThan(0);
     } finally {
       serving = false;
       await traffic;
