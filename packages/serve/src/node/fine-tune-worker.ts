@@ -267,8 +267,12 @@ const serving = { busy: false, idle: [] as (() => void)[], pauses: 0, pauseMs: 0
 function yielder(share: number, stop: AbortSignal): (e: TrainEvent) => Promise<void> | undefined {
   let last = performance.now();
   return (e) => {
-    if (e.type !== 'step') return undefined;
     const now = performance.now();
+    // Only an update's own time counts: loading, evaluations and checkpoints restart the clock.
+    if (e.type !== 'step') {
+      last = now;
+      return undefined;
+    }
     const stepMs = now - last;
     last = now;
     if (!serving.busy || share >= 1 || stop.aborted) return undefined;

@@ -721,7 +721,9 @@ export class FineTuningJobs {
         },
       },
     );
-    s.process.setServing(this.servingNow);
+    // Sampled now: the last state the watcher saw may be stale when no worker was running.
+    this.servingNow = this.options.serving?.() ?? false;
+    for (const j of this.jobs.values()) j.process?.setServing(this.servingNow);
     this.watchServing();
   }
 
