@@ -146,7 +146,9 @@ describe('para serve --data-dir', () => {
 
     const long = await job(c1, file.id, { max_steps: 45, checkpoint_every: 3 }, 'killed');
     await until(c1, long.id, (j) => j.status === 'running' && j.para.step >= 4);
-    const pid = Number(/worker (\d+) \(nice 10/.exec(s1.stderr())?.slice(1)[0] ?? Number.NaN);
+    // This job's worker (the first job's worker, already gone, logged the same line before it).
+    const started = new RegExp(`job ${long.id}: worker (\\d+) \\(nice 10`).exec(s1.stderr());
+    const pid = Number(started?.[1] ?? Number.NaN);
     expect(Number.isInteger(pid)).toBe(true);
     s1.child.kill('SIGKILL');
     expect((await s1.exit).signal).toBe('SIGKILL');

@@ -12,8 +12,9 @@
  * hand: `pnpm --filter @para/serve build`).
  */
 
+import { spawn } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import * as os from 'node:os';
 import { join } from 'node:path';
 import type { AnyAdapter } from '@para/adapters';
@@ -476,7 +477,37 @@ describe('fine-tuning jobs', () => {
     });
     await until(a, running.id, (j) => j.status === 'running' && j.para.step >= 4);
     await stop(); // the worker checkpoints and stops; the job stays "running" on disk
-    await start();
+    // As after a kill -9 of the server: this job's previous worker, still exiting, holds the
+    // trainer's lock. The resumed worker waits for it instead of failing the job.
+    const orphan = spawn(process.execPath, ['-e', 'setInterval(() => {}, 1000)'], {
+      stdio: 'ignore',
+    });
+    await writeFile(
+      join(data, 'jobs', running.id, 'train', '.para.lock'),
+      JSON.stringify({
+        pid: orphan.pid,
+        hostname: os.hostname(),
+        startedAt: new Date().toISOString(),
+        command: `para serve fine-tuning job ${running.id}`,
+      }),
+    );
+    try {
+      await start();
+      let waiting: string | undefined;
+      let job = await a.fineTuning.jobs.retrieve(running.id);
+      for (const t0 = Date.now(); waiting === undefined && Date.now() - t0 < 600_000; ) {
+        await sleep(250);
+        waiting = (await allEvents(a, running.id))
+          .map((e) => e.message)
+          .find((m) => m.startsWith('waiting for pid'));
+        job = await a.fineTuning.jobs.retrieve(running.id);
+        if (finished(job as unknown as FineTuningJob)) break;
+      }
+      expect(job.status, JSON.stringify(job.error)).toBe('running');
+      expect(waiting).toContain(`pid ${orphan.pid} `);
+    } finally {
+      orphan.kill('SIGKILL');
+    }
     const ft = done.fine_tuned_model as string;
     const r = await a.completions.create({
       model: ft,

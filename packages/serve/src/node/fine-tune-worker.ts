@@ -26,6 +26,7 @@ import { initBackend, isParaError } from '@para/core/node';
 import {
   hasCheckpoint,
   latestCheckpoint,
+  readOutLock,
   type TrainEvent,
   trainAdapterFromFiles,
 } from '@para/train/node';
@@ -128,12 +129,42 @@ interface Summary {
   parameters: number;
 }
 
+/** The command this job's workers write into OUT's lock. */
+const lockCommand = (jobId: string) => `para serve fine-tuning job ${jobId}`;
+
+/**
+ * A server killed with -9 leaves its worker running until that worker sees its IPC channel close
+ * (at its next turn of the event loop: after the update it is computing). A restart that resumes
+ * the job at once finds OUT locked by that same job's previous worker; wait for it to exit (up
+ * to 60 s, then the trainer's LOCKED error names it) rather than fail the resumed job. A lock of
+ * anything else is not waited for.
+ */
+async function waitForPreviousWorker(spec: WorkerJobSpec, stop: AbortSignal): Promise<void> {
+  const deadline = Date.now() + 60_000;
+  let told = false;
+  while (!stop.aborted && Date.now() < deadline) {
+    const held = await readOutLock(spec.out);
+    if (held === null || held.pid === process.pid || held.command !== lockCommand(spec.jobId))
+      return;
+    if (!told) {
+      told = true;
+      await send({
+        type: 'log',
+        level: 'info',
+        message: `waiting for pid ${held.pid} (this job's worker before the restart) to exit`,
+      });
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
 async function run(spec: WorkerJobSpec, stop: AbortSignal): Promise<void> {
   const nice = await renice(spec.nice);
   const report = await initBackend({ backend: spec.backend, probe: false });
   await renice(spec.nice);
   await send({ type: 'ready', pid: process.pid, nice, backend: report.active });
   const yieldToServing = yielder(spec.servingShare ?? 1, stop);
+  await waitForPreviousWorker(spec, stop);
   const summaryFile = path.join(spec.out, 'train_summary.json');
   const configFile = path.join(spec.out, ADAPTER_CONFIG_FILE);
   // A run that finished (adapter and summary written) before the server went away is not
@@ -180,7 +211,7 @@ async function run(spec: WorkerJobSpec, stop: AbortSignal): Promise<void> {
       // reached its first checkpoint, started again from step 0.
       ...(resume ? { resume: true } : { force: true }),
       quiet: true,
-      command: `para serve fine-tuning job ${spec.jobId}`,
+      command: lockCommand(spec.jobId),
       log: (message) => void send({ type: 'log', level: 'info', message }),
       onEvent: (e) => {
         const w = wireEvent(e);

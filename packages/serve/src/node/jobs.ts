@@ -713,6 +713,7 @@ export class FineTuningJobs {
         onEvent: (e) => this.onWorkerEvent(s, e),
         onLog: (level, message) => {
           if (/skipped \d+ of/.test(message)) this.event(s, 'warn', message);
+          if (message.startsWith('waiting for pid')) this.event(s, 'info', message);
           this.options.log?.(level, `fine-tuning job ${job.id}: ${message}`);
         },
         onExit: (outcome) => {
