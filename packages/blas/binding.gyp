@@ -4,7 +4,7 @@
       "target_name": "para_blas",
       "sources": ["native/para_blas.c", "native/para_fused.c"],
       "defines": ["NAPI_VERSION=8"],
-      "cflags": ["-O3", "-std=c11", "-fno-trapping-math", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+      "cflags": ["-O3", "-std=c11", "-fno-trapping-math", "-fno-math-errno", "-Wall", "-Wextra", "-Wno-unused-parameter"],
       "cflags!": ["-O2"],
       "conditions": [
         ["OS=='linux'", {

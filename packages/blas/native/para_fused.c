@@ -1,6 +1,6 @@
 /*
  * @para/blas: fused float32 kernels for TensorFlow.js's wasm backend (RMSNorm, residual add +
- * RMSNorm, SwiGLU, RoPE, attention, cross-entropy and their gradients), computed directly on the wasm heap like matmulHeap.
+ * RMSNorm, SwiGLU, RoPE, attention, cross-entropy and their gradients; AdamW's update), computed directly on the wasm heap like matmulHeap.
  *
  *   rmsNormHeap(heap, params)       params: [x, w, y, rows, d, eps, unitOffset]
  *   rmsNormGradHeap(heap, params)   params: [dy, x, w, dx, dw, rows, d, eps, unitOffset]
@@ -14,6 +14,8 @@
  *                                   (mask: -1 for none)
  *   crossEntropyHeap(heap, params)  params: [logits, targets (int32), weights, loss, lse, N, V]
  *   crossEntropyGradHeap(heap, params) params: [dy, logits, targets, weights, lse, dlogits, N, V]
+ *   adamWHeap(heap, params)         params: [count, lr, beta1, 1-beta1, beta2, 1-beta2, bc1, bc2, eps, gradScale,
+ *                                   then per parameter p, m, v, g, p', m', v', n, keep]
  *   fusedInfo()                     -> { threads, parallelMinElements }
  *
  * Offsets are byte offsets into `heap` (an ArrayBuffer); every operand is contiguous float32.
@@ -857,6 +859,71 @@ HOT static void ce_backward_rows(void *vctx, int64_t begin, int64_t end, int tid
   }
 }
 
+/* ---------- AdamW over every parameter in one call ---------- */
+
+/*
+ * One optimizer step for n parameters (segments), each contiguous float32: p, m, v, g in;
+ * p′, m′, v′ out (new buffers: the caller's variables may share their data with other tensors, so
+ * nothing is written in place). In float32, each operation rounded in the generic path's order
+ * (@para/train's AdamW on tfjs; no FMA contraction in ISO C mode, IEEE division and square root),
+ * so the two agree bit for bit where the generic path's kernels are IEEE float32 (wasm):
+ *   g  = g · gradScale
+ *   m′ = m · β1 + g · (1 − β1)            v′ = v · β2 + (g · g) · (1 − β2)
+ *   u  = (m′ / bc1) / (√(v′ / bc2) + ε)   p′ = (keep ≠ 1 ? p · keep : p) − u · lr
+ * bc1, bc2, 1 − β1, 1 − β2 and keep = 1 − lr · wd come from the caller (JavaScript's doubles,
+ * rounded to float32 here as tfjs rounds its scalars). Every element of every segment is one
+ * unit of work: the pool splits the concatenation into contiguous ranges.
+ */
+typedef struct {
+  const float *p, *m, *v, *g;
+  float *po, *mo, *vo;
+  int64_t n;
+  float keep;
+} adamw_seg_t;
+
+typedef struct {
+  const adamw_seg_t *seg;
+  const int64_t *start; /* [count + 1]: each segment's first element in the concatenation */
+  int64_t count;
+  float lr, b1, omb1, b2, omb2, bc1, bc2, eps, gs;
+} adamw_t;
+
+/* One parameter's elements [0, n) of the given pointers (keep = 1 without decay: p · 1 = p exactly). */
+static inline void adamw_span(const adamw_t *c, const float *restrict p, const float *restrict m,
+                              const float *restrict v, const float *restrict g, float *restrict po,
+                              float *restrict mo, float *restrict vo, int64_t n, float keep) {
+  const float lr = c->lr, b1 = c->b1, omb1 = c->omb1, b2 = c->b2, omb2 = c->omb2, bc1 = c->bc1, bc2 = c->bc2,
+              eps = c->eps, gs = c->gs;
+  for (int64_t i = 0; i < n; i++) {
+    const float gi = g[i] * gs;
+    const float m1 = m[i] * b1 + gi * omb1;
+    const float v1 = v[i] * b2 + (gi * gi) * omb2;
+    const float u = (m1 / bc1) / (sqrtf(v1 / bc2) + eps);
+    mo[i] = m1;
+    vo[i] = v1;
+    po[i] = p[i] * keep - u * lr;
+  }
+}
+
+HOT static void adamw_range(void *vctx, int64_t begin, int64_t end, int tid) {
+  (void)tid;
+  const adamw_t *c = (const adamw_t *)vctx;
+  /* the segment holding `begin`: the last with start <= begin (binary search; empty ones skipped below) */
+  int64_t lo = 0, hi = c->count - 1;
+  while (lo < hi) {
+    const int64_t mid = (lo + hi + 1) / 2;
+    if (c->start[mid] <= begin) lo = mid;
+    else hi = mid - 1;
+  }
+  for (int64_t k = lo; k < c->count && c->start[k] < end; k++) {
+    const int64_t s0 = c->start[k], s1 = c->start[k + 1];
+    const int64_t a = begin > s0 ? begin : s0, b = end < s1 ? end : s1;
+    const adamw_seg_t *sg = &c->seg[k];
+    const int64_t o = a - s0;
+    if (a < b) adamw_span(c, sg->p + o, sg->m + o, sg->v + o, sg->g + o, sg->po + o, sg->mo + o, sg->vo + o, b - a, sg->keep);
+  }
+}
+
 /* ---------- argument checking ---------- */
 
 #define NAPI_CALL(env, call)                                                                   \
@@ -1306,6 +1373,120 @@ static napi_value ce_entry(napi_env env, napi_callback_info info, int grad) {
 static napi_value CrossEntropyHeap(napi_env env, napi_callback_info info) { return ce_entry(env, info, 0); }
 static napi_value CrossEntropyGradHeap(napi_env env, napi_callback_info info) { return ce_entry(env, info, 1); }
 
+/* Whether any output span overlaps any other span (sort by offset, one sweep). */
+typedef struct {
+  uint64_t off, end;
+  int out;
+} tagged_span_t;
+
+static int tagged_cmp(const void *a, const void *b) {
+  const uint64_t x = ((const tagged_span_t *)a)->off, y = ((const tagged_span_t *)b)->off;
+  return x < y ? -1 : x > y ? 1 : 0;
+}
+
+/*
+ * In sorted order a pair (a before b) overlaps iff b.off < a.end; b an output: caught against the
+ * largest end so far; a an output: against the largest output end so far.
+ */
+static int outputs_overlap(tagged_span_t *s, int64_t n) {
+  qsort(s, (size_t)n, sizeof *s, tagged_cmp);
+  uint64_t max_end = 0, max_out_end = 0;
+  for (int64_t i = 0; i < n; i++) {
+    if (s[i].end == s[i].off) continue; /* empty */
+    if ((s[i].out && s[i].off < max_end) || s[i].off < max_out_end) return 1;
+    if (s[i].end > max_end) max_end = s[i].end;
+    if (s[i].out && s[i].end > max_out_end) max_out_end = s[i].end;
+  }
+  return 0;
+}
+
+/*
+ * adamWHeap(heap, [count, lr, beta1, 1 − beta1, beta2, 1 − beta2, bc1, bc2, eps, gradScale,
+ *                  then per parameter: p, m, v, g, p′, m′, v′, n, keep])
+ * byte offsets of float32 operands of n elements each; outputs overlap nothing.
+ */
+#define ADAMW_HEAD 10
+#define ADAMW_PER 9
+static napi_value AdamWHeap(napi_env env, napi_callback_info info) {
+  uint8_t *heap;
+  size_t size;
+  const double *p;
+  if (!heap_args(env, info, "adamWHeap(heap, params)", ADAMW_HEAD, &heap, &size, &p)) return NULL;
+  if (!is_count(p[0], 1 << 24) || p[0] < 1) return throw_range(env, "adamWHeap: count must be an integer in [1, 2^24]");
+  const int64_t count = (int64_t)p[0];
+  /* the params array's length, for the per-parameter entries */
+  size_t argc = 2;
+  napi_value argv[2];
+  napi_typedarray_type type;
+  size_t len = 0;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok ||
+      napi_get_typedarray_info(env, argv[1], &type, &len, NULL, NULL, NULL) != napi_ok)
+    return throw_type(env, "adamWHeap: cannot read params");
+  if (len < (size_t)(ADAMW_HEAD + ADAMW_PER * count)) return throw_type(env, "adamWHeap: params too short for count");
+  for (int i = 1; i < ADAMW_HEAD; i++) {
+    if (!isfinite(p[i])) return throw_range(env, "adamWHeap: lr, betas, bias corrections, eps and gradScale must be finite");
+  }
+  if (!(p[6] > 0) || !(p[7] > 0)) return throw_range(env, "adamWHeap: the bias corrections must be > 0");
+  adamw_seg_t *seg = (adamw_seg_t *)malloc((size_t)count * sizeof *seg);
+  int64_t *start = (int64_t *)malloc((size_t)(count + 1) * sizeof *start);
+  tagged_span_t *spans = (tagged_span_t *)malloc((size_t)count * 7 * sizeof *spans);
+  if (seg == NULL || start == NULL || spans == NULL) {
+    free(seg);
+    free(start);
+    free(spans);
+    napi_throw_error(env, "PARA_BLAS_NOMEM", "adamWHeap: out of memory");
+    return NULL;
+  }
+  const char *bad = NULL;
+  uint64_t total = 0;
+  for (int64_t k = 0; k < count && bad == NULL; k++) {
+    const double *q = p + ADAMW_HEAD + ADAMW_PER * k;
+    if (!is_count(q[7], MAX_VALUE)) {
+      bad = "adamWHeap: a parameter's size must be a non-negative integer";
+      break;
+    }
+    if (!isfinite(q[8])) {
+      bad = "adamWHeap: a parameter's keep factor must be finite";
+      break;
+    }
+    const uint64_t n = (uint64_t)q[7];
+    span_t sp[7];
+    for (int i = 0; i < 7; i++) {
+      if (!span_ok(q[i], n, size, &sp[i])) {
+        bad = "adamWHeap: an operand lies outside the heap (or is not 4-byte aligned)";
+        break;
+      }
+      spans[k * 7 + i] = (tagged_span_t){sp[i].off, sp[i].off + sp[i].bytes, i >= 4};
+    }
+    if (bad != NULL) break;
+    start[k] = (int64_t)total;
+    total += n;
+    if (total > (uint64_t)MAX_VALUE) {
+      bad = "adamWHeap: too many elements";
+      break;
+    }
+    seg[k] = (adamw_seg_t){(const float *)(heap + sp[0].off), (const float *)(heap + sp[1].off),
+                           (const float *)(heap + sp[2].off), (const float *)(heap + sp[3].off),
+                           (float *)(heap + sp[4].off),       (float *)(heap + sp[5].off),
+                           (float *)(heap + sp[6].off),       (int64_t)n,
+                           (float)q[8]};
+  }
+  if (bad == NULL && outputs_overlap(spans, count * 7)) bad = "adamWHeap: an output overlaps an input or another output";
+  free(spans);
+  if (bad != NULL) {
+    free(seg);
+    free(start);
+    return throw_range(env, bad);
+  }
+  start[count] = (int64_t)total;
+  adamw_t c = {seg, start, count, (float)p[1], (float)p[2], (float)p[3], (float)p[4], (float)p[5],
+               (float)p[6], (float)p[7], (float)p[8], (float)p[9]};
+  parallel_for((int64_t)total, (int64_t)total, adamw_range, &c);
+  free(seg);
+  free(start);
+  return NULL;
+}
+
 static napi_value FusedInfo(napi_env env, napi_callback_info info) {
   (void)info;
   napi_value obj, v;
@@ -1331,6 +1512,7 @@ napi_status para_fused_init(napi_env env, napi_value exports) {
       {"attentionGradHeap", NULL, AttentionGradHeap, NULL, NULL, NULL, napi_enumerable, NULL},
       {"crossEntropyHeap", NULL, CrossEntropyHeap, NULL, NULL, NULL, napi_enumerable, NULL},
       {"crossEntropyGradHeap", NULL, CrossEntropyGradHeap, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"adamWHeap", NULL, AdamWHeap, NULL, NULL, NULL, napi_enumerable, NULL},
       {"fusedInfo", NULL, FusedInfo, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   return napi_define_properties(env, exports, sizeof props / sizeof props[0], props);

@@ -3,7 +3,11 @@
 // alternates between the fused kernels installed and uninstalled (the generic tfjs ops), so the
 // load of a shared machine hits both sides alike. Prints per-workload medians and off/on ratios.
 //
-//   pnpm build && node packages/blas/scripts/bench-fused.mjs [--rounds 5] [--json]
+//   pnpm build && node packages/blas/scripts/bench-fused.mjs [--rounds 5] [--json] [--adamw]
+//
+// --adamw: only the optimizer (ParaAdamW alone toggled, every other fused kernel installed):
+// AdamW.apply over each method's trainable parameters alone, A/B alternating; then the whole
+// update (trainer.trainStep) A/B and its kernel count with and without ParaAdamW.
 //
 // Workloads: `para bench train`'s (PARA r=8, LoRA r=8 on q,v and full fine-tuning on the bundled
 // backbone; 16 task examples and 8 packed rows of 256) and `para bench model`'s (d=512, 8 layers,
@@ -112,6 +116,130 @@ const windows = Array.from({ length: 8 }, (_, b) =>
   Array.from({ length: 257 }, (_, t) => 4 + (rng(b * 257 + t) % (model.config.vocabSize - 4))),
 );
 const packed = { ...train.collateWindows(windows), promptLengths: windows.map(() => 128) };
+if (args.includes('--adamw')) {
+  // ParaAdamW alone on/off (the other fused kernels stay installed on both sides).
+  const adamW = tf.getKernel('ParaAdamW', 'wasm');
+  if (adamW === undefined) {
+    console.error('ParaAdamW is not registered');
+    process.exit(1);
+  }
+  const setAdamW = (on) => {
+    const have = tf.getKernel('ParaAdamW', 'wasm') !== undefined;
+    if (on && !have) tf.registerKernel(adamW);
+    if (!on && have) tf.unregisterKernel('ParaAdamW', 'wasm');
+  };
+  const abAdamW = async (fn, n) => {
+    const t = { on: [], off: [] };
+    const side = async (on) => {
+      setAdamW(on);
+      const t0 = performance.now();
+      await fn();
+      t[on ? 'on' : 'off'].push(performance.now() - t0);
+    };
+    for (let r = -1; r < n; r++) {
+      const first = r % 2 === 0;
+      await side(first);
+      await side(!first);
+      if (r === -1) {
+        t.on.length = 0;
+        t.off.length = 0;
+      }
+    }
+    setAdamW(true);
+    return { on: median(t.on), off: median(t.off) };
+  };
+  const countAdamW = async (fn) => {
+    const c = {};
+    for (const on of [true, false]) {
+      setAdamW(on);
+      const p = await tf.profile(fn);
+      c[on ? 'on' : 'off'] = p.kernels.length;
+    }
+    setAdamW(true);
+    return c;
+  };
+  const os = await import('node:os');
+  say(
+    `load average at start: ${os
+      .loadavg()
+      .map((x) => x.toFixed(2))
+      .join(' ')}`,
+  );
+  const rowsA = [];
+  for (const [method, make] of [
+    ['PARA r=8', () => adapters.createAdapter(model.config, train.methodConfig('para', 8, null))],
+    [
+      'LoRA r=8 (q,v)',
+      () => adapters.createAdapter(model.config, train.methodConfig('lora', 8, null)),
+    ],
+    ['full fine-tuning', null],
+  ]) {
+    const adapter = make?.();
+    const t = adapter ? train.adapterTrainable(model, adapter) : train.fullTrainable(model);
+    const params = t.parameters;
+    let elems = 0;
+    for (const v of params.values()) elems += v.size;
+    // the optimizer alone, gradients fixed (the same tensors every call)
+    const opt = new train.AdamW(params, { weightDecay: 0.01 });
+    const grads = Object.fromEntries(
+      [...params].map(([n, v], i) => [
+        n,
+        tf.mul(tf.randomNormal(v.shape, 0, 1, 'float32', i), 1e-3),
+      ]),
+    );
+    const reps = 20;
+    const tensors0 = tf.memory().numTensors;
+    const opMs = await abAdamW(async () => {
+      for (let i = 0; i < reps; i++) opt.apply(grads, 1e-9);
+      await [...params.values()][0].data(); // wasm is synchronous; this only syncs the read
+    }, rounds * 2);
+    if (tf.memory().numTensors !== tensors0) throw new Error('tensors leaked');
+    const opK = await countAdamW(() => opt.apply(grads, 1e-9));
+    const row = {
+      label: `AdamW.apply, ${method} (${params.size} tensors, ${elems} elements)`,
+      onMs: opMs.on / reps,
+      offMs: opMs.off / reps,
+      speedup: opMs.off / opMs.on,
+      kernelsOn: opK.on,
+      kernelsOff: opK.off,
+    };
+    rowsA.push(row);
+    say(
+      `${row.label.padEnd(64)} ParaAdamW ${row.onMs.toFixed(3)} ms  generic ${row.offMs.toFixed(3)} ms  ×${row.speedup.toFixed(2)}  kernels ${opK.on} vs ${opK.off}`,
+    );
+    opt.dispose();
+    tf.dispose(Object.values(grads));
+    // the whole update (forward, backward, optimizer) on the packed 8×256 batch
+    const trainer = new train.Trainer(t, { lr: 1e-6, totalSteps: 1000 });
+    const stepMs = await abAdamW(() => trainer.trainStep([packed]), rounds);
+    const stepK = await countAdamW(() => trainer.trainStep([packed]));
+    const srow = {
+      label: `update ${method}, 8×256 packed`,
+      onMs: stepMs.on,
+      offMs: stepMs.off,
+      speedup: stepMs.off / stepMs.on,
+      kernelsOn: stepK.on,
+      kernelsOff: stepK.off,
+    };
+    rowsA.push(srow);
+    say(
+      `${srow.label.padEnd(64)} ParaAdamW ${srow.onMs.toFixed(1)} ms  generic ${srow.offMs.toFixed(1)} ms  ×${srow.speedup.toFixed(2)}  kernels ${stepK.on} vs ${stepK.off}`,
+    );
+    trainer.dispose();
+    if (adapter) adapter.dispose();
+    else t.model.dispose();
+  }
+  say(
+    `load average at end: ${os
+      .loadavg()
+      .map((x) => x.toFixed(2))
+      .join(' ')}`,
+  );
+  if (json)
+    console.log(JSON.stringify({ rounds, threads: blas.fusedThreads(), rows: rowsA }, null, 2));
+  process.exit(0);
+}
+
 const setups = [
   ['PARA r=8', () => adapters.createAdapter(model.config, train.methodConfig('para', 8, null))],
   [

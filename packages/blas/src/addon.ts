@@ -58,6 +58,11 @@ export interface BlasAddon {
   crossEntropyHeap?(heap: ArrayBuffer, params: Float64Array): void;
   /** [dy, logits, targets, weights, lse, dlogits, N, V]. */
   crossEntropyGradHeap?(heap: ArrayBuffer, params: Float64Array): void;
+  /**
+   * [count, lr, beta1, 1 − beta1, beta2, 1 − beta2, bc1, bc2, eps, gradScale, then per parameter
+   * p, m, v, g, p′, m′, v′ (byte offsets), n, keep].
+   */
+  adamWHeap?(heap: ArrayBuffer, params: Float64Array): void;
   fusedInfo?(): { threads: number; parallelMinElements: number };
 }
 

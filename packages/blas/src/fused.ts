@@ -4,7 +4,7 @@ import type { KernelArgs, TensorInfoLike, WasmBackendLike } from './kernels';
 
 /*
  * Fused kernels for tfjs's wasm backend — ParaRmsNorm, ParaRmsNormGrad, ParaAddRmsNorm,
- * ParaAddRmsNormGrad, ParaSwiGlu, ParaSwiGluGrad, ParaRope, ParaAttention, ParaAttentionGrad, ParaCrossEntropy, ParaCrossEntropyGrad — computed in C (native/para_fused.c) directly on the wasm heap, as
+ * ParaAddRmsNormGrad, ParaSwiGlu, ParaSwiGluGrad, ParaRope, ParaAttention, ParaAttentionGrad, ParaCrossEntropy, ParaCrossEntropyGrad, ParaAdamW — computed in C (native/para_fused.c) directly on the wasm heap, as
  * the matmuls are. Their contract (inputs, attrs, outputs, math) is @para/ops' `fused.ts`, whose
  * ops call them where they are registered and whose registered gradients call the Grad kernels.
  * A shared (threaded) heap, which the addon cannot address, is computed by the same math in
@@ -23,6 +23,7 @@ export const FUSED_KERNEL_NAMES = [
   'ParaAttentionGrad',
   'ParaCrossEntropy',
   'ParaCrossEntropyGrad',
+  'ParaAdamW',
 ] as const;
 
 const size = (shape: number[]) => shape.reduce((a, b) => a * b, 1);
@@ -392,6 +393,64 @@ export const jsCrossEntropy = {
         m[dx + n * V + j] = g * Math.exp((m[x + n * V + j] as number) - l);
       const k = Math.min(Math.max(i32[t + n] as number, 0), V - 1);
       m[dx + n * V + k] = (m[dx + n * V + k] as number) - g;
+    }
+  },
+};
+
+/** AdamW's scalars as the kernels take them (float32-rounded by the kernels). */
+export interface AdamWScalars {
+  lr: number;
+  beta1: number;
+  beta2: number;
+  eps: number;
+  /** 1 − beta1 ** step and 1 − beta2 ** step. */
+  bc1: number;
+  bc2: number;
+  gradScale: number;
+}
+
+/** Exported for tests: the AdamW fallback's math (element offsets; every operation rounded to float32). */
+export const jsAdamW = {
+  /** One parameter: p, m, v, g in; po, mo, vo out; n elements; keep = 1 − lr · weightDecay. */
+  step(
+    f32: Float32Array,
+    o: { p: number; m: number; v: number; g: number; po: number; mo: number; vo: number },
+    n: number,
+    keep: number,
+    s: AdamWScalars,
+  ) {
+    const r = Math.fround;
+    const [lr, b1, omb1, b2, omb2, bc1, bc2, eps, gs, k] = [
+      s.lr,
+      s.beta1,
+      1 - s.beta1,
+      s.beta2,
+      1 - s.beta2,
+      s.bc1,
+      s.bc2,
+      s.eps,
+      s.gradScale,
+      keep,
+    ].map(r) as number[] as [
+      number,
+      number,
+      number,
+      number,
+      number,
+      number,
+      number,
+      number,
+      number,
+      number,
+    ];
+    for (let i = 0; i < n; i++) {
+      const g = r((f32[o.g + i] as number) * gs);
+      const m1 = r(r((f32[o.m + i] as number) * b1) + r(g * omb1));
+      const v1 = r(r((f32[o.v + i] as number) * b2) + r(r(g * g) * omb2));
+      const u = r(r(m1 / bc1) / r(r(Math.sqrt(r(v1 / bc2))) + eps));
+      f32[o.mo + i] = m1;
+      f32[o.vo + i] = v1;
+      f32[o.po + i] = r(r((f32[o.p + i] as number) * k) - r(u * lr));
     }
   },
 };
@@ -884,6 +943,104 @@ function crossEntropyGradKernel(addon: Native): tf.KernelFunc {
   };
 }
 
+function adamWKernel(addon: Native): tf.KernelFunc {
+  return (args) => {
+    const { inputs, backend: be, attrs } = args as unknown as KernelArgs;
+    const K = 'ParaAdamW';
+    const backend = asWasm(be, K);
+    const count = Number(attrs?.count);
+    if (!Number.isInteger(count) || count < 1)
+      throw new Error(`${K}: count must be a positive integer, got ${attrs?.count}`);
+    const wd = attrs?.weightDecay as unknown;
+    if (!Array.isArray(wd) || wd.length !== count || wd.some((x) => !Number.isFinite(x)))
+      throw new Error(`${K}: weightDecay must be ${count} finite numbers`);
+    const num = (k: string): number => {
+      const x = Number(attrs?.[k]);
+      if (!Number.isFinite(x)) throw new Error(`${K}: ${k} must be a finite number`);
+      return x;
+    };
+    const step = num('step');
+    if (!Number.isInteger(step) || step < 1)
+      throw new Error(`${K}: step must be an integer ≥ 1, got ${step}`);
+    const lr = num('lr');
+    const beta1 = num('beta1');
+    const beta2 = num('beta2');
+    const s: AdamWScalars = {
+      lr,
+      beta1,
+      beta2,
+      eps: num('eps'),
+      bc1: 1 - beta1 ** step,
+      bc2: 1 - beta2 ** step,
+      gradScale: num('gradScale'),
+    };
+    if (!(s.bc1 > 0) || !(s.bc2 > 0))
+      throw new Error(`${K}: 1 − beta ** step must be > 0 (beta1 ${beta1}, beta2 ${beta2})`);
+    const slots: { offs: [number, number, number, number]; n: number; keep: number }[] = [];
+    const shapes: number[][] = [];
+    for (let i = 0; i < count; i++) {
+      const p = need(inputs, `param${i}`, K);
+      const t = [
+        p,
+        need(inputs, `m${i}`, K),
+        need(inputs, `v${i}`, K),
+        need(inputs, `grad${i}`, K),
+      ];
+      for (const x of t.slice(1)) sameShape(p, x, K, `an input of parameter ${i}`);
+      const d = wd[i] as number;
+      slots.push({
+        offs: t.map((x) => offset(backend, x)) as [number, number, number, number],
+        n: size(p.shape),
+        keep: d === 0 ? 1 : 1 - lr * d,
+      });
+      shapes.push(p.shape, p.shape, p.shape);
+    }
+    const head = [
+      s.lr,
+      s.beta1,
+      1 - s.beta1,
+      s.beta2,
+      1 - s.beta2,
+      s.bc1,
+      s.bc2,
+      s.eps,
+      s.gradScale,
+    ];
+    return compute(
+      backend,
+      shapes,
+      (heap, out) => {
+        const params = new Float64Array(1 + head.length + 9 * count);
+        params[0] = count;
+        params.set(head, 1);
+        slots.forEach((sl, i) => {
+          params.set(
+            [
+              ...sl.offs,
+              out[3 * i] as number,
+              out[3 * i + 1] as number,
+              out[3 * i + 2] as number,
+              sl.n,
+              sl.keep,
+            ],
+            1 + head.length + 9 * i,
+          );
+        });
+        addon.adamWHeap(heap, params);
+      },
+      (m, out) => {
+        slots.forEach((sl, i) => {
+          const [p, mm, v, g] = sl.offs.map((x) => x / 4) as [number, number, number, number];
+          const [po, mo, vo] = [out[3 * i], out[3 * i + 1], out[3 * i + 2]].map(
+            (x) => (x as number) / 4,
+          ) as [number, number, number];
+          jsAdamW.step(m, { p, m: mm, v, g, po, mo, vo }, sl.n, sl.keep, s);
+        });
+      },
+    ) as tf.TensorInfo[];
+  };
+}
+
 const MAKERS: Record<(typeof FUSED_KERNEL_NAMES)[number], (a: Native) => tf.KernelFunc> = {
   ParaRmsNorm: rmsNormKernel,
   ParaRmsNormGrad: rmsNormGradKernel,
@@ -896,6 +1053,7 @@ const MAKERS: Record<(typeof FUSED_KERNEL_NAMES)[number], (a: Native) => tf.Kern
   ParaAttentionGrad: attentionGradKernel,
   ParaCrossEntropy: crossEntropyKernel,
   ParaCrossEntropyGrad: crossEntropyGradKernel,
+  ParaAdamW: adamWKernel,
 };
 
 function hasFusedFunctions(addon: BlasAddon | undefined): addon is Native {
@@ -911,7 +1069,8 @@ function hasFusedFunctions(addon: BlasAddon | undefined): addon is Native {
     typeof addon.attentionHeap === 'function' &&
     typeof addon.attentionGradHeap === 'function' &&
     typeof addon.crossEntropyHeap === 'function' &&
-    typeof addon.crossEntropyGradHeap === 'function'
+    typeof addon.crossEntropyGradHeap === 'function' &&
+    typeof addon.adamWHeap === 'function'
   );
 }
 
@@ -933,7 +1092,7 @@ export function fusedKernelsProblem(): string | undefined {
 
 /**
  * Register the fused kernels (ParaRmsNorm, ParaRmsNormGrad, ParaAddRmsNorm, ParaAddRmsNormGrad,
- * ParaSwiGlu, ParaSwiGluGrad, ParaRope, ParaAttention, ParaAttentionGrad, ParaCrossEntropy, ParaCrossEntropyGrad) for the wasm backend; @para/ops then uses them. `installBlasKernels()` calls this.
+ * ParaSwiGlu, ParaSwiGluGrad, ParaRope, ParaAttention, ParaAttentionGrad, ParaCrossEntropy, ParaCrossEntropyGrad, ParaAdamW) for the wasm backend; @para/ops then uses them. `installBlasKernels()` calls this.
  * Returns false, changing nothing, when the addon (or a binary with these kernels) is
  * unavailable or PARA_FUSED=0 is set. A kernel someone else registered under one of these
  * names is left in place. Idempotent.

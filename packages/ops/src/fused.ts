@@ -27,6 +27,7 @@ import * as tf from '@tensorflow/tfjs-core';
  * | `ParaAttentionGrad` | `dy [B, Hq, T, hd]`, `q`, `k`, `v`, `mask` (optional) — as the forward | `scale` | `dq [B, Hq, T, hd]`, `dk [B, Hkv, S, hd]`, `dv [B, Hkv, S, hd]` |
  * | `ParaCrossEntropy` | `logits [N, V]`, `targets [N]` (int32), `weights [N]` | — | `loss []` = Σ_n weights[n] · nll[n], `lse [N]` = logsumexp(logits[n, :]) |
  * | `ParaCrossEntropyGrad` | `dy []` (of loss), `logits [N, V]`, `targets [N]`, `weights [N]`, `lse [N]` (the forward's) | — | `dlogits [N, V]` = dy · weights[n] · (exp(logits − lse[n]) − onehot(target[n])) |
+ * | `ParaAdamW` (no gradient) | `param<i>`, `m<i>`, `v<i>`, `grad<i>` for i < count (each quadruple one shape) | `count`, `lr`, `beta1`, `beta2`, `eps`, `step`, `gradScale`, `weightDecay` (count numbers) | `[param′0, m′0, v′0, param′1, …]` (3·count, new tensors) |
  *
  * - RMSNorm: w′ = weight, or (1 + weight) with `unitOffset` (Gemma); the mean of squares and the
  *   reciprocal square root per row of d, in float32 or better. With r = rsqrt(mean(x²) + eps),
@@ -62,6 +63,14 @@ import * as tf from '@tensorflow/tfjs-core';
  *   `lse` max-subtracted in float32 or better (a row holding NaN or ±Infinity: NaN, as the
  *   generic path); the sum over rows in float32 or better. Every row counts, weight 0 included
  *   (0 · NaN stays NaN, so a non-finite logit is never hidden). V ≥ 1, N ≥ 1.
+ * - AdamW (@para/train's `AdamW.apply`, one step over every parameter in one call): in float32,
+ *   each operation rounded in this order (the generic path's tfjs ops; scalars rounded to float32
+ *   from these JavaScript doubles: `1 − beta1`, `1 − beta2`, `bc1 = 1 − beta1 ** step`,
+ *   `bc2 = 1 − beta2 ** step`, `keep = 1 − lr · weightDecay[i]`):
+ *   `g = grad · gradScale`, `m′ = m · beta1 + g · (1 − beta1)`, `v′ = v · beta2 + (g · g) · (1 − beta2)`,
+ *   `param′ = param · keep − ((m′ / bc1) / (√(v′ / bc2) + eps)) · lr` (keep = 1 when
+ *   `weightDecay[i]` is 0). Outputs are new tensors (the caller assigns them to its variables:
+ *   a variable may share its data with other tensors, so nothing is written in place). step ≥ 1.
  * - Forward-only kernels (no Grad kernel; dispatched only while no gradient is recorded):
  *   `ParaSwiGluScaled` folds PARA's `up` scale or IA3's down_proj-input scale into the gate
  *   (`swiglu(gate, up, { scale })`). `ParaRopeKvWrite` is the KV cache's append with RoPE
@@ -84,6 +93,7 @@ export const FUSED_KERNELS = {
   crossEntropyGrad: 'ParaCrossEntropyGrad',
   swigluScaled: 'ParaSwiGluScaled',
   ropeKvWrite: 'ParaRopeKvWrite',
+  adamW: 'ParaAdamW',
 } as const;
 
 export type FusedKernelName = (typeof FUSED_KERNELS)[keyof typeof FUSED_KERNELS];
