@@ -17,6 +17,11 @@
  * with the adapter sites of `adapter.ts` in between. The same code serves a full forward pass,
  * a prefill (keys and values go into the KV cache) and a decode step (T = 1, attending to the
  * cache).
+ *
+ * The layer loop (model.ts) runs `decoderLayerPending`, which leaves `out = h + down_proj(...)`
+ * undone: the next layer's input norm (or the final norm) does the add with its norm in one op,
+ * `addRmsNorm` (ParaAddRmsNorm on webgpu with @para/webgpu and on wasm with @para/blas; `tf.add`
+ * then `rmsNorm` elsewhere). Per layer that is one kernel less; the numbers are the same.
  */
 
 import {
@@ -67,6 +72,44 @@ export interface LayerCall {
   plan: AdapterPlan<unknown> | null;
 }
 
+/**
+ * A hidden state `[B, T, d]` left as `residual + delta`: a layer's closing residual add not yet
+ * done, so that the norm that reads it next (the next layer's input norm, or the final norm) does
+ * the add with it in one op (`addRmsNorm`: ParaAddRmsNorm where the backend has it, one dispatch
+ * instead of two on webgpu; `tf.add` then the norm elsewhere, the same numbers).
+ */
+export interface PendingResidual {
+  residual: tf.Tensor; // [B, T, d]
+  delta: tf.Tensor; // [B, T, d]
+}
+
+/** A layer's input or output: a tensor, or a residual add still to do. */
+export type LayerHidden = tf.Tensor | PendingResidual;
+
+/** Whether `x` is a residual add still to do (duck-typed: a tf.Tensor has neither field). */
+export function isPending(x: LayerHidden): x is PendingResidual {
+  return 'residual' in x && 'delta' in x;
+}
+
+/** The tensor a {@link LayerHidden} stands for (the add done, where one is pending). */
+export function resolveHidden(x: LayerHidden): tf.Tensor {
+  return isPending(x) ? tf.add(x.residual, x.delta) : x; // [B, T, d]
+}
+
+/**
+ * `x + residual` of a {@link LayerHidden} and its RMSNorm, as `[sum, normed]`: the pending add
+ * fused into the norm (`addRmsNorm`), or the plain norm of a tensor.
+ */
+export function normHidden(
+  x: LayerHidden,
+  weight: tf.Tensor,
+  eps: number,
+  options: { unitOffset?: boolean },
+): [tf.Tensor, tf.Tensor] {
+  if (!isPending(x)) return [x, rmsNorm(x, weight, eps, options)];
+  return addRmsNorm(x.residual, x.delta, weight, eps, options); // [B, T, d] both
+}
+
 /** `x [B, T, d]` → `[B, T, d]`. Call inside `tf.tidy`. */
 export function decoderLayer(
   x: tf.Tensor,
@@ -74,8 +117,25 @@ export function decoderLayer(
   layer: number,
   call: LayerCall,
 ): tf.Tensor {
+  return resolveHidden(decoderLayerPending(x, w, layer, call));
+}
+
+/**
+ * {@link decoderLayer} with its closing residual add left pending, on an input that may itself
+ * be pending (the previous layer's output): the input's add is fused into this layer's input
+ * norm. The layer loop chains these, and the final norm does the last layer's add. Every site
+ * sees the same tensors as with `decoderLayer` (PARA's pool reads the same normalised input `h`).
+ * Call inside `tf.tidy`.
+ */
+export function decoderLayerPending(
+  input: LayerHidden,
+  w: LayerWeights,
+  layer: number,
+  call: LayerCall,
+): PendingResidual {
   const { config: c } = call;
-  const [B, T] = x.shape as [number, number, number];
+  const shapeOf = isPending(input) ? input.residual : input;
+  const [B, T] = shapeOf.shape as [number, number, number];
   const plan = layerActive(call.plan, layer) ? call.plan : null;
   const ctx: AdapterContext<unknown> | null =
     plan === null
@@ -121,8 +181,18 @@ export function decoderLayer(
     if (weight === null) throw new Error(`internal: layer ${layer} has no ${name}`);
     return rmsNorm(t, weight, c.rmsNormEps, normOpts);
   };
-  // OLMo 2 ('post' layout) has no input norm: attention (and PARA's pool) read x itself.
-  const h = c.normLayout === 'post' ? x : norm(x, w.inputLayernorm, 'input_layernorm'); // [B, T, d]
+  // OLMo 2 ('post' layout) has no input norm: attention (and PARA's pool) read x itself. Otherwise
+  // the previous layer's closing residual add (when pending) runs in the input norm's op.
+  let x: tf.Tensor; // [B, T, d]
+  let h: tf.Tensor; // [B, T, d]
+  if (c.normLayout === 'post') {
+    x = resolveHidden(input);
+    h = x;
+  } else {
+    if (w.inputLayernorm === null)
+      throw new Error(`internal: layer ${layer} has no input_layernorm`);
+    [x, h] = normHidden(input, w.inputLayernorm, c.rmsNormEps, normOpts);
+  }
   if (plan?.adapter.layerInput !== undefined)
     plan.adapter.layerInput(ctx as AdapterContext<unknown>, h);
 
@@ -261,5 +331,5 @@ export function decoderLayer(
   let mlpOut = project('down_proj', m); // [B, T, d]
   if (c.normLayout !== 'pre')
     mlpOut = norm(mlpOut, w.postFeedforwardLayernorm, 'post_feedforward_layernorm');
-  return tf.add(x1, mlpOut); // [B, T, d]
+  return { residual: x1, delta: mlpOut }; // x1 + mlpOut: [B, T, d]
 }

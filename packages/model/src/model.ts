@@ -24,7 +24,6 @@ import {
   padBatch,
   positionIdsFromMask,
   type RopeScalingConfig,
-  rmsNorm,
   ropeAttentionScaling,
   ropeCosSin,
   ropeInvFreq,
@@ -40,7 +39,13 @@ import {
   generateStream,
   type TokenEvent,
 } from './generate';
-import { decoderLayer, type LayerCall } from './layer';
+import {
+  decoderLayerPending,
+  isPending,
+  type LayerCall,
+  type LayerHidden,
+  normHidden,
+} from './layer';
 import { generateText, streamText, type TextGenerateOptions, type TextInput } from './text';
 import { initWeights } from './weights/init';
 import { allWeightTensors, type ModelWeights } from './weights/weights';
@@ -423,7 +428,7 @@ export class CausalLM {
         const slidingMask = this.slidingMaskOf(cache, step); // [B, 1, T, T] or undefined
         const tokenMask = adapter === null ? null : tf.tensor2d(mask, [B, T], 'float32'); // [B, T]
         const plan = this.plan(options, 'prefill', tokenMask, adapterState);
-        let x = this.trunk(idsT, {
+        let x: LayerHidden = this.trunk(idsT, {
           config: this.config,
           cos,
           sin,
@@ -433,7 +438,10 @@ export class CausalLM {
           cache,
           plan,
         }); // [B, T, d]
-        if (!options.allLogits) x = tf.slice(x, [0, T - 1, 0], [B, 1, this.config.hiddenSize]); // [B, 1, d]
+        if (!options.allLogits) {
+          const last = (t: tf.Tensor) => tf.slice(t, [0, T - 1, 0], [B, 1, this.config.hiddenSize]); // [B, 1, d]
+          x = isPending(x) ? { residual: last(x.residual), delta: last(x.delta) } : last(x);
+        }
         const logits = this.head(x, plan); // [B, T or 1, V]
         return options.allLogits ? logits : tf.reshape(logits, [B, this.config.vocabSize]); // [B, V]
       });
@@ -593,8 +601,12 @@ export class CausalLM {
   // internals
   // ---------------------------------------------------------------------------------------
 
-  /** Embedding → layers, `ids [B, T]` → hidden `[B, T, d]` (before the final norm). */
-  private trunk(ids: tf.Tensor, call: LayerCall): tf.Tensor {
+  /**
+   * Embedding → layers, `ids [B, T]` → hidden `[B, T, d]` (before the final norm), the last
+   * layer's residual add left pending for the final norm (each layer's closing add runs in the
+   * next layer's input norm: `decoderLayerPending`).
+   */
+  private trunk(ids: tf.Tensor, call: LayerCall): LayerHidden {
     const plan = call.plan;
     plan?.adapter.modelInput?.({
       phase: plan.phase,
@@ -608,16 +620,20 @@ export class CausalLM {
       x = plan.state.embedding.applyEmbedding(x, ids); // [B, T, d]
     // Gemma: × √d, the scale rounded to the compute dtype (float32) as HF's embed_scale buffer.
     if (this.config.embedScale) x = tf.mul(x, tf.scalar(Math.sqrt(this.config.hiddenSize))); // [B, T, d]
+    let hidden: LayerHidden = x;
     this.weights.layers.forEach((w, i) => {
-      x = decoderLayer(x, w, i, call); // [B, T, d]
+      hidden = decoderLayerPending(hidden, w, i, call); // [B, T, d] as residual + delta
     });
-    return x;
+    return hidden;
   }
 
-  /** Final norm and lm_head: `[B, T, d]` → logits `[B, T, V]`. */
-  private head(x: tf.Tensor, plan: AdapterPlan<unknown> | null = null): tf.Tensor {
+  /**
+   * Final norm (with the last layer's pending residual add, one op) and lm_head: `[B, T, d]` →
+   * logits `[B, T, V]`.
+   */
+  private head(x: LayerHidden, plan: AdapterPlan<unknown> | null = null): tf.Tensor {
     const c = this.config;
-    const h = rmsNorm(x, this.weights.norm, c.rmsNormEps, { unitOffset: c.normUnitOffset }); // [B, T, d]
+    const [, h] = normHidden(x, this.weights.norm, c.rmsNormEps, { unitOffset: c.normUnitOffset }); // [B, T, d]
     const edge = plan?.state.head;
     const logits =
       edge === undefined || edge.empty

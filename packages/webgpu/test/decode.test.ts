@@ -12,7 +12,9 @@ const IDS = [1, 200, 300, 400, 500, 600];
 /**
  * Launches per decoded token of the bundled 4-layer backbone on webgpu (Dawn in Node), with the
  * generic tfjs path and with this package's kernels (as @para/core's start-up installs them).
- * Issue 17's budget is ≤ 12 per layer + ≤ 8 per token (56 here): the test fails above it.
+ * Issue 17's budget is ≤ 12 per layer + ≤ 8 per token (56 here); since each layer's closing
+ * residual add runs in the next norm (`ParaAddRmsNorm` across layers, the last one in the final
+ * norm) it is 12 per layer + 3 per token (51 here), and the test fails above that.
  */
 describe.skipIf(!listed('webgpu'))('dispatches per decoded token on webgpu', () => {
   let model: Awaited<ReturnType<typeof loadModel>>;
@@ -34,7 +36,10 @@ describe.skipIf(!listed('webgpu'))('dispatches per decoded token on webgpu', () 
     installWebGpuKernels();
     await run(3);
     const after = await countDecodeStep(run);
-    const budget = 12 * layers + 8;
+    // 12 per layer (7 matmuls, input norm with the previous residual add, RoPE + KV write,
+    // attention, residual + post-attention norm, SwiGLU) + 3 per token (embedding gather, final
+    // norm with the last residual add, lm_head).
+    const budget = 12 * layers + 3;
     console.log(
       `decode step, ${layers} layers: generic ${before.dispatches} dispatches (${before.kernels} kernels besides Reshape), fused ${after.dispatches} dispatches (${after.kernels} kernels); budget ${budget}\n` +
         `  generic kernels: ${before.byKernel.map(([k, n]) => `${k} ${n}`).join(', ')}\n` +
@@ -43,8 +48,14 @@ describe.skipIf(!listed('webgpu'))('dispatches per decoded token on webgpu', () 
     );
     expect(after.dispatches).toBeLessThan(before.dispatches);
     expect(after.kernels).toBeLessThan(before.kernels);
-    // Issue 17's launch budget: ≤ 12 per layer + ≤ 8 per token.
+    // Issue 17's launch budget (≤ 12 per layer + ≤ 8 per token), lowered to what is reached.
     expect(after.dispatches).toBeLessThanOrEqual(budget);
+    // The residual adds all run inside the norms: no Add kernel is left, the only plain
+    // ParaRmsNorm is layer 0's input norm, and every other norm adds its residual.
+    const count = (k: string) => after.byKernel.find(([name]) => name === k)?.[1] ?? 0;
+    expect(count('Add')).toBe(0);
+    expect(count('ParaRmsNorm')).toBe(1);
+    expect(count('ParaAddRmsNorm')).toBe(2 * layers);
     expect(after.byKernel.map(([k]) => k)).toEqual(
       expect.arrayContaining([
         'ParaRmsNorm',

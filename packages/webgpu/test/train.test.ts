@@ -52,7 +52,17 @@ describe.skipIf(!listed('webgpu'))('PARA gradients through the bundled backbone 
     const info = await tf.profile(async () => read(step()));
     const fused = info.result as unknown as Record<string, Float32Array>;
     const names = new Set(info.kernelNames);
-    for (const k of ['ParaRmsNorm', 'ParaRmsNormGrad', 'ParaSwiGlu', 'ParaSwiGluGrad', 'ParaRope'])
+    // Every norm on the gradient path adds a residual (each layer's closing add runs in the next
+    // norm, the last in the final norm), so the backward pass runs ParaAddRmsNormGrad; the one
+    // plain ParaRmsNorm (layer 0's input norm, on the embedding) needs no gradient here.
+    for (const k of [
+      'ParaRmsNorm',
+      'ParaAddRmsNorm',
+      'ParaAddRmsNormGrad',
+      'ParaSwiGlu',
+      'ParaSwiGluGrad',
+      'ParaRope',
+    ])
       expect(names.has(k), `${k} ran`).toBe(true);
     expect(tf.memory().numTensors).toBe(before);
     expect(Object.keys(fused).sort()).toEqual(Object.keys(generic).sort());
