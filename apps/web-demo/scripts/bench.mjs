@@ -6,7 +6,12 @@
  * bare — cold (first run) and warm — and with a PARA tenant, then one mixed batch of every
  * tenant; warm figures after a warm-up run of the same length).
  *
- *   pnpm web:bench [--tokens N] [--backends webgpu,wasm] [--json]
+ *   pnpm web:bench [--tokens N] [--backends webgpu,wasm] [--kernels fused,generic] [--json]
+ *
+ * `--kernels`: which webgpu kernel sets to run, each in its own browser, in the same run:
+ * `fused` (default; @para/webgpu's WGSL kernels), `generic` (the demo's `?kernels=generic`:
+ * tfjs's generic ops only), or both, one row each. The other backends run once. A webgpu row
+ * whose backend report does not say the kernel set asked for is an error row, not a figure.
  *
  * On machines without a GPU Chromium's WebGPU and WebGL run on SwiftShader (software).
  */
@@ -22,6 +27,11 @@ const flag = (name, fallback) => {
 const tokens = Number(flag('--tokens', '32'));
 const backends = flag('--backends', 'webgpu,webgl,wasm,cpu').split(',');
 const json = args.includes('--json');
+const kernelModes = flag('--kernels', 'fused').split(',');
+if (kernelModes.length === 0 || kernelModes.some((k) => k !== 'fused' && k !== 'generic')) {
+  process.stderr.write('web:bench: --kernels takes fused, generic or fused,generic\n');
+  process.exit(2);
+}
 if (!Number.isInteger(tokens) || tokens < 2) {
   process.stderr.write('web:bench: --tokens must be an integer ≥ 2\n');
   process.exit(2);
@@ -38,22 +48,45 @@ const FLAGS = [...CHROMIUM_FLAGS, WEBGPU_FLAG];
 const server = await serveWebDemo({ port: 0 });
 const rows = [];
 try {
-  for (const backend of backends) {
+  const runs = backends.flatMap((backend) =>
+    backend === 'webgpu'
+      ? kernelModes.map((kernels) => ({ backend, kernels }))
+      : [{ backend, kernels: null }],
+  );
+  for (const { backend, kernels } of runs) {
+    const label = kernels === null ? backend : `${backend} (${kernels})`;
     const browser = await chromium.launch({ executablePath, args: FLAGS });
     try {
       const page = await browser.newPage();
-      await page.goto(`${server.url}?backend=${backend}`);
+      const query = kernels === 'generic' ? '&kernels=generic' : '';
+      await page.goto(`${server.url}?backend=${backend}${query}`);
       await page.waitForSelector('body[data-ready]', { state: 'attached', timeout: 300_000 });
       if ((await page.getAttribute('body', 'data-ready')) !== 'true') {
-        rows.push({ backend, error: await page.textContent('[data-testid="error"]') });
+        rows.push({
+          backend: label,
+          kernels,
+          error: await page.textContent('[data-testid="error"]'),
+        });
         continue;
       }
       const detail = await page.evaluate(
-        () => document.querySelector('[data-testid="backend-report"] li')?.textContent ?? '',
+        (name) =>
+          document.querySelector(`[data-testid="backend-report"] li[data-backend="${name}"]`)
+            ?.textContent ?? '',
+        backend,
       );
+      const expected = kernels === 'generic' ? 'fused kernels: off' : '@para/webgpu WGSL';
+      if (kernels !== null && !detail.includes(expected)) {
+        rows.push({
+          backend: label,
+          kernels,
+          error: `the backend report lacks "${expected}": ${detail}`,
+        });
+        continue;
+      }
       const r = await page.evaluate((n) => window.paraDemo.bench(n), tokens);
-      rows.push({ backend, detail, ...r });
-      if (!json) process.stderr.write(`web:bench: ${backend} done\n`);
+      rows.push({ backend: label, kernels, detail, ...r });
+      if (!json) process.stderr.write(`web:bench: ${label} done\n`);
     } finally {
       await browser.close();
     }

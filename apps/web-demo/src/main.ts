@@ -5,7 +5,9 @@
  * Backend: on the first visit each backend that starts here is timed (a warm-up, then a short
  * greedy generation, each in its own worker) and the fastest is used; the figures are cached in
  * localStorage. URL parameters: `?backend=webgpu|webgl|wasm|cpu` starts that backend (or shows
- * why it cannot) without measuring.
+ * why it cannot) without measuring; `?kernels=generic` starts webgpu without @para/webgpu's fused
+ * WGSL kernels (tfjs's generic ops only, to compare the two; `fused`, the default, with them).
+ * The backend report says which (`fused kernels: @para/webgpu WGSL (…)` or `fused kernels: off`).
  */
 import { zipSync } from 'fflate';
 import uPlot from 'uplot';
@@ -278,7 +280,22 @@ new ResizeObserver(() => chart.setSize({ width: chartWidth(), height: 200 })).ob
 
 // ---- backend choice by measurement -------------------------------------------------------
 
-const BENCH_KEY = 'para-web-demo.backend-bench.v1';
+/** `?kernels=`: 'fused' (default) or 'generic'; anything else is refused (a message in the page). */
+type KernelMode = 'fused' | 'generic';
+function kernelMode(): KernelMode {
+  const k = new URLSearchParams(location.search).get('kernels');
+  if (k === null || k === '' || k === 'fused') return 'fused';
+  if (k === 'generic') return 'generic';
+  throw new Error(`?kernels= must be fused or generic, not ${JSON.stringify(k)}`);
+}
+
+const BENCH_KEYS: Record<KernelMode, string> = {
+  fused: 'para-web-demo.backend-bench.v1',
+  // Measured without the fused kernels: its own figures (webgpu's rank may differ).
+  generic: 'para-web-demo.backend-bench.v1.generic-kernels',
+};
+let benchKey = BENCH_KEYS.fused;
+let kernelChoice: KernelMode = 'fused';
 const BENCH_TOKENS = 8;
 const BENCH_TIMEOUT_MS = 120_000;
 
@@ -295,7 +312,7 @@ interface BenchCache {
 
 function readBenchCache(): BenchCache | null {
   try {
-    const raw = localStorage.getItem(BENCH_KEY);
+    const raw = localStorage.getItem(benchKey);
     if (raw === null) return null;
     const c = JSON.parse(raw) as BenchCache;
     if (c.userAgent !== navigator.userAgent || !Array.isArray(c.results)) return null;
@@ -347,6 +364,7 @@ async function startEngine(
         ...(backend === undefined ? {} : { backend }),
         assetBase: new URL('static/', base).href,
         wasmPaths: new URL('static/tfjs-wasm/', base).href,
+        kernels: kernelChoice,
       },
       (e) => {
         if (e.kind !== 'load') return;
@@ -391,12 +409,19 @@ function renderReport(report: BackendReport, results: readonly BenchResult[], ho
  * each available backend first when nothing is cached).
  */
 async function chooseBackend(): Promise<{ c: EngineClient; r: InitResult }> {
+  kernelChoice = kernelMode();
+  benchKey = BENCH_KEYS[kernelChoice];
+  document.body.dataset.kernels = kernelChoice;
   const asked = new URLSearchParams(location.search).get('backend');
   const cache = readBenchCache();
   if (asked) {
     document.body.dataset.bench = 'skipped';
     const s = await startEngine(asked, asked);
-    renderReport(s.r.report, cache?.results ?? [], 'asked for with ?backend=');
+    renderReport(
+      s.r.report,
+      cache?.results ?? [],
+      `asked for with ?backend=${kernelChoice === 'generic' ? ', ?kernels=generic' : ''}`,
+    );
     return s;
   }
   const cachedBest = cache === null ? null : fastest(cache.results);
@@ -407,7 +432,7 @@ async function chooseBackend(): Promise<{ c: EngineClient; r: InitResult }> {
       document.body.dataset.bench = 'cached';
       return s;
     } catch {
-      localStorage.removeItem(BENCH_KEY); // the device changed: measure again
+      localStorage.removeItem(benchKey); // the device changed: measure again
     }
   }
   // Measure: the automatic choice first, then every other backend that would start.
@@ -463,7 +488,7 @@ async function chooseBackend(): Promise<{ c: EngineClient; r: InitResult }> {
     results,
   };
   try {
-    localStorage.setItem(BENCH_KEY, JSON.stringify(entry));
+    localStorage.setItem(benchKey, JSON.stringify(entry));
   } catch {
     // storage may be disabled: measure again next time
   }
@@ -474,7 +499,7 @@ async function chooseBackend(): Promise<{ c: EngineClient; r: InitResult }> {
 }
 
 $('bench-reset').addEventListener('click', () => {
-  localStorage.removeItem(BENCH_KEY);
+  for (const key of Object.values(BENCH_KEYS)) localStorage.removeItem(key);
   const u = new URL(location.href);
   u.searchParams.delete('backend');
   location.href = u.href;

@@ -7,7 +7,17 @@ import type { BackendReport } from '@para/core';
 import type { ExampleRow, Manifest, ModelInfo, TenantInfo } from './engine';
 
 export type Request =
-  | { type: 'init'; backend?: string; assetBase: string; wasmPaths: string }
+  | {
+      type: 'init';
+      backend?: string;
+      assetBase: string;
+      wasmPaths: string;
+      /**
+       * `generic`: start webgpu without @para/webgpu's fused WGSL kernels (tfjs's generic ops
+       * only, `?kernels=generic`); `fused` (default): with them. Other backends ignore it.
+       */
+      kernels?: 'fused' | 'generic';
+    }
   | { type: 'generate'; prompt: string; tenant: string; maxNewTokens?: number }
   | { type: 'side-by-side'; prompt: string; tenants: string[]; maxNewTokens?: number }
   | {

@@ -38,7 +38,8 @@ async function handle(id: number, r: Request): Promise<unknown> {
       const report = await initBackend({
         ...(r.backend ? { backend: r.backend } : {}),
         wasmPaths: r.wasmPaths,
-        webgpuKernels: () => import('@para/webgpu'), // @para/webgpu's fused WGSL kernels
+        // @para/webgpu's fused WGSL kernels, or (?kernels=generic) tfjs's generic ops only.
+        webgpuKernels: r.kernels === 'generic' ? false : () => import('@para/webgpu'),
         probe: true,
       });
       engine = await Engine.load(urlAssets(r.assetBase), (loaded, total) =>

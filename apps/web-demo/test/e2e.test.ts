@@ -6,6 +6,8 @@
  *     loading in bytes and percent
  *   - the backend is the fastest of a measured warm-up benchmark (tokens/s in the report),
  *     cached in localStorage for the next visit; `?backend=` skips it
+ *   - `?kernels=generic` starts webgpu without the fused WGSL kernels, the backend report says
+ *     which set runs, and both sets give `para generate`'s greedy text
  *   - greedy generation for two tenants gives the text `para generate --adapter` gives in Node;
  *     so does each tenant's first test example, and its ✓/✗ is exact match on that text
  *   - side by side (one mixed batch) gives each tenant its own task's example, with expected
@@ -132,13 +134,18 @@ describe.skipIf(chromiumPath === null)('web demo in Chromium', () => {
     if (work !== undefined) await rm(work, { recursive: true, force: true });
   });
 
-  async function generate(prompt: string, tenant: string, maxNewTokens: number): Promise<string> {
-    await page.fill(byTestId('prompt'), prompt);
-    await page.selectOption(byTestId('tenant'), tenant);
-    await page.fill(byTestId('max-new-tokens'), String(maxNewTokens));
-    const before = await page.getAttribute(byTestId('output'), 'data-done');
-    await page.click(byTestId('generate'));
-    await page.waitForFunction(
+  async function generate(
+    prompt: string,
+    tenant: string,
+    maxNewTokens: number,
+    on: Page = page,
+  ): Promise<string> {
+    await on.fill(byTestId('prompt'), prompt);
+    await on.selectOption(byTestId('tenant'), tenant);
+    await on.fill(byTestId('max-new-tokens'), String(maxNewTokens));
+    const before = await on.getAttribute(byTestId('output'), 'data-done');
+    await on.click(byTestId('generate'));
+    await on.waitForFunction(
       ([sel, prev]) => {
         const el = document.querySelector(sel as string) as HTMLElement;
         return el.dataset.done !== undefined && el.dataset.done !== prev;
@@ -146,7 +153,7 @@ describe.skipIf(chromiumPath === null)('web demo in Chromium', () => {
       [byTestId('output'), before],
       { timeout: 180_000 },
     );
-    return (await page.textContent(byTestId('output'))) ?? '';
+    return (await on.textContent(byTestId('output'))) ?? '';
   }
 
   it('introduces PARA, the toy backbone and the tenants', async () => {
@@ -719,6 +726,57 @@ describe.skipIf(chromiumPath === null)('web demo in Chromium', () => {
     expect(await page.textContent(byTestId('error'))).toContain('Llama-2-7b-hf');
     expect(await page.$(`${byTestId('tenant')} option[value="other"]`)).toBeNull();
     expect(consoleErrors).toEqual([]);
+  });
+
+  it('?kernels=generic runs webgpu on tfjs generic ops, the report says which, and both kernel sets give the CLI greedy text', async () => {
+    const prompt = '14+49=';
+    const node = para<{ text: string }>([
+      'generate',
+      '--prompt',
+      prompt,
+      '--adapter',
+      join(repo, 'assets', 'adapters', 'arithmetic'),
+      '--json',
+      '-n',
+      '4',
+    ]);
+    const seen: Record<string, string> = {};
+    for (const [query, kernels, says] of [
+      ['?backend=webgpu', 'fused', 'fused kernels: @para/webgpu WGSL (ParaRmsNorm'],
+      ['?backend=webgpu&kernels=generic', 'generic', 'fused kernels: off'],
+    ] as const) {
+      const p = await context.newPage();
+      try {
+        const errors: string[] = [];
+        p.on('pageerror', (e) => errors.push(e.message));
+        await p.goto(`${server.url}${query}`);
+        await p.waitForSelector('body[data-ready]', { state: 'attached', timeout: 300_000 });
+        expect(await p.getAttribute('body', 'data-ready'), query).toBe('true');
+        expect(await p.getAttribute('body', 'data-kernels')).toBe(kernels);
+        expect(await p.textContent(byTestId('backend'))).toBe('webgpu');
+        const report =
+          (await p.textContent(`${byTestId('backend-report')} li[data-backend="webgpu"]`)) ?? '';
+        expect(report, query).toContain(says);
+        if (kernels === 'generic') expect(report).toContain('?kernels=generic');
+        seen[kernels] = await generate(prompt, 'arithmetic', 4, p);
+        expect(seen[kernels], query).toBe(node.text);
+        expect(errors).toEqual([]);
+      } finally {
+        await p.close();
+      }
+    }
+    // Anything else is refused, in the page.
+    const bad = await context.newPage();
+    try {
+      await bad.goto(`${server.url}?backend=wasm&kernels=fast`);
+      await bad.waitForSelector('body[data-ready]', { state: 'attached', timeout: 120_000 });
+      expect(await bad.getAttribute('body', 'data-ready')).toBe('error');
+      expect(await bad.textContent(byTestId('error'))).toContain(
+        '?kernels= must be fused or generic, not "fast"',
+      );
+    } finally {
+      await bad.close();
+    }
   });
 
   it('a backend that cannot start is a message in the page', async () => {
