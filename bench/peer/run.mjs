@@ -146,19 +146,13 @@ const peer = (args) =>
   runJson(flags.python, [join(root, 'bench', 'peer', 'peer.py'), ...args], `peer ${args[0]}`);
 
 /** Rows of one side's output: label → tokens/s. */
+const byKey = (key) => (o) =>
+  Object.fromEntries(o.rows.map((r) => [key(r), r.tokensPerSec ?? r.tokensPerSecond]));
+const trainRows = byKey((r) => `${r.method} | ${r.workload}`);
+const modelRows = byKey((r) => `${r.phase} | batch ${r.batch}`);
 const rowsOf = {
-  train: {
-    para: (o) =>
-      Object.fromEntries(o.rows.map((r) => [`${r.method} | ${r.workload}`, r.tokensPerSec])),
-    peer: (o) =>
-      Object.fromEntries(o.rows.map((r) => [`${r.method} | ${r.workload}`, r.tokensPerSec])),
-  },
-  model: {
-    para: (o) =>
-      Object.fromEntries(o.rows.map((r) => [`${r.phase} | batch ${r.batch}`, r.tokensPerSecond])),
-    peer: (o) =>
-      Object.fromEntries(o.rows.map((r) => [`${r.phase} | batch ${r.batch}`, r.tokensPerSecond])),
-  },
+  train: { para: trainRows, peer: trainRows },
+  model: { para: modelRows, peer: modelRows },
   multitenant: {
     para: (o) => ({ base: o.base, para: o.para, lora: o.lora }),
     peer: (o) => ({ base: o.base, lora: o.lora }),

@@ -409,6 +409,11 @@ export interface AdamWScalars {
   gradScale: number;
 }
 
+/** The step's scalars in the order the kernel reads them (after the parameter count). */
+function adamWScalarList(s: AdamWScalars): number[] {
+  return [s.lr, s.beta1, 1 - s.beta1, s.beta2, 1 - s.beta2, s.bc1, s.bc2, s.eps, s.gradScale];
+}
+
 /** Exported for tests: the AdamW fallback's math (element offsets; every operation rounded to float32). */
 export const jsAdamW = {
   /** One parameter: p, m, v, g in; po, mo, vo out; n elements; keep = 1 − lr · weightDecay. */
@@ -420,19 +425,7 @@ export const jsAdamW = {
     s: AdamWScalars,
   ) {
     const r = Math.fround;
-    const [lr, b1, omb1, b2, omb2, bc1, bc2, eps, gs, k] = [
-      s.lr,
-      s.beta1,
-      1 - s.beta1,
-      s.beta2,
-      1 - s.beta2,
-      s.bc1,
-      s.bc2,
-      s.eps,
-      s.gradScale,
-      keep,
-    ].map(r) as number[] as [
-      number,
+    const [lr, b1, omb1, b2, omb2, bc1, bc2, eps, gs] = adamWScalarList(s).map(r) as [
       number,
       number,
       number,
@@ -443,6 +436,7 @@ export const jsAdamW = {
       number,
       number,
     ];
+    const k = r(keep);
     for (let i = 0; i < n; i++) {
       const g = r((f32[o.g + i] as number) * gs);
       const m1 = r(r((f32[o.m + i] as number) * b1) + r(g * omb1));
@@ -995,17 +989,7 @@ function adamWKernel(addon: Native): tf.KernelFunc {
       });
       shapes.push(p.shape, p.shape, p.shape);
     }
-    const head = [
-      s.lr,
-      s.beta1,
-      1 - s.beta1,
-      s.beta2,
-      1 - s.beta2,
-      s.bc1,
-      s.bc2,
-      s.eps,
-      s.gradScale,
-    ];
+    const head = adamWScalarList(s);
     return compute(
       backend,
       shapes,
