@@ -435,24 +435,54 @@ static ALWAYS_INLINE void dots_r(const float *const a[ATT_R], const float *restr
 }
 
 /*
+ * Masked-slot skip: a key whose mask value lies at least ATT_MASK_GAP below the highest mask
+ * value of its row is never dotted. With s the scaled scores and i a key at the row's highest
+ * mask, the row's maximum is at least s_i + mask_i, so such a key's shifted score is at most
+ * (s_j − s_i) − ATT_MASK_GAP: below −ATT_SKIP, where the exp is skipped anyway, for every score
+ * spread under ~1e6 (realistic scores are within ±100; at a spread near 1e6 the generic path's
+ * s + MASK_NEGATIVE has already lost all precision). This makes a decode step's cost follow the
+ * row's live slots, not the cache's capacity, and halves a causal block's dot products. A row
+ * whose mask is −Infinity everywhere skips every key (its output is 0, as before); a row of
+ * MASK_NEGATIVE everywhere (an idle row) skips none; NaN in a mask is never skipped.
+ */
+#define ATT_MASK_GAP 1e6f
+
+/* The skip threshold of one mask row (NULL: nothing to skip). */
+static inline float att_mask_cut(const float *restrict mrow, int64_t S) {
+  if (mrow == NULL) return -INFINITY;
+  float hi = -INFINITY;
+  for (int64_t j = 0; j < S; j++) hi = mrow[j] > hi ? mrow[j] : hi;
+  return hi - ATT_MASK_GAP;
+}
+
+/*
  * Probabilities of R query rows (qr[r], mask rows mr[r] or NULL) into sc[r·S + j], unnormalised
  * (exp(s − max), 0 where skipped); inv[r] = 1/Σ, 0 for an all −Infinity row, NaN for a NaN row.
  */
 static ALWAYS_INLINE void att_probs(const att_t *c, const float *const qr[ATT_R], const float *const mr[ATT_R],
                                     const float *restrict kh, float *restrict sc, float inv[ATT_R], const int R) {
   const int64_t S = c->s, hd = c->hd;
-  float m[ATT_R];
+  float m[ATT_R], cut[ATT_R];
   int nan[ATT_R];
   for (int r = 0; r < R; r++) {
     m[r] = -INFINITY;
     nan[r] = 0;
+    cut[r] = att_mask_cut(mr[r], S);
   }
   for (int64_t j = 0; j < S; j++) {
+    /* A key masked far below the row's best (a free cache slot, a future position) is not
+     * dotted at all: its probability is exactly 0 either way (see att_mask_cut). */
+    int live = 0;
+    for (int r = 0; r < R; r++) live |= mr[r] == NULL || !(mr[r][j] <= cut[r]);
+    if (!live) {
+      for (int r = 0; r < R; r++) sc[r * S + j] = -INFINITY;
+      continue;
+    }
     float d[ATT_R];
     dots_r(qr, kh + j * hd, hd, d, R);
     for (int r = 0; r < R; r++) {
       float x = d[r] * c->scale;
-      if (mr[r] != NULL) x += mr[r][j];
+      if (mr[r] != NULL) x = mr[r][j] <= cut[r] ? -INFINITY : x + mr[r][j];
       sc[r * S + j] = x;
       nan[r] |= x != x;
       m[r] = x > m[r] ? x : m[r];

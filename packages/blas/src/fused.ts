@@ -221,6 +221,9 @@ export interface AttentionDims {
   scale: number;
 }
 
+/** Keys masked this far below their row's highest mask value are skipped (as the native kernel). */
+const ATT_MASK_GAP = 1e6;
+
 /** The probabilities of query row (b, h, t) into p (0 where skipped), returning 1/Σ (0: none, NaN). */
 function attentionRowProbs(
   m: Float32Array,
@@ -233,14 +236,24 @@ function attentionRowProbs(
   p: Float32Array,
 ): number {
   const { T, S, hd, maskBatch, scale } = dims;
+  const row = mask >= 0 ? mask + ((maskBatch === 1 ? 0 : b) * T + t) * S : -1;
+  // The native kernel's masked-slot skip (ATT_MASK_GAP in native/para_fused.c): keys masked at
+  // least 1e6 below the row's highest mask value are not dotted; their probability is 0.
+  let hi = Number.NEGATIVE_INFINITY;
+  if (row >= 0)
+    for (let j = 0; j < S; j++) if ((m[row + j] as number) > hi) hi = m[row + j] as number;
+  const cut = Math.fround(hi - ATT_MASK_GAP);
   let mx = Number.NEGATIVE_INFINITY;
   let nan = false;
   for (let j = 0; j < S; j++) {
+    if (row >= 0 && (m[row + j] as number) <= cut) {
+      p[j] = Number.NEGATIVE_INFINITY;
+      continue;
+    }
     let dot = 0;
     for (let d = 0; d < hd; d++) dot += (m[q + d] as number) * (m[k + j * hd + d] as number);
     let x = Math.fround(Math.fround(dot) * scale);
-    if (mask >= 0)
-      x = Math.fround(x + (m[mask + ((maskBatch === 1 ? 0 : b) * T + t) * S + j] as number));
+    if (row >= 0) x = Math.fround(x + (m[row + j] as number));
     p[j] = x;
     if (Number.isNaN(x)) nan = true;
     else if (x > mx) mx = x;
