@@ -6,7 +6,7 @@ import {
   blasAddon,
   type HeapMatMulSpec,
   type HeapOperand,
-  packSpec,
+  packSpecScratch,
 } from './addon';
 import { installFusedKernels, uninstallFusedKernels } from './fused';
 
@@ -151,6 +151,13 @@ export function offsetOf(backend: WasmBackendLike, t: TensorInfoLike): number {
   return off;
 }
 
+function operandOf(
+  backend: WasmBackendLike,
+  o: { t: TensorInfoLike; strides: [number, number, number] },
+): HeapOperand {
+  return { offset: offsetOf(backend, o.t), length: size(o.t.shape), strides: o.strides };
+}
+
 /**
  * Allocate the output, then (the heap may have grown inside makeOutput, detaching the old
  * ArrayBuffer) read the heap and every offset, and compute.
@@ -170,22 +177,18 @@ function run(
   if (size(plan.outShape) === 0) return out;
   try {
     const heap = backend.wasm.HEAPU8.buffer as ArrayBuffer;
-    const operand = (o?: {
-      t: TensorInfoLike;
-      strides: [number, number, number];
-    }): HeapOperand | undefined =>
-      o && { offset: offsetOf(backend, o.t), length: size(o.t.shape), strides: o.strides };
-    const spec: HeapMatMulSpec = {
-      ...plan.spec,
-      a: offsetOf(backend, a),
-      b: offsetOf(backend, b),
-      c: offsetOf(backend, out),
-      bias: operand(bias),
-      prelu: operand(prelu),
+    // No spec object per call (see packSpecScratch: per-call garbage is what costs here).
+    const params = packSpecScratch(
+      plan.spec,
+      offsetOf(backend, a),
+      offsetOf(backend, b),
+      offsetOf(backend, out),
+      bias === undefined ? undefined : operandOf(backend, bias),
+      prelu === undefined ? undefined : operandOf(backend, prelu),
       activation,
       alpha,
-    };
-    addon.matmulHeap(heap, packSpec(spec));
+    );
+    addon.matmulHeap(heap, params);
   } catch (e) {
     backend.disposeData(out.dataId, true);
     throw e;

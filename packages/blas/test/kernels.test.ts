@@ -341,6 +341,39 @@ describe.runIf(status.available)('OpenBLAS kernels on the wasm backend', () => {
     }
   });
 
+  it('back-to-back products share one params block: no bias, batch dims or activation carry over', async () => {
+    // The kernels pack every call into one reused Float64Array (packSpecScratch): a product with
+    // a bias, relu and 2 batch dims, then plain ones, must each equal cpu on their own.
+    const a = input([2, 3, 4, 5], 21); // [2, 3, M, K]
+    const b = input([2, 3, 5, 6], 22); // [2, 3, K, N]
+    const bias = input([6], 23);
+    const x = input([4, 5], 24);
+    const w = input([5, 6], 25);
+    const fused = (p: tf.Tensor, q: tf.Tensor, r: tf.Tensor) =>
+      tf.fused.matMul({ a: p, b: q, bias: r, activation: 'relu' });
+    const plain = (p: tf.Tensor, q: tf.Tensor) => tf.matMul(p, q);
+    for (let round = 0; round < 2; round++) {
+      expectClose(
+        await runOn('wasm', [a, b, bias], fused),
+        await runOn('cpu', [a, b, bias], fused),
+        6,
+        'fused',
+      );
+      expectClose(
+        await runOn('wasm', [x, w], plain),
+        await runOn('cpu', [x, w], plain),
+        6,
+        'plain after fused',
+      );
+      expectClose(
+        await runOn('wasm', [a, b], plain),
+        await runOn('cpu', [a, b], plain),
+        6,
+        'batched, no bias',
+      );
+    }
+  });
+
   it('non-float32 inputs go to the original kernel (same error)', async () => {
     const ints: Input[] = [
       { ...input([2, 3], 1), dtype: 'int32' },

@@ -12,6 +12,9 @@
  *      └─ up_proj ───► transform(ctx, 'up_proj', y, h2) ───┴─ silu(g) ⊙ u ─ m
  *   m ─► transform(ctx, 'down_proj.input', m, m) ─ down_proj ─► transform(ctx, 'down_proj', y, m) ─ + residual
  *
+ * (Both residual adds run inside the following norm's op, `addRmsNorm`: the second one in the next
+ * layer's input_layernorm, or the final norm; see layer.ts. The math is as drawn.)
+ *
  * Every tensor a hook sees is `[B, T, ·]` with B the batch rows (one request or tenant each)
  * and T this call's positions (the whole sequence in `forward`, the prompt in `prefill`, 1 in a
  * decode step), so hooks can act per row. A hook returns the (possibly new) tensor; the model
@@ -37,7 +40,8 @@
  *
  * The decoder layer applies them itself at every site, in every phase (see layer.ts), so a
  * decode step calls no hook at all: the tensors an adapter put there at prefill are read back
- * (one broadcast multiply per scaled site, two batched matmuls per LoRA site). During
+ * (one broadcast multiply per scaled site, or none where the backend's fused RoPE + KV-write and
+ * SwiGLU kernels fold the q/k/v and up scales in; two batched matmuls per LoRA site). During
  * `prefill` the state is kept (`tf.keep`) and handed to every `decodeStep` of the same
  * `DecodeState`, and freed with it; rows of one state can be copied into another's free rows
  * (`AdapterState.insertRows`, continuous batching). In `forward` (training) the state lives
