@@ -6,6 +6,8 @@
 //   python3 -m venv .venv-peer && .venv-peer/bin/pip install torch transformers peft safetensors
 //   pnpm build
 //   node bench/peer/run.mjs --python .venv-peer/bin/python [--rounds 2] [--workloads train,model,multitenant] [--json]
+//     [--baseline ../para-base[,DIR…]]   other built checkouts of para (earlier commits) as extra
+//                                        sides of every round: para ÷ baseline per row, same run
 //
 // The para side is `para bench train`, `para bench model` and `para bench multitenant` (the
 // built CLI, apps/node-demo/dist/cli.js, --json, on --backend, default wasm); the peer side runs
@@ -27,13 +29,14 @@ const { values: flags } = parseArgs({
     rounds: { type: 'string', default: '2' },
     workloads: { type: 'string', default: 'train,model,multitenant' },
     backend: { type: 'string', default: 'wasm' },
+    baseline: { type: 'string', default: '' },
     json: { type: 'boolean', default: false },
     help: { type: 'boolean', short: 'h', default: false },
   },
 });
 if (flags.help) {
   console.log(
-    'usage: node bench/peer/run.mjs [--python PY] [--rounds N] [--workloads train,model,multitenant] [--backend wasm] [--json]',
+    'usage: node bench/peer/run.mjs [--python PY] [--rounds N] [--workloads train,model,multitenant] [--backend wasm] [--baseline DIR[,DIR]] [--json]',
   );
   process.exit(0);
 }
@@ -70,6 +73,21 @@ if (probe.status !== 0)
 const cli = join(root, 'apps', 'node-demo', 'dist', 'cli.js');
 if (spawnSync(process.execPath, [cli, '--version'], { encoding: 'utf8' }).status !== 0)
   fail(`${cli} does not run: build first (pnpm build)`);
+// Baselines: other checkouts of para, each built (e.g. `git worktree add ../para-base <commit>
+// && cd ../para-base && pnpm install && pnpm build`); their CLI runs the same commands.
+const baselines = flags.baseline
+  .split(',')
+  .map((d) => d.trim())
+  .filter((d) => d !== '')
+  .map((dir) => {
+    const bcli = join(dir, 'apps', 'node-demo', 'dist', 'cli.js');
+    const v = spawnSync(process.execPath, [bcli, '--version'], { encoding: 'utf8' });
+    if (v.status !== 0) fail(`--baseline ${dir}: ${bcli} does not run (build that checkout first)`);
+    const commit = spawnSync('git', ['-C', dir, 'rev-parse', '--short', 'HEAD'], {
+      encoding: 'utf8',
+    }).stdout.trim();
+    return { dir, cli: bcli, name: `base ${commit || dir}` };
+  });
 
 // --- the training batches, from para's own pipeline (as `para bench train` makes them) --------
 const app = createRequire(join(root, 'apps', 'node-demo', 'package.json'));
@@ -136,12 +154,13 @@ function runJson(cmd, args, what) {
   }
   fail(`${what} printed no JSON:\n${r.stdout.slice(-2000)}`);
 }
-const para = (args) =>
+const paraAt = (at, args, name = 'para') =>
   runJson(
     process.execPath,
-    [cli, 'bench', ...args, '--json', '--backend', flags.backend],
-    `para bench ${args[0]}`,
+    [at, 'bench', ...args, '--json', '--backend', flags.backend],
+    `${name} bench ${args[0]}`,
   );
+const para = (args) => paraAt(cli, args);
 const peer = (args) =>
   runJson(flags.python, [join(root, 'bench', 'peer', 'peer.py'), ...args], `peer ${args[0]}`);
 
@@ -186,15 +205,24 @@ const PAIRS = {
 };
 
 const results = { para: {}, peer: {} };
+for (const b of baselines) results[b.name] = {};
 const info = {};
 for (const w of workloads) {
   results.para[w] = [];
   results.peer[w] = [];
+  for (const b of baselines) results[b.name][w] = [];
   for (let r = 0; r < rounds; r++) {
     say(`${w}, round ${r + 1} of ${rounds}`);
-    const sides = r % 2 === 0 ? ['para', 'peer'] : ['peer', 'para'];
+    const sides = ['para', 'peer', ...baselines.map((b) => b.name)];
+    if (r % 2 === 1) sides.reverse();
     for (const side of sides) {
       let out;
+      const base = baselines.find((b) => b.name === side);
+      if (base !== undefined) {
+        out = paraAt(base.cli, [w], base.name);
+        results[side][w].push(rowsOf[w].para(out));
+        continue;
+      }
       if (side === 'para') {
         out = para([w]);
         info.para = { backend: out.backend ?? flags.backend };
@@ -227,6 +255,12 @@ for (const w of workloads) {
     const p = median(results.para[w].map((o) => o[pk]));
     const q = median(results.peer[w].map((o) => o[qk]));
     const perRound = results.para[w].map((o, i) => o[pk] / results.peer[w][i][qk]);
+    const vsBaseline = Object.fromEntries(
+      baselines.map((b) => {
+        const v = median(results[b.name][w].map((o) => o[pk]));
+        return [b.name, { tokensPerSecond: v, ratio: p !== null && v ? p / v : null }];
+      }),
+    );
     table.push({
       workload: w,
       label,
@@ -234,6 +268,7 @@ for (const w of workloads) {
       peer: q,
       ratio: p !== null && q ? p / q : null,
       perRound,
+      ...(baselines.length > 0 ? { vsBaseline } : {}),
     });
   }
 }
@@ -248,11 +283,20 @@ if (flags.json) {
   console.log(
     `para (${flags.backend}) vs torch ${pe.torch} + transformers ${pe.transformers} + peft ${pe.peft} (${pe.threads} threads); ${rounds} rounds alternating; tokens/s, medians`,
   );
+  const bh = baselines.map((b) => `  ${b.name.padStart(12)}  para÷base`).join('');
   console.log(
-    `${'workload'.padEnd(52)} ${'para'.padStart(9)} ${'peer'.padStart(9)}  para÷peer  (per round)`,
+    `${'workload'.padEnd(52)} ${'para'.padStart(9)} ${'peer'.padStart(9)}  para÷peer${bh}  (per round)`,
   );
-  for (const t of table)
+  for (const t of table) {
+    const bs = baselines
+      .map((b) => {
+        const v = t.vsBaseline?.[b.name];
+        const tps = v?.tokensPerSecond ?? null;
+        return `  ${f(tps, tps !== null && tps < 100 ? 1 : 0).padStart(12)}  ${f(v?.ratio ?? null, 2).padStart(9)}`;
+      })
+      .join('');
     console.log(
-      `${t.label.padEnd(52)} ${f(t.para, t.para < 100 ? 1 : 0).padStart(9)} ${f(t.peer, t.peer < 100 ? 1 : 0).padStart(9)}  ${f(t.ratio, 2).padStart(9)}  (${t.perRound.map((x) => f(x, 2)).join(', ')})`,
+      `${t.label.padEnd(52)} ${f(t.para, t.para < 100 ? 1 : 0).padStart(9)} ${f(t.peer, t.peer < 100 ? 1 : 0).padStart(9)}  ${f(t.ratio, 2).padStart(9)}${bs}  (${t.perRound.map((x) => f(x, 2)).join(', ')})`,
     );
+  }
 }
