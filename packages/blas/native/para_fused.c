@@ -1,6 +1,7 @@
 /*
  * @para/blas: fused float32 kernels for TensorFlow.js's wasm backend (RMSNorm, residual add +
- * RMSNorm, SwiGLU, RoPE, attention, cross-entropy and their gradients; AdamW's update), computed directly on the wasm heap like matmulHeap.
+ * RMSNorm, SwiGLU, RoPE, attention, cross-entropy and their gradients; SwiGLU with a scale and RoPE +
+ * KV cache write, forward only; AdamW's update), computed directly on the wasm heap like matmulHeap.
  *
  *   rmsNormHeap(heap, params)       params: [x, w, y, rows, d, eps, unitOffset]
  *   rmsNormGradHeap(heap, params)   params: [dy, x, w, dx, dw, rows, d, eps, unitOffset]
@@ -9,6 +10,10 @@
  *   swigluHeap(heap, params)        params: [gate, up, y, n]
  *   swigluGradHeap(heap, params)    params: [dy, gate, up, dgate, dup, n]
  *   ropeHeap(heap, params)          params: [x, cos, sin, y, B, H, T, hd, cosBatch, inverse]
+ *   swigluScaledHeap(heap, params)  params: [gate, up, scale, y, B, T, F, scaleBatch]
+ *   ropeKvWriteHeap(heap, params)   params: [q, k, v, cos, sin, kCache, vCache, qScale, kScale, vScale, qOut,
+ *                                   B, Hq, Hkv, T, hd, C, cosBatch, qScaleBatch, kScaleBatch, vScaleBatch,
+ *                                   slots[0..B)] (a scale: -1 for none; the caches written in place)
  *   attentionHeap(heap, params)     params: [q, k, v, mask, out, B, Hq, Hkv, T, S, hd, maskBatch, scale]
  *   attentionGradHeap(heap, params) params: [dy, q, k, v, mask, dq, dk, dv, B, Hq, Hkv, T, S, hd, maskBatch, scale]
  *                                   (mask: -1 for none)
@@ -385,6 +390,103 @@ HOT static void rope_rows(void *vctx, int64_t begin, int64_t end, int tid) {
   }
 }
 
+
+/* ---------- SwiGLU with a per-row scale (forward only) ---------- */
+
+/*
+ * y[b, t, f] = ((gate · σ(gate)) · up) · scale[b|0, 0, f] over rows (b, t) of F: PARA's up_proj
+ * scale or IA3's down_proj-input scale folded into the gate (both, multiplied into one by the op).
+ */
+typedef struct {
+  const float *g, *u, *scale;
+  float *y;
+  int64_t t, f;
+  int64_t scale_batch_stride; /* F, or 0 when the scale broadcasts over the batch */
+} swiglu_scaled_t;
+
+HOT static void swiglu_scaled_rows(void *vctx, int64_t begin, int64_t end, int tid) {
+  (void)tid;
+  const swiglu_scaled_t *c = (const swiglu_scaled_t *)vctx;
+  const int64_t F = c->f;
+  for (int64_t r = begin; r < end; r++) {
+    const float *restrict g = c->g + r * F;
+    const float *restrict u = c->u + r * F;
+    const float *restrict sc = c->scale + (r / c->t) * c->scale_batch_stride;
+    float *restrict y = c->y + r * F;
+    for (int64_t j = 0; j < F; j++) {
+      const float s = sigmoid_f(g[j]);
+      y[j] = ((g[j] * s) * u[j]) * sc[j];
+    }
+  }
+}
+
+/* ---------- RoPE + KV cache write (forward only, the caches written in place) ---------- */
+
+/*
+ * q′ = RoPE(q ⊙ qScale) for q [B, Hq, T, hd]; for rows b with slots[b] ≥ 0,
+ * kCache[b, h, slots[b] + t] = RoPE(k ⊙ kScale), vCache[b, h, slots[b] + t] = v ⊙ vScale
+ * (k, v [B, Hkv, T, hd]; caches [B, Hkv, C, hd]). A scale [B|1, 1, H·hd] indexes by head and
+ * dimension (scale[b|0, 0, h·hd + j]) and multiplies before the rotation: x′[j] = x[j] · s[j],
+ * then the forward rotate-half of ParaRope on x′. Work rows: the B·Hq·T rows of q, then the
+ * B·Hkv·T rows of k (each also moves its row of v).
+ */
+typedef struct {
+  const float *q, *k, *v, *cos, *sin;
+  const float *qs, *ks, *vs; /* NULL: no scale */
+  float *qo, *kc, *vc;
+  const int64_t *slots; /* [B]: first slot, or -1 */
+  int64_t hq, hkv, t, hd, cap;
+  int64_t cos_batch_stride;                        /* T·hd, or 0 */
+  int64_t qs_batch_stride, ks_batch_stride, vs_batch_stride; /* H·hd, or 0 */
+  int64_t q_rows;                                  /* B·Hq·T */
+} rope_kv_t;
+
+/* y = RoPE(x ⊙ s) of one row (s NULL: RoPE(x)); the products rounded as the unfused ops round them. */
+static inline void rope_scaled_row(const float *restrict x, const float *restrict s, const float *restrict cs,
+                                   const float *restrict sn, float *restrict y, int64_t half) {
+  if (s == NULL) {
+    rope_row(x, x + half, cs, cs + half, sn, sn + half, y, y + half, half, 0);
+    return;
+  }
+  for (int64_t j = 0; j < half; j++) {
+    const float x1 = x[j] * s[j], x2 = x[j + half] * s[j + half];
+    y[j] = x1 * cs[j] - x2 * sn[j];
+    y[j + half] = x2 * cs[j + half] + x1 * sn[j + half];
+  }
+}
+
+HOT static void rope_kv_rows(void *vctx, int64_t begin, int64_t end, int tid) {
+  (void)tid;
+  const rope_kv_t *c = (const rope_kv_t *)vctx;
+  const int64_t hd = c->hd, half = hd / 2, T = c->t;
+  for (int64_t r = begin; r < end; r++) {
+    if (r < c->q_rows) {
+      const int64_t t = r % T, h = (r / T) % c->hq, b = r / (T * c->hq);
+      const int64_t to = b * c->cos_batch_stride + t * hd;
+      const float *s = c->qs == NULL ? NULL : c->qs + b * c->qs_batch_stride + h * hd;
+      /* restrict holds: q′ overlaps no input (checked before the call). */
+      rope_scaled_row(c->q + r * hd, s, c->cos + to, c->sin + to, c->qo + r * hd, half);
+    } else {
+      const int64_t kr = r - c->q_rows;
+      const int64_t t = kr % T, h = (kr / T) % c->hkv, b = kr / (T * c->hkv);
+      const int64_t slot = c->slots[b];
+      if (slot < 0) continue;
+      const int64_t to = b * c->cos_batch_stride + t * hd;
+      const int64_t dst = ((b * c->hkv + h) * c->cap + slot + t) * hd;
+      const float *ks = c->ks == NULL ? NULL : c->ks + b * c->ks_batch_stride + h * hd;
+      /* The caches overlap neither each other nor any input (checked): restrict holds here too. */
+      rope_scaled_row(c->k + kr * hd, ks, c->cos + to, c->sin + to, c->kc + dst, half);
+      const float *restrict vx = c->v + kr * hd;
+      float *restrict vy = c->vc + dst;
+      if (c->vs == NULL) {
+        memcpy(vy, vx, (size_t)hd * sizeof(float));
+      } else {
+        const float *restrict vs = c->vs + b * c->vs_batch_stride + h * hd;
+        for (int64_t j = 0; j < hd; j++) vy[j] = vx[j] * vs[j];
+      }
+    }
+  }
+}
 
 /* ---------- attention (forward and backward; softmax statistics recomputed per query row) ---------- */
 
@@ -983,9 +1085,9 @@ static napi_value throw_type(napi_env env, const char *msg) {
 
 static int is_count(double v, double max) { return v >= 0 && v <= max && v == floor(v); }
 
-/* heap, params (Float64Array of at least `want` entries). Returns 0 after throwing. */
-static int heap_args(napi_env env, napi_callback_info info, const char *name, size_t want, uint8_t **heap,
-                     size_t *heap_size, const double **params) {
+/* heap, params (Float64Array of at least `want` entries; its length into params_len unless NULL). Returns 0 after throwing. */
+static int heap_args_len(napi_env env, napi_callback_info info, const char *name, size_t want, uint8_t **heap,
+                         size_t *heap_size, const double **params, size_t *params_len) {
   size_t argc = 2;
   napi_value argv[2];
   if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 2) {
@@ -1018,7 +1120,13 @@ static int heap_args(napi_env env, napi_callback_info info, const char *name, si
   }
   *heap = (uint8_t *)data;
   *params = (const double *)pdata;
+  if (params_len != NULL) *params_len = len;
   return 1;
+}
+
+static int heap_args(napi_env env, napi_callback_info info, const char *name, size_t want, uint8_t **heap,
+                     size_t *heap_size, const double **params) {
+  return heap_args_len(env, info, name, want, heap, heap_size, params, NULL);
 }
 
 typedef struct {
@@ -1243,6 +1351,144 @@ static napi_value RopeHeap(napi_env env, napi_callback_info info) {
               (float *)(heap + y.off), (int64_t)H, (int64_t)T, (int64_t)hd, cb == 1 ? 0 : (int64_t)(T * hd),
               p[9] != 0};
   parallel_for((int64_t)rows, (int64_t)total, rope_rows, &c);
+  return NULL;
+}
+
+/* swigluScaledHeap(heap, [gate, up, scale, y, B, T, F, scaleBatch]): gate/up/y [B, T, F], scale [scaleBatch, 1, F] */
+static napi_value SwigluScaledHeap(napi_env env, napi_callback_info info) {
+  uint8_t *heap;
+  size_t size;
+  const double *p;
+  if (!heap_args(env, info, "swigluScaledHeap(heap, params)", 8, &heap, &size, &p)) return NULL;
+  for (int i = 4; i <= 7; i++) {
+    if (!is_count(p[i], MAX_VALUE)) {
+      return throw_range(env, "swigluScaledHeap: B, T, F and scaleBatch must be non-negative integers");
+    }
+  }
+  const uint64_t B = (uint64_t)p[4], T = (uint64_t)p[5], F = (uint64_t)p[6], sb = (uint64_t)p[7];
+  if (sb != 1 && sb != B) return throw_range(env, "swigluScaledHeap: scaleBatch must be 1 or B");
+  uint64_t rows, n, ns;
+  if (__builtin_mul_overflow(B, T, &rows) || __builtin_mul_overflow(rows, F, &n) ||
+      __builtin_mul_overflow(sb, F, &ns) || n > (uint64_t)MAX_VALUE) {
+    return throw_range(env, "swigluScaledHeap: shape too large");
+  }
+  span_t g, u, s, y;
+  if (!span_ok(p[0], n, size, &g) || !span_ok(p[1], n, size, &u) || !span_ok(p[2], ns, size, &s) ||
+      !span_ok(p[3], n, size, &y)) {
+    return throw_range(env, "swigluScaledHeap: an operand lies outside the heap (or is not 4-byte aligned)");
+  }
+  const span_t in[3] = {g, u, s};
+  if (!disjoint(in, 3, &y, 1)) return throw_range(env, "swigluScaledHeap: the output overlaps an input");
+  if (n == 0) return NULL;
+  swiglu_scaled_t c = {(const float *)(heap + g.off), (const float *)(heap + u.off), (const float *)(heap + s.off),
+                       (float *)(heap + y.off),       (int64_t)T,
+                       (int64_t)F,                    sb == 1 ? 0 : (int64_t)F};
+  parallel_for((int64_t)rows, (int64_t)n, swiglu_scaled_rows, &c);
+  return NULL;
+}
+
+/*
+ * ropeKvWriteHeap(heap, [q, k, v, cos, sin, kCache, vCache, qScale, kScale, vScale, qOut,
+ *                        B, Hq, Hkv, T, hd, C, cosBatch, qScaleBatch, kScaleBatch, vScaleBatch,
+ *                        slots[0], …, slots[B - 1]])
+ * q/qOut [B, Hq, T, hd], k/v [B, Hkv, T, hd], cos/sin [cosBatch, 1, T, hd], caches [B, Hkv, C, hd],
+ * qScale [qScaleBatch, 1, Hq·hd], kScale/vScale [·, 1, Hkv·hd] (an offset of -1: none; its batch
+ * then ignored). slots[b]: -1 (row b writes nothing) or a slot with slots[b] + T ≤ C. The caches
+ * are written in place: they are outputs that need not be disjoint from themselves as inputs, but
+ * they and qOut must overlap no input and no other output.
+ */
+#define ROPE_KV_HEAD 21
+static napi_value RopeKvWriteHeap(napi_env env, napi_callback_info info) {
+  uint8_t *heap;
+  size_t size, len;
+  const double *p;
+  if (!heap_args_len(env, info, "ropeKvWriteHeap(heap, params)", ROPE_KV_HEAD, &heap, &size, &p, &len)) return NULL;
+  for (int i = 11; i < ROPE_KV_HEAD; i++) {
+    if (!is_count(p[i], MAX_VALUE)) {
+      return throw_range(env, "ropeKvWriteHeap: B, Hq, Hkv, T, hd, C and the batches must be non-negative integers");
+    }
+  }
+  const uint64_t B = (uint64_t)p[11], Hq = (uint64_t)p[12], Hkv = (uint64_t)p[13], T = (uint64_t)p[14],
+                 hd = (uint64_t)p[15], C = (uint64_t)p[16], cb = (uint64_t)p[17];
+  if (hd % 2 != 0) return throw_range(env, "ropeKvWriteHeap: hd must be even");
+  if (cb != 1 && cb != B) return throw_range(env, "ropeKvWriteHeap: cosBatch must be 1 or B");
+  if (len - ROPE_KV_HEAD != B) return throw_range(env, "ropeKvWriteHeap: params must end with one slot per row (B)");
+  const int has_scale[3] = {p[7] != -1, p[8] != -1, p[9] != -1};
+  for (int i = 0; i < 3; i++) {
+    const uint64_t sb = (uint64_t)p[18 + i];
+    if (has_scale[i] && sb != 1 && sb != B) return throw_range(env, "ropeKvWriteHeap: a scale's batch must be 1 or B");
+  }
+  uint64_t qn, kn, cn, tn, qsn, kvsn;
+  if (__builtin_mul_overflow(B, Hq, &qn) || __builtin_mul_overflow(qn, T, &qn) || __builtin_mul_overflow(qn, hd, &qn) ||
+      __builtin_mul_overflow(B, Hkv, &kn) || __builtin_mul_overflow(kn, T, &kn) || __builtin_mul_overflow(kn, hd, &kn) ||
+      __builtin_mul_overflow(B, Hkv, &cn) || __builtin_mul_overflow(cn, C, &cn) || __builtin_mul_overflow(cn, hd, &cn) ||
+      __builtin_mul_overflow(cb, T, &tn) || __builtin_mul_overflow(tn, hd, &tn) || __builtin_mul_overflow(Hq, hd, &qsn) ||
+      __builtin_mul_overflow(Hkv, hd, &kvsn) || qn > (uint64_t)MAX_VALUE || kn > (uint64_t)MAX_VALUE ||
+      cn > (uint64_t)MAX_VALUE || qsn > (uint64_t)MAX_VALUE || kvsn > (uint64_t)MAX_VALUE) {
+    return throw_range(env, "ropeKvWriteHeap: shape too large");
+  }
+  for (uint64_t b = 0; b < B; b++) {
+    const double s = p[ROPE_KV_HEAD + b];
+    if (s == -1) continue;
+    if (!is_count(s, MAX_VALUE) || (uint64_t)s > C || T > C - (uint64_t)s) {
+      return throw_range(env, "ropeKvWriteHeap: a slot must be -1 or an integer with slot + T <= C");
+    }
+  }
+  span_t q, k, v, cs, sn, kc, vc, qo, sc[3] = {{0, 0}, {0, 0}, {0, 0}};
+  const uint64_t per_head[3] = {qsn, kvsn, kvsn};
+  int ok = span_ok(p[0], qn, size, &q) && span_ok(p[1], kn, size, &k) && span_ok(p[2], kn, size, &v) &&
+           span_ok(p[3], tn, size, &cs) && span_ok(p[4], tn, size, &sn) && span_ok(p[5], cn, size, &kc) &&
+           span_ok(p[6], cn, size, &vc) && span_ok(p[10], qn, size, &qo);
+  for (int i = 0; i < 3 && ok; i++) {
+    if (has_scale[i]) ok = span_ok(p[7 + i], (uint64_t)p[18 + i] * per_head[i], size, &sc[i]);
+  }
+  if (!ok) return throw_range(env, "ropeKvWriteHeap: an operand lies outside the heap (or is not 4-byte aligned)");
+  /* The caches are outputs (written in place): disjoint from every input, each other and q′. */
+  const span_t in[8] = {q, k, v, cs, sn, sc[0], sc[1], sc[2]};
+  const span_t out[3] = {qo, kc, vc};
+  if (!disjoint(in, 8, out, 3)) {
+    return throw_range(env, "ropeKvWriteHeap: q′ or a cache overlaps an input or another output");
+  }
+  if (qn == 0 && kn == 0) return NULL;
+  int64_t *slots = (int64_t *)malloc((size_t)(B == 0 ? 1 : B) * sizeof(int64_t));
+  if (slots == NULL) {
+    napi_throw_error(env, "PARA_BLAS_NOMEM", "ropeKvWriteHeap: out of memory");
+    return NULL;
+  }
+  for (uint64_t b = 0; b < B; b++) slots[b] = (int64_t)p[ROPE_KV_HEAD + b];
+  const float *scale_ptr[3];
+  for (int i = 0; i < 3; i++) scale_ptr[i] = has_scale[i] ? (const float *)(heap + sc[i].off) : NULL;
+  const int64_t stride[3] = {
+      has_scale[0] && p[18] != 1 ? (int64_t)qsn : 0,
+      has_scale[1] && p[19] != 1 ? (int64_t)kvsn : 0,
+      has_scale[2] && p[20] != 1 ? (int64_t)kvsn : 0,
+  };
+  rope_kv_t c = {.q = (const float *)(heap + q.off),
+                 .k = (const float *)(heap + k.off),
+                 .v = (const float *)(heap + v.off),
+                 .cos = (const float *)(heap + cs.off),
+                 .sin = (const float *)(heap + sn.off),
+                 .qs = scale_ptr[0],
+                 .ks = scale_ptr[1],
+                 .vs = scale_ptr[2],
+                 .qo = (float *)(heap + qo.off),
+                 .kc = (float *)(heap + kc.off),
+                 .vc = (float *)(heap + vc.off),
+                 .slots = slots,
+                 .hq = (int64_t)Hq,
+                 .hkv = (int64_t)Hkv,
+                 .t = (int64_t)T,
+                 .hd = (int64_t)hd,
+                 .cap = (int64_t)C,
+                 .cos_batch_stride = cb == 1 ? 0 : (int64_t)(T * hd),
+                 .qs_batch_stride = stride[0],
+                 .ks_batch_stride = stride[1],
+                 .vs_batch_stride = stride[2],
+                 .q_rows = (int64_t)(B * Hq * T)};
+  const int64_t rows = (int64_t)(B * Hq * T + B * Hkv * T);
+  /* Work: q's elements, plus k's and v's (each k row also moves its v row). */
+  parallel_for(hd == 0 ? 0 : rows, (int64_t)(qn + 2 * kn), rope_kv_rows, &c);
+  free(slots);
   return NULL;
 }
 
@@ -1538,6 +1784,8 @@ napi_status para_fused_init(napi_env env, napi_value exports) {
       {"swigluHeap", NULL, SwigluHeap, NULL, NULL, NULL, napi_enumerable, NULL},
       {"swigluGradHeap", NULL, SwigluGradHeap, NULL, NULL, NULL, napi_enumerable, NULL},
       {"ropeHeap", NULL, RopeHeap, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"swigluScaledHeap", NULL, SwigluScaledHeap, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"ropeKvWriteHeap", NULL, RopeKvWriteHeap, NULL, NULL, NULL, napi_enumerable, NULL},
       {"attentionHeap", NULL, AttentionHeap, NULL, NULL, NULL, napi_enumerable, NULL},
       {"attentionGradHeap", NULL, AttentionGradHeap, NULL, NULL, NULL, napi_enumerable, NULL},
       {"crossEntropyHeap", NULL, CrossEntropyHeap, NULL, NULL, NULL, napi_enumerable, NULL},

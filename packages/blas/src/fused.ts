@@ -4,8 +4,10 @@ import type { KernelArgs, TensorInfoLike, WasmBackendLike } from './kernels';
 
 /*
  * Fused kernels for tfjs's wasm backend — ParaRmsNorm, ParaRmsNormGrad, ParaAddRmsNorm,
- * ParaAddRmsNormGrad, ParaSwiGlu, ParaSwiGluGrad, ParaRope, ParaAttention, ParaAttentionGrad, ParaCrossEntropy, ParaCrossEntropyGrad, ParaAdamW — computed in C (native/para_fused.c) directly on the wasm heap, as
- * the matmuls are. Their contract (inputs, attrs, outputs, math) is @para/ops' `fused.ts`, whose
+ * ParaAddRmsNormGrad, ParaSwiGlu, ParaSwiGluGrad, ParaRope, ParaAttention, ParaAttentionGrad,
+ * ParaCrossEntropy, ParaCrossEntropyGrad, ParaAdamW, and the forward-only ParaSwiGluScaled and
+ * ParaRopeKvWrite (which writes the KV cache's storage in place) — computed in C
+ * (native/para_fused.c) directly on the wasm heap, as the matmuls are. Their contract (inputs, attrs, outputs, math) is @para/ops' `fused.ts`, whose
  * ops call them where they are registered and whose registered gradients call the Grad kernels.
  * A shared (threaded) heap, which the addon cannot address, is computed by the same math in
  * JavaScript on the heap's views instead: slower, same answer.
@@ -23,6 +25,8 @@ export const FUSED_KERNEL_NAMES = [
   'ParaAttentionGrad',
   'ParaCrossEntropy',
   'ParaCrossEntropyGrad',
+  'ParaSwiGluScaled',
+  'ParaRopeKvWrite',
   'ParaAdamW',
 ] as const;
 
@@ -207,7 +211,100 @@ export const jsFused = {
           }
         }
   },
+  /** y = ((gate · σ(gate)) · up) · scale[b|0, f] over rows (b, t) of F. */
+  swigluScaled(
+    m: Float32Array,
+    g: number,
+    u: number,
+    sc: number,
+    y: number,
+    dims: { B: number; T: number; F: number; scaleBatch: number },
+  ) {
+    const { B, T, F, scaleBatch } = dims;
+    const r = Math.fround;
+    for (let row = 0; row < B * T; row++) {
+      const s = sc + (scaleBatch === 1 ? 0 : Math.floor(row / T)) * F;
+      for (let j = 0; j < F; j++) {
+        const i = row * F + j;
+        const gv = m[g + i] as number;
+        m[y + i] = r(r(r(gv / (1 + Math.exp(-gv))) * (m[u + i] as number)) * (m[s + j] as number));
+      }
+    }
+  },
+  /**
+   * q′ = RoPE(q ⊙ qScale); for rows b with slots[b] ≥ 0, kCache[b, h, slots[b] + t] =
+   * RoPE(k ⊙ kScale) and vCache[…] = v ⊙ vScale (in place). Scales: element offset, or -1.
+   */
+  ropeKvWrite(m: Float32Array, o: RopeKvOffsets, dims: RopeKvDims, slots: readonly number[]) {
+    const { B, Hq, Hkv, T, hd, C, cosBatch } = dims;
+    const h = hd / 2;
+    const r = Math.fround;
+    // One row of hd: y = RoPE(x ⊙ s) (s -1: no scale), each product rounded to float32 as the ops do.
+    const row = (x: number, s: number, tr: number, y: number) => {
+      const at = (j: number) =>
+        s < 0 ? (m[x + j] as number) : r((m[x + j] as number) * (m[s + j] as number));
+      for (let j = 0; j < h; j++) {
+        const x1 = at(j);
+        const x2 = at(j + h);
+        m[y + j] = r(x1 * (m[o.cos + tr + j] as number)) - r(x2 * (m[o.sin + tr + j] as number));
+        m[y + j + h] =
+          r(x2 * (m[o.cos + tr + j + h] as number)) + r(x1 * (m[o.sin + tr + j + h] as number));
+      }
+    };
+    const scaleAt = (s: number, batch: number, H: number, b: number, n: number) =>
+      s < 0 ? -1 : s + ((batch === 1 ? 0 : b) * H + n) * hd;
+    for (let b = 0; b < B; b++)
+      for (let t = 0; t < T; t++) {
+        const tr = ((cosBatch === 1 ? 0 : b) * T + t) * hd;
+        for (let n = 0; n < Hq; n++) {
+          const i = ((b * Hq + n) * T + t) * hd;
+          row(o.q + i, scaleAt(o.qScale, dims.qScaleBatch, Hq, b, n), tr, o.qOut + i);
+        }
+        const slot = slots[b] as number;
+        if (slot < 0) continue;
+        for (let n = 0; n < Hkv; n++) {
+          const i = ((b * Hkv + n) * T + t) * hd;
+          const dst = ((b * Hkv + n) * C + slot + t) * hd;
+          row(o.k + i, scaleAt(o.kScale, dims.kScaleBatch, Hkv, b, n), tr, o.kCache + dst);
+          const vs = scaleAt(o.vScale, dims.vScaleBatch, Hkv, b, n);
+          for (let j = 0; j < hd; j++)
+            m[o.vCache + dst + j] =
+              vs < 0
+                ? (m[o.v + i + j] as number)
+                : (m[o.v + i + j] as number) * (m[vs + j] as number);
+        }
+      }
+  },
 };
+
+/** Element offsets of a `ParaRopeKvWrite` call (a scale: -1 for none). */
+export interface RopeKvOffsets {
+  q: number;
+  k: number;
+  v: number;
+  cos: number;
+  sin: number;
+  kCache: number;
+  vCache: number;
+  qScale: number;
+  kScale: number;
+  vScale: number;
+  qOut: number;
+}
+
+/** Shapes of a `ParaRopeKvWrite` call (a scale's batch: 1 or B; ignored without the scale). */
+export interface RopeKvDims {
+  B: number;
+  Hq: number;
+  Hkv: number;
+  T: number;
+  hd: number;
+  C: number;
+  cosBatch: number;
+  qScaleBatch: number;
+  kScaleBatch: number;
+  vScaleBatch: number;
+}
 
 /** Attention shapes as the kernels read them (mask: element offset, or -1 for none). */
 export interface AttentionDims {
@@ -462,7 +559,11 @@ export const jsAdamW = {
   },
 };
 
-type Native = Required<BlasAddon>;
+/** The addon with every fused function (the two forward-only ones are not in addon.ts's interface). */
+type Native = Required<BlasAddon> & {
+  swigluScaledHeap(heap: ArrayBuffer, params: Float64Array): void;
+  ropeKvWriteHeap(heap: ArrayBuffer, params: Float64Array): void;
+};
 
 function rmsNormKernel(addon: Native): tf.KernelFunc {
   return (args) => {
@@ -950,6 +1051,170 @@ function crossEntropyGradKernel(addon: Native): tf.KernelFunc {
   };
 }
 
+function swigluScaledKernel(addon: Native): tf.KernelFunc {
+  return (args) => {
+    const { inputs, backend: be } = args as unknown as KernelArgs;
+    const K = 'ParaSwiGluScaled';
+    const backend = asWasm(be, K);
+    const g = need(inputs, 'gate', K);
+    const u = need(inputs, 'up', K);
+    const sc = need(inputs, 'scale', K);
+    sameShape(g, u, K, 'up');
+    const [B, T, F] = g.shape as [number, number, number];
+    const sb = sc.shape[0] as number;
+    if (g.shape.length !== 3) throw new Error(`${K}: gate [${g.shape}] must be [B, T, F]`);
+    if (sc.shape.length !== 3 || (sb !== 1 && sb !== B) || sc.shape[1] !== 1 || sc.shape[2] !== F)
+      throw new Error(`${K}: scale [${sc.shape}] is not [${B} or 1, 1, ${F}]`);
+    const [go, uo, so] = [offset(backend, g), offset(backend, u), offset(backend, sc)];
+    const [y] = compute(
+      backend,
+      [g.shape],
+      (heap, [yo]) =>
+        addon.swigluScaledHeap(heap, Float64Array.of(go, uo, so, yo as number, B, T, F, sb)),
+      (m, [yo]) =>
+        jsFused.swigluScaled(m, go / 4, uo / 4, so / 4, (yo as number) / 4, {
+          B,
+          T,
+          F,
+          scaleBatch: sb,
+        }),
+    );
+    return y as tf.TensorInfo;
+  };
+}
+
+/** The start slots of a `ParaRopeKvWrite` call: B integers, each −1 or in [0, C − T]. */
+function ropeKvSlots(K: string, slots: unknown, B: number, T: number, C: number): number[] {
+  if (!Array.isArray(slots) || slots.length !== B)
+    throw new Error(
+      `${K}: attr slots must hold ${B} numbers (one start slot, or -1, per row of q)`,
+    );
+  for (const s of slots)
+    if (!Number.isInteger(s) || (s !== -1 && (s < 0 || s + T > C)))
+      throw new Error(`${K}: slot ${s} must be -1 or an integer with slot + ${T} (T) ≤ ${C} (C)`);
+  return slots as number[];
+}
+
+function ropeKvWriteKernel(addon: Native): tf.KernelFunc {
+  return (args) => {
+    const { inputs, backend: be, attrs } = args as unknown as KernelArgs;
+    const K = 'ParaRopeKvWrite';
+    const backend = asWasm(be, K);
+    const q = need(inputs, 'q', K);
+    const k = need(inputs, 'k', K);
+    const v = need(inputs, 'v', K);
+    const cos = need(inputs, 'cos', K);
+    const sin = need(inputs, 'sin', K);
+    const kc = need(inputs, 'kCache', K);
+    const vc = need(inputs, 'vCache', K);
+    const opt = (name: string) => (inputs[name] === undefined ? undefined : need(inputs, name, K));
+    const [qs, ks, vs] = [opt('qScale'), opt('kScale'), opt('vScale')];
+    const [B, Hq, T, hd] = q.shape as [number, number, number, number];
+    const [kb, Hkv, kt, khd] = k.shape as [number, number, number, number];
+    if (
+      q.shape.length !== 4 ||
+      hd % 2 !== 0 ||
+      k.shape.length !== 4 ||
+      kb !== B ||
+      kt !== T ||
+      khd !== hd
+    )
+      throw new Error(
+        `${K}: q [${q.shape}] and k [${k.shape}]: expected [B, Hq, T, hd] and [B, Hkv, T, hd], hd even`,
+      );
+    sameShape(k, v, K, 'v');
+    const cb = cos.shape[0] as number;
+    if (
+      cos.shape.length !== 4 ||
+      (cb !== 1 && cb !== B) ||
+      cos.shape[1] !== 1 ||
+      cos.shape[2] !== T ||
+      cos.shape[3] !== hd
+    )
+      throw new Error(`${K}: cos [${cos.shape}] is not [${B} or 1, 1, ${T}, ${hd}]`);
+    sameShape(cos, sin, K, 'sin');
+    const C = kc.shape[2] as number;
+    if (kc.shape.length !== 4 || kc.shape[0] !== B || kc.shape[1] !== Hkv || kc.shape[3] !== hd)
+      throw new Error(`${K}: kCache [${kc.shape}] is not [${B}, ${Hkv}, C, ${hd}]`);
+    sameShape(kc, vc, K, 'vCache');
+    const scaleBatch = (s: TensorInfoLike | undefined, H: number, what: string) => {
+      if (s === undefined) return 1;
+      const sb = s.shape[0] as number;
+      if (
+        s.shape.length !== 3 ||
+        (sb !== 1 && sb !== B) ||
+        s.shape[1] !== 1 ||
+        s.shape[2] !== H * hd
+      )
+        throw new Error(`${K}: ${what} [${s.shape}] is not [${B} or 1, 1, ${H * hd}]`);
+      return sb;
+    };
+    const dims: RopeKvDims = {
+      B,
+      Hq,
+      Hkv,
+      T,
+      hd,
+      C,
+      cosBatch: cb,
+      qScaleBatch: scaleBatch(qs, Hq, 'qScale'),
+      kScaleBatch: scaleBatch(ks, Hkv, 'kScale'),
+      vScaleBatch: scaleBatch(vs, Hkv, 'vScale'),
+    };
+    const slots = ropeKvSlots(K, attrs?.slots, B, T, C);
+    const off = (t: TensorInfoLike | undefined) => (t === undefined ? -1 : offset(backend, t));
+    const ins = [q, k, v, cos, sin, kc, vc].map((t) => offset(backend, t));
+    const scales = [off(qs), off(ks), off(vs)];
+    const [qr] = compute(
+      backend,
+      [q.shape],
+      (heap, [qo]) =>
+        addon.ropeKvWriteHeap(
+          heap,
+          Float64Array.from([
+            ...ins,
+            ...scales,
+            qo as number,
+            B,
+            Hq,
+            Hkv,
+            T,
+            hd,
+            C,
+            cb,
+            dims.qScaleBatch,
+            dims.kScaleBatch,
+            dims.vScaleBatch,
+            ...slots,
+          ]),
+        ),
+      (m, [qo]) => {
+        const [qe, ke, ve, ce, se, kce, vce] = ins.map((x) => x / 4) as number[];
+        const [qse, kse, vse] = scales.map((x) => (x < 0 ? -1 : x / 4)) as number[];
+        jsFused.ropeKvWrite(
+          m,
+          {
+            q: qe as number,
+            k: ke as number,
+            v: ve as number,
+            cos: ce as number,
+            sin: se as number,
+            kCache: kce as number,
+            vCache: vce as number,
+            qScale: qse as number,
+            kScale: kse as number,
+            vScale: vse as number,
+            qOut: (qo as number) / 4,
+          },
+          dims,
+          slots,
+        );
+      },
+    );
+    return qr as tf.TensorInfo;
+  };
+}
+
 function adamWKernel(addon: Native): tf.KernelFunc {
   return (args) => {
     const { inputs, backend: be, attrs } = args as unknown as KernelArgs;
@@ -1050,6 +1315,8 @@ const MAKERS: Record<(typeof FUSED_KERNEL_NAMES)[number], (a: Native) => tf.Kern
   ParaAttentionGrad: attentionGradKernel,
   ParaCrossEntropy: crossEntropyKernel,
   ParaCrossEntropyGrad: crossEntropyGradKernel,
+  ParaSwiGluScaled: swigluScaledKernel,
+  ParaRopeKvWrite: ropeKvWriteKernel,
   ParaAdamW: adamWKernel,
 };
 
@@ -1067,6 +1334,8 @@ function hasFusedFunctions(addon: BlasAddon | undefined): addon is Native {
     typeof addon.attentionGradHeap === 'function' &&
     typeof addon.crossEntropyHeap === 'function' &&
     typeof addon.crossEntropyGradHeap === 'function' &&
+    typeof (addon as Partial<Native>).swigluScaledHeap === 'function' &&
+    typeof (addon as Partial<Native>).ropeKvWriteHeap === 'function' &&
     typeof addon.adamWHeap === 'function'
   );
 }
@@ -1088,8 +1357,10 @@ export function fusedKernelsProblem(): string | undefined {
 }
 
 /**
- * Register the fused kernels (ParaRmsNorm, ParaRmsNormGrad, ParaAddRmsNorm, ParaAddRmsNormGrad,
- * ParaSwiGlu, ParaSwiGluGrad, ParaRope, ParaAttention, ParaAttentionGrad, ParaCrossEntropy, ParaCrossEntropyGrad, ParaAdamW) for the wasm backend; @para/ops then uses them. `installBlasKernels()` calls this.
+ * Register the fused kernels ({@link FUSED_KERNEL_NAMES}: ParaRmsNorm, ParaRmsNormGrad,
+ * ParaAddRmsNorm, ParaAddRmsNormGrad, ParaSwiGlu, ParaSwiGluGrad, ParaRope, ParaAttention,
+ * ParaAttentionGrad, ParaCrossEntropy, ParaCrossEntropyGrad, ParaSwiGluScaled, ParaRopeKvWrite,
+ * ParaAdamW) for the wasm backend; @para/ops then uses them. `installBlasKernels()` calls this.
  * Returns false, changing nothing, when the addon (or a binary with these kernels) is
  * unavailable or PARA_FUSED=0 is set. A kernel someone else registered under one of these
  * names is left in place. Idempotent.
