@@ -80,8 +80,8 @@ import * as tf from '@tensorflow/tfjs-core';
  *   (`swiglu(gate, up, { scale })`). `ParaRopeKvWrite` is the KV cache's append with RoPE
  *   (`KVCache.appendRotated`): a scale indexes by head and dimension (`scale[b, 0, h · hd + j]`)
  *   and applies before the rotation; the caches are the KVCache's own storage (fresh, never
- *   shared), so writing them in place is sound. @para/webgpu implements both; elsewhere the ops
- *   run their generic path.
+ *   shared), so writing them in place is sound. @para/webgpu (WGSL) and @para/blas on wasm (C on
+ *   the wasm heap) implement both; elsewhere the ops run their generic path.
  */
 export const FUSED_KERNELS = {
   rmsNorm: 'ParaRmsNorm',

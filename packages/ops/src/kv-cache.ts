@@ -391,8 +391,10 @@ export class KVCache {
    * `kNew`/`vNew [B, Hkv, T, hd]` as they leave the projections (no RoPE yet), `rope` the step's
    * tables, `scales` optional per-row vectors ({@link HeadScales}). Returns the rotated (scaled)
    * q and the views of `append`. Equal to `applyRope(q ⊙ sq)`, `applyRope(k ⊙ sk)`, `append(…,
-   * v ⊙ sv)`; where the backend has `ParaRopeKvWrite` (@para/webgpu), no gradient is recorded and
-   * the cache is written in place, all of it is one dispatch (a decode step: 4+ launches → 1).
+   * v ⊙ sv)`; where the backend has `ParaRopeKvWrite` (@para/webgpu on webgpu, @para/blas on
+   * wasm, whose kernel writes the cache's storage on the wasm heap in place), no gradient is
+   * recorded and the cache is written in place, all of it is one kernel (a decode step: 4+
+   * launches → 1).
    */
   appendRotated(
     layerIndex: number,
@@ -442,7 +444,8 @@ export class KVCache {
       q.size > 0 &&
       hasFusedKernel(FUSED_KERNELS.ropeKvWrite) &&
       !recordingGradients() &&
-      kvWritePath(kv.k, this.writeMode) === 'webgpu';
+      // The kernel writes the cache's own storage in place (see Ownership above): webgpu, wasm.
+      (['webgpu', 'wasm'] as KVWritePath[]).includes(kvWritePath(kv.k, this.writeMode));
     if (!fused) {
       return tf.tidy(() => {
         // [B|1, 1, H·hd] → [B|1, H, 1, hd]: the same elementwise products as scaling [B, T, H·hd].

@@ -21,7 +21,8 @@ export function silu(x: tf.Tensor): tf.Tensor {
  *
  * Where the backend registers the fused kernel `ParaSwiGlu` (see `fused.ts`; @para/blas does on
  * wasm) float32 inputs run as one kernel, their gradient as one more; otherwise tfjs ops. With
- * `options` ({@link SwigluScales}) a per-row scale is folded in (`ParaSwiGluScaled` on webgpu).
+ * `options` ({@link SwigluScales}) a per-row scale is folded in (`ParaSwiGluScaled`: @para/webgpu
+ * on webgpu, @para/blas on wasm).
  */
 export function swiglu(gate: tf.Tensor, up: tf.Tensor, options: SwigluScales = {}): tf.Tensor {
   checkMinRank(gate, 'gate', 1, '[..., d_ff]');
