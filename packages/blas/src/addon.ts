@@ -54,6 +54,14 @@ export interface BlasAddon {
   attentionHeap?(heap: ArrayBuffer, params: Float64Array): void;
   /** [dy, q, k, v, mask (-1: none), dq, dk, dv, B, Hq, Hkv, T, S, hd, maskBatch, scale]. */
   attentionGradHeap?(heap: ArrayBuffer, params: Float64Array): void;
+  /** [gate, up, scale, y, B, T, F, scaleBatch] (forward only: y = silu(gate) · up · scale). */
+  swigluScaledHeap?(heap: ArrayBuffer, params: Float64Array): void;
+  /**
+   * [q, k, v, cos, sin, kCache, vCache, qScale, kScale, vScale (-1: none), qOut, B, Hq, Hkv, T,
+   * hd, C, cosBatch, qScaleBatch, kScaleBatch, vScaleBatch, slots…] (forward only; writes the
+   * caches in place).
+   */
+  ropeKvWriteHeap?(heap: ArrayBuffer, params: Float64Array): void;
   /** [logits, targets (int32), weights, loss, lse, N, V] (byte offsets). */
   crossEntropyHeap?(heap: ArrayBuffer, params: Float64Array): void;
   /** [dy, logits, targets, weights, lse, dlogits, N, V]. */

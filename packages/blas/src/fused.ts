@@ -559,11 +559,8 @@ export const jsAdamW = {
   },
 };
 
-/** The addon with every fused function (the two forward-only ones are not in addon.ts's interface). */
-type Native = Required<BlasAddon> & {
-  swigluScaledHeap(heap: ArrayBuffer, params: Float64Array): void;
-  ropeKvWriteHeap(heap: ArrayBuffer, params: Float64Array): void;
-};
+/** The addon with every fused function. */
+type Native = Required<BlasAddon>;
 
 function rmsNormKernel(addon: Native): tf.KernelFunc {
   return (args) => {
@@ -1334,8 +1331,8 @@ function hasFusedFunctions(addon: BlasAddon | undefined): addon is Native {
     typeof addon.attentionGradHeap === 'function' &&
     typeof addon.crossEntropyHeap === 'function' &&
     typeof addon.crossEntropyGradHeap === 'function' &&
-    typeof (addon as Partial<Native>).swigluScaledHeap === 'function' &&
-    typeof (addon as Partial<Native>).ropeKvWriteHeap === 'function' &&
+    typeof addon.swigluScaledHeap === 'function' &&
+    typeof addon.ropeKvWriteHeap === 'function' &&
     typeof addon.adamWHeap === 'function'
   );
 }
