@@ -557,12 +557,23 @@ static inline float att_mask_cut(const float *restrict mrow, int64_t S) {
   return hi - ATT_MASK_GAP;
 }
 
+/* Whether key j is live for any of the R rows (not skipped by att_mask_cut's threshold). */
+static ALWAYS_INLINE int att_key_live(const float *const mr[ATT_R], const float cut[ATT_R], int64_t j, const int R) {
+  int live = 0;
+  for (int r = 0; r < R; r++) live |= mr[r] == NULL || !(mr[r][j] <= cut[r]);
+  return live;
+}
+
 /*
- * Probabilities of R query rows (qr[r], mask rows mr[r] or NULL) into sc[r·S + j], unnormalised
- * (exp(s − max), 0 where skipped); inv[r] = 1/Σ, 0 for an all −Infinity row, NaN for a NaN row.
+ * Probabilities of R query rows (qr[r], mask rows mr[r] or NULL) into sc[r·S + j] for j in the
+ * block's live range [*lo, *hi) (keys outside it are skipped for every row: callers read only
+ * that range), unnormalised (exp(s − max), 0 where skipped); inv[r] = 1/Σ, 0 for an all
+ * −Infinity row, NaN for a NaN row. A decode row's live slots are a prefix of the cache, so the
+ * free tail costs one mask scan, not three passes.
  */
 static ALWAYS_INLINE void att_probs(const att_t *c, const float *const qr[ATT_R], const float *const mr[ATT_R],
-                                    const float *restrict kh, float *restrict sc, float inv[ATT_R], const int R) {
+                                    const float *restrict kh, float *restrict sc, float inv[ATT_R], int64_t *lo,
+                                    int64_t *hi, const int R) {
   const int64_t S = c->s, hd = c->hd;
   float m[ATT_R], cut[ATT_R];
   int nan[ATT_R];
@@ -571,12 +582,15 @@ static ALWAYS_INLINE void att_probs(const att_t *c, const float *const qr[ATT_R]
     nan[r] = 0;
     cut[r] = att_mask_cut(mr[r], S);
   }
-  for (int64_t j = 0; j < S; j++) {
+  int64_t j0 = 0, j1 = S;
+  while (j0 < j1 && !att_key_live(mr, cut, j0, R)) j0++;
+  while (j1 > j0 && !att_key_live(mr, cut, j1 - 1, R)) j1--;
+  *lo = j0;
+  *hi = j1;
+  for (int64_t j = j0; j < j1; j++) {
     /* A key masked far below the row's best (a free cache slot, a future position) is not
      * dotted at all: its probability is exactly 0 either way (see att_mask_cut). */
-    int live = 0;
-    for (int r = 0; r < R; r++) live |= mr[r] == NULL || !(mr[r][j] <= cut[r]);
-    if (!live) {
+    if (!att_key_live(mr, cut, j, R)) {
       for (int r = 0; r < R; r++) sc[r * S + j] = -INFINITY;
       continue;
     }
@@ -593,13 +607,13 @@ static ALWAYS_INLINE void att_probs(const att_t *c, const float *const qr[ATT_R]
   for (int r = 0; r < R; r++) {
     float *row = sc + r * S;
     if (nan[r] || !(m[r] > -INFINITY)) {
-      for (int64_t j = 0; j < S; j++) row[j] = 0;
+      for (int64_t j = j0; j < j1; j++) row[j] = 0;
       inv[r] = nan[r] ? NAN : 0.0f;
       continue;
     }
     float sum = 0;
     const float mx = m[r];
-    for (int64_t j = 0; j < S; j++) {
+    for (int64_t j = j0; j < j1; j++) {
       const float z = row[j] - mx;
       const float e = z < -ATT_SKIP ? 0.0f : exp_f(z);
       row[j] = e;
@@ -640,8 +654,9 @@ static ALWAYS_INLINE void att_forward_block(const att_t *c, const int64_t row[AT
   float inv[ATT_R];
   for (int r = 0; r < R; r++) qr[r] = c->q + row[r] * hd;
   for (int64_t d = 0; d < R * hd; d++) acc[d] = 0;
-  att_probs(c, qr, mr, kh, sc, inv, R);
-  for (int64_t j = 0; j < S; j++) {
+  int64_t lo, hi;
+  att_probs(c, qr, mr, kh, sc, inv, &lo, &hi, R);
+  for (int64_t j = lo; j < hi; j++) {
     float p[ATT_R];
     int any = 0;
     for (int r = 0; r < R; r++) {
@@ -728,14 +743,15 @@ static ALWAYS_INLINE void att_backward_block(const att_t *c, const int64_t row[A
     D[r] = 0;
   }
   for (int64_t d = 0; d < R * hd; d++) ldq[d] = 0;
-  att_probs(c, qr, mr, kh, sc, inv, R);
+  int64_t lo, hi; /* keys outside [lo, hi) have probability 0 for every row: no gradient */
+  att_probs(c, qr, mr, kh, sc, inv, &lo, &hi, R);
   int nan_rows = 0;
   for (int r = 0; r < R; r++) {
     nan_rows |= inv[r] != inv[r];
     const float s = inv[r] != inv[r] ? 0.0f : inv[r];
-    for (int64_t j = 0; j < S; j++) sc[r * S + j] *= s;
+    for (int64_t j = lo; j < hi; j++) sc[r * S + j] *= s;
   }
-  for (int64_t j = 0; j < S; j++) {
+  for (int64_t j = lo; j < hi; j++) {
     int any = 0;
     for (int r = 0; r < R; r++) any |= sc[r * S + j] != 0;
     if (!any) {
@@ -749,7 +765,7 @@ static ALWAYS_INLINE void att_backward_block(const att_t *c, const int64_t row[A
       D[r] += sc[r * S + j] * x[r];
     }
   }
-  for (int64_t j = 0; j < S; j++) {
+  for (int64_t j = lo; j < hi; j++) {
     float p[ATT_R], ds[ATT_R], dss[ATT_R];
     int any = 0;
     for (int r = 0; r < R; r++) {
