@@ -1,0 +1,135 @@
+#!/usr/bin/env node
+// Where the time of one call goes, kernel by kernel (tf.profile): for issue 16's rows that miss
+// their target, the profile that says why. wasm + OpenBLAS + the fused kernels.
+//
+//   pnpm build && node packages/blas/scripts/profile-kernels.mjs [--json]
+//
+// Workloads: one update of `para bench train` (PARA r=8, LoRA r=8 on q,v, full fine-tuning; 16
+// task examples of the bundled backbone), and `para bench model`'s prefill of 1 × 64 tokens and
+// one decode step at batch 1 (d=512, 8 layers). Per workload: the wall time of an unprofiled
+// call (median of 5 after 2 warm-ups), the number of kernels, the summed kernel time of one
+// profiled call, and the kernels by time. "Outside kernels" = wall time − kernel time: tfjs's
+// per-kernel dispatch, tidy and tensor bookkeeping, and the model's own JavaScript.
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
+const app = createRequire(join(root, 'apps', 'node-demo', 'package.json'));
+const load = (spec) => import(pathToFileURL(app.resolve(spec)).href);
+const json = process.argv.includes('--json');
+
+const [{ initBackend }, tf, blas, train, adapters, modelPkg] = await Promise.all([
+  load('@para/core/node'),
+  load('@tensorflow/tfjs-core'),
+  load('@para/blas'),
+  load('@para/train/node'),
+  load('@para/adapters/node'),
+  load('@para/model'),
+]);
+await initBackend({ backend: 'wasm' });
+// Loaded as CommonJS this way, @para/core's optional import of @para/blas does not find it.
+blas.installBlasKernels();
+if (!blas.blasKernelsInstalled() || !blas.fusedKernelsInstalled()) {
+  console.error(`fused kernels not installed: ${blas.fusedKernelsProblem() ?? 'unknown'}`);
+  process.exit(1);
+}
+
+const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+const out = [];
+async function profile(label, fn) {
+  for (let i = 0; i < 2; i++) await fn();
+  const wall = [];
+  for (let i = 0; i < 5; i++) {
+    const t0 = performance.now();
+    await fn();
+    wall.push(performance.now() - t0);
+  }
+  const p = await tf.profile(fn);
+  const by = new Map();
+  let kernelMs = 0;
+  for (const k of p.kernels) {
+    const ms = typeof k.kernelTimeMs === 'number' ? k.kernelTimeMs : 0;
+    kernelMs += ms;
+    const e = by.get(k.name) ?? { name: k.name, count: 0, ms: 0 };
+    e.count++;
+    e.ms += ms;
+    by.set(k.name, e);
+  }
+  const row = {
+    label,
+    wallMs: median(wall),
+    kernels: p.kernels.length,
+    kernelMs,
+    byKernel: [...by.values()].sort((a, b) => b.ms - a.ms),
+  };
+  out.push(row);
+  if (!json) {
+    console.log(
+      `\n${label}: ${row.wallMs.toFixed(1)} ms per call (unprofiled); ${row.kernels} kernels, ` +
+        `${kernelMs.toFixed(1)} ms inside them (profiled call), ${(row.wallMs - kernelMs).toFixed(1)} ms outside`,
+    );
+    for (const e of row.byKernel.slice(0, 12))
+      console.log(
+        `  ${e.name.padEnd(24)} ${String(e.count).padStart(5)} ${e.ms.toFixed(2).padStart(9)} ms`,
+      );
+  }
+}
+
+// --- training updates (as `para bench train`, 16 task examples) ---
+const backbone = await train.loadBackbone(join(root, 'assets', 'backbone'));
+const { model, tokenizer } = backbone;
+const data = await train.loadDataset(
+  join(root, 'data', 'tasks', 'antonym', 'train.jsonl'),
+  tokenizer,
+  { maxLength: 256 },
+);
+const batch = train.collate(data.examples.slice(0, 16), model.config.padTokenId ?? 0);
+for (const [method, make] of [
+  ['PARA r=8', () => adapters.createAdapter(model.config, train.methodConfig('para', 8, null))],
+  [
+    'LoRA r=8 (q,v)',
+    () => adapters.createAdapter(model.config, train.methodConfig('lora', 8, null)),
+  ],
+  ['full fine-tuning', null],
+]) {
+  const adapter = make?.();
+  const t = adapter ? train.adapterTrainable(model, adapter) : train.fullTrainable(model);
+  const trainer = new train.Trainer(t, { lr: 1e-6, totalSteps: 1000 });
+  await profile(`update ${method}, 16 task examples (${batch.tokens} tokens)`, () =>
+    trainer.trainStep([batch]),
+  );
+  trainer.dispose();
+  if (adapter) adapter.dispose();
+  else t.model.dispose();
+}
+model.dispose();
+
+// --- prefill and decode (as `para bench model`) ---
+const config = modelPkg.createConfig({
+  vocabSize: 4096,
+  hiddenSize: 512,
+  intermediateSize: 1376,
+  numLayers: 8,
+  numHeads: 8,
+  numKvHeads: 8,
+  maxPositionEmbeddings: 2048,
+});
+const lm = modelPkg.CausalLM.random(config, 0);
+const prompt = [Array.from({ length: 64 }, (_, t) => (1 + t * 17) % config.vocabSize)];
+await profile('prefill 1 × 64 (bench model config)', async () => {
+  const { logits, state } = lm.prefill(prompt, { capacity: 128 });
+  await logits.data();
+  logits.dispose();
+  state.dispose();
+});
+const { logits, state } = lm.prefill(prompt, { capacity: 64 + 200 });
+logits.dispose();
+await profile('decode step, batch 1 (bench model config)', async () => {
+  const l = lm.decodeStep([5], state);
+  await l.data();
+  l.dispose();
+});
+state.dispose();
+lm.dispose();
+if (json) console.log(JSON.stringify(out, null, 2));
