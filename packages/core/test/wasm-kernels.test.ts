@@ -62,4 +62,20 @@ describe('wasm kernels tfjs lacks', () => {
     expect(onWasm).toEqual(onCpu);
     expect(onWasm[1]).toEqual([5, 6, 4, 6]);
   });
+
+  it('UnsortedSegmentSum writes its output on the heap: segments no id reaches are 0, even on reused memory', async () => {
+    // Free a block full of 7s, then sum into an output of the same size: the allocator hands the
+    // block back, and every segment without an id must still read 0.
+    for (let round = 0; round < 3; round++) {
+      tf.fill([64, 32], 7).dispose(); // [64, 32]
+      const x = tf.ones([3, 32]); // [3, 32]
+      const ids = tf.tensor1d([5, 5, 60], 'int32'); // [3]
+      const y = tf.unsortedSegmentSum(x, ids, 64); // [64, 32]
+      const v = (await y.data()) as Float32Array;
+      for (let s = 0; s < 64; s++)
+        for (let j = 0; j < 32; j++)
+          expect(v[s * 32 + j], `segment ${s}`).toBe(s === 5 ? 2 : s === 60 ? 1 : 0);
+      tf.dispose([x, ids, y]);
+    }
+  });
 });
