@@ -13,33 +13,13 @@
 // backbone; 16 task examples and 8 packed rows of 256) and `para bench model`'s (d=512, 8 layers,
 // prompt 64: prefill and 64 decode steps at batch 1 and 32), wasm backend with OpenBLAS. The
 // workspace packages are loaded as the `para` CLI sees them (apps/node-demo's dependencies).
-import { createRequire } from 'node:module';
-import { dirname, join } from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { BENCH_MODEL_CONFIG, loadWorkspace, trainWorkloads } from './workloads.mjs';
 
-const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
-const app = createRequire(join(root, 'apps', 'node-demo', 'package.json'));
-const load = (spec) => import(pathToFileURL(app.resolve(spec)).href);
 const args = process.argv.slice(2);
 const rounds = Number(args[args.indexOf('--rounds') + 1]) || 5;
 const json = args.includes('--json');
 
-const [{ initBackend }, tf, blas, train, adapters, modelPkg] = await Promise.all([
-  load('@para/core/node'),
-  load('@tensorflow/tfjs-core'),
-  load('@para/blas'),
-  load('@para/train/node'),
-  load('@para/adapters/node'),
-  load('@para/model'),
-]);
-await initBackend({ backend: 'wasm' });
-// (Resolved this way the packages load as CommonJS, where @para/core's optional import of
-// @para/blas does not find it: install the kernels here, as @para/core does on the ESM path.)
-blas.installBlasKernels();
-if (!blas.blasKernelsInstalled() || !blas.fusedKernelsInstalled()) {
-  console.error(`fused kernels not installed: ${blas.fusedKernelsProblem() ?? 'unknown'}`);
-  process.exit(1);
-}
+const { tf, blas, train, adapters, modelPkg } = await loadWorkspace();
 const say = json ? () => {} : (s) => console.log(s);
 say(
   `wasm + OpenBLAS; fused kernels: ${blas.fusedThreads()} threads; ${rounds} rounds, alternating`,
@@ -102,20 +82,7 @@ function report(label, ms, perSecond) {
 }
 
 // --- training updates (as `para bench train`) ---
-const backbone = await train.loadBackbone(join(root, 'assets', 'backbone'));
-const { model, tokenizer } = backbone;
-const data = await train.loadDataset(
-  join(root, 'data', 'tasks', 'antonym', 'train.jsonl'),
-  tokenizer,
-  { maxLength: 256 },
-);
-const pad = model.config.padTokenId ?? 0;
-const taskBatch = train.collate(data.examples.slice(0, 16), pad);
-const rng = (i) => (i * 2654435761) % model.config.vocabSize;
-const windows = Array.from({ length: 8 }, (_, b) =>
-  Array.from({ length: 257 }, (_, t) => 4 + (rng(b * 257 + t) % (model.config.vocabSize - 4))),
-);
-const packed = { ...train.collateWindows(windows), promptLengths: windows.map(() => 128) };
+const { model, taskBatch, packed, setups } = await trainWorkloads({ train, adapters });
 if (args.includes('--adamw')) {
   // ParaAdamW alone on/off (the other fused kernels stay installed on both sides).
   const adamW = tf.getKernel('ParaAdamW', 'wasm');
@@ -166,14 +133,7 @@ if (args.includes('--adamw')) {
       .join(' ')}`,
   );
   const rowsA = [];
-  for (const [method, make] of [
-    ['PARA r=8', () => adapters.createAdapter(model.config, train.methodConfig('para', 8, null))],
-    [
-      'LoRA r=8 (q,v)',
-      () => adapters.createAdapter(model.config, train.methodConfig('lora', 8, null)),
-    ],
-    ['full fine-tuning', null],
-  ]) {
+  for (const [method, make] of setups) {
     const adapter = make?.();
     const t = adapter ? train.adapterTrainable(model, adapter) : train.fullTrainable(model);
     const params = t.parameters;
@@ -240,14 +200,6 @@ if (args.includes('--adamw')) {
   process.exit(0);
 }
 
-const setups = [
-  ['PARA r=8', () => adapters.createAdapter(model.config, train.methodConfig('para', 8, null))],
-  [
-    'LoRA r=8 (q,v)',
-    () => adapters.createAdapter(model.config, train.methodConfig('lora', 8, null)),
-  ],
-  ['full fine-tuning', null],
-];
 for (const [method, make] of setups) {
   const adapter = make?.();
   const t = adapter ? train.adapterTrainable(model, adapter) : train.fullTrainable(model);
@@ -270,15 +222,7 @@ for (const [method, make] of setups) {
 model.dispose();
 
 // --- prefill and decode (as `para bench model`) ---
-const config = modelPkg.createConfig({
-  vocabSize: 4096,
-  hiddenSize: 512,
-  intermediateSize: 1376,
-  numLayers: 8,
-  numHeads: 8,
-  numKvHeads: 8,
-  maxPositionEmbeddings: 2048,
-});
+const config = modelPkg.createConfig(BENCH_MODEL_CONFIG);
 const lm = modelPkg.CausalLM.random(config, 0);
 const [P, steps] = [64, 64];
 for (const B of [1, 32]) {

@@ -10,30 +10,10 @@
 // call (median of 5 after 2 warm-ups), the number of kernels, the summed kernel time of one
 // profiled call, and the kernels by time. "Outside kernels" = wall time − kernel time: tfjs's
 // per-kernel dispatch, tidy and tensor bookkeeping, and the model's own JavaScript.
-import { createRequire } from 'node:module';
-import { dirname, join } from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { BENCH_MODEL_CONFIG, loadWorkspace, trainWorkloads } from './workloads.mjs';
 
-const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
-const app = createRequire(join(root, 'apps', 'node-demo', 'package.json'));
-const load = (spec) => import(pathToFileURL(app.resolve(spec)).href);
 const json = process.argv.includes('--json');
-
-const [{ initBackend }, tf, blas, train, adapters, modelPkg] = await Promise.all([
-  load('@para/core/node'),
-  load('@tensorflow/tfjs-core'),
-  load('@para/blas'),
-  load('@para/train/node'),
-  load('@para/adapters/node'),
-  load('@para/model'),
-]);
-await initBackend({ backend: 'wasm' });
-// Loaded as CommonJS this way, @para/core's optional import of @para/blas does not find it.
-blas.installBlasKernels();
-if (!blas.blasKernelsInstalled() || !blas.fusedKernelsInstalled()) {
-  console.error(`fused kernels not installed: ${blas.fusedKernelsProblem() ?? 'unknown'}`);
-  process.exit(1);
-}
+const { tf, train, adapters, modelPkg } = await loadWorkspace();
 
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const out = [];
@@ -77,22 +57,8 @@ async function profile(label, fn) {
 }
 
 // --- training updates (as `para bench train`, 16 task examples) ---
-const backbone = await train.loadBackbone(join(root, 'assets', 'backbone'));
-const { model, tokenizer } = backbone;
-const data = await train.loadDataset(
-  join(root, 'data', 'tasks', 'antonym', 'train.jsonl'),
-  tokenizer,
-  { maxLength: 256 },
-);
-const batch = train.collate(data.examples.slice(0, 16), model.config.padTokenId ?? 0);
-for (const [method, make] of [
-  ['PARA r=8', () => adapters.createAdapter(model.config, train.methodConfig('para', 8, null))],
-  [
-    'LoRA r=8 (q,v)',
-    () => adapters.createAdapter(model.config, train.methodConfig('lora', 8, null)),
-  ],
-  ['full fine-tuning', null],
-]) {
+const { model, taskBatch: batch, setups } = await trainWorkloads({ train, adapters });
+for (const [method, make] of setups) {
   const adapter = make?.();
   const t = adapter ? train.adapterTrainable(model, adapter) : train.fullTrainable(model);
   const trainer = new train.Trainer(t, { lr: 1e-6, totalSteps: 1000 });
@@ -106,15 +72,7 @@ for (const [method, make] of [
 model.dispose();
 
 // --- prefill and decode (as `para bench model`) ---
-const config = modelPkg.createConfig({
-  vocabSize: 4096,
-  hiddenSize: 512,
-  intermediateSize: 1376,
-  numLayers: 8,
-  numHeads: 8,
-  numKvHeads: 8,
-  maxPositionEmbeddings: 2048,
-});
+const config = modelPkg.createConfig(BENCH_MODEL_CONFIG);
 const lm = modelPkg.CausalLM.random(config, 0);
 const prompt = [Array.from({ length: 64 }, (_, t) => (1 + t * 17) % config.vocabSize)];
 await profile('prefill 1 × 64 (bench model config)', async () => {
