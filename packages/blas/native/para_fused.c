@@ -543,7 +543,8 @@ static ALWAYS_INLINE void dots_r(const float *const a[ATT_R], const float *restr
  * (s_j − s_i) − ATT_MASK_GAP: below −ATT_SKIP, where the exp is skipped anyway, for every score
  * spread under ~1e6 (realistic scores are within ±100; at a spread near 1e6 the generic path's
  * s + MASK_NEGATIVE has already lost all precision). This makes a decode step's cost follow the
- * row's live slots, not the cache's capacity, and halves a causal block's dot products. A row
+ * row's live slots (plus mask reads), not the cache's capacity, and skips the future keys of
+ * a small causal block (larger ones take the sgemm path, which does not skip). A row
  * whose mask is −Infinity everywhere skips every key (its output is 0, as before); a row of
  * MASK_NEGATIVE everywhere (an idle row) skips none; NaN in a mask is never skipped.
  */

@@ -89,9 +89,8 @@ export interface PrefillOptions<R = unknown> extends AdapterOptions<R> {
 /**
  * Decode slots a prefill reserves per row when no `capacity` is given. Kept small on purpose:
  * each row's KV storage is allocated for the whole capacity, and most backends attend over every
- * slot each step (wasm with @para/blas skips masked slots, so there an unused slot costs only its
- * memory), so callers that know their length should pass it
- * (`generate` does).
+ * slot each step (wasm with @para/blas skips masked slots: there an unused slot costs its memory
+ * and a mask read), so callers that know their length should pass it (`generate` does).
  */
 export const DEFAULT_DECODE_SLOTS = 64;
 

@@ -53,8 +53,8 @@ import * as tf from '@tensorflow/tfjs-core';
  *   match. Implementations need not materialise `[B, Hq, T, S]` (online softmax, flash-style).
  *   A kernel may skip keys whose mask value lies at least 1e6 below the highest mask value of
  *   their row (never reading their k or v): their probability is 0 to float32 precision for any
- *   score spread under ~1e6. A decode step over a preallocated cache then costs what the row's
- *   live slots cost, not the capacity; garbage (even NaN) in a free slot cannot reach the output.
+ *   score spread under ~1e6. A decode step over a preallocated cache then spends its arithmetic on the
+ *   row's live slots only; garbage (even NaN) in a free slot cannot reach the output.
  *   Only the forward output is returned (every backend can implement it); the gradient kernel
  *   recomputes the softmax statistics. With `P = p`, `dP = dy · vᵀ`, `D[t] = Σ_d dy[t,d] ·
  *   out[t,d]` (= Σ_j P·dP), `dS = P ⊙ (dP − D)`: `dq = scale · dS · k`, `dk = scale · Σ_group
