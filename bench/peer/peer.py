@@ -14,13 +14,14 @@ Prints one JSON object on stdout. Workloads, matching para's CLI benchmarks:
                `para bench train` (16 task examples, 8 packed rows of 256), exported by run.mjs
                as JSON so both sides train on the same token ids, attention masks, targets and
                loss weights. The loss is para's: cross-entropy on the given next-token targets,
-               weighted, divided by the loss tokens. Time: median update (warm-up first, then
-               repetitions for ~6 s, 3 to 20), as para's medianMs.
+               weighted, divided by the loss tokens. Time: median update (warm-up calls for ~3 s
+               first, then repetitions for ~6 s, 3 to 20), as para's medianMs.
   model        `para bench model`'s config (d 512, 8 layers, d_ff 1376, 8 heads, vocab 4096,
                random init): prefill of B x 64 tokens and 64 greedy decode steps over the KV
                cache, at batch 1 and 32. Decode is a plain loop over past_key_values (argmax,
                ids read back each step, as para's decode); `generate` (which adds logits
-               processors and stopping criteria) is timed too and reported beside it.
+               processors and stopping criteria) is timed too and reported beside it. Time:
+               medians of 3 rounds of [prefill, decode] after 2 untimed ones, as para's bench.
   multitenant  `para bench multitenant`: the same config, 32 rows, each its own LoRA adapter on
                q_proj + v_proj (rank given, random non-zero factors), mixed in one batch with
                PEFT's `adapter_names`; prompt 64, 64 greedy decode steps. The bare model's
@@ -58,9 +59,12 @@ BENCH_CONFIG = dict(
 )
 
 
-def median_ms(fn, budget_ms=6000.0, min_reps=3, max_reps=20):
-    """Median milliseconds of fn() after one warm-up call (as para's medianMs)."""
+def median_ms(fn, budget_ms=6000.0, min_reps=3, max_reps=20, warmup_ms=3000.0):
+    """Median milliseconds of fn() after warm-up calls filling warmup_ms (as para's medianMs)."""
+    warm_start = time.perf_counter()
     fn()
+    while (time.perf_counter() - warm_start) * 1000 < warmup_ms:
+        fn()
     times = []
     start = time.perf_counter()
     while len(times) < max_reps and (
@@ -171,14 +175,17 @@ def model_bench(args):
     with torch.inference_mode():
         for B in args.batch:
             ids = prompts(B, P, BENCH_CONFIG["vocab_size"])
-            greedy_loop(model, ids, 2)  # warm-up
+            # warm-up: `warmup` untimed rounds, as `para bench model` does (its JavaScript needs
+            # them; PyTorch is given the same), and one untimed `generate`
+            for _ in range(args.warmup):
+                greedy_loop(model, ids, N)
             pre, dec = [], []
             for _ in range(args.reps):
                 p, d = greedy_loop(model, ids, N)
                 pre.append(p)
                 dec.append(d)
             gen = []
-            for _ in range(max(1, args.reps // 2)):
+            for g in range(1 + max(1, args.reps // 2)):
                 t0 = time.perf_counter()
                 model.generate(
                     ids,
@@ -188,7 +195,8 @@ def model_bench(args):
                     do_sample=False,
                     pad_token_id=0,
                 )
-                gen.append(time.perf_counter() - t0)
+                if g > 0:
+                    gen.append(time.perf_counter() - t0)
             prefill_s = statistics.median(pre)
             decode_s = statistics.median(dec)
             generate_decode_s = max(1e-9, statistics.median(gen) - prefill_s)
@@ -225,9 +233,10 @@ def multitenant(args):
     names = [f"t{i}" for i in range(B)]
     result = {}
     with torch.inference_mode():
-        greedy_loop(model, ids, 2, adapter_names=names)
+        # warm-up: one untimed round of each, as `para bench multitenant` does
+        greedy_loop(model, ids, N, adapter_names=names)
         with model.disable_adapter():
-            greedy_loop(model, ids, 2)
+            greedy_loop(model, ids, N)
         timings = {"lora": [], "base": []}
         for _ in range(args.rounds):
             timings["lora"].append(greedy_loop(model, ids, N, adapter_names=names))
@@ -259,6 +268,7 @@ def main():
     m.add_argument("--prompt-length", type=int, default=64)
     m.add_argument("--decode-steps", type=int, default=64)
     m.add_argument("--reps", type=int, default=3)
+    m.add_argument("--warmup", type=int, default=2)
     mt = sub.add_parser("multitenant")
     mt.add_argument("--batch-size", type=int, default=32)
     mt.add_argument("--prompt-length", type=int, default=64)

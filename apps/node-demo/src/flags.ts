@@ -4,12 +4,25 @@ import { ParaError } from '@para/core/node';
 
 /** `value` as a positive integer (`fallback` when the flag is absent). */
 export function positiveIntFlag(value: string | undefined, flag: string, fallback: number): number {
+  return intFlag(value, flag, fallback, 1);
+}
+
+/** `value` as an integer ≥ 0 (`fallback` when the flag is absent). */
+export function nonNegativeIntFlag(
+  value: string | undefined,
+  flag: string,
+  fallback: number,
+): number {
+  return intFlag(value, flag, fallback, 0);
+}
+
+function intFlag(value: string | undefined, flag: string, fallback: number, min: 0 | 1): number {
   if (value === undefined) return fallback;
   const n = Number(value);
-  if (!/^\d+$/.test(value.trim()) || !Number.isSafeInteger(n) || n < 1) {
+  if (!/^\d+$/.test(value.trim()) || !Number.isSafeInteger(n) || n < min) {
     throw new ParaError('INVALID_ARGUMENT', `bad value for ${flag}`, {
       field: flag,
-      expected: 'a positive integer',
+      expected: min === 1 ? 'a positive integer' : 'an integer ≥ 0',
       actual: JSON.stringify(value),
     });
   }

@@ -266,6 +266,10 @@ describe('para bench model', () => {
         '4',
         '--decode-steps',
         '2',
+        '--reps',
+        '2',
+        '--warmup',
+        '0',
       ],
       { encoding: 'utf8' },
     );
@@ -288,5 +292,7 @@ describe('para bench model', () => {
     for (const x of out.rows) expect(x.tokensPerSecond).toBeGreaterThan(0);
     expect(out.matmul.gflopPerSecond).toBeGreaterThan(0);
     expectTypedError(para(['bench', 'model', '--batch', '0']), 'INVALID_ARGUMENT', '--batch');
+    expectTypedError(para(['bench', 'model', '--reps', '0']), 'INVALID_ARGUMENT', '--reps');
+    expectTypedError(para(['bench', 'model', '--warmup', '-1']), 'INVALID_ARGUMENT', '--warmup');
   });
 });

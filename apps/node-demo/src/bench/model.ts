@@ -4,7 +4,7 @@
  * On a stated config (default d=512, 8 layers, d_ff 1376, 8 heads, vocab 4096, random init,
  * seed 0) it measures, per batch size: prefill tokens/s (B × promptLength tokens in one call)
  * and decode tokens/s (B tokens per step, `decodeSteps` steps, reading the logits back each
- * step as sampling must), with the achieved GFLOP/s (`flops.ts`) beside the same backend's
+ * step as sampling must), medians of `reps` rounds of [prefill, decode] after `warmup` untimed ones, with the achieved GFLOP/s (`flops.ts`) beside the same backend's
  * plain matmul GFLOP/s ([n, n] × [n, n]) measured in the same run.
  */
 
@@ -23,6 +23,10 @@ export interface ModelBenchOptions {
   batchSizes?: number[];
   promptLength?: number;
   decodeSteps?: number;
+  /** Timed rounds of [prefill, decode] per batch size (default 3); each phase's median. */
+  reps?: number;
+  /** Untimed rounds of [prefill, decode] before them (default 2). */
+  warmup?: number;
   /** Side of the square matmul baseline (default 1024). */
   matmulSize?: number;
   seed?: number;
@@ -63,6 +67,9 @@ export const BENCH_CONFIG: ModelConfigInit = {
 const now = () => (typeof performance !== 'undefined' ? performance.now() : Date.now());
 
 /** Median seconds of `reps` runs of an async op that ends with a device sync. */
+const median = (xs: number[]): number =>
+  [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] as number;
+
 async function timeIt(reps: number, fn: () => Promise<void>): Promise<number> {
   const times: number[] = [];
   for (let i = 0; i < reps; i++) {
@@ -70,8 +77,7 @@ async function timeIt(reps: number, fn: () => Promise<void>): Promise<number> {
     await fn();
     times.push((now() - t0) / 1000);
   }
-  times.sort((a, b) => a - b);
-  return times[Math.floor(times.length / 2)] as number;
+  return median(times);
 }
 
 /** Plain matmul GFLOP/s on the active backend. */
@@ -97,6 +103,8 @@ export async function runModelBench(options: ModelBenchOptions = {}): Promise<Mo
   const batchSizes = options.batchSizes ?? [1, 32];
   const P = options.promptLength ?? 64;
   const steps = options.decodeSteps ?? 64;
+  const reps = options.reps ?? 3;
+  const warmup = options.warmup ?? 2;
   const log = options.onProgress ?? (() => undefined);
   const flops = modelFlops(config);
 
@@ -113,43 +121,37 @@ export async function runModelBench(options: ModelBenchOptions = {}): Promise<Mo
       const prompts = Array.from({ length: B }, (_, b) =>
         Array.from({ length: P }, (_, t) => (1 + b * 131 + t * 17) % config.vocabSize),
       );
-      const warm = model.prefill(prompts, { capacity: P + steps + 2 });
-      await warm.logits.data();
-      warm.logits.dispose();
-      for (let i = 0; i < 2; i++) {
-        const l = model.decodeStep(
-          prompts.map((p) => p[i] as number),
-          warm.state,
-        );
-        await l.data();
-        l.dispose();
-      }
-      warm.state.dispose();
-
-      log(`prefill: batch ${B} × ${P} tokens`);
-      const prefillSeconds = await timeIt(B === 1 ? 3 : 1, async () => {
-        const { logits, state } = model.prefill(prompts, { capacity: P + steps });
-        await logits.data();
-        logits.dispose();
-        state.dispose();
-      });
-      rows.push(row('prefill', B, B * P, prefillSeconds, flops.prefill(B, P)));
-
-      log(`decode: batch ${B}, ${steps} steps`);
-      const { logits, state } = model.prefill(prompts, { capacity: P + steps });
-      let last = await argmaxRows(logits);
-      logits.dispose();
-      const t0 = now();
+      // `warmup` untimed rounds, then `reps` timed rounds of [prefill, `steps` greedy decode
+      // steps]; each phase's median. On Node, V8 keeps optimising the per-kernel JavaScript
+      // (tfjs's dispatch, the model's decode step) for the first few thousand kernel calls, and
+      // while it compiles it takes a core from OpenBLAS's two threads: on the default config a
+      // decode step at batch 1 went 8.0 → 4.4 ms over the first five rounds, a batch-1 prefill
+      // 58 → 30 ms (BENCHMARKS.md, issue 16). The rounds time the steady state a server runs in;
+      // bench/peer/peer.py times transformers the same way (Python has no such warm-up).
+      log(`prefill + decode: batch ${B} × ${P} tokens, ${steps} steps, ${warmup} + ${reps} rounds`);
+      const prefillTimes: number[] = [];
+      const decodeTimes: number[] = [];
       let decodeFlops = 0;
-      for (let s = 0; s < steps; s++) {
-        const l = model.decodeStep(last, state);
-        decodeFlops += flops.decodeStep(B, P + s + 1);
-        last = await argmaxRows(l);
-        l.dispose();
+      for (let s = 0; s < steps; s++) decodeFlops += flops.decodeStep(B, P + s + 1);
+      for (let r = 0; r < warmup + reps; r++) {
+        const t0 = now();
+        const { logits, state } = model.prefill(prompts, { capacity: P + steps });
+        let last = await argmaxRows(logits);
+        logits.dispose();
+        const t1 = now();
+        for (let s = 0; s < steps; s++) {
+          const l = model.decodeStep(last, state);
+          last = await argmaxRows(l);
+          l.dispose();
+        }
+        const t2 = now();
+        state.dispose();
+        if (r < warmup) continue;
+        prefillTimes.push((t1 - t0) / 1000);
+        decodeTimes.push((t2 - t1) / 1000);
       }
-      const decodeSeconds = (now() - t0) / 1000;
-      state.dispose();
-      rows.push(row('decode', B, B * steps, decodeSeconds, decodeFlops));
+      rows.push(row('prefill', B, B * P, median(prefillTimes), flops.prefill(B, P)));
+      rows.push(row('decode', B, B * steps, median(decodeTimes), decodeFlops));
     }
     return {
       backend: tf.getBackend(),

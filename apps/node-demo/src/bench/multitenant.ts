@@ -248,16 +248,18 @@ export async function runMultitenantBench(
     );
     const opts = (v: MultitenantVariant) => {
       const adapter = adapters.get(v) ?? null;
-      // The KV cache holds the prompt and every decoded token (at least the warm-up's 3).
-      const capacity = P + Math.max(N, 3);
+      // The KV cache holds the prompt and every decoded token.
+      const capacity = P + N;
       return adapter === null ? { capacity } : { adapter, request: {}, capacity };
     };
-    // Warm-up: kernels, shader compiles, the wasm heap.
+    // Warm-up, one untimed round per variant: kernels, shader compiles, the wasm heap, and on
+    // Node V8's optimisation of the per-kernel JavaScript (it compiles on a core OpenBLAS's
+    // threads would use; bench/peer/peer.py warms PyTorch the same way).
     for (const v of variants) {
       const { logits, state } = model.prefill(prompts, opts(v));
       let last = await argmaxRows(logits);
       logits.dispose();
-      for (let s = 0; s < 3; s++) {
+      for (let s = 0; s < N; s++) {
         const l = model.decodeStep(last, state);
         last = await argmaxRows(l);
         l.dispose();

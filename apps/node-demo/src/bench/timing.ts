@@ -1,15 +1,19 @@
 /** Small timing helpers shared by the `para bench` subcommands. */
 
 /**
- * Median wall time (ms) of `fn` after one warm-up call: repeats until `budgetMs` has passed
- * (at least `minReps` timed calls, at most `maxReps`).
+ * Median wall time (ms) of `fn` after warm-up calls (one, or as many as fill `warmupMs`):
+ * repeats until `budgetMs` has passed (at least `minReps` timed calls, at most `maxReps`).
+ * A warm-up of a few seconds matters on Node: V8 keeps optimising the per-kernel JavaScript
+ * for the first few thousand kernel calls, compiling on a core OpenBLAS's threads would use.
  */
 export async function medianMs(
   fn: () => void | Promise<void>,
-  opts: { budgetMs?: number; minReps?: number; maxReps?: number } = {},
+  opts: { budgetMs?: number; minReps?: number; maxReps?: number; warmupMs?: number } = {},
 ): Promise<number> {
-  const { budgetMs = 1000, minReps = 3, maxReps = 50 } = opts;
-  await fn();
+  const { budgetMs = 1000, minReps = 3, maxReps = 50, warmupMs = 0 } = opts;
+  const warmStart = performance.now();
+  do await fn();
+  while (performance.now() - warmStart < warmupMs);
   const times: number[] = [];
   const start = performance.now();
   while (

@@ -9,7 +9,7 @@ import type { BackendReport } from '@para/core/node';
 import type { Command } from 'commander';
 import { startBackend } from '../backend';
 import { type ModelBenchResult, runModelBench } from '../bench/model';
-import { positiveIntFlag } from '../flags';
+import { nonNegativeIntFlag, positiveIntFlag } from '../flags';
 
 export interface ModelBenchOutput extends ModelBenchResult {
   backendDetail: string | undefined;
@@ -51,6 +51,8 @@ export function registerModelBench(bench: Command): void {
     .option('--batch <list>', 'batch sizes, comma-separated (default 1,32)')
     .option('--prompt-length <n>', 'prompt tokens (default 64)')
     .option('--decode-steps <n>', 'decode steps (default 64)')
+    .option('--reps <n>', 'timed rounds of [prefill, decode] per batch size; medians (default 3)')
+    .option('--warmup <n>', 'untimed rounds before them (default 2)')
     .action(
       async (opts: {
         json?: boolean;
@@ -58,6 +60,8 @@ export function registerModelBench(bench: Command): void {
         batch?: string;
         promptLength?: string;
         decodeSteps?: string;
+        reps?: string;
+        warmup?: string;
       }) => {
         const batchSizes =
           opts.batch === undefined
@@ -65,11 +69,15 @@ export function registerModelBench(bench: Command): void {
             : opts.batch.split(',').map((b) => positiveIntFlag(b, '--batch', 1));
         const promptLength = positiveIntFlag(opts.promptLength, '--prompt-length', 64);
         const decodeSteps = positiveIntFlag(opts.decodeSteps, '--decode-steps', 64);
+        const reps = positiveIntFlag(opts.reps, '--reps', 3);
+        const warmup = nonNegativeIntFlag(opts.warmup, '--warmup', 2);
         const report: BackendReport = await startBackend(opts.backend);
         const result = await runModelBench({
           batchSizes,
           promptLength,
           decodeSteps,
+          reps,
+          warmup,
           onProgress: (line) => process.stderr.write(`${line}\n`),
         });
         const active = report.backends.find((b) => b.name === report.active);

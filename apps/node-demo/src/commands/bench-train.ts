@@ -138,7 +138,8 @@ async function speed(f: BenchTrainFlags, say: (s: string) => void) {
         async () => {
           await trainer.trainStep([batch]);
         },
-        { budgetMs: 6000, minReps: 3, maxReps: 20 },
+        // bench/peer/peer.py times PyTorch with the same warm-up and budget
+        { budgetMs: 6000, minReps: 3, maxReps: 20, warmupMs: 3000 },
       );
       const row = {
         method: s.method,
