@@ -14,7 +14,8 @@ Prints one JSON object on stdout. Workloads, matching para's CLI benchmarks:
                `para bench train` (16 task examples, 8 packed rows of 256), exported by run.mjs
                as JSON so both sides train on the same token ids, attention masks, targets and
                loss weights. The loss is para's: cross-entropy on the given next-token targets,
-               weighted, divided by the loss tokens. Time: median update (warm-up calls for ~3 s
+               weighted, divided by the loss tokens; gradients clipped to global norm 1
+               (para's Trainer default, as HF's Trainer), AdamW without weight decay. Time: median update (warm-up calls for ~3 s
                first, then repetitions for ~6 s, 3 to 20), as para's medianMs.
   model        `para bench model`'s config (d 512, 8 layers, d_ff 1376, 8 heads, vocab 4096,
                random init): prefill of B x 64 tokens and 64 greedy decode steps over the KV
@@ -126,6 +127,8 @@ def train(args):
                 )
                 loss = (nll * weights).sum() / loss_tokens
                 loss.backward()
+                # para's Trainer clips to global norm 1 by default (as HF's Trainer does)
+                torch.nn.utils.clip_grad_norm_(params, 1.0)
                 opt.step()
                 opt.zero_grad(set_to_none=True)
 

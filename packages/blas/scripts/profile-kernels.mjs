@@ -7,7 +7,7 @@
 // Workloads: one update of `para bench train` (PARA r=8, LoRA r=8 on q,v, full fine-tuning; 16
 // task examples of the bundled backbone), and `para bench model`'s prefill of 1 × 64 tokens and
 // one decode step at batch 1 (d=512, 8 layers). Per workload: the wall time of an unprofiled
-// call (median of 5 after 2 warm-ups), the number of kernels, the summed kernel time of one
+// call (median of 5 after ≥ 3 s of warm-up calls), the number of kernels, the summed kernel time of one
 // profiled call, and the kernels by time. "Outside kernels" = wall time − kernel time: tfjs's
 // per-kernel dispatch, tidy and tensor bookkeeping, and the model's own JavaScript.
 import { BENCH_MODEL_CONFIG, loadWorkspace, trainWorkloads } from './workloads.mjs';
@@ -18,7 +18,10 @@ const { tf, train, adapters, modelPkg } = await loadWorkspace();
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const out = [];
 async function profile(label, fn) {
-  for (let i = 0; i < 2; i++) await fn();
+  // Warm-up: at least 2 calls and 3 s (V8 optimises the per-kernel JavaScript over the first few
+  // thousand kernel calls; timing before that measures the compiler, as `para bench` avoids too).
+  const warmStart = performance.now();
+  for (let i = 0; i < 2 || performance.now() - warmStart < 3000; i++) await fn();
   const wall = [];
   for (let i = 0; i < 5; i++) {
     const t0 = performance.now();
@@ -81,7 +84,7 @@ await profile('prefill 1 × 64 (bench model config)', async () => {
   logits.dispose();
   state.dispose();
 });
-const { logits, state } = lm.prefill(prompt, { capacity: 64 + 200 });
+const { logits, state } = lm.prefill(prompt, { capacity: 64 + 1024 });
 logits.dispose();
 await profile('decode step, batch 1 (bench model config)', async () => {
   const l = lm.decodeStep([5], state);

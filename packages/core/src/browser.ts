@@ -10,6 +10,7 @@ import {
   type SelectBackendOptions,
   selectBackendFrom,
 } from './backend/select';
+import { installWasmKernelReplacements } from './backend/wasm-kernels';
 import { installWasmMatmulFix } from './backend/wasm-matmul';
 import {
   installWebGpuKernelsFrom,
@@ -86,6 +87,7 @@ export function browserBackendCandidates(options: BrowserBackendOptions = {}): B
         if (options.wasmPaths !== undefined) wasm.setWasmPaths(options.wasmPaths);
         if (options.wasmThreads !== true) tf.env().set('WASM_HAS_MULTITHREAD_SUPPORT', false);
         installWasmMatmulFix();
+        installWasmKernelReplacements();
         return 'WebAssembly (matmul fix)';
       },
     },

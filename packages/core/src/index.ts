@@ -18,7 +18,12 @@ export {
   type SelectBackendOptions,
   selectBackendFrom,
 } from './backend/select';
-export { registerWasmKernels, WASM_EXTRA_KERNELS } from './backend/wasm-kernels';
+export {
+  installWasmKernelReplacements,
+  registerWasmKernels,
+  WASM_EXTRA_KERNELS,
+  WASM_REPLACED_KERNELS,
+} from './backend/wasm-kernels';
 export {
   installWasmMatmulFix,
   uninstallWasmMatmulFix,

@@ -1,7 +1,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { beforeAll, describe, expect, it } from 'vitest';
 import '../src/backend/gradients';
-import { registerWasmKernels } from '../src/backend/wasm-kernels';
+import { installWasmKernelReplacements, registerWasmKernels } from '../src/backend/wasm-kernels';
 import { useBackend, values } from './helpers/backends';
 
 /** Gradient of Σ gather(table, ids) ⊙ w with respect to the table. */
@@ -77,5 +77,118 @@ describe('wasm kernels tfjs lacks', () => {
           expect(v[s * 32 + j], `segment ${s}`).toBe(s === 5 ? 2 : s === 60 ? 1 : 0);
       tf.dispose([x, ids, y]);
     }
+  });
+
+  it('Identity shares the heap memory instead of copying it; values, gradients and memory stay right', async () => {
+    expect(installWasmKernelReplacements()).toBe(true); // the wasm loader installed it already
+    expect(installWasmKernelReplacements()).toBe(true); // idempotent
+    const buffers = () => (tf.memory() as { numDataBuffers: number }).numDataBuffers;
+    const before = buffers();
+    const x = tf.tensor2d([1, -2, 3, 4, 5, -6], [2, 3]); // [2, 3]
+    const y = tf.clone(x); // [2, 3], the same memory
+    expect(y.dataId).toBe(x.dataId);
+    expect(buffers() - before).toBe(1); // one buffer, not two
+    x.dispose(); // the clone keeps the shared memory alive
+    expect(await values(y)).toEqual([1, -2, 3, 4, 5, -6]);
+    y.dispose();
+    expect(buffers()).toBe(before);
+
+    // The engine clones each tensor a gradient saves (Identity): same gradient as cpu, and every
+    // saved clone is released after backprop.
+    const f = (a: tf.Tensor) => tf.sum(tf.mul(tf.exp(a), tf.square(a)));
+    const a = tf.tensor1d([0.5, -1, 2]); // [3]
+    const tensorsBefore = tf.memory().numTensors;
+    const g = tf.grad(f)(a);
+    const onWasm = await values(g);
+    g.dispose();
+    expect(tf.memory().numTensors).toBe(tensorsBefore);
+    a.dispose();
+    const expected = [0.5, -1, 2].map((v) => Math.exp(v) * (v * v + 2 * v)); // d/da e^a a²
+    for (let i = 0; i < 3; i++) expect(onWasm[i]).toBeCloseTo(expected[i] as number, 5);
+
+    // Strings keep the original kernel.
+    const s = tf.tensor1d(['a', 'bc']);
+    const sc = tf.clone(s);
+    expect(await sc.array()).toEqual(['a', 'bc']);
+    tf.dispose([s, sc]);
+  });
+
+  it('GatherV2 (row copies) matches cpu: any axis, batchDims, int32 data, 2-D indices, rows of 1, empty; rejects bad indices', async () => {
+    type Case = {
+      shape: number[];
+      dtype: 'float32' | 'int32';
+      idx: number[];
+      idxShape: number[];
+      axis: number;
+      batchDims: number;
+    };
+    const cases: Case[] = [
+      {
+        shape: [50, 40],
+        dtype: 'float32',
+        idx: [3, 49, 0, 3, 17],
+        idxShape: [5],
+        axis: 0,
+        batchDims: 0,
+      }, // embedding rows ≥ 16
+      {
+        shape: [6, 5],
+        dtype: 'float32',
+        idx: [5, 0, 2, 2],
+        idxShape: [2, 2],
+        axis: 0,
+        batchDims: 0,
+      }, // short rows, 2-D ids
+      { shape: [3, 7, 4], dtype: 'float32', idx: [6, 1, 1], idxShape: [3], axis: 1, batchDims: 0 }, // middle axis
+      { shape: [4, 9], dtype: 'int32', idx: [8, 0, 4], idxShape: [3], axis: 1, batchDims: 0 }, // last axis, int32
+      {
+        shape: [2, 5, 20],
+        dtype: 'float32',
+        idx: [4, 0, 1, 3, 3, 2],
+        idxShape: [2, 3],
+        axis: 1,
+        batchDims: 1,
+      }, // batched
+      { shape: [5, 3], dtype: 'float32', idx: [], idxShape: [0], axis: 0, batchDims: 0 }, // no indices
+    ];
+    const run = async () => {
+      const out: number[][] = [];
+      for (const c of cases) {
+        const n = c.shape.reduce((a, b) => a * b, 1);
+        const data = [...Array(n).keys()].map((i) =>
+          c.dtype === 'int32' ? i * 3 - 7 : i * 0.25 - 5,
+        );
+        const x = tf.tensor(data, c.shape, c.dtype);
+        const ids = tf.tensor(c.idx, c.idxShape, 'int32');
+        const y = tf.gather(x, ids, c.axis, c.batchDims);
+        out.push([...y.shape, -1, ...(await values(y))]);
+        tf.dispose([x, ids, y]);
+      }
+      return out;
+    };
+    const onWasm = await run();
+    await useBackend('cpu');
+    const onCpu = await run();
+    await useBackend('wasm');
+    expect(onWasm).toEqual(onCpu);
+    expect(onWasm[0]?.slice(0, 3)).toEqual([5, 40, -1]);
+
+    // A freshly allocated output over reused heap memory holds exactly the gathered rows.
+    const table = tf.tensor2d([...Array(64 * 32).keys()], [64, 32]); // [64, 32]
+    tf.fill([128, 32], 7).dispose();
+    const pick = tf.tensor1d([63, 1], 'int32'); // [2]
+    const rows = tf.gather(table, pick); // [2, 32]
+    const v = await values(rows);
+    expect(v.slice(0, 2)).toEqual([63 * 32, 63 * 32 + 1]);
+    expect(v.slice(32, 34)).toEqual([32, 33]);
+    tf.dispose([table, pick, rows]);
+
+    const x = tf.ones([4, 3]);
+    for (const bad of [4, -1]) {
+      const ids = tf.tensor1d([0, bad], 'int32');
+      expect(() => tf.gather(x, ids)).toThrow(`GatherV2: the index value ${bad} is not in [0, 3]`);
+      ids.dispose();
+    }
+    x.dispose();
   });
 });

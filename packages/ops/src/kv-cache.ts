@@ -43,8 +43,9 @@ import { checkMatrix, checkPositiveInt, checkShape } from './shapes';
  * stores (the caller still owns `kNew`/`vNew`) and returns **views**: new tensor handles on the
  * cache's storage, owned by the caller (call it inside `tf.tidy`, or dispose them). A view is
  * valid **only until the next write** to that layer (the next step's `append`, `copyRowsFrom`)
- * or `dispose()`: its contents change in place. A decode loop keeps `tf.memory().numTensors`
- * flat.
+ * or `dispose()`: its contents change in place. `tf.clone` of a view is a view too (Identity
+ * shares memory on cpu, wasm and webgpu); to keep a snapshot, read it (`data()`) or compute
+ * from it (e.g. `tf.add(view, 0)`). A decode loop keeps `tf.memory().numTensors` flat.
  */
 export interface KVCacheOptions {
   numLayers: number;

@@ -65,6 +65,129 @@ function unsortedSegmentSum(args: {
   return result ?? backend.makeOutput(outShape, x.dtype, undefined, out);
 }
 
+/**
+ * Identity (`tf.clone`, and the engine's copy of every tensor a gradient saves for backward:
+ * `saveTensorsForBackwardMode` clones each one) without copying: the output shares the input's
+ * heap memory and bumps its reference count, as tfjs's own wasm `Reshape` does and as the cpu and
+ * webgpu backends' Identity already do. tfjs-backend-wasm's Identity copies the data: 200–365
+ * copies per training update of the bundled backbone (≈ 7% of a 16-example update in
+ * packages/blas/scripts/profile-kernels.mjs). Tensors are immutable, so sharing is exact; the one
+ * storage para writes in place (the KV cache) hands out views that are valid until its next write
+ * on every backend, and a clone of a view is such a view (as on cpu and webgpu). Strings keep the
+ * original kernel.
+ */
+function makeSharedIdentity(original: tf.KernelFunc): tf.KernelFunc {
+  return ((args: { inputs: tf.NamedTensorInfoMap; backend: unknown; attrs?: tf.NamedAttrMap }) => {
+    const x = args.inputs.x as tf.TensorInfo;
+    const backend = args.backend as { incRef?(dataId: tf.DataId): void };
+    if (x.dtype === 'string' || typeof backend.incRef !== 'function')
+      return original(args as Parameters<tf.KernelFunc>[0]);
+    backend.incRef(x.dataId);
+    return { dataId: x.dataId, shape: x.shape, dtype: x.dtype };
+  }) as tf.KernelFunc;
+}
+
+/** A float32 or int32 view of a tensor's heap memory (valid until the next allocation). */
+function heapView(
+  backend: WasmBackendLike,
+  t: tf.TensorInfo,
+): Float32Array | Int32Array | undefined {
+  const off = backend.dataIdMap?.get(t.dataId)?.memoryOffset;
+  const heap = backend.wasm?.HEAPU8.buffer;
+  if (typeof off !== 'number' || heap === undefined) return undefined;
+  const n = tf.util.sizeFromShape(t.shape);
+  return t.dtype === 'int32' ? new Int32Array(heap, off, n) : new Float32Array(heap, off, n);
+}
+
+/**
+ * GatherV2 (`tf.gather`: the embedding lookup, the multi-tenant adapter tables' rows) as row
+ * copies: out[b, o, i, :] = x[b, o, indices[b, i], :] with `TypedArray.set` per row of
+ * `sliceSize` elements. tfjs-backend-wasm's Gather computes every element's coordinates on one
+ * wasm thread: 5 ms for 64 rows of 512 floats, 120 ms for the 2,048 rows of an 8×256 packed
+ * batch (measured in this session's microbenchmark; the copies here are memcpy speed). Out-of-range
+ * indices throw tfjs's own error; other dtypes keep the original kernel.
+ */
+function makeRowGather(original: tf.KernelFunc): tf.KernelFunc {
+  return ((args: { inputs: tf.NamedTensorInfoMap; backend: unknown; attrs?: tf.NamedAttrMap }) => {
+    const backend = args.backend as WasmBackendLike;
+    const x = args.inputs.x as tf.TensorInfo;
+    const indices = args.inputs.indices as tf.TensorInfo;
+    const { axis, batchDims } = args.attrs as { axis: number; batchDims: number };
+    if (
+      (x.dtype !== 'float32' && x.dtype !== 'int32') ||
+      indices.dtype !== 'int32' ||
+      heapView(backend, x) === undefined
+    )
+      return original(args as Parameters<tf.KernelFunc>[0]);
+    const parsedAxis = tf.util.parseAxisParam(axis, x.shape)[0] as number;
+    const axisDim = x.shape[parsedAxis] as number;
+    const idx = heapView(backend, indices) as Int32Array;
+    for (let i = 0; i < idx.length; i++) {
+      const v = idx[i] as number;
+      if (!(v >= 0 && v <= axisDim - 1))
+        throw new Error(`GatherV2: the index value ${v} is not in [0, ${axisDim - 1}]`);
+    }
+    const info = tf.backend_util.segment_util.collectGatherOpShapeInfo(
+      x as tf.Tensor,
+      indices as tf.Tensor,
+      parsedAxis,
+      batchDims,
+    );
+    const { batchSize, outerSize, dimSize, sliceSize, outputShape } = info;
+    const out = backend.makeOutput(outputShape, x.dtype); // [...x before axis, ...indices, ...x after]
+    const perBatch = idx.length / batchSize; // indices per batch row
+    if (tf.util.sizeFromShape(outputShape) === 0) return out;
+    // Views after the allocation (the heap can grow); indices re-read for the same reason.
+    const xv = heapView(backend, x) as Float32Array | Int32Array;
+    const ov = heapView(backend, out) as Float32Array | Int32Array;
+    const iv = heapView(backend, indices) as Int32Array;
+    for (let b = 0; b < batchSize; b++) {
+      for (let o = 0; o < outerSize; o++) {
+        const srcBase = (b * outerSize + o) * dimSize;
+        const dstBase = (b * outerSize + o) * perBatch;
+        for (let i = 0; i < perBatch; i++) {
+          const src = (srcBase + (iv[b * perBatch + i] as number)) * sliceSize;
+          const dst = (dstBase + i) * sliceSize;
+          if (sliceSize >= 16) ov.set(xv.subarray(src, src + sliceSize), dst);
+          else for (let j = 0; j < sliceSize; j++) ov[dst + j] = xv[src + j] as number;
+        }
+      }
+    }
+    return out;
+  }) as tf.KernelFunc;
+}
+
+const replacements = new Map<string, tf.KernelFunc>();
+
+function replaceWasmKernel(
+  name: string,
+  make: (original: tf.KernelFunc) => tf.KernelFunc,
+): boolean {
+  const current = tf.getKernel(name, 'wasm');
+  if (current === undefined) return false;
+  if (current.kernelFunc === replacements.get(name)) return true;
+  const replacement = make(current.kernelFunc);
+  replacements.set(name, replacement);
+  tf.unregisterKernel(name, 'wasm');
+  tf.registerKernel({ ...current, kernelFunc: replacement });
+  return true;
+}
+
+/** Kernels of tfjs-backend-wasm that `installWasmKernelReplacements` replaces. */
+export const WASM_REPLACED_KERNELS = ['Identity', 'GatherV2'] as const;
+
+/**
+ * Replace tfjs-backend-wasm's copying `Identity` and its per-element `GatherV2` with the sharing
+ * and row-copying ones above. Call after '@tensorflow/tfjs-backend-wasm' is imported (it
+ * registers its own kernels on import, which would overwrite ones registered earlier).
+ * Idempotent; false when the wasm kernels are not registered.
+ */
+export function installWasmKernelReplacements(): boolean {
+  const identity = replaceWasmKernel('Identity', makeSharedIdentity);
+  const gather = replaceWasmKernel('GatherV2', makeRowGather);
+  return identity && gather;
+}
+
 /** Kernels registered for wasm by `registerWasmKernels`. */
 export const WASM_EXTRA_KERNELS = ['UnsortedSegmentSum'] as const;
 

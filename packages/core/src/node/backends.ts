@@ -4,6 +4,7 @@ import { basename, join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import * as tf from '@tensorflow/tfjs-core';
 import { type BackendCandidate, importOptional, isModuleNotFound } from '../backend/select';
+import { installWasmKernelReplacements } from '../backend/wasm-kernels';
 import { installWasmMatmulFix } from '../backend/wasm-matmul';
 import {
   installWebGpuKernelsFrom,
@@ -68,6 +69,7 @@ export function nodeBackendCandidates(options: NodeBackendOptions = {}): Backend
         // then, where @para/blas loads, replace both matmul kernels with OpenBLAS (it falls
         // back to the fixed kernels for what it does not handle, so the order matters).
         installWasmMatmulFix();
+        installWasmKernelReplacements();
         const blas = await installOptionalBlas();
         return `@tensorflow/tfjs-backend-wasm (SIMD, 1 thread in Node); matmul: ${blas}`;
       },
