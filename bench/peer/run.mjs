@@ -204,9 +204,29 @@ const PAIRS = {
   ],
 };
 
+// What runs each para side's matmuls (`para info`: e.g. "OpenBLAS 0.3.21 via @para/blas (Haswell
+// kernels, 2 threads)"): OpenBLAS honours OPENBLAS_CORETYPE from the environment, and the kernel
+// set it picks moves the training rows by 1.4x on an AVX-512 CPU (BENCHMARKS.md, issue 16 part 4).
+function backendDetail(at) {
+  const r = spawnSync(process.execPath, [at, 'info', '--json', '--no-probe', '-b', flags.backend], {
+    encoding: 'utf8',
+    cwd: root,
+  });
+  try {
+    const b = JSON.parse(r.stdout).backend;
+    return b.backends.find((x) => x.name === b.active)?.detail ?? b.active;
+  } catch {
+    return 'unknown (para info failed)';
+  }
+}
+
 const results = { para: {}, peer: {} };
 for (const b of baselines) results[b.name] = {};
-const info = {};
+const info = {
+  openblasCoretype: process.env.OPENBLAS_CORETYPE ?? null,
+  paraBackend: backendDetail(cli),
+};
+for (const b of baselines) info[`${b.name} backend`] = backendDetail(b.cli);
 for (const w of workloads) {
   results.para[w] = [];
   results.peer[w] = [];
@@ -282,6 +302,9 @@ if (flags.json) {
   const pe = info.peer ?? {};
   console.log(
     `para (${flags.backend}) vs torch ${pe.torch} + transformers ${pe.transformers} + peft ${pe.peft} (${pe.threads} threads); ${rounds} rounds alternating; tokens/s, medians`,
+  );
+  console.log(
+    `para's ${flags.backend}: ${info.paraBackend}${info.openblasCoretype ? ` (OPENBLAS_CORETYPE=${info.openblasCoretype} in the environment)` : ''}`,
   );
   const bh = baselines.map((b) => `  ${b.name.padStart(12)}  para÷base`).join('');
   console.log(

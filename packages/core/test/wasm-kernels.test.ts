@@ -191,4 +191,71 @@ describe('wasm kernels tfjs lacks', () => {
     }
     x.dispose();
   });
+
+  it('Sum over a block of leading or middle axes (one matmul with ones) matches cpu; other sums keep the stock kernel', async () => {
+    type Case = { shape: number[]; axis: number | number[]; keepDims: boolean; dtype?: 'int32' };
+    const cases: Case[] = [
+      { shape: [4, 9, 33], axis: 1, keepDims: false }, // middle axis: a broadcast scale's gradient
+      { shape: [4, 7, 33], axis: [0, 1], keepDims: false }, // leading block: a bias gradient
+      { shape: [4, 7, 33], axis: [1, 0], keepDims: true }, // unsorted, keepDims
+      { shape: [3, 5, 4, 16], axis: [1, 2], keepDims: true }, // a block in the middle
+      { shape: [4, 9, 33], axis: -2, keepDims: false }, // negative axis
+      { shape: [4, 7, 8], axis: 1, keepDims: false }, // a tiny block (stock kernel)
+      { shape: [5, 1, 8], axis: 1, keepDims: false }, // a size-1 axis (stock kernel)
+      { shape: [4, 7, 33], axis: 2, keepDims: false }, // last axis (stock kernel)
+      { shape: [4, 7, 33], axis: [0, 2], keepDims: false }, // not a block (stock kernel)
+      { shape: [4, 7, 33], axis: 1, keepDims: false, dtype: 'int32' }, // int32 (stock kernel)
+      { shape: [6, 50], axis: 0, keepDims: false },
+    ];
+    const run = async () => {
+      const out: number[][] = [];
+      for (const c of cases) {
+        const n = c.shape.reduce((a, b) => a * b, 1);
+        const data = [...Array(n).keys()].map((i) =>
+          c.dtype === 'int32' ? (i % 11) - 5 : Math.sin(i) * 3,
+        );
+        const x = tf.tensor(data, c.shape, c.dtype ?? 'float32');
+        const y = tf.sum(x, c.axis, c.keepDims);
+        out.push([...y.shape, -1, ...(await values(y))]);
+        tf.dispose([x, y]);
+      }
+      return out;
+    };
+    const onWasm = await run();
+    await useBackend('cpu');
+    const onCpu = await run();
+    await useBackend('wasm');
+    for (let c = 0; c < cases.length; c++) {
+      const w = onWasm[c] as number[];
+      const e = onCpu[c] as number[];
+      expect(w.length, JSON.stringify(cases[c])).toBe(e.length);
+      for (let i = 0; i < e.length; i++)
+        expect(
+          Math.abs((w[i] as number) - (e[i] as number)),
+          `${JSON.stringify(cases[c])}[${i}]`,
+        ).toBeLessThan(1e-4);
+    }
+    expect(onWasm[0]?.slice(0, 3)).toEqual([4, 33, -1]);
+    expect(onWasm[3]?.slice(0, 5)).toEqual([3, 1, 1, 16, -1]);
+    expect(onWasm[2]?.slice(0, 4)).toEqual([1, 1, 33, -1]);
+
+    // The gradient of a broadcast multiply reduces through it; tensors stay flat.
+    const a = tf.randomNormal([3, 5, 64], 0, 1, 'float32', 1); // [3, 5, 64]
+    const sc = tf.randomNormal([3, 1, 64], 0, 1, 'float32', 2); // [3, 1, 64]
+    const before = tf.memory().numTensors;
+    const g = tf.grad((s: tf.Tensor) => tf.sum(tf.square(tf.mul(a, s))))(sc); // [3, 1, 64]
+    const gw = await values(g);
+    g.dispose();
+    expect(tf.memory().numTensors).toBe(before);
+    const av = await values(a);
+    const sv = await values(sc);
+    for (let b = 0; b < 3; b++)
+      for (let f = 0; f < 64; f++) {
+        let want = 0; // d/ds Σ_t (a s)² = Σ_t 2 a² s
+        for (let t = 0; t < 5; t++)
+          want += 2 * (av[(b * 5 + t) * 64 + f] as number) ** 2 * (sv[b * 64 + f] as number);
+        expect(gw[b * 64 + f]).toBeCloseTo(want, 4);
+      }
+    tf.dispose([a, sc]);
+  });
 });

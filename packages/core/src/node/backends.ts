@@ -279,7 +279,13 @@ export interface NodeBackendOptions {
 }
 
 interface BlasModuleLike {
-  loadBlas(): { available: boolean; reason?: string; openblas?: string; threads?: number };
+  loadBlas(): {
+    available: boolean;
+    reason?: string;
+    openblas?: string;
+    corename?: string;
+    threads?: number;
+  };
   installBlasKernels(): boolean;
 }
 
@@ -305,5 +311,9 @@ export async function installOptionalBlas(): Promise<string> {
   if (!blas.installBlasKernels())
     return 'XNNPACK with the transpose/batch fix (OpenBLAS kernels could not be installed)';
   const version = status.openblas?.split(' ').slice(0, 2).join(' ') ?? 'OpenBLAS';
-  return `${version} via @para/blas${status.threads ? ` (${status.threads} threads)` : ''}`;
+  const detail = [
+    status.corename && `${status.corename} kernels`,
+    status.threads && `${status.threads} threads`,
+  ].filter(Boolean);
+  return `${version} via @para/blas${detail.length > 0 ? ` (${detail.join(', ')})` : ''}`;
 }
