@@ -12,8 +12,16 @@ export function backendLine(report: BackendReport): string {
   switch (report.active) {
     case 'wasm': {
       const matmul = /matmul: (.*)$/.exec(detail)?.[1] ?? '';
-      if (/via @para\/blas/.test(matmul))
-        return `backend: wasm + OpenBLAS${how ? ` (${how.slice(2)})` : ''}`;
+      if (/via @para\/blas/.test(matmul)) {
+        const pinned = /(OPENBLAS_CORETYPE=\S+) from the environment keeps OpenBLAS off/.exec(
+          matmul,
+        );
+        const notes = [
+          how.slice(2),
+          pinned && `${pinned[1]} keeps it off this CPU's AVX-512: unset it`,
+        ].filter(Boolean);
+        return `backend: wasm + OpenBLAS${notes.length > 0 ? ` (${notes.join('; ')})` : ''}`;
+      }
       let why = 'see para info';
       if (/PARA_BLAS_DISABLE/.test(matmul)) why = 'off by PARA_BLAS_DISABLE=1';
       else if (/libopenblas/.test(matmul)) why = 'libopenblas0 missing';

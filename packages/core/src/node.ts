@@ -14,6 +14,7 @@ export {
   installOptionalWebGpuKernels,
   type NodeBackendOptions,
   nodeBackendCandidates,
+  openblasCoretypeWarning,
   tensorflowSetupCommand,
 } from './node/backends';
 export * from './node/safetensors-node';

@@ -2,7 +2,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { beforeAll, describe, expect, it } from 'vitest';
 import '../src/backend/gradients';
 import { selectBackendFrom } from '../src/backend/select';
-import { nodeBackendCandidates } from '../src/node/backends';
+import { nodeBackendCandidates, openblasCoretypeWarning } from '../src/node/backends';
 import { Rng } from '../src/rng';
 import { testBackends, useBackend, values } from './helpers/backends';
 
@@ -21,6 +21,26 @@ describe('Node backend order', () => {
       expect(report.active).toBe('wasm');
     }
     expect(report.backends.find((b) => b.name === 'webgpu')?.onRequestOnly).toBe(true);
+  });
+});
+
+describe('OPENBLAS_CORETYPE', () => {
+  const cpuinfo = (flags: string) => `processor\t: 0\nflags\t\t: ${flags}\nbugs\t\t: none\n`;
+  it('warns when it pins OpenBLAS below the CPU (AVX2 kernels on an AVX-512 CPU), and only then', () => {
+    const avx512 = cpuinfo('fpu sse2 avx avx2 fma avx512f avx512dq avx512bw avx512vl');
+    expect(openblasCoretypeWarning({ OPENBLAS_CORETYPE: 'Haswell' }, avx512)).toMatch(
+      /OPENBLAS_CORETYPE=Haswell .*AVX-512.*unset it/,
+    );
+    expect(openblasCoretypeWarning({ OPENBLAS_CORETYPE: 'SkylakeX' }, avx512)).toBeUndefined();
+    expect(openblasCoretypeWarning({ OPENBLAS_CORETYPE: 'cooperlake' }, avx512)).toBeUndefined();
+    expect(openblasCoretypeWarning({}, avx512)).toBeUndefined();
+    expect(openblasCoretypeWarning({ OPENBLAS_CORETYPE: '' }, avx512)).toBeUndefined();
+    expect(
+      openblasCoretypeWarning({ OPENBLAS_CORETYPE: 'Haswell' }, cpuinfo('avx avx2 fma')),
+    ).toBeUndefined();
+    expect(
+      openblasCoretypeWarning({ OPENBLAS_CORETYPE: 'Haswell' }, 'no flags line'),
+    ).toBeUndefined();
   });
 });
 

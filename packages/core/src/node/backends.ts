@@ -289,6 +289,34 @@ interface BlasModuleLike {
   installBlasKernels(): boolean;
 }
 
+/** OpenBLAS's kernel sets that use AVX-512 (its `OPENBLAS_CORETYPE` names, lower-cased). */
+const AVX512_CORETYPES = new Set(['skylakex', 'cooperlake', 'sapphirerapids']);
+
+/**
+ * A warning for reports when `OPENBLAS_CORETYPE` pins OpenBLAS to kernels without AVX-512 on a
+ * CPU that has it (some machines set it in their environment; torch's MKL ignores it): on an
+ * AVX-512 EPYC, `Haswell` ran sgemm at 193 GFLOP/s against 343 for OpenBLAS's own choice
+ * (BENCHMARKS.md, issue 16 part 4). `cpuinfo` defaults to Linux's /proc/cpuinfo.
+ */
+export function openblasCoretypeWarning(
+  env: Readonly<Record<string, string | undefined>> = process.env,
+  cpuinfo?: string,
+): string | undefined {
+  const forced = env.OPENBLAS_CORETYPE?.trim();
+  if (!forced || AVX512_CORETYPES.has(forced.toLowerCase())) return undefined;
+  let text = cpuinfo;
+  if (text === undefined) {
+    try {
+      text = readFileSync('/proc/cpuinfo', 'utf8');
+    } catch {
+      return undefined;
+    }
+  }
+  const flags = /^flags\s*:(.*)$/m.exec(text)?.[1]?.trim().split(/\s+/) ?? [];
+  if (!flags.includes('avx512f')) return undefined;
+  return `OPENBLAS_CORETYPE=${forced} from the environment keeps OpenBLAS off this CPU's AVX-512 kernels; unset it to let OpenBLAS choose`;
+}
+
 /**
  * Install @para/blas's OpenBLAS kernels under the wasm backend when the package and its native
  * addon load (PARA_BLAS_DISABLE=1 turns this off). Returns what the matmuls run on, for reports.
@@ -314,6 +342,7 @@ export async function installOptionalBlas(): Promise<string> {
   const detail = [
     status.corename && `${status.corename} kernels`,
     status.threads && `${status.threads} threads`,
+    openblasCoretypeWarning(),
   ].filter(Boolean);
   return `${version} via @para/blas${detail.length > 0 ? ` (${detail.join(', ')})` : ''}`;
 }
