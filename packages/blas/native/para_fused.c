@@ -420,6 +420,65 @@ HOT static void swiglu_scaled_rows(void *vctx, int64_t begin, int64_t end, int t
   }
 }
 
+/* ---------- a per-row scale and its gradient ---------- */
+
+/*
+ * y[b, t, f] = x[b, t, f] · scale[b|0, 0, f] (PARA's and IA3's vectors on a projection's output);
+ * the gradient: dx = dy · scale and dscale[b|0, 0, f] = Σ_t dy · x (Σ over b too when the scale
+ * broadcasts over the batch), accumulated in double. The forward splits rows across threads. The
+ * backward splits batch rows when each has its own scale (a thread owns its rows of dscale), and
+ * otherwise rows of B·T, each thread summing into its own [F] part, added up afterwards.
+ */
+typedef struct {
+  const float *x, *scale, *dy;
+  float *y, *dx, *ds;
+  double *acc; /* [threads, F] (backward): each thread's running sums */
+  int64_t t, f;
+  int64_t scale_batch_stride; /* F, or 0 when the scale broadcasts over the batch */
+} scale_t;
+
+HOT static void scale_forward_rows(void *vctx, int64_t begin, int64_t end, int tid) {
+  (void)tid;
+  const scale_t *c = (const scale_t *)vctx;
+  const int64_t F = c->f;
+  for (int64_t r = begin; r < end; r++) {
+    const float *restrict x = c->x + r * F;
+    const float *restrict sc = c->scale + (r / c->t) * c->scale_batch_stride;
+    float *restrict y = c->y + r * F;
+    for (int64_t j = 0; j < F; j++) y[j] = x[j] * sc[j];
+  }
+}
+
+/* Rows [begin, end) of B·T: dx, and acc[tid] += dy · x (sums start at zero: calloc). */
+HOT static void scale_backward_rows(void *vctx, int64_t begin, int64_t end, int tid) {
+  const scale_t *c = (const scale_t *)vctx;
+  const int64_t F = c->f;
+  double *restrict acc = c->acc + (int64_t)tid * F;
+  for (int64_t r = begin; r < end; r++) {
+    const float *restrict sc = c->scale + (r / c->t) * c->scale_batch_stride;
+    const float *restrict x = c->x + r * F;
+    const float *restrict dy = c->dy + r * F;
+    float *restrict dx = c->dx + r * F;
+    for (int64_t j = 0; j < F; j++) {
+      dx[j] = dy[j] * sc[j];
+      acc[j] += (double)(dy[j] * x[j]);
+    }
+  }
+}
+
+/* Batch rows [begin, end), each with its own scale: dx and ds[b] over its T rows. */
+HOT static void scale_backward_batches(void *vctx, int64_t begin, int64_t end, int tid) {
+  const scale_t *c = (const scale_t *)vctx;
+  const int64_t F = c->f, T = c->t;
+  double *restrict acc = c->acc + (int64_t)tid * F;
+  for (int64_t b = begin; b < end; b++) {
+    for (int64_t j = 0; j < F; j++) acc[j] = 0;
+    scale_backward_rows(vctx, b * T, (b + 1) * T, tid);
+    float *restrict ds = c->ds + b * F;
+    for (int64_t j = 0; j < F; j++) ds[j] = (float)acc[j];
+  }
+}
+
 /* ---------- RoPE + KV cache write (forward only, the caches written in place) ---------- */
 
 /*
@@ -1404,6 +1463,108 @@ static napi_value SwigluScaledHeap(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/* The B, T, F and scaleBatch of scaleHeap / scaleGradHeap (p[0..3]), with n = B·T·F, ns = scaleBatch·F. */
+static int scale_dims(napi_env env, int grad, const double *p, uint64_t *dims, uint64_t *n, uint64_t *ns) {
+  for (int i = 0; i < 4; i++) {
+    if (!is_count(p[i], MAX_VALUE)) {
+      throw_range(env, grad ? "scaleGradHeap: B, T, F and scaleBatch must be non-negative integers"
+                            : "scaleHeap: B, T, F and scaleBatch must be non-negative integers");
+      return 0;
+    }
+    dims[i] = (uint64_t)p[i];
+  }
+  if (dims[3] != 1 && dims[3] != dims[0]) {
+    throw_range(env, grad ? "scaleGradHeap: scaleBatch must be 1 or B" : "scaleHeap: scaleBatch must be 1 or B");
+    return 0;
+  }
+  uint64_t rows;
+  if (__builtin_mul_overflow(dims[0], dims[1], &rows) || __builtin_mul_overflow(rows, dims[2], n) ||
+      __builtin_mul_overflow(dims[3], dims[2], ns) || *n > (uint64_t)MAX_VALUE) {
+    throw_range(env, grad ? "scaleGradHeap: shape too large" : "scaleHeap: shape too large");
+    return 0;
+  }
+  return 1;
+}
+
+/* scaleHeap(heap, [x, scale, y, B, T, F, scaleBatch]): x/y [B, T, F], scale [scaleBatch, 1, F] */
+static napi_value ScaleHeap(napi_env env, napi_callback_info info) {
+  uint8_t *heap;
+  size_t size;
+  const double *p;
+  if (!heap_args(env, info, "scaleHeap(heap, params)", 7, &heap, &size, &p)) return NULL;
+  uint64_t d[4], n, ns;
+  if (!scale_dims(env, 0, p + 3, d, &n, &ns)) return NULL;
+  span_t x, s, y;
+  if (!span_ok(p[0], n, size, &x) || !span_ok(p[1], ns, size, &s) || !span_ok(p[2], n, size, &y)) {
+    return throw_range(env, "scaleHeap: an operand lies outside the heap (or is not 4-byte aligned)");
+  }
+  const span_t in[2] = {x, s};
+  if (!disjoint(in, 2, &y, 1)) return throw_range(env, "scaleHeap: the output overlaps an input");
+  if (n == 0) return NULL;
+  scale_t c = {.x = (const float *)(heap + x.off),
+               .scale = (const float *)(heap + s.off),
+               .y = (float *)(heap + y.off),
+               .t = (int64_t)d[1],
+               .f = (int64_t)d[2],
+               .scale_batch_stride = d[3] == 1 ? 0 : (int64_t)d[2]};
+  parallel_for((int64_t)(d[0] * d[1]), (int64_t)n, scale_forward_rows, &c);
+  return NULL;
+}
+
+/*
+ * scaleGradHeap(heap, [dy, x, scale, dx, dscale, B, T, F, scaleBatch]): dy/x/dx [B, T, F],
+ * scale/dscale [scaleBatch, 1, F].
+ */
+static napi_value ScaleGradHeap(napi_env env, napi_callback_info info) {
+  uint8_t *heap;
+  size_t size;
+  const double *p;
+  if (!heap_args(env, info, "scaleGradHeap(heap, params)", 9, &heap, &size, &p)) return NULL;
+  uint64_t d[4], n, ns;
+  if (!scale_dims(env, 1, p + 5, d, &n, &ns)) return NULL;
+  span_t dy, x, s, dx, ds;
+  if (!span_ok(p[0], n, size, &dy) || !span_ok(p[1], n, size, &x) || !span_ok(p[2], ns, size, &s) ||
+      !span_ok(p[3], n, size, &dx) || !span_ok(p[4], ns, size, &ds)) {
+    return throw_range(env, "scaleGradHeap: an operand lies outside the heap (or is not 4-byte aligned)");
+  }
+  const span_t in[3] = {dy, x, s};
+  const span_t out[2] = {dx, ds};
+  if (!disjoint(in, 3, out, 2)) {
+    return throw_range(env, "scaleGradHeap: an output overlaps an input or the other output");
+  }
+  if (ns == 0) return NULL;
+  float *dsp = (float *)(heap + ds.off);
+  if (n == 0) { /* B or T is 0: nothing to sum */
+    memset(dsp, 0, (size_t)ns * sizeof(float));
+    return NULL;
+  }
+  const int64_t B = (int64_t)d[0], T = (int64_t)d[1], F = (int64_t)d[2];
+  const int per_batch = d[3] != 1 && B > 1; /* every batch row has its own scale */
+  const int threads = (int64_t)n >= PARALLEL_MIN_ELEMENTS ? pool_threads() : 1;
+  double *acc = (double *)calloc((size_t)threads * (size_t)F, sizeof(double));
+  if (acc == NULL) {
+    napi_throw_error(env, "PARA_BLAS_NOMEM", "scaleGradHeap: out of memory");
+    return NULL;
+  }
+  scale_t c = {.x = (const float *)(heap + x.off),
+               .scale = (const float *)(heap + s.off),
+               .dy = (const float *)(heap + dy.off),
+               .dx = (float *)(heap + dx.off),
+               .ds = dsp,
+               .acc = acc,
+               .t = T,
+               .f = F,
+               .scale_batch_stride = d[3] == 1 ? 0 : F};
+  if (per_batch) {
+    parallel_for(B, threads > 1 ? (int64_t)n : 0, scale_backward_batches, &c);
+    free(acc);
+  } else {
+    parallel_for(B * T, threads > 1 ? (int64_t)n : 0, scale_backward_rows, &c);
+    reduce_dw(acc, threads, F, dsp); /* frees acc */
+  }
+  return NULL;
+}
+
 /*
  * ropeKvWriteHeap(heap, [q, k, v, cos, sin, kCache, vCache, qScale, kScale, vScale, qOut,
  *                        B, Hq, Hkv, T, hd, C, cosBatch, qScaleBatch, kScaleBatch, vScaleBatch,
@@ -1803,6 +1964,8 @@ napi_status para_fused_init(napi_env env, napi_value exports) {
       {"ropeHeap", NULL, RopeHeap, NULL, NULL, NULL, napi_enumerable, NULL},
       {"swigluScaledHeap", NULL, SwigluScaledHeap, NULL, NULL, NULL, napi_enumerable, NULL},
       {"ropeKvWriteHeap", NULL, RopeKvWriteHeap, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"scaleHeap", NULL, ScaleHeap, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"scaleGradHeap", NULL, ScaleGradHeap, NULL, NULL, NULL, napi_enumerable, NULL},
       {"attentionHeap", NULL, AttentionHeap, NULL, NULL, NULL, napi_enumerable, NULL},
       {"attentionGradHeap", NULL, AttentionGradHeap, NULL, NULL, NULL, napi_enumerable, NULL},
       {"crossEntropyHeap", NULL, CrossEntropyHeap, NULL, NULL, NULL, napi_enumerable, NULL},

@@ -62,6 +62,10 @@ export interface BlasAddon {
    * caches in place).
    */
   ropeKvWriteHeap?(heap: ArrayBuffer, params: Float64Array): void;
+  /** [x, scale, y, B, T, F, scaleBatch]: y = x · scale (x [B, T, F], scale [scaleBatch, 1, F]). */
+  scaleHeap?(heap: ArrayBuffer, params: Float64Array): void;
+  /** [dy, x, scale, dx, dscale, B, T, F, scaleBatch]: dx = dy · scale, dscale = Σ_t (Σ_b) dy · x. */
+  scaleGradHeap?(heap: ArrayBuffer, params: Float64Array): void;
   /** [logits, targets (int32), weights, loss, lse, N, V] (byte offsets). */
   crossEntropyHeap?(heap: ArrayBuffer, params: Float64Array): void;
   /** [dy, logits, targets, weights, lse, dlogits, N, V]. */

@@ -5,8 +5,8 @@ import type { KernelArgs, TensorInfoLike, WasmBackendLike } from './kernels';
 /*
  * Fused kernels for tfjs's wasm backend — ParaRmsNorm, ParaRmsNormGrad, ParaAddRmsNorm,
  * ParaAddRmsNormGrad, ParaSwiGlu, ParaSwiGluGrad, ParaRope, ParaAttention, ParaAttentionGrad,
- * ParaCrossEntropy, ParaCrossEntropyGrad, ParaAdamW, and the forward-only ParaSwiGluScaled and
- * ParaRopeKvWrite (which writes the KV cache's storage in place) — computed in C
+ * ParaCrossEntropy, ParaCrossEntropyGrad, ParaScale, ParaScaleGrad, ParaAdamW, and the forward-only
+ * ParaSwiGluScaled and ParaRopeKvWrite (which writes the KV cache's storage in place) — computed in C
  * (native/para_fused.c) directly on the wasm heap, as the matmuls are. Their contract (inputs, attrs, outputs, math) is @para/ops' `fused.ts`, whose
  * ops call them where they are registered and whose registered gradients call the Grad kernels.
  * A shared (threaded) heap, which the addon cannot address, is computed by the same math in
@@ -27,10 +27,20 @@ export const FUSED_KERNEL_NAMES = [
   'ParaCrossEntropyGrad',
   'ParaSwiGluScaled',
   'ParaRopeKvWrite',
+  'ParaScale',
+  'ParaScaleGrad',
   'ParaAdamW',
 ] as const;
 
 const size = (shape: number[]) => shape.reduce((a, b) => a * b, 1);
+
+/** A `ParaScale` call's sizes: x [B, T, F], scale [scaleBatch, 1, F] (scaleBatch 1 or B). */
+interface ScaleDims {
+  B: number;
+  T: number;
+  F: number;
+  scaleBatch: number;
+}
 
 interface HeapBackend extends WasmBackendLike {
   wasm: { HEAPU8: Uint8Array };
@@ -230,6 +240,34 @@ export const jsFused = {
         m[y + i] = r(r(r(gv / (1 + Math.exp(-gv))) * (m[u + i] as number)) * (m[s + j] as number));
       }
     }
+  },
+  /** y = x · scale[b|0, f] over rows (b, t) of F. */
+  scale(m: Float32Array, x: number, sc: number, y: number, dims: ScaleDims) {
+    const { T, F, scaleBatch } = dims;
+    for (let row = 0; row < dims.B * T; row++) {
+      const s = sc + (scaleBatch === 1 ? 0 : Math.floor(row / T)) * F;
+      for (let j = 0; j < F; j++)
+        m[y + row * F + j] = (m[x + row * F + j] as number) * (m[s + j] as number);
+    }
+  },
+  /** dx = dy · scale[b|0]; dscale[b|0, f] = Σ_t (Σ_b when it broadcasts) dy · x, in double. */
+  scaleGrad(
+    m: Float32Array,
+    o: { dy: number; x: number; scale: number; dx: number; ds: number },
+    dims: ScaleDims,
+  ) {
+    const { B, T, F, scaleBatch } = dims;
+    const acc = new Float64Array(scaleBatch * F);
+    for (let row = 0; row < B * T; row++) {
+      const b = scaleBatch === 1 ? 0 : Math.floor(row / T);
+      for (let j = 0; j < F; j++) {
+        const i = row * F + j;
+        const dy = m[o.dy + i] as number;
+        m[o.dx + i] = dy * (m[o.scale + b * F + j] as number);
+        acc[b * F + j] = (acc[b * F + j] as number) + Math.fround(dy * (m[o.x + i] as number));
+      }
+    }
+    for (let i = 0; i < scaleBatch * F; i++) m[o.ds + i] = acc[i] as number;
   },
   /**
    * q′ = RoPE(q ⊙ qScale); for rows b with slots[b] ≥ 0, kCache[b, h, slots[b] + t] =
@@ -1080,6 +1118,89 @@ function swigluScaledKernel(addon: Native): tf.KernelFunc {
   };
 }
 
+/** x [B, T, F] and scale [B or 1, 1, F] of a ParaScale(Grad) call, checked; their sizes. */
+function scaleOperands(K: string, x: TensorInfoLike, sc: TensorInfoLike): ScaleDims {
+  if (x.shape.length !== 3) throw new Error(`${K}: x [${x.shape}] must be [B, T, F]`);
+  const [B, T, F] = x.shape as [number, number, number];
+  const scaleBatch = sc.shape[0] as number;
+  if (
+    sc.shape.length !== 3 ||
+    (scaleBatch !== 1 && scaleBatch !== B) ||
+    sc.shape[1] !== 1 ||
+    sc.shape[2] !== F
+  )
+    throw new Error(`${K}: scale [${sc.shape}] is not [${B} or 1, 1, ${F}]`);
+  return { B, T, F, scaleBatch };
+}
+
+function scaleKernel(addon: Native): tf.KernelFunc {
+  return (args) => {
+    const { inputs, backend: be } = args as unknown as KernelArgs;
+    const K = 'ParaScale';
+    const backend = asWasm(be, K);
+    const x = need(inputs, 'x', K);
+    const sc = need(inputs, 'scale', K);
+    const dims = scaleOperands(K, x, sc);
+    const [xo, so] = [offset(backend, x), offset(backend, sc)];
+    const [y] = compute(
+      backend,
+      [x.shape],
+      (heap, [yo]) =>
+        addon.scaleHeap(
+          heap,
+          Float64Array.of(xo, so, yo as number, dims.B, dims.T, dims.F, dims.scaleBatch),
+        ),
+      (m, [yo]) => jsFused.scale(m, xo / 4, so / 4, (yo as number) / 4, dims),
+    );
+    return y as tf.TensorInfo;
+  };
+}
+
+function scaleGradKernel(addon: Native): tf.KernelFunc {
+  return (args) => {
+    const { inputs, backend: be } = args as unknown as KernelArgs;
+    const K = 'ParaScaleGrad';
+    const backend = asWasm(be, K);
+    const dy = need(inputs, 'dy', K);
+    const x = need(inputs, 'x', K);
+    const sc = need(inputs, 'scale', K);
+    sameShape(x, dy, K, 'dy');
+    const dims = scaleOperands(K, x, sc);
+    const [dyo, xo, so] = [offset(backend, dy), offset(backend, x), offset(backend, sc)];
+    return compute(
+      backend,
+      [x.shape, sc.shape],
+      (heap, [dxo, dso]) =>
+        addon.scaleGradHeap(
+          heap,
+          Float64Array.of(
+            dyo,
+            xo,
+            so,
+            dxo as number,
+            dso as number,
+            dims.B,
+            dims.T,
+            dims.F,
+            dims.scaleBatch,
+          ),
+        ),
+      (m, [dxo, dso]) =>
+        jsFused.scaleGrad(
+          m,
+          {
+            dy: dyo / 4,
+            x: xo / 4,
+            scale: so / 4,
+            dx: (dxo as number) / 4,
+            ds: (dso as number) / 4,
+          },
+          dims,
+        ),
+    ) as tf.TensorInfo[];
+  };
+}
+
 /** The start slots of a `ParaRopeKvWrite` call: B integers, each −1 or in [0, C − T]. */
 function ropeKvSlots(K: string, slots: unknown, B: number, T: number, C: number): number[] {
   if (!Array.isArray(slots) || slots.length !== B)
@@ -1314,6 +1435,8 @@ const MAKERS: Record<(typeof FUSED_KERNEL_NAMES)[number], (a: Native) => tf.Kern
   ParaCrossEntropyGrad: crossEntropyGradKernel,
   ParaSwiGluScaled: swigluScaledKernel,
   ParaRopeKvWrite: ropeKvWriteKernel,
+  ParaScale: scaleKernel,
+  ParaScaleGrad: scaleGradKernel,
   ParaAdamW: adamWKernel,
 };
 
@@ -1333,6 +1456,8 @@ function hasFusedFunctions(addon: BlasAddon | undefined): addon is Native {
     typeof addon.crossEntropyGradHeap === 'function' &&
     typeof addon.swigluScaledHeap === 'function' &&
     typeof addon.ropeKvWriteHeap === 'function' &&
+    typeof addon.scaleHeap === 'function' &&
+    typeof addon.scaleGradHeap === 'function' &&
     typeof addon.adamWHeap === 'function'
   );
 }
@@ -1357,7 +1482,7 @@ export function fusedKernelsProblem(): string | undefined {
  * Register the fused kernels ({@link FUSED_KERNEL_NAMES}: ParaRmsNorm, ParaRmsNormGrad,
  * ParaAddRmsNorm, ParaAddRmsNormGrad, ParaSwiGlu, ParaSwiGluGrad, ParaRope, ParaAttention,
  * ParaAttentionGrad, ParaCrossEntropy, ParaCrossEntropyGrad, ParaSwiGluScaled, ParaRopeKvWrite,
- * ParaAdamW) for the wasm backend; @para/ops then uses them. `installBlasKernels()` calls this.
+ * ParaScale, ParaScaleGrad, ParaAdamW) for the wasm backend; @para/ops then uses them. `installBlasKernels()` calls this.
  * Returns false, changing nothing, when the addon (or a binary with these kernels) is
  * unavailable or PARA_FUSED=0 is set. A kernel someone else registered under one of these
  * names is left in place. Idempotent.

@@ -8,44 +8,11 @@ import { dot, numericGrad, refAttention } from '../../ops/test/helpers/reference
 import { blasAddon } from '../src/addon';
 import { jsAttention } from '../src/fused';
 import { installBlasKernels, uninstallBlasKernels } from '../src/index';
-import { expectAddonLoaded, seeded, status } from './helpers';
+import { expectAddonLoaded, expectNear, seeded, status } from './helpers';
 
 it('the addon loads (required with PARA_BLAS_REQUIRED=1; otherwise the rest skip where it cannot)', () => {
   expectAddonLoaded();
 });
-
-/** |a − e| ≤ tol · (1 + |e|) everywhere; NaN exactly where `nanOk(i)` allows and e is NaN. */
-function expectNear(
-  actual: ArrayLike<number>,
-  expected: ArrayLike<number>,
-  tol: number,
-  label: string,
-) {
-  expect(actual.length, `${label} length`).toBe(expected.length);
-  let worst = 0;
-  let at = -1;
-  for (let i = 0; i < expected.length; i++) {
-    const a = actual[i] as number;
-    const e = expected[i] as number;
-    if (Number.isNaN(e) || Number.isNaN(a)) {
-      if (Number.isNaN(e) !== Number.isNaN(a)) {
-        worst = Number.POSITIVE_INFINITY;
-        at = i;
-        break;
-      }
-      continue;
-    }
-    const d = Math.abs(a - e) / (1 + Math.abs(e));
-    if (!(d <= worst)) {
-      worst = d;
-      at = i;
-    }
-  }
-  expect(
-    worst,
-    `${label}: worst ${worst} at ${at} (${actual[at]} vs ${expected[at]}), tolerance ${tol}`,
-  ).toBeLessThanOrEqual(tol);
-}
 
 const scaled = (n: number, seed: number, s: number) => seeded(n, seed).map((v) => v * s);
 

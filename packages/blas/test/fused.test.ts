@@ -19,45 +19,11 @@ import {
   uninstallBlasKernels,
   uninstallFusedKernels,
 } from '../src/index';
-import { expectAddonLoaded, seeded, status } from './helpers';
+import { expectAddonLoaded, expectNear, seeded, status } from './helpers';
 
 it('the addon loads (required with PARA_BLAS_REQUIRED=1; otherwise the rest skip where it cannot)', () => {
   expectAddonLoaded();
 });
-
-/** |a − e| ≤ atol + rtol·|e| everywhere (NaN only where NaN is expected). */
-function expectNear(
-  actual: ArrayLike<number>,
-  expected: ArrayLike<number>,
-  tol: number,
-  label: string,
-) {
-  expect(actual.length, `${label} length`).toBe(expected.length);
-  let worst = 0;
-  let at = -1;
-  for (let i = 0; i < expected.length; i++) {
-    const a = actual[i] as number;
-    const e = expected[i] as number;
-    if (Number.isNaN(e) || Number.isNaN(a)) {
-      if (Number.isNaN(e) !== Number.isNaN(a)) {
-        worst = Number.POSITIVE_INFINITY;
-        at = i;
-        break;
-      }
-      continue;
-    }
-    if (a === e) continue; // also ±Infinity
-    const d = Math.abs(a - e) / (1 + Math.abs(e));
-    if (!(d <= worst)) {
-      worst = d;
-      at = i;
-    }
-  }
-  expect(
-    worst,
-    `${label}: worst ${worst} at ${at} (${actual[at]} vs ${expected[at]}), tolerance ${tol}`,
-  ).toBeLessThanOrEqual(tol);
-}
 
 /** Values of fn's outputs with the fused kernels dispatched, then with the generic path. */
 function fusedAndGeneric(fn: () => tf.Tensor[]): {

@@ -130,3 +130,37 @@ export function expectClose(actual: Result, expected: Result, terms: number, lab
     `${label}: worst difference ${worst} at ${at} (${actual.values[at]} vs ${expected.values[at]}), tolerance ${tol}`,
   ).toBeLessThanOrEqual(tol);
 }
+
+/** |a − e| ≤ atol + rtol·|e| everywhere (NaN only where NaN is expected). */
+export function expectNear(
+  actual: ArrayLike<number>,
+  expected: ArrayLike<number>,
+  tol: number,
+  label: string,
+) {
+  expect(actual.length, `${label} length`).toBe(expected.length);
+  let worst = 0;
+  let at = -1;
+  for (let i = 0; i < expected.length; i++) {
+    const a = actual[i] as number;
+    const e = expected[i] as number;
+    if (Number.isNaN(e) || Number.isNaN(a)) {
+      if (Number.isNaN(e) !== Number.isNaN(a)) {
+        worst = Number.POSITIVE_INFINITY;
+        at = i;
+        break;
+      }
+      continue;
+    }
+    if (a === e) continue; // also ±Infinity
+    const d = Math.abs(a - e) / (1 + Math.abs(e));
+    if (!(d <= worst)) {
+      worst = d;
+      at = i;
+    }
+  }
+  expect(
+    worst,
+    `${label}: worst ${worst} at ${at} (${actual[at]} vs ${expected[at]}), tolerance ${tol}`,
+  ).toBeLessThanOrEqual(tol);
+}

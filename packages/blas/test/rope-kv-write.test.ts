@@ -7,7 +7,7 @@ import { KVCache, ropeCosSin, ropeInvFreq, swiglu } from '../../ops/src/index';
 import { blasAddon } from '../src/addon';
 import { jsFused, type RopeKvDims } from '../src/fused';
 import { installBlasKernels, uninstallBlasKernels } from '../src/index';
-import { expectAddonLoaded, seeded, status } from './helpers';
+import { expectAddonLoaded, expectNear, seeded, status } from './helpers';
 
 it('the addon loads (required with PARA_BLAS_REQUIRED=1; otherwise the rest skip where it cannot)', () => {
   expectAddonLoaded();
@@ -19,31 +19,6 @@ interface ForwardOnly {
   ropeKvWriteHeap(heap: ArrayBuffer, params: Float64Array): void;
 }
 const native = () => blasAddon() as unknown as ForwardOnly;
-
-/** |a − e| ≤ tol · (1 + |e|) everywhere (no NaN expected). */
-function expectNear(
-  actual: ArrayLike<number>,
-  expected: ArrayLike<number>,
-  tol: number,
-  label: string,
-) {
-  expect(actual.length, `${label} length`).toBe(expected.length);
-  let worst = 0;
-  let at = -1;
-  for (let i = 0; i < expected.length; i++) {
-    const d =
-      Math.abs((actual[i] as number) - (expected[i] as number)) /
-      (1 + Math.abs(expected[i] as number));
-    if (!(d <= worst)) {
-      worst = d;
-      at = i;
-    }
-  }
-  expect(
-    worst,
-    `${label}: worst ${worst} at ${at} (${actual[at]} vs ${expected[at]}), tolerance ${tol}`,
-  ).toBeLessThanOrEqual(tol);
-}
 
 const scaled = (n: number, seed: number, s: number, o = 0) => seeded(n, seed).map((v) => v * s + o);
 

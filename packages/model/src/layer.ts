@@ -32,6 +32,7 @@ import {
   type KVCache,
   linear,
   rmsNorm,
+  scaleRows,
   swiglu,
 } from '@para/ops';
 import * as tf from '@tensorflow/tfjs-core';
@@ -166,7 +167,7 @@ export function decoderLayerPending(
     return { y, scale: rows.scale(site), bias: rows.bias(site) }; // scale, bias [B, 1, out]
   };
   const finish = ({ y, scale, bias }: Parts): tf.Tensor => {
-    const scaled = scale === undefined ? y : tf.mul(y, scale); // [B, T, out]
+    const scaled = scale === undefined ? y : scaleRows(y, scale); // [B, T, out] (ParaScale where registered)
     return bias === undefined ? scaled : tf.add(scaled, bias);
   };
   const project = (site: AdapterSite & keyof LayerWeights, input: tf.Tensor) =>
@@ -327,7 +328,7 @@ export function decoderLayerPending(
       m,
     ) as tf.Tensor;
   }
-  if (mScale !== undefined && !mScaled) m = tf.mul(m, mScale);
+  if (mScale !== undefined && !mScaled) m = scaleRows(m, mScale); // [B, T, d_ff]
   let mlpOut = project('down_proj', m); // [B, T, d]
   if (c.normLayout !== 'pre')
     mlpOut = norm(mlpOut, w.postFeedforwardLayernorm, 'post_feedforward_layernorm');

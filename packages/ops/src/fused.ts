@@ -27,6 +27,8 @@ import * as tf from '@tensorflow/tfjs-core';
  * | `ParaAttentionGrad` | `dy [B, Hq, T, hd]`, `q`, `k`, `v`, `mask` (optional) — as the forward | `scale` | `dq [B, Hq, T, hd]`, `dk [B, Hkv, S, hd]`, `dv [B, Hkv, S, hd]` |
  * | `ParaCrossEntropy` | `logits [N, V]`, `targets [N]` (int32), `weights [N]` | — | `loss []` = Σ_n weights[n] · nll[n], `lse [N]` = logsumexp(logits[n, :]) |
  * | `ParaCrossEntropyGrad` | `dy []` (of loss), `logits [N, V]`, `targets [N]`, `weights [N]`, `lse [N]` (the forward's) | — | `dlogits [N, V]` = dy · weights[n] · (exp(logits − lse[n]) − onehot(target[n])) |
+ * | `ParaScale` | `x [B, T, F]`, `scale [B or 1, 1, F]` | — | `y [B, T, F]` = x · scale |
+ * | `ParaScaleGrad` | `dy [B, T, F]`, `x`, `scale` (as the forward) | — | `dx [B, T, F]` = dy · scale, `dscale [B or 1, 1, F]` = Σ_t dy · x (Σ_b too when scale broadcasts) |
  * | `ParaAdamW` (no gradient) | `param<i>`, `m<i>`, `v<i>`, `grad<i>` for i < count (each quadruple one shape) | `count`, `lr`, `beta1`, `beta2`, `eps`, `step`, `gradScale`, `weightDecay` (count numbers) | `[param′0, m′0, v′0, param′1, …]` (3·count, new tensors) |
  *
  * - RMSNorm: w′ = weight, or (1 + weight) with `unitOffset` (Gemma); the mean of squares and the
@@ -62,6 +64,8 @@ import * as tf from '@tensorflow/tfjs-core';
  *   The mask is a constant: no gradient flows to it through the fused path.
  *   A backend may register `ParaAttention` without `ParaAttentionGrad` (WebGPU does): then the
  *   op dispatches to it only while no gradient is being recorded (see {@link recordingGradients}).
+ * - Per-row scale (PARA's and IA3's vectors on a projection's output, {@link scaleRows}): each
+ *   product rounded to float32 (exactly tf.mul); `dscale`'s sum over rows in float32 or better.
  * - Cross-entropy (@para/train's `weightedCrossEntropy`): `nll[n] = lse[n] − logits[n, t[n]]`
  *   with the target clamped into [0, V) (targets at zero-weight positions may hold anything);
  *   `lse` max-subtracted in float32 or better (a row holding NaN or ±Infinity: NaN, as the
@@ -97,6 +101,8 @@ export const FUSED_KERNELS = {
   crossEntropyGrad: 'ParaCrossEntropyGrad',
   swigluScaled: 'ParaSwiGluScaled',
   ropeKvWrite: 'ParaRopeKvWrite',
+  scale: 'ParaScale',
+  scaleGrad: 'ParaScaleGrad',
   adamW: 'ParaAdamW',
 } as const;
 
@@ -233,6 +239,27 @@ const swigluGradient: tf.GradConfig = {
 export function fusedSwiglu(gate: tf.Tensor, up: tf.Tensor): tf.Tensor {
   ensureGradient(swigluGradient);
   return tf.engine().runKernel(FUSED_KERNELS.swiglu, { gate, up }) as tf.Tensor;
+}
+
+const scaleGradient: tf.GradConfig = {
+  kernelName: FUSED_KERNELS.scale,
+  inputsToSave: ['x', 'scale'],
+  gradFunc: (dy, saved) => {
+    const [x, scale] = saved as [tf.Tensor, tf.Tensor];
+    const [dx, ds] = tf
+      .engine()
+      .runKernel(FUSED_KERNELS.scaleGrad, { dy: dy as tf.Tensor, x, scale }) as tf.Tensor[];
+    return { x: () => dx as tf.Tensor, scale: () => ds as tf.Tensor };
+  },
+};
+
+/**
+ * `ParaScale`: `x [B, T, F] ⊙ scale [B or 1, 1, F]` (its gradient through `ParaScaleGrad`).
+ * Float32, non-empty.
+ */
+export function fusedScale(x: tf.Tensor, scale: tf.Tensor): tf.Tensor {
+  ensureGradient(scaleGradient);
+  return tf.engine().runKernel(FUSED_KERNELS.scale, { x, scale }) as tf.Tensor;
 }
 
 /** Sum `t` down to `shape` (the shape it was broadcast from). */

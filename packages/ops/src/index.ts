@@ -54,5 +54,6 @@ export {
   swapHalves,
 } from './rope';
 export { type SampleOptions, sampleFromLogits, samplingDistribution } from './sampling';
+export { scaleRows } from './scale';
 export { checkShape, type Dim, describeShape } from './shapes';
 export { geglu, geluTanh, silu, swiglu } from './swiglu';

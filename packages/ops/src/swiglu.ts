@@ -1,6 +1,7 @@
 import { ParaError } from '@para/core';
 import * as tf from '@tensorflow/tfjs-core';
 import { FUSED_KERNELS, fusedSwiglu, hasFusedKernel, recordingGradients } from './fused';
+import { scaleRows } from './scale';
 import { checkMinRank, checkSameShape, describeShape } from './shapes';
 
 /**
@@ -67,7 +68,8 @@ function checkScale(s: tf.Tensor, gate: tf.Tensor, field: string): void {
 /**
  * SwiGLU with scales: one `ParaSwiGluScaled` kernel where the backend has it and no gradient is
  * recorded (it has none; both scales multiply into one first when both are given), otherwise the
- * generic ops in the order written above (the same values the unfused layer computed).
+ * generic ops in the order written above (the same values the unfused layer computed), each
+ * scale as {@link scaleRows} (ParaScale, with its gradient, where the backend has it).
  */
 function swigluScaled(gate: tf.Tensor, up: tf.Tensor, options: SwigluScales): tf.Tensor {
   const { upScale, outScale } = options;
@@ -89,9 +91,9 @@ function swigluScaled(gate: tf.Tensor, up: tf.Tensor, options: SwigluScales): tf
     });
   }
   return tf.tidy(() => {
-    const u = upScale === undefined ? up : tf.mul(up, upScale); // [B, T, F]
+    const u = upScale === undefined ? up : scaleRows(up, upScale); // [B, T, F]
     const y = swiglu(gate, u); // [B, T, F]
-    return outScale === undefined ? y : tf.mul(y, outScale); // [B, T, F]
+    return outScale === undefined ? y : scaleRows(y, outScale); // [B, T, F]
   });
 }
 
