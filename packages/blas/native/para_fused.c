@@ -884,35 +884,45 @@ HOT static void att_backward_tasks(void *vctx, int64_t begin, int64_t end, int t
 
 /*
  * The sgemm path (query blocks of at least ATT_GEMM_MIN_ROWS rows: prefill and training). Per
- * kv-head group (b, g) and chunk of its M = nRep·T contiguous query rows, a chunk × S scratch
- * (at most ATT_GEMM_SCRATCH floats; freed after the call — never [B, Hq, T, S]) holds the
- * scores, then the probabilities; OpenBLAS computes the products on its threads, the pool the
- * softmax rows:
+ * kv-head group (b, g), each query head's T rows go in blocks of up to ATT_GEMM_BLOCK positions.
+ * A block attends only to its live key range [lo, hi): the union of its rows' keys that the
+ * mask does not skip (ATT_MASK_GAP, as the row-block path), so a causal block of positions
+ * [t0, t1) reads keys [0, t1) — the future half of a causal T × S is never multiplied (T = 256,
+ * blocks of 64: 62.5% of the products) — and a packed row's block only its own document's keys.
+ * A blk × (hi − lo) scratch (freed after the call — never [B, Hq, T, S]) holds the scores,
+ * then the probabilities. OpenBLAS computes the products on its threads; a block's softmax rows
+ * run on the calling thread unless the block holds ATT_GEMM_PARALLEL scores (long prompts): on a
+ * 2-vCPU VM waking the pool cost ~0.2 ms, more than a 64 × 256 block's softmax. Measured in one
+ * process on 8 × 256 causal training attention, against one pooled softmax per 512-row chunk
+ * over all S keys: forward 1.3–1.6×, forward + backward 1.1–1.2× (BENCHMARKS.md, issue 16 part 5):
  *   forward:  P = softmax(Q Kᵀ · scale + mask);  out = P V
  *   backward: P again;  dP = dY Vᵀ;  dS = P ⊙ (dP − Σ_j P ⊙ dP) · scale;  dq = dS K;
- *             dk += dSᵀ Q;  dv += Pᵀ dY
+ *             dk += dSᵀ Q;  dv += Pᵀ dY   (dk, dv zeroed first: blocks add to their ranges only)
+ * A block whose rows skip every key (all −Infinity) gets zeros, as the row-block path.
  */
 #define ATT_GEMM_MIN_ROWS 16
+#define ATT_GEMM_BLOCK 64
+#define ATT_GEMM_PARALLEL (1 << 18)
 #define ATT_GEMM_SCRATCH (1 << 22)
 
 typedef struct {
-  float *p, *dp;    /* [rows, S] */
-  const float *mask; /* the group's mask base (row t at + t·S), or NULL */
-  int64_t i0, t, s; /* first row's index within the group; T; S */
+  float *p, *dp;     /* [rows, w] */
+  const float *mask; /* the block's first row's mask at key lo (row i at + i·S), or NULL */
+  int64_t w, s;      /* the block's keys; the mask's row stride S */
   float scale;
 } att_rows_t;
 
-/* p[i] = softmax(p[i] · scale + mask[t]) in place; all −Infinity: 0; NaN: NaN. */
+/* p[i] = softmax(p[i] · scale + mask[i]) in place over the block's w keys; all −Infinity: 0; NaN: NaN. */
 HOT static void att_softmax_rows(void *vctx, int64_t begin, int64_t end, int tid) {
   (void)tid;
   const att_rows_t *c = (const att_rows_t *)vctx;
-  const int64_t S = c->s;
+  const int64_t W = c->w;
   for (int64_t i = begin; i < end; i++) {
-    float *row = c->p + i * S;
-    const float *mr = c->mask != NULL ? c->mask + ((c->i0 + i) % c->t) * S : NULL;
+    float *row = c->p + i * W;
+    const float *mr = c->mask != NULL ? c->mask + i * c->s : NULL;
     float m = -INFINITY;
     int nan = 0;
-    for (int64_t j = 0; j < S; j++) {
+    for (int64_t j = 0; j < W; j++) {
       float x = row[j] * c->scale;
       if (mr != NULL) x += mr[j];
       row[j] = x;
@@ -921,18 +931,18 @@ HOT static void att_softmax_rows(void *vctx, int64_t begin, int64_t end, int tid
     }
     if (nan || !(m > -INFINITY)) {
       const float f = nan ? NAN : 0.0f;
-      for (int64_t j = 0; j < S; j++) row[j] = f;
+      for (int64_t j = 0; j < W; j++) row[j] = f;
       continue;
     }
     float sum = 0;
-    for (int64_t j = 0; j < S; j++) {
+    for (int64_t j = 0; j < W; j++) {
       const float z = row[j] - m;
       const float e = z < -ATT_SKIP ? 0.0f : exp_f(z);
       row[j] = e;
       sum += e;
     }
     const float inv = 1.0f / sum;
-    for (int64_t j = 0; j < S; j++) row[j] *= inv;
+    for (int64_t j = 0; j < W; j++) row[j] *= inv;
   }
 }
 
@@ -940,62 +950,108 @@ HOT static void att_softmax_rows(void *vctx, int64_t begin, int64_t end, int tid
 HOT static void att_dscores_rows(void *vctx, int64_t begin, int64_t end, int tid) {
   (void)tid;
   const att_rows_t *c = (const att_rows_t *)vctx;
-  const int64_t S = c->s;
+  const int64_t W = c->w;
   for (int64_t i = begin; i < end; i++) {
-    const float *p = c->p + i * S;
-    float *dp = c->dp + i * S;
+    const float *p = c->p + i * W;
+    float *dp = c->dp + i * W;
     float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     int64_t j = 0;
-    for (; j + 8 <= S; j += 8) {
+    for (; j + 8 <= W; j += 8) {
       for (int l = 0; l < 8; l++) acc[l] += p[j + l] * dp[j + l];
     }
     float D = 0;
-    for (; j < S; j++) D += p[j] * dp[j];
+    for (; j < W; j++) D += p[j] * dp[j];
     D += LANES_SUM(acc);
-    for (j = 0; j < S; j++) dp[j] = p[j] * (dp[j] - D) * c->scale;
+    for (j = 0; j < W; j++) dp[j] = p[j] * (dp[j] - D) * c->scale;
+  }
+}
+
+/* The live keys [lo[t], hi[t]) of each mask row t < T (hi ≤ lo: none), for att_mask_cut's cut. */
+static void att_live_ranges(const float *mask, int64_t T, int64_t S, int64_t *lo, int64_t *hi) {
+  for (int64_t t = 0; t < T; t++) {
+    if (mask == NULL) {
+      lo[t] = 0;
+      hi[t] = S;
+      continue;
+    }
+    const float *mr = mask + t * S;
+    const float cut = att_mask_cut(mr, S);
+    int64_t a = 0, e = S;
+    while (a < S && mr[a] <= cut) a++;
+    while (e > a && mr[e - 1] <= cut) e--;
+    lo[t] = a;
+    hi[t] = e;
   }
 }
 
 /* Returns 0 when out of memory. */
 static int att_gemm(const att_t *c, int grad, int64_t B) {
-  const int64_t Hkv = c->hkv, rep = c->hq / Hkv, T = c->t, S = c->s, hd = c->hd, M = rep * T;
-  int64_t chunk = ATT_GEMM_SCRATCH / (S > 0 ? S : 1);
-  if (chunk < ATT_R) chunk = ATT_R;
-  if (chunk > M) chunk = M;
-  float *p = (float *)malloc((size_t)(chunk * S) * sizeof(float) * (grad ? 2 : 1));
-  if (p == NULL) return 0;
-  float *dp = grad ? p + chunk * S : NULL;
+  const int64_t Hkv = c->hkv, rep = c->hq / Hkv, T = c->t, S = c->s, hd = c->hd;
+  int64_t blk = ATT_GEMM_SCRATCH / (S > 0 ? S : 1);
+  if (blk > ATT_GEMM_BLOCK) blk = ATT_GEMM_BLOCK;
+  if (blk < 1) blk = 1;
+  if (blk > T) blk = T;
+  float *p = (float *)malloc((size_t)(blk * S) * sizeof(float) * (grad ? 2 : 1));
+  int64_t *range = (int64_t *)malloc((size_t)(2 * T) * sizeof(int64_t));
+  if (p == NULL || range == NULL) {
+    free(p);
+    free(range);
+    return 0;
+  }
+  float *dp = grad ? p + blk * S : NULL;
+  int64_t *lo = range, *hi = range + T;
   for (int64_t b = 0; b < B; b++) {
+    const float *mb = c->mask != NULL ? c->mask + b * c->mask_batch_stride : NULL;
+    if (b == 0 || c->mask_batch_stride != 0) att_live_ranges(mb, T, S, lo, hi);
     for (int64_t g = 0; g < Hkv; g++) {
-      const int64_t kvo = (b * Hkv + g) * S * hd, qo = (b * c->hq + g * rep) * T * hd;
+      const int64_t kvo = (b * Hkv + g) * S * hd;
       const float *kh = c->k + kvo, *vh = c->v + kvo;
-      for (int64_t i0 = 0; i0 < M; i0 += chunk) {
-        const int64_t n = M - i0 < chunk ? M - i0 : chunk;
-        const float *q = c->q + qo + i0 * hd;
-        att_rows_t r = {p, dp, c->mask != NULL ? c->mask + b * c->mask_batch_stride : NULL, i0, T, S, c->scale};
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)S, (int)hd, 1.0f, q, (int)hd, kh, (int)hd,
-                    0.0f, p, (int)S);
-        parallel_for(n, n * S * 4, att_softmax_rows, &r);
-        if (!grad) {
-          cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)hd, (int)S, 1.0f, p, (int)S, vh, (int)hd,
-                      0.0f, c->out + qo + i0 * hd, (int)hd);
-          continue;
+      if (grad) {
+        memset(c->dk + kvo, 0, (size_t)(S * hd) * sizeof(float));
+        memset(c->dv + kvo, 0, (size_t)(S * hd) * sizeof(float));
+      }
+      for (int64_t r = 0; r < rep; r++) {
+        const int64_t qo = ((b * c->hq + g * rep + r) * T) * hd; /* query head g·rep + r */
+        for (int64_t t0 = 0; t0 < T; t0 += blk) {
+          const int64_t n = T - t0 < blk ? T - t0 : blk;
+          int64_t a = S, e = 0;
+          for (int64_t t = t0; t < t0 + n; t++) {
+            if (hi[t] <= lo[t]) continue;
+            a = lo[t] < a ? lo[t] : a;
+            e = hi[t] > e ? hi[t] : e;
+          }
+          const int64_t ro = qo + t0 * hd; /* the block's rows of q, out, dy, dq */
+          if (e <= a) { /* every row skips every key */
+            memset((grad ? c->dq : c->out) + ro, 0, (size_t)(n * hd) * sizeof(float));
+            continue;
+          }
+          const int64_t w = e - a;
+          const float *q = c->q + ro, *ka = kh + a * hd, *va = vh + a * hd;
+          att_rows_t rr = {p, dp, mb != NULL ? mb + t0 * S + a : NULL, w, S, c->scale};
+          cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)w, (int)hd, 1.0f, q, (int)hd, ka, (int)hd,
+                      0.0f, p, (int)w);
+          parallel_for(n, n * w >= ATT_GEMM_PARALLEL ? n * w : 0, att_softmax_rows, &rr);
+          if (!grad) {
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)hd, (int)w, 1.0f, p, (int)w, va,
+                        (int)hd, 0.0f, c->out + ro, (int)hd);
+            continue;
+          }
+          const float *dy = c->dy + ro;
+          cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)w, (int)hd, 1.0f, dy, (int)hd, va, (int)hd,
+                      0.0f, dp, (int)w);
+          parallel_for(n, n * w >= ATT_GEMM_PARALLEL ? n * w : 0, att_dscores_rows, &rr);
+          cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)hd, (int)w, 1.0f, dp, (int)w, ka,
+                      (int)hd, 0.0f, c->dq + ro, (int)hd);
+          cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)w, (int)hd, (int)n, 1.0f, dp, (int)w, q, (int)hd,
+                      1.0f, c->dk + kvo + a * hd, (int)hd);
+          cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)w, (int)hd, (int)n, 1.0f, p, (int)w, dy, (int)hd,
+                      1.0f, c->dv + kvo + a * hd, (int)hd);
         }
-        const float *dy = c->dy + qo + i0 * hd;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)S, (int)hd, 1.0f, dy, (int)hd, vh, (int)hd,
-                    0.0f, dp, (int)S);
-        parallel_for(n, n * S * 4, att_dscores_rows, &r);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)hd, (int)S, 1.0f, dp, (int)S, kh, (int)hd,
-                    0.0f, c->dq + qo + i0 * hd, (int)hd);
-        const float beta = i0 == 0 ? 0.0f : 1.0f;
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)S, (int)hd, (int)n, 1.0f, dp, (int)S, q, (int)hd, beta,
-                    c->dk + kvo, (int)hd);
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)S, (int)hd, (int)n, 1.0f, p, (int)S, dy, (int)hd,
-                    beta, c->dv + kvo, (int)hd);
       }
     }
   }
   free(p);
+  free(range);
   return 1;
 }
 

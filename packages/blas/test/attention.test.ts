@@ -135,6 +135,10 @@ describe.runIf(status.available)(
       { B: 2, Hq: 4, Hkv: 2, T: 3, S: 40, hd: 16, mask: 'decode' },
       { B: 2, Hq: 6, Hkv: 3, T: 4, S: 9, hd: 12, mask: 'shared' },
       { B: 4, Hq: 4, Hkv: 2, T: 64, S: 64, hd: 32, mask: 'padded' },
+      // Several 64-position blocks of the sgemm path, each over its own live key range.
+      { B: 2, Hq: 4, Hkv: 2, T: 150, S: 150, hd: 16, mask: 'causal' },
+      { B: 3, Hq: 2, Hkv: 1, T: 130, S: 130, hd: 8, mask: 'padded' },
+      { B: 2, Hq: 4, Hkv: 1, T: 70, S: 200, hd: 8, mask: 'decode' },
     ];
     for (const c of cases) {
       it(`B${c.B} Hq${c.Hq}/Hkv${c.Hkv} T${c.T} S${c.S} hd${c.hd} mask ${c.mask}: forward and gradients equal the generic path`, () => {
@@ -227,6 +231,56 @@ describe.runIf(status.available)(
         }
         tf.dispose([q, k, v]);
       });
+
+    it('sgemm path: a block of positions whose every key is −Infinity gives 0; the other blocks equal the generic path on their rows', () => {
+      const [B, Hq, Hkv, T, hd] = [1, 2, 1, 140, 8];
+      const q = tf.tensor4d(scaled(B * Hq * T * hd, 7, 2), [B, Hq, T, hd]); // [B, Hq, T, hd]
+      const k = tf.tensor4d(scaled(B * Hkv * T * hd, 8, 2), [B, Hkv, T, hd]); // [B, Hkv, S, hd]
+      const v = tf.tensor4d(scaled(B * Hkv * T * hd, 9, 1), [B, Hkv, T, hd]); // [B, Hkv, S, hd]
+      const w = tf.tensor4d(scaled(B * Hq * T * hd, 10, 1), [B, Hq, T, hd]);
+      // Rows 0..69 see no key (two whole blocks and part of a third); the rest are causal.
+      const m = Array.from({ length: T * T }, (_, i) => {
+        const [t, j] = [Math.floor(i / T), i % T];
+        return t < 70 || j > t ? Number.NEGATIVE_INFINITY : 0;
+      });
+      const mask = tf.tensor4d(m, [1, 1, T, T]);
+      const live = [70, T - 70];
+      const sub = (x: tf.Tensor) => tf.slice(x, [0, 0, 70, 0], [B, Hq, T - 70, hd]);
+      const grads = (qq: tf.Tensor, ww: tf.Tensor, mm: tf.Tensor) =>
+        tf.grads((a: tf.Tensor, b: tf.Tensor, d: tf.Tensor) =>
+          tf.sum(tf.mul(attention(a, b, d, mm), ww)),
+        )([qq, k, v]);
+      const fusedY = attention(q, k, v, mask);
+      const [gq, gk, gv] = grads(q, w, mask) as [tf.Tensor, tf.Tensor, tf.Tensor];
+      const y = fusedY.arraySync() as number[][][][];
+      const dq = gq.arraySync() as number[][][][];
+      for (let h = 0; h < Hq; h++)
+        for (let t = 0; t < 70; t++) {
+          expect(
+            y[0]?.[h]?.[t]?.every((x) => x === 0),
+            `y row ${h},${t}`,
+          ).toBe(true);
+          expect(
+            dq[0]?.[h]?.[t]?.every((x) => x === 0),
+            `dq row ${h},${t}`,
+          ).toBe(true);
+        }
+      const subMask = tf.slice(mask, [0, 0, 70, 0], [1, 1, live[1] as number, T]);
+      const was = setFusedKernelsEnabled(false);
+      try {
+        tf.tidy(() => {
+          const refY = attention(sub(q), k, v, subMask);
+          const [rq, rk, rv] = grads(sub(q), sub(w), subMask) as [tf.Tensor, tf.Tensor, tf.Tensor];
+          expectNear(sub(fusedY).dataSync(), refY.dataSync(), 1e-5, 'y (live rows)');
+          expectNear(sub(gq).dataSync(), rq.dataSync(), 1e-5, 'dq (live rows)');
+          expectNear(gk.dataSync(), rk.dataSync(), 1e-5, 'dk');
+          expectNear(gv.dataSync(), rv.dataSync(), 1e-5, 'dv');
+        });
+      } finally {
+        setFusedKernelsEnabled(was);
+      }
+      tf.dispose([q, k, v, w, mask, subMask, fusedY, gq, gk, gv]);
+    });
 
     it('decode over a cache with free slots: masked keys are never read (NaN in free slots stays out), as the generic path with them zeroed', () => {
       // T = 1 (the row-block path), GQA 2, rows holding 10 and 37 of 64 slots.
