@@ -884,7 +884,8 @@ HOT static void att_backward_tasks(void *vctx, int64_t begin, int64_t end, int t
 
 /*
  * The sgemm path (query blocks of at least ATT_GEMM_MIN_ROWS rows: prefill and training). Per
- * kv-head group (b, g), each query head's T rows go in blocks of up to ATT_GEMM_BLOCK positions.
+ * kv-head group (b, g), each query head's T rows go in blocks of up to ATT_GEMM_BLOCK positions
+ * (T ≤ ATT_GEMM_BLOCK: the group's nRep heads together, one block of nRep·T rows).
  * A block attends only to its live key range [lo, hi): the union of its rows' keys that the
  * mask does not skip (ATT_MASK_GAP, as the row-block path), so a causal block of positions
  * [t0, t1) reads keys [0, t1) — the future half of a causal T × S is never multiplied (T = 256,
@@ -907,8 +908,9 @@ HOT static void att_backward_tasks(void *vctx, int64_t begin, int64_t end, int t
 
 typedef struct {
   float *p, *dp;     /* [rows, w] */
-  const float *mask; /* the block's first row's mask at key lo (row i at + i·S), or NULL */
+  const float *mask; /* the block's first position's mask at key lo, or NULL */
   int64_t w, s;      /* the block's keys; the mask's row stride S */
+  int64_t npos;      /* the block's positions: row i is position i % npos (heads stacked) */
   float scale;
 } att_rows_t;
 
@@ -919,7 +921,7 @@ HOT static void att_softmax_rows(void *vctx, int64_t begin, int64_t end, int tid
   const int64_t W = c->w;
   for (int64_t i = begin; i < end; i++) {
     float *row = c->p + i * W;
-    const float *mr = c->mask != NULL ? c->mask + i * c->s : NULL;
+    const float *mr = c->mask != NULL ? c->mask + (i % c->npos) * c->s : NULL;
     float m = -INFINITY;
     int nan = 0;
     for (int64_t j = 0; j < W; j++) {
@@ -991,14 +993,18 @@ static int att_gemm(const att_t *c, int grad, int64_t B) {
   if (blk > ATT_GEMM_BLOCK) blk = ATT_GEMM_BLOCK;
   if (blk < 1) blk = 1;
   if (blk > T) blk = T;
-  float *p = (float *)malloc((size_t)(blk * S) * sizeof(float) * (grad ? 2 : 1));
+  /* A head that fits in one block: the group's heads go as one block of rep·T rows (one product
+   * per group, as few calls as the unblocked path made), scratch permitting. */
+  const int64_t stack = blk == T && rep * T * S <= ATT_GEMM_SCRATCH ? rep : 1;
+  const int64_t rows = stack * blk;
+  float *p = (float *)malloc((size_t)(rows * S) * sizeof(float) * (grad ? 2 : 1));
   int64_t *range = (int64_t *)malloc((size_t)(2 * T) * sizeof(int64_t));
   if (p == NULL || range == NULL) {
     free(p);
     free(range);
     return 0;
   }
-  float *dp = grad ? p + blk * S : NULL;
+  float *dp = grad ? p + rows * S : NULL;
   int64_t *lo = range, *hi = range + T;
   for (int64_t b = 0; b < B; b++) {
     const float *mb = c->mask != NULL ? c->mask + b * c->mask_batch_stride : NULL;
@@ -1010,12 +1016,12 @@ static int att_gemm(const att_t *c, int grad, int64_t B) {
         memset(c->dk + kvo, 0, (size_t)(S * hd) * sizeof(float));
         memset(c->dv + kvo, 0, (size_t)(S * hd) * sizeof(float));
       }
-      for (int64_t r = 0; r < rep; r++) {
-        const int64_t qo = ((b * c->hq + g * rep + r) * T) * hd; /* query head g·rep + r */
+      for (int64_t r = 0; r < rep; r += stack) {
+        const int64_t qo = ((b * c->hq + g * rep + r) * T) * hd; /* query heads g·rep + r, … */
         for (int64_t t0 = 0; t0 < T; t0 += blk) {
-          const int64_t n = T - t0 < blk ? T - t0 : blk;
+          const int64_t npos = T - t0 < blk ? T - t0 : blk, n = stack * npos;
           int64_t a = S, e = 0;
-          for (int64_t t = t0; t < t0 + n; t++) {
+          for (int64_t t = t0; t < t0 + npos; t++) {
             if (hi[t] <= lo[t]) continue;
             a = lo[t] < a ? lo[t] : a;
             e = hi[t] > e ? hi[t] : e;
@@ -1027,7 +1033,7 @@ static int att_gemm(const att_t *c, int grad, int64_t B) {
           }
           const int64_t w = e - a;
           const float *q = c->q + ro, *ka = kh + a * hd, *va = vh + a * hd;
-          att_rows_t rr = {p, dp, mb != NULL ? mb + t0 * S + a : NULL, w, S, c->scale};
+          att_rows_t rr = {p, dp, mb != NULL ? mb + t0 * S + a : NULL, w, S, npos, c->scale};
           cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)w, (int)hd, 1.0f, q, (int)hd, ka, (int)hd,
                       0.0f, p, (int)w);
           parallel_for(n, n * w >= ATT_GEMM_PARALLEL ? n * w : 0, att_softmax_rows, &rr);
