@@ -222,14 +222,7 @@ export const jsFused = {
         }
   },
   /** y = ((gate · σ(gate)) · up) · scale[b|0, f] over rows (b, t) of F. */
-  swigluScaled(
-    m: Float32Array,
-    g: number,
-    u: number,
-    sc: number,
-    y: number,
-    dims: { B: number; T: number; F: number; scaleBatch: number },
-  ) {
+  swigluScaled(m: Float32Array, g: number, u: number, sc: number, y: number, dims: ScaleDims) {
     const { B, T, F, scaleBatch } = dims;
     const r = Math.fround;
     for (let row = 0; row < B * T; row++) {
@@ -1086,6 +1079,21 @@ function crossEntropyGradKernel(addon: Native): tf.KernelFunc {
   };
 }
 
+/** `x [B, T, F]` (named `name`) and `scale [B or 1, 1, F]` of a call, checked; their sizes. */
+function scaleOperands(K: string, name: string, x: TensorInfoLike, sc: TensorInfoLike): ScaleDims {
+  if (x.shape.length !== 3) throw new Error(`${K}: ${name} [${x.shape}] must be [B, T, F]`);
+  const [B, T, F] = x.shape as [number, number, number];
+  const scaleBatch = sc.shape[0] as number;
+  if (
+    sc.shape.length !== 3 ||
+    (scaleBatch !== 1 && scaleBatch !== B) ||
+    sc.shape[1] !== 1 ||
+    sc.shape[2] !== F
+  )
+    throw new Error(`${K}: scale [${sc.shape}] is not [${B} or 1, 1, ${F}]`);
+  return { B, T, F, scaleBatch };
+}
+
 function swigluScaledKernel(addon: Native): tf.KernelFunc {
   return (args) => {
     const { inputs, backend: be } = args as unknown as KernelArgs;
@@ -1095,11 +1103,7 @@ function swigluScaledKernel(addon: Native): tf.KernelFunc {
     const u = need(inputs, 'up', K);
     const sc = need(inputs, 'scale', K);
     sameShape(g, u, K, 'up');
-    const [B, T, F] = g.shape as [number, number, number];
-    const sb = sc.shape[0] as number;
-    if (g.shape.length !== 3) throw new Error(`${K}: gate [${g.shape}] must be [B, T, F]`);
-    if (sc.shape.length !== 3 || (sb !== 1 && sb !== B) || sc.shape[1] !== 1 || sc.shape[2] !== F)
-      throw new Error(`${K}: scale [${sc.shape}] is not [${B} or 1, 1, ${F}]`);
+    const { B, T, F, scaleBatch: sb } = scaleOperands(K, 'gate', g, sc);
     const [go, uo, so] = [offset(backend, g), offset(backend, u), offset(backend, sc)];
     const [y] = compute(
       backend,
@@ -1118,21 +1122,6 @@ function swigluScaledKernel(addon: Native): tf.KernelFunc {
   };
 }
 
-/** x [B, T, F] and scale [B or 1, 1, F] of a ParaScale(Grad) call, checked; their sizes. */
-function scaleOperands(K: string, x: TensorInfoLike, sc: TensorInfoLike): ScaleDims {
-  if (x.shape.length !== 3) throw new Error(`${K}: x [${x.shape}] must be [B, T, F]`);
-  const [B, T, F] = x.shape as [number, number, number];
-  const scaleBatch = sc.shape[0] as number;
-  if (
-    sc.shape.length !== 3 ||
-    (scaleBatch !== 1 && scaleBatch !== B) ||
-    sc.shape[1] !== 1 ||
-    sc.shape[2] !== F
-  )
-    throw new Error(`${K}: scale [${sc.shape}] is not [${B} or 1, 1, ${F}]`);
-  return { B, T, F, scaleBatch };
-}
-
 function scaleKernel(addon: Native): tf.KernelFunc {
   return (args) => {
     const { inputs, backend: be } = args as unknown as KernelArgs;
@@ -1140,7 +1129,7 @@ function scaleKernel(addon: Native): tf.KernelFunc {
     const backend = asWasm(be, K);
     const x = need(inputs, 'x', K);
     const sc = need(inputs, 'scale', K);
-    const dims = scaleOperands(K, x, sc);
+    const dims = scaleOperands(K, 'x', x, sc);
     const [xo, so] = [offset(backend, x), offset(backend, sc)];
     const [y] = compute(
       backend,
@@ -1165,7 +1154,7 @@ function scaleGradKernel(addon: Native): tf.KernelFunc {
     const x = need(inputs, 'x', K);
     const sc = need(inputs, 'scale', K);
     sameShape(x, dy, K, 'dy');
-    const dims = scaleOperands(K, x, sc);
+    const dims = scaleOperands(K, 'x', x, sc);
     const [dyo, xo, so] = [offset(backend, dy), offset(backend, x), offset(backend, sc)];
     return compute(
       backend,
