@@ -21,7 +21,7 @@
  *   crossEntropyGradHeap(heap, params) params: [dy, logits, targets, weights, lse, dlogits, N, V]
  *   adamWHeap(heap, params)         params: [count, lr, beta1, 1-beta1, beta2, 1-beta2, bc1, bc2, eps, gradScale,
  *                                   then per parameter p, m, v, g, p', m', v', n, keep]
- *   fusedInfo()                     -> { threads, parallelMinElements }
+ *   fusedInfo()                     -> { threads, parallelMinElements, attentionIsa }
  *
  * Offsets are byte offsets into `heap` (an ArrayBuffer); every operand is contiguous float32.
  * Everything is checked against heap.byteLength (4-byte aligned, in bounds, no overflow, outputs
@@ -36,7 +36,9 @@
  * call (JavaScript calls them one after another). Loops are plain C the compiler auto-vectorises
  * (-O3, no -march, so the binary runs on any x86-64; an AVX2 clone of each hot loop is picked at
  * load time where the CPU has it); exp is a polynomial (Cephes expf's, ~1 ulp)
- * written so that it vectorises too.
+ * written so that it vectorises too. Attention's small products are a register-blocked kernel
+ * (para_tile.h) built for AVX-512, AVX2 + FMA and the baseline, the widest the CPU has picked
+ * at first use (PARA_FUSED_ISA=avx2 or baseline caps it; fusedInfo().attentionIsa names it).
  */
 /* uv.h needs POSIX declarations that -std=c11 hides. */
 #if defined(__APPLE__)
@@ -44,7 +46,6 @@
 #else
 #define _XOPEN_SOURCE 700
 #endif
-#include <cblas.h>
 #include <math.h>
 #include <node_api.h>
 #include <stddef.h>
@@ -603,7 +604,7 @@ static ALWAYS_INLINE void dots_r(const float *const a[ATT_R], const float *restr
  * spread under ~1e6 (realistic scores are within ±100; at a spread near 1e6 the generic path's
  * s + MASK_NEGATIVE has already lost all precision). This makes a decode step's cost follow the
  * row's live slots (plus mask reads), not the cache's capacity, and skips the future keys of
- * a small causal block (larger ones take the sgemm path, which does not skip). A row
+ * a small causal block (larger ones take the tile path, which skips by block). A row
  * whose mask is −Infinity everywhere skips every key (its output is 0, as before); a row of
  * MASK_NEGATIVE everywhere (an idle row) skips none; NaN in a mask is never skipped.
  */
@@ -883,28 +884,35 @@ HOT static void att_backward_tasks(void *vctx, int64_t begin, int64_t end, int t
 
 
 /*
- * The sgemm path (query blocks of at least ATT_GEMM_MIN_ROWS rows: prefill and training). Per
- * kv-head group (b, g), each query head's T rows go in blocks of up to ATT_GEMM_BLOCK positions
- * (T ≤ ATT_GEMM_BLOCK: the group's nRep heads together, one block of nRep·T rows).
+ * The tile path (query blocks of at least ATT_TILE_MIN_ROWS rows: prefill and training). Per
+ * kv-head group (b, g), each query head's T rows go in blocks of up to ATT_TILE_BLOCK positions
+ * (T ≤ ATT_TILE_BLOCK: the group's nRep heads together, one block of nRep·T rows).
  * A block attends only to its live key range [lo, hi): the union of its rows' keys that the
  * mask does not skip (ATT_MASK_GAP, as the row-block path), so a causal block of positions
- * [t0, t1) reads keys [0, t1) — the future half of a causal T × S is never multiplied (T = 256,
- * blocks of 64: 62.5% of the products) — and a packed row's block only its own document's keys.
- * A blk × (hi − lo) scratch (freed after the call — never [B, Hq, T, S]) holds the scores,
- * then the probabilities. OpenBLAS computes the products on its threads; a block's softmax rows
- * run on the calling thread unless the block holds ATT_GEMM_PARALLEL scores (long prompts): on a
- * 2-vCPU VM waking the pool cost ~0.2 ms, more than a 64 × 256 block's softmax. Measured in one
- * process on 8 × 256 causal training attention, against one pooled softmax per 512-row chunk
- * over all S keys: forward 1.3–1.6×, forward + backward 1.1–1.2× (BENCHMARKS.md, issue 16 part 5):
+ * [t0, t1) reads keys [0, t1) — the future half of a causal T × S is hardly multiplied (T = 256,
+ * blocks of 32: 56% of the products) — and a packed row's block only its own document's keys.
+ * A blk × (hi − lo) scratch per thread (never [B, Hq, T, S]) holds the scores, then the
+ * probabilities:
  *   forward:  P = softmax(Q Kᵀ · scale + mask);  out = P V
  *   backward: P again;  dP = dY Vᵀ;  dS = P ⊙ (dP − Σ_j P ⊙ dP) · scale;  dq = dS K;
  *             dk += dSᵀ Q;  dv += Pᵀ dY   (dk, dv zeroed first: blocks add to their ranges only)
  * A block whose rows skip every key (all −Infinity) gets zeros, as the row-block path.
+ * The products are tile_gemm's (para_tile.h), one whole block on one pool thread, so the blocks
+ * of all groups run in parallel with no synchronisation inside one. Before, each block made 2
+ * (forward) or 5 (backward) OpenBLAS sgemm calls, each waking OpenBLAS's threads for a 64 × 256
+ * × 64 product, with the softmax on one thread between them; measured in one process on 8 × 256
+ * causal training attention (Hq 4 / Hkv 2, hd 64; Zen 5, AVX-512), kernel times forward 8.1 →
+ * 2.7 ms, backward 15.5 → 4.4 ms (BENCHMARKS.md, issue 16 part 6). A block's key range starts at
+ * a multiple of TILE_PAD (the keys before its first live one are masked for all its rows: their
+ * probability is exactly 0), so the score products read keys transposed, [hd, S] zero-padded to
+ * TILE_PAD, in whole vectors.
+ *   forward:  tasks (b, g, head stack, position block), after one pass over (b, g) that
+ *             transposes K and finds each mask row's live keys;
+ *   backward: tasks (b, g), each owning dk and dv of its group and walking its blocks in order.
  */
-#define ATT_GEMM_MIN_ROWS 16
-#define ATT_GEMM_BLOCK 64
-#define ATT_GEMM_PARALLEL (1 << 18)
-#define ATT_GEMM_SCRATCH (1 << 22)
+#define ATT_TILE_MIN_ROWS 16
+#define ATT_TILE_BLOCK 32
+#define ATT_TILE_SCRATCH (1 << 22)
 
 typedef struct {
   float *p, *dp;     /* [rows, w] */
@@ -986,81 +994,238 @@ static void att_live_ranges(const float *mask, int64_t T, int64_t S, int64_t *lo
   }
 }
 
-/* Returns 0 when out of memory. */
-static int att_gemm(const att_t *c, int grad, int64_t B) {
-  const int64_t Hkv = c->hkv, rep = c->hq / Hkv, T = c->t, S = c->s, hd = c->hd;
-  int64_t blk = ATT_GEMM_SCRATCH / (S > 0 ? S : 1);
-  if (blk > ATT_GEMM_BLOCK) blk = ATT_GEMM_BLOCK;
-  if (blk < 1) blk = 1;
-  if (blk > T) blk = T;
-  /* A head that fits in one block: the group's heads go as one block of rep·T rows (one product
-   * per group, as few calls as the unblocked path made), scratch permitting. */
-  const int64_t stack = blk == T && rep * T * S <= ATT_GEMM_SCRATCH ? rep : 1;
-  const int64_t rows = stack * blk;
-  float *p = (float *)malloc((size_t)(rows * S) * sizeof(float) * (grad ? 2 : 1));
+/* ---------- attention's tile path (see the comment above att_rows_t) ---------- */
+
+typedef void (*tile_gemm_fn)(int64_t M, int64_t N, int64_t K, const float *restrict L, int64_t lsm, int64_t lsk,
+                             const float *restrict R, int64_t rs, int r_padded, float *restrict C, int64_t cs,
+                             int accumulate);
+
+#define TILE_MR 4
+#define TILE_PAD 16
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define TILE_X86 1
+#define TILE_NAME tile_gemm_avx512
+#define TILE_VW 16
+#define TILE_NV 4
+#define TILE_ATTR __attribute__((target("avx512f,fma"), optimize("fp-contract=fast")))
+#include "para_tile.h"
+#undef TILE_NAME
+#undef TILE_VW
+#undef TILE_NV
+#undef TILE_ATTR
+#define TILE_NAME tile_gemm_avx2
+#define TILE_VW 8
+#define TILE_NV 2
+#define TILE_ATTR __attribute__((target("avx2,fma"), optimize("fp-contract=fast")))
+#include "para_tile.h"
+#undef TILE_NAME
+#undef TILE_VW
+#undef TILE_NV
+#undef TILE_ATTR
+#endif
+#define TILE_NAME tile_gemm_baseline
+#define TILE_VW 4
+#define TILE_NV 2
+#define TILE_ATTR
+#include "para_tile.h"
+#undef TILE_NAME
+#undef TILE_VW
+#undef TILE_NV
+#undef TILE_ATTR
+
+static const char *tile_isa_name = "baseline";
+static tile_gemm_fn tile_gemm = tile_gemm_baseline;
+static uv_once_t tile_once = UV_ONCE_INIT;
+
+/* The widest instruction set the CPU has, or a narrower one named by PARA_FUSED_ISA (tests, debugging). */
+static void tile_pick(void) {
+#ifdef TILE_X86
+  const char *want = getenv("PARA_FUSED_ISA");
+  const int any = want == NULL || *want == '\0';
+  __builtin_cpu_init();
+  if ((any || strcmp(want, "avx512") == 0) && __builtin_cpu_supports("avx512f")) {
+    tile_gemm = tile_gemm_avx512;
+    tile_isa_name = "avx512";
+  } else if ((any || strcmp(want, "avx512") == 0 || strcmp(want, "avx2") == 0) && __builtin_cpu_supports("avx2") &&
+             __builtin_cpu_supports("fma")) {
+    tile_gemm = tile_gemm_avx2;
+    tile_isa_name = "avx2";
+  }
+#endif
+}
+
+static tile_gemm_fn tile_gemm_get(void) {
+  uv_once(&tile_once, tile_pick);
+  return tile_gemm;
+}
+
+typedef struct {
+  const att_t *c;
+  tile_gemm_fn gemm;
+  float *kt;                /* forward: [B·Hkv, hd, sp] keys transposed, zero-padded */
+  int64_t *lo, *hi;         /* forward: [maskBatches, T] each mask row's live keys */
+  int64_t b_count, sp, blk, stack, nstk, ntb;
+  int failed;
+} att_tile_t;
+
+/* dst[d·sp + j] = src[j·hd + d] for j < S, zero for S ≤ j < sp. */
+static void att_transpose(const float *restrict src, int64_t S, int64_t hd, int64_t sp, float *restrict dst) {
+  for (int64_t d = 0; d < hd; d++) {
+    float *row = dst + d * sp;
+    for (int64_t j = 0; j < S; j++) row[j] = src[j * hd + d];
+    for (int64_t j = S; j < sp; j++) row[j] = 0;
+  }
+}
+
+/* Block `nb` of group (b, g)'s query rows: the first row's offset in q (in rows), its rows, its
+ * positions and first position; the live key range [*a (a multiple of TILE_PAD), *e) (e ≤ a: none). */
+static void att_tile_block(const att_tile_t *t, int64_t b, int64_t g, int64_t nb, const int64_t *lo, const int64_t *hi,
+                           int64_t *row0, int64_t *n, int64_t *npos, int64_t *t0, int64_t *a, int64_t *e) {
+  const att_t *c = t->c;
+  const int64_t rep = c->hq / c->hkv, T = c->t;
+  const int64_t r = (nb / t->ntb) * t->stack, tb = nb % t->ntb;
+  *t0 = tb * t->blk;
+  *npos = T - *t0 < t->blk ? T - *t0 : t->blk;
+  *n = t->stack * *npos;
+  *row0 = (b * c->hq + g * rep + r) * T + *t0;
+  int64_t lo_ = c->s, hi_ = 0;
+  for (int64_t p = *t0; p < *t0 + *npos; p++) {
+    if (hi[p] <= lo[p]) continue;
+    lo_ = lo[p] < lo_ ? lo[p] : lo_;
+    hi_ = hi[p] > hi_ ? hi[p] : hi_;
+  }
+  *a = lo_ / TILE_PAD * TILE_PAD;
+  *e = hi_;
+}
+
+static void att_tile_prepass(void *vctx, int64_t begin, int64_t end, int tid) {
+  (void)tid;
+  att_tile_t *t = (att_tile_t *)vctx;
+  const att_t *c = t->c;
+  const int64_t S = c->s, hd = c->hd, T = c->t;
+  for (int64_t task = begin; task < end; task++) {
+    const int64_t b = task / c->hkv, g = task % c->hkv;
+    att_transpose(c->k + task * S * hd, S, hd, t->sp, t->kt + task * hd * t->sp);
+    if (g == 0 && b < t->b_count)
+      att_live_ranges(c->mask != NULL ? c->mask + b * c->mask_batch_stride : NULL, T, S, t->lo + b * T, t->hi + b * T);
+  }
+}
+
+HOT static void att_tile_forward(void *vctx, int64_t begin, int64_t end, int tid) {
+  (void)tid;
+  att_tile_t *t = (att_tile_t *)vctx;
+  const att_t *c = t->c;
+  const int64_t S = c->s, hd = c->hd, T = c->t, per_group = t->nstk * t->ntb;
+  float *p = (float *)malloc((size_t)(t->stack * t->blk * S) * sizeof(float));
+  if (p == NULL) {
+    t->failed = 1;
+    return;
+  }
+  for (int64_t task = begin; task < end; task++) {
+    const int64_t bg = task / per_group, b = bg / c->hkv, g = bg % c->hkv;
+    const int64_t mb = b < t->b_count ? b : 0;
+    int64_t row0, n, npos, t0, a, e;
+    att_tile_block(t, b, g, task % per_group, t->lo + mb * T, t->hi + mb * T, &row0, &n, &npos, &t0, &a, &e);
+    float *out = c->out + row0 * hd;
+    if (e <= a) {
+      memset(out, 0, (size_t)(n * hd) * sizeof(float));
+      continue;
+    }
+    const int64_t w = e - a;
+    const float *mrow = c->mask != NULL ? c->mask + mb * c->mask_batch_stride + t0 * S + a : NULL;
+    att_rows_t rr = {p, NULL, mrow, w, S, npos, c->scale};
+    t->gemm(n, w, hd, c->q + row0 * hd, hd, 1, t->kt + bg * hd * t->sp + a, t->sp, 1, p, w, 0); /* [n, w] */
+    att_softmax_rows(&rr, 0, n, tid);
+    t->gemm(n, hd, w, p, w, 1, c->v + (bg * S + a) * hd, hd, 0, out, hd, 0); /* [n, hd] */
+  }
+  free(p);
+}
+
+HOT static void att_tile_backward(void *vctx, int64_t begin, int64_t end, int tid) {
+  att_tile_t *t = (att_tile_t *)vctx;
+  const att_t *c = t->c;
+  const int64_t S = c->s, hd = c->hd, T = c->t, sp = t->sp, rows = t->stack * t->blk;
+  const int64_t per_group = t->nstk * t->ntb;
+  const size_t floats = (size_t)(2 * hd * sp + 2 * rows * S);
+  float *kt = (float *)malloc(floats * sizeof(float));
   int64_t *range = (int64_t *)malloc((size_t)(2 * T) * sizeof(int64_t));
-  if (p == NULL || range == NULL) {
-    free(p);
+  if (kt == NULL || range == NULL) {
+    free(kt);
+    free(range);
+    t->failed = 1;
+    return;
+  }
+  float *vt = kt + hd * sp, *p = vt + hd * sp, *dp = p + rows * S;
+  int64_t *lo = range, *hi = range + T, ranges_of = -1;
+  for (int64_t bg = begin; bg < end; bg++) {
+    const int64_t b = bg / c->hkv, g = bg % c->hkv;
+    const int64_t mb = c->mask_batch_stride != 0 ? b : 0;
+    const float *mask_b = c->mask != NULL ? c->mask + mb * c->mask_batch_stride : NULL;
+    if (ranges_of != mb) {
+      att_live_ranges(mask_b, T, S, lo, hi);
+      ranges_of = mb;
+    }
+    const float *kh = c->k + bg * S * hd, *vh = c->v + bg * S * hd;
+    float *dkh = c->dk + bg * S * hd, *dvh = c->dv + bg * S * hd;
+    att_transpose(kh, S, hd, sp, kt);
+    att_transpose(vh, S, hd, sp, vt);
+    for (int64_t nb = 0; nb < per_group; nb++) {
+      int64_t row0, n, npos, t0, a, e;
+      att_tile_block(t, b, g, nb, lo, hi, &row0, &n, &npos, &t0, &a, &e);
+      if (e <= a) continue; /* dq stays 0 (zeroed by the caller), no key gets a gradient */
+      const int64_t w = e - a;
+      const float *q = c->q + row0 * hd, *dy = c->dy + row0 * hd;
+      att_rows_t rr = {p, dp, mask_b != NULL ? mask_b + t0 * S + a : NULL, w, S, npos, c->scale};
+      t->gemm(n, w, hd, q, hd, 1, kt + a, sp, 1, p, w, 0); /* scores [n, w] */
+      att_softmax_rows(&rr, 0, n, tid);
+      t->gemm(n, w, hd, dy, hd, 1, vt + a, sp, 1, dp, w, 0); /* dP = dY Vᵀ [n, w] */
+      att_dscores_rows(&rr, 0, n, tid);                      /* dS, scaled */
+      t->gemm(n, hd, w, dp, w, 1, kh + a * hd, hd, 0, c->dq + row0 * hd, hd, 0); /* dq = dS K */
+      t->gemm(w, hd, n, dp, 1, w, q, hd, 0, dkh + a * hd, hd, 1);                /* dk += dSᵀ Q */
+      t->gemm(w, hd, n, p, 1, w, dy, hd, 0, dvh + a * hd, hd, 1);                /* dv += Pᵀ dY */
+    }
+  }
+  free(kt);
+  free(range);
+}
+
+/* Returns 0 when out of memory. */
+static int att_tile(const att_t *c, int grad, int64_t B) {
+  const int64_t Hkv = c->hkv, rep = c->hq / Hkv, T = c->t, S = c->s, hd = c->hd;
+  att_tile_t t;
+  memset(&t, 0, sizeof t);
+  t.c = c;
+  t.gemm = tile_gemm_get();
+  t.sp = (S + TILE_PAD - 1) / TILE_PAD * TILE_PAD;
+  t.blk = ATT_TILE_SCRATCH / (S > 0 ? S : 1);
+  if (t.blk > ATT_TILE_BLOCK) t.blk = ATT_TILE_BLOCK;
+  if (t.blk < 1) t.blk = 1;
+  if (t.blk > T) t.blk = T;
+  t.stack = t.blk == T && rep * T * S <= ATT_TILE_SCRATCH ? rep : 1;
+  t.nstk = rep / t.stack;
+  t.ntb = (T + t.blk - 1) / t.blk;
+  t.b_count = c->mask != NULL && c->mask_batch_stride != 0 ? B : 1;
+  const int64_t groups = B * Hkv, work = groups * rep * T * S * hd;
+  if (grad) {
+    parallel_for(groups, work, att_tile_backward, &t);
+    return !t.failed;
+  }
+  t.kt = (float *)malloc((size_t)(groups * hd * t.sp) * sizeof(float));
+  int64_t *range = (int64_t *)malloc((size_t)(2 * t.b_count * T) * sizeof(int64_t));
+  if (t.kt == NULL || range == NULL) {
+    free(t.kt);
     free(range);
     return 0;
   }
-  float *dp = grad ? p + rows * S : NULL;
-  int64_t *lo = range, *hi = range + T;
-  for (int64_t b = 0; b < B; b++) {
-    const float *mb = c->mask != NULL ? c->mask + b * c->mask_batch_stride : NULL;
-    if (b == 0 || c->mask_batch_stride != 0) att_live_ranges(mb, T, S, lo, hi);
-    for (int64_t g = 0; g < Hkv; g++) {
-      const int64_t kvo = (b * Hkv + g) * S * hd;
-      const float *kh = c->k + kvo, *vh = c->v + kvo;
-      if (grad) {
-        memset(c->dk + kvo, 0, (size_t)(S * hd) * sizeof(float));
-        memset(c->dv + kvo, 0, (size_t)(S * hd) * sizeof(float));
-      }
-      for (int64_t r = 0; r < rep; r += stack) {
-        const int64_t qo = ((b * c->hq + g * rep + r) * T) * hd; /* query heads g·rep + r, … */
-        for (int64_t t0 = 0; t0 < T; t0 += blk) {
-          const int64_t npos = T - t0 < blk ? T - t0 : blk, n = stack * npos;
-          int64_t a = S, e = 0;
-          for (int64_t t = t0; t < t0 + npos; t++) {
-            if (hi[t] <= lo[t]) continue;
-            a = lo[t] < a ? lo[t] : a;
-            e = hi[t] > e ? hi[t] : e;
-          }
-          const int64_t ro = qo + t0 * hd; /* the block's rows of q, out, dy, dq */
-          if (e <= a) { /* every row skips every key */
-            memset((grad ? c->dq : c->out) + ro, 0, (size_t)(n * hd) * sizeof(float));
-            continue;
-          }
-          const int64_t w = e - a;
-          const float *q = c->q + ro, *ka = kh + a * hd, *va = vh + a * hd;
-          att_rows_t rr = {p, dp, mb != NULL ? mb + t0 * S + a : NULL, w, S, npos, c->scale};
-          cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)w, (int)hd, 1.0f, q, (int)hd, ka, (int)hd,
-                      0.0f, p, (int)w);
-          parallel_for(n, n * w >= ATT_GEMM_PARALLEL ? n * w : 0, att_softmax_rows, &rr);
-          if (!grad) {
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)hd, (int)w, 1.0f, p, (int)w, va,
-                        (int)hd, 0.0f, c->out + ro, (int)hd);
-            continue;
-          }
-          const float *dy = c->dy + ro;
-          cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)w, (int)hd, 1.0f, dy, (int)hd, va, (int)hd,
-                      0.0f, dp, (int)w);
-          parallel_for(n, n * w >= ATT_GEMM_PARALLEL ? n * w : 0, att_dscores_rows, &rr);
-          cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)hd, (int)w, 1.0f, dp, (int)w, ka,
-                      (int)hd, 0.0f, c->dq + ro, (int)hd);
-          cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)w, (int)hd, (int)n, 1.0f, dp, (int)w, q, (int)hd,
-                      1.0f, c->dk + kvo + a * hd, (int)hd);
-          cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)w, (int)hd, (int)n, 1.0f, p, (int)w, dy, (int)hd,
-                      1.0f, c->dv + kvo + a * hd, (int)hd);
-        }
-      }
-    }
-  }
-  free(p);
+  t.lo = range;
+  t.hi = range + t.b_count * T;
+  parallel_for(groups, groups * S * hd, att_tile_prepass, &t);
+  parallel_for(groups * t.nstk * t.ntb, work, att_tile_forward, &t);
+  free(t.kt);
   free(range);
-  return 1;
+  return !t.failed;
 }
-
 
 /* ---------- cross-entropy from logits (weighted sum of per-row nll) ---------- */
 
@@ -1801,8 +1966,8 @@ static napi_value attention_entry(napi_env env, napi_callback_info info, int gra
     }
     if (qn == 0 || S == 0) return NULL;
     c.blocks_per_group = ((int64_t)(Hq / Hkv * T) + ATT_R - 1) / ATT_R;
-    if ((int64_t)(Hq / Hkv * T) >= ATT_GEMM_MIN_ROWS && S <= (uint64_t)INT32_MAX && hd <= (uint64_t)INT32_MAX)
-      c.failed = !att_gemm(&c, 1, (int64_t)B);
+    if ((int64_t)(Hq / Hkv * T) >= ATT_TILE_MIN_ROWS)
+      c.failed = !att_tile(&c, 1, (int64_t)B);
     else
       parallel_for((int64_t)(B * Hkv), (int64_t)work, att_backward_tasks, &c);
   } else {
@@ -1813,8 +1978,8 @@ static napi_value attention_entry(napi_env env, napi_callback_info info, int gra
       return NULL;
     }
     c.blocks_per_group = ((int64_t)(Hq / Hkv * T) + ATT_R - 1) / ATT_R;
-    if ((int64_t)(Hq / Hkv * T) >= ATT_GEMM_MIN_ROWS && S <= (uint64_t)INT32_MAX && hd <= (uint64_t)INT32_MAX)
-      c.failed = !att_gemm(&c, 0, (int64_t)B);
+    if ((int64_t)(Hq / Hkv * T) >= ATT_TILE_MIN_ROWS)
+      c.failed = !att_tile(&c, 0, (int64_t)B);
     else
       parallel_for((int64_t)B * (int64_t)Hkv * c.blocks_per_group, (int64_t)work, att_forward_blocks, &c);
   }
@@ -2011,6 +2176,9 @@ static napi_value FusedInfo(napi_env env, napi_callback_info info) {
   NAPI_CALL(env, napi_set_named_property(env, obj, "threads", v));
   NAPI_CALL(env, napi_create_int32(env, PARALLEL_MIN_ELEMENTS, &v));
   NAPI_CALL(env, napi_set_named_property(env, obj, "parallelMinElements", v));
+  tile_gemm_get();
+  NAPI_CALL(env, napi_create_string_utf8(env, tile_isa_name, NAPI_AUTO_LENGTH, &v));
+  NAPI_CALL(env, napi_set_named_property(env, obj, "attentionIsa", v));
   return obj;
 }
 

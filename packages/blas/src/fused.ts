@@ -1513,3 +1513,12 @@ export function fusedThreads(): number | undefined {
   const addon = blasAddon();
   return hasFusedFunctions(addon) ? addon.fusedInfo?.().threads : undefined;
 }
+
+/**
+ * The instruction set of fused attention's matrix products (`avx512`, `avx2` or `baseline`: the
+ * widest the CPU has, unless PARA_FUSED_ISA caps it), or undefined without the addon.
+ */
+export function fusedAttentionIsa(): string | undefined {
+  const addon = blasAddon();
+  return hasFusedFunctions(addon) ? addon.fusedInfo?.().attentionIsa : undefined;
+}

@@ -27,6 +27,7 @@ export {
 } from './addon';
 export {
   FUSED_KERNEL_NAMES,
+  fusedAttentionIsa,
   fusedKernelsInstalled,
   fusedKernelsProblem,
   fusedThreads,
