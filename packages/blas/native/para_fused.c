@@ -1,7 +1,7 @@
 /*
  * @para/blas: fused float32 kernels for TensorFlow.js's wasm backend (RMSNorm, residual add +
  * RMSNorm, SwiGLU, RoPE, attention, cross-entropy and their gradients; SwiGLU with a scale and RoPE +
- * KV cache write, forward only; AdamW's update), computed directly on the wasm heap like matmulHeap.
+ * KV cache write, forward only; AdamW's update; Σ x² over many tensors), computed directly on the wasm heap like matmulHeap.
  *
  *   rmsNormHeap(heap, params)       params: [x, w, y, rows, d, eps, unitOffset]
  *   rmsNormGradHeap(heap, params)   params: [dy, x, w, dx, dw, rows, d, eps, unitOffset]
@@ -21,6 +21,7 @@
  *   crossEntropyGradHeap(heap, params) params: [dy, logits, targets, weights, lse, dlogits, N, V]
  *   adamWHeap(heap, params)         params: [count, lr, beta1, 1-beta1, beta2, 1-beta2, bc1, bc2, eps, gradScale,
  *                                   then per parameter p, m, v, g, p', m', v', n, keep]
+ *   sumSquaresHeap(heap, params)    params: [out, count, then per tensor x, n] (out: one float, Σ x² in double)
  *   fusedInfo()                     -> { threads, parallelMinElements, attentionIsa }
  *
  * Offsets are byte offsets into `heap` (an ArrayBuffer); every operand is contiguous float32.
@@ -1340,23 +1341,57 @@ static inline void adamw_span(const adamw_t *c, const float *restrict p, const f
   }
 }
 
+static int64_t segment_of(const int64_t *start, int64_t count, int64_t at);
+
 HOT static void adamw_range(void *vctx, int64_t begin, int64_t end, int tid) {
   (void)tid;
   const adamw_t *c = (const adamw_t *)vctx;
-  /* the segment holding `begin`: the last with start <= begin (binary search; empty ones skipped below) */
-  int64_t lo = 0, hi = c->count - 1;
-  while (lo < hi) {
-    const int64_t mid = (lo + hi + 1) / 2;
-    if (c->start[mid] <= begin) lo = mid;
-    else hi = mid - 1;
-  }
-  for (int64_t k = lo; k < c->count && c->start[k] < end; k++) {
+  /* from the segment holding `begin` (empty ones skipped below) */
+  for (int64_t k = segment_of(c->start, c->count, begin); k < c->count && c->start[k] < end; k++) {
     const int64_t s0 = c->start[k], s1 = c->start[k + 1];
     const int64_t a = begin > s0 ? begin : s0, b = end < s1 ? end : s1;
     const adamw_seg_t *sg = &c->seg[k];
     const int64_t o = a - s0;
     if (a < b) adamw_span(c, sg->p + o, sg->m + o, sg->v + o, sg->g + o, sg->po + o, sg->mo + o, sg->vo + o, b - a, sg->keep);
   }
+}
+
+/* ---------- Σ x² over many tensors (the global gradient norm) ---------- */
+
+/*
+ * Σ_k Σ_j x_k[j]² in double over `count` tensors, the concatenation split into contiguous ranges
+ * on the pool; each range's sum in chunks of SUMSQ_CHUNK (float lanes within a chunk, double
+ * across), the threads' partial sums added in thread order.
+ */
+#define SUMSQ_CHUNK 4096
+
+typedef struct {
+  const float *const *x;
+  const int64_t *start; /* [count + 1] */
+  int64_t count;
+  double part[MAX_THREADS];
+} sumsq_t;
+
+/* The segment holding element `at` of a concatenation: the last k with start[k] <= at. */
+static int64_t segment_of(const int64_t *start, int64_t count, int64_t at) {
+  int64_t lo = 0, hi = count - 1;
+  while (lo < hi) {
+    const int64_t mid = (lo + hi + 1) / 2;
+    if (start[mid] <= at) lo = mid;
+    else hi = mid - 1;
+  }
+  return lo;
+}
+
+HOT static void sumsq_range(void *vctx, int64_t begin, int64_t end, int tid) {
+  sumsq_t *c = (sumsq_t *)vctx;
+  double acc = 0;
+  for (int64_t k = segment_of(c->start, c->count, begin); k < c->count && c->start[k] < end; k++) {
+    const int64_t a = begin > c->start[k] ? begin : c->start[k], b = end < c->start[k + 1] ? end : c->start[k + 1];
+    const float *x = c->x[k] + (a - c->start[k]);
+    for (int64_t i = 0; i < b - a; i += SUMSQ_CHUNK) acc += sum_squares(x + i, b - a - i < SUMSQ_CHUNK ? b - a - i : SUMSQ_CHUNK);
+  }
+  c->part[tid] = acc;
 }
 
 /* ---------- argument checking ---------- */
@@ -2168,6 +2203,65 @@ static napi_value AdamWHeap(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/* params: [out, count, then per tensor: offset, elements]; out (one float) = Σ x². */
+static napi_value SumSquaresHeap(napi_env env, napi_callback_info info) {
+  uint8_t *heap;
+  size_t size, len;
+  const double *p;
+  if (!heap_args_len(env, info, "sumSquaresHeap(heap, params)", 2, &heap, &size, &p, &len)) return NULL;
+  if (!is_count(p[1], 1 << 24)) return throw_range(env, "sumSquaresHeap: count must be an integer in [0, 2^24]");
+  const int64_t count = (int64_t)p[1];
+  if (len < (size_t)(2 + 2 * count)) return throw_type(env, "sumSquaresHeap: params too short for count");
+  span_t out;
+  if (!span_ok(p[0], 1, size, &out)) return throw_range(env, "sumSquaresHeap: the output lies outside the heap (or is not 4-byte aligned)");
+  const float **x = (const float **)malloc((size_t)(count > 0 ? count : 1) * sizeof *x);
+  int64_t *start = (int64_t *)malloc((size_t)(count + 1) * sizeof *start);
+  if (x == NULL || start == NULL) {
+    free(x);
+    free(start);
+    napi_throw_error(env, "PARA_BLAS_NOMEM", "sumSquaresHeap: out of memory");
+    return NULL;
+  }
+  const char *bad = NULL;
+  uint64_t total = 0;
+  for (int64_t k = 0; k < count; k++) {
+    span_t in;
+    if (!is_count(p[3 + 2 * k], MAX_VALUE) || !span_ok(p[2 + 2 * k], (uint64_t)p[3 + 2 * k], size, &in)) {
+      bad = "sumSquaresHeap: an input lies outside the heap (or is not 4-byte aligned, or its size is not a count)";
+      break;
+    }
+    if (overlap(in, out)) {
+      bad = "sumSquaresHeap: the output overlaps an input";
+      break;
+    }
+    x[k] = (const float *)(heap + in.off);
+    start[k] = (int64_t)total;
+    total += (uint64_t)p[3 + 2 * k];
+    if (total > (uint64_t)MAX_VALUE) {
+      bad = "sumSquaresHeap: too many elements";
+      break;
+    }
+  }
+  if (bad != NULL) {
+    free(x);
+    free(start);
+    return throw_range(env, bad);
+  }
+  start[count] = (int64_t)total;
+  sumsq_t c;
+  memset(&c, 0, sizeof c);
+  c.x = x;
+  c.start = start;
+  c.count = count;
+  if (total > 0) parallel_for((int64_t)total, (int64_t)total, sumsq_range, &c);
+  double sum = 0;
+  for (int t = 0; t < MAX_THREADS; t++) sum += c.part[t];
+  *(float *)(heap + out.off) = (float)sum;
+  free(x);
+  free(start);
+  return NULL;
+}
+
 static napi_value FusedInfo(napi_env env, napi_callback_info info) {
   (void)info;
   napi_value obj, v;
@@ -2201,6 +2295,7 @@ napi_status para_fused_init(napi_env env, napi_value exports) {
       {"crossEntropyHeap", NULL, CrossEntropyHeap, NULL, NULL, NULL, napi_enumerable, NULL},
       {"crossEntropyGradHeap", NULL, CrossEntropyGradHeap, NULL, NULL, NULL, napi_enumerable, NULL},
       {"adamWHeap", NULL, AdamWHeap, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"sumSquaresHeap", NULL, SumSquaresHeap, NULL, NULL, NULL, napi_enumerable, NULL},
       {"fusedInfo", NULL, FusedInfo, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   return napi_define_properties(env, exports, sizeof props / sizeof props[0], props);

@@ -75,6 +75,7 @@ export interface BlasAddon {
    * p, m, v, g, p′, m′, v′ (byte offsets), n, keep].
    */
   adamWHeap?(heap: ArrayBuffer, params: Float64Array): void;
+  sumSquaresHeap?(heap: ArrayBuffer, params: Float64Array): void;
   fusedInfo?(): { threads: number; parallelMinElements: number; attentionIsa?: string };
 }
 

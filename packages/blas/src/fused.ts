@@ -5,7 +5,7 @@ import type { KernelArgs, TensorInfoLike, WasmBackendLike } from './kernels';
 /*
  * Fused kernels for tfjs's wasm backend — ParaRmsNorm, ParaRmsNormGrad, ParaAddRmsNorm,
  * ParaAddRmsNormGrad, ParaSwiGlu, ParaSwiGluGrad, ParaRope, ParaAttention, ParaAttentionGrad,
- * ParaCrossEntropy, ParaCrossEntropyGrad, ParaScale, ParaScaleGrad, ParaAdamW, and the forward-only
+ * ParaCrossEntropy, ParaCrossEntropyGrad, ParaScale, ParaScaleGrad, ParaAdamW, ParaSumSquares, and the forward-only
  * ParaSwiGluScaled and ParaRopeKvWrite (which writes the KV cache's storage in place) — computed in C
  * (native/para_fused.c) directly on the wasm heap, as the matmuls are. Their contract (inputs, attrs, outputs, math) is @para/ops' `fused.ts`, whose
  * ops call them where they are registered and whose registered gradients call the Grad kernels.
@@ -30,6 +30,7 @@ export const FUSED_KERNEL_NAMES = [
   'ParaScale',
   'ParaScaleGrad',
   'ParaAdamW',
+  'ParaSumSquares',
 ] as const;
 
 const size = (shape: number[]) => shape.reduce((a, b) => a * b, 1);
@@ -553,6 +554,13 @@ export interface AdamWScalars {
 /** The step's scalars in the order the kernel reads them (after the parameter count). */
 function adamWScalarList(s: AdamWScalars): number[] {
   return [s.lr, s.beta1, 1 - s.beta1, s.beta2, 1 - s.beta2, s.bc1, s.bc2, s.eps, s.gradScale];
+}
+
+/** Exported for tests: ParaSumSquares's fallback, Σ x² over element ranges, in double. */
+export function jsSumSquares(m: Float32Array, xs: readonly { at: number; n: number }[]): number {
+  let sum = 0;
+  for (const { at, n } of xs) for (let i = at; i < at + n; i++) sum += (m[i] as number) ** 2;
+  return sum;
 }
 
 /** Exported for tests: the AdamW fallback's math (element offsets; every operation rounded to float32). */
@@ -1410,6 +1418,42 @@ function adamWKernel(addon: Native): tf.KernelFunc {
   };
 }
 
+function sumSquaresKernel(addon: Native): tf.KernelFunc {
+  return (args) => {
+    const { inputs, backend: be, attrs } = args as unknown as KernelArgs;
+    const K = 'ParaSumSquares';
+    const backend = asWasm(be, K);
+    const count = Number(attrs?.count);
+    if (!Number.isInteger(count) || count < 1)
+      throw new Error(`${K}: count must be a positive integer, got ${attrs?.count}`);
+    const xs = Array.from({ length: count }, (_, i) => {
+      const x = need(inputs, `x${i}`, K);
+      return { at: offset(backend, x), n: size(x.shape) };
+    });
+    const [out] = compute(
+      backend,
+      [[]],
+      (heap, o) => {
+        const params = new Float64Array(2 + 2 * count);
+        params[0] = o[0] as number;
+        params[1] = count;
+        xs.forEach((x, i) => {
+          params[2 + 2 * i] = x.at;
+          params[3 + 2 * i] = x.n;
+        });
+        addon.sumSquaresHeap(heap, params);
+      },
+      (m, o) => {
+        m[(o[0] as number) / 4] = jsSumSquares(
+          m,
+          xs.map((x) => ({ at: x.at / 4, n: x.n })),
+        );
+      },
+    );
+    return out as tf.TensorInfo;
+  };
+}
+
 const MAKERS: Record<(typeof FUSED_KERNEL_NAMES)[number], (a: Native) => tf.KernelFunc> = {
   ParaRmsNorm: rmsNormKernel,
   ParaRmsNormGrad: rmsNormGradKernel,
@@ -1427,6 +1471,7 @@ const MAKERS: Record<(typeof FUSED_KERNEL_NAMES)[number], (a: Native) => tf.Kern
   ParaScale: scaleKernel,
   ParaScaleGrad: scaleGradKernel,
   ParaAdamW: adamWKernel,
+  ParaSumSquares: sumSquaresKernel,
 };
 
 function hasFusedFunctions(addon: BlasAddon | undefined): addon is Native {
@@ -1447,7 +1492,8 @@ function hasFusedFunctions(addon: BlasAddon | undefined): addon is Native {
     typeof addon.ropeKvWriteHeap === 'function' &&
     typeof addon.scaleHeap === 'function' &&
     typeof addon.scaleGradHeap === 'function' &&
-    typeof addon.adamWHeap === 'function'
+    typeof addon.adamWHeap === 'function' &&
+    typeof addon.sumSquaresHeap === 'function'
   );
 }
 
@@ -1471,7 +1517,7 @@ export function fusedKernelsProblem(): string | undefined {
  * Register the fused kernels ({@link FUSED_KERNEL_NAMES}: ParaRmsNorm, ParaRmsNormGrad,
  * ParaAddRmsNorm, ParaAddRmsNormGrad, ParaSwiGlu, ParaSwiGluGrad, ParaRope, ParaAttention,
  * ParaAttentionGrad, ParaCrossEntropy, ParaCrossEntropyGrad, ParaSwiGluScaled, ParaRopeKvWrite,
- * ParaScale, ParaScaleGrad, ParaAdamW) for the wasm backend; @para/ops then uses them. `installBlasKernels()` calls this.
+ * ParaScale, ParaScaleGrad, ParaAdamW, ParaSumSquares) for the wasm backend; @para/ops then uses them. `installBlasKernels()` calls this.
  * Returns false, changing nothing, when the addon (or a binary with these kernels) is
  * unavailable or PARA_FUSED=0 is set. A kernel someone else registered under one of these
  * names is left in place. Idempotent.

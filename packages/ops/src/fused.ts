@@ -30,6 +30,7 @@ import * as tf from '@tensorflow/tfjs-core';
  * | `ParaScale` | `x [B, T, F]`, `scale [B or 1, 1, F]` | — | `y [B, T, F]` = x · scale |
  * | `ParaScaleGrad` | `dy [B, T, F]`, `x`, `scale` (as the forward) | — | `dx [B, T, F]` = dy · scale, `dscale [B or 1, 1, F]` = Σ_t dy · x (Σ_b too when scale broadcasts) |
  * | `ParaAdamW` (no gradient) | `param<i>`, `m<i>`, `v<i>`, `grad<i>` for i < count (each quadruple one shape) | `count`, `lr`, `beta1`, `beta2`, `eps`, `step`, `gradScale`, `weightDecay` (count numbers) | `[param′0, m′0, v′0, param′1, …]` (3·count, new tensors) |
+ * | `ParaSumSquares` (no gradient) | `x<i>` for i < count (any shapes) | `count` | `sum []` = Σ_i Σ x_i² |
  *
  * - RMSNorm: w′ = weight, or (1 + weight) with `unitOffset` (Gemma); the mean of squares and the
  *   reciprocal square root per row of d, in float32 or better. With r = rsqrt(mean(x²) + eps),
@@ -79,6 +80,9 @@ import * as tf from '@tensorflow/tfjs-core';
  *   `param′ = param · keep − ((m′ / bc1) / (√(v′ / bc2) + eps)) · lr` (keep = 1 when
  *   `weightDecay[i]` is 0). Outputs are new tensors (the caller assigns them to its variables:
  *   a variable may share its data with other tensors, so nothing is written in place). step ≥ 1.
+ * - Sum of squares (@para/train's global gradient norm before clipping): in any order, float32
+ *   partial sums of at most a few thousand squares combined in float64 (or better throughout);
+ *   the result rounded to float32 once. count ≥ 1.
  * - Forward-only kernels (no Grad kernel; dispatched only while no gradient is recorded):
  *   `ParaSwiGluScaled` folds PARA's `up` scale or IA3's down_proj-input scale into the gate
  *   (`swiglu(gate, up, { scale })`). `ParaRopeKvWrite` is the KV cache's append with RoPE
@@ -104,6 +108,7 @@ export const FUSED_KERNELS = {
   scale: 'ParaScale',
   scaleGrad: 'ParaScaleGrad',
   adamW: 'ParaAdamW',
+  sumSquares: 'ParaSumSquares',
 } as const;
 
 export type FusedKernelName = (typeof FUSED_KERNELS)[keyof typeof FUSED_KERNELS];

@@ -276,10 +276,43 @@ export class AdamW {
   }
 }
 
+/** The most tensors one `ParaSumSquares` call reads (one call per this many gradients). */
+const SUM_SQUARES_CHUNK = 256;
+
+/**
+ * Σ‖g‖² over every gradient as a scalar tensor: one `ParaSumSquares` call per chunk of float32
+ * gradients where the backend registers it (@para/ops' fused.ts; @para/blas on wasm), else a sum
+ * of `tf.sum(tf.square(g))` — two kernels per gradient, which a full fine-tuning update pays
+ * for every weight.
+ */
+export function sumOfSquares(grads: readonly tf.Tensor[]): tf.Scalar {
+  return tf.tidy(() => {
+    if (grads.length === 0) return tf.scalar(0);
+    const fused = hasFusedKernel(FUSED_KERNELS.sumSquares);
+    const parts: tf.Tensor[] = [];
+    const rest: tf.Tensor[] = [];
+    for (const g of grads) (fused && g.dtype === 'float32' && g.size > 0 ? parts : rest).push(g);
+    const sums: tf.Tensor[] = rest.map((g) => tf.sum(tf.square(g)));
+    for (let i = 0; i < parts.length; i += SUM_SQUARES_CHUNK) {
+      const chunk = parts.slice(i, i + SUM_SQUARES_CHUNK);
+      const inputs: tf.NamedTensorMap = {};
+      chunk.forEach((g, j) => {
+        inputs[`x${j}`] = g;
+      });
+      sums.push(
+        tf.engine().runKernel(FUSED_KERNELS.sumSquares, inputs, {
+          count: chunk.length,
+        } as unknown as tf.NamedAttrMap) as tf.Tensor,
+      );
+    }
+    return (sums.length === 1 ? sums[0] : tf.addN(sums)) as tf.Scalar;
+  });
+}
+
 /** √(Σ‖g‖²) over every gradient, as a host number (one read). */
 export async function globalNorm(grads: readonly tf.Tensor[]): Promise<number> {
   if (grads.length === 0) return 0;
-  const total = tf.tidy(() => tf.sqrt(tf.addN(grads.map((g) => tf.sum(tf.square(g))))));
+  const total = tf.tidy(() => tf.sqrt(sumOfSquares(grads)));
   const value = (await total.data())[0] as number;
   total.dispose();
   return value;

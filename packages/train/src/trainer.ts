@@ -21,7 +21,7 @@ import { ParaError, Rng, type RngState } from '@para/core';
 import * as tf from '@tensorflow/tfjs-core';
 import type { Batch } from './batch';
 import { weightedCrossEntropy } from './loss';
-import { AdamW, clipScale } from './optim';
+import { AdamW, clipScale, globalNorm } from './optim';
 import { type DecayKind, makeSchedule, type Schedule } from './schedule';
 import type { TrainableModel } from './trainable';
 
@@ -216,11 +216,7 @@ export class Trainer {
     const tokens = micro.reduce((n, b) => n + b.tokens, 0);
     const lossTokens = micro.reduce((n, b) => n + b.lossTokens, 0);
     try {
-      const normT = tf.tidy(() =>
-        tf.sqrt(tf.addN(Object.values(grads).map((g) => tf.sum(tf.square(g))))),
-      );
-      const gradNorm = (await normT.data())[0] as number;
-      normT.dispose();
+      const gradNorm = await globalNorm(Object.values(grads));
       const finite = Number.isFinite(loss) && Number.isFinite(gradNorm);
       if (finite) {
         this.optimizer.apply(grads, lr, clipScale(gradNorm, this.options.maxGradNorm));

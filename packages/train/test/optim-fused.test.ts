@@ -1,7 +1,7 @@
 import { FUSED_KERNELS, hasFusedKernel, setFusedKernelsEnabled } from '@para/ops';
 import * as tf from '@tensorflow/tfjs-core';
 import { describe, expect, it } from 'vitest';
-import { AdamW } from '../src/index';
+import { AdamW, globalNorm } from '../src/index';
 import { expectClose, testBackends, useBackend } from './helpers/backends';
 
 /*
@@ -212,6 +212,36 @@ for (const backend of testBackends().filter((b) => b === 'wasm')) {
       expect(Array.from(await m0.data())).not.toEqual(Array.from(m0Before));
       opt.dispose();
       tf.dispose([...src, ...vars, view, ...Object.values(g)]);
+    });
+
+    it('globalNorm through ParaSumSquares (one kernel) equals the generic path; NaN stays NaN', async () => {
+      await useBackend(backend);
+      if (!hasFusedKernel(FUSED_KERNELS.sumSquares)) return;
+      const grads = SHAPES.map((shape, i) =>
+        tf.tensor(
+          seededValues(
+            shape.reduce((a, b) => a * b, 1),
+            300 + i,
+            0.3,
+          ),
+          shape,
+        ),
+      );
+      const info = await tf.profile(async () => {
+        const n = await globalNorm(grads);
+        return tf.scalar(n);
+      });
+      tf.dispose(info.result as tf.Tensor);
+      expect(info.kernelNames.filter((k) => k === 'ParaSumSquares')).toHaveLength(1);
+      expect(info.kernelNames).not.toContain('Square');
+      const fused = await globalNorm(grads);
+      const was = setFusedKernelsEnabled(false);
+      const generic = await globalNorm(grads);
+      setFusedKernelsEnabled(was);
+      expect(Math.abs(fused - generic) / generic).toBeLessThan(1e-5);
+      const bad = tf.tensor1d([1, Number.NaN]);
+      expect(await globalNorm([...grads, bad])).toBeNaN();
+      tf.dispose([...grads, bad]);
     });
 
     it('keeps tf.memory().numTensors flat over 40 fused steps', async () => {
