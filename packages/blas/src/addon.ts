@@ -18,7 +18,24 @@ export interface BlasStatus {
   threads?: number;
   /** The .node file that loaded. */
   binary?: string;
+  /**
+   * OPENBLAS_THREAD_TIMEOUT as OpenBLAS read it when it loaded: the environment's, or para's
+   * default {@link OPENBLAS_THREAD_TIMEOUT} when the environment left it unset.
+   */
+  threadTimeout?: { value: string; source: 'environment' | 'para' };
 }
+
+/**
+ * OpenBLAS's idle threads spin for 2^OPENBLAS_THREAD_TIMEOUT cycles after each call before they
+ * sleep: 2^28 (~0.1 s) by default. Between two matmuls the fused kernels run on their own pool,
+ * and on a few cores those spinning threads take the CPU from it. Unless the environment sets the
+ * variable, the addon loads with 2^20 (~0.3 ms at 3–4 GHz: still awake across back-to-back
+ * products). OpenBLAS reads it once, as it loads; the environment is restored right after, so child
+ * processes see what the user set. On a 2-vCPU Zen 5 (CPU family 26), training updates were 1.0–1.36×
+ * faster and decode at batch 32 1.08–1.19× (BENCHMARKS.md, issue 16 part 6). No effect where
+ * OpenBLAS was already loaded in the process by something else.
+ */
+export const OPENBLAS_THREAD_TIMEOUT = '20';
 
 /** The addon's raw interface (native/para_blas.c). */
 export interface BlasAddon {
@@ -113,23 +130,34 @@ export function loadAddonFrom(root: string): { addon?: BlasAddon; status: BlasSt
     return { status: { available: false, reason: 'disabled by PARA_BLAS_DISABLE=1' } };
   }
   const reasons: string[] = [];
-  for (const file of candidates(root, reasons)) {
-    try {
-      const addon = requireHere(file) as BlasAddon;
-      const info = addon.info();
-      return {
-        addon,
-        status: {
-          available: true,
-          openblas: info.config,
-          corename: info.corename,
-          threads: info.threads,
-          binary: file,
-        },
-      };
-    } catch (e) {
-      reasons.push(`${file}: ${messageOf(e)}`);
+  const fromEnv = process.env.OPENBLAS_THREAD_TIMEOUT;
+  const threadTimeout = {
+    value: fromEnv ?? OPENBLAS_THREAD_TIMEOUT,
+    source: fromEnv === undefined ? ('para' as const) : ('environment' as const),
+  };
+  if (fromEnv === undefined) process.env.OPENBLAS_THREAD_TIMEOUT = OPENBLAS_THREAD_TIMEOUT;
+  try {
+    for (const file of candidates(root, reasons)) {
+      try {
+        const addon = requireHere(file) as BlasAddon;
+        const info = addon.info();
+        return {
+          addon,
+          status: {
+            available: true,
+            openblas: info.config,
+            corename: info.corename,
+            threads: info.threads,
+            binary: file,
+            threadTimeout,
+          },
+        };
+      } catch (e) {
+        reasons.push(`${file}: ${messageOf(e)}`);
+      }
     }
+  } finally {
+    if (fromEnv === undefined) delete process.env.OPENBLAS_THREAD_TIMEOUT;
   }
   if (reasons.length === 0) reasons.push(`no native build in ${root}`);
   return {

@@ -23,6 +23,7 @@ export {
   type HeapOperand,
   heapMatMul,
   loadBlas,
+  OPENBLAS_THREAD_TIMEOUT,
   sgemm,
 } from './addon';
 export {

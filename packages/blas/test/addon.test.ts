@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { describe, expect, it } from 'vitest';
 import { blasAddon, loadAddonFrom, packageRoot, packSpec } from '../src/addon';
-import { heapMatMul, loadBlas, sgemm } from '../src/index';
+import { heapMatMul, loadBlas, OPENBLAS_THREAD_TIMEOUT, sgemm } from '../src/index';
 import { expectAddonLoaded, seeded, status } from './helpers';
 
 it('the addon loads (required with PARA_BLAS_REQUIRED=1; otherwise the rest skip where it cannot)', () => {
@@ -22,6 +22,33 @@ it('loadBlas reports OpenBLAS, its thread count and the binary', () => {
     expect(s.reason).toBeUndefined();
   } else {
     expect(s.reason).toBeTruthy();
+  }
+});
+
+it("OpenBLAS loads with para's OPENBLAS_THREAD_TIMEOUT unless the environment sets one; the environment is left as it was", () => {
+  if (!status.available) return;
+  const before = process.env.OPENBLAS_THREAD_TIMEOUT;
+  expect(status.threadTimeout).toEqual(
+    before === undefined
+      ? { value: OPENBLAS_THREAD_TIMEOUT, source: 'para' }
+      : { value: before, source: 'environment' },
+  );
+  try {
+    delete process.env.OPENBLAS_THREAD_TIMEOUT;
+    expect(loadAddonFrom(packageRoot).status.threadTimeout).toEqual({
+      value: '20',
+      source: 'para',
+    });
+    expect(process.env.OPENBLAS_THREAD_TIMEOUT).toBeUndefined();
+    process.env.OPENBLAS_THREAD_TIMEOUT = '12';
+    expect(loadAddonFrom(packageRoot).status.threadTimeout).toEqual({
+      value: '12',
+      source: 'environment',
+    });
+    expect(process.env.OPENBLAS_THREAD_TIMEOUT).toBe('12');
+  } finally {
+    if (before === undefined) delete process.env.OPENBLAS_THREAD_TIMEOUT;
+    else process.env.OPENBLAS_THREAD_TIMEOUT = before;
   }
 });
 

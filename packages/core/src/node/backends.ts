@@ -285,6 +285,7 @@ interface BlasModuleLike {
     openblas?: string;
     corename?: string;
     threads?: number;
+    threadTimeout?: { value: string; source: 'environment' | 'para' };
   };
   installBlasKernels(): boolean;
 }
@@ -342,6 +343,8 @@ export async function installOptionalBlas(): Promise<string> {
   const detail = [
     status.corename && `${status.corename} kernels`,
     status.threads && `${status.threads} threads`,
+    status.threadTimeout &&
+      `OPENBLAS_THREAD_TIMEOUT ${status.threadTimeout.value}${status.threadTimeout.source === 'para' ? " (para's default)" : ''}`,
     openblasCoretypeWarning(),
   ].filter(Boolean);
   return `${version} via @para/blas${detail.length > 0 ? ` (${detail.join(', ')})` : ''}`;
