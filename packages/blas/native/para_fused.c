@@ -908,10 +908,11 @@ HOT static void att_backward_tasks(void *vctx, int64_t begin, int64_t end, int t
  * (forward) or 5 (backward) OpenBLAS sgemm calls, each waking OpenBLAS's threads for a 64 × 256
  * × 64 product, with the softmax on one thread between them; measured in one process on 8 × 256
  * causal training attention (Hq 4 / Hkv 2, hd 64; Zen 5, AVX-512), kernel times forward 8.1 →
- * 2.7 ms, backward 15.5 → 4.4 ms (BENCHMARKS.md, issue 16 part 6). A block's key range starts at
- * a multiple of TILE_PAD (the keys before its first live one are masked for all its rows: their
- * probability is exactly 0), so the score products read keys transposed, [hd, S] zero-padded to
- * TILE_PAD, in whole vectors.
+ * 2.7 ms, backward 15.5 → 4.4 ms (BENCHMARKS.md, issue 16 part 6). The score products read keys
+ * transposed, [hd, S] with TILE_PAD + up to TILE_PAD − 1 zero columns after S, so a block's live
+ * range [lo, hi) is read in whole vectors from any lo (the columns past hi are computed, never
+ * stored). No product reads a key outside a block's live range, so garbage in a masked slot
+ * (even NaN) cannot reach the output or the gradients.
  *   forward:  tasks (b, g, head stack, position block), after one pass over (b, g) that
  *             transposes K and finds each mask row's live keys;
  *   backward: tasks (b, g), each owning dk and dv of its group and walking its blocks in order.
@@ -1069,7 +1070,7 @@ static tile_gemm_fn tile_gemm_get(void) {
 typedef struct {
   const att_t *c;
   tile_gemm_fn gemm;
-  float *kt;                /* forward: [B·Hkv, hd, sp] keys transposed, zero-padded */
+  float *kt;                /* forward: [B·Hkv, hd, sp] keys transposed, zero columns after S */
   int64_t *lo, *hi;         /* forward: [maskBatches, T] each mask row's live keys */
   int64_t b_count, sp, blk, stack, nstk, ntb;
   int failed;
@@ -1085,7 +1086,7 @@ static void att_transpose(const float *restrict src, int64_t S, int64_t hd, int6
 }
 
 /* Block `nb` of group (b, g)'s query rows: the first row's offset in q (in rows), its rows, its
- * positions and first position; the live key range [*a (a multiple of TILE_PAD), *e) (e ≤ a: none). */
+ * positions and first position; the live key range [*a, *e) (e ≤ a: none). */
 static void att_tile_block(const att_tile_t *t, int64_t b, int64_t g, int64_t nb, const int64_t *lo, const int64_t *hi,
                            int64_t *row0, int64_t *n, int64_t *npos, int64_t *t0, int64_t *a, int64_t *e) {
   const att_t *c = t->c;
@@ -1101,7 +1102,7 @@ static void att_tile_block(const att_tile_t *t, int64_t b, int64_t g, int64_t nb
     lo_ = lo[p] < lo_ ? lo[p] : lo_;
     hi_ = hi[p] > hi_ ? hi[p] : hi_;
   }
-  *a = lo_ / TILE_PAD * TILE_PAD;
+  *a = lo_;
   *e = hi_;
 }
 
@@ -1203,7 +1204,7 @@ static int att_tile(const att_t *c, int grad, int64_t B) {
   memset(&t, 0, sizeof t);
   t.c = c;
   t.gemm = tile_gemm_get();
-  t.sp = (S + TILE_PAD - 1) / TILE_PAD * TILE_PAD;
+  t.sp = (S + TILE_PAD - 1) / TILE_PAD * TILE_PAD + TILE_PAD; /* reads from any lo stay inside */
   t.blk = ATT_TILE_SCRATCH / (S > 0 ? S : 1);
   if (t.blk > ATT_TILE_BLOCK) t.blk = ATT_TILE_BLOCK;
   if (t.blk < 1) t.blk = 1;

@@ -203,56 +203,48 @@ describe.runIf(status.available)(
       tf.dispose([q, k, v, w, mask, subMask, fusedY, gq, gk, gv]);
     });
 
-    it('decode over a cache with free slots: masked keys are never read (NaN in free slots stays out), as the generic path with them zeroed', () => {
-      // T = 1 (the row-block path), GQA 2, rows holding 10 and 37 of 64 slots.
-      const [B, Hq, Hkv, S, hd] = [2, 4, 2, 64, 16];
-      const live = [10, 37];
-      const keyValid = live.map((n) => Array.from({ length: S }, (_, s) => (s < n ? 1 : 0)));
-      const mask = attentionMask({ keyValid, queryLength: 1, causal: false }); // [B, 1, 1, S]
-      const fill = (seed: number, garbage: number) => {
-        const a = scaled(B * Hkv * S * hd, seed, 2);
-        for (let b = 0; b < B; b++)
-          for (let h = 0; h < Hkv; h++)
-            for (let s = live[b] as number; s < S; s++)
-              a.fill(garbage, ((b * Hkv + h) * S + s) * hd, ((b * Hkv + h) * S + s + 1) * hd);
-        return tf.tensor4d(a, [B, Hkv, S, hd]); // [B, Hkv, S, hd]
-      };
-      const q = tf.tensor4d(scaled(B * Hq * hd, 7, 2), [B, Hq, 1, hd]); // [B, Hq, 1, hd]
-      const [kNaN, vNaN, kZero, vZero] = [
-        fill(8, Number.NaN),
-        fill(9, Number.NaN),
-        fill(8, 0),
-        fill(9, 0),
-      ];
-      const loss = (k: tf.Tensor, v: tf.Tensor) => (a: tf.Tensor) =>
-        tf.sum(attention(a, k, v, mask));
-      const fused = attention(q, kNaN, vNaN, mask);
-      const [dqFused] = tf.grads(loss(kNaN, vNaN))([q]);
-      const was = setFusedKernelsEnabled(false);
-      const generic = attention(q, kZero, vZero, mask);
-      const [dqGeneric] = tf.grads(loss(kZero, vZero))([q]);
-      setFusedKernelsEnabled(was);
-      expect(fused.dataSync().every((x) => Number.isFinite(x))).toBe(true);
-      expectNear(fused.dataSync(), generic.dataSync(), 1e-5, 'out');
-      expectNear(
-        (dqFused as tf.Tensor).dataSync(),
-        (dqGeneric as tf.Tensor).dataSync(),
-        1e-5,
-        'dq',
-      );
-      tf.dispose([
-        q,
-        kNaN,
-        vNaN,
-        kZero,
-        vZero,
-        mask,
-        fused,
-        generic,
-        dqFused as tf.Tensor,
-        dqGeneric as tf.Tensor,
-      ]);
-    });
+    // T = 1: the row-block path (a decode step); T = 24 with GQA 2 (48 rows): the tile path, whose
+    // blocks start at an unaligned first live key (18) as well as an aligned one (0 after 3 pads).
+    for (const { T, pad, live } of [
+      { T: 1, pad: [0, 0], live: [10, 37] },
+      { T: 24, pad: [3, 18], live: [40, 61] },
+    ]) {
+      it(`T ${T}: masked cache slots are never read (NaN in pads and free slots stays out), as the generic path with them zeroed`, () => {
+        const [B, Hq, Hkv, S, hd] = [2, 4, 2, 64, 16];
+        const valid = (b: number, s: number) => s >= (pad[b] as number) && s < (live[b] as number);
+        const keyValid = [0, 1].map((b) =>
+          Array.from({ length: S }, (_, s) => (valid(b, s) ? 1 : 0)),
+        );
+        const mask = attentionMask({ keyValid, queryLength: T, causal: false }); // [B, 1, T, S]
+        const fill = (seed: number, garbage: number) => {
+          const a = scaled(B * Hkv * S * hd, seed, 2);
+          for (let b = 0; b < B; b++)
+            for (let h = 0; h < Hkv; h++)
+              for (let s = 0; s < S; s++)
+                if (!valid(b, s))
+                  a.fill(garbage, ((b * Hkv + h) * S + s) * hd, ((b * Hkv + h) * S + s + 1) * hd);
+          return tf.tensor4d(a, [B, Hkv, S, hd]); // [B, Hkv, S, hd]
+        };
+        const q = tf.tensor4d(scaled(B * Hq * T * hd, 7, 2), [B, Hq, T, hd]); // [B, Hq, T, hd]
+        const [kNaN, vNaN, kZero, vZero] = [
+          fill(8, Number.NaN),
+          fill(9, Number.NaN),
+          fill(8, 0),
+          fill(9, 0),
+        ];
+        const loss = (a: tf.Tensor, k: tf.Tensor, v: tf.Tensor) => tf.sum(attention(a, k, v, mask));
+        const fused = [attention(q, kNaN, vNaN, mask), ...tf.grads(loss)([q, kNaN, vNaN])];
+        const was = setFusedKernelsEnabled(false);
+        const generic = [attention(q, kZero, vZero, mask), ...tf.grads(loss)([q, kZero, vZero])];
+        setFusedKernelsEnabled(was);
+        ['out', 'dq', 'dk', 'dv'].forEach((name, i) => {
+          const f = (fused[i] as tf.Tensor).dataSync() as Float32Array;
+          expect(f.every((x) => Number.isFinite(x))).toBe(true);
+          expectNear(f, (generic[i] as tf.Tensor).dataSync() as Float32Array, 1e-5, name);
+        });
+        tf.dispose([q, kNaN, vNaN, kZero, vZero, mask, ...fused, ...generic]);
+      });
+    }
 
     it('a backend with the forward kernel only: dispatched while no tape records, generic under tf.grads', async () => {
       const c: Case = { B: 1, Hq: 2, Hkv: 1, T: 4, S: 4, hd: 8, mask: 'causal' };
