@@ -61,9 +61,10 @@ int openblas_get_num_threads(void);
  * The hot loops are compiled twice on x86-64 Linux with GCC: for AVX2 and for the x86-64
  * baseline (SSE2), chosen at load time by the CPU (an ifunc). The AVX2 clone is about 2.4x
  * faster on SwiGLU's exp; both compute the same values (no FMA contraction in ISO C mode).
- * HOT_WIDE loops get an AVX-512 clone too: SwiGLU and its gradient, cross-entropy and its
- * gradient, AdamW (1.2–1.8x on a Zen 5, one process, old and new binary alternating); the
- * RMSNorm and RoPE loops were slower as AVX-512 clones there (0.5–0.9x), so they stay AVX2.
+ * HOT_WIDE loops get an AVX-512 clone too: SwiGLU and its gradient (and the scaled SwiGLU, the
+ * same loop), cross-entropy and its gradient, AdamW (1.2–1.8x on a Zen 5, one process, old and
+ * new binary alternating); the RMSNorm and RoPE loops were slower as AVX-512 clones there
+ * (0.5–0.9x) and attention's softmax rows no faster, so they stay AVX2.
  * -DPARA_FUSED_NO_CLONES builds the baseline only.
  */
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__GLIBC__) && \
@@ -930,7 +931,7 @@ typedef struct {
 } att_rows_t;
 
 /* p[i] = softmax(p[i] · scale + mask[i]) in place over the block's w keys; all −Infinity: 0; NaN: NaN. */
-HOT_WIDE static void att_softmax_rows(void *vctx, int64_t begin, int64_t end, int tid) {
+HOT static void att_softmax_rows(void *vctx, int64_t begin, int64_t end, int tid) {
   (void)tid;
   const att_rows_t *c = (const att_rows_t *)vctx;
   const int64_t W = c->w;
@@ -964,7 +965,7 @@ HOT_WIDE static void att_softmax_rows(void *vctx, int64_t begin, int64_t end, in
 }
 
 /* dp[i] = p[i] ⊙ (dp[i] − Σ_j p[i]·dp[i]) · scale in place. */
-HOT_WIDE static void att_dscores_rows(void *vctx, int64_t begin, int64_t end, int tid) {
+HOT static void att_dscores_rows(void *vctx, int64_t begin, int64_t end, int tid) {
   (void)tid;
   const att_rows_t *c = (const att_rows_t *)vctx;
   const int64_t W = c->w;
@@ -1359,7 +1360,16 @@ static inline void adamw_span(const adamw_t *c, const float *restrict p, const f
   }
 }
 
-static int64_t segment_of(const int64_t *start, int64_t count, int64_t at);
+/* The segment holding element `at` of a concatenation: the last k with start[k] <= at. */
+static int64_t segment_of(const int64_t *start, int64_t count, int64_t at) {
+  int64_t lo = 0, hi = count - 1;
+  while (lo < hi) {
+    const int64_t mid = (lo + hi + 1) / 2;
+    if (start[mid] <= at) lo = mid;
+    else hi = mid - 1;
+  }
+  return lo;
+}
 
 HOT_WIDE static void adamw_range(void *vctx, int64_t begin, int64_t end, int tid) {
   (void)tid;
@@ -1389,17 +1399,6 @@ typedef struct {
   int64_t count;
   double part[MAX_THREADS];
 } sumsq_t;
-
-/* The segment holding element `at` of a concatenation: the last k with start[k] <= at. */
-static int64_t segment_of(const int64_t *start, int64_t count, int64_t at) {
-  int64_t lo = 0, hi = count - 1;
-  while (lo < hi) {
-    const int64_t mid = (lo + hi + 1) / 2;
-    if (start[mid] <= at) lo = mid;
-    else hi = mid - 1;
-  }
-  return lo;
-}
 
 HOT static void sumsq_range(void *vctx, int64_t begin, int64_t end, int tid) {
   sumsq_t *c = (sumsq_t *)vctx;

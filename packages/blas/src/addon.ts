@@ -31,8 +31,9 @@ export interface BlasStatus {
  * and on a few cores those spinning threads take the CPU from it. Unless the environment sets the
  * variable, the addon loads with 2^20 (~0.3 ms at 3–4 GHz: still awake across back-to-back
  * products). OpenBLAS reads it once, as it loads; the environment is restored right after, so child
- * processes see what the user set. On a 2-vCPU Zen 5 (CPU family 26), training updates were 1.0–1.36×
- * faster and decode at batch 32 1.08–1.19× (BENCHMARKS.md, issue 16 part 6). No effect where
+ * processes see what the user set. On a 2-vCPU Zen 5 (CPU family 26), against 2^28: training
+ * updates 0.94–1.15× (8 × 256: 1.00–1.15×), decode at batch 32 1.09–1.18× (BENCHMARKS.md, issue
+ * 16 part 6). No effect where
  * OpenBLAS was already loaded in the process by something else.
  */
 export const OPENBLAS_THREAD_TIMEOUT = '20';
