@@ -31,6 +31,9 @@
 /* The fused kernels (para_fused.c) add their functions to the exports. */
 napi_status para_fused_init(napi_env env, napi_value exports);
 
+/* Products on the tile kernel where it is chosen (para_fused.c); 0 = run OpenBLAS. */
+int para_tile_matmul(const float *a, const float *b, float *c, int64_t m, int64_t n, int64_t k, int ta, int tb);
+
 /* OpenBLAS extensions (declared here too, so a generic cblas.h still compiles). */
 char *openblas_get_config(void);
 char *openblas_get_corename(void);
@@ -191,7 +194,7 @@ static void gemm_one(const float *a, const float *b, float *c, int m, int n, int
     } else {
       cblas_sgemv(CblasRowMajor, CblasTrans, k, n, 1.0f, b, ldb, a, 1, 0.0f, c, 1);
     }
-  } else {
+  } else if (!para_tile_matmul(a, b, c, m, n, k, ta, tb)) {
     cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, m, n, k,
                 1.0f, a, lda, b, ldb, 0.0f, c, n);
   }

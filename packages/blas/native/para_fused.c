@@ -56,6 +56,7 @@
 #include <uv.h>
 
 int openblas_get_num_threads(void);
+char *openblas_get_corename(void);
 
 /*
  * The hot loops are compiled twice on x86-64 Linux with GCC: for AVX2 and for the x86-64
@@ -1066,6 +1067,169 @@ static void tile_pick(void) {
 static tile_gemm_fn tile_gemm_get(void) {
   uv_once(&tile_once, tile_pick);
   return tile_gemm;
+}
+
+/* ---------- matrix products on the tile kernel (BatchMatMul where OpenBLAS runs no AVX-512) ---------- */
+
+/*
+ * C[M, N] = op(A) · op(B) for para_blas.c's BatchMatMul, on the tile kernel instead of OpenBLAS,
+ * where that is faster: the CPU has AVX-512 and OpenBLAS was made to run an AVX2 kernel
+ * (OPENBLAS_CORETYPE=Haswell on an AVX-512 machine, as the machines this was measured on are
+ * set). There, on Zen 5 (2 vCPUs), the tile kernel alone on one thread ran the training update's
+ * products at 190–197 GFLOP/s against 151–175 for OpenBLAS's sgemm on both threads (BENCHMARKS.md,
+ * issue 16 part 7). The choice is made once per process:
+ *
+ *   PARA_MATMUL=openblas   always OpenBLAS           PARA_MATMUL=tile   always the tile kernel
+ *   unset (auto)           the tile kernel when its instruction set is AVX-512 (PARA_FUSED_ISA
+ *                          caps it) and OpenBLAS's core is not an AVX-512 one (SkylakeX,
+ *                          Cooperlake, SapphireRapids)
+ *
+ * Blocking (BLIS's loops, no assembly): the output is split over the pool in column ranges of
+ * whole 64-column panels (or row ranges of 4-row tiles when N is narrow), so no two threads write
+ * the same element and every element is summed in the same order whatever the thread count. Each
+ * thread walks its range in blocks of GEMM_NC columns × GEMM_KC of K × GEMM_MC rows (the tile
+ * kernel keeps a 4 × 64 block of C in registers over a K block; the B block, 256 KB, stays in L2).
+ * With B stored [N, K] (transB: every linear layer's forward, W [out, in]) each thread first
+ * copies its B block transposed into its own buffer, padded to whole vectors.
+ */
+#define GEMM_KC 256
+#define GEMM_NC 256
+#define GEMM_MC 128
+#define GEMM_PANEL 64       /* columns of one tile (4 AVX-512 vectors) */
+#define GEMM_MIN_ROWS 64
+#define GEMM_MIN_PARALLEL (1 << 18) /* multiply-adds below which the caller's thread does it all */
+
+typedef struct {
+  const float *a, *b;
+  float *c;
+  int64_t m, n, k;
+  int ta, tb, by_cols;
+  int64_t parts;
+  tile_gemm_fn gemm;
+} tile_mm_t;
+
+static float gemm_pack[MAX_THREADS][GEMM_KC * GEMM_NC] __attribute__((aligned(64)));
+
+/* C[m0:m1, n0:n1], with `pack` for B's blocks when B is stored [N, K]. */
+static void tile_mm_range(const tile_mm_t *t, int64_t m0, int64_t m1, int64_t n0, int64_t n1, float *pack) {
+  const int64_t M = t->m, N = t->n, K = t->k;
+  for (int64_t j0 = n0; j0 < n1; j0 += GEMM_NC) {
+    const int64_t nc = n1 - j0 < GEMM_NC ? n1 - j0 : GEMM_NC;
+    for (int64_t k0 = 0; k0 < K; k0 += GEMM_KC) {
+      const int64_t kc = K - k0 < GEMM_KC ? K - k0 : GEMM_KC;
+      const float *R = t->b + k0 * N + j0; /* B [K, N] as it is */
+      int64_t rs = N;
+      int padded = 0;
+      if (t->tb) {
+        /*
+         * B stored [N, K]: pack[kk, j] = B[j0 + j, k0 + kk], 16 × 16 blocks at a time (a whole
+         * column of pack at once thrashed L1: its rows are 1 KB apart), rows padded with zeros
+         * to whole vectors.
+         */
+        const int64_t ncp = (nc + TILE_PAD - 1) / TILE_PAD * TILE_PAD;
+        for (int64_t jb = 0; jb < ncp; jb += 16) {
+          for (int64_t kb = 0; kb < kc; kb += 16) {
+            const int64_t ke = kc - kb < 16 ? kc - kb : 16;
+            for (int64_t j = jb; j < jb + 16; j++) {
+              float *dst = pack + kb * ncp + j;
+              if (j < nc) {
+                const float *src = t->b + (j0 + j) * K + k0 + kb;
+                for (int64_t kk = 0; kk < ke; kk++) dst[kk * ncp] = src[kk];
+              } else {
+                for (int64_t kk = 0; kk < ke; kk++) dst[kk * ncp] = 0.0f;
+              }
+            }
+          }
+        }
+        R = pack;
+        rs = ncp;
+        padded = 1;
+      }
+      for (int64_t i0 = m0; i0 < m1; i0 += GEMM_MC) {
+        const int64_t mc = m1 - i0 < GEMM_MC ? m1 - i0 : GEMM_MC;
+        const float *L = t->ta ? t->a + k0 * M + i0 : t->a + i0 * K + k0;
+        t->gemm(mc, nc, kc, L, t->ta ? 1 : K, t->ta ? M : 1, R, rs, padded, t->c + i0 * N + j0, N, k0 > 0);
+      }
+    }
+  }
+}
+
+static void tile_mm_part(void *ctx, int64_t begin, int64_t end, int tid) {
+  const tile_mm_t *t = (const tile_mm_t *)ctx;
+  for (int64_t p = begin; p < end; p++) {
+    if (t->by_cols) {
+      const int64_t panels = (t->n + GEMM_PANEL - 1) / GEMM_PANEL;
+      const int64_t n0 = panels * p / t->parts * GEMM_PANEL;
+      int64_t n1 = panels * (p + 1) / t->parts * GEMM_PANEL;
+      if (n1 > t->n) n1 = t->n;
+      if (n0 < n1) tile_mm_range(t, 0, t->m, n0, n1, gemm_pack[tid]);
+    } else {
+      const int64_t tiles = (t->m + TILE_MR - 1) / TILE_MR;
+      const int64_t m0 = tiles * p / t->parts * TILE_MR;
+      int64_t m1 = tiles * (p + 1) / t->parts * TILE_MR;
+      if (m1 > t->m) m1 = t->m;
+      if (m0 < m1) tile_mm_range(t, m0, m1, 0, t->n, gemm_pack[tid]);
+    }
+  }
+}
+
+/* ASCII case-insensitive equality (OpenBLAS names its cores "SkylakeX", "Haswell", ...). */
+static int same_name(const char *x, const char *lower) {
+  for (; *x != '\0' && *lower != '\0'; x++, lower++) {
+    const char c = *x >= 'A' && *x <= 'Z' ? (char)(*x - 'A' + 'a') : *x;
+    if (c != *lower) return 0;
+  }
+  return *x == *lower;
+}
+
+static int tile_mm_on = 0;
+static const char *tile_mm_name = "openblas";
+static uv_once_t tile_mm_once = UV_ONCE_INIT;
+
+static void tile_mm_pick(void) {
+  tile_gemm_get();
+  const char *want = getenv("PARA_MATMUL");
+  if (want != NULL && strcmp(want, "openblas") == 0) {
+    tile_mm_on = 0;
+  } else if (want != NULL && strcmp(want, "tile") == 0) {
+    tile_mm_on = 1;
+  } else {
+    const char *core = openblas_get_corename();
+    const int blas_avx512 = core != NULL && (same_name(core, "skylakex") || same_name(core, "cooperlake") ||
+                                             same_name(core, "sapphirerapids"));
+    tile_mm_on = strcmp(tile_isa_name, "avx512") == 0 && !blas_avx512;
+  }
+  if (tile_mm_on) tile_mm_name = strcmp(tile_isa_name, "avx512") == 0 ? "tile-avx512"
+                                 : strcmp(tile_isa_name, "avx2") == 0 ? "tile-avx2" : "tile-baseline";
+}
+
+/* Returns 1 when it computed C (the tile path is on), 0 when the caller is to run OpenBLAS. m, n, k >= 1. */
+int para_tile_matmul(const float *a, const float *b, float *c, int64_t m, int64_t n, int64_t k, int ta, int tb) {
+  uv_once(&tile_mm_once, tile_mm_pick);
+  /*
+   * Aᵀ · Bᵀ is left to OpenBLAS (rare), and so are products of fewer than GEMM_MIN_ROWS rows
+   * (decode steps): there, copying B's blocks costs more than the tile kernel gains (at 32 rows
+   * 96–120 GFLOP/s against OpenBLAS's 124–149; at 64 rows even).
+   */
+  if (!tile_mm_on || (ta && tb) || m < GEMM_MIN_ROWS) return 0;
+  tile_mm_t t = {a, b, c, m, n, k, ta, tb, 0, 1, tile_gemm_get()};
+  const int threads = (double)m * (double)n * (double)k >= GEMM_MIN_PARALLEL ? pool_threads() : 1;
+  t.by_cols = n >= (int64_t)GEMM_PANEL * threads && (tb || m < (int64_t)TILE_MR * 16 * threads);
+  const int64_t units = t.by_cols ? (n + GEMM_PANEL - 1) / GEMM_PANEL : (m + TILE_MR - 1) / TILE_MR;
+  t.parts = threads < units ? threads : units;
+  if (t.parts <= 1) {
+    t.parts = 1;
+    tile_mm_part(&t, 0, 1, 0);
+  } else {
+    parallel_for(t.parts, (int64_t)1 << 40, tile_mm_part, &t);
+  }
+  return 1;
+}
+
+/* "tile-avx512", "tile-avx2", "tile-baseline" or "openblas": what BatchMatMul's products run on. */
+const char *para_matmul_path(void) {
+  uv_once(&tile_mm_once, tile_mm_pick);
+  return tile_mm_name;
 }
 
 typedef struct {
@@ -2290,6 +2454,8 @@ static napi_value FusedInfo(napi_env env, napi_callback_info info) {
   tile_gemm_get();
   NAPI_CALL(env, napi_create_string_utf8(env, tile_isa_name, NAPI_AUTO_LENGTH, &v));
   NAPI_CALL(env, napi_set_named_property(env, obj, "attentionIsa", v));
+  NAPI_CALL(env, napi_create_string_utf8(env, para_matmul_path(), NAPI_AUTO_LENGTH, &v));
+  NAPI_CALL(env, napi_set_named_property(env, obj, "matmul", v));
   return obj;
 }
 

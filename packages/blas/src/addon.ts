@@ -23,6 +23,14 @@ export interface BlasStatus {
    * default {@link OPENBLAS_THREAD_TIMEOUT} when the environment left it unset.
    */
   threadTimeout?: { value: string; source: 'environment' | 'para' };
+  /**
+   * What BatchMatMul's products (M ≥ 64) run on: `openblas`, or para's own tile kernel
+   * (`tile-avx512`; `tile-avx2` / `tile-baseline` only when PARA_MATMUL=tile forces it). By
+   * default the tile kernel runs where the CPU has AVX-512 and OpenBLAS's core does not use it
+   * (OPENBLAS_CORETYPE=Haswell on an AVX-512 machine); PARA_MATMUL=openblas or =tile decides
+   * instead. Absent from binaries built before the choice existed.
+   */
+  matmul?: string;
 }
 
 /**
@@ -94,7 +102,12 @@ export interface BlasAddon {
    */
   adamWHeap?(heap: ArrayBuffer, params: Float64Array): void;
   sumSquaresHeap?(heap: ArrayBuffer, params: Float64Array): void;
-  fusedInfo?(): { threads: number; parallelMinElements: number; attentionIsa?: string };
+  fusedInfo?(): {
+    threads: number;
+    parallelMinElements: number;
+    attentionIsa?: string;
+    matmul?: string;
+  };
 }
 
 /** The package root: `src/..` when run from source, `dist/..` when built. */
@@ -142,6 +155,7 @@ export function loadAddonFrom(root: string): { addon?: BlasAddon; status: BlasSt
       try {
         const addon = requireHere(file) as BlasAddon;
         const info = addon.info();
+        const matmul = addon.fusedInfo?.().matmul;
         return {
           addon,
           status: {
@@ -151,6 +165,7 @@ export function loadAddonFrom(root: string): { addon?: BlasAddon; status: BlasSt
             threads: info.threads,
             binary: file,
             threadTimeout,
+            ...(matmul === undefined ? {} : { matmul }),
           },
         };
       } catch (e) {

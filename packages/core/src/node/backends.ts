@@ -286,6 +286,7 @@ interface BlasModuleLike {
     corename?: string;
     threads?: number;
     threadTimeout?: { value: string; source: 'environment' | 'para' };
+    matmul?: string;
   };
   installBlasKernels(): boolean;
 }
@@ -342,6 +343,8 @@ export async function installOptionalBlas(): Promise<string> {
   const version = status.openblas?.split(' ').slice(0, 2).join(' ') ?? 'OpenBLAS';
   const detail = [
     status.corename && `${status.corename} kernels`,
+    status.matmul?.startsWith('tile-') &&
+      `products of ≥ 64 rows on para's ${status.matmul.slice(5)} tile kernel`,
     status.threads && `${status.threads} threads`,
     status.threadTimeout &&
       `OPENBLAS_THREAD_TIMEOUT ${status.threadTimeout.value}${status.threadTimeout.source === 'para' ? " (para's default)" : ''}`,
