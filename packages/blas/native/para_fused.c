@@ -1075,8 +1075,8 @@ static tile_gemm_fn tile_gemm_get(void) {
  * C[M, N] = op(A) · op(B) for para_blas.c's BatchMatMul, on the tile kernel instead of OpenBLAS,
  * where that is faster: the CPU has AVX-512 and OpenBLAS was made to run an AVX2 kernel
  * (OPENBLAS_CORETYPE=Haswell on an AVX-512 machine, as the machines this was measured on are
- * set). There, on Zen 5 (2 vCPUs), the tile kernel alone on one thread ran the training update's
- * products at 190–197 GFLOP/s against 151–175 for OpenBLAS's sgemm on both threads (BENCHMARKS.md,
+ * set). There, on Zen 5 (2 vCPUs), the training update's products ran at 224–324 GFLOP/s against
+ * OpenBLAS's 136–196 on the same two threads, 2048-row ones at 355–363 against 165–200 (BENCHMARKS.md,
  * issue 16 part 7). The choice is made once per process:
  *
  *   PARA_MATMUL=openblas   always OpenBLAS           PARA_MATMUL=tile   always the tile kernel
@@ -1096,7 +1096,7 @@ static tile_gemm_fn tile_gemm_get(void) {
 #define GEMM_NC 256
 #define GEMM_MC 128
 #define GEMM_PANEL 64       /* columns of one tile (4 AVX-512 vectors) */
-#define GEMM_MIN_ROWS 64
+#define GEMM_MIN_ROWS 96
 #define GEMM_MIN_PARALLEL (1 << 18) /* multiply-adds below which the caller's thread does it all */
 
 typedef struct {
@@ -1208,8 +1208,9 @@ int para_tile_matmul(const float *a, const float *b, float *c, int64_t m, int64_
   uv_once(&tile_mm_once, tile_mm_pick);
   /*
    * Aᵀ · Bᵀ is left to OpenBLAS (rare), and so are products of fewer than GEMM_MIN_ROWS rows
-   * (decode steps): there, copying B's blocks costs more than the tile kernel gains (at 32 rows
-   * 96–120 GFLOP/s against OpenBLAS's 124–149; at 64 rows even).
+   * (decode steps, a short prefill): there, copying B's blocks costs what the tile kernel gains
+   * (32 rows: 113–146 GFLOP/s against OpenBLAS's 117–144; 64 rows × 512 × 512 transB: 119–160
+   * against 147–168; 96 rows: 182–195 against 158–163).
    */
   if (!tile_mm_on || (ta && tb) || m < GEMM_MIN_ROWS) return 0;
   tile_mm_t t = {a, b, c, m, n, k, ta, tb, 0, 1, tile_gemm_get()};

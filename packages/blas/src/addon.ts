@@ -24,7 +24,7 @@ export interface BlasStatus {
    */
   threadTimeout?: { value: string; source: 'environment' | 'para' };
   /**
-   * What BatchMatMul's products (M ≥ 64) run on: `openblas`, or para's own tile kernel
+   * What BatchMatMul's products (M ≥ 96) run on: `openblas`, or para's own tile kernel
    * (`tile-avx512`; `tile-avx2` / `tile-baseline` only when PARA_MATMUL=tile forces it). By
    * default the tile kernel runs where the CPU has AVX-512 and OpenBLAS's core does not use it
    * (OPENBLAS_CORETYPE=Haswell on an AVX-512 machine); PARA_MATMUL=openblas or =tile decides

@@ -34,7 +34,7 @@ export function expectedPath(mode: 'auto' | 'tile-avx2' | 'openblas'): string {
 }
 
 /**
- * [label, batch, M, N, K]: shapes that take the tile kernel's every branch (M ≥ 64 goes to it):
+ * [label, batch, M, N, K]: shapes that take the tile kernel's every branch (M ≥ 96 goes to it):
  * several 256-long K blocks and 256-wide column blocks with ragged ends, N not a multiple of the
  * vector width (a scalar tail untransposed, zero padding transposed), the split over the pool by
  * columns (few rows) and by rows (narrow N), more than one 128-row block, below the parallel
@@ -42,12 +42,12 @@ export function expectedPath(mode: 'auto' | 'tile-avx2' | 'openblas'): string {
  */
 const CASES: Array<[string, number[], number, number, number]> = [
   ['K and N blocks with ragged ends', [], 300, 333, 257],
-  ['few rows: split by columns', [], 64, 600, 100],
+  ['few rows: split by columns', [], 96, 600, 100],
   ['narrow N: split by rows, two row blocks, three K blocks', [], 130, 70, 520],
   ['N below one vector group', [], 200, 17, 40],
-  ['single-threaded (below the parallel threshold)', [], 64, 24, 16],
+  ['single-threaded (below the parallel threshold)', [], 96, 24, 16],
   ['batched', [3], 70, 90, 300],
-  ['decode-sized rows (OpenBLAS)', [], 32, 300, 100],
+  ['decode and short-prefill rows (OpenBLAS)', [], 64, 300, 100],
 ];
 
 const TRANSPOSES: Array<[boolean, boolean]> = [

@@ -344,7 +344,7 @@ export async function installOptionalBlas(): Promise<string> {
   const detail = [
     status.corename && `${status.corename} kernels`,
     status.matmul?.startsWith('tile-') &&
-      `products of ≥ 64 rows on para's ${status.matmul.slice(5)} tile kernel`,
+      `products of ≥ 96 rows on para's ${status.matmul.slice(5)} tile kernel`,
     status.threads && `${status.threads} threads`,
     status.threadTimeout &&
       `OPENBLAS_THREAD_TIMEOUT ${status.threadTimeout.value}${status.threadTimeout.source === 'para' ? " (para's default)" : ''}`,
