@@ -1106,11 +1106,23 @@ typedef struct {
   int ta, tb, by_cols;
   int64_t parts;
   tile_gemm_fn gemm;
+  float *pack; /* [parts][GEMM_PACK] when tb, else NULL */
 } tile_mm_t;
 
-static float gemm_pack[MAX_THREADS][GEMM_KC * GEMM_NC] __attribute__((aligned(64)));
+#define GEMM_PACK ((size_t)GEMM_KC * GEMM_NC) /* floats of one part's buffer for B's transposed blocks */
 
-/* C[m0:m1, n0:n1], with `pack` for B's blocks when B is stored [N, K]. */
+/*
+ * The buffers for B's transposed blocks, one per part (not per pool thread: a caller that finds
+ * the pool busy runs every part itself, and the addon may be called from several JavaScript
+ * threads at once). Kept between calls for whoever holds gemm_cache_mu; a caller that finds it
+ * held allocates its own for the call.
+ */
+static uv_mutex_t gemm_cache_mu;
+static int gemm_cache_ok = 0;
+static float *gemm_cache = NULL;
+static size_t gemm_cache_floats = 0;
+
+/* C[m0:m1, n0:n1], with `pack` (GEMM_PACK floats) for B's blocks when B is stored [N, K]. */
 static void tile_mm_range(const tile_mm_t *t, int64_t m0, int64_t m1, int64_t n0, int64_t n1, float *pack) {
   const int64_t M = t->m, N = t->n, K = t->k;
   for (int64_t j0 = n0; j0 < n1; j0 += GEMM_NC) {
@@ -1155,6 +1167,7 @@ static void tile_mm_range(const tile_mm_t *t, int64_t m0, int64_t m1, int64_t n0
 }
 
 static void tile_mm_part(void *ctx, int64_t begin, int64_t end, int tid) {
+  (void)tid;
   const tile_mm_t *t = (const tile_mm_t *)ctx;
   for (int64_t p = begin; p < end; p++) {
     if (t->by_cols) {
@@ -1162,13 +1175,13 @@ static void tile_mm_part(void *ctx, int64_t begin, int64_t end, int tid) {
       const int64_t n0 = panels * p / t->parts * GEMM_PANEL;
       int64_t n1 = panels * (p + 1) / t->parts * GEMM_PANEL;
       if (n1 > t->n) n1 = t->n;
-      if (n0 < n1) tile_mm_range(t, 0, t->m, n0, n1, gemm_pack[tid]);
+      if (n0 < n1) tile_mm_range(t, 0, t->m, n0, n1, t->pack == NULL ? NULL : t->pack + p * GEMM_PACK);
     } else {
       const int64_t tiles = (t->m + TILE_MR - 1) / TILE_MR;
       const int64_t m0 = tiles * p / t->parts * TILE_MR;
       int64_t m1 = tiles * (p + 1) / t->parts * TILE_MR;
       if (m1 > t->m) m1 = t->m;
-      if (m0 < m1) tile_mm_range(t, m0, m1, 0, t->n, gemm_pack[tid]);
+      if (m0 < m1) tile_mm_range(t, m0, m1, 0, t->n, t->pack == NULL ? NULL : t->pack + p * GEMM_PACK);
     }
   }
 }
@@ -1188,6 +1201,7 @@ static uv_once_t tile_mm_once = UV_ONCE_INIT;
 
 static void tile_mm_pick(void) {
   tile_gemm_get();
+  gemm_cache_ok = uv_mutex_init(&gemm_cache_mu) == 0;
   const char *want = getenv("PARA_MATMUL");
   if (want != NULL && strcmp(want, "openblas") == 0) {
     tile_mm_on = 0;
@@ -1213,17 +1227,35 @@ int para_tile_matmul(const float *a, const float *b, float *c, int64_t m, int64_
    * against 147–168; 96 rows: 182–195 against 158–163).
    */
   if (!tile_mm_on || (ta && tb) || m < GEMM_MIN_ROWS) return 0;
-  tile_mm_t t = {a, b, c, m, n, k, ta, tb, 0, 1, tile_gemm_get()};
+  tile_mm_t t = {a, b, c, m, n, k, ta, tb, 0, 1, tile_gemm_get(), NULL};
   const int threads = (double)m * (double)n * (double)k >= GEMM_MIN_PARALLEL ? pool_threads() : 1;
   t.by_cols = n >= (int64_t)GEMM_PANEL * threads && (tb || m < (int64_t)TILE_MR * 16 * threads);
   const int64_t units = t.by_cols ? (n + GEMM_PANEL - 1) / GEMM_PANEL : (m + TILE_MR - 1) / TILE_MR;
   t.parts = threads < units ? threads : units;
-  if (t.parts <= 1) {
-    t.parts = 1;
-    tile_mm_part(&t, 0, 1, 0);
-  } else {
-    parallel_for(t.parts, (int64_t)1 << 40, tile_mm_part, &t);
+  if (t.parts < 1) t.parts = 1;
+  int cached = 0;
+  if (tb) {
+    const size_t need = (size_t)t.parts * GEMM_PACK;
+    if (gemm_cache_ok && uv_mutex_trylock(&gemm_cache_mu) == 0) {
+      cached = 1;
+      if (gemm_cache_floats < need) {
+        free(gemm_cache);
+        gemm_cache = (float *)aligned_alloc(64, need * sizeof(float));
+        gemm_cache_floats = gemm_cache == NULL ? 0 : need;
+      }
+      t.pack = gemm_cache;
+    } else {
+      t.pack = (float *)aligned_alloc(64, need * sizeof(float));
+    }
+    if (t.pack == NULL) { /* out of memory: OpenBLAS needs no buffer of ours */
+      if (cached) uv_mutex_unlock(&gemm_cache_mu);
+      return 0;
+    }
   }
+  if (t.parts == 1) tile_mm_part(&t, 0, 1, 0);
+  else parallel_for(t.parts, (int64_t)1 << 40, tile_mm_part, &t);
+  if (cached) uv_mutex_unlock(&gemm_cache_mu);
+  else free(t.pack);
   return 1;
 }
 

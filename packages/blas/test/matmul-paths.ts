@@ -97,6 +97,10 @@ export function matmulPathSuite(mode: 'auto' | 'tile-avx2' | 'openblas'): void {
       expectClose(await runOn('wasm', inputs, fn), await runOn('cpu', inputs, fn), k, 'fused');
     });
 
+    it('calls from several threads at once each get the result one call alone gets', async () => {
+      await concurrentCallsAgree(status.binary as string);
+    }, 120_000);
+
     it('NaN stays in its own row of A and its own column of B (no padding or block leaks it)', async () => {
       const [m, n, k] = [100, 70, 300];
       for (const tB of [false, true]) {
@@ -116,4 +120,60 @@ export function matmulPathSuite(mode: 'auto' | 'tile-avx2' | 'openblas'): void {
       }
     });
   });
+}
+
+/**
+ * Worker threads, each calling the addon's matmulHeap at once on their own heaps: a transB
+ * product (buffers for B's blocks) repeated, every result bit-equal to the one this thread got
+ * alone (the split keeps each element's order of summation, busy pool or not).
+ */
+export async function concurrentCallsAgree(binary: string): Promise<void> {
+  const { Worker } = await import('node:worker_threads');
+  const code = `
+    const { parentPort, workerData } = require('node:worker_threads');
+    const addon = require(workerData.binary);
+    const { m, n, k, a, b, reps } = workerData;
+    const heap = new ArrayBuffer(4 * (m * k + k * n + m * n));
+    const h = new Float32Array(heap);
+    h.set(a, 0);
+    h.set(b, m * k);
+    const prm = new Float64Array(21);
+    prm.set([0, 4 * m * k, 4 * (m * k + k * n), m, n, k, 0, 1, 0, 0, 0, -1]);
+    prm[16] = -1;
+    const outs = [];
+    for (let r = 0; r < reps; r++) {
+      addon.matmulHeap(heap, prm);
+      outs.push(Float32Array.from(h.subarray(m * k + k * n)));
+    }
+    parentPort.postMessage(outs);
+  `;
+  const [m, n, k] = [300, 333, 257];
+  const a = input([m, k], 11).data;
+  const b = input([n, k], 12).data;
+  const alone = await new Promise<Float32Array[]>((resolve, reject) => {
+    const w = new Worker(code, { eval: true, workerData: { binary, m, n, k, a, b, reps: 1 } });
+    w.once('message', resolve);
+    w.once('error', reject);
+  });
+  const expected = alone[0] as Float32Array;
+  const runs = await Promise.all(
+    [0, 1, 2].map(
+      () =>
+        new Promise<Float32Array[]>((resolve, reject) => {
+          const w = new Worker(code, {
+            eval: true,
+            workerData: { binary, m, n, k, a, b, reps: 20 },
+          });
+          w.once('message', resolve);
+          w.once('error', reject);
+        }),
+    ),
+  );
+  for (const [i, outs] of runs.entries()) {
+    for (const [r, out] of outs.entries()) {
+      let same = out.length === expected.length;
+      for (let j = 0; same && j < out.length; j++) same = Object.is(out[j], expected[j]);
+      expect(same, `worker ${i}, call ${r}`).toBe(true);
+    }
+  }
 }
