@@ -1,21 +1,9 @@
-import { readFileSync } from 'node:fs';
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-wasm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fusedAttentionIsa, installBlasKernels, uninstallBlasKernels } from '../src/index';
 import { CASES, run } from './attention-cases';
-import { expectAddonLoaded, expectNear, status } from './helpers';
-
-/** Whether this CPU has every one of `flags` (Linux's /proc/cpuinfo; false elsewhere). */
-function cpuHas(...flags: string[]): boolean {
-  try {
-    const line = readFileSync('/proc/cpuinfo', 'utf8').match(/^flags\s*:(.*)$/m)?.[1] ?? '';
-    const have = new Set(line.trim().split(/\s+/));
-    return flags.every((f) => have.has(f));
-  } catch {
-    return false;
-  }
-}
+import { cpuHas, expectAddonLoaded, expectNear, status } from './helpers';
 
 /**
  * Fused attention's tile path (rows ≥ 16) under PARA_FUSED_ISA=`isa`, against the generic path:

@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
 import '@tensorflow/tfjs-backend-wasm';
@@ -163,4 +164,15 @@ export function expectNear(
     worst,
     `${label}: worst ${worst} at ${at} (${actual[at]} vs ${expected[at]}), tolerance ${tol}`,
   ).toBeLessThanOrEqual(tol);
+}
+
+/** Whether this CPU has every one of `flags` (Linux's /proc/cpuinfo; false elsewhere). */
+export function cpuHas(...flags: string[]): boolean {
+  try {
+    const line = readFileSync('/proc/cpuinfo', 'utf8').match(/^flags\s*:(.*)$/m)?.[1] ?? '';
+    const have = new Set(line.trim().split(/\s+/));
+    return flags.every((f) => have.has(f));
+  } catch {
+    return false;
+  }
 }

@@ -1,19 +1,16 @@
-import { readFileSync } from 'node:fs';
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-wasm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { installBlasKernels, uninstallBlasKernels } from '../src/index';
-import { expectAddonLoaded, expectClose, input, type Result, runOn, status } from './helpers';
-
-/** Whether this CPU has `flag` (Linux's /proc/cpuinfo; false elsewhere). */
-function cpuHas(flag: string): boolean {
-  try {
-    const line = readFileSync('/proc/cpuinfo', 'utf8').match(/^flags\s*:(.*)$/m)?.[1] ?? '';
-    return line.trim().split(/\s+/).includes(flag);
-  } catch {
-    return false;
-  }
-}
+import {
+  cpuHas,
+  expectAddonLoaded,
+  expectClose,
+  input,
+  type Result,
+  runOn,
+  status,
+} from './helpers';
 
 /** OpenBLAS's kernel sets that use AVX-512 (its core names, lower-cased). */
 const AVX512_CORES = new Set(['skylakex', 'cooperlake', 'sapphirerapids']);
@@ -25,8 +22,7 @@ const AVX512_CORES = new Set(['skylakex', 'cooperlake', 'sapphirerapids']);
 export function expectedPath(mode: 'auto' | 'tile-avx2' | 'openblas'): string {
   if (mode === 'openblas') return 'openblas';
   const x64 = process.arch === 'x64';
-  if (mode === 'tile-avx2')
-    return x64 && cpuHas('avx2') && cpuHas('fma') ? 'tile-avx2' : 'tile-baseline';
+  if (mode === 'tile-avx2') return x64 && cpuHas('avx2', 'fma') ? 'tile-avx2' : 'tile-baseline';
   const avx512 = x64 && cpuHas('avx512f');
   return avx512 && !AVX512_CORES.has((status.corename ?? '').toLowerCase())
     ? 'tile-avx512'
